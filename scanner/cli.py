@@ -1,0 +1,195 @@
+"""Command line: parse arguments into one ``ScanConfig``, run the scan, show progress and a summary.
+
+Exit codes: 0 scan completed; 1 the scan could not run (bad input file, trust store, output dir);
+2 usage or configuration error; 130 interrupted (the dataset written so far is still valid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from scanner import __version__
+from scanner.certs import TrustStoreError
+from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
+from scanner.input import InputError, count_lines
+from scanner.net.addresses import ExcludeList, ExcludeListError
+from scanner.output.parquet import OutputDirError, prepare_output_dir
+from scanner.pipeline import Scan, ScanStats, load_trust_store
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtp-tls-survey", description="Survey how well inbound mail servers do TLS (STARTTLS, certificates)."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    scan = sub.add_parser("scan", help="scan a list of domains into a Parquet dataset")
+    scan.add_argument("domains", help="file of domains (text, Tranco CSV, .gz of either) or '-' for stdin")
+    scan.add_argument("-o", "--out", required=True, type=Path, help="output directory for the dataset")
+    scan.add_argument("--overwrite", action="store_true", help="replace a previous scan in the output directory")
+    _add_dns_options(scan.add_argument_group("DNS"))
+    _add_probe_options(scan.add_argument_group("probing"))
+    safety = scan.add_argument_group("safety and trust")
+    safety.add_argument("--ca-file", type=Path, help="PEM trust store replacing certifi's bundle")
+    safety.add_argument("--allow-private", action="store_true",
+                        help="probe loopback/private/reserved addresses (labs and tests only)")
+    safety.add_argument("--exclude", type=Path, help="opt-out file: CIDRs and domain suffixes, one per line")
+    misc = scan.add_argument_group("run")
+    misc.add_argument("--max-in-flight", type=int, default=5000, help="domains waiting for probes at once")
+    misc.add_argument("--rows-per-file", type=int, default=200_000, help="rows per Parquet part file")
+    misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    misc.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
+    return parser
+
+
+def _add_dns_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--resolver", action="append", default=[], metavar="IP[:PORT]",
+                       help="DNS resolver to query (repeatable); default: the system's")
+    group.add_argument("--dns-qps", type=float, default=2000.0, help="DNS queries per second, global")
+    group.add_argument("--dns-timeout", type=float, default=3.0, help="seconds per DNS try")
+    group.add_argument("--dns-tries", type=int, default=2, help="tries per DNS query")
+    group.add_argument("--dns-concurrency", type=int, default=500, help="DNS queries in flight")
+    group.add_argument("--dns-workers", type=int, default=256, help="domains resolved at once")
+
+
+def _add_probe_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--port", type=int, default=25, help="SMTP port to probe")
+    group.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
+    group.add_argument("--concurrency", type=int, default=200, help="probe connections in flight, global")
+    group.add_argument("--per-ip-concurrency", type=int, default=1, help="connections at once per address")
+    group.add_argument("--per-ip-interval", type=float, default=1.0,
+                       help="minimum seconds between connections to one address")
+    group.add_argument("--connect-timeout", type=float, default=10.0)
+    group.add_argument("--banner-timeout", type=float, default=30.0)
+    group.add_argument("--command-timeout", type=float, default=15.0)
+    group.add_argument("--tls-timeout", type=float, default=15.0)
+    group.add_argument("--probe-deadline", type=float, default=90.0, help="hard cap on one probe, seconds")
+
+
+def config_from_args(args: argparse.Namespace) -> ScanConfig:
+    probe_kwargs: dict[str, Any] = {
+        "port": args.port, "connect_timeout": args.connect_timeout, "banner_timeout": args.banner_timeout,
+        "command_timeout": args.command_timeout, "tls_timeout": args.tls_timeout,
+        "probe_deadline": args.probe_deadline, "max_connections": args.concurrency,
+        "per_ip_concurrency": args.per_ip_concurrency, "per_ip_interval": args.per_ip_interval,
+        "workers": args.concurrency,
+    }
+    if args.ehlo_name:
+        probe_kwargs["ehlo_name"] = args.ehlo_name
+    return ScanConfig(
+        output=OutputConfig(args.out, rows_per_file=args.rows_per_file,
+                            row_group_size=min(20_000, args.rows_per_file)),
+        dns=DnsConfig(servers=tuple(args.resolver), timeout=args.dns_timeout, tries=args.dns_tries,
+                      qps=args.dns_qps, concurrency=args.dns_concurrency, workers=args.dns_workers),
+        probe=ProbeConfig(**probe_kwargs),
+        safety=SafetyConfig(allow_private=args.allow_private, exclude_file=args.exclude),
+        ca_file=args.ca_file,
+        max_domains_in_flight=args.max_in_flight,
+    )
+
+
+class _ProgressView:
+    """Live bar: done/total (when known), domains/s, probes in flight, errors."""
+
+    def __init__(self, console: Console, total: int | None) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]scan"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"), console=console, transient=False,
+        )
+        self._task: TaskID = self._progress.add_task("scan", total=total, info="")
+
+    def __enter__(self) -> _ProgressView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, stats: ScanStats) -> None:
+        rate = stats.rows_done / max(stats.elapsed(), 1e-9)
+        info = (f"{rate:,.0f} dom/s · probes {stats.probes_done:,}/{stats.probes_requested:,} "
+                f"({stats.probes_in_flight} in flight) · dns q {stats.dns_queries:,} · "
+                f"errors dns {stats.dns_failures:,} probe {stats.probe_failures:,} bug {stats.internal_errors}")
+        self._progress.update(self._task, completed=stats.rows_done, info=info)
+
+
+def _run_loop(coro: Coroutine[Any, Any, ScanStats], use_uvloop: bool) -> ScanStats:
+    if use_uvloop:
+        try:
+            import uvloop  # noqa: PLC0415 - optional accelerator
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
+    mail = stats.with_mail_hosts
+    share = f"{100 * stats.starttls_all / mail:.1f}%" if mail else "n/a"
+    console.print(f"[bold]{stats.starttls_all} of {mail} mail domains ({share}) accept STARTTLS on every MX[/bold]")
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(stats.verdicts.items()))
+    console.print(f"domains {stats.domains_done:,} ({verdicts}); invalid {stats.invalid:,}; "
+                  f"duplicates {stats.duplicates:,}; excluded {stats.excluded:,}; internal errors "
+                  f"{stats.internal_errors}")
+    console.print(f"probes {stats.probes_done:,}; DNS queries {stats.dns_queries:,}; "
+                  f"{stats.elapsed():.1f}s ({stats.rows_done / max(stats.elapsed(), 1e-9):,.0f} domains/s)")
+    console.print(f"dataset: {scan.config.output.out_dir} (scan id {scan.scan_id})"
+                  + ("" if scan.completed else " [yellow]INTERRUPTED: partial dataset[/yellow]"))
+
+
+def run_scan(args: argparse.Namespace, console: Console) -> int:
+    try:
+        config = config_from_args(args)
+        exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
+        trust = load_trust_store(config)
+        if str(args.domains) != "-" and not Path(args.domains).is_file():
+            raise InputError(f"no such input file: {args.domains}")
+        prepare_output_dir(config.output.out_dir, args.overwrite)
+    except (ConfigError, ExcludeListError) as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        return EXIT_USAGE
+    except (TrustStoreError, InputError, OutputDirError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_FAILED
+    scan = Scan(config, args.domains, trust, exclude)
+    total = None if args.no_progress else count_lines(args.domains)
+    try:
+        if args.no_progress:
+            stats = _run_loop(scan.run(), not args.no_uvloop)
+        else:
+            with _ProgressView(console, total) as view:
+                stats = _run_loop(scan.run(view.update), not args.no_uvloop)
+    except KeyboardInterrupt:
+        print_summary(console, scan, scan.stats)
+        console.print("interrupted: the files written so far are complete and readable")
+        return EXIT_INTERRUPTED
+    except InputError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_FAILED
+    print_summary(console, scan, stats)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    if args.command == "scan":
+        return run_scan(args, console)
+    return EXIT_USAGE  # pragma: no cover - argparse enforces the sub-command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

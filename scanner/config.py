@@ -1,0 +1,157 @@
+"""The one configuration object of a scan, built once (by the CLI or a test) and passed down.
+
+Every knob is a field here, never a module global or a free dict. Validation happens in
+``__post_init__`` so that a bad value fails at the edge with a clear message, before any packet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "DnsConfig",
+    "OutputConfig",
+    "ProbeConfig",
+    "SafetyConfig",
+    "ScanConfig",
+    "parse_host_port",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which and why."""
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """Parse ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ConfigError(f"unbalanced bracket in {text!r}")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:  # bare host name, IPv4 or IPv6 address without port
+        host, port_text = text, ""
+    if not host:
+        raise ConfigError(f"no host in {text!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"bad port in {text!r}")
+    return host, int(port_text)
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0 (got {value})")
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """DNS stage settings.
+
+    ``servers`` are "ip[:port]" strings; empty means the system resolver configuration (resolv.conf).
+    """
+
+    servers: tuple[str, ...] = ()
+    timeout: float = 3.0  # per try, seconds
+    tries: int = 2  # c-ares retries each query this many times in all
+    qps: float = 2000.0  # global queries-per-second limit (token bucket)
+    concurrency: int = 500  # queries in flight at once
+    workers: int = 256  # domains being resolved at once
+
+    def __post_init__(self) -> None:
+        _positive("dns timeout", self.timeout)
+        _positive("dns qps", self.qps)
+        if self.tries < 1 or self.concurrency < 1 or self.workers < 1:
+            raise ConfigError("dns tries, concurrency and workers must be >= 1")
+        for server in self.servers:
+            host, _ = parse_host_port(server, 53)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError as exc:
+                raise ConfigError(f"resolver must be an IP address[:port], got {server!r}") from exc
+
+    def resolver_addresses(self) -> list[str]:
+        """Servers in the form c-ares accepts: "ip:port" / "[v6]:port"."""
+        out = []
+        for server in self.servers:
+            host, port = parse_host_port(server, 53)
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return out
+
+
+def default_ehlo_name() -> str:
+    """An honest EHLO name: this machine's fully qualified name (RFC 5321 §4.1.1.1)."""
+    return socket.getfqdn() or "localhost"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """SMTP/TLS probe settings and politeness limits."""
+
+    port: int = 25
+    ehlo_name: str = field(default_factory=default_ehlo_name)
+    connect_timeout: float = 10.0
+    # RFC 5321 §4.5.3.2 lets a server take 5 minutes for the greeting; greylisting MTAs (postscreen,
+    # greet_pause) delay 10–30 s, so the default waits longer than that before calling it a tarpit.
+    banner_timeout: float = 30.0
+    command_timeout: float = 15.0  # EHLO, STARTTLS, QUIT replies
+    tls_timeout: float = 15.0
+    probe_deadline: float = 90.0  # hard cap on one probe, all phases included
+    max_connections: int = 200  # probes in flight at once, globally
+    per_ip_concurrency: int = 1
+    per_ip_interval: float = 1.0  # minimum seconds between two connection starts to one address
+    workers: int = 200  # probe worker tasks (>= max_connections is pointless)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"bad port {self.port}")
+        for name in ("connect_timeout", "banner_timeout", "command_timeout", "tls_timeout", "probe_deadline"):
+            _positive(name, getattr(self, name))
+        if self.max_connections < 1 or self.per_ip_concurrency < 1 or self.workers < 1:
+            raise ConfigError("max_connections, per_ip_concurrency and workers must be >= 1")
+        if self.per_ip_interval < 0:
+            raise ConfigError("per_ip_interval must be >= 0")
+        if not self.ehlo_name or any(c.isspace() for c in self.ehlo_name):
+            raise ConfigError(f"EHLO name must be a non-empty word, got {self.ehlo_name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyConfig:
+    """What the scanner refuses to touch."""
+
+    allow_private: bool = False  # probe loopback/private/reserved addresses (tests and labs only)
+    exclude_file: Path | None = None  # opt-out list: CIDRs and domain suffixes, one per line
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    out_dir: Path
+    rows_per_file: int = 200_000  # a part file is closed (and renamed into place) after this many rows
+    row_group_size: int = 20_000
+    flush_interval: float = 30.0  # seconds: buffered rows are written at least this often
+
+    def __post_init__(self) -> None:
+        if self.row_group_size < 1 or self.rows_per_file < self.row_group_size:
+            raise ConfigError("need 1 <= row_group_size <= rows_per_file")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    output: OutputConfig
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    ca_file: Path | None = None  # trust store replacing certifi's bundle
+    max_domains_in_flight: int = 5000  # domains resolved and waiting for their probes
+
+    def __post_init__(self) -> None:
+        if self.max_domains_in_flight < 1:
+            raise ConfigError("max_domains_in_flight must be >= 1")

@@ -1,0 +1,161 @@
+"""Resolve one domain to its mail hosts and their addresses (RFC 5321 §5.1, RFC 7505).
+
+MX host → addresses is cached for the whole scan, and concurrent lookups of the same host share one
+in-flight query, so a provider that serves a million domains costs one A and one AAAA query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from scanner.dns.records import MxRecord, is_ip_literal, plan_mx
+from scanner.dns.resolver import DnsResolver, QueryResult
+from scanner.net.addresses import ExcludeList
+from scanner.status import DnsOutcome, DomainStatus, HostStatus, MxSource
+
+__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost"]
+
+_DOMAIN_STATUS = {
+    DnsOutcome.NXDOMAIN: DomainStatus.DNS_NXDOMAIN,
+    DnsOutcome.SERVFAIL: DomainStatus.DNS_SERVFAIL,
+    DnsOutcome.TIMEOUT: DomainStatus.DNS_TIMEOUT,
+    DnsOutcome.REFUSED: DomainStatus.DNS_REFUSED,
+    DnsOutcome.ERROR: DomainStatus.DNS_ERROR,
+}
+_HOST_STATUS = {
+    DnsOutcome.NXDOMAIN: HostStatus.NXDOMAIN,
+    DnsOutcome.NODATA: HostStatus.NO_ADDRESS,
+    DnsOutcome.SERVFAIL: HostStatus.SERVFAIL,
+    DnsOutcome.TIMEOUT: HostStatus.TIMEOUT,
+    DnsOutcome.REFUSED: HostStatus.REFUSED,
+    DnsOutcome.ERROR: HostStatus.ERROR,
+}
+# When both the A and the AAAA query fail, the more informative failure is reported.
+_HOST_FAILURE_RANK = [
+    HostStatus.NXDOMAIN,
+    HostStatus.SERVFAIL,
+    HostStatus.TIMEOUT,
+    HostStatus.REFUSED,
+    HostStatus.ERROR,
+    HostStatus.NO_ADDRESS,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HostResolution:
+    name: str
+    status: HostStatus
+    addresses: tuple[str, ...] = ()  # IPv4 first, then IPv6, each in answer order
+    cnames: tuple[str, ...] = ()  # RFC 2181 §10.3: an MX target should not be a CNAME; recorded
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MailHost:
+    name: str
+    preference: int
+    resolution: HostResolution
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDns:
+    domain: str
+    status: DomainStatus
+    mx_source: MxSource
+    hosts: tuple[MailHost, ...] = ()
+    detail: str = ""
+    null_mx_mixed: bool = False
+    elapsed_ms: float = 0.0
+
+
+def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolution:
+    addresses = v4.addresses + v6.addresses
+    cnames = tuple(dict.fromkeys(v4.cnames + v6.cnames))
+    if addresses:
+        return HostResolution(name, HostStatus.OK, addresses, cnames)
+    statuses = [_HOST_STATUS.get(r.outcome, HostStatus.ERROR) for r in (v4, v6)]
+    status = min(statuses, key=_HOST_FAILURE_RANK.index)
+    detail = "; ".join(r.detail for r in (v4, v6) if r.detail) or "no A or AAAA record"
+    return HostResolution(name, status, (), cnames, detail)
+
+
+class DomainResolver:
+    """Turns a domain name into a ``DomainDns``. One instance per scan."""
+
+    def __init__(self, resolver: DnsResolver, exclude: ExcludeList) -> None:
+        self._resolver = resolver
+        self._exclude = exclude
+        self._hosts: dict[str, asyncio.Future[HostResolution]] = {}
+
+    @property
+    def cached_hosts(self) -> int:
+        return len(self._hosts)
+
+    async def resolve(self, domain: str) -> DomainDns:
+        started = time.perf_counter()
+        answer = await self._resolver.query(domain, "MX")
+        result = await self._from_mx_answer(domain, answer)
+        elapsed = (time.perf_counter() - started) * 1000
+        return DomainDns(
+            result.domain, result.status, result.mx_source, result.hosts, result.detail,
+            result.null_mx_mixed, elapsed,
+        )
+
+    async def _from_mx_answer(self, domain: str, answer: QueryResult) -> DomainDns:
+        if answer.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA):
+            # RFC 5321 §5.1: no implicit-MX fallback after a failed (as opposed to empty) MX lookup.
+            return DomainDns(domain, _DOMAIN_STATUS[answer.outcome], MxSource.NONE, detail=answer.detail)
+        plan = plan_mx(answer.mx)
+        if plan.source is MxSource.NULL_MX:
+            return DomainDns(domain, DomainStatus.NULL_MX, MxSource.NULL_MX, detail="MX 0 . (RFC 7505)")
+        if plan.source is MxSource.IMPLICIT:
+            return await self._implicit(domain)
+        hosts = await asyncio.gather(*(self._mail_host(record) for record in plan.hosts))
+        if not any(h.resolution.addresses for h in hosts):
+            detail = "; ".join(f"{h.name}: {h.resolution.status.value}" for h in hosts)
+            return DomainDns(domain, DomainStatus.MX_NO_ADDRESS, MxSource.MX, tuple(hosts), detail,
+                             plan.null_mx_mixed)
+        return DomainDns(domain, DomainStatus.OK, MxSource.MX, tuple(hosts), null_mx_mixed=plan.null_mx_mixed)
+
+    async def _implicit(self, domain: str) -> DomainDns:
+        """No MX records: the domain itself is the mail host, preference 0 (RFC 5321 §5.1)."""
+        resolution = await self.host(domain)
+        host = MailHost(domain, 0, resolution)
+        if resolution.addresses:
+            return DomainDns(domain, DomainStatus.OK, MxSource.IMPLICIT, (host,))
+        if resolution.status in (HostStatus.NO_ADDRESS, HostStatus.NXDOMAIN):
+            return DomainDns(domain, DomainStatus.DNS_NO_MAIL_HOST, MxSource.IMPLICIT, (host,),
+                             "no MX and no A/AAAA record")
+        return DomainDns(domain, DomainStatus.DNS_ERROR, MxSource.IMPLICIT, (host,), resolution.detail)
+
+    async def _mail_host(self, record: MxRecord) -> MailHost:
+        if is_ip_literal(record.exchange):
+            resolution = HostResolution(record.exchange, HostStatus.IP_LITERAL,
+                                        detail="MX exchange is an IP literal (RFC 5321 §5.1)")
+        elif self._exclude.excludes_name(record.exchange):
+            resolution = HostResolution(record.exchange, HostStatus.EXCLUDED, detail="on the exclude list")
+        else:
+            resolution = await self.host(record.exchange)
+        return MailHost(record.exchange, record.preference, resolution)
+
+    async def host(self, name: str) -> HostResolution:
+        """A and AAAA of ``name``, cached for the scan; concurrent callers share one lookup."""
+        future = self._hosts.get(name)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._hosts[name] = future
+            try:
+                v4, v6 = await asyncio.gather(self._resolver.query(name, "A"), self._resolver.query(name, "AAAA"))
+                future.set_result(_host_resolution(name, v4, v6))
+            except BaseException as exc:
+                # Do not cache a cancellation or a bug: the next caller retries, waiters see the error.
+                del self._hosts[name]
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+                    future.exception()  # mark retrieved: this caller re-raises it below
+                raise
+        return await asyncio.shield(future)

@@ -1,0 +1,137 @@
+"""The only module that talks to the DNS library (aiodns/c-ares).
+
+Every resolver error is translated here, once, into a ``DnsOutcome``; nothing above sees pycares
+error numbers. A global token bucket caps queries per second and a semaphore caps queries in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import aiodns
+import aiodns.error
+import pycares
+
+from scanner.config import DnsConfig
+from scanner.dns.records import MxRecord, normalize_exchange
+from scanner.net.limits import TokenBucket
+from scanner.status import DnsOutcome
+
+__all__ = ["DnsResolver", "QueryResult", "QueryType"]
+
+QueryType = Literal["MX", "A", "AAAA", "TXT", "CNAME"]
+
+# RFC 1034 §3.6.2 allows CNAME chains; resolvers cap them around 8–16 hops. Ours only matters when the
+# server answered with a CNAME but not the target's records (an authoritative server for another zone).
+MAX_CNAME_HOPS = 8
+
+_OUTCOMES = {
+    pycares.errno.ARES_ENOTFOUND: DnsOutcome.NXDOMAIN,
+    pycares.errno.ARES_ENODATA: DnsOutcome.NODATA,
+    pycares.errno.ARES_ESERVFAIL: DnsOutcome.SERVFAIL,
+    pycares.errno.ARES_ETIMEOUT: DnsOutcome.TIMEOUT,
+    pycares.errno.ARES_EREFUSED: DnsOutcome.REFUSED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    outcome: DnsOutcome
+    detail: str = ""
+    mx: tuple[MxRecord, ...] = ()
+    addresses: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
+    cnames: tuple[str, ...] = ()  # CNAME targets followed, in order
+    elapsed_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class _Collected:
+    mx: list[MxRecord]
+    addresses: list[str]
+    texts: list[str]
+    cnames: list[str]
+
+
+def _collect(result: pycares.DNSResult, rtype: QueryType) -> _Collected:
+    out = _Collected([], [], [], [])
+    for record in result.answer:
+        data = record.data
+        if isinstance(data, pycares.CNAMERecordData):
+            out.cnames.append(normalize_exchange(data.cname))
+        elif rtype == "MX" and isinstance(data, pycares.MXRecordData):
+            out.mx.append(MxRecord(int(data.priority), normalize_exchange(data.exchange)))
+        elif rtype in ("A", "AAAA") and isinstance(data, pycares.ARecordData | pycares.AAAARecordData):
+            out.addresses.append(str(data.addr))
+        elif rtype == "TXT" and isinstance(data, pycares.TXTRecordData):
+            raw = data.data
+            out.texts.append(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
+    return out
+
+
+class DnsResolver:
+    """Rate-limited asynchronous resolver. Create inside a running event loop; ``close()`` when done."""
+
+    def __init__(self, config: DnsConfig) -> None:
+        self._config = config
+        servers = config.resolver_addresses()
+        self._resolver = aiodns.DNSResolver(nameservers=servers or None, timeout=config.timeout, tries=config.tries)
+        self._bucket = TokenBucket(config.qps)
+        self._in_flight = asyncio.Semaphore(config.concurrency)
+        self.queries_sent = 0
+        # Safety net above c-ares' own timeout*tries, so a lost callback can never hang a domain.
+        self._deadline = config.timeout * config.tries + 2.0
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+    async def query(self, name: str, rtype: QueryType) -> QueryResult:
+        """Query ``name``/``rtype``, following CNAMEs the server left unresolved."""
+        started = time.perf_counter()
+        cnames: list[str] = []
+        current = name
+        for _ in range(MAX_CNAME_HOPS):
+            result = await self._query_once(current, rtype)
+            if isinstance(result, QueryResult):  # a failure
+                return _with(result, cnames, started)
+            collected = _collect(result, rtype)
+            cnames.extend(collected.cnames)
+            if collected.mx or collected.addresses or collected.texts or not collected.cnames:
+                outcome = DnsOutcome.ANSWER if (collected.mx or collected.addresses or collected.texts) \
+                    else DnsOutcome.NODATA
+                return QueryResult(
+                    outcome,
+                    mx=tuple(collected.mx),
+                    addresses=tuple(dict.fromkeys(collected.addresses)),
+                    texts=tuple(collected.texts),
+                    cnames=tuple(cnames),
+                    elapsed_ms=(time.perf_counter() - started) * 1000,
+                )
+            current = collected.cnames[-1]  # only CNAMEs came back: chase the last target ourselves
+        return QueryResult(DnsOutcome.ERROR, f"CNAME chain longer than {MAX_CNAME_HOPS}", cnames=tuple(cnames))
+
+    async def _query_once(self, name: str, rtype: QueryType) -> pycares.DNSResult | QueryResult:
+        await self._bucket.acquire()
+        async with self._in_flight:
+            self.queries_sent += 1
+            try:
+                return await asyncio.wait_for(self._resolver.query_dns(name, rtype), self._deadline)
+            except aiodns.error.DNSError as exc:
+                code = exc.args[0] if exc.args else None
+                message = exc.args[1] if len(exc.args) > 1 else str(exc)
+                outcome = _OUTCOMES.get(code, DnsOutcome.ERROR) if isinstance(code, int) else DnsOutcome.ERROR
+                return QueryResult(outcome, f"{rtype} {name}: {message}")
+            except TimeoutError:
+                return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: no answer within {self._deadline:.0f}s")
+
+
+def _with(result: QueryResult, cnames: list[str], started: float) -> QueryResult:
+    return QueryResult(
+        result.outcome,
+        result.detail,
+        cnames=tuple(cnames),
+        elapsed_ms=(time.perf_counter() - started) * 1000,
+    )

@@ -1,0 +1,1 @@
+"""Network-facing helpers: which addresses may be probed, and how fast."""

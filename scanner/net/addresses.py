@@ -1,0 +1,98 @@
+"""Address policy: which addresses and names the scanner may touch.
+
+By default only globally routable unicast addresses are probed (an MX can point anywhere, including
+at 127.0.0.1 or a customer's RFC 1918 network). ``allow_private`` is the explicit opt-in for tests and
+labs. An opt-out list (CIDRs and domain suffixes) is honoured before any packet is sent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scanner.status import FailureClass
+
+__all__ = ["AddressPolicy", "ExcludeList", "ExcludeListError", "IpAddress"]
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ExcludeListError(ValueError):
+    """The opt-out file cannot be read or has a line that is neither a CIDR nor a domain."""
+
+
+def _to_ranges(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[tuple[int, int]]:
+    collapsed = ipaddress.collapse_addresses(networks)  # type: ignore[type-var]
+    return [(int(n.network_address), int(n.broadcast_address)) for n in collapsed]
+
+
+@dataclass(frozen=True, slots=True)
+class ExcludeList:
+    """Opt-out entries: address ranges (sorted, merged intervals) and domain suffixes."""
+
+    v4: tuple[tuple[int, int], ...] = ()
+    v6: tuple[tuple[int, int], ...] = ()
+    suffixes: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str]) -> ExcludeList:
+        v4: list[ipaddress.IPv4Network] = []
+        v6: list[ipaddress.IPv6Network] = []
+        suffixes: set[str] = set()
+        for line_no, line in enumerate(lines, start=1):
+            entry = line.split("#", 1)[0].strip().lower()
+            if not entry:
+                continue
+            try:
+                net = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not all(part and part.replace("-", "").isalnum() for part in entry.strip(".").split(".")):
+                    raise ExcludeListError(f"line {line_no}: {entry!r} is neither a CIDR nor a domain") from None
+                suffixes.add(entry.strip("."))
+                continue
+            (v4 if net.version == 4 else v6).append(net)  # type: ignore[arg-type]
+        return cls(tuple(_to_ranges(v4)), tuple(_to_ranges(v6)), frozenset(suffixes))
+
+    @classmethod
+    def from_file(cls, path: Path) -> ExcludeList:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ExcludeListError(f"cannot read exclude file {path}: {exc}") from exc
+        return cls.from_lines(text.splitlines())
+
+    def excludes_address(self, ip: IpAddress) -> bool:
+        ranges = self.v4 if ip.version == 4 else self.v6
+        value = int(ip)
+        # Ranges are disjoint and sorted: the only candidate is the last one starting at or before ip.
+        index = bisect.bisect_right(ranges, (value, 1 << 129)) - 1
+        return index >= 0 and ranges[index][0] <= value <= ranges[index][1]
+
+    def excludes_name(self, name: str) -> bool:
+        """True for a listed domain and every name below it (``example.com`` covers ``mx.example.com``)."""
+        labels = name.lower().rstrip(".").split(".")
+        return any(".".join(labels[i:]) in self.suffixes for i in range(len(labels)))
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    allow_private: bool = False
+    exclude: ExcludeList = field(default_factory=ExcludeList)
+
+    def refusal(self, ip: IpAddress) -> FailureClass | None:
+        """Why ``ip`` must not be probed, or None if it may be."""
+        if self.exclude.excludes_address(ip):
+            return FailureClass.EXCLUDED
+        # Never, even with allow_private: these cannot be a mail server's unicast address.
+        if ip.is_multicast or ip.is_unspecified:
+            return FailureClass.RESERVED_ADDRESS
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return self.refusal(ip.ipv4_mapped)
+        # is_global is False for loopback, RFC 1918, link-local, CGNAT (100.64/10), documentation,
+        # benchmarking (198.18/15) and the other IANA special-purpose blocks.
+        if not self.allow_private and not ip.is_global:
+            return FailureClass.RESERVED_ADDRESS
+        return None

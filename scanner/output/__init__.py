@@ -1,0 +1,1 @@
+"""Output: row dataclasses (the schema), Arrow schema derivation, and the Parquet writer."""

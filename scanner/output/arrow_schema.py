@@ -1,0 +1,132 @@
+"""Derive the Arrow schema and the schema documentation from the row dataclasses (never by hand)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from scanner.output.rows import SCHEMA_VERSION, TABLES
+
+__all__ = ["arrow_schema", "enum_values", "render_json", "render_markdown", "row_to_dict"]
+
+_SCALARS: dict[type, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    bytes: pa.binary(),
+    datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return pa.string()  # stored as the enum's stable value; Parquet dictionary-encodes it
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return pa.list_(_arrow_type(item))
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    raise TypeError(f"no Arrow mapping for {annotation!r}")
+
+
+def _fields(row_class: type) -> list[tuple[dataclasses.Field[Any], Any, bool]]:
+    hints = typing.get_type_hints(row_class)
+    out = []
+    for f in dataclasses.fields(row_class):
+        inner, nullable = _unwrap_optional(hints[f.name])
+        out.append((f, inner, nullable))
+    return out
+
+
+def arrow_schema(row_class: type) -> pa.Schema:
+    fields = [
+        pa.field(f.name, _arrow_type(inner), nullable=nullable, metadata={"doc": f.metadata.get("doc", "")})
+        for f, inner, nullable in _fields(row_class)
+    ]
+    return pa.schema(fields, metadata={"schema_version": SCHEMA_VERSION, "table": row_class.__name__})
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def row_to_dict(row: Any) -> dict[str, Any]:
+    return {f.name: _cell(getattr(row, f.name)) for f in dataclasses.fields(row)}
+
+
+def enum_values(annotation: Any) -> list[str] | None:
+    inner, _ = _unwrap_optional(annotation)
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        return [str(member.value) for member in inner]
+    return None
+
+
+def render_json() -> str:
+    """Machine-readable schema of every table (committed as schemas/schema.json)."""
+    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "tables": {}}
+    for table, row_class in TABLES.items():
+        hints = typing.get_type_hints(row_class)
+        columns = []
+        for f, inner, nullable in _fields(row_class):
+            column: dict[str, Any] = {
+                "name": f.name,
+                "type": str(_arrow_type(inner)),
+                "nullable": nullable,
+                "doc": f.metadata.get("doc", ""),
+            }
+            values = enum_values(hints[f.name])
+            if values is not None:
+                column["values"] = values
+            columns.append(column)
+        doc["tables"][table] = {"doc": (row_class.__doc__ or "").strip(), "columns": columns}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_markdown() -> str:
+    """Human-readable schema (committed as schemas/tables.md)."""
+    lines = [
+        "# Output tables",
+        "",
+        f"Generated from `scanner/output/rows.py` (schema version {SCHEMA_VERSION}); "
+        "regenerate with `python -m scanner.output.arrow_schema`. Do not edit by hand.",
+        "",
+    ]
+    for table, row_class in TABLES.items():
+        hints = typing.get_type_hints(row_class)
+        lines += [f"## `{table}`", "", (row_class.__doc__ or "").strip(), "",
+                  "| column | type | null | description |", "|---|---|---|---|"]
+        for f, inner, nullable in _fields(row_class):
+            desc = f.metadata.get("doc", "")
+            values = enum_values(hints[f.name])
+            if values is not None:
+                desc += " Values: " + ", ".join(f"`{v}`" for v in values) + "."
+            lines.append(f"| `{f.name}` | {_arrow_type(inner)} | {'yes' if nullable else 'no'} | {desc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parents[2] / "schemas"
+    (target / "schema.json").write_text(render_json(), encoding="utf-8")
+    (target / "tables.md").write_text(render_markdown(), encoding="utf-8")
+    print(f"wrote {target}/schema.json and tables.md")

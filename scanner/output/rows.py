@@ -1,0 +1,176 @@
+"""The output schema, defined once: each table is a frozen dataclass, each field a column.
+
+The Arrow schema (``scanner.output.arrow_schema``) and the documentation in ``schemas/`` are derived
+from these classes; a test fails when ``schemas/`` drifts from them. Field order is column order.
+
+Tables and keys:
+- ``domains``: one row per meaningful input line (key ``domain``; invalid lines carry ``input_line``).
+- ``mx``: one row per (domain, MX host, address) link (joins ``domains`` on ``domain`` and
+  ``probes`` on ``probe_id``); a host with no address has one row with a null address.
+- ``probes``: one row per probed (address, port), shared by every domain whose MX resolves there.
+- ``run``: one row describing the scan (version, configuration, counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from scanner.status import (
+    DomainStatus,
+    FailureClass,
+    HostStatus,
+    MxSource,
+    Phase,
+    ProbeStatus,
+    StarttlsVerdict,
+)
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
+
+# Bump on any change of column name, type or enum value; stored in every run row.
+SCHEMA_VERSION = "1"
+
+
+def col(doc: str) -> Any:
+    """A column: its documentation travels with the field into ``schemas/``."""
+    return field(metadata={"doc": doc})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainRow:
+    """Per-domain verdicts."""
+
+    scan_id: str = col("Identifier of the scan (same in every table of one run).")
+    domain: str | None = col("Normalized domain (A-label, lower case, no trailing dot); null for invalid input.")
+    input_line: int = col("1-based line number in the input file where the domain (first) appeared.")
+    input_raw: str = col("The input line as read (trimmed, at most 300 characters).")
+    status: DomainStatus = col("What happened to this domain: see schemas/README.md for the values.")
+    status_detail: str = col("Human-readable detail of the status (empty when ok).")
+    duplicate_of_line: int | None = col("For status 'duplicate': the line where the domain first appeared.")
+    mx_source: MxSource = col("'mx' (MX records), 'implicit' (A/AAAA of the domain, RFC 5321 §5.1), "
+                              "'null_mx' (RFC 7505) or 'none'.")
+    mx_count: int = col("Number of distinct MX hosts (implicit MX counts as 1).")
+    mx_hosts: list[str] = col("MX host names in preference order.")
+    null_mx_mixed: bool = col("A null MX record was published alongside other MX records (RFC 7505 §3 violation).")
+    address_count: int = col("Distinct MX addresses (IPv4 and IPv6) found for the domain.")
+    probed_count: int = col("Addresses for which a probe gave a definitive STARTTLS answer.")
+    starttls_ok_count: int = col("Addresses that completed STARTTLS and the TLS handshake.")
+    untested_count: int = col("Addresses that could not be tested (timeout, throttled, unreachable, skipped).")
+    starttls: StarttlsVerdict = col("Do the domain's MX addresses accept STARTTLS with a working handshake: "
+                                    "all / some / none / incomplete / not_applicable.")
+    starttls_all: bool | None = col("True when every MX address was tested and accepted STARTTLS; "
+                                    "null when it could not be decided.")
+    starttls_any: bool | None = col("True when at least one MX address accepted STARTTLS; null if undecided.")
+    certs_valid_all: bool | None = col("Every address that did TLS presented a chain that is trusted, unexpired "
+                                       "and valid for the MX host name; null when no address did TLS.")
+    dns_ms: float | None = col("Time spent resolving the domain (MX and MX host addresses), milliseconds.")
+    finished_at: datetime = col("When the domain's row was completed (UTC).")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MxRow:
+    """Per (domain, MX host, address) links."""
+
+    scan_id: str = col("Identifier of the scan.")
+    domain: str = col("The domain (joins domains.domain).")
+    mx_host: str = col("MX host name (for implicit MX, the domain itself).")
+    mx_preference: int = col("MX preference (0 for implicit MX).")
+    mx_rank: int = col("0-based position of the host in preference order.")
+    host_status: HostStatus = col("Resolution status of the MX host name.")
+    host_detail: str = col("Detail of a host resolution failure.")
+    host_cnames: list[str] = col("CNAMEs followed while resolving the host (RFC 2181 §10.3 says there should be none).")
+    address: str | None = col("One address of the host (null when the host has none).")
+    ip_version: int | None = col("4 or 6.")
+    port: int | None = col("TCP port probed.")
+    probe_id: str | None = col("Key of the probe row for this address ('address|port'); null when not probed.")
+    probe_status: ProbeStatus | None = col("Copy of probes.status for convenience.")
+    cert_name_match: str | None = col("How the leaf certificate matches this MX host name: 'san', 'common_name', "
+                                      "'mismatch', or null when no certificate was obtained.")
+    cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeRow:
+    """Per probed (address, port): the SMTP dialogue, the TLS handshake and the certificate chain."""
+
+    scan_id: str = col("Identifier of the scan.")
+    probe_id: str = col("'address|port': the key joined from mx.probe_id.")
+    address: str = col("IP address probed.")
+    ip_version: int = col("4 or 6.")
+    port: int = col("TCP port.")
+    mx_hosts: list[str] = col("MX host names that resolved to this address when the probe started (first = SNI).")
+    sni: str | None = col("Server name sent in the TLS ClientHello.")
+    status: ProbeStatus = col("Conclusion of the probe; see schemas/README.md.")
+    failure_phase: Phase | None = col("Phase in which the probe failed (null on success or a clean no-STARTTLS).")
+    failure_class: FailureClass | None = col("Class of the failure (timeout, refused, smtp_421, tls_alert, ...).")
+    failure_detail: str = col("Human-readable failure detail (OpenSSL reason, reply text, ...).")
+    banner_code: int | None = col("Reply code of the greeting (220 expected).")
+    banner: str | None = col("Greeting as sent (multi-line joined with newlines, at most 4096 characters).")
+    ehlo_code: int | None = col("Reply code to EHLO.")
+    ehlo_greeting: str | None = col("First line of the EHLO reply.")
+    ehlo_extensions: list[str] = col("EHLO extensions as 'KEYWORD params', keyword upper-cased, server order.")
+    used_helo: bool = col("EHLO was refused with 5xx and HELO was used instead (no extensions possible).")
+    starttls_advertised: bool | None = col("STARTTLS was in the EHLO reply; null when EHLO was never answered.")
+    starttls_code: int | None = col("Reply code to the STARTTLS command (220 = go ahead).")
+    starttls_text: str | None = col("Reply text to the STARTTLS command.")
+    plaintext_after_starttls: bool = col("The server sent bytes after its 220 to STARTTLS, before the handshake "
+                                         "(RFC 3207 §4.2 command-injection risk); they were discarded.")
+    tls_ok: bool = col("STARTTLS was accepted and the TLS handshake completed.")
+    tls_version: str | None = col("Negotiated protocol version ('TLSv1.3', 'TLSv1.2', ...).")
+    tls_cipher: str | None = col("Negotiated cipher suite (OpenSSL name).")
+    tls_cipher_bits: int | None = col("Secret bits of the negotiated cipher.")
+    cert_chain: list[bytes] = col("The certificate chain as presented (DER), leaf first.")
+    cert_chain_complete: bool | None = col("False when only the leaf could be obtained (old Python).")
+    cert_trust: str | None = col("'trusted', 'self_signed', 'unknown_issuer', 'expired', 'invalid_chain', "
+                                 "'no_certificate' or 'parse_error' (independent of the host name).")
+    cert_trust_detail: str | None = col("Why the chain is not trusted (verifier message).")
+    cert_expired: bool | None = col("Leaf not_after is before the scan time.")
+    cert_not_yet_valid: bool | None = col("Leaf not_before is after the scan time.")
+    cert_self_signed: bool | None = col("Leaf is self-issued and its signature verifies with its own key.")
+    cert_days_to_expiry: int | None = col("Whole days from scan time to leaf not_after (negative when expired).")
+    cert_subject_cn: str | None = col("Leaf subject common name.")
+    cert_san_dns: list[str] = col("Leaf subjectAltName dNSName entries.")
+    cert_issuer: str | None = col("Leaf issuer (RFC 4514).")
+    cert_issuer_cn: str | None = col("Leaf issuer common name.")
+    cert_serial: str | None = col("Leaf serial number, hex.")
+    cert_not_before: datetime | None = col("Leaf validity start (UTC).")
+    cert_not_after: datetime | None = col("Leaf validity end (UTC).")
+    cert_key_type: str | None = col("Leaf public key type: rsa, ec, ed25519, ed448, dsa, other.")
+    cert_key_bits: int | None = col("Leaf public key size in bits.")
+    cert_signature_algorithm: str | None = col("Leaf signature algorithm.")
+    cert_sha256: str | None = col("SHA-256 fingerprint of the leaf DER, hex.")
+    connect_ms: float | None = col("Time to establish TCP, milliseconds.")
+    banner_ms: float | None = col("Time from connection to complete greeting.")
+    ehlo_ms: float | None = col("EHLO round trip (plus HELO when used).")
+    starttls_ms: float | None = col("STARTTLS command round trip.")
+    tls_ms: float | None = col("TLS handshake duration.")
+    total_ms: float = col("Whole probe duration including QUIT and close.")
+    started_at: datetime = col("When the probe started (UTC).")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRow:
+    """One row describing the scan."""
+
+    scan_id: str = col("Identifier of the scan.")
+    tool_version: str = col("smtp-tls-survey version.")
+    schema_version: str = col("Version of this schema.")
+    started_at: datetime = col("Scan start (UTC).")
+    finished_at: datetime = col("Scan end (UTC).")
+    input: str = col("Input path ('-' for stdin).")
+    config_json: str = col("The whole scan configuration as JSON.")
+    input_lines: int = col("Meaningful input lines read (comments and blank lines excluded).")
+    domains: int = col("Distinct valid domains scanned.")
+    invalid_lines: int = col("Lines that were not valid domains.")
+    duplicate_lines: int = col("Lines repeating an earlier domain.")
+    probes: int = col("Probes run (distinct address and port).")
+    dns_queries: int = col("DNS queries sent.")
+    completed: bool = col("The scan reached the end of its input (false when interrupted).")
+
+
+# Table name → row class; the order is the order of docs in schemas/. Read-only.
+TABLES: Mapping[str, type] = MappingProxyType({"domains": DomainRow, "mx": MxRow, "probes": ProbeRow, "run": RunRow})

@@ -1,0 +1,300 @@
+"""Wiring of the scan: input → DNS workers → probe workers → one writer, joined by bounded queues.
+
+This module moves work between stages and owns their lifetimes; it parses nothing and judges
+nothing (that is input, dns, smtp, certs and verdicts). Memory is bounded by the queue sizes and by
+``max_domains_in_flight`` (domains resolved and waiting for their probes), never by the input size;
+the per-address probe cache holds one small summary per distinct address.
+
+Shape::
+
+    reader ──(domain_queue)──> DNS workers ──request──> ProbeService queue ──> probe workers
+       │                           │                                              │
+       │                           └── finisher task per domain (awaits probes)   │
+       └──────────────────────────────────(row_queue)─────────────────────────────┴──> writer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scanner import __version__
+from scanner.certs import TrustStore
+from scanner.config import ScanConfig
+from scanner.dns.lookup import DomainDns, DomainResolver
+from scanner.dns.resolver import DnsResolver
+from scanner.errors import describe_bug
+from scanner.input import InputLine, open_lines, read_domains
+from scanner.net.addresses import AddressPolicy, ExcludeList
+from scanner.output.parquet import DatasetWriter
+from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
+from scanner.probing import ProbeService, ProbeSummary
+from scanner.seen import SeenDomains
+from scanner.status import DomainStatus, StarttlsVerdict
+from scanner.verdicts import build_domain_rows, input_problem_row
+
+__all__ = ["Scan", "ScanStats", "load_trust_store"]
+
+# How many lines the reader handles before yielding to other tasks when its queue has room.
+_READER_YIELD_EVERY = 256
+
+
+def load_trust_store(config: ScanConfig) -> TrustStore:
+    return TrustStore.from_pem_file(config.ca_file) if config.ca_file else TrustStore.from_certifi()
+
+
+@dataclass(slots=True)
+class ScanStats:
+    """Live counters, read by the progress display. Owned and updated by one ``Scan``."""
+
+    started: float = field(default_factory=time.monotonic)
+    lines: int = 0
+    domains_queued: int = 0
+    domains_done: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    excluded: int = 0
+    internal_errors: int = 0
+    dns_failures: int = 0
+    probes_requested: int = 0
+    probes_done: int = 0
+    probes_in_flight: int = 0
+    probe_failures: int = 0
+    dns_queries: int = 0
+    starttls_all: int = 0
+    with_mail_hosts: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_done(self) -> int:
+        return self.domains_done + self.invalid + self.duplicates + self.excluded
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Scan:
+    """One scan of one input into one output directory."""
+
+    def __init__(
+        self,
+        config: ScanConfig,
+        source: str | Path,
+        trust: TrustStore,
+        exclude: ExcludeList | None = None,
+        scan_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.scan_id = scan_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+        self.stats = ScanStats()
+        self._trust = trust
+        self._exclude = exclude or ExcludeList()
+        self._row_queue: asyncio.Queue[Sequence[Any] | None] = asyncio.Queue(maxsize=1024)
+        self._domain_queue: asyncio.Queue[InputLine | None] = asyncio.Queue(maxsize=config.dns.workers * 2)
+        self._in_flight = asyncio.Semaphore(config.max_domains_in_flight)
+        self._finishers: set[asyncio.Task[None]] = set()
+        self._probe_service: ProbeService | None = None
+        self._resolver: DnsResolver | None = None
+        self.completed = False
+
+    async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
+        """Run to the end of the input (or until cancelled); the dataset is valid either way."""
+        started_at = datetime.now(UTC)
+        out = self.config.output
+        writer = DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size)
+        writer_task = asyncio.create_task(self._write_rows(writer), name="writer")
+        ticker = asyncio.create_task(self._tick(on_tick), name="progress") if on_tick else None
+        try:
+            await self._run_stages()
+            self.completed = True
+        finally:
+            if ticker:
+                ticker.cancel()
+            await self._shutdown(writer, writer_task, started_at)
+            if on_tick:
+                on_tick(self.stats)
+        return self.stats
+
+    async def _run_stages(self) -> None:
+        self._resolver = DnsResolver(self.config.dns)
+        domains = DomainResolver(self._resolver, self._exclude)
+        policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
+        self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id)
+        probe_workers = [asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}")
+                         for i in range(self.config.probe.workers)]
+        dns_workers = [asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}")
+                       for i in range(self.config.dns.workers)]
+        try:
+            await self._read_input()
+            for _ in dns_workers:
+                await self._domain_queue.put(None)
+            await asyncio.gather(*dns_workers)
+            while self._finishers:  # finishers may still be awaiting probes
+                await asyncio.gather(*list(self._finishers))
+            await self._probe_service.stop_workers(len(probe_workers))
+            await asyncio.gather(*probe_workers)
+        finally:
+            for task in (*dns_workers, *probe_workers, *self._finishers):
+                task.cancel()
+            await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, return_exceptions=True)
+
+    async def _read_input(self) -> None:
+        with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
+            for count, line in enumerate(read_domains(open_lines(self.source)), start=1):
+                self.stats.lines += 1
+                await self._admit(line, seen)
+                if count % _READER_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+
+    async def _admit(self, line: InputLine, seen: SeenDomains) -> None:
+        now = datetime.now(UTC)
+        if line.domain is None:
+            self.stats.invalid += 1
+            await self._emit([input_problem_row(self.scan_id, line, DomainStatus.INVALID_INPUT, line.error or "", now)])
+            return
+        first = seen.first_seen(line.domain, line.line_no)
+        if first is not None:
+            self.stats.duplicates += 1
+            await self._emit([input_problem_row(self.scan_id, line, DomainStatus.DUPLICATE,
+                                                f"same domain as line {first}", now, duplicate_of_line=first)])
+            return
+        if self._exclude.excludes_name(line.domain):
+            self.stats.excluded += 1
+            await self._emit([input_problem_row(self.scan_id, line, DomainStatus.EXCLUDED,
+                                                "domain is on the exclude list", now)])
+            return
+        self.stats.domains_queued += 1
+        await self._domain_queue.put(line)
+
+    async def _dns_worker(self, domains: DomainResolver) -> None:
+        while (line := await self._domain_queue.get()) is not None:
+            await self._in_flight.acquire()
+            try:
+                assert line.domain is not None
+                dns = await domains.resolve(line.domain)
+                futures = await self._request_probes(dns)
+            except Exception as exc:  # a bug: recorded as an internal_error row, the scan goes on
+                self._in_flight.release()
+                await self._finish_with_bug(line, exc)
+                continue
+            task = asyncio.create_task(self._finish_domain(line, dns, futures))
+            self._finishers.add(task)
+            task.add_done_callback(self._finishers.discard)
+
+    async def _request_probes(self, dns: DomainDns) -> dict[str, asyncio.Future[ProbeSummary]]:
+        assert self._probe_service is not None
+        futures: dict[str, asyncio.Future[ProbeSummary]] = {}
+        for host in dns.hosts:
+            for address in host.resolution.addresses:
+                if address not in futures:
+                    futures[address] = await self._probe_service.request(address, host.name)
+        return futures
+
+    async def _finish_domain(
+        self, line: InputLine, dns: DomainDns, futures: dict[str, asyncio.Future[ProbeSummary]]
+    ) -> None:
+        try:
+            summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
+            row, mx_rows = build_domain_rows(self.scan_id, line, dns, summaries, self.config.probe.port,
+                                             datetime.now(UTC))
+            self._count(row)
+            await self._emit([row, *mx_rows])
+        except Exception as exc:
+            await self._finish_with_bug(line, exc)
+        finally:
+            self._in_flight.release()
+
+    async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
+        self.stats.internal_errors += 1
+        self.stats.domains_done += 1
+        await self._emit([input_problem_row(self.scan_id, line, DomainStatus.INTERNAL_ERROR, describe_bug(exc),
+                                            datetime.now(UTC))])
+
+    def _count(self, row: DomainRow) -> None:
+        stats = self.stats
+        stats.domains_done += 1
+        stats.verdicts[row.starttls.value] = stats.verdicts.get(row.starttls.value, 0) + 1
+        if row.status.value.startswith("dns_"):
+            stats.dns_failures += 1
+        if row.starttls is not StarttlsVerdict.NOT_APPLICABLE:
+            stats.with_mail_hosts += 1
+        if row.starttls is StarttlsVerdict.ALL:
+            stats.starttls_all += 1
+
+    async def _emit_probe_row(self, row: ProbeRow) -> None:
+        if not row.tls_ok:
+            self.stats.probe_failures += 1
+        await self._emit([row])
+
+    async def _emit(self, rows: Sequence[Any]) -> None:
+        await self._row_queue.put(rows)
+
+    async def _write_rows(self, writer: DatasetWriter) -> None:
+        interval = self.config.output.flush_interval
+        last_flush = time.monotonic()
+        while True:
+            try:
+                rows = await asyncio.wait_for(self._row_queue.get(), timeout=interval)
+            except TimeoutError:
+                rows = ()
+            if rows is None:
+                return
+            writer.write(rows)
+            if time.monotonic() - last_flush >= interval:
+                writer.flush()
+                last_flush = time.monotonic()
+
+    async def _tick(self, on_tick: Callable[[ScanStats], None]) -> None:
+        while True:
+            self._sync_stats()
+            on_tick(self.stats)
+            await asyncio.sleep(0.25)
+
+    def _sync_stats(self) -> None:
+        if self._probe_service is not None:
+            self.stats.probes_requested = self._probe_service.requested
+            self.stats.probes_done = self._probe_service.completed
+            self.stats.probes_in_flight = self._probe_service.in_flight
+        if self._resolver is not None:
+            self.stats.dns_queries = self._resolver.queries_sent
+
+    async def _shutdown(self, writer: DatasetWriter, writer_task: asyncio.Task[None], started_at: datetime) -> None:
+        """Drain the writer, add the run row, finalize every file — also after a cancellation."""
+        self._sync_stats()
+        if self._resolver is not None:
+            await self._resolver.close()
+        if not writer_task.done():
+            await self._row_queue.put(None)
+            await writer_task
+        writer.write([self._run_row(started_at)])
+        writer.close()
+        (self.config.output.out_dir / "run.json").write_text(
+            json.dumps(self._run_json(started_at), indent=2, default=str) + "\n", encoding="utf-8"
+        )
+
+    def _run_row(self, started_at: datetime) -> RunRow:
+        s = self.stats
+        return RunRow(
+            scan_id=self.scan_id, tool_version=__version__, schema_version=SCHEMA_VERSION,
+            started_at=started_at, finished_at=datetime.now(UTC), input=str(self.source),
+            config_json=json.dumps(dataclasses.asdict(self.config), default=str, sort_keys=True),
+            input_lines=s.lines, domains=s.domains_queued, invalid_lines=s.invalid, duplicate_lines=s.duplicates,
+            probes=s.probes_done, dns_queries=s.dns_queries, completed=self.completed,
+        )
+
+    def _run_json(self, started_at: datetime) -> dict[str, Any]:
+        row = self._run_row(started_at)
+        data = dataclasses.asdict(row)
+        data["config"] = json.loads(data.pop("config_json"))
+        data["verdicts"] = dict(self.stats.verdicts)
+        data["elapsed_s"] = round(self.stats.elapsed(), 3)
+        return data

@@ -1,0 +1,217 @@
+"""Probe scheduling: one probe per unique (address, port) per scan, under politeness limits.
+
+Domains ask for an address with ``ProbeService.request``; the first request creates the probe and
+queues it, later ones (other domains hosted at the same provider) share its future. Workers take
+queued probes, wait for a global connection slot and the address's own slot (concurrency and
+minimum interval), run the SMTP/TLS dialogue, judge the certificate chain, hand the full row to the
+writer and resolve the future with a compact ``ProbeSummary`` (the only thing domains need).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus, TrustStore, check_chain
+from scanner.config import ScanConfig
+from scanner.errors import describe_bug
+from scanner.net.addresses import AddressPolicy
+from scanner.net.limits import KeyedLimiter
+from scanner.output.rows import ProbeRow
+from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp, skipped_result
+from scanner.status import FailureClass, Phase, ProbeStatus
+
+__all__ = ["ProbeService", "ProbeSummary", "build_probe_row", "probe_id"]
+
+
+def probe_id(address: str, port: int) -> str:
+    return f"{address}|{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSummary:
+    """What a domain's verdict needs from a probe (the full row has already gone to the writer)."""
+
+    probe_id: str
+    status: ProbeStatus
+    leaf: CertificateInfo | None
+    chain_trusted_and_current: bool  # trusted, leaf within validity
+
+
+@dataclass(slots=True)
+class _Pending:
+    address: str
+    port: int
+    names: list[str]  # MX host names asking for this address, in request order (first = SNI)
+    future: asyncio.Future[ProbeSummary]
+
+
+class ProbeService:
+    """Owns the probe queue, the per-address cache and the limits. One per scan."""
+
+    def __init__(
+        self,
+        config: ScanConfig,
+        policy: AddressPolicy,
+        trust: TrustStore,
+        emit_row: Callable[[ProbeRow], Awaitable[None]],
+        scan_id: str,
+    ) -> None:
+        self._config = config
+        self._policy = policy
+        self._trust = trust
+        self._emit_row = emit_row
+        self._scan_id = scan_id
+        self._context: ssl.SSLContext = make_probe_context()
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=config.probe.workers * 4)
+        self._probes: dict[str, _Pending] = {}
+        self._connections = asyncio.Semaphore(config.probe.max_connections)
+        self._per_address = KeyedLimiter(config.probe.per_ip_concurrency, config.probe.per_ip_interval)
+        self.in_flight = 0
+        self.completed = 0
+
+    @property
+    def requested(self) -> int:
+        return len(self._probes)
+
+    async def request(self, address: str, mx_host: str) -> asyncio.Future[ProbeSummary]:
+        """The probe of ``address`` on the configured port, shared by every caller."""
+        port = self._config.probe.port
+        key = probe_id(address, port)
+        pending = self._probes.get(key)
+        if pending is not None:
+            if mx_host not in pending.names:
+                pending.names.append(mx_host)
+            return pending.future
+        pending = _Pending(address, port, [mx_host], asyncio.get_running_loop().create_future())
+        self._probes[key] = pending
+        await self._queue.put(pending)
+        return pending.future
+
+    async def worker(self) -> None:
+        while (pending := await self._queue.get()) is not None:
+            try:
+                summary = await self._run(pending)
+            except asyncio.CancelledError:
+                pending.future.cancel()
+                raise
+            except Exception as exc:  # a bug in our code: recorded as such, never lost
+                summary = await self._record(pending, _bug_result(exc), None, datetime.now(UTC))
+            pending.future.set_result(summary)
+
+    async def stop_workers(self, count: int) -> None:
+        for _ in range(count):
+            await self._queue.put(None)
+
+    async def _run(self, pending: _Pending) -> ProbeSummary:
+        started_at = datetime.now(UTC)
+        ip = ipaddress.ip_address(pending.address)
+        refusal = self._policy.refusal(ip)
+        if refusal is not None:
+            return await self._record(pending, skipped_result(refusal), None, started_at)
+        sni = pending.names[0]
+        async with self._connections, self._per_address.slot(pending.address):
+            started_at = datetime.now(UTC)
+            self.in_flight += 1
+            try:
+                result = await probe_smtp(pending.address, pending.port, sni, self._config.probe, self._context)
+            finally:
+                self.in_flight -= 1
+        verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
+        return await self._record(pending, result, verdict, started_at)
+
+    async def _record(
+        self, pending: _Pending, result: SmtpProbeResult, verdict: ChainVerdict | None, started_at: datetime
+    ) -> ProbeSummary:
+        row = build_probe_row(self._scan_id, pending.address, pending.port, tuple(pending.names),
+                              result, verdict, started_at)
+        await self._emit_row(row)
+        self.completed += 1
+        return ProbeSummary(
+            probe_id=row.probe_id,
+            status=result.status,
+            leaf=verdict.leaf if verdict else None,
+            chain_trusted_and_current=bool(
+                verdict and verdict.trust is TrustStatus.TRUSTED and not verdict.expired and not verdict.not_yet_valid
+            ),
+        )
+
+
+def _bug_result(exc: Exception) -> SmtpProbeResult:
+    return skipped_result(FailureClass.INTERNAL, describe_bug(exc))
+
+
+def build_probe_row(
+    scan_id: str,
+    address: str,
+    port: int,
+    names: tuple[str, ...],
+    result: SmtpProbeResult,
+    verdict: ChainVerdict | None,
+    started_at: datetime,
+) -> ProbeRow:
+    leaf = verdict.leaf if verdict else None
+    tls = result.tls
+    timing = result.timings_ms.get
+    return ProbeRow(
+        scan_id=scan_id,
+        probe_id=probe_id(address, port),
+        address=address,
+        ip_version=ipaddress.ip_address(address).version,
+        port=port,
+        mx_hosts=list(names),
+        sni=names[0] if names and result.phase is not Phase.ADDRESS else None,
+        status=result.status,
+        failure_phase=result.phase if result.failure_class else None,
+        failure_class=result.failure_class,
+        failure_detail=result.detail,
+        banner_code=result.banner_code,
+        banner=result.banner,
+        ehlo_code=result.ehlo_code,
+        ehlo_greeting=result.ehlo_greeting,
+        ehlo_extensions=list(result.ehlo_extensions),
+        used_helo=result.used_helo,
+        starttls_advertised=result.starttls_advertised,
+        starttls_code=result.starttls_code,
+        starttls_text=result.starttls_text,
+        plaintext_after_starttls=result.plaintext_after_starttls,
+        tls_ok=result.status is ProbeStatus.STARTTLS_OK,
+        tls_version=tls.version if tls else None,
+        tls_cipher=tls.cipher if tls else None,
+        tls_cipher_bits=tls.cipher_bits if tls else None,
+        cert_chain=list(tls.chain) if tls else [],
+        cert_chain_complete=tls.chain_complete if tls else None,
+        cert_trust=verdict.trust.value if verdict else None,
+        cert_trust_detail=verdict.trust_detail if verdict else None,
+        cert_expired=verdict.expired if verdict else None,
+        cert_not_yet_valid=verdict.not_yet_valid if verdict else None,
+        cert_self_signed=verdict.self_signed if verdict else None,
+        cert_days_to_expiry=verdict.days_to_expiry if verdict else None,
+        cert_subject_cn=leaf.subject_cn if leaf else None,
+        cert_san_dns=list(leaf.san_dns) if leaf else [],
+        cert_issuer=leaf.issuer if leaf else None,
+        cert_issuer_cn=leaf.issuer_cn if leaf else None,
+        cert_serial=leaf.serial if leaf else None,
+        cert_not_before=leaf.not_before if leaf else None,
+        cert_not_after=leaf.not_after if leaf else None,
+        cert_key_type=leaf.key_type.value if leaf else None,
+        cert_key_bits=leaf.key_bits if leaf else None,
+        cert_signature_algorithm=leaf.signature_algorithm if leaf else None,
+        cert_sha256=leaf.sha256 if leaf else None,
+        connect_ms=timing(Phase.CONNECT),
+        banner_ms=timing(Phase.BANNER),
+        ehlo_ms=_sum_present(timing(Phase.EHLO), timing(Phase.HELO)),
+        starttls_ms=timing(Phase.STARTTLS),
+        tls_ms=timing(Phase.TLS_HANDSHAKE),
+        total_ms=result.total_ms,
+        started_at=started_at,
+    )
+
+
+def _sum_present(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None

@@ -1,0 +1,152 @@
+"""Sans-IO SMTP reply framing (RFC 5321 §4.2) with caps on everything the server controls.
+
+``ReplyReader.feed(bytes)`` then ``next_reply()`` returns a ``Reply`` or ``NEED_DATA``; a malformed or
+oversized reply raises ``ReplyError`` (our own type, carrying its failure class). No sockets here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from aiosmtplib.esmtp import parse_esmtp_extensions
+
+from scanner.status import FailureClass
+
+__all__ = ["NEED_DATA", "EhloInfo", "NeedData", "Reply", "ReplyError", "ReplyReader", "parse_ehlo"]
+
+# RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets; real servers exceed it a little (long
+# banners), so we allow four times that before calling it hostile.
+MAX_LINE_BYTES: Final = 2048
+# A multi-line reply (EHLO) rarely has more than 30 lines; 100 bounds memory and time per reply.
+MAX_REPLY_LINES: Final = 100
+# What we keep of a reply's text in the output.
+MAX_TEXT_CHARS: Final = 4096
+
+
+class NeedData(Enum):
+    NEED_DATA = "need_data"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+class ReplyError(Exception):
+    def __init__(self, failure_class: FailureClass, detail: str) -> None:
+        super().__init__(detail)
+        self.failure_class = failure_class
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]  # the text after "NNN-" / "NNN " on each line
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)[:MAX_TEXT_CHARS]
+
+    @property
+    def full_text(self) -> str:
+        """The reply as the server sent it (code on every line), for EHLO parsing and the output."""
+        return "\n".join(f"{self.code} {line}".rstrip() for line in self.lines)[:MAX_TEXT_CHARS]
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 400
+
+
+class ReplyReader:
+    """Frames replies from a byte stream. One instance per connection direction (server → us)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._lines: list[str] = []
+        self._code: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def buffered(self) -> bytes:
+        """Bytes received but not yet part of a reply (RFC 3207 §4.2: must be discarded at STARTTLS)."""
+        return bytes(self._buffer)
+
+    def discard_buffer(self) -> None:
+        self._buffer.clear()
+
+    def next_reply(self) -> Reply | NeedData:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > MAX_LINE_BYTES:
+                    raise ReplyError(FailureClass.OVERSIZED_REPLY, f"reply line longer than {MAX_LINE_BYTES} bytes")
+                return NEED_DATA
+            if end > MAX_LINE_BYTES:
+                raise ReplyError(FailureClass.OVERSIZED_REPLY, f"reply line longer than {MAX_LINE_BYTES} bytes")
+            raw = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            reply = self._take_line(raw)
+            if reply is not None:
+                return reply
+
+    def _take_line(self, raw: bytes) -> Reply | None:
+        code, last, text = _split_line(raw)
+        if self._code is not None and code != self._code:
+            raise ReplyError(
+                FailureClass.SMTP_PROTOCOL_ERROR,
+                f"reply code changed from {self._code} to {code} inside a multi-line reply",
+            )
+        self._code = code
+        self._lines.append(text)
+        if not last:
+            if len(self._lines) >= MAX_REPLY_LINES:
+                raise ReplyError(FailureClass.OVERSIZED_REPLY, f"reply longer than {MAX_REPLY_LINES} lines")
+            return None
+        reply = Reply(code, tuple(self._lines))
+        self._lines = []
+        self._code = None
+        return reply
+
+
+def _split_line(raw: bytes) -> tuple[int, bool, str]:
+    """Parse "NNN-text", "NNN text" or "NNN" into (code, is_last_line, text)."""
+    head = raw[:3]
+    if len(head) < 3 or not head.isdigit() or head[0:1] not in b"2345":
+        shown = raw[:60].decode("utf-8", "replace")
+        raise ReplyError(FailureClass.SMTP_PROTOCOL_ERROR, f"not an SMTP reply line: {shown!r}")
+    separator = raw[3:4]
+    if separator not in (b"", b" ", b"-"):
+        shown = raw[:60].decode("utf-8", "replace")
+        raise ReplyError(FailureClass.SMTP_PROTOCOL_ERROR, f"bad separator after reply code: {shown!r}")
+    # Non-UTF-8 bytes occur in banners; keep the line, mark the bytes.
+    text = raw[4:].decode("utf-8", "replace")
+    return int(head), separator != b"-", text
+
+
+@dataclass(frozen=True, slots=True)
+class EhloInfo:
+    greeting: str  # first line of the EHLO reply (the server's name and words)
+    extensions: tuple[str, ...]  # "KEYWORD params" in the server's order, keyword upper-cased
+
+    @property
+    def keywords(self) -> frozenset[str]:
+        return frozenset(ext.split(" ", 1)[0] for ext in self.extensions)
+
+    @property
+    def starttls(self) -> bool:
+        return "STARTTLS" in self.keywords
+
+
+def parse_ehlo(reply: Reply) -> EhloInfo:
+    """Extract the extension keywords of a 250 EHLO reply (RFC 5321 §4.1.1.1).
+
+    The keyword/parameter split is aiosmtplib's parser (it copes with old-style ``AUTH=`` lines);
+    we keep the server's order and upper-case the keywords for stable queries.
+    """
+    extensions, _auth = parse_esmtp_extensions("\n".join(reply.lines))
+    ordered = []
+    for keyword, params in extensions.items():
+        ordered.append(f"{keyword.upper()} {params}".strip())
+    return EhloInfo(reply.lines[0] if reply.lines else "", tuple(ordered))

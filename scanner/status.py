@@ -1,0 +1,160 @@
+"""Closed sets of statuses shared by every stage.
+
+Rule: every value written to a ``status``/``*_class`` column comes from one of these enums, so that a
+``GROUP BY`` in DuckDB keeps working when a human-readable message changes. Values are stable strings;
+renaming one is a schema change (bump ``SCHEMA_VERSION`` in ``scanner.output.rows``).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = [
+    "DnsOutcome",
+    "DomainStatus",
+    "FailureClass",
+    "HostStatus",
+    "MxSource",
+    "Phase",
+    "ProbeStatus",
+    "StarttlsVerdict",
+]
+
+
+class DomainStatus(str, Enum):
+    """What happened to one input line, as a domain."""
+
+    OK = "ok"  # MX (or implicit MX) resolved to at least one address; probes ran (see probe rows)
+    INVALID_INPUT = "invalid_input"  # the line is not a valid domain name (detail says why)
+    DUPLICATE = "duplicate"  # seen earlier in the input; scanned once, under its first line
+    EXCLUDED = "excluded"  # matched the opt-out list; nothing was sent
+    NULL_MX = "null_mx"  # RFC 7505 "MX 0 .": the domain declares it accepts no mail
+    DNS_NXDOMAIN = "dns_nxdomain"
+    DNS_NO_MAIL_HOST = "dns_no_mail_host"  # no MX and no A/AAAA (RFC 5321 §5.1: nothing to deliver to)
+    DNS_SERVFAIL = "dns_servfail"
+    DNS_TIMEOUT = "dns_timeout"
+    DNS_REFUSED = "dns_refused"
+    DNS_ERROR = "dns_error"  # any other resolver failure (detail says which)
+    MX_NO_ADDRESS = "mx_no_address"  # MX records exist but no MX host has a usable address
+    INTERNAL_ERROR = "internal_error"  # a bug in the scanner; detail holds the traceback summary
+
+
+class MxSource(str, Enum):
+    """Where the mail hosts of a domain came from (RFC 5321 §5.1, RFC 7505)."""
+
+    MX = "mx"
+    IMPLICIT = "implicit"  # no MX records: the domain's own A/AAAA act as an MX of preference 0
+    NULL_MX = "null_mx"
+    NONE = "none"  # DNS did not say (failure, invalid input, exclusion)
+
+
+class DnsOutcome(str, Enum):
+    """Outcome of a single DNS query, translated once from the resolver library's error codes."""
+
+    ANSWER = "answer"
+    NODATA = "nodata"  # the name exists, no record of that type
+    NXDOMAIN = "nxdomain"
+    SERVFAIL = "servfail"
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    ERROR = "error"
+
+
+class HostStatus(str, Enum):
+    """Resolution status of one MX host name."""
+
+    OK = "ok"  # at least one address
+    NO_ADDRESS = "no_address"  # name exists (or not) but has neither A nor AAAA
+    NXDOMAIN = "nxdomain"
+    SERVFAIL = "servfail"
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    ERROR = "error"
+    IP_LITERAL = "ip_literal"  # MX exchange is an address, forbidden by RFC 5321 §5.1; not probed
+    EXCLUDED = "excluded"  # host name matched the opt-out list
+
+
+class Phase(str, Enum):
+    """Phase of the SMTP/TLS dialogue in which a probe ended (or failed)."""
+
+    ADDRESS = "address"  # the address was refused before any packet (reserved, excluded)
+    CONNECT = "connect"
+    BANNER = "banner"
+    EHLO = "ehlo"
+    HELO = "helo"
+    STARTTLS = "starttls"
+    TLS_HANDSHAKE = "tls_handshake"
+    QUIT = "quit"
+    DONE = "done"
+
+
+class FailureClass(str, Enum):
+    """Why a probe (or one of its phases) failed. One classifier maps exceptions to these."""
+
+    REFUSED = "refused"  # TCP RST to our SYN
+    TIMEOUT = "timeout"  # a phase exceeded its deadline (never read as "no STARTTLS")
+    RESET = "reset"  # connection reset after it was established
+    CLOSED = "closed"  # orderly close (EOF) where a reply was expected
+    NO_ROUTE = "no_route"  # network/host unreachable from the scanner (e.g. no IPv6 route)
+    NETWORK_ERROR = "network_error"  # any other socket error
+    SMTP_421 = "smtp_421"  # service not available / too many connections: throttling
+    SMTP_4XX = "smtp_4xx"
+    SMTP_5XX = "smtp_5xx"
+    SMTP_PROTOCOL_ERROR = "smtp_protocol_error"  # not a valid SMTP reply
+    OVERSIZED_REPLY = "oversized_reply"  # a reply line or reply exceeded our caps
+    TLS_ALERT = "tls_alert"  # the server sent a TLS alert during the handshake
+    TLS_PROTOCOL_ERROR = "tls_protocol_error"  # not TLS, wrong version record, bad message
+    TLS_CLOSED = "tls_closed"  # server closed the connection during the handshake
+    TLS_ERROR = "tls_error"  # other handshake failure (detail has OpenSSL's reason)
+    RESERVED_ADDRESS = "reserved_address"  # loopback/private/reserved: refused by default
+    EXCLUDED = "excluded"  # on the opt-out list
+    INTERNAL = "internal"  # a bug in the scanner
+
+
+class ProbeStatus(str, Enum):
+    """Conclusion of one probe of one (address, port)."""
+
+    STARTTLS_OK = "starttls_ok"  # STARTTLS advertised, accepted, TLS handshake completed
+    NO_STARTTLS = "no_starttls"  # EHLO (or HELO) answered and STARTTLS was not advertised
+    STARTTLS_REJECTED = "starttls_rejected"  # advertised, but the STARTTLS command got a non-220 reply
+    TLS_HANDSHAKE_FAILED = "tls_handshake_failed"  # 220 to STARTTLS, then the handshake failed
+    SMTP_REJECTED = "smtp_rejected"  # 5xx/4xx banner or EHLO+HELO refused: no STARTTLS decision possible
+    THROTTLED = "throttled"  # 421 (too busy / too many connections): could not be tested
+    UNREACHABLE = "unreachable"  # connect refused / no route / reset before the banner
+    TIMEOUT = "timeout"  # a phase timed out (tarpit, slow banner): could not be tested
+    PROTOCOL_ERROR = "protocol_error"  # garbage instead of SMTP
+    SKIPPED_RESERVED_ADDRESS = "skipped_reserved_address"
+    SKIPPED_EXCLUDED = "skipped_excluded"
+    INTERNAL_ERROR = "internal_error"
+
+    @property
+    def is_definitive(self) -> bool:
+        """True when the probe answered the question "can this address receive mail over TLS?".
+
+        A timeout, a 421 or a refused connection answers nothing about STARTTLS; only these do.
+        """
+        return self in _DEFINITIVE
+
+    @property
+    def tls_ok(self) -> bool:
+        return self is ProbeStatus.STARTTLS_OK
+
+
+_DEFINITIVE = frozenset(
+    {
+        ProbeStatus.STARTTLS_OK,
+        ProbeStatus.NO_STARTTLS,
+        ProbeStatus.STARTTLS_REJECTED,
+        ProbeStatus.TLS_HANDSHAKE_FAILED,
+    }
+)
+
+
+class StarttlsVerdict(str, Enum):
+    """Domain-level answer to "does every MX address accept STARTTLS with a working handshake?"."""
+
+    ALL = "all"  # every address answered, and every one completed STARTTLS + handshake
+    SOME = "some"  # at least one completed, at least one definitely did not
+    NONE = "none"  # every address answered, none completed STARTTLS + handshake
+    INCOMPLETE = "incomplete"  # some addresses could not be tested and the answer depends on them
+    NOT_APPLICABLE = "not_applicable"  # nothing to test (no MX address, null MX, DNS failure, invalid)

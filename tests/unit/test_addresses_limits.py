@@ -1,0 +1,86 @@
+"""Address policy (reserved ranges, opt-out list) and rate limiters."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+
+import pytest
+
+from scanner.net.addresses import AddressPolicy, ExcludeList, ExcludeListError
+from scanner.net.limits import KeyedLimiter, TokenBucket
+from scanner.status import FailureClass
+
+RESERVED = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0",
+            "224.0.0.1", "192.0.2.10", "198.18.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "2001:db8::1",
+            "::ffff:127.0.0.1", "ff02::1"]
+
+
+@pytest.mark.parametrize("address", RESERVED)
+def test_reserved_refused_by_default(address: str) -> None:
+    assert AddressPolicy().refusal(ipaddress.ip_address(address)) is FailureClass.RESERVED_ADDRESS
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2a00:1450::1", "1.1.1.1"])
+def test_global_allowed(address: str) -> None:
+    assert AddressPolicy().refusal(ipaddress.ip_address(address)) is None
+
+
+def test_allow_private_opens_loopback_but_never_multicast() -> None:
+    policy = AddressPolicy(allow_private=True)
+    assert policy.refusal(ipaddress.ip_address("127.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("10.0.0.1")) is None
+    assert policy.refusal(ipaddress.ip_address("224.0.0.1")) is FailureClass.RESERVED_ADDRESS
+
+
+def test_exclude_list_cidrs_and_suffixes() -> None:
+    exclude = ExcludeList.from_lines(["# opt-outs", "203.0.113.0/24", "2001:db8:1::/48", "Example.COM.",
+                                      "8.8.8.8  # one host", ""])
+    assert exclude.excludes_address(ipaddress.ip_address("203.0.113.77"))
+    assert not exclude.excludes_address(ipaddress.ip_address("203.0.114.1"))
+    assert exclude.excludes_address(ipaddress.ip_address("2001:db8:1::25"))
+    assert exclude.excludes_address(ipaddress.ip_address("8.8.8.8"))
+    assert not exclude.excludes_address(ipaddress.ip_address("8.8.8.9"))
+    assert exclude.excludes_name("example.com") and exclude.excludes_name("MX1.example.com.")
+    assert not exclude.excludes_name("notexample.com")
+    policy = AddressPolicy(allow_private=True, exclude=exclude)
+    assert policy.refusal(ipaddress.ip_address("8.8.8.8")) is FailureClass.EXCLUDED
+
+
+def test_exclude_list_rejects_junk() -> None:
+    with pytest.raises(ExcludeListError, match="line 2"):
+        ExcludeList.from_lines(["example.com", "not a thing!"])
+
+
+async def test_keyed_limiter_concurrency_and_interval() -> None:
+    limiter = KeyedLimiter(concurrency=1, interval=0.05)
+    active = 0
+    peak = 0
+    starts: list[float] = []
+
+    async def use(key: str) -> None:
+        nonlocal active, peak
+        async with limiter.slot(key):
+            starts.append(time.monotonic())
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.01)
+            active -= 1
+
+    await asyncio.gather(*(use("a") for _ in range(4)))
+    assert peak == 1
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.045
+    # Different keys do not wait for each other.
+    t0 = time.monotonic()
+    await asyncio.gather(*(use(f"k{i}") for i in range(20)))
+    assert time.monotonic() - t0 < 0.2
+
+
+async def test_token_bucket_rate() -> None:
+    bucket = TokenBucket(rate=200, burst=1)
+    t0 = time.monotonic()
+    for _ in range(41):
+        await bucket.acquire()
+    assert time.monotonic() - t0 >= 0.18  # 40 tokens at 200/s after the first

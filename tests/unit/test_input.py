@@ -1,0 +1,103 @@
+"""Input streaming and domain normalization."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scanner.input import count_lines, normalize_domain, open_lines, read_domains
+from scanner.seen import SeenDomains
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Example.COM", "example.com"),
+        ("  example.com.  ", "example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+        ("mail-1.sub.example.org", "mail-1.sub.example.org"),
+        ("ÉCOLE.fr", "xn--cole-9oa.fr"),
+    ],
+)
+def test_normalize_valid(raw: str, expected: str) -> None:
+    assert normalize_domain(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty"),
+        (".", "empty"),
+        ("localhost", "single label"),
+        ("-bad.example", "letters, digits"),
+        ("bad-.example", "letters, digits"),
+        ("a..example", "empty label"),
+        ("under_score.example", "letters, digits"),
+        ("192.0.2.1", "numeric top-level"),
+        ("http://example.com/", "URL"),
+        ("user@example.com", "address"),
+        ("exa mple.com", "spaces"),
+        ("a" * 64 + ".example", "label longer"),
+        (".".join(["abcdefghij"] * 26) + ".com", "longer than 253"),
+        ("xn--zz.example", "invalid A-label"),
+        ("\x00\x01junk.com", "control"),
+    ],
+)
+def test_normalize_invalid(raw: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        normalize_domain(raw)
+
+
+@given(st.text(max_size=300))
+def test_normalize_never_raises_anything_but_valueerror(text: str) -> None:
+    try:
+        out = normalize_domain(text)
+    except ValueError:
+        return
+    assert out == out.lower() and out.isascii() and len(out) <= 253
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_text_file_with_comments_bom_crlf_and_junk(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbfexample.com\r\n# comment\r\n\r\nbad_name!\r\n\xff\xfe\x00binary\r\nEXAMPLE.org.\r\n"
+    lines = list(read_domains(open_lines(_write(tmp_path / "d.txt", data))))
+    assert [(l.line_no, l.domain) for l in lines] == [
+        (1, "example.com"), (4, None), (5, None), (6, "example.org"),
+    ]
+    assert all(l.error for l in lines if l.domain is None)
+    assert count_lines(tmp_path / "d.txt") == 4
+
+
+def test_tranco_csv_and_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "top.csv.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(b"1,google.com\n2,Example.NET\n3,not a domain\n")
+    lines = list(read_domains(open_lines(path)))
+    assert [l.domain for l in lines] == ["google.com", "example.net", None]
+    assert count_lines(path) is None  # unknown for gzip: the bar shows no total
+
+
+def test_overlong_line_is_one_invalid_line(tmp_path: Path) -> None:
+    data = b"a.com\n" + b"x" * 100_000 + b"\nb.com\n"
+    lines = list(read_domains(open_lines(_write(tmp_path / "long.txt", data))))
+    assert [(l.line_no, l.domain is None) for l in lines] == [(1, False), (2, True), (3, False)]
+
+
+def test_seen_domains_reports_first_line(tmp_path: Path) -> None:
+    with SeenDomains(tmp_path / "seen.sqlite") as seen:
+        assert seen.first_seen("a.example", 1) is None
+        assert seen.first_seen("b.example", 2) is None
+        assert seen.first_seen("a.example", 7) == 1
+        for i in range(25_000):  # crosses the commit batch boundary
+            seen.first_seen(f"d{i}.example", 10 + i)
+        assert seen.first_seen("d5.example", 99_999) == 15
+    assert not (tmp_path / "seen.sqlite").exists()
