@@ -70,10 +70,10 @@ def _write(path: Path, data: bytes) -> Path:
 def test_text_file_with_comments_bom_crlf_and_junk(tmp_path: Path) -> None:
     data = b"\xef\xbb\xbfexample.com\r\n# comment\r\n\r\nbad_name!\r\n\xff\xfe\x00binary\r\nEXAMPLE.org.\r\n"
     lines = list(read_domains(open_lines(_write(tmp_path / "d.txt", data))))
-    assert [(l.line_no, l.domain) for l in lines] == [
+    assert [(ln.line_no, ln.domain) for ln in lines] == [
         (1, "example.com"), (4, None), (5, None), (6, "example.org"),
     ]
-    assert all(l.error for l in lines if l.domain is None)
+    assert all(ln.error for ln in lines if ln.domain is None)
     assert count_lines(tmp_path / "d.txt") == 4
 
 
@@ -82,14 +82,14 @@ def test_tranco_csv_and_gzip(tmp_path: Path) -> None:
     with gzip.open(path, "wb") as fh:
         fh.write(b"1,google.com\n2,Example.NET\n3,not a domain\n")
     lines = list(read_domains(open_lines(path)))
-    assert [l.domain for l in lines] == ["google.com", "example.net", None]
+    assert [ln.domain for ln in lines] == ["google.com", "example.net", None]
     assert count_lines(path) is None  # unknown for gzip: the bar shows no total
 
 
 def test_overlong_line_is_one_invalid_line(tmp_path: Path) -> None:
     data = b"a.com\n" + b"x" * 100_000 + b"\nb.com\n"
     lines = list(read_domains(open_lines(_write(tmp_path / "long.txt", data))))
-    assert [(l.line_no, l.domain is None) for l in lines] == [(1, False), (2, True), (3, False)]
+    assert [(ln.line_no, ln.domain is None) for ln in lines] == [(1, False), (2, True), (3, False)]
 
 
 def test_seen_domains_reports_first_line(tmp_path: Path) -> None:

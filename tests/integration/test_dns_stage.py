@@ -1,0 +1,82 @@
+"""The DNS stage against a scriptable DNS server over real UDP/TCP sockets: every failure has its status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from scanner.config import DnsConfig
+from scanner.dns.lookup import DomainDns, DomainResolver
+from scanner.dns.resolver import DnsResolver
+from scanner.net.addresses import ExcludeList
+from scanner.status import DomainStatus, HostStatus, MxSource
+from worlds.dns import FaultyDnsServer, Record
+from worlds.ports import free_port, pick_loopback_block
+
+ZONE_BEHAVIOURS = {
+    "timeout.test": "timeout",
+    "servfail.test": "servfail",
+    "refused.test": "refused",
+    "cname.test": [Record("@", "MX", "10 alias.cname.test.")],
+    "alias.cname.test": [Record("@", "CNAME", "real.other.test.")],
+    "real.other.test": [Record("@", "A", "192.0.2.7")],
+    "slowhost.test": [Record("@", "MX", "10 mx.timeout.test.")],
+    "mixed.test": [Record("@", "MX", "10 mx.mixed.test."), Record("mx", "A", "192.0.2.8"),
+                   Record("@", "MX", "20 mx.optout.test.")],
+    "optout.test": [Record("mx", "A", "192.0.2.9")],
+    "mx.timeout.test": "timeout",
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FaultyDnsServer]:
+    address = f"{pick_loopback_block()}.1"
+    with FaultyDnsServer(ZONE_BEHAVIOURS, address, free_port(address)) as srv:
+        yield srv
+
+
+async def _resolve(server: FaultyDnsServer, domain: str, exclude: ExcludeList | None = None) -> DomainDns:
+    resolver = DnsResolver(DnsConfig(servers=(server.resolver,), timeout=0.3, tries=1))
+    try:
+        return await DomainResolver(resolver, exclude or ExcludeList()).resolve(domain)
+    finally:
+        await resolver.close()
+
+
+@pytest.mark.parametrize(
+    ("domain", "status"),
+    [
+        ("timeout.test", DomainStatus.DNS_TIMEOUT),
+        ("servfail.test", DomainStatus.DNS_SERVFAIL),
+        ("refused.test", DomainStatus.DNS_REFUSED),
+        ("unknown.test", DomainStatus.DNS_NXDOMAIN),
+    ],
+)
+async def test_mx_failures_have_their_own_status(server: FaultyDnsServer, domain: str, status: DomainStatus) -> None:
+    dns = await _resolve(server, domain)
+    assert dns.status is status
+    assert dns.mx_source is MxSource.NONE  # no implicit-MX fallback on failure
+    assert dns.detail
+
+
+async def test_cname_to_other_zone_is_chased(server: FaultyDnsServer) -> None:
+    dns = await _resolve(server, "cname.test")
+    (host,) = dns.hosts
+    assert host.resolution.addresses == ("192.0.2.7",)
+    assert host.resolution.cnames == ("real.other.test",)
+
+
+async def test_mx_host_timeout_is_a_host_status(server: FaultyDnsServer) -> None:
+    dns = await _resolve(server, "slowhost.test")
+    assert dns.status is DomainStatus.MX_NO_ADDRESS
+    assert dns.hosts[0].resolution.status is HostStatus.TIMEOUT
+
+
+async def test_excluded_mx_host_is_not_resolved(server: FaultyDnsServer) -> None:
+    before = len(server.queries)
+    dns = await _resolve(server, "mixed.test", ExcludeList.from_lines(["optout.test"]))
+    statuses = [(h.name, h.resolution.status) for h in dns.hosts]
+    assert statuses == [("mx.mixed.test", HostStatus.OK), ("mx.optout.test", HostStatus.EXCLUDED)]
+    asked = {q.name for q in server.queries[before:]}
+    assert "mx.optout.test." not in asked

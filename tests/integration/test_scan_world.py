@@ -1,0 +1,162 @@
+"""End to end: the real CLI scans the standard world (nsd + mail servers on loopback) into Parquet.
+
+Every assertion compares the dataset with what the world was *built* to produce (worlds/scenario.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from scanner.cli import main
+from scanner.output.arrow_schema import arrow_schema
+from scanner.output.rows import DomainRow, MxRow, ProbeRow
+from worlds.ports import pick_loopback_block
+from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with standard_world(tmp_path_factory.mktemp("world"), pick_loopback_block()) as w:
+        yield w
+
+
+def _scan(world: World, out: Path, *extra: str) -> int:
+    return main([
+        "scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver,
+        "--ca-file", str(world.ca_file), "--ehlo-name", "scanner.test", "--banner-timeout",
+        str(SLOW_BANNER_DELAY / 3), "--per-ip-interval", "0", "--no-progress", "--dns-timeout", "1", *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def dataset(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scan")
+    assert _scan(world, out, "--allow-private") == 0
+    return out
+
+
+def _rows(out: Path, table: str) -> list[dict[str, Any]]:
+    return pq.read_table(out / table).to_pylist()  # type: ignore[no-any-return]
+
+
+def test_every_input_domain_has_exactly_one_row(world: World, dataset: Path) -> None:
+    domains = [r["domain"] for r in _rows(dataset, "domains")]
+    assert sorted(domains) == sorted(world.expected)
+
+
+def test_domain_status_and_verdict_match_the_world(world: World, dataset: Path) -> None:
+    rows = {r["domain"]: r for r in _rows(dataset, "domains")}
+    mismatches = {
+        d: (rows[d]["status"], rows[d]["starttls"], rows[d]["mx_source"], rows[d]["status_detail"])
+        for d, exp in world.expected.items()
+        if (rows[d]["status"], rows[d]["starttls"], rows[d]["mx_source"]) != (exp.domain_status, exp.starttls,
+                                                                              exp.mx_source)
+    }
+    assert not mismatches
+
+
+def test_mx_order_and_probe_statuses(world: World, dataset: Path) -> None:
+    links: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(_rows(dataset, "mx"), key=lambda r: (r["domain"], r["mx_rank"])):
+        links.setdefault(row["domain"], []).append(row)
+    for domain, exp in world.expected.items():
+        if not exp.mx_hosts:
+            continue
+        got_hosts = tuple(dict.fromkeys(r["mx_host"] for r in links[domain]))
+        assert got_hosts == exp.mx_hosts, domain
+        statuses = tuple(r["probe_status"] for r in links[domain] if r["address"] is not None)
+        assert statuses == exp.probe_statuses, domain
+
+
+def test_certificate_verdicts(world: World, dataset: Path) -> None:
+    probes = {r["probe_id"]: r for r in _rows(dataset, "probes")}
+    for row in _rows(dataset, "mx"):
+        exp = world.expected[row["domain"]]
+        if exp.cert_trust is None or row["mx_rank"] != 0:
+            continue
+        probe = probes[row["probe_id"]]
+        assert probe["cert_trust"] == exp.cert_trust, row["domain"]
+        assert row["cert_name_match"] == exp.name_match, row["domain"]
+        assert row["cert_valid"] == (exp.cert_trust == "trusted" and exp.name_match == "san"), row["domain"]
+        assert probe["cert_chain"] and probe["cert_sha256"] and probe["tls_version"] and probe["tls_cipher"]
+
+
+def test_failure_classes_and_phases(dataset: Path, world: World) -> None:
+    by_host = {r["mx_hosts"][0].split(".")[0]: r for r in _rows(dataset, "probes")}
+    expectations = {
+        "mx-slow": ("timeout", "banner", "timeout"),
+        "mx-421": ("throttled", "banner", "smtp_421"),
+        "mx-554": ("smtp_rejected", "banner", "smtp_5xx"),
+        "mx-refused": ("unreachable", "connect", "refused"),
+        "mx-tlsfail": ("tls_handshake_failed", "tls_handshake", None),
+        "mx-notls": ("no_starttls", None, None),
+        "mx-good": ("starttls_ok", None, None),
+    }
+    for host, (status, phase, failure) in expectations.items():
+        probe = by_host[host]
+        assert (probe["status"], probe["failure_phase"]) == (status, phase), host
+        if failure:
+            assert probe["failure_class"] == failure, host
+    tlsfail = by_host["mx-tlsfail"]
+    # Garbage then close: OpenSSL sees a bad record, or the kernel reports the close/RST first.
+    assert tlsfail["failure_class"] in ("tls_protocol_error", "tls_closed", "reset")
+    # The no-STARTTLS server answered EHLO: its extensions are recorded, STARTTLS not among them.
+    assert by_host["mx-notls"]["starttls_advertised"] is False and by_host["mx-notls"]["ehlo_extensions"]
+    assert by_host["mx-multiline"]["tls_version"] == "TLSv1.2"
+    assert by_host["mx-multiline"]["banner"].count("\n") == 2
+
+
+def test_one_probe_per_address(dataset: Path) -> None:
+    probes = _rows(dataset, "probes")
+    ids = [r["probe_id"] for r in probes]
+    assert len(ids) == len(set(ids))
+    good = [r for r in probes if r["mx_hosts"][0].startswith("mx-good.")]
+    assert len(good) == 1  # good, shared1, shared2, mixed and implicit all resolve to it
+    con = duckdb.connect()
+    sharing = con.execute(
+        f"SELECT count(DISTINCT domain) FROM read_parquet('{dataset}/mx/*.parquet') WHERE probe_id = ?",
+        [good[0]["probe_id"]],
+    ).fetchone()
+    assert sharing == (5,)
+
+
+def test_files_carry_the_declared_schema(dataset: Path) -> None:
+    for table, row_class in (("domains", DomainRow), ("mx", MxRow), ("probes", ProbeRow)):
+        schema = pq.read_schema(next((dataset / table).glob("*.parquet")))
+        assert schema.equals(arrow_schema(row_class), check_metadata=False), table
+    run = _rows(dataset, "run")
+    assert len(run) == 1 and run[0]["completed"] and run[0]["domains"] == 22
+
+
+def test_headline_query(dataset: Path, world: World) -> None:
+    con = duckdb.connect()
+    share = con.execute(
+        f"SELECT count(*) FILTER (WHERE starttls = 'all'), count(*) FILTER (WHERE starttls <> 'not_applicable') "
+        f"FROM read_parquet('{dataset}/domains/*.parquet')"
+    ).fetchone()
+    expected_all = sum(1 for e in world.expected.values() if e.starttls == "all")
+    expected_mail = sum(1 for e in world.expected.values() if e.starttls != "not_applicable")
+    assert share == (expected_all, expected_mail)
+
+
+def test_reserved_addresses_refused_without_the_flag(world: World, tmp_path: Path) -> None:
+    assert world.farm is not None
+    before = sum(s.accepted for s in world.farm.stats().values())
+    assert _scan(world, tmp_path / "out") == 0
+    probes = _rows(tmp_path / "out", "probes")
+    assert probes and {r["status"] for r in probes} == {"skipped_reserved_address"}
+    assert {r["failure_phase"] for r in probes} == {"address"}
+    # Not a single connection reached any server of the world.
+    assert sum(s.accepted for s in world.farm.stats().values()) == before
+
+
+def test_existing_output_is_not_overwritten_silently(world: World, dataset: Path) -> None:
+    assert _scan(world, dataset, "--allow-private") == 1

@@ -1,0 +1,211 @@
+"""The standard loopback world: a real DNS server (nsd) and mail servers with different TLS postures.
+
+Used by the integration tests and by the demo. Every domain carries the outcome it is built to
+produce (``Expected``), so tests compare the scanner's rows with the world's design, not with
+numbers copied from a previous run.
+
+Layout inside one ``127.A.B`` block (``.N`` = host index):
+    .53 nsd (DNS)        .10 good (trusted, TLS 1.2/1.3)    .11 no STARTTLS      .12 self-signed
+    .13 expired cert     .14 wrong name                      .15 garbage after 220
+    .16 slow banner      .17 554 banner                      .18 421 banner       .19 refused (nothing listens)
+    .20 good #2 (lower-preference MX)                        .21 multi-line banner, TLS 1.2 only
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from worlds.ca import TestCA, self_signed
+from worlds.dns import NsdServer, Zone
+from worlds.ports import loopback_host
+from worlds.smtp import Behaviour, SmtpFarm, SmtpServerSpec
+
+__all__ = ["SLOW_BANNER_DELAY", "Expected", "World", "standard_world"]
+
+ZONE = "world.test"
+BROKEN_ZONE = "broken.test"  # configured in nsd with an invalid zone file: answers SERVFAIL
+SLOW_BANNER_DELAY = 6.0  # seconds; scans of this world use a shorter banner timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the scanner should conclude for a domain of this world."""
+
+    domain_status: str
+    starttls: str  # domain verdict
+    probe_statuses: tuple[str, ...] = ()  # of its addresses, in MX order
+    mx_hosts: tuple[str, ...] = ()
+    mx_source: str = "mx"
+    cert_trust: str | None = None  # of the first address
+    name_match: str | None = None  # of the first address, for the first MX host
+
+
+@dataclass(slots=True)
+class World:
+    block: str
+    resolver: str
+    ca_file: Path
+    domains_file: Path
+    expected: dict[str, Expected] = field(default_factory=dict)
+    farm: SmtpFarm | None = None
+
+    def host(self, index: int) -> str:
+        return loopback_host(self.block, index)
+
+
+# name → (host index, behaviour, certificate kind)
+_SERVERS: dict[str, tuple[int, Behaviour, str]] = {
+    "mx-good": (10, Behaviour.NORMAL, "trusted"),
+    "mx-notls": (11, Behaviour.NO_STARTTLS, "none"),
+    "mx-selfsigned": (12, Behaviour.NORMAL, "self_signed"),
+    "mx-expired": (13, Behaviour.NORMAL, "expired"),
+    "mx-wrongname": (14, Behaviour.NORMAL, "wrong_name"),
+    "mx-tlsfail": (15, Behaviour.TLS_FAIL_AFTER_220, "none"),
+    "mx-slow": (16, Behaviour.SLOW_BANNER, "trusted"),
+    "mx-554": (17, Behaviour.BANNER_554, "none"),
+    "mx-421": (18, Behaviour.BANNER_421, "none"),
+    "mx-good2": (20, Behaviour.NORMAL, "trusted"),
+    "mx-multiline": (21, Behaviour.MULTILINE_BANNER, "trusted"),
+}
+_REFUSED = ("mx-refused", 19)
+
+
+def _fqdn(label: str) -> str:
+    return f"{label}.{ZONE}"
+
+
+def _abs(name: str) -> str:
+    """Zone-file spelling: an absolute name ends with a dot (RFC 1035 §5.1)."""
+    return name if name.endswith(".") else name + "."
+
+
+def _single(label: str, status: str, verdict: str, trust: str | None = None, match: str | None = None) -> Expected:
+    return Expected("ok", verdict, (status,), (_fqdn(label),), "mx", trust, match)
+
+
+def _expectations() -> dict[str, Expected]:
+    d = _fqdn
+    return {
+        d("good"): _single("mx-good", "starttls_ok", "all", "trusted", "san"),
+        d("notls"): _single("mx-notls", "no_starttls", "none"),
+        d("selfsigned"): _single("mx-selfsigned", "starttls_ok", "all", "self_signed", "san"),
+        d("expired"): _single("mx-expired", "starttls_ok", "all", "expired", "san"),
+        d("wrongname"): _single("mx-wrongname", "starttls_ok", "all", "trusted", "mismatch"),
+        d("tlsfail"): _single("mx-tlsfail", "tls_handshake_failed", "none"),
+        d("slow"): _single("mx-slow", "timeout", "incomplete"),
+        d("banner554"): _single("mx-554", "smtp_rejected", "incomplete"),
+        d("banner421"): _single("mx-421", "throttled", "incomplete"),
+        d("refused"): _single("mx-refused", "unreachable", "incomplete"),
+        d("multiline"): _single("mx-multiline", "starttls_ok", "all", "trusted", "san"),
+        d("shared1"): _single("mx-good", "starttls_ok", "all", "trusted", "san"),
+        d("shared2"): _single("mx-good", "starttls_ok", "all", "trusted", "san"),
+        d("ordered"): Expected("ok", "some", ("starttls_ok", "no_starttls"),
+                               (d("mx-good2"), d("mx-notls")), "mx", "trusted", "san"),
+        d("mixed"): Expected("ok", "some", ("starttls_ok", "tls_handshake_failed"),
+                             (d("mx-good"), d("mx-tlsfail")), "mx", "trusted", "san"),
+        d("implicit"): Expected("ok", "all", ("starttls_ok",), (d("implicit"),), "implicit", "trusted", "san"),
+        d("nullmx"): Expected("null_mx", "not_applicable", (), (), "null_mx"),
+        d("nothing"): Expected("dns_no_mail_host", "not_applicable", (), (d("nothing"),), "implicit"),
+        d("missing"): Expected("dns_nxdomain", "not_applicable", (), (), "none"),
+        d("ghostmx"): Expected("mx_no_address", "not_applicable", (), (d("ghost"),), "mx"),
+        d("literalmx"): Expected("mx_no_address", "not_applicable", (), ("192.0.2.25",), "mx"),
+        f"victim.{BROKEN_ZONE}": Expected("dns_servfail", "not_applicable", (), (), "none"),
+    }
+
+
+class _AbsoluteZone(Zone):
+    """A zone whose helper methods take fully qualified names without the trailing dot."""
+
+    def add(self, name: str, rtype: str, rdata: str, ttl: int = 300) -> _AbsoluteZone:
+        if rtype in ("MX",):
+            pref, _, host = rdata.partition(" ")
+            rdata = f"{pref} {_abs(host)}"
+        super().add(_abs(name), rtype, rdata, ttl)
+        return self
+
+
+def _zone(block: str) -> Zone:
+    zone = _AbsoluteZone(ZONE, [])
+    host = lambda index: loopback_host(block, index)  # noqa: E731 - a local shorthand
+    for label, (index, _, _) in _SERVERS.items():
+        zone.a(_fqdn(label), host(index))
+    zone.a(_fqdn(_REFUSED[0]), host(_REFUSED[1]))
+    for name in ("good", "notls", "selfsigned", "expired", "wrongname", "tlsfail", "slow", "multiline"):
+        zone.mx(_fqdn(name), 10, _fqdn(f"mx-{name}"))
+    zone.mx(_fqdn("banner554"), 10, _fqdn("mx-554"))
+    zone.mx(_fqdn("banner421"), 10, _fqdn("mx-421"))
+    zone.mx(_fqdn("refused"), 10, _fqdn("mx-refused"))
+    zone.mx(_fqdn("shared1"), 10, _fqdn("mx-good"))
+    zone.mx(_fqdn("shared2"), 5, _fqdn("mx-good"))
+    # Published out of order on purpose: the scanner must sort by preference.
+    zone.mx(_fqdn("ordered"), 20, _fqdn("mx-notls"))
+    zone.mx(_fqdn("ordered"), 10, _fqdn("mx-good2"))
+    zone.mx(_fqdn("mixed"), 10, _fqdn("mx-good"))
+    zone.mx(_fqdn("mixed"), 20, _fqdn("mx-tlsfail"))
+    zone.a(_fqdn("implicit"), host(10))  # no MX: the A record is the implicit MX (RFC 5321 §5.1)
+    zone.mx(_fqdn("nullmx"), 0, ".")
+    zone.txt(_fqdn("nothing"), "v=spf1 -all")  # exists, but neither MX nor address
+    zone.mx(_fqdn("ghostmx"), 10, _fqdn("ghost"))  # MX host that does not exist
+    zone.mx(_fqdn("literalmx"), 10, "192.0.2.25.")  # an IP literal as exchange (RFC 5321 §5.1 forbids)
+    return zone
+
+
+def _broken_zone() -> str:
+    return BROKEN_ZONE
+
+
+def _cert_for(kind: str, label: str, ca: TestCA, workdir: Path) -> tuple[Path | None, Path | None]:
+    name = _fqdn(label)
+    now = datetime.now(UTC)
+    if kind == "none":
+        return None, None
+    if kind == "trusted":
+        files = ca.issue([name, _fqdn("implicit")] if label == "mx-good" else [name])
+    elif kind == "self_signed":
+        files = self_signed(workdir, [name])
+    elif kind == "expired":
+        files = ca.issue([name], not_before=now - timedelta(days=400), not_after=now - timedelta(days=30))
+    elif kind == "wrong_name":
+        files = ca.issue(["somebody-else.example"])
+    else:
+        raise ValueError(kind)
+    return files.cert_file, files.key_file
+
+
+def _specs(block: str, ca: TestCA, workdir: Path) -> list[SmtpServerSpec]:
+    specs = []
+    for label, (index, behaviour, kind) in _SERVERS.items():
+        cert, key = _cert_for(kind, label, ca, workdir)
+        if behaviour in (Behaviour.TLS_FAIL_AFTER_220,):
+            # Advertising STARTTLS needs a certificate configured even if the handshake is never done.
+            cert, key = _cert_for("trusted", label, ca, workdir)
+        specs.append(SmtpServerSpec(
+            address=loopback_host(block, index), port=25, hostname=_fqdn(label), behaviour=behaviour,
+            cert_file=cert, key_file=key,
+            banner_delay=SLOW_BANNER_DELAY if behaviour is Behaviour.SLOW_BANNER else 0.0,
+            tls_max="TLSv1.2" if label == "mx-multiline" else None,
+        ))
+    return specs
+
+
+@contextmanager
+def standard_world(workdir: Path, block: str) -> Iterator[World]:
+    """Start nsd and the mail servers of the standard world in ``block``; stop them on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca = TestCA(workdir / "ca")
+    expected = _expectations()
+    domains_file = workdir / "domains.txt"
+    domains_file.write_text("# the standard world\n" + "\n".join(expected) + "\n", encoding="utf-8")
+    with ExitStack() as stack:
+        nsd = NsdServer(workdir / "nsd", [_zone(block)], address=loopback_host(block, 53), port=53,
+                        broken_zones=[_broken_zone()])
+        nsd.start()
+        stack.callback(nsd.stop)
+        farm = SmtpFarm(_specs(block, ca, workdir / "certs"))
+        farm.start_in_thread()
+        stack.callback(farm.stop_in_thread)
+        yield World(block, nsd.resolver, ca.ca_file, domains_file, expected, farm)
