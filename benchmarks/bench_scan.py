@@ -1,0 +1,151 @@
+"""End-to-end throughput of a scan over a synthetic loopback world.
+
+    python -m benchmarks.bench_scan [--domains 100000] [--addresses 1000] [--peer-sample 100]
+
+Builds the world (benchmarks/world.py), starts nsd and the mail-server farm (in its own process, so the
+scanner's figures are its own), runs ``python -m scanner scan`` as a child process and prints domains/s,
+probes/s, DNS queries/s, CPU seconds per 1,000 domains and peak RSS of the scanner. With
+``--peer-sample N`` it also runs checkdmarc (a peer tool that checks MX + STARTTLS) over the first N
+domains of the same world in the same process tree, and prints the ratio of per-domain wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.world import BenchWorld, build
+from worlds.dns import NsdServer
+from worlds.smtp import SmtpFarmProcess
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+    returncode: int
+
+
+def run_child(command: list[str], log: Path, env: dict[str, str] | None = None) -> ChildRun:
+    """Run a child to completion; CPU and peak RSS come from getrusage(RUSAGE_CHILDREN) deltas.
+
+    ru_maxrss of RUSAGE_CHILDREN is the largest of the children reaped so far; nsd and the farm are
+    still running, so the only child reaped here is this one.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with log.open("wb") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False, env=env).returncode
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return ChildRun(wall, cpu, after.ru_maxrss / 1024, code)
+
+
+def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable, "-m", "scanner", "scan", str(world.domains_file), "-o", str(out), "--overwrite",
+        "--resolver", f"{world.dns_address}:53", "--ca-file", str(world.ca_file), "--allow-private",
+        "--ehlo-name", "bench-scanner.bench.test", "--per-ip-interval", "0", "--no-progress",
+        "--concurrency", str(args.concurrency), "--dns-qps", str(args.dns_qps),
+        "--dns-concurrency", str(args.dns_concurrency), "--dns-workers", str(args.dns_workers),
+        "--banner-timeout", "5", "--command-timeout", "5", "--tls-timeout", "5",
+    ]
+
+
+def peer_command(venv: Path, domains: list[str], resolver: str) -> list[str]:
+    return [str(venv / "bin" / "checkdmarc"), "--nameserver", resolver, "--timeout", "5", "-f", "json", *domains]
+
+
+def ensure_peer(venv: Path) -> bool:
+    """checkdmarc lives in its own virtualenv so its dependencies never touch the project's."""
+    if (venv / "bin" / "checkdmarc").exists():
+        return True
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    result = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "checkdmarc"], check=False)
+    return result.returncode == 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domains", type=int, default=100_000)
+    parser.add_argument("--addresses", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=300)
+    parser.add_argument("--dns-qps", type=float, default=50_000)
+    parser.add_argument("--dns-concurrency", type=int, default=1000)
+    parser.add_argument("--dns-workers", type=int, default=1000)
+    parser.add_argument("--peer-sample", type=int, default=0, help="domains for the checkdmarc comparison")
+    parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "smtp-tls-survey-peer-venv")
+    parser.add_argument("--keep", type=Path, help="keep the world and dataset in this directory")
+    args = parser.parse_args()
+
+    second_octet = random.Random().randrange(160, 250)
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="smtp-tls-bench-"))
+    t0 = time.perf_counter()
+    world = build(workdir, args.domains, args.addresses, second_octet)
+    print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on 127.{second_octet}.0.0/16"
+          f" ({', '.join(f'{k} {v:,}' for k, v in sorted(world.kinds.items()))}); built in {time.perf_counter() - t0:.1f}s")
+    nsd = NsdServer(workdir / "nsd", [world.zone_file], address=world.dns_address, port=53)
+    farm = SmtpFarmProcess(world.specs, workdir / "farm")
+    try:
+        nsd.start()
+        farm.start()
+        print(f"nsd up in {nsd.startup_seconds:.2f}s; farm of {len(world.specs):,} listeners up")
+        out = workdir / "out"
+        run = run_child(scan_command(world, out, args), workdir / "scan.log")
+        if run.returncode != 0:
+            print((workdir / "scan.log").read_text()[-3000:])
+            return run.returncode
+        report(world, out, run)
+        if args.peer_sample:
+            compare_with_peer(world, out, run, args)
+    finally:
+        stats = farm.stop()
+        nsd.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    accepted = sum(s.accepted for s in stats.values())
+    print(f"farm: {accepted:,} connections accepted, max concurrent per address "
+          f"{max((s.max_concurrent for s in stats.values()), default=0)}")
+    return 0
+
+
+def report(world: BenchWorld, out: Path, run: ChildRun) -> None:
+    info = json.loads((out / "run.json").read_text())
+    domains = info["domains"] + info["invalid_lines"] + info["duplicate_lines"]
+    print(f"scanner: {domains:,} domains in {run.wall_s:.1f}s = {domains / run.wall_s:,.0f} domains/s")
+    print(f"  probes: {info['probes']:,} ({info['probes'] / run.wall_s:,.1f}/s over the scan)")
+    print(f"  DNS queries: {info['dns_queries']:,} ({info['dns_queries'] / run.wall_s:,.0f}/s)")
+    print(f"  CPU: {run.cpu_s:.1f}s = {1000 * run.cpu_s / domains:.2f} CPU-s per 1,000 domains; "
+          f"peak RSS {run.max_rss_mb:,.0f} MB")
+    print(f"  verdicts: {info['verdicts']}")
+
+
+def compare_with_peer(world: BenchWorld, out: Path, run: ChildRun, args: argparse.Namespace) -> None:
+    if not ensure_peer(args.peer_venv):
+        print("peer: checkdmarc could not be installed; no comparison")
+        return
+    sample = world.domains_file.read_text().split()[: args.peer_sample]
+    env = dict(os.environ)
+    peer = run_child(peer_command(args.peer_venv, sample, world.dns_address), out.parent / "peer.json", env)
+    ours_per_domain = run.wall_s / world.domain_count
+    peer_per_domain = peer.wall_s / len(sample)
+    print(f"peer checkdmarc: {len(sample)} domains in {peer.wall_s:.1f}s = {len(sample) / peer.wall_s:.1f} domains/s "
+          f"(exit {peer.returncode}); CPU {1000 * peer.cpu_s / len(sample):.1f} CPU-s per 1,000 domains")
+    print(f"  ratio: smtp-tls-survey is {peer_per_domain / ours_per_domain:,.0f}x faster per domain "
+          f"and uses {peer.cpu_s / len(sample) / (run.cpu_s / world.domain_count):,.0f}x less CPU per domain")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""A synthetic loopback world for benchmarks: many domains over a skewed set of MX addresses.
+
+Shape (as on the Internet, a few providers host most domains and a long tail hosts itself):
+- ``providers`` providers, each with 2 MX hosts of 2 addresses; provider popularity follows a Zipf law;
+- ``tail`` self-hosted domains, each with its own MX address and a random TLS posture;
+- a few per cent of domains use an implicit MX, publish a null MX, point at an MX host with no address,
+  or do not exist at all (listed in the input, absent from the zone).
+Everything lives in one zone ``bench.test`` served by nsd; mail servers run in a farm subprocess.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from worlds.ca import CertFiles, TestCA, self_signed
+from worlds.dns import Record, ZoneFile, write_zone_file
+from worlds.smtp import Behaviour, SmtpServerSpec
+
+ZONE = "bench.test"
+# Postures of self-hosted servers, with weights (behaviour, certificate kind).
+TAIL_POSTURES = [
+    ((Behaviour.NORMAL, "trusted"), 60),
+    ((Behaviour.NO_STARTTLS, "none"), 18),
+    ((Behaviour.NORMAL, "self_signed"), 8),
+    ((Behaviour.NORMAL, "expired"), 5),
+    ((Behaviour.NORMAL, "wrong_name"), 5),
+    ((Behaviour.BANNER_554, "none"), 2),
+    ((Behaviour.TLS_FAIL_AFTER_220, "trusted"), 2),
+]
+
+
+@dataclass(slots=True)
+class BenchWorld:
+    domains_file: Path
+    zone_file: ZoneFile
+    specs: list[SmtpServerSpec]
+    ca_file: Path
+    dns_address: str
+    domain_count: int
+    address_count: int
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def _addresses(second_octet: int) -> Iterator[str]:
+    for third in range(255):
+        for fourth in range(1, 255):
+            if (third, fourth) != (255, 53):
+                yield f"127.{second_octet}.{third}.{fourth}"
+
+
+def _certs(workdir: Path) -> dict[str, CertFiles]:
+    ca = TestCA(workdir / "ca")
+    now = datetime.now(UTC)
+    wildcard = f"*.{ZONE}"
+    return {
+        "trusted": ca.issue([wildcard]),
+        "self_signed": self_signed(workdir, [wildcard]),
+        "expired": ca.issue([wildcard], not_before=now - timedelta(days=400), not_after=now - timedelta(days=1)),
+        "wrong_name": ca.issue(["somebody-else.example"]),
+        "_ca": CertFiles(ca.ca_file, ca.ca_file, b""),
+    }
+
+
+def build(workdir: Path, domains: int, addresses: int, second_octet: int, seed: int = 7) -> BenchWorld:
+    """Write the zone file, the domain list and the server specs; start nothing."""
+    rng = random.Random(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    certs = _certs(workdir)
+    pool = _addresses(second_octet)
+    specs: list[SmtpServerSpec] = []
+    records: list[Record] = []
+
+    def server(host: str, behaviour: Behaviour, kind: str) -> str:
+        address = next(pool)
+        cert = certs.get(kind)
+        specs.append(SmtpServerSpec(address=address, port=25, hostname=f"{host}.{ZONE}", behaviour=behaviour,
+                                    cert_file=cert.cert_file if cert else None,
+                                    key_file=cert.key_file if cert else None))
+        records.append(Record(f"{host}.{ZONE}.", "A", address))
+        return host
+
+    provider_count = max(1, addresses // 20)  # 5% of addresses belong to providers (4 each)
+    providers = []
+    for p in range(provider_count):
+        hosts = []
+        for h in (1, 2):
+            name = f"mx{h}-p{p}"
+            for _ in range(2):
+                address = next(pool)
+                specs.append(SmtpServerSpec(address=address, port=25, hostname=f"{name}.{ZONE}",
+                                            cert_file=certs["trusted"].cert_file, key_file=certs["trusted"].key_file))
+                records.append(Record(f"{name}.{ZONE}.", "A", address))
+            hosts.append(name)
+        providers.append(hosts)
+    tail = addresses - 4 * provider_count
+    weights = [1 / (rank + 1) for rank in range(provider_count)]  # Zipf, exponent 1
+    postures, posture_weights = zip(*TAIL_POSTURES, strict=True)
+    kinds: dict[str, int] = {}
+    names = []
+    for i in range(domains):
+        domain = f"d{i}.{ZONE}"
+        names.append(domain)
+        roll = rng.random()
+        if i < tail:
+            behaviour, kind = rng.choices(postures, posture_weights)[0]
+            host = server(f"mx-d{i}", behaviour, kind)
+            records.append(Record(f"{domain}.", "MX", f"10 {host}.{ZONE}."))
+            kinds["self_hosted"] = kinds.get("self_hosted", 0) + 1
+        elif roll < 0.02:
+            kinds["nxdomain"] = kinds.get("nxdomain", 0) + 1  # listed, not in the zone
+        elif roll < 0.03:
+            records.append(Record(f"{domain}.", "MX", "0 ."))
+            kinds["null_mx"] = kinds.get("null_mx", 0) + 1
+        elif roll < 0.04:
+            records.append(Record(f"{domain}.", "MX", f"10 ghost.{ZONE}."))
+            kinds["mx_no_address"] = kinds.get("mx_no_address", 0) + 1
+        elif roll < 0.08:
+            target = rng.choices(providers, weights)[0][0]
+            records.append(Record(f"{domain}.", "CNAME", f"{target}.{ZONE}."))  # implicit MX via the alias
+            kinds["implicit"] = kinds.get("implicit", 0) + 1
+        else:
+            hosts = rng.choices(providers, weights)[0]
+            records.append(Record(f"{domain}.", "MX", f"10 {hosts[0]}.{ZONE}."))
+            records.append(Record(f"{domain}.", "MX", f"20 {hosts[1]}.{ZONE}."))
+            kinds["provider"] = kinds.get("provider", 0) + 1
+    rng.shuffle(names)  # input order unrelated to zone order, as in a ranked list
+    domains_file = workdir / "domains.txt"
+    domains_file.write_text("\n".join(names) + "\n", encoding="utf-8")
+    zone_file = write_zone_file(workdir / "zones" / f"{ZONE}.zone", ZONE, records)
+    return BenchWorld(domains_file, zone_file, specs, certs["_ca"].cert_file, f"127.{second_octet}.255.53",
+                      domains, len(specs), kinds)

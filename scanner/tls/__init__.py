@@ -1,0 +1,1 @@
+"""Pure TLS pieces: the sans-IO codec (``codec``) and the cipher-suite registry (``ciphers``)."""
