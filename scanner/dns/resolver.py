@@ -73,20 +73,62 @@ def _collect(result: pycares.DNSResult, rtype: QueryType) -> _Collected:
 
 
 class DnsResolver:
-    """Rate-limited asynchronous resolver. Create inside a running event loop; ``close()`` when done."""
+    """Rate-limited asynchronous resolver. Create inside a running event loop; ``close()`` when done.
 
-    def __init__(self, config: DnsConfig) -> None:
+    c-ares (since 1.23) keeps every answer in a per-channel cache for its TTL (up to an hour), and
+    pycares offers no option to turn it off. At thousands of domains per second that cache becomes the
+    scanner's largest memory user, growing with the input. We already cache what we reuse (MX host
+    addresses, in ``DomainResolver``), so the channel is replaced every ``channel_queries`` queries and
+    the old one is closed once its last query returns: c-ares' cache stays bounded.
+    """
+
+    def __init__(self, config: DnsConfig, channel_queries: int = 20_000) -> None:
         self._config = config
-        servers = config.resolver_addresses()
-        self._resolver = aiodns.DNSResolver(nameservers=servers or None, timeout=config.timeout, tries=config.tries)
+        self._channel_queries = channel_queries
+        self._channel = self._new_channel()
+        self._channel_used = 0
+        self._pending: dict[aiodns.DNSResolver, int] = {self._channel: 0}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._bucket = TokenBucket(config.qps)
         self._in_flight = asyncio.Semaphore(config.concurrency)
         self.queries_sent = 0
+        self.channels_opened = 1
         # Safety net above c-ares' own timeout*tries, so a lost callback can never hang a domain.
         self._deadline = config.timeout * config.tries + 2.0
 
+    def _new_channel(self) -> aiodns.DNSResolver:
+        servers = self._config.resolver_addresses()
+        return aiodns.DNSResolver(nameservers=servers or None, timeout=self._config.timeout, tries=self._config.tries)
+
+    def _take_channel(self) -> aiodns.DNSResolver:
+        if self._channel_used >= self._channel_queries:
+            old = self._channel
+            self._channel = self._new_channel()
+            self._channel_used = 0
+            self._pending[self._channel] = 0
+            self.channels_opened += 1
+            if self._pending[old] == 0:
+                self._retire(old)
+        self._channel_used += 1
+        self._pending[self._channel] += 1
+        return self._channel
+
+    def _release_channel(self, channel: aiodns.DNSResolver) -> None:
+        self._pending[channel] -= 1
+        if channel is not self._channel and self._pending[channel] == 0:
+            self._retire(channel)
+
+    def _retire(self, channel: aiodns.DNSResolver) -> None:
+        del self._pending[channel]
+        task = asyncio.get_running_loop().create_task(channel.close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
-        await self._resolver.close()
+        for channel in list(self._pending):
+            await channel.close()
+        self._pending.clear()
+        await asyncio.gather(*self._retiring)
 
     async def query(self, name: str, rtype: QueryType) -> QueryResult:
         """Query ``name``/``rtype``, following CNAMEs the server left unresolved."""
@@ -117,8 +159,9 @@ class DnsResolver:
         await self._bucket.acquire()
         async with self._in_flight:
             self.queries_sent += 1
+            channel = self._take_channel()
             try:
-                return await asyncio.wait_for(self._resolver.query_dns(name, rtype), self._deadline)
+                return await asyncio.wait_for(channel.query_dns(name, rtype), self._deadline)
             except aiodns.error.DNSError as exc:
                 code = exc.args[0] if exc.args else None
                 message = exc.args[1] if len(exc.args) > 1 else str(exc)
@@ -126,6 +169,8 @@ class DnsResolver:
                 return QueryResult(outcome, f"{rtype} {name}: {message}")
             except TimeoutError:
                 return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: no answer within {self._deadline:.0f}s")
+            finally:
+                self._release_channel(channel)
 
 
 def _with(result: QueryResult, cnames: list[str], started: float) -> QueryResult:
