@@ -94,8 +94,9 @@ def main() -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="smtp-tls-bench-"))
     t0 = time.perf_counter()
     world = build(workdir, args.domains, args.addresses, second_octet)
-    print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on 127.{second_octet}.0.0/16"
-          f" ({', '.join(f'{k} {v:,}' for k, v in sorted(world.kinds.items()))}); built in {time.perf_counter() - t0:.1f}s")
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(world.kinds.items()))
+    print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on "
+          f"127.{second_octet}.0.0/16 ({kinds}); built in {time.perf_counter() - t0:.1f}s")
     nsd = NsdServer(workdir / "nsd", [world.zone_file], address=world.dns_address, port=53)
     farm = SmtpFarmProcess(world.specs, workdir / "farm")
     try:

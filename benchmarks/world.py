@@ -104,32 +104,39 @@ def build(workdir: Path, domains: int, addresses: int, second_octet: int, seed: 
     for i in range(domains):
         domain = f"d{i}.{ZONE}"
         names.append(domain)
-        roll = rng.random()
         if i < tail:
             behaviour, kind = rng.choices(postures, posture_weights)[0]
             host = server(f"mx-d{i}", behaviour, kind)
             records.append(Record(f"{domain}.", "MX", f"10 {host}.{ZONE}."))
-            kinds["self_hosted"] = kinds.get("self_hosted", 0) + 1
-        elif roll < 0.02:
-            kinds["nxdomain"] = kinds.get("nxdomain", 0) + 1  # listed, not in the zone
-        elif roll < 0.03:
-            records.append(Record(f"{domain}.", "MX", "0 ."))
-            kinds["null_mx"] = kinds.get("null_mx", 0) + 1
-        elif roll < 0.04:
-            records.append(Record(f"{domain}.", "MX", f"10 ghost.{ZONE}."))
-            kinds["mx_no_address"] = kinds.get("mx_no_address", 0) + 1
-        elif roll < 0.08:
-            target = rng.choices(providers, weights)[0][0]
-            records.append(Record(f"{domain}.", "CNAME", f"{target}.{ZONE}."))  # implicit MX via the alias
-            kinds["implicit"] = kinds.get("implicit", 0) + 1
+            category = "self_hosted"
         else:
-            hosts = rng.choices(providers, weights)[0]
-            records.append(Record(f"{domain}.", "MX", f"10 {hosts[0]}.{ZONE}."))
-            records.append(Record(f"{domain}.", "MX", f"20 {hosts[1]}.{ZONE}."))
-            kinds["provider"] = kinds.get("provider", 0) + 1
+            category = _provider_domain(rng, domain, providers, weights, records)
+        kinds[category] = kinds.get(category, 0) + 1
     rng.shuffle(names)  # input order unrelated to zone order, as in a ranked list
     domains_file = workdir / "domains.txt"
     domains_file.write_text("\n".join(names) + "\n", encoding="utf-8")
     zone_file = write_zone_file(workdir / "zones" / f"{ZONE}.zone", ZONE, records)
     return BenchWorld(domains_file, zone_file, specs, certs["_ca"].cert_file, f"127.{second_octet}.255.53",
                       domains, len(specs), kinds)
+
+
+def _provider_domain(
+    rng: random.Random, domain: str, providers: list[list[str]], weights: list[float], records: list[Record]
+) -> str:
+    """Records for a domain outside the self-hosted tail; returns its category."""
+    roll = rng.random()
+    if roll < 0.02:
+        return "nxdomain"  # listed in the input, absent from the zone
+    if roll < 0.03:
+        records.append(Record(f"{domain}.", "MX", "0 ."))
+        return "null_mx"
+    if roll < 0.04:
+        records.append(Record(f"{domain}.", "MX", f"10 ghost.{ZONE}."))
+        return "mx_no_address"
+    hosts = rng.choices(providers, weights)[0]
+    if roll < 0.08:
+        records.append(Record(f"{domain}.", "CNAME", f"{hosts[0]}.{ZONE}."))  # implicit MX via the alias
+        return "implicit"
+    records.append(Record(f"{domain}.", "MX", f"10 {hosts[0]}.{ZONE}."))
+    records.append(Record(f"{domain}.", "MX", f"20 {hosts[1]}.{ZONE}."))
+    return "provider"

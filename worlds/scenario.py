@@ -114,6 +114,8 @@ def _expectations() -> dict[str, Expected]:
         d("ghostmx"): Expected("mx_no_address", "not_applicable", (), (d("ghost"),), "mx"),
         d("literalmx"): Expected("mx_no_address", "not_applicable", (), ("192.0.2.25",), "mx"),
         f"victim.{BROKEN_ZONE}": Expected("dns_servfail", "not_applicable", (), (), "none"),
+        # IPv6 is probed too; nothing listens on [::1]:25, so that address is untested, never "no TLS".
+        d("dualstack"): Expected("ok", "incomplete", ("starttls_ok", "unreachable"), (d("mx-dual"),), "mx"),
     }
 
 
@@ -146,6 +148,9 @@ def _zone(block: str) -> Zone:
     zone.mx(_fqdn("ordered"), 10, _fqdn("mx-good2"))
     zone.mx(_fqdn("mixed"), 10, _fqdn("mx-good"))
     zone.mx(_fqdn("mixed"), 20, _fqdn("mx-tlsfail"))
+    zone.a(_fqdn("mx-dual"), host(10))
+    zone.aaaa(_fqdn("mx-dual"), "::1")
+    zone.mx(_fqdn("dualstack"), 10, _fqdn("mx-dual"))
     zone.a(_fqdn("implicit"), host(10))  # no MX: the A record is the implicit MX (RFC 5321 §5.1)
     zone.mx(_fqdn("nullmx"), 0, ".")
     zone.txt(_fqdn("nothing"), "v=spf1 -all")  # exists, but neither MX nor address

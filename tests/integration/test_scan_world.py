@@ -90,7 +90,8 @@ def test_certificate_verdicts(world: World, dataset: Path) -> None:
 
 
 def test_failure_classes_and_phases(dataset: Path, world: World) -> None:
-    by_host = {r["mx_hosts"][0].split(".")[0]: r for r in _rows(dataset, "probes")}
+    # Several names can share an address (mx-good also serves the implicit-MX domain): key by every name.
+    by_host = {name.split(".")[0]: r for r in _rows(dataset, "probes") for name in r["mx_hosts"]}
     expectations = {
         "mx-slow": ("timeout", "banner", "timeout"),
         "mx-421": ("throttled", "banner", "smtp_421"),
@@ -118,22 +119,22 @@ def test_one_probe_per_address(dataset: Path) -> None:
     probes = _rows(dataset, "probes")
     ids = [r["probe_id"] for r in probes]
     assert len(ids) == len(set(ids))
-    good = [r for r in probes if r["mx_hosts"][0].startswith("mx-good.")]
+    good = [r for r in probes if "mx-good.world.test" in r["mx_hosts"]]
     assert len(good) == 1  # good, shared1, shared2, mixed and implicit all resolve to it
     con = duckdb.connect()
     sharing = con.execute(
         f"SELECT count(DISTINCT domain) FROM read_parquet('{dataset}/mx/*.parquet') WHERE probe_id = ?",
         [good[0]["probe_id"]],
     ).fetchone()
-    assert sharing == (5,)
+    assert sharing == (6,)  # good, shared1, shared2, mixed, implicit, dualstack
 
 
-def test_files_carry_the_declared_schema(dataset: Path) -> None:
+def test_files_carry_the_declared_schema(dataset: Path, world: World) -> None:
     for table, row_class in (("domains", DomainRow), ("mx", MxRow), ("probes", ProbeRow)):
         schema = pq.read_schema(next((dataset / table).glob("*.parquet")))
         assert schema.equals(arrow_schema(row_class), check_metadata=False), table
     run = _rows(dataset, "run")
-    assert len(run) == 1 and run[0]["completed"] and run[0]["domains"] == 22
+    assert len(run) == 1 and run[0]["completed"] and run[0]["domains"] == len(world.expected)
 
 
 def test_headline_query(dataset: Path, world: World) -> None:
@@ -160,3 +161,40 @@ def test_reserved_addresses_refused_without_the_flag(world: World, tmp_path: Pat
 
 def test_existing_output_is_not_overwritten_silently(world: World, dataset: Path) -> None:
     assert _scan(world, dataset, "--allow-private") == 1
+
+
+def test_ipv6_addresses_are_probed(dataset: Path) -> None:
+    rows = [r for r in _rows(dataset, "mx") if r["domain"] == "dualstack.world.test"]
+    assert [(r["address"], r["ip_version"]) for r in rows][1] == ("::1", 6)
+    probe = next(r for r in _rows(dataset, "probes") if r["address"] == "::1")
+    assert (probe["status"], probe["failure_class"], probe["ip_version"]) == ("unreachable", "refused", 6)
+
+
+def test_invalid_duplicate_and_excluded_lines_are_rows(world: World, tmp_path: Path) -> None:
+    domains = tmp_path / "in.txt"
+    domains.write_bytes(b"\xef\xbb\xbf# header\r\ngood.world.test\r\n\r\nnot a domain\r\nGOOD.World.Test.\r\n"
+                        b"\xff\xfe junk\r\nnotls.world.test\r\n")
+    exclude = tmp_path / "optout.txt"
+    exclude.write_text("# opt-outs\nnotls.world.test\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["scan", str(domains), "-o", str(out), "--resolver", world.resolver, "--ca-file",
+                 str(world.ca_file), "--allow-private", "--no-progress", "--per-ip-interval", "0",
+                 "--exclude", str(exclude)])
+    assert code == 0
+    rows = sorted(_rows(out, "domains"), key=lambda r: r["input_line"])
+    got = [(r["input_line"], r["domain"], r["status"], r["duplicate_of_line"]) for r in rows]
+    assert got == [
+        (2, "good.world.test", "ok", None),
+        (4, None, "invalid_input", None),
+        (5, "good.world.test", "duplicate", 2),
+        (6, None, "invalid_input", None),
+        (7, "notls.world.test", "excluded", None),
+    ]
+    run = _rows(out, "run")[0]
+    assert (run["input_lines"], run["domains"], run["invalid_lines"], run["duplicate_lines"]) == (5, 1, 2, 1)
+
+
+def test_missing_input_and_bad_resolver_fail_cleanly(world: World, tmp_path: Path) -> None:
+    assert main(["scan", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o1")]) == 1
+    assert main(["scan", str(world.domains_file), "-o", str(tmp_path / "o2"), "--resolver", "dns.example"]) == 2
+    assert main(["scan", str(world.domains_file), "-o", str(tmp_path / "o3"), "--port", "0"]) == 2
