@@ -7,6 +7,11 @@ scanner's figures are its own), runs ``python -m scanner scan`` as a child proce
 probes/s, DNS queries/s, CPU seconds per 1,000 domains and peak RSS of the scanner. With
 ``--peer-sample N`` it also runs checkdmarc (a peer tool that checks MX + STARTTLS) over the first N
 domains of the same world in the same process tree, and prints the ratio of per-domain wall time.
+
+Everything runs inside a network namespace the benchmark creates (``ip netns``; needs root): its only
+interface is loopback and ``ip netns exec`` gives it its own /etc/resolv.conf pointing at the world's
+nsd, so a tool that uses the system resolver (checkdmarc does, for MX host names) cannot send a packet
+anywhere else. ``--no-netns`` runs in the current namespace (then the peer comparison is refused).
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list
 
 
 def peer_command(venv: Path, domains: list[str], resolver: str) -> list[str]:
-    return [str(venv / "bin" / "checkdmarc"), "--nameserver", resolver, "--timeout", "5", "-f", "json", *domains]
+    return [str(venv / "bin" / "checkdmarc"), "--nameserver", resolver, "--timeout", "5", "--check-mx-tls",
+            "-f", "json", *domains]
 
 
 def ensure_peer(venv: Path) -> bool:
@@ -75,6 +81,23 @@ def ensure_peer(venv: Path) -> bool:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     result = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "checkdmarc"], check=False)
     return result.returncode == 0
+
+
+def run_in_netns(argv: list[str], second_octet: int) -> int:
+    """Re-run this script inside a fresh network namespace whose resolv.conf points at the world's nsd."""
+    name = f"sts-bench-{os.getpid()}"
+    etc = Path("/etc/netns") / name
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver 127.{second_octet}.255.53\n", encoding="utf-8")
+        inner = [sys.executable, "-m", "benchmarks.bench_scan", *argv, "--inside-netns", "--second-octet",
+                 str(second_octet)]
+        return subprocess.run(["ip", "netns", "exec", name, *inner], check=False).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+        shutil.rmtree(etc, ignore_errors=True)
 
 
 def main() -> int:
@@ -88,9 +111,16 @@ def main() -> int:
     parser.add_argument("--peer-sample", type=int, default=0, help="domains for the checkdmarc comparison")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "smtp-tls-survey-peer-venv")
     parser.add_argument("--keep", type=Path, help="keep the world and dataset in this directory")
+    parser.add_argument("--no-netns", action="store_true", help="run in the current network namespace")
+    parser.add_argument("--inside-netns", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--second-octet", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    second_octet = random.Random().randrange(160, 250)
+    second_octet = args.second_octet or random.Random().randrange(160, 250)
+    if not args.no_netns and not args.inside_netns:
+        return run_in_netns(sys.argv[1:], second_octet)
+    if args.peer_sample and not args.inside_netns:
+        parser.error("the peer comparison needs the network namespace (checkdmarc uses the system resolver)")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="smtp-tls-bench-"))
     t0 = time.perf_counter()
     world = build(workdir, args.domains, args.addresses, second_octet)
@@ -138,12 +168,16 @@ def compare_with_peer(world: BenchWorld, out: Path, run: ChildRun, args: argpars
         print("peer: checkdmarc could not be installed; no comparison")
         return
     sample = world.domains_file.read_text().split()[: args.peer_sample]
-    env = dict(os.environ)
+    # checkdmarc verifies certificates with Python's default store: give it the world's CA, as we do.
+    env = dict(os.environ, SSL_CERT_FILE=str(world.ca_file))
     peer = run_child(peer_command(args.peer_venv, sample, world.dns_address), out.parent / "peer.json", env)
     ours_per_domain = run.wall_s / world.domain_count
     peer_per_domain = peer.wall_s / len(sample)
+    text = (out.parent / "peer.json").read_text(errors="replace")
     print(f"peer checkdmarc: {len(sample)} domains in {peer.wall_s:.1f}s = {len(sample) / peer.wall_s:.1f} domains/s "
-          f"(exit {peer.returncode}); CPU {1000 * peer.cpu_s / len(sample):.1f} CPU-s per 1,000 domains")
+          f"(exit {peer.returncode}); CPU {1000 * peer.cpu_s / len(sample):.1f} CPU-s per 1,000 domains; "
+          f'its MX host verdicts: {text.count(chr(34) + "starttls" + chr(34) + ": true")} STARTTLS true, '
+          f'{text.count(chr(34) + "starttls" + chr(34) + ": false")} false')
     print(f"  ratio: smtp-tls-survey is {peer_per_domain / ours_per_domain:,.0f}x faster per domain "
           f"and uses {peer.cpu_s / len(sample) / (run.cpu_s / world.domain_count):,.0f}x less CPU per domain")
 
