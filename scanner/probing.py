@@ -100,7 +100,12 @@ class ProbeService:
                 pending.future.cancel()
                 raise
             except Exception as exc:  # a bug in our code: recorded as such, never lost
-                summary = await self._record(pending, _bug_result(exc), None, datetime.now(UTC))
+                try:
+                    summary = await self._record(pending, _bug_result(exc), None, datetime.now(UTC))
+                except Exception as again:
+                    # Even the row could not be built: the waiting domains record the bug themselves.
+                    pending.future.set_exception(again)
+                    continue
             pending.future.set_result(summary)
 
     async def stop_workers(self, count: int) -> None:
@@ -114,7 +119,8 @@ class ProbeService:
         if refusal is not None:
             return await self._record(pending, skipped_result(refusal), None, started_at)
         sni = pending.names[0]
-        async with self._connections, self._per_address.slot(pending.address):
+        # The address's own slot first: waiting out its interval must not hold a global connection slot.
+        async with self._per_address.slot(pending.address), self._connections:
             started_at = datetime.now(UTC)
             self.in_flight += 1
             try:
