@@ -9,10 +9,13 @@ Layout inside one ``127.A.B`` block (``.N`` = host index):
     .13 expired cert     .14 wrong name                      .15 garbage after 220
     .16 slow banner      .17 554 banner                      .18 421 banner       .19 refused (nothing listens)
     .20 good #2 (lower-preference MX)                        .21 multi-line banner, TLS 1.2 only
+    .30 Postfix, STARTTLS, trusted cert   .31 Postfix without TLS   .32 Postfix limited to TLS <= 1.2
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from pathlib import Path
 from worlds.ca import TestCA, self_signed
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host
+from worlds.postfix import PostfixInstance
 from worlds.smtp import Behaviour, SmtpFarm, SmtpServerSpec
 
 __all__ = ["SLOW_BANNER_DELAY", "Expected", "World", "standard_world"]
@@ -72,6 +76,12 @@ _SERVERS: dict[str, tuple[int, Behaviour, str]] = {
     "mx-multiline": (21, Behaviour.MULTILINE_BANNER, "trusted"),
 }
 _REFUSED = ("mx-refused", 19)
+# Real Postfix instances: name → (host index, STARTTLS on, smtpd_tls_protocols)
+_POSTFIX: dict[str, tuple[int, bool, str | None]] = {
+    "mx-postfix": (30, True, None),
+    "mx-postfix-notls": (31, False, None),
+    "mx-postfix-tls12": (32, True, "<=TLSv1.2"),
+}
 
 
 def _fqdn(label: str) -> str:
@@ -114,6 +124,9 @@ def _expectations() -> dict[str, Expected]:
         d("ghostmx"): Expected("mx_no_address", "not_applicable", (), (d("ghost"),), "mx"),
         d("literalmx"): Expected("mx_no_address", "not_applicable", (), ("192.0.2.25",), "mx"),
         f"victim.{BROKEN_ZONE}": Expected("dns_servfail", "not_applicable", (), (), "none"),
+        d("postfix"): _single("mx-postfix", "starttls_ok", "all", "trusted", "san"),
+        d("postfix-notls"): _single("mx-postfix-notls", "no_starttls", "none"),
+        d("postfix-tls12"): _single("mx-postfix-tls12", "starttls_ok", "all", "trusted", "san"),
         # IPv6 is probed too; nothing listens on [::1]:25, so that address is untested, never "no TLS".
         d("dualstack"): Expected("ok", "incomplete", ("starttls_ok", "unreachable"), (d("mx-dual"),), "mx"),
     }
@@ -136,6 +149,9 @@ def _zone(block: str) -> Zone:
     for label, (index, _, _) in _SERVERS.items():
         zone.a(_fqdn(label), host(index))
     zone.a(_fqdn(_REFUSED[0]), host(_REFUSED[1]))
+    for label, (index, _, _) in _POSTFIX.items():
+        zone.a(_fqdn(label), host(index))
+        zone.mx(_fqdn(label.removeprefix("mx-")), 10, _fqdn(label))
     for name in ("good", "notls", "selfsigned", "expired", "wrongname", "tlsfail", "slow", "multiline"):
         zone.mx(_fqdn(name), 10, _fqdn(f"mx-{name}"))
     zone.mx(_fqdn("banner554"), 10, _fqdn("mx-554"))
@@ -213,4 +229,18 @@ def standard_world(workdir: Path, block: str) -> Iterator[World]:
         farm = SmtpFarm(_specs(block, ca, workdir / "certs"))
         farm.start_in_thread()
         stack.callback(farm.stop_in_thread)
+        # Postfix drops privileges to its own user, which must be able to traverse every parent
+        # directory: pytest's and tempfile's directories are 0700, so use a 0755 one of our own.
+        postfix_dir = Path(tempfile.mkdtemp(prefix="smtp-tls-postfix-"))
+        postfix_dir.chmod(0o755)
+        stack.callback(shutil.rmtree, postfix_dir, True)
+        for label, (index, tls, protocols) in _POSTFIX.items():
+            cert = ca.issue([_fqdn(label)]) if tls else None
+            postfix = PostfixInstance(
+                postfix_dir / label, loopback_host(block, index), 25, _fqdn(label),
+                cert.cert_file if cert else None, cert.key_file if cert else None,
+                tls=tls, tls_protocols=protocols,
+            )
+            postfix.start()
+            stack.callback(postfix.stop)
         yield World(block, nsd.resolver, ca.ca_file, domains_file, expected, farm)

@@ -112,6 +112,11 @@ def test_failure_classes_and_phases(dataset: Path, world: World) -> None:
     # The no-STARTTLS server answered EHLO: its extensions are recorded, STARTTLS not among them.
     assert by_host["mx-notls"]["starttls_advertised"] is False and by_host["mx-notls"]["ehlo_extensions"]
     assert by_host["mx-multiline"]["tls_version"] == "TLSv1.2"
+    # Real Postfix: its banner and extensions, TLS 1.3 by default, 1.2 when limited to it.
+    assert "ESMTP" in by_host["mx-postfix"]["banner"] and "PIPELINING" in by_host["mx-postfix"]["ehlo_extensions"]
+    assert by_host["mx-postfix"]["tls_version"] == "TLSv1.3"
+    assert by_host["mx-postfix-tls12"]["tls_version"] == "TLSv1.2"
+    assert by_host["mx-postfix-notls"]["starttls_advertised"] is False
     assert by_host["mx-multiline"]["banner"].count("\n") == 2
 
 
