@@ -24,6 +24,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -46,6 +47,7 @@ MAIL_OWNER = "postfix"
 SETGID_GROUP = "postdrop"
 DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0
+_FATAL_MARKERS = re.compile(r"(fatal|panic): |bad command startup")
 
 # Services smtpd may call on: cleanup (MAIL), trivial-rewrite (address
 # rewriting at RCPT), anvil (connection limits), tlsmgr (TLS session cache),
@@ -133,8 +135,9 @@ class PostfixInstance:
     combined PEM may be given as ``cert_file`` alone).  ``tls_protocols`` and
     ``tls_ciphers`` set both the opportunistic and mandatory smtpd variants
     (e.g. ``">=TLSv1.2"``, ``"<=TLSv1.1"``; grade ``"high"``, ``"medium"``);
-    ``tls_cipherlist`` replaces the OpenSSL cipher list of the chosen grade
-    (use ``"DEFAULT:@SECLEVEL=0"`` to let OpenSSL 3 speak TLS 1.0/1.1).
+    ``tls_cipherlist`` replaces the OpenSSL cipher list of the chosen grade.
+    (Unlike a bare OpenSSL 3 context, Postfix 3.7 negotiates TLS 1.0/1.1 when
+    ``tls_protocols`` allows them, without any ``@SECLEVEL=0``.)
     ``banner`` is the text after ``220 `` (default ``"$myhostname ESMTP"``).
     ``extra_main_cf`` is applied last and may override anything.
     """
@@ -306,7 +309,8 @@ class PostfixInstance:
             if not st.st_mode & searchable:
                 raise PostfixError(
                     f"{ancestor} (mode {stat.filemode(st.st_mode)}) cannot be traversed by "
-                    f"user {MAIL_OWNER}; put the Postfix workdir elsewhere (e.g. under /tmp)"
+                    f"user {MAIL_OWNER}; use a workdir whose parents are all o+x (pytest's "
+                    "tmp_path is not: /tmp/pytest-of-root is 0700; tempfile.mkdtemp() + chmod 0755 is)"
                 )
 
     # --- lifecycle ------------------------------------------------------
@@ -358,14 +362,17 @@ class PostfixInstance:
         last_error = "no attempt made"
         while time.monotonic() < deadline:
             try:
-                banner = self.read_banner(timeout=max(0.1, deadline - time.monotonic()))
+                banner = self.read_banner(timeout=min(0.5, max(0.05, deadline - time.monotonic())))
             except OSError as exc:
                 last_error = repr(exc)
-                time.sleep(0.05)
-                continue
-            if banner.startswith(b"220"):
-                return
-            last_error = f"unexpected banner {banner!r}"
+            else:
+                if banner.startswith(b"220"):
+                    return
+                last_error = f"unexpected banner {banner!r}"
+            # A daemon that dies on start-up (bad parameter, unreadable key)
+            # leaves master throttling it; no point waiting out the timeout.
+            if _FATAL_MARKERS.search(self.log_tail()):
+                break
             time.sleep(0.05)
         raise PostfixError(
             f"postfix on {self._listen_endpoint()} gave no 220 banner ({last_error})"

@@ -57,6 +57,7 @@ __all__ = [
     "SmtpServerSpec",
     "build_server_context",
     "listener_key",
+    "load_stats",
     "main",
     "read_spec_file",
     "write_spec_file",
