@@ -76,6 +76,8 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--command-timeout", type=float, default=15.0)
     group.add_argument("--tls-timeout", type=float, default=15.0)
     group.add_argument("--probe-deadline", type=float, default=90.0, help="hard cap on one probe, seconds")
+    group.add_argument("--enumerate", choices=("off", "posture", "full"), default="posture",
+                       help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
 
 
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
@@ -84,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "command_timeout": args.command_timeout, "tls_timeout": args.tls_timeout,
         "probe_deadline": args.probe_deadline, "max_connections": args.concurrency,
         "per_ip_concurrency": args.per_ip_concurrency, "per_ip_interval": args.per_ip_interval,
-        "workers": args.concurrency,
+        "workers": args.concurrency, "enumeration": args.enumerate,
     }
     if args.ehlo_name:
         probe_kwargs["ehlo_name"] = args.ehlo_name

@@ -109,6 +109,9 @@ class ProbeConfig:
     per_ip_concurrency: int = 1
     per_ip_interval: float = 1.0  # minimum seconds between two connection starts to one address
     workers: int = 200  # probe worker tasks (>= max_connections is pointless)
+    # Protocol/cipher enumeration after a successful STARTTLS: "off", "posture" (7-12 sessions per
+    # address) or "full" (every accepted suite per version and the server's order).
+    enumeration: str = "posture"
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -119,6 +122,8 @@ class ProbeConfig:
             raise ConfigError("max_connections, per_ip_concurrency and workers must be >= 1")
         if self.per_ip_interval < 0:
             raise ConfigError("per_ip_interval must be >= 0")
+        if self.enumeration not in ("off", "posture", "full"):
+            raise ConfigError(f"enumeration must be off, posture or full (got {self.enumeration!r})")
         if not self.ehlo_name or any(c.isspace() for c in self.ehlo_name):
             raise ConfigError(f"EHLO name must be a non-empty word, got {self.ehlo_name!r}")
 

@@ -24,6 +24,18 @@ from scanner.net.limits import KeyedLimiter
 from scanner.output.rows import ProbeRow
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp, skipped_result
 from scanner.status import FailureClass, Phase, ProbeStatus
+from scanner.tls.ciphers import suite as lookup_suite
+from scanner.tls.codec import TlsVersion
+from scanner.tls.enumeration import (
+    VERSION_NAMES,
+    EnumerationResult,
+    HelloAnswer,
+    HelloRequest,
+    VersionVerdict,
+    full_plan,
+    posture_plan,
+)
+from scanner.tls.probe import drive_plan, probe_hello
 
 __all__ = ["ProbeService", "ProbeSummary", "build_probe_row", "probe_id"]
 
@@ -128,13 +140,37 @@ class ProbeService:
             finally:
                 self.in_flight -= 1
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
-        return await self._record(pending, result, verdict, started_at)
+        enumeration = await self._enumerate(pending, sni, result)
+        return await self._record(pending, result, verdict, started_at, enumeration)
+
+    async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult) -> EnumerationResult | None:
+        """Versions and suites, when the server accepted STARTTLS (even if our own handshake failed:
+        a server that only speaks SSLv3 fails Python's handshake and is exactly what we must find)."""
+        mode = self._config.probe.enumeration
+        if mode == "off" or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.TLS_HANDSHAKE_FAILED):
+            return None
+
+        async def session(request: HelloRequest) -> HelloAnswer:
+            # One unit of work = one connection, under the same per-address and global limits.
+            async with self._per_address.slot(pending.address), self._connections:
+                self.in_flight += 1
+                try:
+                    return await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
+                finally:
+                    self.in_flight -= 1
+
+        return await drive_plan(full_plan() if mode == "full" else posture_plan(), session)
 
     async def _record(
-        self, pending: _Pending, result: SmtpProbeResult, verdict: ChainVerdict | None, started_at: datetime
+        self,
+        pending: _Pending,
+        result: SmtpProbeResult,
+        verdict: ChainVerdict | None,
+        started_at: datetime,
+        enumeration: EnumerationResult | None = None,
     ) -> ProbeSummary:
         row = build_probe_row(self._scan_id, pending.address, pending.port, tuple(pending.names),
-                              result, verdict, started_at)
+                              result, verdict, started_at, enumeration)
         await self._emit_row(row)
         self.completed += 1
         return ProbeSummary(
@@ -159,8 +195,10 @@ def build_probe_row(
     result: SmtpProbeResult,
     verdict: ChainVerdict | None,
     started_at: datetime,
+    enumeration: EnumerationResult | None = None,
 ) -> ProbeRow:
     leaf = verdict.leaf if verdict else None
+    enum = enumeration
     tls = result.tls
     timing = result.timings_ms.get
     return ProbeRow(
@@ -208,6 +246,30 @@ def build_probe_row(
         cert_key_bits=leaf.key_bits if leaf else None,
         cert_signature_algorithm=leaf.signature_algorithm if leaf else None,
         cert_sha256=leaf.sha256 if leaf else None,
+        enum_mode=enum.mode.value if enum else None,
+        enum_sessions=enum.sessions if enum else None,
+        enum_complete=enum.complete if enum else None,
+        ver_ssl3=_version(enum, TlsVersion.SSL3),
+        ver_tls1_0=_version(enum, TlsVersion.TLS10),
+        ver_tls1_1=_version(enum, TlsVersion.TLS11),
+        ver_tls1_2=_version(enum, TlsVersion.TLS12),
+        ver_tls1_3=_version(enum, TlsVersion.TLS13),
+        versions_accepted=[VERSION_NAMES[v] for v, verdict_ in enum.versions.items()
+                           if verdict_ is VersionVerdict.ACCEPTED] if enum else None,
+        weak_classes=sorted(c.value for c in enum.weak_classes) if enum else None,
+        weak_complete=enum.weak_complete if enum else None,
+        nist_r1=enum.nist_r1 if enum else None,
+        nist_r2=enum.nist_r2 if enum else None,
+        preferred_suite=suite_name(enum.preferred_suite) if enum and enum.preferred_suite is not None else None,
+        preferred_version=VERSION_NAMES[enum.preferred_version] if enum and enum.preferred_version else None,
+        server_order=enum.server_order if enum else None,
+        suites_ssl3=_suites(enum, TlsVersion.SSL3),
+        suites_tls1_0=_suites(enum, TlsVersion.TLS10),
+        suites_tls1_1=_suites(enum, TlsVersion.TLS11),
+        suites_tls1_2=_suites(enum, TlsVersion.TLS12),
+        suites_tls1_3=_suites(enum, TlsVersion.TLS13),
+        server_order_suites=[suite_name(c) for c in enum.server_order_suites]
+        if enum and enum.mode.value == "full" and enum.server_order else None,
         connect_ms=timing(Phase.CONNECT),
         banner_ms=timing(Phase.BANNER),
         ehlo_ms=_sum_present(timing(Phase.EHLO), timing(Phase.HELO)),
@@ -216,6 +278,22 @@ def build_probe_row(
         total_ms=result.total_ms,
         started_at=started_at,
     )
+
+
+def suite_name(code: int) -> str:
+    """IANA name of a suite; unknown code points stay visible as hex."""
+    known = lookup_suite(code)
+    return known.iana_name if known else f"0x{code:04X}"
+
+
+def _version(enum: EnumerationResult | None, version: TlsVersion) -> VersionVerdict | None:
+    return enum.versions.get(version) if enum else None
+
+
+def _suites(enum: EnumerationResult | None, version: TlsVersion) -> list[str] | None:
+    if enum is None or enum.mode.value != "full":
+        return None
+    return [suite_name(c) for c in enum.accepted.get(version, ())]
 
 
 def _sum_present(*values: float | None) -> float | None:

@@ -28,11 +28,12 @@ from scanner.status import (
     ProbeStatus,
     StarttlsVerdict,
 )
+from scanner.tls.enumeration import VersionVerdict
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 def col(doc: str) -> Any:
@@ -143,6 +144,31 @@ class ProbeRow:
     cert_key_bits: int | None = col("Leaf public key size in bits.")
     cert_signature_algorithm: str | None = col("Leaf signature algorithm.")
     cert_sha256: str | None = col("SHA-256 fingerprint of the leaf DER, hex.")
+    enum_mode: str | None = col("Enumeration mode used for this address: 'posture' or 'full'; null when none ran "
+                                "(enumeration runs after STARTTLS was accepted).")
+    enum_sessions: int | None = col("STARTTLS sessions the enumeration opened (retries included).")
+    enum_complete: bool | None = col("Every enumeration question was answered (no timeout or throttling).")
+    ver_ssl3: VersionVerdict | None = col("SSLv3 support and how it was decided.")
+    ver_tls1_0: VersionVerdict | None = col("TLS 1.0 support and how it was decided.")
+    ver_tls1_1: VersionVerdict | None = col("TLS 1.1 support and how it was decided.")
+    ver_tls1_2: VersionVerdict | None = col("TLS 1.2 support and how it was decided.")
+    ver_tls1_3: VersionVerdict | None = col("TLS 1.3 support and how it was decided.")
+    versions_accepted: list[str] | None = col("Protocol versions accepted, highest first.")
+    weak_classes: list[str] | None = col("Weak cipher-suite classes the server accepted (null, anon, export, rc4, des, "
+                                         "3des, rc2, idea, md5, low_bits).")
+    weak_complete: bool | None = col("The weak-suite search covered every class (false: stopped early).")
+    nist_r1: bool | None = col("At least one NIST SP 800-52r1 suite is accepted.")
+    nist_r2: bool | None = col("At least one NIST SP 800-52r2 suite is accepted.")
+    preferred_suite: str | None = col("Suite the server picks from a modern-first offer at its highest version (IANA).")
+    preferred_version: str | None = col("Highest accepted protocol version.")
+    server_order: bool | None = col("The server imposes its own suite order (null: could not be decided).")
+    suites_ssl3: list[str] | None = col("Full mode: every SSLv3 suite accepted (IANA names); null in posture mode.")
+    suites_tls1_0: list[str] | None = col("Full mode: every TLS 1.0 suite accepted.")
+    suites_tls1_1: list[str] | None = col("Full mode: every TLS 1.1 suite accepted.")
+    suites_tls1_2: list[str] | None = col("Full mode: every TLS 1.2 suite accepted.")
+    suites_tls1_3: list[str] | None = col("Full mode: every TLS 1.3 suite accepted.")
+    server_order_suites: list[str] | None = col("Full mode, when the server imposes its order: that order at its "
+                                                "highest version.")
     connect_ms: float | None = col("Time to establish TCP, milliseconds.")
     banner_ms: float | None = col("Time from connection to complete greeting.")
     ehlo_ms: float | None = col("EHLO round trip (plus HELO when used).")

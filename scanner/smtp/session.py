@@ -23,7 +23,7 @@ from scanner.errors import ProbeFailure, classify, describe_bug
 from scanner.smtp.reply import NEED_DATA, EhloInfo, Reply, ReplyError, ReplyReader, parse_ehlo
 from scanner.status import FailureClass, Phase, ProbeStatus
 
-__all__ = ["SmtpProbeResult", "TlsInfo", "make_probe_context", "probe_smtp", "skipped_result"]
+__all__ = ["RawStarttls", "SmtpProbeResult", "TlsInfo", "make_probe_context", "probe_smtp", "skipped_result"]
 
 READ_CHUNK = 4096
 # After a conclusion, QUIT and the close are a courtesy: never wait long for them.
@@ -131,9 +131,8 @@ def _reply_failure(phase: Phase, reply: Reply) -> ProbeFailure:
 class _Dialogue:
     """The socket side of one probe. Each method is one phase and raises ``ProbeFailure``."""
 
-    def __init__(self, config: ProbeConfig, partial: _Partial) -> None:
+    def __init__(self, config: ProbeConfig) -> None:
         self.config = config
-        self._partial = partial
         self._replies = ReplyReader()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -177,13 +176,20 @@ class _Dialogue:
             raise ProbeFailure(phase, failure, detail) from exc
         return await self.read_reply(phase, self.config.command_timeout)
 
+    def discard_unprotected(self) -> bool:
+        """Drop bytes received after the STARTTLS reply; True if there were any."""
+        had_bytes = bool(self._replies.buffered())
+        self._replies.discard_buffer()
+        return had_bytes
+
+    @property
+    def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The raw streams, for a caller that speaks TLS records itself after STARTTLS."""
+        assert self._reader is not None and self._writer is not None
+        return self._reader, self._writer
+
     async def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> TlsInfo:
         assert self._writer is not None
-        # RFC 3207 §4.2: anything already received after the 220 was not protected by TLS; a server
-        # (or a man in the middle) that sends it is vulnerable to command injection. Discard, flag.
-        if self._replies.buffered():
-            self._partial.plaintext_after_starttls = True
-            self._replies.discard_buffer()
         try:
             await self._writer.start_tls(
                 context, server_hostname=server_name, ssl_handshake_timeout=self.config.tls_timeout
@@ -259,7 +265,7 @@ async def probe_smtp(
     certificate it would present to a real sender.
     """
     partial = _Partial()
-    dialogue = _Dialogue(config, partial)
+    dialogue = _Dialogue(config)
     started = time.perf_counter()
     phase_box = [Phase.CONNECT]
     try:
@@ -280,6 +286,51 @@ async def probe_smtp(
         await dialogue.close()
 
 
+async def _timed(partial: _Partial, phase_box: list[Phase], phase: Phase,
+                 work: Coroutine[object, object, None]) -> None:
+    phase_box[0] = phase
+    t0 = time.perf_counter()
+    try:
+        await work
+    finally:
+        partial.timings[phase] = (time.perf_counter() - t0) * 1000
+
+
+async def negotiate_starttls(
+    dialogue: _Dialogue, partial: _Partial, address: str, port: int, phase_box: list[Phase]
+) -> bool:
+    """Connect, read the banner, EHLO, and issue STARTTLS. True when the server answered 220.
+
+    False means STARTTLS was not advertised (QUIT already sent). Every other outcome raises
+    ``ProbeFailure``. Shared by the observation probe and the raw-ClientHello probes, so both
+    speak exactly the same SMTP.
+    """
+    config = dialogue.config
+    await _timed(partial, phase_box, Phase.CONNECT, dialogue.connect(address, port))
+
+    async def banner() -> None:
+        partial.banner = await dialogue.read_reply(Phase.BANNER, config.banner_timeout)
+        if partial.banner.code != 220:
+            raise _reply_failure(Phase.BANNER, partial.banner)
+
+    await _timed(partial, phase_box, Phase.BANNER, banner())
+    await _timed(partial, phase_box, Phase.EHLO, _ehlo(dialogue, partial, config.ehlo_name))
+    if partial.ehlo is None or not partial.ehlo.starttls:
+        await dialogue.quit()
+        return False
+
+    async def starttls() -> None:
+        partial.starttls_reply = await dialogue.command(Phase.STARTTLS, "STARTTLS")
+        if partial.starttls_reply.code != 220:
+            raise _reply_failure(Phase.STARTTLS, partial.starttls_reply)
+
+    await _timed(partial, phase_box, Phase.STARTTLS, starttls())
+    # RFC 3207 §4.2: anything already received after the 220 was not protected by TLS; a server
+    # (or a man in the middle) that sends it is vulnerable to command injection. Discard, flag.
+    partial.plaintext_after_starttls = dialogue.discard_unprotected()
+    return True
+
+
 async def _run(
     dialogue: _Dialogue,
     partial: _Partial,
@@ -289,40 +340,13 @@ async def _run(
     context: ssl.SSLContext,
     phase_box: list[Phase],
 ) -> None:
-    config = dialogue.config
-
-    async def timed(phase: Phase, work: Coroutine[object, object, None]) -> None:
-        phase_box[0] = phase
-        t0 = time.perf_counter()
-        try:
-            await work
-        finally:
-            partial.timings[phase] = (time.perf_counter() - t0) * 1000
-
-    await timed(Phase.CONNECT, dialogue.connect(address, port))
-
-    async def banner() -> None:
-        partial.banner = await dialogue.read_reply(Phase.BANNER, config.banner_timeout)
-        if partial.banner.code != 220:
-            raise _reply_failure(Phase.BANNER, partial.banner)
-
-    await timed(Phase.BANNER, banner())
-    await timed(Phase.EHLO, _ehlo(dialogue, partial, config.ehlo_name))
-    if partial.ehlo is None or not partial.ehlo.starttls:
-        await dialogue.quit()
+    if not await negotiate_starttls(dialogue, partial, address, port, phase_box):
         return
-
-    async def starttls() -> None:
-        partial.starttls_reply = await dialogue.command(Phase.STARTTLS, "STARTTLS")
-        if partial.starttls_reply.code != 220:
-            raise _reply_failure(Phase.STARTTLS, partial.starttls_reply)
-
-    await timed(Phase.STARTTLS, starttls())
 
     async def handshake() -> None:
         partial.tls = await dialogue.start_tls(context, server_name)
 
-    await timed(Phase.TLS_HANDSHAKE, handshake())
+    await _timed(partial, phase_box, Phase.TLS_HANDSHAKE, handshake())
     await dialogue.quit()
 
 
@@ -386,3 +410,44 @@ def skipped_result(reason: FailureClass, detail: str = "") -> SmtpProbeResult:
             ProbeStatus.SKIPPED_EXCLUDED: "address is on the exclude list",
         }.get(status, "")
     return _result(_Partial(), status, Phase.ADDRESS, reason, detail, time.perf_counter())
+
+
+class RawStarttls:
+    """Banner, EHLO and STARTTLS, then the raw streams for a caller that speaks TLS records itself.
+
+    Used by the ClientHello probes of ``scanner.tls``: ``async with RawStarttls(...) as channel`` and
+    then ``channel.status``: None when the server answered 220 to STARTTLS (``channel.streams`` is
+    ready), otherwise the probe status explaining why not (``NO_STARTTLS``, ``THROTTLED``, ...) with
+    ``channel.failure`` holding the phase, class and detail.
+    """
+
+    def __init__(self, address: str, port: int, config: ProbeConfig) -> None:
+        self._address = address
+        self._port = port
+        self._dialogue = _Dialogue(config)
+        self._partial = _Partial()
+        self.status: ProbeStatus | None = None
+        self.failure: ProbeFailure | None = None
+
+    @property
+    def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return self._dialogue.streams
+
+    @property
+    def plaintext_after_starttls(self) -> bool:
+        return self._partial.plaintext_after_starttls
+
+    async def __aenter__(self) -> RawStarttls:
+        try:
+            if not await negotiate_starttls(self._dialogue, self._partial, self._address, self._port, [Phase.CONNECT]):
+                self.status = ProbeStatus.NO_STARTTLS
+        except ProbeFailure as failure:
+            self.failure = failure
+            self.status = _status_for(failure.phase, failure.failure_class)
+        except BaseException:
+            await self._dialogue.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._dialogue.close()
