@@ -18,6 +18,7 @@ throttle leaves that question unanswered.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -45,6 +46,8 @@ __all__ = [
 # Old server stacks are known to choke on very long ClientHellos (standards.md §3.5); 128 suites keeps
 # a TLS 1.2 hello near 300 bytes plus extensions, which every stack we know accepts.
 MAX_SUITES_PER_HELLO = 128
+_MAINSTREAM_KX = frozenset({"ECDHE", "DHE", "RSA", "ANY"})
+_MAINSTREAM_AU = frozenset({"RSA", "ECDSA", "DSS", "ANY"})
 # Posture mode spends at most this many sessions on weak-class elimination.
 MAX_WEAK_SESSIONS = 4
 POSTURE_VERSIONS = (TlsVersion.TLS13, TlsVersion.TLS12, TlsVersion.TLS11, TlsVersion.TLS10, TlsVersion.SSL3)
@@ -153,17 +156,40 @@ def offer_order(suites: Sequence[CipherSuite]) -> list[CipherSuite]:
     return sorted(suites, key=_offer_key)
 
 
-def _usable(version: TlsVersion) -> list[CipherSuite]:
-    """Suites a server could pick at ``version``: TLS 1.3 suites only in 1.3, the others only below."""
-    if version is TlsVersion.TLS13:
-        return [s for s in suites_for(version) if s.is_tls13]
-    return [s for s in suites_for(version) if not s.is_tls13]
+@functools.cache
+def _usable(version: TlsVersion) -> tuple[CipherSuite, ...]:
+    """Suites a server could pick at ``version``, modern first: TLS 1.3 suites only in 1.3, others below.
+
+    Memoized: a pure function of the static registry, called for every hello.
+    """
+    wanted = version is TlsVersion.TLS13
+    return tuple(offer_order([s for s in suites_for(version) if s.is_tls13 == wanted]))
+
+
+@functools.cache
+def _version_bundles(version: TlsVersion, exhaustive: bool) -> tuple[tuple[int, ...], ...]:
+    """Offers that test a version: first the suites real stacks implement, modern first (one bundle).
+
+    Posture mode stops there (a server whose only suites at a version are outside the 128 most common
+    would be missed: a documented trade-off for the session budget). Full mode goes on with bundles of
+    every other registered suite before it calls the version refused.
+    """
+    usable = _usable(version)
+    # What deployed servers pick from: ephemeral or RSA key exchange with RSA/ECDSA/DSS certificates
+    # (115 suites at TLS 1.2, so all of them fit), then the other suites real stacks implement
+    # (anonymous, static DH/ECDH), then the exotic rest (PSK, SRP, KRB5, GOST) in later bundles.
+    mainstream = [s.code for s in usable if s.kx.value in _MAINSTREAM_KX and s.au.value in _MAINSTREAM_AU]
+    implemented = [s.code for s in usable if s.openssl_name and s.code not in set(mainstream)]
+    first = (mainstream + implemented)[:MAX_SUITES_PER_HELLO] or [s.code for s in usable[:1]]
+    if not exhaustive:
+        return (tuple(first),)
+    taken = set(first)
+    rest = [s.code for s in usable if s.code not in taken]
+    return (tuple(first), *(tuple(rest[i:i + MAX_SUITES_PER_HELLO]) for i in range(0, len(rest), MAX_SUITES_PER_HELLO)))
 
 
 def _version_offer(version: TlsVersion) -> tuple[int, ...]:
-    """The broad offer used to test a version: suites real stacks implement, modern first."""
-    common = [s for s in _usable(version) if s.openssl_name] or _usable(version)
-    return tuple(s.code for s in offer_order(common)[:MAX_SUITES_PER_HELLO])
+    return _version_bundles(version, exhaustive=False)[0]
 
 
 def _version_verdict(request: HelloRequest, answer: HelloAnswer) -> VersionVerdict:
@@ -206,14 +232,32 @@ class _State:
         return None
 
 
-def _probe_versions(state: _State) -> Generator[HelloRequest, HelloAnswer, None]:
+def _probe_versions(state: _State, exhaustive: bool = False) -> Generator[HelloRequest, HelloAnswer, None]:
     for version in POSTURE_VERSIONS:
-        request = HelloRequest(version, _version_offer(version), Purpose.VERSION)
-        answer = yield request
-        state.note(answer)
-        state.versions[version] = _version_verdict(request, answer)
-        if state.versions[version] is VersionVerdict.ACCEPTED and answer.suite is not None:
-            state.picks[version] = answer.suite
+        verdicts: list[VersionVerdict] = []
+        for bundle in _version_bundles(version, exhaustive):
+            request = HelloRequest(version, bundle, Purpose.VERSION)
+            answer = yield request
+            state.note(answer)
+            verdict = _version_verdict(request, answer)
+            verdicts.append(verdict)
+            if verdict is VersionVerdict.ACCEPTED:
+                if answer.suite is not None:
+                    state.picks[version] = answer.suite
+                break
+            if verdict is VersionVerdict.REJECTED_DOWNGRADE:
+                break  # the server told us its highest version: other bundles cannot change that
+        state.versions[version] = _combine(verdicts)
+
+
+def _combine(verdicts: list[VersionVerdict]) -> VersionVerdict:
+    """Accepted if any bundle was; else untested if any bundle went unanswered; else the first refusal."""
+    if VersionVerdict.ACCEPTED in verdicts:
+        return VersionVerdict.ACCEPTED
+    for doubtful in (VersionVerdict.UNTESTED, VersionVerdict.PROTOCOL_ERROR):
+        if doubtful in verdicts:
+            return doubtful
+    return verdicts[0]
 
 
 def _probe_weak(
@@ -221,7 +265,7 @@ def _probe_weak(
 ) -> Generator[HelloRequest, HelloAnswer, tuple[frozenset[WeakClass], bool]]:
     """Elimination over weak classes: each session either reveals a new class or ends the search."""
     known: set[WeakClass] = set()
-    candidates = [s for s in offer_order(_usable(version)) if s.weak]
+    candidates = [s for s in _usable(version) if s.weak]
     for _ in range(MAX_WEAK_SESSIONS):
         teaching = [s for s in candidates if s.weak - known]
         if not teaching:
@@ -251,7 +295,7 @@ def _probe_nist(
             return True
     if version is None:
         return False if state.best_version is not None else None
-    offer = tuple(s.code for s in offer_order(_usable(version)) if member(s))
+    offer = tuple(s.code for s in _usable(version) if member(s))
     if not offer:
         return False
     answer = yield HelloRequest(version, offer[:MAX_SUITES_PER_HELLO], purpose)
@@ -302,7 +346,7 @@ def posture_plan() -> Plan:
 
 def _eliminate(state: _State, version: TlsVersion) -> Generator[HelloRequest, HelloAnswer, tuple[list[int], bool]]:
     """Every accepted suite at ``version``: offer a bundle, drop the pick, repeat until refused."""
-    remaining = [s.code for s in offer_order(_usable(version))]
+    remaining = [s.code for s in _usable(version)]
     accepted: list[int] = []
     complete = True
     while remaining:
@@ -324,7 +368,7 @@ def _eliminate(state: _State, version: TlsVersion) -> Generator[HelloRequest, He
 def full_plan() -> Plan:
     """Every accepted suite per version and the server's order (sessions ≈ accepted + bundles)."""
     state = _State()
-    yield from _probe_versions(state)
+    yield from _probe_versions(state, exhaustive=True)
     accepted: dict[TlsVersion, tuple[int, ...]] = {}
     complete = True
     for version in POSTURE_VERSIONS:
