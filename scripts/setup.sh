@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_apt=()
-for pkg_bin in nsd:/usr/sbin/nsd postfix:/usr/sbin/postfix; do
+for pkg_bin in nsd:/usr/sbin/nsd postfix:/usr/sbin/postfix nginx-light:/usr/sbin/nginx; do
     [ -x "${pkg_bin#*:}" ] || need_apt+=("${pkg_bin%%:*}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

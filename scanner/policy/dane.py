@@ -1,0 +1,491 @@
+"""DANE for SMTP (RFC 7672, with RFC 6698 and RFC 7671): TLSA records at ``_25._tcp.<MX host>``.
+
+Pure part: :func:`tlsa_problem`, :func:`parse_tlsa_text`, :func:`match_tlsa`, :func:`dnssec_status`.
+I/O part: :func:`lookup_tlsa` (one TLSA query with the EDNS DO bit, reading the AD bit of the
+answer) and :func:`check_dane` (lookup + match).
+
+Why dnspython for the lookup: aiodns 4's ``query_dns`` has no TLSA type, and pycares 5's
+``DNSResult`` exposes only the answer/authority/additional sections, not the header flags, so the AD
+bit cannot be read through the scanner's c-ares resolver. dnspython's ``asyncquery`` talks to the
+configured resolver address directly (never to resolv.conf) and returns the whole message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Final
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from scanner.certs import NameMatch, TrustStatus, TrustStore, check_chain, match_hostname
+from scanner.config import ConfigError, DnsConfig, parse_host_port
+from scanner.policy.mta_sts import normalize_host
+from scanner.status import DnsOutcome
+
+__all__ = [
+    "DaneResult",
+    "DaneVerdict",
+    "DnssecStatus",
+    "TlsaLookup",
+    "TlsaMatch",
+    "TlsaProblem",
+    "TlsaRecord",
+    "TlsaSyntaxError",
+    "check_dane",
+    "dnssec_status",
+    "lookup_tlsa",
+    "match_tlsa",
+    "parse_tlsa_text",
+    "tlsa_name",
+    "tlsa_problem",
+]
+
+# RFC 6698 §2.1 / RFC 7218 registries.
+USAGE_PKIX_TA: Final = 0
+USAGE_PKIX_EE: Final = 1
+USAGE_DANE_TA: Final = 2
+USAGE_DANE_EE: Final = 3
+SELECTOR_CERT: Final = 0
+SELECTOR_SPKI: Final = 1
+MATCH_FULL: Final = 0
+MATCH_SHA256: Final = 1
+MATCH_SHA512: Final = 2
+_DIGEST_LENGTHS: Final = {MATCH_SHA256: 32, MATCH_SHA512: 64}
+# A TLSA answer of a few records fits comfortably; 1232 is the DNS Flag Day 2020 EDNS buffer size.
+_EDNS_PAYLOAD: Final = 1232
+
+
+class TlsaProblem(str, Enum):
+    """Why a TLSA record is unusable for SMTP (such records are ignored, RFC 7672 §2.2)."""
+
+    PKIX_USAGE = "pkix_usage"  # usage 0/1: not for SMTP, clients treat as unusable (RFC 7672 §3.1.3)
+    UNKNOWN_USAGE = "unknown_usage"
+    UNKNOWN_SELECTOR = "unknown_selector"
+    UNKNOWN_MATCHING_TYPE = "unknown_matching_type"
+    DIGEST_LENGTH = "digest_length"  # SHA2-256 data not 32 octets, SHA2-512 not 64: can never match
+    EMPTY_DATA = "empty_data"
+
+
+class DaneVerdict(str, Enum):
+    """Does the presented chain authenticate against the TLSA RRset?"""
+
+    MATCH = "match"  # a DANE-EE record matches the leaf, or a DANE-TA record a chain the leaf verifies to
+    NO_MATCH = "no_match"  # usable records, none matches any presented certificate
+    TA_CHAIN_INVALID = "ta_chain_invalid"  # a DANE-TA record matches, but the leaf does not validly chain to it
+    NAME_MISMATCH = "name_mismatch"  # DANE-TA chain valid, leaf not issued for the MX (RFC 7672 §3.2.3)
+    NO_USABLE_RECORDS = "no_usable_records"  # only unusable records (e.g. PKIX-TA/EE): as if none (§2.2)
+    NO_RECORDS = "no_records"
+    NO_CERTIFICATE = "no_certificate"  # usable records but no chain to check (no TLS session)
+    LOOKUP_FAILED = "lookup_failed"  # the TLSA query failed (SERVFAIL, timeout, ...): nothing known
+
+
+class DnssecStatus(str, Enum):
+    """What the resolver said about the authenticity of an answer (the AD bit, RFC 4035 §3.2.3)."""
+
+    AUTHENTICATED = "authenticated"  # AD=1 from a recursive, DNSSEC-aware resolver
+    NOT_AUTHENTICATED = "not_authenticated"  # AD=0 from such a resolver: insecure, or it does not validate
+    UNKNOWN = "unknown"  # no usable answer, or the server cannot tell (authoritative-only, DO not echoed)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaRecord:
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+    @property
+    def problem(self) -> TlsaProblem | None:
+        return tlsa_problem(self)
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    def text(self) -> str:
+        """Presentation form, e.g. ``3 1 1 ab12...`` (RFC 6698 §2.2)."""
+        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaSyntaxError:
+    """:func:`parse_tlsa_text` could not read the text; ``detail`` says why."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaMatch:
+    """Result of :func:`match_tlsa`.
+
+    ``matched_depth`` is the index in the presented chain of the certificate the winning record
+    matched (0 = leaf). ``name_match`` is only checked for DANE-TA (DANE-EE ignores names and dates,
+    RFC 7672 §3.1.1) and only when reference names were given.
+    """
+
+    verdict: DaneVerdict
+    detail: str
+    matched: TlsaRecord | None = None
+    matched_depth: int | None = None
+    name_match: NameMatch = NameMatch.NOT_CHECKED
+    usable: int = 0
+    unusable: tuple[tuple[TlsaRecord, TlsaProblem], ...] = ()
+
+    @property
+    def pkix_only(self) -> bool:
+        """Every record is PKIX-TA(0)/PKIX-EE(1): published, but useless for SMTP."""
+        return (
+            self.usable == 0
+            and bool(self.unusable)
+            and all(problem is TlsaProblem.PKIX_USAGE for _, problem in self.unusable)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaLookup:
+    name: str
+    outcome: DnsOutcome
+    records: tuple[TlsaRecord, ...] = ()
+    dnssec: DnssecStatus = DnssecStatus.UNKNOWN
+    detail: str = ""
+    server: str | None = None  # the resolver that answered
+    elapsed_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DaneResult:
+    """One MX host's DANE picture: TLSA lookup, DNSSEC status and the match against its chain."""
+
+    mx_host: str
+    lookup: TlsaLookup
+    match: TlsaMatch = field(default_factory=lambda: TlsaMatch(DaneVerdict.NO_RECORDS, "no TLSA records"))
+
+    @property
+    def verdict(self) -> DaneVerdict:
+        return self.match.verdict
+
+    @property
+    def dnssec(self) -> DnssecStatus:
+        return self.lookup.dnssec
+
+    @property
+    def applies(self) -> bool | None:
+        """Would a DANE client enforce DANE for this MX (usable TLSA records, DNSSEC-authenticated)?
+
+        None when the resolver cannot tell whether the answer was authenticated (RFC 7672 §2.2:
+        DANE applies only to secure TLSA RRsets)."""
+        if self.match.usable == 0:
+            return False
+        if self.lookup.dnssec is DnssecStatus.UNKNOWN:
+            return None
+        return self.lookup.dnssec is DnssecStatus.AUTHENTICATED
+
+
+# --------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------
+
+
+def tlsa_problem(record: TlsaRecord) -> TlsaProblem | None:
+    """Why ``record`` is unusable for SMTP, or None if it is usable (RFC 7672 §3.1, RFC 6698 §2.1)."""
+    if record.usage in (USAGE_PKIX_TA, USAGE_PKIX_EE):
+        return TlsaProblem.PKIX_USAGE
+    if record.usage not in (USAGE_DANE_TA, USAGE_DANE_EE):
+        return TlsaProblem.UNKNOWN_USAGE
+    if record.selector not in (SELECTOR_CERT, SELECTOR_SPKI):
+        return TlsaProblem.UNKNOWN_SELECTOR
+    if record.mtype not in (MATCH_FULL, MATCH_SHA256, MATCH_SHA512):
+        return TlsaProblem.UNKNOWN_MATCHING_TYPE
+    if not record.data:
+        return TlsaProblem.EMPTY_DATA
+    expected = _DIGEST_LENGTHS.get(record.mtype)
+    if expected is not None and len(record.data) != expected:
+        return TlsaProblem.DIGEST_LENGTH
+    return None
+
+
+_TLSA_TEXT_RE: Final = re.compile(r"\s*(\d{1,3})\s+(\d{1,3})\s+(\d{1,3})\s+([0-9A-Fa-f\s]+?)\s*")
+
+
+def parse_tlsa_text(text: str) -> TlsaRecord | TlsaSyntaxError:
+    """Read a TLSA RDATA presentation string ``usage selector mtype hex`` (RFC 6698 §2.2).
+
+    The hex may contain whitespace. Each number must fit an octet. Never raises.
+    """
+    found = _TLSA_TEXT_RE.fullmatch(text)
+    if found is None:
+        return TlsaSyntaxError(f"not 'usage selector mtype hex': {text[:80]!r}")
+    numbers = [int(found.group(i)) for i in (1, 2, 3)]
+    if any(n > 255 for n in numbers):
+        return TlsaSyntaxError(f"a field exceeds 255: {numbers}")
+    digits = "".join(found.group(4).split())
+    if len(digits) % 2:
+        return TlsaSyntaxError("odd number of hex digits")
+    return TlsaRecord(numbers[0], numbers[1], numbers[2], bytes.fromhex(digits))
+
+
+def tlsa_name(mx_host: str, port: int = 25) -> str:
+    """The TLSA owner name for an MX host: ``_25._tcp.<host>`` (RFC 6698 §3, RFC 7672 §3)."""
+    host = normalize_host(mx_host) or mx_host.rstrip(".").lower()
+    return f"_{port}._tcp.{host}"
+
+
+# --------------------------------------------------------------------------
+# Matching
+# --------------------------------------------------------------------------
+
+
+def _selected(der: bytes, selector: int) -> bytes | None:
+    """The bytes a selector covers: the whole certificate, or its SubjectPublicKeyInfo.
+
+    Full-certificate matching works on the raw DER, so even a certificate we cannot parse can match
+    a ``x 0 x`` record; SPKI needs a parse (None if it fails).
+    """
+    if selector == SELECTOR_CERT:
+        return der
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        return cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    # Hostile DER, or a key algorithm cryptography does not support: no SPKI to compare, so this
+    # certificate cannot match an SPKI record (a full-certificate record can still match it).
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+
+
+def _association(content: bytes, mtype: int) -> bytes:
+    if mtype == MATCH_SHA256:
+        return hashlib.sha256(content).digest()
+    if mtype == MATCH_SHA512:
+        return hashlib.sha512(content).digest()
+    return content
+
+
+def record_matches(record: TlsaRecord, der: bytes) -> bool:
+    """Does a usable ``record`` match one DER certificate (RFC 6698 §2.1.2-§2.1.3)?"""
+    content = _selected(der, record.selector)
+    return content is not None and hmac.compare_digest(_association(content, record.mtype), record.data)
+
+
+@dataclass(frozen=True, slots=True)
+class _TaOutcome:
+    verdict: DaneVerdict
+    detail: str
+    record: TlsaRecord
+    depth: int
+    name_match: NameMatch
+
+
+def _judge_ta(
+    record: TlsaRecord, depth: int, chain_der: Sequence[bytes], reference_names: Sequence[str], now: datetime
+) -> _TaOutcome:
+    """A DANE-TA record matched certificate ``depth``: does the leaf chain to it, and carry the name?
+
+    The matched certificate becomes the only trust anchor and the scanner's ordinary chain check
+    (``check_chain``: signatures, validity dates, CA constraints) runs against it; RFC 7672 §3.1.2
+    keeps PKIX chain validation for DANE-TA, only the anchor changes.
+    """
+    try:
+        anchor = x509.load_der_x509_certificate(chain_der[depth])
+    except ValueError as exc:
+        return _TaOutcome(
+            DaneVerdict.TA_CHAIN_INVALID, f"matched TA is unparseable: {exc}", record, depth, NameMatch.NOT_CHECKED
+        )
+    verdict = check_chain(chain_der, TrustStore.from_certificates([anchor], "DANE-TA"), now)
+    if verdict.trust is not TrustStatus.TRUSTED or verdict.leaf is None:
+        detail = (
+            f"leaf does not chain to the DANE-TA certificate #{depth}: {verdict.trust.value}: {verdict.trust_detail}"
+        )
+        return _TaOutcome(DaneVerdict.TA_CHAIN_INVALID, detail, record, depth, NameMatch.NOT_CHECKED)
+    if not reference_names:
+        return _TaOutcome(
+            DaneVerdict.MATCH, f"DANE-TA at depth {depth}, name not checked", record, depth, NameMatch.NOT_CHECKED
+        )
+    matches = [match_hostname(verdict.leaf, name) for name in reference_names]
+    best = next((m for m in matches if m in (NameMatch.SAN, NameMatch.COMMON_NAME)), NameMatch.MISMATCH)
+    if best is NameMatch.MISMATCH:
+        detail = f"DANE-TA chain valid, but the leaf names none of {', '.join(reference_names)}"
+        return _TaOutcome(DaneVerdict.NAME_MISMATCH, detail, record, depth, best)
+    return _TaOutcome(DaneVerdict.MATCH, f"DANE-TA at depth {depth}", record, depth, best)
+
+
+_TA_RANK: Final = {DaneVerdict.MATCH: 0, DaneVerdict.NAME_MISMATCH: 1, DaneVerdict.TA_CHAIN_INVALID: 2}
+
+
+def match_tlsa(
+    records: Sequence[TlsaRecord],
+    chain_der: Sequence[bytes] | None,
+    *,
+    reference_names: Sequence[str] = (),
+    now: datetime | None = None,
+) -> TlsaMatch:
+    """Authenticate a presented chain (leaf first, as sent) against a TLSA RRset.
+
+    * DANE-EE(3) records are compared with the leaf only; names and dates are ignored (RFC 7672
+      §3.1.1).
+    * DANE-TA(2) records are compared with every certificate after the leaf (the anchor may be the
+      chain's top or an intermediate; RFC 7671 §5.2.2 requires the server to send it). A match counts
+      only if the leaf validly chains to that certificate at ``now`` and, when ``reference_names``
+      (MX host name, optionally the next-hop domain: RFC 7672 §3.2.3) are given, names one of them.
+    * PKIX-TA(0)/PKIX-EE(1) and malformed records are unusable and ignored (RFC 7672 §2.2, §3.1.3).
+
+    ``now`` defaults to the current time (used for DANE-TA chain validity only). Never raises.
+    """
+    if not records:
+        return TlsaMatch(DaneVerdict.NO_RECORDS, "no TLSA records")
+    usable = [r for r in records if tlsa_problem(r) is None]
+    unusable = tuple((r, p) for r in records if (p := tlsa_problem(r)) is not None)
+    if not usable:
+        kinds = ", ".join(sorted({p.value for _, p in unusable}))
+        return TlsaMatch(DaneVerdict.NO_USABLE_RECORDS, f"only unusable records ({kinds})", unusable=unusable)
+    chain = list(chain_der or ())
+    if not chain:
+        return TlsaMatch(DaneVerdict.NO_CERTIFICATE, "no certificate to match", usable=len(usable), unusable=unusable)
+    for record in usable:
+        if record.usage == USAGE_DANE_EE and record_matches(record, chain[0]):
+            return TlsaMatch(
+                DaneVerdict.MATCH,
+                f"DANE-EE {record.selector} {record.mtype} matches the leaf",
+                record,
+                0,
+                NameMatch.NOT_CHECKED,
+                len(usable),
+                unusable,
+            )
+    when = now if now is not None else datetime.now(UTC)
+    outcomes = [
+        _judge_ta(record, depth, chain, reference_names, when)
+        for record in usable
+        if record.usage == USAGE_DANE_TA
+        for depth in range(1, len(chain))
+        if record_matches(record, chain[depth])
+    ]
+    if outcomes:
+        best = min(outcomes, key=lambda o: _TA_RANK[o.verdict])
+        return TlsaMatch(best.verdict, best.detail, best.record, best.depth, best.name_match, len(usable), unusable)
+    return TlsaMatch(
+        DaneVerdict.NO_MATCH,
+        f"none of {len(usable)} usable records matches the {len(chain)}-certificate chain",
+        usable=len(usable),
+        unusable=unusable,
+    )
+
+
+# --------------------------------------------------------------------------
+# Lookup
+# --------------------------------------------------------------------------
+
+
+def dnssec_status(*, answered: bool, ad: bool, ra: bool, do_echoed: bool) -> DnssecStatus:
+    """Read the authenticity of an answer from its header, without guessing.
+
+    Only a recursive (RA=1), DNSSEC-aware (it echoed our DO bit, RFC 3225 §3) server's AD bit is a
+    validation result (RFC 4035 §3.2.3, RFC 6840 §5.7-§5.8). An authoritative-only server (RA=0)
+    validates nothing, and a failed query (SERVFAIL may be "bogus" or a plain failure) says nothing.
+    """
+    if not answered or not ra or not do_echoed:
+        return DnssecStatus.UNKNOWN
+    return DnssecStatus.AUTHENTICATED if ad else DnssecStatus.NOT_AUTHENTICATED
+
+
+_RCODE_OUTCOMES: Final = {
+    dns.rcode.NXDOMAIN: DnsOutcome.NXDOMAIN,
+    dns.rcode.SERVFAIL: DnsOutcome.SERVFAIL,
+    dns.rcode.REFUSED: DnsOutcome.REFUSED,
+}
+
+
+def _from_message(name: str, server: str, reply: dns.message.Message, started: float) -> TlsaLookup:
+    rcode = reply.rcode()
+    elapsed = (time.perf_counter() - started) * 1000
+    answered = rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+    status = dnssec_status(
+        answered=answered,
+        ad=bool(reply.flags & dns.flags.AD),
+        ra=bool(reply.flags & dns.flags.RA),
+        do_echoed=reply.edns >= 0 and bool(reply.ednsflags & dns.flags.DO),
+    )
+    if rcode != dns.rcode.NOERROR:
+        outcome = _RCODE_OUTCOMES.get(rcode, DnsOutcome.ERROR)
+        return TlsaLookup(name, outcome, (), status, f"TLSA {name}: {dns.rcode.to_text(rcode)}", server, elapsed)
+    # CNAME-expanded answers carry the TLSA RRset under the target's name; take TLSA RRsets only.
+    records = tuple(
+        TlsaRecord(int(rd.usage), int(rd.selector), int(rd.mtype), bytes(rd.cert))
+        for rrset in reply.answer
+        if rrset.rdtype == dns.rdatatype.TLSA
+        for rd in rrset
+    )
+    outcome = DnsOutcome.ANSWER if records else DnsOutcome.NODATA
+    return TlsaLookup(name, outcome, records, status, "", server, elapsed)
+
+
+async def lookup_tlsa(mx_host: str, dns_config: DnsConfig, *, port: int = 25) -> TlsaLookup:
+    """Query the TLSA RRset of an MX host at the configured resolvers, with EDNS DO and AD set.
+
+    Each server in ``dns_config.servers`` is tried in turn, ``dns_config.tries`` rounds, each query
+    waiting ``dns_config.timeout`` seconds (UDP, retried over TCP when truncated). There is no
+    fallback to the system resolver: an empty server list is a configuration error.
+    """
+    if not dns_config.servers:
+        raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
+    name = tlsa_name(mx_host, port)
+    query = dns.message.make_query(name + ".", dns.rdatatype.TLSA, want_dnssec=True, payload=_EDNS_PAYLOAD)
+    # RFC 6840 §5.7: setting AD in a query asks for the AD bit in the answer without needing DO's RRSIGs.
+    query.flags |= dns.flags.AD
+    started = time.perf_counter()
+    problems: list[str] = []
+    timeouts = 0
+    for _ in range(dns_config.tries):
+        for server in dns_config.servers:
+            host, server_port = parse_host_port(server, 53)
+            try:
+                reply, _tcp = await dns.asyncquery.udp_with_fallback(
+                    query, host, timeout=dns_config.timeout, port=server_port
+                )
+            except dns.exception.Timeout:
+                timeouts += 1
+                problems.append(f"{server}: timeout")
+                continue
+            except (OSError, dns.exception.DNSException) as exc:
+                problems.append(f"{server}: {type(exc).__name__}: {exc}")
+                continue
+            return _from_message(name, server, reply, started)
+    outcome = DnsOutcome.TIMEOUT if timeouts == len(problems) else DnsOutcome.ERROR
+    detail = f"TLSA {name}: " + "; ".join(dict.fromkeys(problems))
+    return TlsaLookup(name, outcome, (), DnssecStatus.UNKNOWN, detail, None, (time.perf_counter() - started) * 1000)
+
+
+async def check_dane(
+    mx_host: str,
+    chain_der: Sequence[bytes] | None,
+    dns_config: DnsConfig,
+    *,
+    reference_names: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> DaneResult:
+    """Look up the MX host's TLSA records and match them against the chain it presented.
+
+    ``chain_der`` is the STARTTLS certificate chain (leaf first), or None/empty if no TLS session
+    was made. ``reference_names`` defaults to the MX host name (RFC 7672 §3.2.3).
+    """
+    lookup = await lookup_tlsa(mx_host, dns_config)
+    if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
+        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.LOOKUP_FAILED, lookup.detail))
+    names = tuple(reference_names) if reference_names is not None else (normalize_host(mx_host) or mx_host,)
+    return DaneResult(mx_host, lookup, match_tlsa(lookup.records, chain_der, reference_names=names, now=now))
