@@ -12,7 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_apt=()
-for pkg_bin in nsd:/usr/sbin/nsd postfix:/usr/sbin/postfix nginx-light:/usr/sbin/nginx; do
+for pkg_bin in nsd:/usr/sbin/nsd postfix:/usr/sbin/postfix nginx-light:/usr/sbin/nginx \
+               gnutls-bin:/usr/bin/gnutls-cli testssl.sh:/usr/bin/testssl iproute2:/usr/sbin/ip; do
     [ -x "${pkg_bin#*:}" ] || need_apt+=("${pkg_bin%%:*}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -35,3 +36,7 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+# Extracted exim binaries (they cannot be installed beside postfix) and sslyze in its own venv (its
+# pinned dependencies would clash with ours): fetched once into /var/cache/smtp-tls-survey.
+.venv/bin/python -m worlds.exim >/dev/null
+.venv/bin/python -m worlds.peers install >/dev/null

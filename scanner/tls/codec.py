@@ -435,6 +435,7 @@ class ClientHelloSpec:
     extended_master_secret: bool = False
     extra_extensions: tuple[tuple[int, bytes], ...] = ()
     avoid_f5_bug: bool = True
+    legacy_extensions: bool = False  # allow extensions in an SSLv3 hello (see make_client_hello_spec)
 
     def __post_init__(self) -> None:
         for name in (
@@ -476,8 +477,8 @@ class ClientHelloSpec:
         _check_uints("extra_extensions", extra_types, 2)
         if len(set(extra_types)) != len(extra_types) or _MANAGED_EXTENSIONS & set(extra_types):
             raise InvalidClientHelloSpec("extra_extensions repeat a type or one the spec manages")
-        if self.client_version < TlsVersion.TLS10 and self.has_extensions:
-            raise InvalidClientHelloSpec("SSLv3 (and older) hellos carry no extensions")
+        if self.client_version < TlsVersion.TLS10 and self.has_extensions and not self.legacy_extensions:
+            raise InvalidClientHelloSpec("SSLv3 (and older) hellos carry no extensions unless legacy_extensions")
 
     @property
     def has_extensions(self) -> bool:
@@ -538,7 +539,7 @@ def encode_client_hello(spec: ClientHelloSpec) -> bytes:
     message = _client_hello_message(spec, exts)
     if not spec.avoid_f5_bug or not _F5_LOW <= len(message) <= _F5_HIGH:
         return message
-    if spec.client_version < TlsVersion.TLS10:
+    if spec.client_version < TlsVersion.TLS10 and exts is None:
         raise InvalidClientHelloSpec(
             f"SSLv3 hello of {len(message)} bytes hits the 256-511 byte F5 bug and cannot be padded; offer fewer suites"
         )
@@ -564,6 +565,7 @@ def make_client_hello_spec(
     supported_versions: Sequence[int] | None = None,
     renegotiation_scsv: bool | None = None,
     fallback_scsv: bool = False,
+    legacy_extensions: bool = False,
 ) -> ClientHelloSpec:
     """A sensible probe hello for one protocol version.
 
@@ -590,12 +592,18 @@ def make_client_hello_spec(
     if fallback_scsv and TLS_FALLBACK_SCSV not in suites:
         suites.append(TLS_FALLBACK_SCSV)
     if ver is TlsVersion.SSL3:
+        # RFC 6101 §5.6.1.2 tells servers to ignore data after the compression methods (forward
+        # compatibility), so an SSLv3 hello may carry the EC extensions that ECDHE suites need, as the
+        # peers' SSLv3 probes do; ``legacy_extensions`` opts in (it also makes F5 padding possible).
         return ClientHelloSpec(
             record_version=TlsVersion.SSL3,
             client_version=TlsVersion.SSL3,
             cipher_suites=tuple(suites),
             random=random,
             session_id=session_id or b"",
+            supported_groups=TLS12_GROUPS if legacy_extensions else (),
+            ec_point_formats=(0,) if legacy_extensions else (),
+            legacy_extensions=legacy_extensions,
         )
     if ver is TlsVersion.TLS13:
         return ClientHelloSpec(

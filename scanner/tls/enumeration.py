@@ -163,7 +163,10 @@ def _usable(version: TlsVersion) -> tuple[CipherSuite, ...]:
     Memoized: a pure function of the static registry, called for every hello.
     """
     wanted = version is TlsVersion.TLS13
-    return tuple(offer_order([s for s in suites_for(version) if s.is_tls13 == wanted]))
+    # SSLv3 hellos also offer the suites defined from TLS 1.0 on (ECDHE, ...): some stacks accept them
+    # in SSLv3 anyway, and a survey records what a server accepts, not what the RFCs allow.
+    registry_version = TlsVersion.TLS10 if version is TlsVersion.SSL3 else version
+    return tuple(offer_order([s for s in suites_for(registry_version) if s.is_tls13 == wanted]))
 
 
 @functools.cache

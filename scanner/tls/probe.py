@@ -54,6 +54,7 @@ def _hello_bytes(request: HelloRequest, server_name: str | None) -> bytes:
         request.suites,
         os.urandom(32),
         server_name=server_name if request.version is not TlsVersion.SSL3 else None,
+        legacy_extensions=True,  # SSLv3: EC extensions, so ECDHE suites can be negotiated (RFC 6101 §5.6.1.2)
         # No key share: a TLS 1.3 server answers with a HelloRetryRequest that already names the
         # suite it picked (RFC 8446 §4.1.4), which is all we need, and costs no key generation.
     )

@@ -301,6 +301,15 @@ def test_sslv3_spec_refuses_extensions() -> None:
         ClientHelloSpec(0x0300, 0x0300, (0x000A,), RANDOM, server_name=HOST)
 
 
+def test_sslv3_hello_with_legacy_extensions_carries_ec_extensions_and_can_be_padded() -> None:
+    spec = codec.make_client_hello_spec(TlsVersion.SSL3, range(1, 150), RANDOM, legacy_extensions=True)
+    hello = codec.parse_client_hello(codec.build_client_hello(spec))
+    assert hello.client_version == 0x0300 and hello.extensions is not None
+    types = [t for t, _ in hello.extensions]
+    assert {10, 11} <= set(types)  # supported_groups, ec_point_formats
+    assert not 256 <= hello.message_length <= 511
+
+
 def _tls12_spec(n_suites: int, *, avoid_f5_bug: bool = True) -> ClientHelloSpec:
     base = codec.make_client_hello_spec(TlsVersion.TLS12, range(0x1000, 0x1000 + n_suites), RANDOM, server_name=HOST)
     return ClientHelloSpec(

@@ -1,0 +1,138 @@
+"""Sessions and wall time per server: our posture and full modes against sslyze and testssl.sh.
+
+    python -m benchmarks.bench_enum [--rtt-ms 0 50] [--no-testssl]
+
+Each server sits behind a delaying relay (worlds/relay.py) that adds the requested round-trip time
+and counts connections, so every tool's session count is measured the same way, on the server side.
+Peers run through worlds/peers.py (inside a loopback-only network namespace). All tools are run in
+this one process tree, one after the other, against the same servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.config import ProbeConfig
+from scanner.tls.enumeration import EnumerationResult, Plan, full_plan, posture_plan
+from scanner.tls.probe import drive_plan, probe_hello
+from worlds.ca import TestCA
+from worlds.ports import loopback_host, pick_loopback_block
+from worlds.postfix import PostfixInstance
+from worlds.relay import DelayRelay, RelaySpec
+from worlds.smtp import SmtpFarm, SmtpServerSpec
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    address: str  # where the real server listens
+    relay: str  # where the relay listens (what the tools are pointed at)
+
+
+@dataclass(frozen=True)
+class Measure:
+    tool: str
+    server: str
+    sessions: int
+    wall_s: float
+    versions: tuple[str, ...]
+
+
+@contextmanager
+def servers(workdir: Path, block: str) -> Iterator[list[Server]]:
+    ca = TestCA(workdir / "ca")
+    modern = ca.issue(["mx.modern.test"])
+    legacy = ca.issue(["mx.legacy.test"], key="rsa2048")
+    postfix_dir = Path(tempfile.mkdtemp(prefix="bench-postfix-"))
+    postfix_dir.chmod(0o755)
+    with ExitStack() as stack:
+        farm = SmtpFarm([SmtpServerSpec(loopback_host(block, 10), 25, "mx.modern.test",
+                                        cert_file=modern.cert_file, key_file=modern.key_file)])
+        farm.start_in_thread()
+        stack.callback(farm.stop_in_thread)
+        postfix = PostfixInstance(postfix_dir / "legacy", loopback_host(block, 11), 25, "mx.legacy.test",
+                                  legacy.cert_file, legacy.key_file, tls_protocols=">=TLSv1",
+                                  tls_cipherlist="DEFAULT:@SECLEVEL=0")
+        postfix.start()
+        stack.callback(postfix.stop)
+        yield [
+            Server("modern (OpenSSL, TLS 1.2-1.3, ECDSA)", loopback_host(block, 10), loopback_host(block, 20)),
+            Server("postfix (TLS 1.0-1.3, RSA, SECLEVEL 0)", loopback_host(block, 11), loopback_host(block, 21)),
+        ]
+
+
+def ours(plan_factory: Callable[[], Plan], address: str) -> EnumerationResult:
+    config = ProbeConfig(ehlo_name="bench.test", per_ip_interval=0)
+
+    async def run() -> EnumerationResult:
+        async def session(request):  # type: ignore[no-untyped-def]
+            return await probe_hello(address, 25, "mx.bench.test", config, request)
+
+        return await drive_plan(plan_factory(), session)
+
+    return asyncio.run(run())
+
+
+def measure(relay: DelayRelay, server: Server, tool: str, run: Callable[[], tuple[str, ...]]) -> Measure:
+    before = relay.connections[(server.relay, 25)]
+    started = time.perf_counter()
+    versions = run()
+    wall = time.perf_counter() - started
+    return Measure(tool, server.name, relay.connections[(server.relay, 25)] - before, wall, versions)
+
+
+def run_tools(relay: DelayRelay, server: Server, with_testssl: bool) -> list[Measure]:
+    from worlds.peers import run_sslyze, run_testssl
+
+    def our(plan: Callable[[], Plan]) -> Callable[[], tuple[str, ...]]:
+        def go() -> tuple[str, ...]:
+            result = ours(plan, server.relay)
+            return tuple(sorted(v.name for v, verdict in result.versions.items() if verdict.value == "accepted"))
+        return go
+
+    out = [
+        measure(relay, server, "ours posture", our(posture_plan)),
+        measure(relay, server, "ours full", our(full_plan)),
+        measure(relay, server, "sslyze", lambda: tuple(sorted(run_sslyze(server.relay, 25).versions))),
+    ]
+    if with_testssl:
+        out.append(measure(relay, server, "testssl.sh",
+                           lambda: tuple(sorted(run_testssl(server.relay, 25, server_order=True).versions))))
+    return out
+
+
+def report(rtt_ms: float, rows: list[Measure]) -> None:
+    print(f"\n## round-trip time {rtt_ms:g} ms")
+    print(f"{'server':40} {'tool':14} {'sessions':>8} {'wall s':>8} {'x posture sessions':>19} {'x posture time':>15}")
+    base = {r.server: r for r in rows if r.tool == "ours posture"}
+    for r in rows:
+        b = base[r.server]
+        print(f"{r.server:40} {r.tool:14} {r.sessions:8d} {r.wall_s:8.2f} {r.sessions / max(b.sessions, 1):19.1f} "
+              f"{r.wall_s / max(b.wall_s, 1e-9):15.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 50.0])
+    parser.add_argument("--no-testssl", action="store_true", help="skip testssl.sh (about a minute per server)")
+    args = parser.parse_args()
+    block = pick_loopback_block()
+    with tempfile.TemporaryDirectory(prefix="bench-enum-") as tmp, servers(Path(tmp), block) as targets:
+        for rtt in args.rtt_ms:
+            specs = [RelaySpec((s.relay, 25), (s.address, 25), rtt / 2000) for s in targets]
+            with DelayRelay(specs) as relay:
+                rows = [m for s in targets for m in run_tools(relay, s, not args.no_testssl)]
+            report(rtt, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
