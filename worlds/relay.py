@@ -94,6 +94,7 @@ class DelayRelay:
     def start(self) -> None:
         def run() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._loop = loop
             loop.run_until_complete(self._start())
             self._ready.set()

@@ -50,7 +50,7 @@ def targets() -> Iterator[dict[str, Target]]:
     out: dict[str, Target] = {}
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, workdir, True)
-        for index, posture in enumerate(("legacy", "restricted", "tls13"), start=10):
+        for index, posture in enumerate(("legacy", "restricted", "tls13", "tls12"), start=10):
             exim = EximInstance(workdir / f"exim-{posture}", loopback_host(block, index), 25, HOST,
                                 rsa.cert_file, rsa.key_file, priority=POSTURES[posture])
             exim.start()
@@ -97,7 +97,7 @@ def _same(ours: EnumerationResult, peer: PeerResult) -> None:
         assert not missing and not extra, (peer.tool, version, missing, extra)
 
 
-@pytest.mark.parametrize("name", ["exim-legacy", "exim-restricted", "exim-tls13", "postfix"])
+@pytest.mark.parametrize("name", ["exim-legacy", "exim-restricted", "exim-tls13", "exim-tls12", "postfix"])
 def test_full_mode_equals_sslyze(targets: dict[str, Target], name: str) -> None:
     target = targets[name]
     ours = enumerate_(target.address, full_plan())

@@ -117,6 +117,15 @@ def test_failure_classes_and_phases(dataset: Path, world: World) -> None:
     assert by_host["mx-postfix"]["tls_version"] == "TLSv1.3"
     assert by_host["mx-postfix-tls12"]["tls_version"] == "TLSv1.2"
     assert by_host["mx-postfix-notls"]["starttls_advertised"] is False
+    # Posture enumeration ran after every accepted STARTTLS, within its session budget.
+    assert by_host["mx-multiline"]["versions_accepted"] == ["TLSv1.2"]
+    assert by_host["mx-multiline"]["ver_tls1_3"] in ("rejected_alert", "rejected_close")
+    assert by_host["mx-postfix"]["versions_accepted"] == ["TLSv1.3", "TLSv1.2", "TLSv1.1", "TLSv1.0"]
+    assert by_host["mx-postfix-tls12"]["ver_tls1_3"] != "accepted"
+    assert by_host["mx-postfix"]["nist_r1"] and by_host["mx-postfix"]["nist_r2"]
+    enumerated = [r for r in by_host.values() if r["enum_mode"] == "posture"]
+    assert enumerated and all(r["enum_sessions"] <= 12 for r in enumerated)
+    assert by_host["mx-notls"]["enum_mode"] is None  # nothing to enumerate without STARTTLS
     assert by_host["mx-multiline"]["banner"].count("\n") == 2
 
 

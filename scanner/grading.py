@@ -1,0 +1,723 @@
+"""PURE A+..F grading of a domain's inbound mail TLS, by worst MX address (no I/O, no clock).
+
+The rubric is one table (``_MX_RULES`` and ``_DOMAIN_RULES`` below, exposed read-only as ``RUBRIC``):
+every deduction is a named rule with a stable ``code``, a ``severity``, an optional ``cap`` (the best
+grade still possible once the rule fires) and ``points`` (deducted from 100). A grade therefore
+explains itself: it is the list of rules that fired. Change any rule → bump ``GRADING_VERSION``.
+``schemas/grading.md`` documents the same table (a unit test keeps the two identical).
+
+How a grade is computed (design reasons in schemas/grading.md):
+
+1. An MX address that was not tested (timeout, throttled, unreachable...) is not graded: it neither
+   passes nor fails (``MxGrade.grade is None``).
+2. Tested without a working STARTTLS → F (``no_starttls``), nothing else is looked at.
+3. Otherwise score = 100 − Σ points → A ≥ 95, B ≥ 80, C ≥ 65, D ≥ 50, else E; then the lowest cap of
+   the rules that fired. F is reserved for "no TLS at all": any TLS beats plaintext for opportunistic
+   SMTP (RFC 7435; standards.md §4.8 "report weak TLS separately from no TLS"), so a server that
+   does TLS never falls below E.
+4. A rule whose input is unknown (None / not enumerated) does not fire: only observations deduct.
+   An "info" hit records what was unknown, and blocks A+ (A+ asserts that everything is right).
+5. The best an MX can get is A. The domain takes its worst tested MX, applies domain caps (a broken
+   enforced MTA-STS policy), and is promoted to A+ when every tested MX is a clean A (no hit at all)
+   and an enforced MTA-STS policy covers and passes every MX, or DANE validates for every MX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from types import MappingProxyType
+from typing import Final
+
+from scanner.certs import KeyType
+from scanner.policy.mta_sts import StsMode
+from scanner.tls.ciphers import WeakClass
+from scanner.tls.codec import TlsVersion
+from scanner.tls.enumeration import POSTURE_VERSIONS, VERSION_NAMES, VersionVerdict
+
+__all__ = [
+    "GRADING_VERSION",
+    "RUBRIC",
+    "TLS_VERSION_NAMES",
+    "DomainGrade",
+    "Grade",
+    "MxFacts",
+    "MxGrade",
+    "PolicyFacts",
+    "Recommendation",
+    "Rule",
+    "RuleHit",
+    "Scope",
+    "Severity",
+    "forced_tls",
+    "grade_domain",
+    "grade_for_score",
+    "grade_mx",
+    "render_rubric_table",
+    "version_facts",
+    "worst_grade",
+]
+
+GRADING_VERSION: Final = "2026.1"
+
+SSL3: Final = VERSION_NAMES[TlsVersion.SSL3]
+TLS10: Final = VERSION_NAMES[TlsVersion.TLS10]
+TLS11: Final = VERSION_NAMES[TlsVersion.TLS11]
+TLS12: Final = VERSION_NAMES[TlsVersion.TLS12]
+TLS13: Final = VERSION_NAMES[TlsVersion.TLS13]
+TLS_VERSION_NAMES: Final = (SSL3, TLS10, TLS11, TLS12, TLS13)
+_MODERN: Final = frozenset({TLS12, TLS13})  # RFC 9325 §3.1.1: TLS 1.2 MUST be supported
+_TLS10_OR_LATER: Final = frozenset({TLS10, TLS11, TLS12, TLS13})
+
+
+class Grade(str, Enum):
+    """Letter grades, best first. Compare with ``rank`` (the string order is not the grade order)."""
+
+    A_PLUS = "A+"
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+    E = "E"
+    F = "F"
+
+    @property
+    def rank(self) -> int:
+        """6 for A+ down to 0 for F: higher is better."""
+        return _RANKS[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Grade:
+        for grade, value in _RANKS.items():
+            if value == rank:
+                return grade
+        raise ValueError(f"no grade has rank {rank}")
+
+    def better_than(self, other: Grade) -> bool:
+        return self.rank > other.rank
+
+    def at_most(self, cap: Grade | None) -> Grade:
+        """This grade limited by ``cap`` (None = no limit)."""
+        return self if cap is None or self.rank <= cap.rank else cap
+
+
+_RANKS: Final[Mapping[Grade, int]] = MappingProxyType({g: len(Grade) - 1 - i for i, g in enumerate(Grade)})
+
+
+def worst_grade(grades: Iterable[Grade]) -> Grade:
+    """The lowest of ``grades``; ValueError when there is none (there is no neutral grade)."""
+    return min(grades, key=lambda g: g.rank)
+
+
+class Severity(str, Enum):
+    CRITICAL = "critical"  # caps at F
+    HIGH = "high"  # caps at C
+    MEDIUM = "medium"  # points (15-25), or a domain cap at B
+    LOW = "low"  # points (10)
+    INFO = "info"  # no effect on the letter; explains what was unknown or absent
+
+
+class Scope(str, Enum):
+    MX = "mx"  # judged per MX address from MxFacts
+    DOMAIN = "domain"  # judged once per domain from PolicyFacts / the set of MX addresses
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    code: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of the rubric."""
+
+    code: str
+    scope: Scope
+    severity: Severity
+    cap: Grade | None  # best grade still possible when the rule fires
+    points: int  # deducted from 100 (MX rules only; domain rules act through caps)
+    summary: str  # human meaning, also the start of every hit's text
+    basis: str  # why (standard / reference)
+    recommendation: Recommendation | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    code: str
+    severity: Severity
+    cap: Grade | None
+    points: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MxFacts:
+    """One MX address as the scanner saw it.
+
+    ``tls_versions`` holds accepted versions (names from ``TLS_VERSION_NAMES``); a version present is
+    an observation even when ``versions_known`` is False. ``weak_classes`` holds ``WeakClass`` values
+    (or members; normalised to values). ``cert_trusted`` is "chains to a trusted root", judged apart
+    from the validity period: ``certs.TrustStatus.EXPIRED`` maps to trusted=True, expired=True.
+    None means unknown: a rule never fires on an unknown.
+    """
+
+    mx_host: str
+    address: str
+    tested: bool  # the probe gave a definitive STARTTLS answer (False: timeout/throttled/unreachable...)
+    starttls: bool  # STARTTLS advertised and our handshake completed
+    tls_versions: frozenset[str]
+    versions_known: bool  # enumeration ran and answered every version question
+    weak_classes: frozenset[str]
+    nist_r1: bool | None
+    nist_r2: bool | None
+    cert_trusted: bool | None
+    cert_expired: bool | None
+    cert_name_valid: bool | None
+    cert_self_signed: bool | None
+    cert_key_bits: int | None
+    cert_key_type: str | None  # certs.KeyType value ("rsa", "ec", "ed25519", "ed448", "dsa", "other")
+    cert_signature_algorithm: str | None  # OpenSSL-style name, e.g. "sha256WithRSAEncryption"
+    plaintext_after_starttls: bool
+
+    def __post_init__(self) -> None:
+        # Unknown names are an upstream bug: fail loudly rather than grade around them.
+        unknown = set(self.tls_versions) - set(TLS_VERSION_NAMES)
+        if unknown:
+            raise ValueError(f"unknown TLS version names {sorted(unknown)}")
+        object.__setattr__(self, "weak_classes", frozenset(WeakClass(c).value for c in self.weak_classes))
+
+    @property
+    def label(self) -> str:
+        return f"{self.mx_host} [{self.address}]"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFacts:
+    """The domain's policies. None = no valid policy / could not be determined."""
+
+    mta_sts_mode: str | None  # "enforce" | "testing" | "none" (StsMode values), None: no valid policy
+    mta_sts_matches_all_mx: bool | None  # every MX host matches a policy mx pattern
+    mta_sts_all_mx_pass: bool | None  # every MX would pass an enforcing sender (STARTTLS + cert)
+    dane_valid: bool | None  # every MX has usable TLSA records that match, DNSSEC-authenticated
+    tlsrpt_valid: bool | None
+
+    def __post_init__(self) -> None:
+        if self.mta_sts_mode is not None:
+            object.__setattr__(self, "mta_sts_mode", StsMode(self.mta_sts_mode).value)
+
+
+@dataclass(frozen=True, slots=True)
+class MxGrade:
+    grade: Grade | None  # None: the address was not tested, so it is not graded
+    hits: tuple[RuleHit, ...]
+    recommendations: tuple[Recommendation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DomainGrade:
+    grade: Grade | None  # None when no MX address could be tested
+    worst_mx: str | None  # host name of the worst tested MX address (first in input order on ties)
+    hits: tuple[RuleHit, ...]  # every MX hit (text prefixed "host [address]: ") then domain hits
+    recommendations: tuple[Recommendation, ...]  # one per code; MX ones name the affected hosts
+    forced_tls_safe: bool | None
+    forced_tls_reasons: tuple[str, ...]
+    grading_version: str
+
+
+# --------------------------------------------------------------------------
+# Facts derived from scanner types
+# --------------------------------------------------------------------------
+
+
+def version_facts(versions: Mapping[TlsVersion, VersionVerdict]) -> tuple[frozenset[str], bool]:
+    """``(tls_versions, versions_known)`` from ``EnumerationResult.versions``.
+
+    Known only when every posture version got a definite accept/refuse: an SSLv3 probe that timed
+    out leaves "is SSLv3 on?" open even if TLS 1.3 answered.
+    """
+    accepted = frozenset(
+        VERSION_NAMES[v] for v, verdict in versions.items() if verdict.supported and v in VERSION_NAMES
+    )
+    known = all(versions.get(v, VersionVerdict.UNTESTED).supported is not None for v in POSTURE_VERSIONS)
+    return accepted, known
+
+
+def _nist_suite(facts: MxFacts) -> bool | None:
+    """Does the server accept a NIST SP 800-52 suite (r1 list, or an r2 TLS 1.3 suite)?
+
+    r1 (2014) predates TLS 1.3, so the enumeration reports nist_r1=False for a TLS 1.3-only server;
+    r2 supersedes r1 and every r2 suite is either in r1 (≤1.2) or a TLS 1.3 AES suite. So r2 accepted
+    ⇒ an approved suite is available (standards.md §1.3).
+    """
+    if facts.nist_r1 or facts.nist_r2:
+        return True
+    no_tls13 = facts.versions_known and TLS13 not in facts.tls_versions
+    if facts.nist_r1 is False and (facts.nist_r2 is False or no_tls13):
+        return False
+    return None
+
+
+# --------------------------------------------------------------------------
+# The rubric: MX rules (checks return a detail string when the rule fires)
+# --------------------------------------------------------------------------
+
+_INSECURE: Final = frozenset(
+    c.value
+    for c in (WeakClass.NULL, WeakClass.ANON, WeakClass.EXPORT, WeakClass.DES, WeakClass.RC2, WeakClass.LOW_BITS)
+)
+_RC4_MD5: Final = frozenset({WeakClass.RC4.value, WeakClass.MD5.value})
+_BLOCK64: Final = frozenset({WeakClass.TRIPLE_DES.value, WeakClass.IDEA.value})
+# RFC 9325 §4.1 / SP 800-57: 112-bit security = RSA/DSA 2048, EC 224.
+_MIN_KEY_BITS: Final[Mapping[str, int]] = MappingProxyType(
+    {KeyType.RSA.value: 2048, KeyType.DSA.value: 2048, KeyType.EC.value: 224}
+)
+
+MxCheck = Callable[[MxFacts], str | None]
+
+
+def _listed(items: Iterable[str]) -> str:
+    return ", ".join(sorted(items))
+
+
+def _classes(facts: MxFacts, tier: frozenset[str]) -> str | None:
+    found = facts.weak_classes & tier
+    return f"accepts {_listed(found)} suites" if found else None
+
+
+def _check_no_modern(f: MxFacts) -> str | None:
+    if not f.versions_known or f.tls_versions & _MODERN:
+        return None
+    return f"accepted versions: {_listed(f.tls_versions) or 'none identified'}"
+
+
+def _check_sslv3(f: MxFacts) -> str | None:
+    return "SSLv3 accepted" if SSL3 in f.tls_versions else None
+
+
+def _check_legacy_tls(f: MxFacts) -> str | None:
+    found = f.tls_versions & {TLS10, TLS11}
+    return f"accepts {_listed(found)}" if found else None
+
+
+def _check_expired(f: MxFacts) -> str | None:
+    return "certificate expired or not yet valid" if f.cert_expired is True else None
+
+
+def _check_self_signed(f: MxFacts) -> str | None:
+    return "self-signed certificate" if f.cert_self_signed is True and f.cert_trusted is not True else None
+
+
+def _check_untrusted(f: MxFacts) -> str | None:
+    if f.cert_trusted is False and f.cert_self_signed is not True:
+        return "chain does not lead to a trusted root"
+    return None
+
+
+def _check_name(f: MxFacts) -> str | None:
+    return f"certificate does not name {f.mx_host}" if f.cert_name_valid is False else None
+
+
+def _check_nist_r1(f: MxFacts) -> str | None:
+    return "no SP 800-52r1 suite and no SP 800-52r2 TLS 1.3 suite accepted" if _nist_suite(f) is False else None
+
+
+def _check_nist_r2(f: MxFacts) -> str | None:
+    return "no SP 800-52r2 suite accepted (no ECDHE/DHE with AES)" if f.nist_r2 is False else None
+
+
+def _check_small_key(f: MxFacts) -> str | None:
+    key_type = (f.cert_key_type or "").lower()
+    minimum = _MIN_KEY_BITS.get(key_type)
+    if minimum is None or f.cert_key_bits is None or f.cert_key_bits >= minimum:
+        return None
+    return f"{key_type.upper()} key of {f.cert_key_bits} bits (minimum {minimum})"
+
+
+def _signature_has(f: MxFacts, *digests: str) -> str | None:
+    name = (f.cert_signature_algorithm or "").lower()
+    return f"signed with {f.cert_signature_algorithm}" if any(d in name for d in digests) else None
+
+
+def _check_plaintext(f: MxFacts) -> str | None:
+    if not f.plaintext_after_starttls:
+        return None
+    return "server sent unprotected bytes between its 220 to STARTTLS and the handshake"
+
+
+def _check_versions_unknown(f: MxFacts) -> str | None:
+    return None if f.versions_known else "protocol versions not (fully) enumerated"
+
+
+def _check_suites_unknown(f: MxFacts) -> str | None:
+    return "NIST suite membership not determined" if _nist_suite(f) is None or f.nist_r2 is None else None
+
+
+def _check_cert_unknown(f: MxFacts) -> str | None:
+    missing = [
+        name
+        for name, value in (
+            ("trust", f.cert_trusted), ("expiry", f.cert_expired), ("name", f.cert_name_valid),
+            ("key type", f.cert_key_type), ("signature", f.cert_signature_algorithm),
+        )
+        if value is None
+    ]
+    if f.cert_key_bits is None and (f.cert_key_type or "").lower() in _MIN_KEY_BITS:
+        missing.append("key size")
+    return f"unknown: {', '.join(missing)}" if missing else None
+
+
+def _rec(code: str, text: str) -> Recommendation:
+    return Recommendation(code, text)
+
+
+_REC_TRUSTED_CERT: Final = _rec(
+    "use_trusted_certificate",
+    "Install a certificate from a publicly trusted CA (e.g. ACME/Let's Encrypt) with the full chain; "
+    "MTA-STS senders refuse self-signed or unknown-issuer certificates.",
+)
+_REC_SHA2_CERT: Final = _rec(
+    "reissue_sha2_certificate", "Reissue the certificate with a SHA-256 (or stronger) signature."
+)
+
+_NO_STARTTLS: Final = Rule(
+    "no_starttls", Scope.MX, Severity.CRITICAL, Grade.F, 100,
+    "No STARTTLS", "RFC 3207; mail to this address travels in cleartext",
+    _rec("enable_starttls", "Enable STARTTLS (RFC 3207) with a working TLS 1.2/1.3 configuration."),
+)
+
+_MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
+    (Rule("no_tls12_or_tls13", Scope.MX, Severity.HIGH, Grade.C, 25,
+          "Neither TLS 1.2 nor TLS 1.3 accepted", "RFC 9325 §3.1.1 (TLS 1.2 MUST); SP 800-52r2 §3.1",
+          _rec("enable_tls12_tls13", "Enable TLS 1.2 and TLS 1.3 (upgrade the TLS library if needed).")),
+     _check_no_modern),
+    (Rule("sslv3_enabled", Scope.MX, Severity.HIGH, Grade.C, 20,
+          "SSLv3 accepted", "RFC 7568 (MUST NOT); POODLE",
+          _rec("disable_sslv3", "Disable SSLv3 (and SSLv2).")),
+     _check_sslv3),
+    (Rule("cert_expired", Scope.MX, Severity.HIGH, Grade.C, 20,
+          "Certificate expired", "RFC 5280 §4.1.2.5; RFC 8461 §4.2",
+          _rec("renew_certificate", "Renew the certificate and automate renewal.")),
+     _check_expired),
+    (Rule("cert_self_signed", Scope.MX, Severity.HIGH, Grade.C, 20,
+          "Self-signed certificate", "RFC 8461 §4.2 (PKIX validation); RFC 5280", _REC_TRUSTED_CERT),
+     _check_self_signed),
+    (Rule("cert_untrusted", Scope.MX, Severity.HIGH, Grade.C, 20,
+          "Certificate not trusted (unknown issuer or broken chain)", "RFC 8461 §4.2; RFC 5280 §6",
+          _REC_TRUSTED_CERT),
+     _check_untrusted),
+    (Rule("no_nist_r1_suite", Scope.MX, Severity.HIGH, Grade.C, 15,
+          "No NIST-approved suite", "SP 800-52r1/r2 §3.3.1 (standards.md §1)",
+          _rec("enable_nist_suites", "Enable ECDHE with AES-GCM suites (TLS 1.2) and TLS 1.3 AES-GCM suites.")),
+     _check_nist_r1),
+    (Rule("insecure_suites", Scope.MX, Severity.MEDIUM, None, 25,
+          "Insecure suites accepted (NULL, anonymous, export, DES, RC2, <112-bit)",
+          "RFC 9325 §4.1 (MUST NOT); RFC 4346; RFC 5469",
+          _rec("disable_insecure_suites", "Disable NULL, anonymous (aNULL), EXPORT, DES and RC2 suites.")),
+     lambda f: _classes(f, _INSECURE)),
+    (Rule("rc4_md5_suites", Scope.MX, Severity.MEDIUM, None, 15,
+          "RC4 or MD5-HMAC suites accepted", "RFC 7465 (RC4 MUST NOT); RFC 9325 §4.1",
+          _rec("disable_rc4_md5_suites", "Disable RC4 and MD5-based suites.")),
+     lambda f: _classes(f, _RC4_MD5)),
+    (Rule("plaintext_after_starttls", Scope.MX, Severity.MEDIUM, None, 15,
+          "Plaintext after STARTTLS (injection risk)", "RFC 3207 §4.2 (discard pre-TLS state); CVE-2011-0411 class",
+          _rec("fix_starttls_injection",
+               "Upgrade the MTA (or remove the middlebox) so that nothing is sent or kept between the 220 to "
+               "STARTTLS and the TLS handshake.")),
+     _check_plaintext),
+    (Rule("small_key", Scope.MX, Severity.MEDIUM, None, 15,
+          "Certificate key too small (RSA/DSA <2048, EC <224 bits)", "RFC 9325 §4.5; SP 800-52r2 (112-bit security)",
+          _rec("replace_small_key", "Issue a new certificate with an RSA 2048+ or ECDSA P-256+ key.")),
+     _check_small_key),
+    (Rule("md5_signature", Scope.MX, Severity.MEDIUM, None, 15,
+          "Certificate signed with MD5 (or MD2/MD4)", "RFC 6151; RFC 9155; CA/B Forum Baseline Requirements",
+          _REC_SHA2_CERT),
+     lambda f: _signature_has(f, "md5", "md2", "md4")),
+    (Rule("3des_idea_suites", Scope.MX, Severity.LOW, None, 10,
+          "64-bit block suites accepted (3DES, IDEA)", "RFC 9325 §4.1 (SHOULD NOT <128 bits); SWEET32",
+          _rec("disable_3des_idea_suites", "Disable 3DES and IDEA suites.")),
+     lambda f: _classes(f, _BLOCK64)),
+    (Rule("tls10_or_tls11_enabled", Scope.MX, Severity.LOW, None, 10,
+          "TLS 1.0 or 1.1 still accepted", "RFC 8996; RFC 9325 §3.1.1",
+          _rec("disable_tls10_tls11", "Disable TLS 1.0 and TLS 1.1 once TLS 1.2 works.")),
+     _check_legacy_tls),
+    (Rule("no_nist_r2_suite", Scope.MX, Severity.LOW, None, 10,
+          "No SP 800-52r2 suite (no forward-secret AES suite)", "SP 800-52r2 §3.3.1; RFC 9325 §4.2",
+          _rec("enable_forward_secret_aes", "Enable ECDHE-RSA/ECDSA with AES-GCM suites.")),
+     _check_nist_r2),
+    (Rule("cert_name_mismatch", Scope.MX, Severity.LOW, None, 10,
+          "Certificate does not match the MX host name", "RFC 9525; RFC 8461 §4.2; opportunistic senders rarely check",
+          _rec("fix_certificate_name", "Use a certificate whose SAN lists the MX host name.")),
+     _check_name),
+    (Rule("sha1_signature", Scope.MX, Severity.LOW, None, 10,
+          "Certificate signed with SHA-1", "RFC 9155; CA/B Forum Baseline Requirements (no SHA-1 since 2016)",
+          _REC_SHA2_CERT),
+     lambda f: _signature_has(f, "sha1")),
+    (Rule("versions_unknown", Scope.MX, Severity.INFO, None, 0,
+          "Protocol versions unknown", "not graded; blocks A+", None),
+     _check_versions_unknown),
+    (Rule("suites_unknown", Scope.MX, Severity.INFO, None, 0,
+          "Cipher-suite compliance unknown", "not graded; blocks A+", None),
+     _check_suites_unknown),
+    (Rule("certificate_unknown", Scope.MX, Severity.INFO, None, 0,
+          "Certificate facts unknown", "not graded; blocks A+", None),
+     _check_cert_unknown),
+)
+
+# --------------------------------------------------------------------------
+# Domain rules (evaluated in _domain_hits; only caps, no points)
+# --------------------------------------------------------------------------
+
+_MX_UNTESTED: Final = Rule(
+    "mx_untested", Scope.DOMAIN, Severity.INFO, None, 0,
+    "Some MX addresses could not be tested", "graded on the tested addresses only", None,
+)
+_NO_MX_TESTED: Final = Rule(
+    "no_mx_tested", Scope.DOMAIN, Severity.INFO, None, 0,
+    "No MX address could be tested", "no grade", None,
+)
+_NO_MTA_STS: Final = Rule(
+    "no_mta_sts", Scope.DOMAIN, Severity.INFO, None, 0,
+    "No valid MTA-STS policy", "RFC 8461; needed for A+ unless DANE validates",
+    _rec("publish_mta_sts_enforce",
+         "Publish an MTA-STS policy (RFC 8461) listing every MX, in testing mode first, then enforce."),
+)
+_REC_ENFORCE: Final = _rec(
+    "switch_mta_sts_to_enforce", "Switch the MTA-STS policy to mode: enforce once TLS reports are clean."
+)
+_MTA_STS_TESTING: Final = Rule(
+    "mta_sts_testing", Scope.DOMAIN, Severity.INFO, None, 0,
+    "MTA-STS policy in testing mode", "RFC 8461 §5: testing only reports", _REC_ENFORCE,
+)
+_MTA_STS_NONE: Final = Rule(
+    "mta_sts_mode_none", Scope.DOMAIN, Severity.INFO, None, 0,
+    "MTA-STS policy in mode none", "RFC 8461 §5: none retires the policy", _REC_ENFORCE,
+)
+_MTA_STS_UNCOVERED: Final = Rule(
+    "mta_sts_mx_not_covered", Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
+    "Enforced MTA-STS policy does not match every MX", "RFC 8461 §4.1: enforcing senders refuse those MX",
+    _rec("fix_mta_sts_mx_patterns", "Add every MX host name (or a matching *.suffix) to the policy's mx lines."),
+)
+_MTA_STS_FAILING: Final = Rule(
+    "mta_sts_mx_fail", Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
+    "Enforced MTA-STS policy: some MX would fail validation", "RFC 8461 §4.2, §5: enforcing senders refuse those MX",
+    _rec("fix_mx_for_mta_sts",
+         "Give every MX STARTTLS and an unexpired, trusted certificate for its host name, or delivery fails."),
+)
+_NO_TLSRPT: Final = Rule(
+    "no_tlsrpt", Scope.DOMAIN, Severity.INFO, None, 0,
+    "No valid TLS-RPT record", "RFC 8460",
+    _rec("publish_tlsrpt", "Publish a TLS-RPT record (_smtp._tls TXT, RFC 8460) to receive delivery failure reports."),
+)
+
+_DOMAIN_RULES: Final = (
+    _MX_UNTESTED, _NO_MX_TESTED, _NO_MTA_STS, _MTA_STS_TESTING, _MTA_STS_NONE, _MTA_STS_UNCOVERED,
+    _MTA_STS_FAILING, _NO_TLSRPT,
+)
+
+def _index(rules: Iterable[Rule]) -> Mapping[str, Rule]:
+    table: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.code in table:
+            raise ValueError(f"duplicate rule code {rule.code!r}")  # codes are stored: they must be unique
+        table[rule.code] = rule
+    return MappingProxyType(table)
+
+
+RUBRIC: Final[Mapping[str, Rule]] = _index((_NO_STARTTLS, *(r for r, _ in _MX_RULES), *_DOMAIN_RULES))
+
+# Score bands (score = 100 - points). Floor E: only no_starttls gives F.
+_BANDS: Final = ((95, Grade.A), (80, Grade.B), (65, Grade.C), (50, Grade.D))
+_FLOOR: Final = Grade.E
+
+
+def grade_for_score(score: int) -> Grade:
+    for minimum, grade in _BANDS:
+        if score >= minimum:
+            return grade
+    return _FLOOR
+
+
+# --------------------------------------------------------------------------
+# Grading
+# --------------------------------------------------------------------------
+
+
+def _hit(rule: Rule, detail: str = "") -> RuleHit:
+    text = f"{rule.summary}: {detail}" if detail else rule.summary
+    return RuleHit(rule.code, rule.severity, rule.cap, rule.points, text)
+
+
+def _letter(hits: Sequence[RuleHit]) -> Grade:
+    grade = grade_for_score(100 - sum(h.points for h in hits))
+    for h in hits:
+        grade = grade.at_most(h.cap)
+    return grade
+
+
+def _recommendations(hits: Iterable[RuleHit]) -> tuple[Recommendation, ...]:
+    seen: dict[str, Recommendation] = {}
+    for h in hits:
+        rec = RUBRIC[h.code].recommendation
+        if rec is not None and rec.code not in seen:
+            seen[rec.code] = rec
+    return tuple(seen.values())
+
+
+def _tested_hits(facts: MxFacts) -> tuple[RuleHit, ...]:
+    if not facts.starttls:
+        return (_hit(_NO_STARTTLS),)
+    return tuple(_hit(rule, detail) for rule, check in _MX_RULES if (detail := check(facts)) is not None)
+
+
+def _grade_tested(facts: MxFacts) -> tuple[Grade, MxGrade]:
+    hits = _tested_hits(facts)
+    grade = _letter(hits)
+    return grade, MxGrade(grade, hits, _recommendations(hits))
+
+
+def grade_mx(facts: MxFacts) -> MxGrade:
+    """Grade one MX address. Best possible: A (A+ needs domain policies). None when untested."""
+    if not facts.tested:
+        return MxGrade(None, (), ())
+    return _grade_tested(facts)[1]
+
+
+def _policy_hits(policy: PolicyFacts) -> list[RuleHit]:
+    hits: list[RuleHit] = []
+    mode = policy.mta_sts_mode
+    if mode is None:
+        hits.append(_hit(_NO_MTA_STS))
+    elif mode == StsMode.TESTING.value:
+        hits.append(_hit(_MTA_STS_TESTING))
+    elif mode == StsMode.NONE.value:
+        hits.append(_hit(_MTA_STS_NONE))
+    else:  # enforce: a broken enforced policy makes conforming senders refuse mail (RFC 8461 §5)
+        if policy.mta_sts_matches_all_mx is False:
+            hits.append(_hit(_MTA_STS_UNCOVERED))
+        if policy.mta_sts_all_mx_pass is False:
+            hits.append(_hit(_MTA_STS_FAILING))
+    if policy.tlsrpt_valid is False:
+        hits.append(_hit(_NO_TLSRPT))
+    return hits
+
+
+def _a_plus(graded: Sequence[MxGrade], policy: PolicyFacts) -> bool:
+    """Every tested MX is a clean A (no hit, nothing unknown) and an enforced policy protects it."""
+    if any(g.hits for g in graded):
+        return False
+    sts = (
+        policy.mta_sts_mode == StsMode.ENFORCE.value
+        and policy.mta_sts_matches_all_mx is True
+        and policy.mta_sts_all_mx_pass is True
+    )
+    return sts or policy.dane_valid is True
+
+
+def _mx_recommendations(graded: Sequence[tuple[MxFacts, MxGrade]]) -> list[Recommendation]:
+    hosts: dict[str, list[str]] = {}
+    recs: dict[str, Recommendation] = {}
+    for facts, g in graded:
+        for rec in g.recommendations:
+            recs.setdefault(rec.code, rec)
+            names = hosts.setdefault(rec.code, [])
+            if facts.mx_host not in names:
+                names.append(facts.mx_host)
+    return [Recommendation(code, f"{rec.text} (affects: {', '.join(hosts[code])})") for code, rec in recs.items()]
+
+
+def grade_domain(mx: Sequence[MxFacts], policy: PolicyFacts, *, lenient_tls10: bool = False) -> DomainGrade:
+    """Grade a domain by its worst tested MX address, then domain rules (caps, A+)."""
+    graded = [(m, *_grade_tested(m)) for m in mx if m.tested]
+    hits = [
+        RuleHit(h.code, h.severity, h.cap, h.points, f"{m.label}: {h.text}") for m, _, g in graded for h in g.hits
+    ]
+    untested = [m.label for m in mx if not m.tested]
+    if untested:
+        hits.append(_hit(_MX_UNTESTED, ", ".join(untested)))
+    if not graded:
+        hits.append(_hit(_NO_MX_TESTED))
+    domain_hits = _policy_hits(policy)
+    hits.extend(domain_hits)
+    safe, reasons = forced_tls(mx, lenient_tls10=lenient_tls10)
+    recommendations = (*_mx_recommendations([(m, g) for m, _, g in graded]), *_recommendations(domain_hits))
+    if not graded:
+        return DomainGrade(None, None, tuple(hits), recommendations, safe, reasons, GRADING_VERSION)
+    # min() keeps the first of equal elements: ties go to the earliest MX in input order.
+    worst_facts, grade, _ = min(graded, key=lambda entry: entry[1].rank)
+    for h in domain_hits:
+        grade = grade.at_most(h.cap)
+    if grade is Grade.A and _a_plus([g for _, _, g in graded], policy):
+        grade = Grade.A_PLUS
+    return DomainGrade(grade, worst_facts.mx_host, tuple(hits), recommendations, safe, reasons, GRADING_VERSION)
+
+
+# --------------------------------------------------------------------------
+# Forced TLS
+# --------------------------------------------------------------------------
+
+
+def _forced_tls_mx(facts: MxFacts, lenient_tls10: bool) -> tuple[list[str], list[str]]:
+    """(failures, unknowns) for one address, each "code: host [address] - why"."""
+    def say(code: str, why: str) -> str:
+        return f"{code}: {facts.label} - {why}"
+
+    if not facts.tested:
+        return [], [say("not_tested", "the probe gave no STARTTLS answer")]
+    if not facts.starttls:
+        return [say("no_starttls", "STARTTLS not offered or the handshake failed")], []
+    failures: list[str] = []
+    unknowns: list[str] = []
+    wanted, minimum = (_TLS10_OR_LATER, "TLS 1.0") if lenient_tls10 else (_MODERN, "TLS 1.2")
+    if not facts.tls_versions & wanted:
+        if facts.versions_known:
+            failures.append(say("version_too_old", f"no {minimum} or later accepted"))
+        else:
+            unknowns.append(say("versions_unknown", "accepted versions not enumerated"))
+    nist = _nist_suite(facts)
+    if nist is False:
+        failures.append(say("no_nist_suite", "no NIST SP 800-52 suite accepted"))
+    elif nist is None:
+        unknowns.append(say("suites_unknown", "NIST suite support not determined"))
+    return failures, unknowns
+
+
+def forced_tls(mx: Sequence[MxFacts], *, lenient_tls10: bool = False) -> tuple[bool | None, tuple[str, ...]]:
+    """Can a sender require TLS (TLS 1.2+, or 1.0+ when lenient, with a NIST suite) to every MX address?
+
+    False as soon as one address definitely fails (an untested one cannot rescue it); None when no
+    address fails but one could not be tested or judged; True only when every address passes. The
+    certificate is not required: forced-TLS senders encrypt without authenticating.
+    """
+    if not mx:
+        return None, ("no_mx_address: nothing to deliver to",)
+    failures: list[str] = []
+    unknowns: list[str] = []
+    for facts in mx:
+        failed, unknown = _forced_tls_mx(facts, lenient_tls10)
+        failures.extend(failed)
+        unknowns.extend(unknown)
+    verdict = False if failures else (None if unknowns else True)
+    return verdict, tuple(failures + unknowns)
+
+
+# --------------------------------------------------------------------------
+# Documentation
+# --------------------------------------------------------------------------
+
+
+def render_rubric_table() -> str:
+    """The rubric as a Markdown table (pasted into schemas/grading.md; a test checks they agree)."""
+    lines = [
+        "| code | scope | severity | cap | points | meaning | basis | recommendation |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rule in RUBRIC.values():
+        cap = rule.cap.value if rule.cap else "-"
+        rec = f"`{rule.recommendation.code}`" if rule.recommendation else "-"
+        lines.append(
+            f"| `{rule.code}` | {rule.scope.value} | {rule.severity.value} | {cap} | {rule.points} | "
+            f"{rule.summary} | {rule.basis} | {rec} |"
+        )
+    return "\n".join(lines) + "\n"
