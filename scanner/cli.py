@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     misc = scan.add_argument_group("run")
     misc.add_argument("--max-in-flight", type=int, default=5000, help="domains waiting for probes at once")
     misc.add_argument("--rows-per-file", type=int, default=200_000, help="rows per Parquet part file")
+    misc.add_argument("--no-policy", action="store_true", help="skip MTA-STS, TLS-RPT and DANE checks")
     misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
     misc.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
     return parser
@@ -99,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         safety=SafetyConfig(allow_private=args.allow_private, exclude_file=args.exclude),
         ca_file=args.ca_file,
         max_domains_in_flight=args.max_in_flight,
+        policy_checks=not args.no_policy,
     )
 
 

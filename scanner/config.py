@@ -156,6 +156,7 @@ class ScanConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     ca_file: Path | None = None  # trust store replacing certifi's bundle
     max_domains_in_flight: int = 5000  # domains resolved and waiting for their probes
+    policy_checks: bool = True  # MTA-STS, TLS-RPT and TLSA per domain (after its probes)
 
     def __post_init__(self) -> None:
         if self.max_domains_in_flight < 1:

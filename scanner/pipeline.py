@@ -36,10 +36,11 @@ from scanner.input import InputLine, open_lines, read_domains
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
+from scanner.policy.domain import DomainPolicies, PolicyChecker
 from scanner.probing import ProbeService, ProbeSummary
 from scanner.seen import SeenDomains
 from scanner.status import DomainStatus, StarttlsVerdict
-from scanner.verdicts import build_domain_rows, input_problem_row
+from scanner.verdicts import build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
 
@@ -103,6 +104,7 @@ class Scan:
         self._in_flight = asyncio.Semaphore(config.max_domains_in_flight)
         self._finishers: set[asyncio.Task[None]] = set()
         self._probe_service: ProbeService | None = None
+        self._policies: PolicyChecker | None = None
         self._resolver: DnsResolver | None = None
         self.completed = False
 
@@ -129,6 +131,8 @@ class Scan:
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id)
+        if self.config.policy_checks:
+            self._policies = PolicyChecker(self.config, self._resolver, policy)
         probe_workers = [asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}")
                          for i in range(self.config.probe.workers)]
         dns_workers = [asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}")
@@ -204,14 +208,22 @@ class Scan:
     ) -> None:
         try:
             summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
+            policies = await self._check_policies(dns, summaries)
             row, mx_rows = build_domain_rows(self.scan_id, line, dns, summaries, self.config.probe.port,
-                                             datetime.now(UTC))
+                                             datetime.now(UTC), policies)
             self._count(row)
             await self._emit([row, *mx_rows])
         except Exception as exc:
             await self._finish_with_bug(line, exc)
         finally:
             self._in_flight.release()
+
+    async def _check_policies(self, dns: DomainDns, summaries: dict[str, ProbeSummary]) -> DomainPolicies | None:
+        """MTA-STS, TLS-RPT and TLSA for a domain that has mail hosts (after its probes: see policy.domain)."""
+        if self._policies is None or dns.status is not DomainStatus.OK:
+            return None
+        hosts = [h.name for h in dns.hosts]
+        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries))
 
     async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
         self.stats.internal_errors += 1

@@ -46,12 +46,25 @@ def probe_id(address: str, port: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ProbeSummary:
-    """What a domain's verdict needs from a probe (the full row has already gone to the writer)."""
+    """What a domain's verdicts need from a probe (the full row has already gone to the writer).
+
+    Kept for every distinct address of the scan, so it holds only what grading and DANE read.
+    """
 
     probe_id: str
     status: ProbeStatus
     leaf: CertificateInfo | None
-    chain_trusted_and_current: bool  # trusted, leaf within validity
+    chain: tuple[bytes, ...]  # DER as presented, for DANE matching
+    cert_trust: TrustStatus | None
+    cert_expired: bool | None
+    cert_self_signed: bool | None
+    plaintext_after_starttls: bool
+    enumeration: EnumerationResult | None
+
+    @property
+    def chain_trusted_and_current(self) -> bool:
+        """Trusted and within its validity period (the certificate part of RFC 8461 §5 compliance)."""
+        return self.cert_trust is TrustStatus.TRUSTED and not self.cert_expired
 
 
 @dataclass(slots=True)
@@ -177,9 +190,12 @@ class ProbeService:
             probe_id=row.probe_id,
             status=result.status,
             leaf=verdict.leaf if verdict else None,
-            chain_trusted_and_current=bool(
-                verdict and verdict.trust is TrustStatus.TRUSTED and not verdict.expired and not verdict.not_yet_valid
-            ),
+            chain=result.tls.chain if result.tls else (),
+            cert_trust=verdict.trust if verdict else None,
+            cert_expired=(verdict.expired or verdict.not_yet_valid) if verdict else None,
+            cert_self_signed=verdict.self_signed if verdict else None,
+            plaintext_after_starttls=result.plaintext_after_starttls,
+            enumeration=enumeration,
         )
 
 

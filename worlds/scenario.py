@@ -10,10 +10,12 @@ Layout inside one ``127.A.B`` block (``.N`` = host index):
     .16 slow banner      .17 554 banner                      .18 421 banner       .19 refused (nothing listens)
     .20 good #2 (lower-preference MX)                        .21 multi-line banner, TLS 1.2 only
     .30 Postfix, STARTTLS, trusted cert   .31 Postfix without TLS   .32 Postfix limited to TLS <= 1.2
+    .40 nginx serving MTA-STS policies (enforce, testing, enforce with a failing MX or uncovered MX)
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,8 +24,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from worlds.ca import TestCA, self_signed
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from worlds.ca import CertFiles, TestCA, self_signed
 from worlds.dns import NsdServer, Zone
+from worlds.nginx import NginxServer, Site
 from worlds.ports import loopback_host
 from worlds.postfix import PostfixInstance
 from worlds.smtp import Behaviour, SmtpFarm, SmtpServerSpec
@@ -76,6 +82,16 @@ _SERVERS: dict[str, tuple[int, Behaviour, str]] = {
     "mx-multiline": (21, Behaviour.MULTILINE_BANNER, "trusted"),
 }
 _REFUSED = ("mx-refused", 19)
+# MTA-STS policies served by nginx at .40 (RFC 8461 §3.3 policy text)
+_NGINX_INDEX = 40
+_POLICIES = {
+    "good": "version: STSv1\nmode: enforce\nmx: mx-good.world.test\nmax_age: 86400\n",
+    "ordered": "version: STSv1\nmode: testing\nmx: *.world.test\nmax_age: 86400\n",
+    # enforce, but the MX presents a certificate for another name: an enforcing sender would refuse it
+    "wrongname": "version: STSv1\nmode: enforce\nmx: mx-wrongname.world.test\nmax_age: 86400\n",
+    # enforce with a pattern that covers neither MX
+    "mixed": "version: STSv1\nmode: enforce\nmx: mail.elsewhere.test\nmax_age: 86400\n",
+}
 # Real Postfix instances: name → (host index, STARTTLS on, smtpd_tls_protocols)
 _POSTFIX: dict[str, tuple[int, bool, str | None]] = {
     "mx-postfix": (30, True, None),
@@ -143,8 +159,9 @@ class _AbsoluteZone(Zone):
         return self
 
 
-def _zone(block: str) -> Zone:
+def _zone(block: str, certs: dict[str, CertFiles | None]) -> Zone:
     zone = _AbsoluteZone(ZONE, [])
+    _add_policies(zone, block, certs)
     host = lambda index: loopback_host(block, index)  # noqa: E731 - a local shorthand
     for label, (index, _, _) in _SERVERS.items():
         zone.a(_fqdn(label), host(index))
@@ -179,38 +196,65 @@ def _broken_zone() -> str:
     return BROKEN_ZONE
 
 
-def _cert_for(kind: str, label: str, ca: TestCA, workdir: Path) -> tuple[Path | None, Path | None]:
+def _cert_for(kind: str, label: str, ca: TestCA, workdir: Path) -> CertFiles | None:
     name = _fqdn(label)
     now = datetime.now(UTC)
     if kind == "none":
-        return None, None
+        return None
     if kind == "trusted":
-        files = ca.issue([name, _fqdn("implicit")] if label == "mx-good" else [name])
-    elif kind == "self_signed":
-        files = self_signed(workdir, [name])
-    elif kind == "expired":
-        files = ca.issue([name], not_before=now - timedelta(days=400), not_after=now - timedelta(days=30))
-    elif kind == "wrong_name":
-        files = ca.issue(["somebody-else.example"])
-    else:
-        raise ValueError(kind)
-    return files.cert_file, files.key_file
+        return ca.issue([name, _fqdn("implicit")] if label == "mx-good" else [name])
+    if kind == "self_signed":
+        return self_signed(workdir, [name])
+    if kind == "expired":
+        return ca.issue([name], not_before=now - timedelta(days=400), not_after=now - timedelta(days=30))
+    if kind == "wrong_name":
+        return ca.issue(["somebody-else.example"])
+    raise ValueError(kind)
 
 
-def _specs(block: str, ca: TestCA, workdir: Path) -> list[SmtpServerSpec]:
+def _issue_certs(ca: TestCA, workdir: Path) -> dict[str, CertFiles | None]:
+    certs = {}
+    for label, (_, behaviour, kind) in _SERVERS.items():
+        # Advertising STARTTLS needs a certificate configured even if the handshake is never done.
+        certs[label] = _cert_for("trusted" if behaviour is Behaviour.TLS_FAIL_AFTER_220 else kind, label, ca, workdir)
+    return certs
+
+
+def _specs(block: str, certs: dict[str, CertFiles | None]) -> list[SmtpServerSpec]:
     specs = []
-    for label, (index, behaviour, kind) in _SERVERS.items():
-        cert, key = _cert_for(kind, label, ca, workdir)
-        if behaviour in (Behaviour.TLS_FAIL_AFTER_220,):
-            # Advertising STARTTLS needs a certificate configured even if the handshake is never done.
-            cert, key = _cert_for("trusted", label, ca, workdir)
+    for label, (index, behaviour, _) in _SERVERS.items():
+        cert = certs[label]
         specs.append(SmtpServerSpec(
             address=loopback_host(block, index), port=25, hostname=_fqdn(label), behaviour=behaviour,
-            cert_file=cert, key_file=key,
+            cert_file=cert.cert_file if cert else None, key_file=cert.key_file if cert else None,
             banner_delay=SLOW_BANNER_DELAY if behaviour is Behaviour.SLOW_BANNER else 0.0,
             tls_max="TLSv1.2" if label == "mx-multiline" else None,
         ))
     return specs
+
+
+def _spki_sha256(leaf_der: bytes) -> bytes:
+    spki = x509.load_der_x509_certificate(leaf_der).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()
+
+
+def _add_policies(zone: Zone, block: str, certs: dict[str, CertFiles | None]) -> None:
+    """MTA-STS (TXT + nginx policy host), TLS-RPT and TLSA records for a few domains."""
+    for domain in _POLICIES:
+        zone.txt(f"_mta-sts.{_fqdn(domain)}", "v=STSv1; id=20261122T000000;")
+        zone.a(f"mta-sts.{_fqdn(domain)}", loopback_host(block, _NGINX_INDEX))
+    zone.txt(f"_smtp._tls.{_fqdn('good')}", f"v=TLSRPTv1; rua=mailto:tlsrpt@{_fqdn('good')}")
+    zone.txt(f"_smtp._tls.{_fqdn('wrongname')}", "v=TLSRPTv1; rua=ftp://reports.example")  # invalid scheme
+    good = certs["mx-good"]
+    assert good is not None
+    zone.tlsa(f"_25._tcp.{_fqdn('mx-good')}", 3, 1, 1, _spki_sha256(good.leaf_der))  # DANE-EE, matches
+    zone.tlsa(f"_25._tcp.{_fqdn('mx-selfsigned')}", 3, 1, 1, bytes(32))  # stale: does not match
+
+
+def _policy_sites(ca: TestCA) -> list[Site]:
+    cert = ca.issue([f"mta-sts.{_fqdn(d)}" for d in _POLICIES])
+    return [Site(f"mta-sts.{_fqdn(d)}", cert.cert_file, cert.key_file, text) for d, text in _POLICIES.items()]
 
 
 @contextmanager
@@ -221,12 +265,16 @@ def standard_world(workdir: Path, block: str) -> Iterator[World]:
     expected = _expectations()
     domains_file = workdir / "domains.txt"
     domains_file.write_text("# the standard world\n" + "\n".join(expected) + "\n", encoding="utf-8")
+    certs = _issue_certs(ca, workdir / "certs")
     with ExitStack() as stack:
-        nsd = NsdServer(workdir / "nsd", [_zone(block)], address=loopback_host(block, 53), port=53,
+        nsd = NsdServer(workdir / "nsd", [_zone(block, certs)], address=loopback_host(block, 53), port=53,
                         broken_zones=[_broken_zone()])
         nsd.start()
         stack.callback(nsd.stop)
-        farm = SmtpFarm(_specs(block, ca, workdir / "certs"))
+        nginx = NginxServer(workdir / "nginx", loopback_host(block, _NGINX_INDEX), _policy_sites(ca))
+        nginx.start()
+        stack.callback(nginx.stop)
+        farm = SmtpFarm(_specs(block, certs))
         farm.start_in_thread()
         stack.callback(farm.stop_in_thread)
         # Postfix drops privileges to its own user, which must be able to traverse every parent

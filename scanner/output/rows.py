@@ -33,7 +33,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 
 def col(doc: str) -> Any:
@@ -68,6 +68,33 @@ class DomainRow:
     starttls_any: bool | None = col("True when at least one MX address accepted STARTTLS; null if undecided.")
     certs_valid_all: bool | None = col("Every address that did TLS presented a chain that is trusted, unexpired "
                                        "and valid for the MX host name; null when no address did TLS.")
+    mta_sts_txt: bool | None = col("A v=STSv1 TXT record exists at _mta-sts.<domain> (RFC 8461 §3.1); "
+                                   "null: not checked.")
+    mta_sts_active: bool | None = col("Valid TXT and a valid fetched policy: a sender would apply it.")
+    mta_sts_mode: str | None = col("Policy mode: 'enforce', 'testing' or 'none' (null: no valid policy).")
+    mta_sts_id: str | None = col("The TXT record's id.")
+    mta_sts_max_age: int | None = col("Policy max_age, seconds.")
+    mta_sts_mx_patterns: list[str] | None = col("Policy mx patterns.")
+    mta_sts_unmatched_mx: list[str] | None = col("MX hosts that no policy pattern matches (RFC 8461 §4.1).")
+    mta_sts_mx_fail: list[str] | None = col("MX hosts that an enforcing sender would refuse (no STARTTLS, or a "
+                                            "certificate that is untrusted, expired or for another name).")
+    mta_sts_errors: list[str] | None = col("MTA-STS error classes (txt_invalid, txt_multiple, http_redirect, "
+                                           "http_status, tls_untrusted, fetch_timeout, too_large, ...).")
+    mta_sts_error_detail: str | None = col("Details of the MTA-STS errors, '; '-joined.")
+    tlsrpt_status: str | None = col("TLS-RPT record (RFC 8460): valid, missing, invalid, multiple, dns_error.")
+    tlsrpt_rua: list[str] | None = col("TLS-RPT report URIs (mailto: / https:).")
+    dane_valid: bool | None = col("Every MX has usable TLSA records matching its chain, DNSSEC-authenticated; null "
+                                  "when unknown (no explicit resolver, or the resolver does not say whether it "
+                                  "validated).")
+    dane_mx_with_tlsa: int | None = col("MX hosts publishing usable TLSA records.")
+    grade: str | None = col("Domain grade A+..F = its worst tested MX address, then domain rules (schemas/grading.md); "
+                            "null when no MX address could be tested.")
+    grade_rules: list[str] = col("Rule codes that lowered (or explain) the grade.")
+    grading_version: str | None = col("Version of the grading rubric used.")
+    forced_tls_safe: bool | None = col("Can a sender force TLS to this domain: every MX does STARTTLS, TLS 1.2+ and a "
+                                       "NIST r1 suite (null: could not be decided).")
+    forced_tls_reasons: list[str] = col("Why forced TLS is not (or not known to be) safe.")
+    recommendations: list[str] = col("Recommendation codes for the domain's administrators (schemas/grading.md).")
     dns_ms: float | None = col("Time spent resolving the domain (MX and MX host addresses), milliseconds.")
     finished_at: datetime = col("When the domain's row was completed (UTC).")
 
@@ -92,6 +119,13 @@ class MxRow:
     cert_name_match: str | None = col("How the leaf certificate matches this MX host name: 'san', 'common_name', "
                                       "'mismatch', or null when no certificate was obtained.")
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
+    dane_verdict: str | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
+                                   "ta_chain_invalid, name_mismatch, no_usable_records, no_records, no_certificate, "
+                                   "lookup_failed; null when not checked.")
+    dane_dnssec: str | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
+                                  "not_authenticated, unknown.")
+    grade: str | None = col("Grade of this MX address for this host name (null when untested).")
+    grade_rules: list[str] = col("Rule codes that lowered the grade.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -212,3 +212,54 @@ def test_missing_input_and_bad_resolver_fail_cleanly(world: World, tmp_path: Pat
     assert main(["scan", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o1")]) == 1
     assert main(["scan", str(world.domains_file), "-o", str(tmp_path / "o2"), "--resolver", "dns.example"]) == 2
     assert main(["scan", str(world.domains_file), "-o", str(tmp_path / "o3"), "--port", "0"]) == 2
+
+
+def test_policies_through_the_scan(dataset: Path) -> None:
+    rows = {r["domain"]: r for r in _rows(dataset, "domains")}
+    good, ordered, wrongname, mixed = (rows[f"{d}.world.test"] for d in ("good", "ordered", "wrongname", "mixed"))
+    assert (good["mta_sts_active"], good["mta_sts_mode"], good["mta_sts_unmatched_mx"], good["mta_sts_mx_fail"]) == (
+        True, "enforce", [], [])
+    assert good["mta_sts_id"] == "20261122T000000" and good["mta_sts_max_age"] == 86400
+    assert ordered["mta_sts_mode"] == "testing" and ordered["mta_sts_unmatched_mx"] == []  # *.world.test
+    assert wrongname["mta_sts_mx_fail"] == ["mx-wrongname.world.test"]
+    assert sorted(mixed["mta_sts_unmatched_mx"]) == ["mx-good.world.test", "mx-tlsfail.world.test"]
+    assert rows["notls.world.test"]["mta_sts_txt"] is False and rows["notls.world.test"]["mta_sts_active"] is False
+    assert good["tlsrpt_status"] == "valid" and good["tlsrpt_rua"] == ["mailto:tlsrpt@good.world.test"]
+    assert wrongname["tlsrpt_status"] == "invalid" and rows["notls.world.test"]["tlsrpt_status"] == "missing"
+    # Null MX and DNS failures have no policy columns: nothing was checked.
+    assert rows["nullmx.world.test"]["mta_sts_txt"] is None
+
+
+def test_dane_through_the_scan(dataset: Path) -> None:
+    links = {(r["domain"], r["mx_host"]): r for r in _rows(dataset, "mx") if r["address"]}
+    good = links[("good.world.test", "mx-good.world.test")]
+    stale = links[("selfsigned.world.test", "mx-selfsigned.world.test")]
+    assert good["dane_verdict"] == "match" and stale["dane_verdict"] == "no_match"
+    # nsd is authoritative (no RA bit): whether the answer was validated cannot be told, so: unknown.
+    assert good["dane_dnssec"] == "unknown"
+    assert links[("notls.world.test", "mx-notls.world.test")]["dane_verdict"] == "no_records"
+    rows = {r["domain"]: r for r in _rows(dataset, "domains")}
+    assert rows["good.world.test"]["dane_valid"] is None and rows["good.world.test"]["dane_mx_with_tlsa"] == 1
+
+
+def test_grades_and_forced_tls_through_the_scan(dataset: Path) -> None:
+    rows = {r["domain"]: r for r in _rows(dataset, "domains")}
+    good = rows["good.world.test"]
+    # Modern TLS, trusted cert, enforced MTA-STS that covers and passes every MX: the top grade.
+    assert (good["grade"], good["forced_tls_safe"], good["grading_version"]) == ("A+", True, "2026.1")
+    assert rows["shared1.world.test"]["grade"] == "A"  # same MX, but no MTA-STS: A, not A+
+    assert "publish_mta_sts_enforce" in rows["shared1.world.test"]["recommendations"]
+    notls = rows["notls.world.test"]
+    assert notls["grade"] == "F" and notls["forced_tls_safe"] is False and "no_starttls" in notls["grade_rules"]
+    assert "enable_starttls" in notls["recommendations"]
+    assert {"cert_name_mismatch", "mta_sts_mx_fail"} <= set(rows["wrongname.world.test"]["grade_rules"])
+    assert "cert_expired" in rows["expired.world.test"]["grade_rules"]
+    assert "cert_self_signed" in rows["selfsigned.world.test"]["grade_rules"]
+    postfix = rows["postfix.world.test"]
+    assert {"tls10_or_tls11_enabled", "insecure_suites"} <= set(postfix["grade_rules"])  # TLS 1.0 and anon
+    # The domain gets its worst MX: mixed has a good MX and one whose handshake fails.
+    assert rows["mixed.world.test"]["grade"] == "F"
+    # Nothing could be tested: no grade and no forced-TLS verdict, never a guess.
+    assert rows["slow.world.test"]["grade"] is None and rows["slow.world.test"]["forced_tls_safe"] is None
+    mx = {(r["domain"], r["mx_host"]): r for r in _rows(dataset, "mx") if r["address"]}
+    assert mx[("good.world.test", "mx-good.world.test")]["grade"] == "A"
