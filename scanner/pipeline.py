@@ -132,7 +132,7 @@ class Scan:
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id)
         if self.config.policy_checks:
-            self._policies = PolicyChecker(self.config, self._resolver, policy)
+            self._policies = PolicyChecker(self.config, self._resolver, policy, self._probe_service.connection_slot)
         probe_workers = [asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}")
                          for i in range(self.config.probe.workers)]
         dns_workers = [asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -117,6 +118,15 @@ class ProbeService:
         await self._queue.put(pending)
         return pending.future
 
+    @asynccontextmanager
+    async def connection_slot(self, address: str) -> AsyncIterator[None]:
+        """The politeness limits for one connection to ``address`` (probes, hello sessions, policy fetches).
+
+        The address's own slot comes first: waiting out its interval must not hold a global slot.
+        """
+        async with self._per_address.slot(address), self._connections:
+            yield
+
     async def worker(self) -> None:
         while (pending := await self._queue.get()) is not None:
             try:
@@ -144,8 +154,7 @@ class ProbeService:
         if refusal is not None:
             return await self._record(pending, skipped_result(refusal), None, started_at)
         sni = pending.names[0]
-        # The address's own slot first: waiting out its interval must not hold a global connection slot.
-        async with self._per_address.slot(pending.address), self._connections:
+        async with self.connection_slot(pending.address):
             started_at = datetime.now(UTC)
             self.in_flight += 1
             try:
@@ -165,7 +174,7 @@ class ProbeService:
 
         async def session(request: HelloRequest) -> HelloAnswer:
             # One unit of work = one connection, under the same per-address and global limits.
-            async with self._per_address.slot(pending.address), self._connections:
+            async with self.connection_slot(pending.address):
                 self.in_flight += 1
                 try:
                     return await probe_hello(pending.address, pending.port, sni, self._config.probe, request)

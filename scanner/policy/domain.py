@@ -16,7 +16,7 @@ from scanner.config import ScanConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy
 from scanner.policy.dane import TlsaLookup, lookup_tlsa
-from scanner.policy.mta_sts import MtaStsResult, check_mta_sts, policy_ssl_context
+from scanner.policy.mta_sts import ConnectionSlot, MtaStsResult, check_mta_sts, policy_ssl_context
 from scanner.policy.tlsrpt import TlsRptResult, check_tlsrpt
 
 __all__ = ["DomainPolicies", "PolicyChecker"]
@@ -32,8 +32,11 @@ class DomainPolicies:
 class PolicyChecker:
     """Owns the HTTPS context for policy fetches and the per-host TLSA cache. One per scan."""
 
-    def __init__(self, config: ScanConfig, resolver: DnsResolver, address_policy: AddressPolicy) -> None:
+    def __init__(
+        self, config: ScanConfig, resolver: DnsResolver, address_policy: AddressPolicy, slot: ConnectionSlot
+    ) -> None:
         self._config = config
+        self._slot = slot  # the scan's politeness limits, shared with the probes
         self._resolver = resolver
         self._address_policy = address_policy
         # One context for every policy fetch: loading the trust store per fetch would dominate.
@@ -43,7 +46,7 @@ class PolicyChecker:
     async def check(self, domain: str, mx_hosts: Sequence[str], per_mx_tls_ok: Mapping[str, bool]) -> DomainPolicies:
         mta_sts, tlsrpt, tlsa = await asyncio.gather(
             check_mta_sts(domain, mx_hosts, resolver=self._resolver, policy=self._address_policy,
-                          trust=self._https, per_mx_tls_ok=per_mx_tls_ok),
+                          trust=self._https, per_mx_tls_ok=per_mx_tls_ok, slot=self._slot),
             check_tlsrpt(domain, self._resolver),
             asyncio.gather(*(self.tlsa(host) for host in mx_hosts)),
         )

@@ -20,7 +20,8 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -34,6 +35,9 @@ from scanner import __version__
 from scanner.dns.resolver import DnsResolver, QueryResult
 from scanner.net.addresses import AddressPolicy
 from scanner.status import DnsOutcome
+
+# A connection slot for one address (the scan's politeness limiter): ``async with slot(address): ...``.
+ConnectionSlot = Callable[[str], AbstractAsyncContextManager[None]]
 
 __all__ = [
     "MAX_AGE_LIMIT",
@@ -749,6 +753,7 @@ async def fetch_policy(
     trust: ssl.SSLContext | str | os.PathLike[str] | None = None,
     timeout: float = DEFAULT_FETCH_TIMEOUT,
     max_bytes: int = MAX_POLICY_BYTES,
+    slot: ConnectionSlot | None = None,
 ) -> FetchResult:
     """Fetch and parse ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` (RFC 8461 §3.3).
 
@@ -765,7 +770,10 @@ async def fetch_policy(
     if isinstance(addresses, StsFailure):
         return _fetch_result(url, started, failure=addresses)
     context = policy_ssl_context(trust)
-    response = await _http_exchange(url, host, addresses, context, timeout, max_bytes)
+    # The scan's politeness limits (per-address concurrency and interval, global connection cap) apply
+    # to policy hosts too: a hosting provider's policy server sees one fetch at a time from us.
+    async with slot(addresses[0]) if slot else contextlib.nullcontext():
+        response = await _http_exchange(url, host, addresses, context, timeout, max_bytes)
     if isinstance(response, StsFailure):
         return _fetch_result(url, started, failure=response, addresses=addresses)
     parsed, problem = _judge_response(url, response, max_bytes)
@@ -819,6 +827,7 @@ async def check_mta_sts(
     timeout: float = DEFAULT_FETCH_TIMEOUT,
     max_bytes: int = MAX_POLICY_BYTES,
     per_mx_tls_ok: Mapping[str, bool] | None = None,
+    slot: ConnectionSlot | None = None,
 ) -> MtaStsResult:
     """TXT lookup, policy fetch and MX evaluation for one domain.
 
@@ -834,7 +843,7 @@ async def check_mta_sts(
     fetched: FetchResult | None = None
     if txt.present:
         fetched = await fetch_policy(
-            domain, resolver=resolver, policy=policy, trust=trust, timeout=timeout, max_bytes=max_bytes
+            domain, resolver=resolver, policy=policy, trust=trust, timeout=timeout, max_bytes=max_bytes, slot=slot
         )
         if fetched.error is not None:
             errors.append((fetched.error, fetched.detail))

@@ -10,6 +10,7 @@ any call to the system resolver (getaddrinfo on a name) fail the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -236,6 +237,25 @@ async def test_enforce_policy_all_mx_matched(world: PolicyWorld, resolver: DnsRe
         (d("mx1.enforce"), True, False),
         (d("mx2.enforce"), False, True),  # matched, but its TLS failed: an enforcing sender refuses it
     ]
+
+
+async def test_fetch_takes_the_scans_connection_slot(world: PolicyWorld, resolver: DnsResolver) -> None:
+    taken: list[str] = []
+    active = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(address: str) -> AsyncIterator[None]:
+        nonlocal active
+        taken.append(address)
+        active += 1
+        try:
+            yield
+        finally:
+            active -= 1
+
+    result = await _check(world, resolver, "enforce", [d("mx1.enforce")], slot=slot)
+    assert result.policy_valid and len(taken) == 1 and active == 0
+    assert ipaddress.ip_address(taken[0]).is_loopback  # the policy host's address, as resolved by us
 
 
 async def test_testing_policy_wildcard(world: PolicyWorld, resolver: DnsResolver) -> None:
