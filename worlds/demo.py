@@ -29,6 +29,16 @@ QUERIES = {
         SELECT status, coalesce(failure_class, '') AS failure, coalesce(tls_version, '') AS tls,
                coalesce(cert_trust, '') AS cert, count(*) AS addresses
         FROM read_parquet('{out}/probes/*.parquet') GROUP BY ALL ORDER BY 5 DESC, 1""",
+    "Grades (A+..F) and forced-TLS safety": """
+        SELECT grade, count(*) AS domains, count(*) FILTER (WHERE forced_tls_safe) AS forced_tls_safe
+        FROM read_parquet('{out}/domains/*.parquet') WHERE grade IS NOT NULL GROUP BY 1 ORDER BY 1""",
+    "Protocol versions per address (posture enumeration)": """
+        SELECT array_to_string(versions_accepted, ' ') AS versions, list_sort(weak_classes)::VARCHAR AS weak,
+               count(*) AS addresses
+        FROM read_parquet('{out}/probes/*.parquet') WHERE enum_mode IS NOT NULL GROUP BY ALL ORDER BY 3 DESC""",
+    "MTA-STS and TLS-RPT": """
+        SELECT domain, mta_sts_mode, mta_sts_unmatched_mx, mta_sts_mx_fail, tlsrpt_status, grade
+        FROM read_parquet('{out}/domains/*.parquet') WHERE mta_sts_txt OR tlsrpt_status = 'valid' ORDER BY 1""",
     "Domains sharing one probe": """
         SELECT probe_id, count(DISTINCT domain) AS domains
         FROM read_parquet('{out}/mx/*.parquet') WHERE probe_id IS NOT NULL
