@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from scanner import __version__
 from scanner.certs import TrustStoreError
+from scanner.check import check_rows, render_check, temporary_input, to_json
 from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
 from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
@@ -39,20 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("domains", help="file of domains (text, Tranco CSV, .gz of either) or '-' for stdin")
     scan.add_argument("-o", "--out", required=True, type=Path, help="output directory for the dataset")
     scan.add_argument("--overwrite", action="store_true", help="replace a previous scan in the output directory")
-    _add_dns_options(scan.add_argument_group("DNS"))
-    _add_probe_options(scan.add_argument_group("probing"))
-    safety = scan.add_argument_group("safety and trust")
+    _add_engine_options(scan)
+    misc = scan.add_argument_group("run")
+    misc.add_argument("--max-in-flight", type=int, default=5000, help="domains waiting for probes at once")
+    misc.add_argument("--rows-per-file", type=int, default=200_000, help="rows per Parquet part file")
+    misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    check = sub.add_parser("check", help="check one domain and show the result to a person (or --json)")
+    check.add_argument("domain", help="the domain to check")
+    check.add_argument("--json", action="store_true", help="print the rows as JSON instead of tables")
+    _add_engine_options(check)
+    return parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``scan`` and ``check``: both run the same engine."""
+    _add_dns_options(parser.add_argument_group("DNS"))
+    _add_probe_options(parser.add_argument_group("probing"))
+    safety = parser.add_argument_group("safety and trust")
     safety.add_argument("--ca-file", type=Path, help="PEM trust store replacing certifi's bundle")
     safety.add_argument("--allow-private", action="store_true",
                         help="probe loopback/private/reserved addresses (labs and tests only)")
     safety.add_argument("--exclude", type=Path, help="opt-out file: CIDRs and domain suffixes, one per line")
-    misc = scan.add_argument_group("run")
-    misc.add_argument("--max-in-flight", type=int, default=5000, help="domains waiting for probes at once")
-    misc.add_argument("--rows-per-file", type=int, default=200_000, help="rows per Parquet part file")
-    misc.add_argument("--no-policy", action="store_true", help="skip MTA-STS, TLS-RPT and DANE checks")
-    misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    misc.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
-    return parser
+    parser.add_argument("--no-policy", action="store_true", help="skip MTA-STS, TLS-RPT and DANE checks")
+    parser.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
 
 
 def _add_dns_options(group: argparse._ArgumentGroup) -> None:
@@ -187,11 +197,44 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def run_check(args: argparse.Namespace, console: Console) -> int:
+    """One domain through the scan engine, into a temporary dataset, then shown (scanner.check)."""
+    workdir, source, out = temporary_input(args.domain)
+    with workdir:
+        args.out, args.rows_per_file, args.max_in_flight = out, 1000, 16
+        try:
+            config = config_from_args(args)
+            exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
+            trust = load_trust_store(config)
+            prepare_output_dir(out, overwrite=False)
+        except (ConfigError, ExcludeListError) as exc:
+            console.print(f"[red]configuration error:[/red] {exc}")
+            return EXIT_USAGE
+        except (TrustStoreError, OutputDirError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            return EXIT_FAILED
+        scan = Scan(config, source, trust, exclude)
+        try:
+            with console.status(f"checking {args.domain} ..."):
+                _run_loop(scan.run(), not args.no_uvloop)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        result = check_rows(out)
+    if args.json:
+        print(to_json(result))
+    else:
+        # Piped output stays one record per line (greppable) instead of rich's 80-column wrap.
+        render_check(result, Console() if sys.stdout.isatty() else Console(width=200))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     if args.command == "scan":
         return run_scan(args, console)
+    if args.command == "check":
+        return run_check(args, console)
     return EXIT_USAGE  # pragma: no cover - argparse enforces the sub-command
 
 

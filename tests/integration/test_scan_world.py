@@ -5,6 +5,7 @@ Every assertion compares the dataset with what the world was *built* to produce 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,40 @@ def test_grades_and_forced_tls_through_the_scan(dataset: Path) -> None:
     assert rows["slow.world.test"]["grade"] is None and rows["slow.world.test"]["forced_tls_safe"] is None
     mx = {(r["domain"], r["mx_host"]): r for r in _rows(dataset, "mx") if r["address"]}
     assert mx[("good.world.test", "mx-good.world.test")]["grade"] == "A"
+
+
+def _check(world: World, capsys: pytest.CaptureFixture[str], domain: str, *extra: str) -> str:
+    code = main(["check", domain, "--resolver", world.resolver, "--ca-file", str(world.ca_file), "--allow-private",
+                 "--per-ip-interval", "0", "--banner-timeout", "2", *extra])
+    assert code == 0
+    return capsys.readouterr().out
+
+
+def test_check_good_domain(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _check(world, capsys, "good.world.test")
+    assert "good.world.test: grade A+" in out and "forced TLS: safe" in out
+    assert "mx-good.world.test" in out and "TLSv1.3" in out and "MTA-STS: enforce" in out
+
+
+def test_check_bad_domain_json(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads(_check(world, capsys, "notls.world.test", "--json"))
+    assert data["domain"]["grade"] == "F" and data["domain"]["starttls"] == "none"
+    assert [p["status"] for p in data["probes"]] == ["no_starttls"]
+    assert "enable_starttls" in data["domain"]["recommendations"]
+
+
+def test_check_domains_without_mail(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "status null_mx" in _check(world, capsys, "nullmx.world.test")
+    assert "status dns_no_mail_host" in _check(world, capsys, "nothing.world.test")
+    assert "status invalid_input" in _check(world, capsys, "not a domain")
+
+
+def test_python_api_load(dataset: Path, world: World) -> None:
+    import scanner
+
+    ds = scanner.load(dataset)
+    assert ds.domains.num_rows == len(world.expected)
+    frame = ds.probes.to_pandas()
+    assert set(frame["status"]) >= {"starttls_ok", "no_starttls"}
+    top = ds.duckdb().execute("SELECT count(*) FROM domains WHERE grade = 'A+'").fetchone()
+    assert top == (1,)
