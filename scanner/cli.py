@@ -1,7 +1,8 @@
 """Command line: parse arguments into one ``ScanConfig``, run the scan, show progress and a summary.
 
-Exit codes: 0 scan completed; 1 the scan could not run (bad input file, trust store, output dir);
-2 usage or configuration error; 130 interrupted (the dataset written so far is still valid).
+Exit codes: 0 scan completed (or already complete); 1 the scan could not run (bad input file, trust
+store, output directory holding a scan with other settings); 2 usage or configuration error; 130
+interrupted (everything committed is kept: the same command resumes the scan).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
+from scanner.resume import load_resume_state, scan_is_complete
 
 __all__ = ["build_parser", "main"]
 
@@ -43,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(scan)
     misc = scan.add_argument_group("run")
     misc.add_argument("--max-in-flight", type=int, default=5000, help="domains waiting for probes at once")
-    misc.add_argument("--rows-per-file", type=int, default=200_000, help="rows per Parquet part file")
+    misc.add_argument("--rows-per-file", type=int, default=200_000,
+                      help="rows buffered before a segment (one part file per table) is committed")
+    misc.add_argument("--commit-interval", type=float, default=30.0,
+                      help="seconds between commits: at most this much work is redone after a crash")
     misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
     check = sub.add_parser("check", help="check one domain and show the result to a person (or --json)")
     check.add_argument("domain", help="the domain to check")
@@ -103,7 +108,8 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         probe_kwargs["ehlo_name"] = args.ehlo_name
     return ScanConfig(
         output=OutputConfig(args.out, rows_per_file=args.rows_per_file,
-                            row_group_size=min(20_000, args.rows_per_file)),
+                            row_group_size=min(20_000, args.rows_per_file),
+                            flush_interval=getattr(args, "commit_interval", 30.0)),
         dns=DnsConfig(servers=tuple(args.resolver), timeout=args.dns_timeout, tries=args.dns_tries,
                       qps=args.dns_qps, concurrency=args.dns_concurrency, workers=args.dns_workers),
         probe=ProbeConfig(**probe_kwargs),
@@ -165,20 +171,29 @@ def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
 
 
 def run_scan(args: argparse.Namespace, console: Console) -> int:
+    """Scan, or resume the interrupted scan in the output directory (same command, same settings)."""
     try:
         config = config_from_args(args)
         exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
         trust = load_trust_store(config)
         if str(args.domains) != "-" and not Path(args.domains).is_file():
             raise InputError(f"no such input file: {args.domains}")
-        prepare_output_dir(config.output.out_dir, args.overwrite)
+        out = config.output.out_dir
+        if scan_is_complete(out) and not args.overwrite:
+            console.print(f"{out} already holds a complete scan; use --overwrite to scan again")
+            return EXIT_OK
+        prepare_output_dir(out, args.overwrite)
+        resume = load_resume_state(out, config, args.domains, trust)
     except (ConfigError, ExcludeListError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         return EXIT_USAGE
     except (TrustStoreError, InputError, OutputDirError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
-    scan = Scan(config, args.domains, trust, exclude)
+    if resume.attempt > 1 or resume.done_lines.count:
+        console.print(f"resuming: {resume.done_lines.count:,} input lines and {len(resume.probes):,} probes already "
+                      f"written are kept (removed {resume.removed_files} uncommitted files)")
+    scan = Scan(config, args.domains, trust, exclude, resume=resume)
     total = None if args.no_progress else count_lines(args.domains)
     try:
         if args.no_progress:
@@ -186,14 +201,15 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         else:
             with _ProgressView(console, total) as view:
                 stats = _run_loop(scan.run(view.update), not args.no_uvloop)
-    except KeyboardInterrupt:
-        print_summary(console, scan, scan.stats)
-        console.print("interrupted: the files written so far are complete and readable")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a second Ctrl-C: in-flight work abandoned, committed rows are safe
+        stats = scan.stats
     except InputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
     print_summary(console, scan, stats)
+    if not scan.completed:
+        console.print("interrupted: everything committed so far is kept; run the same command again to resume")
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 

@@ -139,7 +139,7 @@ class SafetyConfig:
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
     out_dir: Path
-    rows_per_file: int = 200_000  # a part file is closed (and renamed into place) after this many rows
+    rows_per_file: int = 200_000  # rows (all tables) buffered before a segment is committed
     row_group_size: int = 20_000
     flush_interval: float = 30.0  # seconds: buffered rows are written at least this often
 
@@ -157,6 +157,7 @@ class ScanConfig:
     ca_file: Path | None = None  # trust store replacing certifi's bundle
     max_domains_in_flight: int = 5000  # domains resolved and waiting for their probes
     policy_checks: bool = True  # MTA-STS, TLS-RPT and TLSA per domain (after its probes)
+    stop_grace: float = 20.0  # seconds in-flight domains may still finish after a stop request (Ctrl-C)
 
     def __post_init__(self) -> None:
         if self.max_domains_in_flight < 1:

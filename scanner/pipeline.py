@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
 from scanner.probing import ProbeService, ProbeSummary
+from scanner.resume import ResumeState, mark_complete
 from scanner.seen import SeenDomains
 from scanner.status import DomainStatus, StarttlsVerdict
 from scanner.verdicts import build_domain_rows, input_problem_row, mx_tls_compliance
@@ -62,6 +64,7 @@ class ScanStats:
     domains_done: int = 0
     invalid: int = 0
     duplicates: int = 0
+    resumed: int = 0  # lines already in the dataset from an earlier attempt
     excluded: int = 0
     internal_errors: int = 0
     dns_failures: int = 0
@@ -76,7 +79,7 @@ class ScanStats:
 
     @property
     def rows_done(self) -> int:
-        return self.domains_done + self.invalid + self.duplicates + self.excluded
+        return self.domains_done + self.invalid + self.duplicates + self.excluded + self.resumed
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -92,8 +95,10 @@ class Scan:
         trust: TrustStore,
         exclude: ExcludeList | None = None,
         scan_id: str | None = None,
+        resume: ResumeState | None = None,
     ) -> None:
         self.config = config
+        self.resume = resume
         self.source = source
         self.scan_id = scan_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
         self.stats = ScanStats()
@@ -107,18 +112,23 @@ class Scan:
         self._policies: PolicyChecker | None = None
         self._resolver: DnsResolver | None = None
         self.completed = False
+        self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
+        self._stop_event = asyncio.Event()
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
         started_at = datetime.now(UTC)
         out = self.config.output
-        writer = DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size)
+        first_segment = self.resume.next_segment if self.resume else 0
+        writer = DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size, first_segment)
         writer_task = asyncio.create_task(self._write_rows(writer), name="writer")
         ticker = asyncio.create_task(self._tick(on_tick), name="progress") if on_tick else None
+        self._install_signal_handlers()
         try:
             await self._run_stages()
-            self.completed = True
+            self.completed = not self.stopping
         finally:
+            self._remove_signal_handlers()
             if ticker:
                 ticker.cancel()
             await self._shutdown(writer, writer_task, started_at)
@@ -126,11 +136,44 @@ class Scan:
                 on_tick(self.stats)
         return self.stats
 
+    def request_stop(self) -> None:
+        """Stop taking new input; in-flight domains get ``stop_grace`` seconds, then are abandoned.
+
+        Abandoned domains are not written, so resuming the scan (same command) does them again.
+        """
+        self.stopping = True
+        self._stop_event.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        self._signals_installed = False
+
+        def on_signal() -> None:
+            if self.stopping and main is not None:
+                main.cancel()  # a second Ctrl-C: abandon in-flight work at once
+            self.request_stop()
+
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, on_signal)
+            self._signals_installed = True
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests), or no signals here
+            return
+
+    def _remove_signal_handlers(self) -> None:
+        if getattr(self, "_signals_installed", False):
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
     async def _run_stages(self) -> None:
         self._resolver = DnsResolver(self.config.dns)
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id)
+        if self.resume:
+            self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:
             self._policies = PolicyChecker(self.config, self._resolver, policy, self._probe_service.connection_slot)
         probe_workers = [asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}")
@@ -139,22 +182,44 @@ class Scan:
                        for i in range(self.config.dns.workers)]
         try:
             await self._read_input()
-            for _ in dns_workers:
-                await self._domain_queue.put(None)
-            await asyncio.gather(*dns_workers)
-            while self._finishers:  # finishers may still be awaiting probes
-                await asyncio.gather(*list(self._finishers))
-            await self._probe_service.stop_workers(len(probe_workers))
-            await asyncio.gather(*probe_workers)
+            drain = asyncio.create_task(self._drain(dns_workers, probe_workers))
+            stop = asyncio.create_task(self._stop_event.wait())
+            await asyncio.wait({drain, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not drain.done():
+                # Stop requested: in-flight domains get a bounded grace period, then are abandoned.
+                await asyncio.wait({drain}, timeout=self.config.stop_grace)
+            stop.cancel()
+            drain.cancel()
+            await asyncio.gather(drain, stop, return_exceptions=True)
         finally:
             for task in (*dns_workers, *probe_workers, *self._finishers):
                 task.cancel()
             await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, return_exceptions=True)
 
+    async def _drain(self, dns_workers: list[asyncio.Task[None]], probe_workers: list[asyncio.Task[None]]) -> None:
+        """After the input ends: let every queued and in-flight domain finish, then stop the workers."""
+        assert self._probe_service is not None
+        for _ in dns_workers:
+            await self._domain_queue.put(None)
+        await asyncio.gather(*dns_workers)
+        while self._finishers:  # finishers may still be awaiting probes
+            await asyncio.gather(*list(self._finishers))
+        await self._probe_service.stop_workers(len(probe_workers))
+        await asyncio.gather(*probe_workers)
+
     async def _read_input(self) -> None:
+        done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
             for count, line in enumerate(read_domains(open_lines(self.source)), start=1):
+                if self.stopping:
+                    return
                 self.stats.lines += 1
+                if done is not None and line.line_no in done:
+                    # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
+                    if line.domain is not None:
+                        seen.first_seen(line.domain, line.line_no)
+                    self.stats.resumed += 1
+                    continue
                 await self._admit(line, seen)
                 if count % _READER_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -262,7 +327,7 @@ class Scan:
                 return
             writer.write(rows)
             if time.monotonic() - last_flush >= interval:
-                writer.flush()
+                writer.commit()  # bounds what a crash can lose to about one interval of work
                 last_flush = time.monotonic()
 
     async def _tick(self, on_tick: Callable[[ScanStats], None]) -> None:
@@ -289,6 +354,8 @@ class Scan:
             await writer_task
         writer.write([self._run_row(started_at)])
         writer.close()
+        if self.completed:
+            mark_complete(self.config.output.out_dir)
         (self.config.output.out_dir / "run.json").write_text(
             json.dumps(self._run_json(started_at), indent=2, default=str) + "\n", encoding="utf-8"
         )
@@ -301,6 +368,7 @@ class Scan:
             config_json=json.dumps(dataclasses.asdict(self.config), default=str, sort_keys=True),
             input_lines=s.lines, domains=s.domains_queued, invalid_lines=s.invalid, duplicate_lines=s.duplicates,
             probes=s.probes_done, dns_queries=s.dns_queries, completed=self.completed,
+            attempt=self.resume.attempt if self.resume else 1, resumed_lines=s.resumed,
         )
 
     def _run_json(self, started_at: datetime) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus, TrustStore, check_chain
 from scanner.config import ScanConfig
@@ -25,11 +26,13 @@ from scanner.net.limits import KeyedLimiter
 from scanner.output.rows import ProbeRow
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp, skipped_result
 from scanner.status import FailureClass, Phase, ProbeStatus
+from scanner.tls.ciphers import WeakClass, suite_by_name
 from scanner.tls.ciphers import suite as lookup_suite
 from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import (
     VERSION_NAMES,
     EnumerationResult,
+    EnumMode,
     HelloAnswer,
     HelloRequest,
     VersionVerdict,
@@ -103,6 +106,15 @@ class ProbeService:
     @property
     def requested(self) -> int:
         return len(self._probes)
+
+    def seed(self, summaries: Mapping[str, ProbeSummary]) -> None:
+        """Results of probes committed by an earlier attempt of this scan: reused, never repeated."""
+        loop = asyncio.get_running_loop()
+        for key, summary in summaries.items():
+            address, _, port = key.rpartition("|")
+            future: asyncio.Future[ProbeSummary] = loop.create_future()
+            future.set_result(summary)
+            self._probes[key] = _Pending(address, int(port), [], future)
 
     async def request(self, address: str, mx_host: str) -> asyncio.Future[ProbeSummary]:
         """The probe of ``address`` on the configured port, shared by every caller."""
@@ -302,6 +314,61 @@ def build_probe_row(
         tls_ms=timing(Phase.TLS_HANDSHAKE),
         total_ms=result.total_ms,
         started_at=started_at,
+    )
+
+
+# Probe-row columns per protocol version: (verdict column, full-mode suites column), read back by
+# probe_summary_from_row; a round-trip test keeps it in step with build_probe_row.
+VERSION_COLUMNS: dict[TlsVersion, tuple[str, str]] = {
+    TlsVersion.SSL3: ("ver_ssl3", "suites_ssl3"),
+    TlsVersion.TLS10: ("ver_tls1_0", "suites_tls1_0"),
+    TlsVersion.TLS11: ("ver_tls1_1", "suites_tls1_1"),
+    TlsVersion.TLS12: ("ver_tls1_2", "suites_tls1_2"),
+    TlsVersion.TLS13: ("ver_tls1_3", "suites_tls1_3"),
+}
+
+
+def suite_code(name: str) -> int:
+    """Inverse of ``suite_name``."""
+    known = suite_by_name(name)
+    if known is not None:
+        return known.code
+    return int(name, 16)
+
+
+def _enumeration_from_row(row: Mapping[str, Any]) -> EnumerationResult | None:
+    if row["enum_mode"] is None:
+        return None
+    versions = {v: VersionVerdict(row[col]) for v, (col, _) in VERSION_COLUMNS.items() if row[col] is not None}
+    accepted = {v: tuple(suite_code(n) for n in row[col]) for v, (_, col) in VERSION_COLUMNS.items()
+                if row[col] is not None and versions.get(v) is VersionVerdict.ACCEPTED}
+    preferred_version = next((v for v in versions if VERSION_NAMES[v] == row["preferred_version"]), None)
+    return EnumerationResult(
+        mode=EnumMode(row["enum_mode"]), sessions=row["enum_sessions"] or 0, versions=versions,
+        weak_classes=frozenset(WeakClass(w) for w in row["weak_classes"] or ()),
+        weak_complete=bool(row["weak_complete"]), nist_r1=row["nist_r1"], nist_r2=row["nist_r2"],
+        preferred_suite=suite_code(row["preferred_suite"]) if row["preferred_suite"] else None,
+        preferred_version=preferred_version, server_order=row["server_order"], accepted=accepted,
+        server_order_suites=tuple(suite_code(n) for n in row["server_order_suites"] or ()),
+        complete=bool(row["enum_complete"]),
+    )
+
+
+def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore) -> ProbeSummary:
+    """Rebuild the summary of a committed probe row (to resume a scan without probing again).
+
+    Trust, expiry and flags are taken from the row as they were judged at probe time; the chain is
+    parsed again only for the leaf's names and key, which grading and name matching read.
+    """
+    chain = tuple(row["cert_chain"] or ())
+    leaf = check_chain(chain, trust, row["started_at"]).leaf if chain else None
+    expired = row["cert_expired"]
+    return ProbeSummary(
+        probe_id=row["probe_id"], status=ProbeStatus(row["status"]), leaf=leaf, chain=chain,
+        cert_trust=TrustStatus(row["cert_trust"]) if row["cert_trust"] else None,
+        cert_expired=(expired or bool(row["cert_not_yet_valid"])) if expired is not None else None,
+        cert_self_signed=row["cert_self_signed"], plaintext_after_starttls=row["plaintext_after_starttls"],
+        enumeration=_enumeration_from_row(row),
     )
 
 

@@ -1,14 +1,20 @@
-"""Incremental Parquet dataset writer: ``OUT/<table>/part-NNNNN.parquet``.
+"""Crash-safe Parquet dataset: ``OUT/<table>/part-NNNNN.parquet``, committed in numbered segments.
 
-Each part file is written under a hidden temporary name and renamed into place only after its footer
-is written (rename is atomic on POSIX), so a crash never leaves a half-written file that a reader's
-``*.parquet`` glob would pick up. Rows are buffered per table and written as row groups.
+Rows of every table are buffered together and committed as one *segment*: each table's rows are
+written to a hidden temporary file, fsync'ed, renamed into place (rename is atomic on POSIX), and only
+then is the segment number appended (and fsync'ed) to the journal ``OUT/.state/segments``. A segment
+whose number is not in the journal does not exist: after a crash (kill -9, power loss) ``recover``
+deletes its files, whatever state they were left in. Because a domain's row is only emitted after the
+probe rows it refers to, a committed segment never refers to an uncommitted probe.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,110 +24,147 @@ import pyarrow.parquet as pq
 from scanner.output.arrow_schema import arrow_schema, row_to_dict
 from scanner.output.rows import TABLES
 
-__all__ = ["DatasetWriter", "OutputDirError", "TableWriter", "prepare_output_dir"]
+__all__ = ["STATE_DIR", "DatasetWriter", "OutputDirError", "Recovery", "prepare_output_dir", "recover"]
 
+STATE_DIR = ".state"
+JOURNAL = "segments"
 _TMP_PREFIX = ".tmp-"
+_PART = re.compile(r"^(?:\.tmp-)?part-(\d+)\.parquet$")
 
 
 class OutputDirError(Exception):
-    """The output directory cannot be used (holds a previous scan, or is not writable)."""
+    """The output directory cannot be used (holds another scan, or is not writable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    committed: frozenset[int]  # segment numbers in the journal
+    removed_files: int  # files of uncommitted segments deleted
+
+    @property
+    def next_segment(self) -> int:
+        return max(self.committed, default=-1) + 1
+
+
+def _journal(out_dir: Path) -> Path:
+    return out_dir / STATE_DIR / JOURNAL
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_journal(out_dir: Path) -> frozenset[int]:
+    try:
+        text = _journal(out_dir).read_text(encoding="ascii")
+    except FileNotFoundError:
+        return frozenset()
+    # A torn last line (crash while appending) is not a commit: only complete lines count.
+    return frozenset(int(line) for line in text.split("\n")[:-1] if line.isdigit())
+
+
+def recover(out_dir: Path) -> Recovery:
+    """Delete every file that belongs to no committed segment; return what is committed."""
+    committed = read_journal(out_dir)
+    removed = 0
+    for table in TABLES:
+        directory = out_dir / table
+        if not directory.is_dir():
+            continue
+        for item in directory.iterdir():
+            match = _PART.match(item.name)
+            if match is None or item.name.startswith(_TMP_PREFIX) or int(match.group(1)) not in committed:
+                item.unlink()
+                removed += 1
+    return Recovery(committed, removed)
 
 
 def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
-    """Create ``out_dir``; refuse to mix with a previous scan's tables unless ``overwrite``."""
-    existing = [out_dir / t for t in TABLES if (out_dir / t).exists()]
-    if existing and not overwrite:
-        raise OutputDirError(
-            f"{out_dir} already holds a scan ({existing[0].name}/); use --overwrite or another directory"
-        )
-    for table_dir in existing:
-        for item in table_dir.iterdir():
-            item.unlink()
-        table_dir.rmdir()
+    """Create ``out_dir``; with ``overwrite``, remove a previous scan's tables and state first."""
+    if overwrite:
+        for name in (*TABLES, STATE_DIR):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+        (out_dir / "run.json").unlink(missing_ok=True)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputDirError(f"cannot create {out_dir}: {exc}") from exc
-
-
-class TableWriter:
-    """Writes one table as a sequence of part files of at most ``rows_per_file`` rows."""
-
-    def __init__(self, directory: Path, row_class: type, rows_per_file: int, row_group_size: int) -> None:
-        self._directory = directory
-        self._schema = arrow_schema(row_class)
-        self._rows_per_file = rows_per_file
-        self._row_group_size = row_group_size
-        self._buffer: list[dict[str, Any]] = []
-        self._writer: pq.ParquetWriter | None = None
-        self._tmp_path: Path | None = None
-        self._rows_in_file = 0
-        self._part = 0
-        self.rows_written = 0
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def add(self, row: Any) -> None:
-        self._buffer.append(row_to_dict(row))
-        if len(self._buffer) >= self._row_group_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write buffered rows as row groups (splitting at part-file boundaries)."""
-        while self._buffer:
-            room = self._rows_per_file - self._rows_in_file
-            chunk, self._buffer = self._buffer[:room], self._buffer[room:]
-            table = pa.Table.from_pylist(chunk, schema=self._schema)
-            self._open().write_table(table, row_group_size=self._row_group_size)
-            self._rows_in_file += len(chunk)
-            self.rows_written += len(chunk)
-            if self._rows_in_file >= self._rows_per_file:
-                self._finish_file()
-
-    def close(self) -> None:
-        self.flush()
-        if self._writer is None and self._part == 0:
-            # An empty table still gets one (empty) file, so readers see its schema.
-            self._open()
-        self._finish_file()
-
-    def _open(self) -> pq.ParquetWriter:
-        if self._writer is None:
-            self._tmp_path = self._directory / f"{_TMP_PREFIX}part-{self._part:05d}.parquet"
-            self._writer = pq.ParquetWriter(self._tmp_path, self._schema, compression="zstd")
-        return self._writer
-
-    def _finish_file(self) -> None:
-        if self._writer is None or self._tmp_path is None:
-            return
-        self._writer.close()
-        final = self._directory / f"part-{self._part:05d}.parquet"
-        os.replace(self._tmp_path, final)
-        self._writer = None
-        self._tmp_path = None
-        self._rows_in_file = 0
-        self._part += 1
 
 
 class DatasetWriter:
     """All tables of one scan. Single owner: only the pipeline's writer task calls it."""
 
-    def __init__(self, out_dir: Path, rows_per_file: int, row_group_size: int) -> None:
-        self._tables = {
-            row_class: TableWriter(out_dir / name, row_class, rows_per_file, row_group_size)
-            for name, row_class in TABLES.items()
-        }
+    def __init__(self, out_dir: Path, segment_rows: int, row_group_size: int, first_segment: int = 0) -> None:
+        self._out_dir = out_dir
+        self._segment_rows = segment_rows
+        self._row_group_size = row_group_size
+        self._segment = first_segment
+        self._buffers: dict[type, list[dict[str, Any]]] = {row_class: [] for row_class in TABLES.values()}
+        self._schemas = {row_class: arrow_schema(row_class) for row_class in TABLES.values()}
+        self._names = {row_class: name for name, row_class in TABLES.items()}
+        self._buffered = 0
+        self.rows_committed = {name: 0 for name in TABLES}
+        self.segments_committed = 0
+        for name in TABLES:
+            (out_dir / name).mkdir(parents=True, exist_ok=True)
+        (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
 
     def write(self, rows: Iterable[Any]) -> None:
-        for row in rows:
-            self._tables[type(row)].add(row)
+        """Buffer one batch of rows; commits a segment by itself when ``segment_rows`` are waiting.
 
-    def flush(self) -> None:
-        for table in self._tables.values():
-            table.flush()
+        A batch is never split across segments: a domain's row and its MX rows arrive as one batch, so
+        a crash can never leave one committed without the other.
+        """
+        for row in rows:
+            self._buffers[type(row)].append(row_to_dict(row))
+            self._buffered += 1
+        if self._buffered >= self._segment_rows:
+            self.commit()
+
+    def commit(self, *, empty_tables: bool = False) -> None:
+        """Write every buffered row as one segment and journal it. Nothing buffered: nothing happens.
+
+        ``empty_tables`` also writes an empty part (schema only) for each table that has no file yet,
+        so that readers globbing ``<table>/*.parquet`` always find the table.
+        """
+        missing = [c for c, name in self._names.items() if not any((self._out_dir / name).glob("part-*.parquet"))]
+        if not self._buffered and not (empty_tables and missing):
+            return
+        written: list[Path] = []
+        for row_class, rows in self._buffers.items():
+            if rows or (empty_tables and row_class in missing):
+                written.append(self._write_part(row_class, rows))
+        for row_class in self._buffers:
+            self.rows_committed[self._names[row_class]] += len(self._buffers[row_class])
+            self._buffers[row_class] = []
+        for path in written:
+            _fsync_dir(path.parent)
+        with _journal(self._out_dir).open("a", encoding="ascii") as journal:
+            journal.write(f"{self._segment}\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+        self._buffered = 0
+        self._segment += 1
+        self.segments_committed += 1
+
+    def _write_part(self, row_class: type, rows: list[dict[str, Any]]) -> Path:
+        directory = self._out_dir / self._names[row_class]
+        tmp = directory / f"{_TMP_PREFIX}part-{self._segment:05d}.parquet"
+        final = directory / f"part-{self._segment:05d}.parquet"
+        table = pa.Table.from_pylist(rows, schema=self._schemas[row_class])
+        pq.write_table(table, tmp, row_group_size=self._row_group_size, compression="zstd")
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        return final
 
     def close(self) -> None:
-        for table in self._tables.values():
-            table.close()
-
-    def rows_written(self, row_class: type) -> int:
-        return self._tables[row_class].rows_written
+        self.commit(empty_tables=True)

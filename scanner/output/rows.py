@@ -8,7 +8,7 @@ Tables and keys:
 - ``mx``: one row per (domain, MX host, address) link (joins ``domains`` on ``domain`` and
   ``probes`` on ``probe_id``); a host with no address has one row with a null address.
 - ``probes``: one row per probed (address, port), shared by every domain whose MX resolves there.
-- ``run``: one row describing the scan (version, configuration, counts).
+- ``run``: one row per attempt of the scan (version, configuration, counts); a resumed scan has several.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 
 def col(doc: str) -> Any:
@@ -230,6 +230,8 @@ class RunRow:
     probes: int = col("Probes run (distinct address and port).")
     dns_queries: int = col("DNS queries sent.")
     completed: bool = col("The scan reached the end of its input (false when interrupted).")
+    attempt: int = col("1 for the first run of the scan, 2 for its first resumption, ...")
+    resumed_lines: int = col("Input lines skipped because an earlier attempt had already written them.")
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.

@@ -174,8 +174,17 @@ def test_reserved_addresses_refused_without_the_flag(world: World, tmp_path: Pat
     assert sum(s.accepted for s in world.farm.stats().values()) == before
 
 
-def test_existing_output_is_not_overwritten_silently(world: World, dataset: Path) -> None:
-    assert _scan(world, dataset, "--allow-private") == 1
+def test_rerunning_a_complete_scan_changes_nothing(world: World, dataset: Path) -> None:
+    before = sorted(p.name for p in (dataset / "domains").iterdir())
+    assert _scan(world, dataset, "--allow-private") == 0
+    assert sorted(p.name for p in (dataset / "domains").iterdir()) == before
+
+
+def test_other_settings_never_mix_into_an_interrupted_scan(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _scan(world, out, "--allow-private") == 0
+    (out / ".state" / "complete").unlink()  # as if interrupted
+    assert _scan(world, out, "--allow-private", "--port", "2525") == 1  # refused: other settings
 
 
 def test_ipv6_addresses_are_probed(dataset: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scanner.grading import (
@@ -621,10 +621,18 @@ def test_grade_mx_never_raises_and_respects_invariants(facts: MxFacts) -> None:
     assert len({r.code for r in result.recommendations}) == len(result.recommendations)
 
 
+def _assume_defects_grow(before: MxFacts, after: MxFacts) -> None:
+    """A "defect" that replaces a field can remove a worse one (an MD5 signature becomes SHA-1, NULL
+    suites become RC4): that is an improvement, not an added defect. Monotonicity is claimed only when
+    the set of rules hit grows."""
+    assume({h.code for h in grade_mx(before).hits} <= {h.code for h in grade_mx(after).hits})
+
+
 @settings(max_examples=400, deadline=None)
 @given(any_facts, st.sampled_from(DEFECTS))
 def test_adding_a_defect_never_improves_an_mx(facts: MxFacts, defect: Defect) -> None:
     facts = dataclasses.replace(facts, tested=True)
+    _assume_defects_grow(facts, defect(facts))
     before, after = grade_mx(facts).grade, grade_mx(defect(facts)).grade
     assert before is not None and after is not None
     assert after.rank <= before.rank
@@ -654,6 +662,7 @@ def test_adding_a_defect_never_improves_a_domain(
     index = data.draw(st.integers(min_value=0, max_value=len(mx_list) - 1))
     defect = data.draw(st.sampled_from(DEFECTS))
     target = dataclasses.replace(mx_list[index], tested=True)
+    _assume_defects_grow(target, defect(target))
     healthy = [*mx_list[:index], target, *mx_list[index + 1:]]
     damaged = [*mx_list[:index], defect(target), *mx_list[index + 1:]]
     before, after = grade_domain(healthy, policy).grade, grade_domain(damaged, policy).grade
