@@ -65,7 +65,8 @@ def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list
         "--ehlo-name", "bench-scanner.bench.test", "--per-ip-interval", "0", "--no-progress",
         "--concurrency", str(args.concurrency), "--dns-qps", str(args.dns_qps),
         "--dns-concurrency", str(args.dns_concurrency), "--dns-workers", str(args.dns_workers),
-        "--banner-timeout", "5", "--command-timeout", "5", "--tls-timeout", "5",
+        "--banner-timeout", "5", "--command-timeout", "5", "--tls-timeout", "5", "--throttle-retry", "1",
+        "--per-prefix-concurrency", str(args.per_prefix),
     ]
 
 
@@ -108,6 +109,7 @@ def main() -> int:
     parser.add_argument("--dns-qps", type=float, default=50_000)
     parser.add_argument("--dns-concurrency", type=int, default=1000)
     parser.add_argument("--dns-workers", type=int, default=1000)
+    parser.add_argument("--per-prefix", type=int, default=64, help="connections per /24 (loopback farm: generous)")
     parser.add_argument("--peer-sample", type=int, default=0, help="domains for the checkdmarc comparison")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "smtp-tls-survey-peer-venv")
     parser.add_argument("--keep", type=Path, help="keep the world and dataset in this directory")

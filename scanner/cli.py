@@ -87,6 +87,10 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--per-ip-concurrency", type=int, default=1, help="connections at once per address")
     group.add_argument("--per-ip-interval", type=float, default=1.0,
                        help="minimum seconds between connections to one address")
+    group.add_argument("--per-prefix-concurrency", type=int, default=8,
+                       help="connections at once into one /24 (IPv4) or /48 (IPv6)")
+    group.add_argument("--throttle-retry", type=float, nargs="*", default=[10.0, 60.0], metavar="SECONDS",
+                       help="back-off delays before retrying a throttled address (none: no retry)")
     group.add_argument("--connect-timeout", type=float, default=10.0)
     group.add_argument("--banner-timeout", type=float, default=30.0)
     group.add_argument("--command-timeout", type=float, default=15.0)
@@ -103,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "probe_deadline": args.probe_deadline, "max_connections": args.concurrency,
         "per_ip_concurrency": args.per_ip_concurrency, "per_ip_interval": args.per_ip_interval,
         "workers": args.concurrency, "enumeration": args.enumerate,
+        "per_prefix_concurrency": args.per_prefix_concurrency, "throttle_retry_delays": tuple(args.throttle_retry),
     }
     if args.ehlo_name:
         probe_kwargs["ehlo_name"] = args.ehlo_name

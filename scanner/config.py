@@ -108,6 +108,10 @@ class ProbeConfig:
     max_connections: int = 200  # probes in flight at once, globally
     per_ip_concurrency: int = 1
     per_ip_interval: float = 1.0  # minimum seconds between two connection starts to one address
+    per_prefix_concurrency: int = 8  # connections at once into one /24 (IPv4) or /48 (IPv6)
+    # Back-off before retrying an address that throttled us (421, greeting timeout, early drop);
+    # one retry per delay, then the row records the throttling.
+    throttle_retry_delays: tuple[float, ...] = (10.0, 60.0)
     workers: int = 200  # probe worker tasks (>= max_connections is pointless)
     # Protocol/cipher enumeration after a successful STARTTLS: "off", "posture" (7-12 sessions per
     # address) or "full" (every accepted suite per version and the server's order).
@@ -118,8 +122,11 @@ class ProbeConfig:
             raise ConfigError(f"bad port {self.port}")
         for name in ("connect_timeout", "banner_timeout", "command_timeout", "tls_timeout", "probe_deadline"):
             _positive(name, getattr(self, name))
-        if self.max_connections < 1 or self.per_ip_concurrency < 1 or self.workers < 1:
-            raise ConfigError("max_connections, per_ip_concurrency and workers must be >= 1")
+        if any(d < 0 for d in self.throttle_retry_delays):
+            raise ConfigError("throttle retry delays must be >= 0")
+        limits = (self.max_connections, self.per_ip_concurrency, self.workers, self.per_prefix_concurrency)
+        if min(limits) < 1:
+            raise ConfigError("max_connections, per_ip_concurrency, per_prefix_concurrency and workers must be >= 1")
         if self.per_ip_interval < 0:
             raise ConfigError("per_ip_interval must be >= 0")
         if self.enumeration not in ("off", "posture", "full"):

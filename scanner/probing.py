@@ -41,11 +41,21 @@ from scanner.tls.enumeration import (
 )
 from scanner.tls.probe import drive_plan, probe_hello
 
-__all__ = ["ProbeService", "ProbeSummary", "build_probe_row", "probe_id"]
+__all__ = ["ProbeService", "ProbeSummary", "build_probe_row", "prefix_of", "probe_id", "probe_summary_from_row"]
 
 
 def probe_id(address: str, port: int) -> str:
     return f"{address}|{port}"
+
+
+def prefix_of(address: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) an address belongs to: the unit of the per-network politeness cap."""
+    ip = ipaddress.ip_address(address)
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False))
+
+
+# Outcomes that mean "not now" rather than an answer: retried after a back-off.
+_RETRYABLE = frozenset({ProbeStatus.THROTTLED, ProbeStatus.TIMEOUT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,10 @@ class ProbeService:
         self._probes: dict[str, _Pending] = {}
         self._connections = asyncio.Semaphore(config.probe.max_connections)
         self._per_address = KeyedLimiter(config.probe.per_ip_concurrency, config.probe.per_ip_interval)
+        # Many MX addresses of one provider often share a /24 (a /48 in IPv6): a cap per prefix keeps the
+        # scan polite to the network as a whole, not only to each address.
+        self._per_prefix = KeyedLimiter(config.probe.per_prefix_concurrency, 0.0)
+        self.retries = 0
         self.in_flight = 0
         self.completed = 0
 
@@ -136,7 +150,7 @@ class ProbeService:
 
         The address's own slot comes first: waiting out its interval must not hold a global slot.
         """
-        async with self._per_address.slot(address), self._connections:
+        async with self._per_address.slot(address), self._per_prefix.slot(prefix_of(address)), self._connections:
             yield
 
     async def worker(self) -> None:
@@ -166,16 +180,25 @@ class ProbeService:
         if refusal is not None:
             return await self._record(pending, skipped_result(refusal), None, started_at)
         sni = pending.names[0]
-        async with self.connection_slot(pending.address):
-            started_at = datetime.now(UTC)
-            self.in_flight += 1
-            try:
-                result = await probe_smtp(pending.address, pending.port, sni, self._config.probe, self._context)
-            finally:
-                self.in_flight -= 1
+        delays = self._config.probe.throttle_retry_delays
+        for attempt in range(len(delays) + 1):
+            async with self.connection_slot(pending.address):
+                started_at = datetime.now(UTC)
+                self.in_flight += 1
+                try:
+                    result = await probe_smtp(pending.address, pending.port, sni, self._config.probe, self._context)
+                finally:
+                    self.in_flight -= 1
+            if result.status not in _RETRYABLE or attempt == len(delays):
+                break
+            # 421, a greeting that never came, a drop before STARTTLS: the MTA asks us to slow down.
+            # Wait (holding no connection slot) and try again, within a bounded budget; if it never gets
+            # through, the row says so ("throttled"/"timeout"), never "no STARTTLS".
+            self.retries += 1
+            await asyncio.sleep(delays[attempt])
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
         enumeration = await self._enumerate(pending, sni, result)
-        return await self._record(pending, result, verdict, started_at, enumeration)
+        return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1)
 
     async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult) -> EnumerationResult | None:
         """Versions and suites, when the server accepted STARTTLS (even if our own handshake failed:
@@ -202,9 +225,10 @@ class ProbeService:
         verdict: ChainVerdict | None,
         started_at: datetime,
         enumeration: EnumerationResult | None = None,
+        attempts: int = 1,
     ) -> ProbeSummary:
         row = build_probe_row(self._scan_id, pending.address, pending.port, tuple(pending.names),
-                              result, verdict, started_at, enumeration)
+                              result, verdict, started_at, enumeration, attempts)
         await self._emit_row(row)
         self.completed += 1
         return ProbeSummary(
@@ -233,6 +257,7 @@ def build_probe_row(
     verdict: ChainVerdict | None,
     started_at: datetime,
     enumeration: EnumerationResult | None = None,
+    attempts: int = 1,
 ) -> ProbeRow:
     leaf = verdict.leaf if verdict else None
     enum = enumeration
@@ -313,6 +338,7 @@ def build_probe_row(
         starttls_ms=timing(Phase.STARTTLS),
         tls_ms=timing(Phase.TLS_HANDSHAKE),
         total_ms=result.total_ms,
+        attempts=attempts,
         started_at=started_at,
     )
 

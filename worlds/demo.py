@@ -51,7 +51,7 @@ def scan(world: World, out: Path) -> int:
         sys.executable, "-m", "scanner", "scan", str(world.domains_file), "-o", str(out), "--overwrite",
         "--resolver", world.resolver, "--ca-file", str(world.ca_file), "--allow-private",
         "--ehlo-name", "demo-scanner.world.test", "--banner-timeout", str(SLOW_BANNER_DELAY / 3),
-        "--per-ip-interval", "0",
+        "--per-ip-interval", "0", "--throttle-retry", "1",
     ]
     print("$ " + " ".join(command[2:]), flush=True)
     return subprocess.run(command, check=False).returncode

@@ -33,7 +33,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 
 def col(doc: str) -> Any:
@@ -208,7 +208,9 @@ class ProbeRow:
     ehlo_ms: float | None = col("EHLO round trip (plus HELO when used).")
     starttls_ms: float | None = col("STARTTLS command round trip.")
     tls_ms: float | None = col("TLS handshake duration.")
-    total_ms: float = col("Whole probe duration including QUIT and close.")
+    total_ms: float = col("Whole probe duration including QUIT and close (of the last attempt).")
+    attempts: int = col("Connections made for the observation probe: more than 1 when the server throttled "
+                        "(421, greeting timeout, early drop) and was retried after a back-off.")
     started_at: datetime = col("When the probe started (UTC).")
 
 

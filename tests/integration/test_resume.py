@@ -58,7 +58,7 @@ def command(env: Env, out: Path) -> list[str]:
     return [sys.executable, "-m", "scanner", "scan", str(env.world.domains_file), "-o", str(out),
             "--resolver", f"{env.world.dns_address}:53", "--ca-file", str(env.world.ca_file), "--allow-private",
             "--ehlo-name", "resume.test", "--per-ip-interval", "0", "--no-progress", "--enumerate", "off",
-            "--no-policy", "--dns-qps", "500", "--commit-interval", "0.3", "--rows-per-file", "400"]
+            "--no-policy", "--throttle-retry", "--dns-qps", "500", "--commit-interval", "0.3", "--rows-per-file", "400"]
 
 
 def meaningful_lines(path: Path) -> list[int]:

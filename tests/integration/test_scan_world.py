@@ -33,7 +33,8 @@ def _scan(world: World, out: Path, *extra: str) -> int:
     return main([
         "scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver,
         "--ca-file", str(world.ca_file), "--ehlo-name", "scanner.test", "--banner-timeout",
-        str(SLOW_BANNER_DELAY / 3), "--per-ip-interval", "0", "--no-progress", "--dns-timeout", "1", *extra,
+        str(SLOW_BANNER_DELAY / 3), "--per-ip-interval", "0", "--no-progress", "--dns-timeout", "1",
+        "--throttle-retry", "0.1", *extra,
     ])
 
 
@@ -95,7 +96,7 @@ def test_failure_classes_and_phases(dataset: Path, world: World) -> None:
     by_host = {name.split(".")[0]: r for r in _rows(dataset, "probes") for name in r["mx_hosts"]}
     expectations = {
         "mx-slow": ("timeout", "banner", "timeout"),
-        "mx-421": ("throttled", "banner", "smtp_421"),
+        "mx-421": ("throttled", "banner", "smtp_421"),  # after one retry (attempts == 2, below)
         "mx-554": ("smtp_rejected", "banner", "smtp_5xx"),
         "mx-refused": ("unreachable", "connect", "refused"),
         "mx-tlsfail": ("tls_handshake_failed", "tls_handshake", None),
@@ -107,6 +108,8 @@ def test_failure_classes_and_phases(dataset: Path, world: World) -> None:
         assert (probe["status"], probe["failure_phase"]) == (status, phase), host
         if failure:
             assert probe["failure_class"] == failure, host
+    assert by_host["mx-421"]["attempts"] == 2 and by_host["mx-slow"]["attempts"] == 2
+    assert by_host["mx-good"]["attempts"] == 1
     tlsfail = by_host["mx-tlsfail"]
     # Garbage then close: OpenSSL sees a bad record, or the kernel reports the close/RST first.
     assert tlsfail["failure_class"] in ("tls_protocol_error", "tls_closed", "reset")
@@ -203,7 +206,7 @@ def test_invalid_duplicate_and_excluded_lines_are_rows(world: World, tmp_path: P
     out = tmp_path / "out"
     code = main(["scan", str(domains), "-o", str(out), "--resolver", world.resolver, "--ca-file",
                  str(world.ca_file), "--allow-private", "--no-progress", "--per-ip-interval", "0",
-                 "--exclude", str(exclude)])
+                 "--throttle-retry", "--exclude", str(exclude)])
     assert code == 0
     rows = sorted(_rows(out, "domains"), key=lambda r: r["input_line"])
     got = [(r["input_line"], r["domain"], r["status"], r["duplicate_of_line"]) for r in rows]
@@ -277,7 +280,7 @@ def test_grades_and_forced_tls_through_the_scan(dataset: Path) -> None:
 
 def _check(world: World, capsys: pytest.CaptureFixture[str], domain: str, *extra: str) -> str:
     code = main(["check", domain, "--resolver", world.resolver, "--ca-file", str(world.ca_file), "--allow-private",
-                 "--per-ip-interval", "0", "--banner-timeout", "2", *extra])
+                 "--per-ip-interval", "0", "--banner-timeout", "2", "--throttle-retry", *extra])
     assert code == 0
     return capsys.readouterr().out
 
