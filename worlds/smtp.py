@@ -615,18 +615,10 @@ def _listening_socket(address: str, port: int, backlog: int) -> socket.socket:
 
 
 def _ensure_fd_limit(wanted: int) -> None:
-    """Raise RLIMIT_NOFILE's soft limit towards ``wanted`` (never lowers it).
-
-    As root the hard limit is raised too (up to fs.nr_open): a 20,000-listener farm needs more than
-    the 20,000 descriptors some machines give by default, once its clients' sockets are counted.
-    """
+    """Raise RLIMIT_NOFILE's soft limit towards ``wanted`` (never lowers it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return
-    if hard != resource.RLIM_INFINITY and hard < wanted and os.geteuid() == 0:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
-            hard = wanted
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
