@@ -31,7 +31,9 @@ from pathlib import Path
 
 from benchmarks.world import BenchWorld, build
 from worlds.dns import NsdServer
-from worlds.smtp import SmtpFarmProcess
+from worlds.smtp import ListenerStats, SmtpFarmProcess
+
+FARM_CHUNK = 12_000
 
 
 @dataclass(frozen=True)
@@ -130,11 +132,17 @@ def main() -> int:
     print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on "
           f"127.{second_octet}.0.0/16 ({kinds}); built in {time.perf_counter() - t0:.1f}s")
     nsd = NsdServer(workdir / "nsd", [world.zone_file], address=world.dns_address, port=53)
-    farm = SmtpFarmProcess(world.specs, workdir / "farm")
+    # One process per FARM_CHUNK listeners: each process is bound by the descriptor limit (20,000 here).
+    farms = [SmtpFarmProcess(world.specs[i:i + FARM_CHUNK], workdir / f"farm-{i // FARM_CHUNK}")
+             for i in range(0, len(world.specs), FARM_CHUNK)]
+    started: list[SmtpFarmProcess] = []
+    stats: dict[str, ListenerStats] = {}
     try:
         nsd.start()
-        farm.start()
-        print(f"nsd up in {nsd.startup_seconds:.2f}s; farm of {len(world.specs):,} listeners up")
+        for farm in farms:
+            farm.start()
+            started.append(farm)
+        print(f"nsd up in {nsd.startup_seconds:.2f}s; {len(world.specs):,} listeners in {len(farms)} farm process(es)")
         out = workdir / "out"
         run = run_child(scan_command(world, out, args), workdir / "scan.log")
         if run.returncode != 0:
@@ -144,7 +152,8 @@ def main() -> int:
         if args.peer_sample:
             compare_with_peer(world, out, run, args)
     finally:
-        stats = farm.stop()
+        for farm in started:
+            stats.update(farm.stop())
         nsd.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
