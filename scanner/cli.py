@@ -25,6 +25,7 @@ from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
+from scanner.report import ReportError, build_report, write_report
 from scanner.resume import load_resume_state, scan_is_complete
 
 __all__ = ["build_parser", "main"]
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     misc.add_argument("--commit-interval", type=float, default=30.0,
                       help="seconds between commits: at most this much work is redone after a crash")
     misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset")
+    report.add_argument("out", type=Path, help="the scan's output directory")
+    report.add_argument("--baseline", type=Path, help="an older scan to compare with")
+    report.add_argument("--dest", type=Path, help="where to write the report files (default: OUT/report)")
+    report.add_argument("--json", action="store_true", help="also print the figures as JSON on stdout")
     check = sub.add_parser("check", help="check one domain and show the result to a person (or --json)")
     check.add_argument("domain", help="the domain to check")
     check.add_argument("--json", action="store_true", help="print the rows as JSON instead of tables")
@@ -249,11 +255,28 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def run_report(args: argparse.Namespace, console: Console) -> int:
+    """DuckDB over the dataset → report.html, report.md, report.json (scanner.report)."""
+    dest = args.dest or args.out / "report"
+    try:
+        report = build_report(args.out, baseline=args.baseline)
+        files = write_report(report, dest)
+    except ReportError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_FAILED
+    if args.json:
+        print(files.json.read_text(encoding="utf-8"))
+    console.print(f"report written: {files.html}, {files.markdown}, {files.json}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     if args.command == "scan":
         return run_scan(args, console)
+    if args.command == "report":
+        return run_report(args, console)
     if args.command == "check":
         return run_check(args, console)
     return EXIT_USAGE  # pragma: no cover - argparse enforces the sub-command

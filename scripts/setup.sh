@@ -13,7 +13,8 @@ fi
 
 need_apt=()
 for pkg_bin in nsd:/usr/sbin/nsd postfix:/usr/sbin/postfix nginx-light:/usr/sbin/nginx \
-               gnutls-bin:/usr/bin/gnutls-cli testssl.sh:/usr/bin/testssl iproute2:/usr/sbin/ip; do
+               gnutls-bin:/usr/bin/gnutls-cli testssl.sh:/usr/bin/testssl iproute2:/usr/sbin/ip \
+               chromium:/usr/bin/chromium; do
     [ -x "${pkg_bin#*:}" ] || need_apt+=("${pkg_bin%%:*}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -82,8 +82,10 @@ def main() -> int:
     if code != 0:
         return code
     show(args.out.resolve())
+    report = subprocess.run([sys.executable, "-m", "scanner", "report", str(args.out.resolve())], check=False)
     print(f"\nDataset: {args.out}/ (tables domains, mx, probes, run; schema in schemas/tables.md)")
-    return 0
+    print(f"Report:  {args.out}/report/report.html (and report.md, report.json)")
+    return report.returncode
 
 
 if __name__ == "__main__":

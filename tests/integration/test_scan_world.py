@@ -313,3 +313,11 @@ def test_python_api_load(dataset: Path, world: World) -> None:
     assert set(frame["status"]) >= {"starttls_ok", "no_starttls"}
     top = ds.duckdb().execute("SELECT count(*) FROM domains WHERE grade = 'A+'").fetchone()
     assert top == (1,)
+
+
+def test_report_command_writes_three_files(dataset: Path, tmp_path: Path) -> None:
+    assert main(["report", str(dataset), "--dest", str(tmp_path / "r")]) == 0
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"report.html", "report.md", "report.json"}
+    figures = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
+    assert figures  # the figures themselves are checked against pandas in test_report.py
+    assert main(["report", str(tmp_path / "nothing-here")]) == 1

@@ -1,0 +1,564 @@
+"""The report's SQL, kept as named constants, and the few helpers that run it on DuckDB.
+
+Every query reads the views ``domains``, ``mx``, ``probes`` and ``run`` that ``open_dataset`` creates
+over a scan's Parquet part files. Most queries are *wide*: one row whose columns are counts named
+``<what>_n`` (numerators) and ``<what>_d`` (denominators), so that a category with no row still has a
+count of 0. Open-ended categories (failure classes, suites, providers) are *long*: ``(key, n)`` rows
+and a separate denominator.
+
+Conventions shared by the queries (also stated in the report's "Definitions"):
+
+* mail domain: a ``domains`` row with ``status = 'ok'`` (its MX, or implicit MX, has an address);
+* TLS address: a ``probes`` row with ``tls_ok`` (STARTTLS accepted and the handshake completed);
+* enumerated address: ``enum_mode IS NOT NULL`` (crafted hellos ran after STARTTLS was accepted);
+* highest version of an address: ``preferred_version`` (enumeration), else the negotiated
+  ``tls_version``; the highest version of a *domain* is the lowest of its TLS addresses' highest
+  versions, i.e. what a sender reaches whichever MX address it picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from scanner.output.arrow_schema import arrow_schema
+from scanner.output.rows import TABLES
+
+__all__ = [
+    "DEFINITIVE_PROBE_STATUSES",
+    "ReportError",
+    "fetch_long",
+    "fetch_rows",
+    "fetch_scalar",
+    "fetch_wide",
+    "grade_column",
+    "open_dataset",
+    "register_table",
+]
+
+
+class ReportError(Exception):
+    """The directory is not a readable scan dataset."""
+
+
+# Probe statuses that answer "does this address do STARTTLS?" (scanner.status.ProbeStatus.is_definitive).
+DEFINITIVE_PROBE_STATUSES: Final = ("starttls_ok", "no_starttls", "starttls_rejected", "tls_handshake_failed")
+_DEFINITIVE_SQL: Final = ", ".join(f"'{s}'" for s in DEFINITIVE_PROBE_STATUSES)
+
+# Rank of a protocol version string as written by the scanner (scanner.tls.enumeration names).
+VERSION_RANK_SQL: Final = (
+    "CASE {0} WHEN 'TLSv1.3' THEN 5 WHEN 'TLSv1.2' THEN 4 WHEN 'TLSv1.1' THEN 3 "
+    "WHEN 'TLSv1.0' THEN 2 WHEN 'SSLv3' THEN 1 ELSE 0 END"
+)
+_HIGHEST_VERSION: Final = "coalesce(preferred_version, tls_version)"
+_VERSION_ANSWERED: Final = "IN ('accepted', 'rejected_alert', 'rejected_close', 'rejected_downgrade')"
+
+# --- scan ------------------------------------------------------------------------------------------
+
+SCAN_INFO: Final = """
+SELECT arg_max(scan_id, finished_at) AS scan_id,
+       arg_max(tool_version, finished_at) AS tool_version,
+       arg_max(schema_version, finished_at) AS schema_version,
+       epoch(min(started_at)) AS started,
+       epoch(max(finished_at)) AS finished,
+       count(*) AS attempts,
+       arg_max(completed, finished_at) AS completed,
+       arg_max(input, finished_at) AS input,
+       arg_max(config_json, finished_at) AS config_json,
+       coalesce(sum(dns_queries), 0) AS dns_queries
+FROM run
+"""
+
+GRADING_VERSIONS: Final = """
+SELECT DISTINCT grading_version FROM domains WHERE grading_version IS NOT NULL ORDER BY 1
+"""
+
+TABLE_ROWS: Final = "SELECT (SELECT count(*) FROM domains) AS domains, (SELECT count(*) FROM probes) AS probes"
+
+# --- funnel ----------------------------------------------------------------------------------------
+
+DOMAIN_STATUS: Final = """
+SELECT count(*) AS lines_d,
+       count(*) FILTER (WHERE status = 'ok') AS ok_n,
+       count(*) FILTER (WHERE status = 'ok' AND mx_source = 'mx') AS ok_mx_n,
+       count(*) FILTER (WHERE status = 'ok' AND mx_source = 'implicit') AS ok_implicit_n,
+       count(*) FILTER (WHERE status = 'invalid_input') AS invalid_input_n,
+       count(*) FILTER (WHERE status = 'duplicate') AS duplicate_n,
+       count(*) FILTER (WHERE status = 'excluded') AS excluded_n,
+       count(*) FILTER (WHERE status = 'null_mx') AS null_mx_n,
+       count(*) FILTER (WHERE null_mx_mixed) AS null_mx_mixed_n,
+       count(*) FILTER (WHERE status = 'dns_nxdomain') AS dns_nxdomain_n,
+       count(*) FILTER (WHERE status = 'dns_no_mail_host') AS dns_no_mail_host_n,
+       count(*) FILTER (WHERE status = 'dns_servfail') AS dns_servfail_n,
+       count(*) FILTER (WHERE status = 'dns_timeout') AS dns_timeout_n,
+       count(*) FILTER (WHERE status = 'dns_refused') AS dns_refused_n,
+       count(*) FILTER (WHERE status = 'dns_error') AS dns_error_n,
+       count(*) FILTER (WHERE status = 'mx_no_address') AS mx_no_address_n,
+       count(*) FILTER (WHERE status = 'internal_error') AS internal_error_n,
+       count(*) FILTER (WHERE status NOT IN ('invalid_input', 'duplicate', 'excluded')) AS looked_up_d
+FROM domains
+"""
+
+INVENTORY: Final = """
+SELECT (SELECT count(DISTINCT mx_host) FROM mx) AS hosts_n,
+       (SELECT count(DISTINCT mx_host) FROM mx WHERE len(host_cnames) > 0) AS hosts_cname_n,
+       count(DISTINCT address) AS addresses_d,
+       count(DISTINCT address) FILTER (WHERE ip_version = 4) AS ipv4_n,
+       count(DISTINCT address) FILTER (WHERE ip_version = 6) AS ipv6_n,
+       (SELECT count(*) FROM probes) AS probes_n
+FROM mx WHERE address IS NOT NULL
+"""
+
+PROBE_FUNNEL: Final = f"""
+WITH p AS (SELECT * FROM probes WHERE status NOT IN ('skipped_reserved_address', 'skipped_excluded'))
+SELECT (SELECT count(*) FROM probes) AS probes_d,
+       (SELECT count(*) FROM probes WHERE status IN ('skipped_reserved_address', 'skipped_excluded')) AS skipped_n,
+       count(*) AS attempted_d,
+       count(*) FILTER (WHERE coalesce(failure_phase, '') NOT IN ('address', 'connect')) AS connected_n,
+       count(*) FILTER (WHERE banner_code = 220) AS banner_220_n,
+       count(*) FILTER (WHERE starttls_advertised IS NOT NULL) AS ehlo_n,
+       count(*) FILTER (WHERE starttls_advertised) AS advertised_n,
+       count(*) FILTER (WHERE starttls_code = 220) AS starttls_220_n,
+       count(*) FILTER (WHERE tls_ok) AS tls_ok_n,
+       count(*) FILTER (WHERE status IN ({_DEFINITIVE_SQL})) AS definitive_d,
+       count(*) FILTER (WHERE plaintext_after_starttls) AS plaintext_n
+FROM p
+"""
+
+# --- STARTTLS --------------------------------------------------------------------------------------
+
+STARTTLS_DOMAINS: Final = """
+SELECT count(*) AS mail_d,
+       count(*) FILTER (WHERE starttls = 'all') AS all_n,
+       count(*) FILTER (WHERE starttls = 'some') AS some_n,
+       count(*) FILTER (WHERE starttls = 'none') AS none_n,
+       count(*) FILTER (WHERE starttls = 'incomplete') AS incomplete_n,
+       count(*) FILTER (WHERE starttls_any) AS any_n,
+       count(*) FILTER (WHERE starttls IN ('all', 'some', 'none')) AS decided_d
+FROM domains WHERE status = 'ok'
+"""
+
+# --- versions and suites ---------------------------------------------------------------------------
+
+VERSIONS_ADDRESS: Final = f"""
+SELECT count(*) AS tls_d,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.3') AS tls13_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.2') AS tls12_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.1') AS tls11_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.0') AS tls10_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'SSLv3') AS ssl3_n,
+       count(*) FILTER (WHERE {VERSION_RANK_SQL.format(_HIGHEST_VERSION)} = 0) AS unknown_n
+FROM probes WHERE tls_ok
+"""
+
+# Per domain: the lowest "highest version" over its TLS addresses (see the module docstring).
+CREATE_DOMAIN_VERSION: Final = f"""
+CREATE OR REPLACE TEMP TABLE domain_version AS
+WITH addr AS (
+    SELECT probe_id, {VERSION_RANK_SQL.format(_HIGHEST_VERSION)} AS r FROM probes WHERE tls_ok
+)
+SELECT l.domain, min(a.r) AS r
+FROM (SELECT DISTINCT domain, probe_id FROM mx WHERE probe_id IS NOT NULL) l JOIN addr a USING (probe_id)
+GROUP BY l.domain
+"""
+
+VERSIONS_DOMAIN: Final = """
+SELECT count(*) AS tls_d,
+       count(*) FILTER (WHERE r = 5) AS tls13_n,
+       count(*) FILTER (WHERE r = 4) AS tls12_n,
+       count(*) FILTER (WHERE r = 3) AS tls11_n,
+       count(*) FILTER (WHERE r = 2) AS tls10_n,
+       count(*) FILTER (WHERE r = 1) AS ssl3_n,
+       count(*) FILTER (WHERE r = 0) AS unknown_n
+FROM domain_version v JOIN domains d USING (domain) WHERE d.status = 'ok'
+"""
+
+VERSION_SUPPORT: Final = "SELECT " + ",\n       ".join(
+    f"count(*) FILTER (WHERE ver_{v} = 'accepted') AS {v}_n, "
+    f"count(*) FILTER (WHERE ver_{v} {_VERSION_ANSWERED}) AS {v}_d"
+    for v in ("ssl3", "tls1_0", "tls1_1", "tls1_2", "tls1_3")
+) + """,
+       count(*) FILTER (WHERE list_has_any(versions_accepted, ['SSLv3', 'TLSv1.0', 'TLSv1.1'])) AS legacy_n,
+       count(*) FILTER (WHERE versions_accepted IS NOT NULL AND enum_complete) AS legacy_d
+FROM probes WHERE enum_mode IS NOT NULL
+"""
+
+WEAK_CLASSES: Final = ("null", "anon", "export", "rc4", "des", "3des", "rc2", "idea", "md5", "low_bits")
+# Tiers of schemas/grading.md §4 "Hit details" (insecure / obsolete / 64-bit block).
+WEAK_TIERS: Final[Mapping[str, tuple[str, ...]]] = {
+    "insecure": ("null", "anon", "export", "des", "rc2", "low_bits"),
+    "obsolete": ("rc4", "md5"),
+    "block64": ("3des", "idea"),
+}
+
+SUITES: Final = (
+    "SELECT count(*) FILTER (WHERE weak_classes IS NOT NULL) AS weak_d,\n"
+    "       count(*) FILTER (WHERE len(weak_classes) > 0) AS weak_any_n,\n"
+    "       count(*) FILTER (WHERE weak_classes IS NOT NULL AND NOT coalesce(weak_complete, false))"
+    " AS weak_partial_n,\n"
+    + "".join(
+        f"       count(*) FILTER (WHERE list_has_any(weak_classes, {list(members)!r})) AS tier_{tier}_n,\n"
+        for tier, members in WEAK_TIERS.items()
+    )
+    + "".join(
+        f"       count(*) FILTER (WHERE list_contains(weak_classes, '{c}')) AS class_{c}_n,\n" for c in WEAK_CLASSES
+    )
+    + """       count(*) FILTER (WHERE nist_r1) AS nist_r1_n, count(nist_r1) AS nist_r1_d,
+       count(*) FILTER (WHERE nist_r2) AS nist_r2_n, count(nist_r2) AS nist_r2_d,
+       count(*) FILTER (WHERE nist_r1 OR nist_r2) AS nist_any_n,
+       count(*) FILTER (WHERE nist_r1 IS NOT NULL OR nist_r2 IS NOT NULL) AS nist_any_d,
+       count(*) FILTER (WHERE server_order) AS server_order_n, count(server_order) AS server_order_d
+FROM probes WHERE enum_mode IS NOT NULL
+"""
+)
+
+PREFERRED_SUITES: Final = """
+SELECT preferred_suite AS key, count(*) AS n
+FROM probes WHERE tls_ok AND preferred_suite IS NOT NULL
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+PREFERRED_SUITES_TOTAL: Final = "SELECT count(*) FROM probes WHERE tls_ok AND preferred_suite IS NOT NULL"
+
+# --- certificates ----------------------------------------------------------------------------------
+
+CERTS_ADDRESS: Final = """
+WITH sni_match AS (
+    SELECT probe_id, mx_host, any_value(cert_name_match) AS name_match
+    FROM mx WHERE probe_id IS NOT NULL GROUP BY ALL
+)
+SELECT count(*) AS tls_d,
+       count(*) FILTER (WHERE cert_trust = 'trusted') AS trusted_n,
+       count(*) FILTER (WHERE cert_trust = 'self_signed') AS trust_self_signed_n,
+       count(*) FILTER (WHERE cert_trust = 'unknown_issuer') AS unknown_issuer_n,
+       count(*) FILTER (WHERE cert_trust = 'expired') AS trust_expired_n,
+       count(*) FILTER (WHERE cert_trust = 'invalid_chain') AS invalid_chain_n,
+       count(*) FILTER (WHERE cert_trust = 'no_certificate') AS no_certificate_n,
+       count(*) FILTER (WHERE cert_trust = 'parse_error') AS parse_error_n,
+       count(*) FILTER (WHERE cert_self_signed) AS self_signed_n, count(cert_self_signed) AS self_signed_d,
+       count(*) FILTER (WHERE cert_expired) AS expired_n, count(cert_expired) AS expired_d,
+       count(*) FILTER (WHERE cert_not_yet_valid) AS not_yet_valid_n,
+       count(*) FILTER (WHERE cert_days_to_expiry BETWEEN 0 AND 30) AS expiring_30d_n,
+       count(cert_days_to_expiry) AS days_d,
+       count(*) FILTER (WHERE s.name_match = 'mismatch') AS mismatch_n, count(s.name_match) AS name_d
+FROM probes p LEFT JOIN sni_match s ON s.probe_id = p.probe_id AND s.mx_host = p.sni
+WHERE p.tls_ok
+"""
+
+CERTS_LINK: Final = """
+SELECT count(*) AS links_d,
+       count(*) FILTER (WHERE p.cert_trust = 'trusted') AS trusted_n,
+       count(*) FILTER (WHERE p.cert_self_signed) AS self_signed_n,
+       count(*) FILTER (WHERE p.cert_expired) AS expired_n,
+       count(*) FILTER (WHERE m.cert_name_match = 'mismatch') AS mismatch_n,
+       count(m.cert_name_match) AS name_d,
+       count(*) FILTER (WHERE m.cert_valid) AS valid_n, count(m.cert_valid) AS valid_d
+FROM mx m JOIN probes p USING (probe_id)
+WHERE p.tls_ok
+"""
+
+CERTS_DOMAIN: Final = """
+SELECT count(*) FILTER (WHERE certs_valid_all) AS valid_all_n, count(certs_valid_all) AS valid_all_d
+FROM domains WHERE status = 'ok'
+"""
+
+CERT_KEYS: Final = """
+SELECT cert_key_type || coalesce(' ' || cert_key_bits, '') AS key, count(*) AS n
+FROM probes WHERE tls_ok AND cert_key_type IS NOT NULL
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+CERT_KEYS_TOTAL: Final = "SELECT count(*) FROM probes WHERE tls_ok AND cert_key_type IS NOT NULL"
+
+CERT_SIGNATURES: Final = """
+SELECT cert_signature_algorithm AS key, count(*) AS n
+FROM probes WHERE tls_ok AND cert_signature_algorithm IS NOT NULL
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+CERT_SIGNATURES_TOTAL: Final = "SELECT count(*) FROM probes WHERE tls_ok AND cert_signature_algorithm IS NOT NULL"
+
+# --- policies --------------------------------------------------------------------------------------
+
+# Only domains whose policies were checked (mta_sts_txt is null when the scan ran with --no-policy).
+MTA_STS: Final = """
+SELECT count(*) AS checked_d,
+       count(*) FILTER (WHERE mta_sts_txt) AS txt_n,
+       count(*) FILTER (WHERE mta_sts_active) AS active_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'enforce') AS enforce_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'testing') AS testing_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'none') AS mode_none_n,
+       count(*) FILTER (WHERE mta_sts_active AND len(mta_sts_unmatched_mx) > 0) AS unmatched_n,
+       count(*) FILTER (WHERE mta_sts_active AND len(mta_sts_mx_fail) > 0) AS mx_fail_n,
+       count(*) FILTER (WHERE mta_sts_txt AND NOT coalesce(mta_sts_active, false)) AS txt_no_policy_n,
+       count(*) FILTER (WHERE mta_sts_txt AND (NOT coalesce(mta_sts_active, false)
+                         OR len(mta_sts_unmatched_mx) > 0 OR len(mta_sts_mx_fail) > 0)) AS misconfigured_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'enforce'
+                         AND (len(mta_sts_unmatched_mx) > 0 OR len(mta_sts_mx_fail) > 0)) AS delivery_risk_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_max_age < 86400) AS max_age_lt_day_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_max_age >= 604800) AS max_age_ge_week_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_max_age IS NOT NULL) AS max_age_d
+FROM domains WHERE status = 'ok' AND mta_sts_txt IS NOT NULL
+"""
+
+MTA_STS_ERRORS: Final = """
+SELECT error AS key, count(DISTINCT domain) AS n
+FROM (SELECT domain, unnest(mta_sts_errors) AS error FROM domains WHERE status = 'ok' AND mta_sts_txt)
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+MTA_STS_ERRORS_TOTAL: Final = "SELECT count(*) FROM domains WHERE status = 'ok' AND mta_sts_txt"
+
+TLSRPT: Final = """
+SELECT count(*) AS checked_d,
+       count(*) FILTER (WHERE tlsrpt_status = 'valid') AS valid_n,
+       count(*) FILTER (WHERE tlsrpt_status = 'missing') AS missing_n,
+       count(*) FILTER (WHERE tlsrpt_status = 'invalid') AS invalid_n,
+       count(*) FILTER (WHERE tlsrpt_status = 'multiple') AS multiple_n,
+       count(*) FILTER (WHERE tlsrpt_status = 'dns_error') AS dns_error_n
+FROM domains WHERE status = 'ok' AND tlsrpt_status IS NOT NULL
+"""
+
+DANE_DOMAINS: Final = """
+SELECT count(*) AS checked_d,
+       count(*) FILTER (WHERE dane_mx_with_tlsa > 0) AS tlsa_n,
+       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND dane_valid) AS valid_n,
+       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND NOT dane_valid) AS invalid_n,
+       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND dane_valid IS NULL) AS unknown_n
+FROM domains WHERE status = 'ok' AND dane_mx_with_tlsa IS NOT NULL
+"""
+
+# Per distinct (MX host, address): a provider's MX shared by many domains counts once.
+DANE_HOSTS: Final = """
+WITH h AS (SELECT DISTINCT mx_host, address, dane_verdict, dane_dnssec FROM mx WHERE dane_verdict IS NOT NULL)
+SELECT count(*) AS checked_d,
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')) AS tlsa_n,
+       count(*) FILTER (WHERE dane_verdict = 'lookup_failed') AS lookup_failed_n,
+       count(*) FILTER (WHERE dane_verdict = 'match') AS match_n,
+       count(*) FILTER (WHERE dane_verdict = 'no_match') AS no_match_n,
+       count(*) FILTER (WHERE dane_verdict = 'ta_chain_invalid') AS ta_chain_invalid_n,
+       count(*) FILTER (WHERE dane_verdict = 'name_mismatch') AS name_mismatch_n,
+       count(*) FILTER (WHERE dane_verdict = 'no_usable_records') AS no_usable_n,
+       count(*) FILTER (WHERE dane_verdict = 'no_certificate') AS no_certificate_n,
+       count(*) FILTER (WHERE dane_verdict IN ('match', 'no_match', 'ta_chain_invalid', 'name_mismatch'))
+           AS compared_d,
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')
+                         AND dane_dnssec = 'authenticated') AS dnssec_auth_n,
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')
+                         AND dane_dnssec = 'not_authenticated') AS dnssec_not_auth_n,
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')
+                         AND coalesce(dane_dnssec, 'unknown') = 'unknown') AS dnssec_unknown_n
+FROM h
+"""
+
+# --- grades ----------------------------------------------------------------------------------------
+
+GRADE_LETTERS: Final = ("A+", "A", "B", "C", "D", "E", "F")
+
+
+def grade_column(grade: str) -> str:
+    return "grade_" + grade.replace("+", "_plus").lower()
+
+
+_GRADE_COUNTS: Final = "".join(
+    f"       count(*) FILTER (WHERE grade = '{g}') AS {grade_column(g)}_n,\n" for g in GRADE_LETTERS
+)
+
+GRADES_DOMAIN: Final = f"""
+SELECT count(*) AS mail_d, count(grade) AS graded_d,
+{_GRADE_COUNTS}       count(*) FILTER (WHERE grade IS NULL) AS ungraded_n
+FROM domains WHERE status = 'ok'
+"""
+
+GRADES_LINK: Final = f"""
+SELECT count(*) AS links_d, count(grade) AS graded_d,
+{_GRADE_COUNTS}       count(*) FILTER (WHERE grade IS NULL) AS ungraded_n
+FROM mx WHERE address IS NOT NULL AND probe_id IS NOT NULL
+"""
+
+GRADE_RULES: Final = """
+SELECT rule AS key, count(DISTINCT domain) AS n
+FROM (SELECT domain, unnest(grade_rules) AS rule FROM domains WHERE status = 'ok' AND grade IS NOT NULL)
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+GRADE_RULES_TOTAL: Final = "SELECT count(*) FROM domains WHERE status = 'ok' AND grade IS NOT NULL"
+
+FORCED_TLS: Final = """
+SELECT count(*) AS mail_d,
+       count(*) FILTER (WHERE forced_tls_safe) AS safe_n,
+       count(*) FILTER (WHERE NOT forced_tls_safe) AS unsafe_n,
+       count(*) FILTER (WHERE forced_tls_safe IS NULL) AS undecided_n,
+       count(forced_tls_safe) AS decided_d
+FROM domains WHERE status = 'ok'
+"""
+
+# Reasons read "code: host [address] - explanation" (schemas/grading.md §3): group by the code.
+FORCED_TLS_REASONS: Final = """
+SELECT split_part(reason, ':', 1) AS key, count(DISTINCT domain) AS n
+FROM (SELECT domain, unnest(forced_tls_reasons) AS reason
+      FROM domains WHERE status = 'ok' AND forced_tls_safe IS DISTINCT FROM true)
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+FORCED_TLS_REASONS_TOTAL: Final = (
+    "SELECT count(*) FROM domains WHERE status = 'ok' AND forced_tls_safe IS DISTINCT FROM true"
+)
+
+# --- providers -------------------------------------------------------------------------------------
+
+MX_HOSTS: Final = "SELECT DISTINCT mx_host FROM mx ORDER BY 1"
+
+# Needs the temp tables provider_map(mx_host, provider) and domain_version; $limit top providers,
+# or exactly the providers of provider_keep(provider) when that table is not empty.
+PROVIDERS: Final = f"""
+WITH dom AS (
+    SELECT d.domain, d.starttls, d.grade, d.forced_tls_safe, pm.provider, v.r
+    FROM domains d
+    JOIN provider_map pm ON pm.mx_host = d.mx_hosts[1]
+    LEFT JOIN domain_version v ON v.domain = d.domain
+    WHERE d.status = 'ok'
+),
+agg AS (
+    SELECT provider, count(*) AS domains_n,
+           count(*) FILTER (WHERE starttls = 'all') AS starttls_all_n,
+           count(r) AS tls_d, count(*) FILTER (WHERE r = 5) AS tls13_n,
+           count(*) FILTER (WHERE forced_tls_safe) AS forced_n,
+{_GRADE_COUNTS}           count(grade) AS graded_d
+    FROM dom GROUP BY provider
+)
+SELECT * FROM agg
+WHERE CASE WHEN (SELECT count(*) FROM provider_keep) > 0
+           THEN provider IN (SELECT provider FROM provider_keep) ELSE true END
+ORDER BY domains_n DESC, provider
+LIMIT $limit
+"""
+
+PROVIDER_ADDRESSES: Final = """
+SELECT pm.provider, count(DISTINCT m.address) AS addresses
+FROM mx m JOIN provider_map pm USING (mx_host)
+WHERE m.address IS NOT NULL AND pm.provider IN (SELECT provider FROM provider_pick)
+GROUP BY 1
+"""
+
+PROVIDER_CONCENTRATION: Final = """
+WITH counts AS (
+    SELECT pm.provider, count(*) AS n
+    FROM domains d JOIN provider_map pm ON pm.mx_host = d.mx_hosts[1]
+    WHERE d.status = 'ok' GROUP BY 1
+),
+ranked AS (SELECT n, row_number() OVER (ORDER BY n DESC, provider) AS rank FROM counts)
+SELECT (SELECT count(*) FROM domains WHERE status = 'ok') AS mail_d,
+       count(*) AS providers_n,
+       coalesce(sum(n) FILTER (WHERE rank <= 1), 0) AS top1_n,
+       coalesce(sum(n) FILTER (WHERE rank <= 5), 0) AS top5_n,
+       coalesce(sum(n) FILTER (WHERE rank <= 10), 0) AS top10_n,
+       coalesce(sum(n) FILTER (WHERE rank <= 100), 0) AS top100_n,
+       count(*) FILTER (WHERE n = 1) AS single_domain_providers_n
+FROM ranked
+"""
+
+# --- failures --------------------------------------------------------------------------------------
+
+PROBE_FAILURES: Final = """
+SELECT status || coalesce(' / ' || failure_class, '') AS key, count(*) AS n
+FROM probes WHERE status <> 'starttls_ok' AND status <> 'no_starttls'
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+PROBE_FAILURES_TOTAL: Final = "SELECT count(*) FROM probes"
+
+HOST_FAILURES: Final = """
+SELECT host_status AS key, count(DISTINCT mx_host) AS n
+FROM mx WHERE host_status <> 'ok'
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+HOST_FAILURES_TOTAL: Final = "SELECT count(DISTINCT mx_host) FROM mx"
+
+# --- baseline --------------------------------------------------------------------------------------
+
+# Domains present in either scan (one row per distinct domain; duplicates and invalid lines have no
+# verdict of their own) whose grade or STARTTLS verdict differs, or that are in only one scan.
+CHANGED_DOMAINS_FROM: Final = """
+FROM (SELECT domain, grade, starttls FROM domains WHERE domain IS NOT NULL AND status <> 'duplicate') n
+FULL OUTER JOIN (SELECT domain, grade, starttls FROM old_domains WHERE domain IS NOT NULL AND status <> 'duplicate') o
+     USING (domain)
+WHERE n.grade IS DISTINCT FROM o.grade OR n.starttls IS DISTINCT FROM o.starttls
+   OR n.domain IS NULL OR o.domain IS NULL
+"""
+CHANGED_DOMAINS: Final = f"""
+SELECT domain, o.grade, n.grade, o.starttls, n.starttls, o.domain IS NOT NULL, n.domain IS NOT NULL
+{CHANGED_DOMAINS_FROM}
+ORDER BY domain LIMIT $limit
+"""
+CHANGED_DOMAINS_COUNTS: Final = f"""
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE n.domain IS NOT NULL AND o.domain IS NOT NULL
+                         AND n.grade IS DISTINCT FROM o.grade) AS grade_changes,
+       count(*) FILTER (WHERE n.domain IS NOT NULL AND o.domain IS NOT NULL
+                         AND n.starttls IS DISTINCT FROM o.starttls) AS starttls_changes
+{CHANGED_DOMAINS_FROM}
+"""
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def open_dataset(con: duckdb.DuckDBPyConnection, out_dir: Path, prefix: str = "") -> None:
+    """Create the views ``<prefix>domains``, ``<prefix>mx``, ``<prefix>probes`` and ``<prefix>run``.
+
+    Each view is the table's declared schema (an empty Arrow table) ``UNION ALL BY NAME`` the part
+    files, so a dataset written by an older schema version still answers every query: a column it
+    lacks reads as NULL (the figure becomes "n/a"), rather than failing the whole report.
+    """
+    if not out_dir.is_dir() or not any((out_dir / table).is_dir() for table in TABLES):
+        raise ReportError(f"{out_dir} holds no scan tables ({', '.join(TABLES)})")
+    for table, row_class in TABLES.items():
+        view = f"{prefix}{table}"
+        con.register(f"{view}__declared", arrow_schema(row_class).empty_table())
+        files = sorted((out_dir / table).glob("part-*.parquet"))
+        if not files:
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}__declared")
+            continue
+        file_list = ", ".join(_sql_string(str(f)) for f in files)
+        con.execute(
+            f"CREATE VIEW {view} AS SELECT * FROM {view}__declared "
+            f"UNION ALL BY NAME SELECT * FROM read_parquet([{file_list}], union_by_name = true)"
+        )
+
+
+def register_table(con: duckdb.DuckDBPyConnection, name: str, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Materialize a small Python table as a DuckDB temp table ``name`` (all columns strings)."""
+    data = pa.table({k: pa.array(list(v), type=pa.string()) for k, v in columns.items()})
+    con.register(f"{name}__arrow", data)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}__arrow")
+    con.unregister(f"{name}__arrow")
+
+
+def fetch_wide(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, int]:
+    """Run a one-row counting query: column name → count (NULL sums read as 0)."""
+    cursor = con.execute(sql)
+    row = cursor.fetchone()
+    names = [d[0] for d in cursor.description]
+    if row is None:
+        return dict.fromkeys(names, 0)
+    return {name: int(value or 0) for name, value in zip(names, row, strict=True)}
+
+
+def fetch_long(con: duckdb.DuckDBPyConnection, sql: str, limit: int) -> list[tuple[str, int]]:
+    """Run a ``(key, n)`` query with a ``$limit`` parameter."""
+    rows = con.execute(sql, {"limit": limit}).fetchall()
+    return [(str(key), int(n)) for key, n in rows]
+
+
+def fetch_rows(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None,
+) -> list[tuple[Any, ...]]:
+    """Run any query and return its rows as tuples."""
+    cursor = con.execute(sql, dict(params) if params else None)
+    return [tuple(row) for row in cursor.fetchall()]
+
+
+def fetch_scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0] or 0) if row else 0
