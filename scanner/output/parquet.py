@@ -96,7 +96,11 @@ def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 class DatasetWriter:
-    """All tables of one scan. Single owner: only the pipeline's writer task calls it."""
+    """All tables of one scan. Single owner: only the pipeline's writer task calls it.
+
+    Rows stream into the open segment's temporary part files one row group at a time (memory stays at
+    about one row group per table); ``commit`` closes, fsyncs and renames them, then journals the segment.
+    """
 
     def __init__(self, out_dir: Path, segment_rows: int, row_group_size: int, first_segment: int = 0) -> None:
         self._out_dir = out_dir
@@ -104,10 +108,12 @@ class DatasetWriter:
         self._row_group_size = row_group_size
         self._segment = first_segment
         self._buffers: dict[type, list[dict[str, Any]]] = {row_class: [] for row_class in TABLES.values()}
+        self._writers: dict[type, pq.ParquetWriter] = {}
         self._schemas = {row_class: arrow_schema(row_class) for row_class in TABLES.values()}
         self._names = {row_class: name for name, row_class in TABLES.items()}
-        self._buffered = 0
+        self._segment_count = 0  # rows in the open segment (written or buffered)
         self.rows_committed = {name: 0 for name in TABLES}
+        self._segment_rows_by_table = {name: 0 for name in TABLES}
         self.segments_committed = 0
         for name in TABLES:
             (out_dir / name).mkdir(parents=True, exist_ok=True)
@@ -115,56 +121,75 @@ class DatasetWriter:
 
     @property
     def buffered(self) -> int:
-        return self._buffered
+        """Rows written since the last commit (what a crash would lose)."""
+        return self._segment_count
 
     def write(self, rows: Iterable[Any]) -> None:
-        """Buffer one batch of rows; commits a segment by itself when ``segment_rows`` are waiting.
+        """Add one batch of rows; commits a segment by itself when ``segment_rows`` are waiting.
 
         A batch is never split across segments: a domain's row and its MX rows arrive as one batch, so
         a crash can never leave one committed without the other.
         """
         for row in rows:
-            self._buffers[type(row)].append(row_to_dict(row))
-            self._buffered += 1
-        if self._buffered >= self._segment_rows:
+            row_class = type(row)
+            buffer = self._buffers[row_class]
+            buffer.append(row_to_dict(row))
+            self._segment_count += 1
+            self._segment_rows_by_table[self._names[row_class]] += 1
+            if len(buffer) >= self._row_group_size:
+                self._flush(row_class)
+        if self._segment_count >= self._segment_rows:
             self.commit()
 
-    def commit(self, *, empty_tables: bool = False) -> None:
-        """Write every buffered row as one segment and journal it. Nothing buffered: nothing happens.
+    def _tmp_path(self, row_class: type) -> Path:
+        return self._out_dir / self._names[row_class] / f"{_TMP_PREFIX}part-{self._segment:05d}.parquet"
 
-        ``empty_tables`` also writes an empty part (schema only) for each table that has no file yet,
-        so that readers globbing ``<table>/*.parquet`` always find the table.
+    def _flush(self, row_class: type) -> None:
+        """Write the table's buffered rows as a row group of the open segment's temporary file."""
+        rows = self._buffers[row_class]
+        writer = self._writers.get(row_class)
+        if writer is None:
+            writer = pq.ParquetWriter(self._tmp_path(row_class), self._schemas[row_class], compression="zstd")
+            self._writers[row_class] = writer
+        if rows:
+            writer.write_table(pa.Table.from_pylist(rows, schema=self._schemas[row_class]))
+        self._buffers[row_class] = []
+
+    def commit(self, *, empty_tables: bool = False) -> None:
+        """Close the open segment's files, rename them into place and journal the segment.
+
+        Nothing written since the last commit: nothing happens. ``empty_tables`` also writes an empty
+        part (schema only) for each table that has no file yet, so that readers globbing
+        ``<table>/*.parquet`` always find the table.
         """
         missing = [c for c, name in self._names.items() if not any((self._out_dir / name).glob("part-*.parquet"))]
-        if not self._buffered and not (empty_tables and missing):
+        if not self._segment_count and not (empty_tables and missing):
             return
-        written: list[Path] = []
-        for row_class, rows in self._buffers.items():
-            if rows or (empty_tables and row_class in missing):
-                written.append(self._write_part(row_class, rows))
-        for row_class in self._buffers:
-            self.rows_committed[self._names[row_class]] += len(self._buffers[row_class])
-            self._buffers[row_class] = []
-        for path in written:
-            _fsync_dir(path.parent)
+        for row_class in self._names:
+            if self._buffers[row_class] or (empty_tables and row_class in missing and row_class not in self._writers):
+                self._flush(row_class)
+        finals: list[Path] = []
+        for row_class, writer in self._writers.items():
+            writer.close()
+            tmp = self._tmp_path(row_class)
+            with tmp.open("rb") as fh:
+                os.fsync(fh.fileno())
+            final = tmp.with_name(f"part-{self._segment:05d}.parquet")
+            os.replace(tmp, final)
+            finals.append(final)
+        for final in finals:
+            _fsync_dir(final.parent)
         with _journal(self._out_dir).open("a", encoding="ascii") as journal:
             journal.write(f"{self._segment}\n")
             journal.flush()
             os.fsync(journal.fileno())
-        self._buffered = 0
+        for name, count in self._segment_rows_by_table.items():
+            self.rows_committed[name] += count
+        self._segment_rows_by_table = {name: 0 for name in TABLES}
+        self._writers = {}
+        self._segment_count = 0
         self._segment += 1
         self.segments_committed += 1
-
-    def _write_part(self, row_class: type, rows: list[dict[str, Any]]) -> Path:
-        directory = self._out_dir / self._names[row_class]
-        tmp = directory / f"{_TMP_PREFIX}part-{self._segment:05d}.parquet"
-        final = directory / f"part-{self._segment:05d}.parquet"
-        table = pa.Table.from_pylist(rows, schema=self._schemas[row_class])
-        pq.write_table(table, tmp, row_group_size=self._row_group_size, compression="zstd")
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        return final
 
     def close(self) -> None:
         self.commit(empty_tables=True)

@@ -32,7 +32,9 @@ def test_segments_commit_all_tables_together(tmp_path: Path) -> None:
     for start in range(0, 25, 5):  # batches of 5: commits after the 2nd and 4th batch, 5 rows left buffered
         writer.write(_run_row(i) for i in range(start, start + 5))
     assert read_journal(tmp_path) == {0, 1}
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    # Committed segments are final files; the open one streams row groups into a hidden temporary file.
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        ".tmp-part-00002.parquet", "part-00000.parquet", "part-00001.parquet"]
     writer.close()
     assert read_journal(tmp_path) == {0, 1, 2}
     table = pq.read_table(tmp_path / "run")
