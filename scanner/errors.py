@@ -29,6 +29,7 @@ _TLS_PROTOCOL_REASONS = (
     "BAD_LENGTH",
     "DECODE_ERROR",
     "WRONG_CIPHER_RETURNED",
+    "UNKNOWN_CIPHER_RETURNED",  # the ServerHello names a suite OpenSSL does not know (so was not offered)
     "UNSUPPORTED_PROTOCOL",
 )
 
@@ -64,6 +65,10 @@ def classify(exc: BaseException) -> tuple[FailureClass, str]:
         return FailureClass.TIMEOUT, "timed out"
     if isinstance(exc, ssl.SSLError):  # before OSError: SSLError is an OSError
         return _classify_ssl(exc), f"{getattr(exc, 'reason', None) or ''} {exc}".strip()
+    if isinstance(exc, ConnectionResetError) and not exc.args:
+        # asyncio's and uvloop's SSL protocol raise the bare class when the peer sends EOF (FIN) during
+        # the handshake; a real RST always carries errno ECONNRESET. Keep the two apart.
+        return FailureClass.TLS_CLOSED, "connection closed by server during the TLS handshake"
     if isinstance(exc, ConnectionRefusedError):
         return FailureClass.REFUSED, "connection refused"
     if isinstance(exc, ConnectionResetError | BrokenPipeError):

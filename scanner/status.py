@@ -120,7 +120,7 @@ class ProbeStatus(str, Enum):
     TLS_HANDSHAKE_FAILED = "tls_handshake_failed"  # 220 to STARTTLS, then the handshake failed
     SMTP_REJECTED = "smtp_rejected"  # 5xx/4xx banner or EHLO+HELO refused: no STARTTLS decision possible
     THROTTLED = "throttled"  # 421 (too busy / too many connections): could not be tested
-    UNREACHABLE = "unreachable"  # connect refused / no route / reset before the banner
+    UNREACHABLE = "unreachable"  # connect refused / no route (a reset after accept is THROTTLED: dropped)
     TIMEOUT = "timeout"  # a phase timed out (tarpit, slow banner): could not be tested
     PROTOCOL_ERROR = "protocol_error"  # garbage instead of SMTP
     SKIPPED_RESERVED_ADDRESS = "skipped_reserved_address"

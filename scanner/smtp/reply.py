@@ -6,6 +6,7 @@ oversized reply raises ``ReplyError`` (our own type, carrying its failure class)
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -148,5 +149,15 @@ def parse_ehlo(reply: Reply) -> EhloInfo:
     extensions, _auth = parse_esmtp_extensions("\n".join(reply.lines))
     ordered = []
     for keyword, params in extensions.items():
-        ordered.append(f"{keyword.upper()} {params}".strip())
+        ordered.append(f"{_ascii_upper(keyword)} {params}".strip())
     return EhloInfo(reply.lines[0] if reply.lines else "", tuple(ordered))
+
+
+_ASCII_UPPER: Final = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
+def _ascii_upper(keyword: str) -> str:
+    """Upper-case the ASCII letters only. An ehlo-keyword is ASCII (RFC 5321 §4.1.1.1); Unicode case
+    mapping would turn a server's "\u017fTARTTLS" (long s) into "STARTTLS" and record an extension
+    the server never advertised (and make us send STARTTLS to it)."""
+    return keyword.translate(_ASCII_UPPER)

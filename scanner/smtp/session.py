@@ -29,6 +29,8 @@ READ_CHUNK = 4096
 # After a conclusion, QUIT and the close are a courtesy: never wait long for them.
 QUIT_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 2.0
+# asyncio's own handshake timeout fires this much after ours (see _Dialogue.start_tls).
+HANDSHAKE_TIMEOUT_BACKSTOP = 5.0
 
 
 def make_probe_context() -> ssl.SSLContext:
@@ -136,6 +138,7 @@ class _Dialogue:
         self._replies = ReplyReader()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._aborted = False
 
     async def connect(self, address: str, port: int) -> None:
         try:
@@ -143,6 +146,12 @@ class _Dialogue:
                 self._reader, self._writer = await asyncio.open_connection(address, port, limit=READ_CHUNK * 4)
         except Exception as exc:  # every connect error is classified, none is swallowed
             failure, detail = classify(exc)
+            if failure is FailureClass.RESET:
+                # ECONNRESET from connect() means the TCP handshake completed and the server reset the
+                # connection at once (a RST to our SYN is ECONNREFUSED). Whether the kernel reports it
+                # to connect() or to the first read is a race, so record it where it deterministically
+                # belongs: the server dropped us while we waited for its banner.
+                raise ProbeFailure(Phase.BANNER, failure, "connection reset by server right after accept") from exc
             raise ProbeFailure(Phase.CONNECT, failure, detail) from exc
 
     async def read_reply(self, phase: Phase, timeout: float) -> Reply:
@@ -180,6 +189,14 @@ class _Dialogue:
         """Drop bytes received after the STARTTLS reply; True if there were any."""
         had_bytes = bool(self._replies.buffered())
         self._replies.discard_buffer()
+        # We read at most READ_CHUNK bytes at a time, so a longer injection is still partly in the
+        # StreamReader's own buffer. Left there, it would be read after the handshake as if it had come
+        # over TLS, and a raw ClientHello probe would parse it as the server's answer. asyncio has no
+        # public way to empty that buffer; ``_buffer`` (a bytearray) has been stable since Python 3.4.
+        stream_buffer = getattr(self._reader, "_buffer", None)
+        if isinstance(stream_buffer, bytearray) and stream_buffer:
+            stream_buffer.clear()
+            had_bytes = True
         return had_bytes
 
     @property
@@ -191,10 +208,20 @@ class _Dialogue:
     async def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> TlsInfo:
         assert self._writer is not None
         try:
-            await self._writer.start_tls(
-                context, server_hostname=server_name, ssl_handshake_timeout=self.config.tls_timeout
-            )
-        except Exception as exc:
+            # Our own deadline first: when asyncio's ssl_handshake_timeout fires, asyncio and uvloop
+            # abort with ConnectionAbortedError, which would read as a reset (a refusal, "no working
+            # TLS") instead of the timeout (a tarpit, untestable) it is. Theirs stays as a backstop.
+            async with asyncio.timeout(self.config.tls_timeout):
+                await self._writer.start_tls(
+                    context, server_hostname=server_name,
+                    ssl_handshake_timeout=self.config.tls_timeout + HANDSHAKE_TIMEOUT_BACKSTOP,
+                )
+        except BaseException as exc:
+            # A failed start_tls leaves the stream's protocol detached from the transport, so
+            # wait_closed() would never return: abort now and let close() skip the wait.
+            self._abort()
+            if not isinstance(exc, Exception):
+                raise
             failure, detail = classify(exc)
             raise ProbeFailure(Phase.TLS_HANDSHAKE, failure, detail) from exc
         ssl_object = self._writer.get_extra_info("ssl_object")
@@ -214,8 +241,13 @@ class _Dialogue:
         except (ProbeFailure, TimeoutError, OSError):
             return  # the conclusion is already made; a server that drops us at QUIT is fine
 
+    def _abort(self) -> None:
+        if self._writer is not None:
+            self._writer.transport.abort()
+        self._aborted = True
+
     async def close(self) -> None:
-        if self._writer is None:
+        if self._writer is None or self._aborted:
             return
         self._writer.close()
         try:

@@ -19,10 +19,14 @@ from scanner.smtp.session import RawStarttls
 from scanner.status import FailureClass, ProbeStatus
 from scanner.tls.codec import (
     Alert,
+    AlertDescription,
+    AlertLevel,
     ConnectionClosed,
     NeedData,
     ServerHello,
     ServerResponseParser,
+    SSLv2Error,
+    SSLv2ServerHello,
     TlsCodecError,
     TlsVersion,
     build_client_hello,
@@ -36,8 +40,15 @@ READ_CHUNK = 4096
 # Back-off after a throttled or untestable session (421, disconnect before STARTTLS, timeout):
 # wait, then try the same hello again, at most this many times.
 RETRY_DELAYS = (2.0, 8.0)
+# Records that answer nothing (application data, CCS, HelloRequest, warning alerts) tolerated before
+# the ServerHello: a handful is odd but harmless; an endless stream is a tarpit, not a TLS server.
+MAX_IGNORED_EVENTS = 32
 
 SessionRunner = Callable[[HelloRequest], Awaitable[HelloAnswer]]
+
+# After a warning alert, the server closing, resetting or falling silent makes that alert its answer.
+_SILENCE_AFTER_WARNING = frozenset({FailureClass.RESET, FailureClass.CLOSED, FailureClass.TLS_CLOSED,
+                                    FailureClass.TIMEOUT})
 
 _UNTESTABLE = {
     ProbeStatus.NO_STARTTLS: "STARTTLS no longer advertised",
@@ -61,16 +72,39 @@ def _hello_bytes(request: HelloRequest, server_name: str | None) -> bytes:
     return build_client_hello(spec)
 
 
-def _answer_from_event(request: HelloRequest, event: object) -> HelloAnswer | None:
+def _alert_detail(alert: Alert) -> str:
+    return f"alert {alert.level}/{alert.description}"
+
+
+def _is_warning(event: object) -> bool:
+    """A warning alert other than close_notify does not end a TLS <= 1.2 handshake (RFC 5246 §7.2):
+    old servers send a warning unrecognized_name before their ServerHello (RFC 6066 §3)."""
+    return (isinstance(event, Alert) and event.level == AlertLevel.WARNING
+            and event.description != AlertDescription.CLOSE_NOTIFY)
+
+
+def _answer_from_event(request: HelloRequest, event: object, warning: Alert | None = None) -> HelloAnswer | None:
     if isinstance(event, ServerHello):
+        # A version above the one offered is not an acceptance of ours (an SSLv3 hello answered with
+        # TLS 1.0 says nothing about SSLv3; a 1.2 hello answered with a 1.3 HelloRetryRequest is bogus).
+        if event.negotiated_version > request.version:
+            detail = f"server picked version 0x{event.negotiated_version:04x} above the 0x{request.version:04x} offered"
+            return HelloAnswer(AnswerKind.PROTOCOL_ERROR, detail=detail)
         if event.cipher_suite not in request.suites:
             return HelloAnswer(AnswerKind.PROTOCOL_ERROR, detail=f"server picked suite 0x{event.cipher_suite:04x}, "
                                                                   "which was not offered")
         return HelloAnswer(AnswerKind.ACCEPTED, event.negotiated_version, event.cipher_suite)
-    if isinstance(event, Alert):
-        return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"alert {event.level}/{event.description}")
+    if isinstance(event, Alert) and not _is_warning(event):
+        return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=_alert_detail(event))
     if isinstance(event, ConnectionClosed):
+        if warning is not None:  # the server's last word was an alert: that is its refusal
+            return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"{_alert_detail(warning)}, then closed")
         return HelloAnswer(AnswerKind.REJECTED_CLOSE, detail="closed without a ServerHello")
+    # An SSLv2 answer to a TLS hello: the server does not speak the version we asked about at all.
+    if isinstance(event, SSLv2ServerHello):
+        return HelloAnswer(AnswerKind.PROTOCOL_ERROR, detail="answered with an SSLv2 SERVER-HELLO")
+    if isinstance(event, SSLv2Error):
+        return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"SSLv2 error 0x{event.error_code:04x}")
     return None  # something else first (unexpected but harmless): keep reading
 
 
@@ -84,27 +118,35 @@ async def probe_hello(
             return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{channel.status.value}: {detail}")
         reader, writer = channel.streams
         parser = ServerResponseParser()
+        warning: Alert | None = None  # the last warning alert, kept in case nothing else follows
         try:
             writer.write(_hello_bytes(request, server_name))
             await writer.drain()
             async with asyncio.timeout(config.tls_timeout):
-                while True:
+                for _ in range(MAX_IGNORED_EVENTS + 1):
                     event = parser.next_event()
-                    if isinstance(event, NeedData):
+                    while isinstance(event, NeedData):
                         data = await reader.read(READ_CHUNK)
                         if data:
                             parser.feed(data)
                         else:
                             parser.feed_eof()
-                        continue
-                    answer = _answer_from_event(request, event)
+                        event = parser.next_event()
+                    answer = _answer_from_event(request, event, warning)
                     if answer is not None:
                         return answer
+                    if _is_warning(event):
+                        assert isinstance(event, Alert)
+                        warning = event
+                return HelloAnswer(AnswerKind.PROTOCOL_ERROR,
+                                   detail=f"{MAX_IGNORED_EVENTS} records without a ServerHello or a fatal alert")
         except TlsCodecError as exc:
             return HelloAnswer(AnswerKind.PROTOCOL_ERROR, detail=f"{type(exc).__name__}: {exc}"[:300])
         except Exception as exc:  # socket errors, timeouts: classified, never swallowed
             failure, detail = classify(exc)
-            if failure in (FailureClass.RESET, FailureClass.CLOSED):
+            if warning is not None and failure in _SILENCE_AFTER_WARNING:
+                return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"{_alert_detail(warning)}, then {failure.value}")
+            if failure in (FailureClass.RESET, FailureClass.CLOSED, FailureClass.TLS_CLOSED):
                 return HelloAnswer(AnswerKind.REJECTED_CLOSE, detail=detail)
             return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{failure.value}: {detail}")
 
