@@ -71,11 +71,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CountingS
     loop = asyncio.new_event_loop()
     ready = threading.Event()
 
+    servers: list[asyncio.Server] = []
+
     async def start() -> None:
         for i in range(SLOW_ADDRESSES):
-            await asyncio.start_server(counting.slow, loopback_host(block, 10 + i), 25)
-        await asyncio.start_server(counting.throttle, loopback_host(block, 100), 25)
+            servers.append(await asyncio.start_server(counting.slow, loopback_host(block, 10 + i), 25))
+        servers.append(await asyncio.start_server(counting.throttle, loopback_host(block, 100), 25))
         ready.set()
+
+    async def close() -> None:
+        for srv in servers:
+            srv.close()
+            await srv.wait_closed()
 
     thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
     thread.start()
@@ -95,8 +102,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CountingS
         yield counting, nsd, workdir
     finally:
         nsd.stop()
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+        loop.close()
 
 
 def test_per_prefix_and_per_address_limits_and_backoff(server: tuple[CountingServer, NsdServer, Path]) -> None:

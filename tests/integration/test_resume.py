@@ -61,6 +61,13 @@ def command(env: Env, out: Path) -> list[str]:
             "--no-policy", "--throttle-retry", "--dns-qps", "500", "--commit-interval", "0.3", "--rows-per-file", "400"]
 
 
+def committed_segments(out: Path) -> int:
+    try:
+        return len((out / ".state" / "segments").read_text(encoding="ascii").split("\n")) - 1
+    except FileNotFoundError:
+        return 0
+
+
 def meaningful_lines(path: Path) -> list[int]:
     lines = path.read_text(encoding="utf-8").split("\n")
     return [i for i, line in enumerate(lines, start=1) if line.strip() and not line.strip().startswith("#")]
@@ -81,8 +88,14 @@ def test_killed_scans_resume_to_exactly_once(env: Env, tmp_path: Path) -> None:
     rng = random.Random(os.getpid())
     kills = 0
     for _ in range(4):
+        before = committed_segments(out)
         process = subprocess.Popen(command(env, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 3.5))
+        # Kill at a random point *after* this attempt committed something (start-up time varies a lot
+        # between a warm machine and a fresh one), so every kill lands in the middle of real work.
+        deadline = time.monotonic() + 60
+        while committed_segments(out) <= before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
