@@ -104,6 +104,8 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--probe-deadline", type=float, default=90.0, help="hard cap on one probe, seconds")
     group.add_argument("--enumerate", choices=("off", "posture", "full"), default="posture",
                        help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
+    group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",
+                       help="with posture mode, enumerate this share of addresses in full mode (e.g. 0.01)")
 
 
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
@@ -112,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "command_timeout": args.command_timeout, "tls_timeout": args.tls_timeout,
         "probe_deadline": args.probe_deadline, "max_connections": args.concurrency,
         "per_ip_concurrency": args.per_ip_concurrency, "per_ip_interval": args.per_ip_interval,
-        "workers": args.concurrency, "enumeration": args.enumerate,
+        "workers": args.concurrency, "enumeration": args.enumerate, "full_sample": args.full_sample,
         "per_prefix_concurrency": args.per_prefix_concurrency, "throttle_retry_delays": tuple(args.throttle_retry),
     }
     if args.ehlo_name:

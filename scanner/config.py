@@ -116,6 +116,9 @@ class ProbeConfig:
     # Protocol/cipher enumeration after a successful STARTTLS: "off", "posture" (7-12 sessions per
     # address) or "full" (every accepted suite per version and the server's order).
     enumeration: str = "posture"
+    # With posture mode, this share of addresses (chosen by a hash of the address, so the choice is the
+    # same in every attempt of a scan) gets full enumeration: a sample for suite-level statistics.
+    full_sample: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -129,6 +132,8 @@ class ProbeConfig:
             raise ConfigError("max_connections, per_ip_concurrency, per_prefix_concurrency and workers must be >= 1")
         if self.per_ip_interval < 0:
             raise ConfigError("per_ip_interval must be >= 0")
+        if not 0.0 <= self.full_sample <= 1.0:
+            raise ConfigError(f"full_sample must be between 0 and 1 (got {self.full_sample})")
         if self.enumeration not in ("off", "posture", "full"):
             raise ConfigError(f"enumeration must be off, posture or full (got {self.enumeration!r})")
         if not self.ehlo_name or any(c.isspace() for c in self.ehlo_name):

@@ -10,6 +10,7 @@ writer and resolve the future with a compact ``ProbeSummary`` (the only thing do
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -41,7 +42,15 @@ from scanner.tls.enumeration import (
 )
 from scanner.tls.probe import drive_plan, probe_hello
 
-__all__ = ["ProbeService", "ProbeSummary", "build_probe_row", "prefix_of", "probe_id", "probe_summary_from_row"]
+__all__ = [
+    "ProbeService",
+    "ProbeSummary",
+    "build_probe_row",
+    "enumeration_mode",
+    "prefix_of",
+    "probe_id",
+    "probe_summary_from_row",
+]
 
 
 def probe_id(address: str, port: int) -> str:
@@ -52,6 +61,14 @@ def prefix_of(address: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) an address belongs to: the unit of the per-network politeness cap."""
     ip = ipaddress.ip_address(address)
     return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False))
+
+
+def enumeration_mode(configured: str, full_sample: float, address: str) -> str:
+    """Posture for most addresses, full for a stable sample of them (``full_sample`` of the addresses)."""
+    if configured != "posture" or full_sample <= 0:
+        return configured
+    digest = hashlib.sha256(address.encode("ascii")).digest()
+    return "full" if int.from_bytes(digest[:8], "big") < full_sample * 2**64 else "posture"
 
 
 # Outcomes that mean "not now" rather than an answer: retried after a back-off.
@@ -203,7 +220,7 @@ class ProbeService:
     async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult) -> EnumerationResult | None:
         """Versions and suites, when the server accepted STARTTLS (even if our own handshake failed:
         a server that only speaks SSLv3 fails Python's handshake and is exactly what we must find)."""
-        mode = self._config.probe.enumeration
+        mode = enumeration_mode(self._config.probe.enumeration, self._config.probe.full_sample, pending.address)
         if mode == "off" or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.TLS_HANDSHAKE_FAILED):
             return None
 

@@ -321,3 +321,11 @@ def test_report_command_writes_three_files(dataset: Path, tmp_path: Path) -> Non
     figures = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
     assert figures  # the figures themselves are checked against pandas in test_report.py
     assert main(["report", str(tmp_path / "nothing-here")]) == 1
+
+
+def test_full_mode_for_a_sample_of_addresses(world: World, tmp_path: Path) -> None:
+    assert _scan(world, tmp_path / "out", "--allow-private", "--no-policy", "--full-sample", "1.0") == 0
+    modes = {r["enum_mode"] for r in _rows(tmp_path / "out", "probes") if r["enum_mode"]}
+    assert modes == {"full"}
+    postfix = next(r for r in _rows(tmp_path / "out", "probes") if "mx-postfix.world.test" in r["mx_hosts"])
+    assert postfix["suites_tls1_2"] and postfix["suites_tls1_3"]

@@ -180,3 +180,15 @@ def test_posture_mode_versions_and_weak_classes_equal_the_model(server: FakeServ
         best = legacy[0]
         weak = {c for code in server.suites[best] for c in suite(code).weak}  # type: ignore[union-attr]
         assert result.weak_classes == weak  # type: ignore[attr-defined]
+
+
+def test_full_sample_is_a_stable_share_of_addresses() -> None:
+    from scanner.probing import enumeration_mode
+
+    addresses = [f"192.0.{i // 256}.{i % 256}" for i in range(4000)]
+    chosen = [a for a in addresses if enumeration_mode("posture", 0.1, a) == "full"]
+    assert 300 < len(chosen) < 500  # about a tenth
+    assert chosen == [a for a in addresses if enumeration_mode("posture", 0.1, a) == "full"]  # stable
+    assert all(enumeration_mode("posture", 0.0, a) == "posture" for a in addresses[:50])
+    assert all(enumeration_mode("posture", 1.0, a) == "full" for a in addresses[:50])
+    assert enumeration_mode("off", 0.5, "192.0.2.1") == "off" and enumeration_mode("full", 0.0, "192.0.2.1") == "full"
