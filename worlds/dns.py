@@ -31,10 +31,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Self, cast
 
 from dnslib import QTYPE, RCODE, RR, DNSError, DNSRecord
+
+from worlds.procs import ServerLifecycle
 
 DEFAULT_TTL = 300
 _NSD_CANDIDATES = ("/usr/sbin/nsd", "/usr/local/sbin/nsd")
@@ -288,7 +289,7 @@ _BROKEN_ZONE_TEXT = (
 )
 
 
-class NsdServer:
+class NsdServer(ServerLifecycle):
     """NSD serving ``zones`` on ``address:port``, owned by this object.
 
     NSD runs in the foreground (``-d``) in its own process group, with every
@@ -477,17 +478,6 @@ class NsdServer:
             return
         _stop_process_group(proc, grace=10.0)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _live_group_members(pgid: int) -> list[int]:
@@ -668,7 +658,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self._transport.sendto(reply, addr)
 
 
-class FaultyDnsServer:
+class FaultyDnsServer(ServerLifecycle):
     """A dnslib server on UDP+TCP ``address:port`` with scripted behaviours.
 
     ``behaviours`` maps a name to a :class:`Behaviour` (or its string value)
@@ -783,17 +773,6 @@ class FaultyDnsServer:
             self._udp = None
             self._tcp = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 __all__ = [

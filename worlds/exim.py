@@ -57,7 +57,9 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
+
+from worlds.procs import ServerLifecycle, alive, children
 
 __all__ = [
     "POSTURES",
@@ -235,25 +237,11 @@ def ensure_exim_user() -> None:
         )  # fmt: skip
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return False
-    return fields[0] != "Z"
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(tok) for tok in text.split()]
 
 
-class EximInstance:
+class EximInstance(ServerLifecycle):
     """One exim daemon listening on ``address:port`` with STARTTLS.
 
     ``priority`` is a GnuTLS priority string for ``tls_require_ciphers``
@@ -440,7 +428,7 @@ class EximInstance:
         if proc is None:
             return
         self._proc = None
-        children = _children(proc.pid)
+        sessions = children(proc.pid)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         try:
@@ -448,13 +436,13 @@ class EximInstance:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
-        for pid in children:
+        for pid in sessions:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(p) for p in children):
+        while time.monotonic() < deadline and any(alive(p) for p in sessions):
             time.sleep(0.01)
-        survivors = [p for p in children if _alive(p)]
+        survivors = [p for p in sessions if alive(p)]
         if survivors:
             raise EximError(f"exim session processes {survivors} survived SIGKILL")
 
@@ -479,17 +467,6 @@ class EximInstance:
                 parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-max_chars:]}")
         return "\n".join(parts) if parts else f"(no logs in {self.log_dir})"
 
-    def __enter__(self) -> EximInstance:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main() -> None:

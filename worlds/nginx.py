@@ -21,8 +21,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from worlds.procs import ServerLifecycle
 
 _NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
 _POLICY_PATH = "/.well-known/mta-sts.txt"
@@ -89,7 +89,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class NginxServer:
+class NginxServer(ServerLifecycle):
     """nginx with one ``server`` block per :class:`Site` on ``address:port`` (TLS, SNI-selected).
 
     The first site is the default server (it answers clients whose SNI names no site).
@@ -298,17 +298,6 @@ class NginxServer:
         # On SIGTERM nginx's master waits for its workers before exiting, so the group is empty
         # now unless the master had to be killed (handled above).
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 __all__ = ["NginxServer", "NginxStartError", "Request", "Site", "find_nginx"]

@@ -33,7 +33,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
+
+from worlds.procs import ServerLifecycle, alive, children
 
 __all__ = [
     "PostfixError",
@@ -127,7 +129,7 @@ def install_postfix() -> None:
         raise PostfixError("apt-get installed postfix but its binaries are missing")
 
 
-class PostfixInstance:
+class PostfixInstance(ServerLifecycle):
     """One Postfix (master + smtpd) listening on ``address:port``.
 
     ``tls=False`` turns STARTTLS off (``smtpd_tls_security_level = none``);
@@ -396,14 +398,14 @@ class PostfixInstance:
             pid = int((self.queue_dir / "pid" / "master.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def instance_pids(self) -> list[int]:
         """All live processes of this instance: master and its children."""
         master = self.master_pid()
         if master is None:
             return []
-        return [master, *_children(master)]
+        return [master, *children(master)]
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """Stop this instance only and wait until all its processes are gone.
@@ -418,9 +420,9 @@ class PostfixInstance:
         pids = self.instance_pids()
         proc = self._postfix("abort", check=False)
         deadline = began + timeout
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.01)
-        survivors = [p for p in pids if _alive(p)]
+        survivors = [p for p in pids if alive(p)]
         self._running = False
         self._stop_seconds = time.monotonic() - began
         if survivors:
@@ -438,10 +440,10 @@ class PostfixInstance:
         pids = self.instance_pids()
         self._postfix("abort", check=False)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.02)
         for pid in pids:
-            if _alive(pid):
+            if alive(pid):
                 _kill(pid)
         self._running = False
 
@@ -459,36 +461,10 @@ class PostfixInstance:
         except OSError as exc:
             return f"(no maillog at {self.maillog}: {exc})"
 
-    def __enter__(self) -> PostfixInstance:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return False
-    return fields[0] != "Z"
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (master's daemons are its direct children)."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(tok) for tok in text.split()]
 
 
 def _kill(pid: int) -> None:

@@ -34,8 +34,10 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any
+
+from worlds.procs import ServerLifecycle
 
 with warnings.catch_warnings():
     # tlslite/__init__ imports asyncore (deprecated since 3.6, gone in 3.12)
@@ -182,7 +184,7 @@ class _Counters:
             )
 
 
-class TlsliteSmtpServer:
+class TlsliteSmtpServer(ServerLifecycle):
     """STARTTLS SMTP on ``address:port`` with a tlslite-ng TLS stack.
 
     ``min_version``/``max_version`` are tlslite tuples ((3, 0) = SSLv3 ...
@@ -298,17 +300,6 @@ class TlsliteSmtpServer:
     def stats(self) -> TlsliteStats:
         return self._counters.snapshot()
 
-    def __enter__(self) -> TlsliteSmtpServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- serving --------------------------------------------------------
 
