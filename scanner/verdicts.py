@@ -170,7 +170,7 @@ def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
     return True
 
 
-def _policy_facts(policies: DomainPolicies | None, mx_rows: list[MxRow]) -> PolicyFacts:
+def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None) -> PolicyFacts:
     if policies is None:
         return PolicyFacts(None, None, None, None, None)
     sts = policies.mta_sts
@@ -180,12 +180,12 @@ def _policy_facts(policies: DomainPolicies | None, mx_rows: list[MxRow]) -> Poli
         mta_sts_mode=sts.mode.value if active and sts.mode else None,
         mta_sts_matches_all_mx=(not sts.unmatched_mx) if active else None,
         mta_sts_all_mx_pass=(None if None in compliant else all(compliant)) if active else None,
-        dane_valid=_dane_valid(mx_rows),
+        dane_valid=dane_valid,
         tlsrpt_valid=policies.tlsrpt.valid,
     )
 
 
-def _policy_columns(policies: DomainPolicies | None, mx_rows: list[MxRow]) -> dict[str, Any]:
+def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) -> dict[str, Any]:
     """Domain-row policy columns (all null when the policies were not checked)."""
     if policies is None:
         keys = ("mta_sts_txt", "mta_sts_active", "mta_sts_mode", "mta_sts_id", "mta_sts_max_age",
@@ -203,7 +203,7 @@ def _policy_columns(policies: DomainPolicies | None, mx_rows: list[MxRow]) -> di
         "mta_sts_errors": [e.value for e in sts.error_classes],
         "mta_sts_error_detail": "; ".join(detail for _, detail in sts.errors),
         "tlsrpt_status": rpt.status.value, "tlsrpt_rua": [u.uri for u in rpt.rua],
-        "dane_valid": _dane_valid(mx_rows), "dane_mx_with_tlsa": usable_tlsa,
+        "dane_valid": dane_valid, "dane_mx_with_tlsa": usable_tlsa,
     }
 
 
@@ -225,7 +225,8 @@ def build_domain_rows(
         facts += host_facts
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
     tally = starttls_verdict([s.status for s in summaries.values()])
-    graded = grade_domain(facts, _policy_facts(policies, mx_rows)) if facts else None
+    dane_valid = _dane_valid(mx_rows) if policies else None
+    graded = grade_domain(facts, _policy_facts(policies, dane_valid)) if facts else None
     row = DomainRow(
         scan_id=scan_id, domain=dns.domain, input_line=line.line_no, input_raw=line.raw, status=dns.status,
         status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source, mx_count=len(dns.hosts),
@@ -233,7 +234,7 @@ def build_domain_rows(
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
         starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=all(cert_checks) if cert_checks else None,
-        **_policy_columns(policies, mx_rows),
+        **_policy_columns(policies, dane_valid),
         grade=graded.grade.value if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
         grading_version=GRADING_VERSION if graded else None,
@@ -259,6 +260,6 @@ def input_problem_row(
         status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
         mx_hosts=[], null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0, untested_count=0,
         starttls=StarttlsVerdict.NOT_APPLICABLE, starttls_all=None, starttls_any=None, certs_valid_all=None,
-        **_policy_columns(None, []), grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
+        **_policy_columns(None, None), grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
         forced_tls_reasons=[], recommendations=[], dns_ms=None, finished_at=finished_at,
     )

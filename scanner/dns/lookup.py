@@ -89,10 +89,6 @@ class DomainResolver:
         self._exclude = exclude
         self._hosts: dict[str, asyncio.Future[HostResolution]] = {}
 
-    @property
-    def cached_hosts(self) -> int:
-        return len(self._hosts)
-
     async def resolve(self, domain: str) -> DomainDns:
         started = time.perf_counter()
         answer = await self._resolver.query(domain, "MX")

@@ -92,7 +92,6 @@ class DnsResolver:
         self._bucket = TokenBucket(config.qps)
         self._in_flight = asyncio.Semaphore(config.concurrency)
         self.queries_sent = 0
-        self.channels_opened = 1
         # Safety net above c-ares' own timeout*tries, so a lost callback can never hang a domain.
         self._deadline = config.timeout * config.tries + 2.0
 
@@ -106,7 +105,6 @@ class DnsResolver:
             self._channel = self._new_channel()
             self._channel_used = 0
             self._pending[self._channel] = 0
-            self.channels_opened += 1
             if self._pending[old] == 0:
                 self._retire(old)
         self._channel_used += 1

@@ -112,9 +112,6 @@ class DatasetWriter:
         self._schemas = {row_class: arrow_schema(row_class) for row_class in TABLES.values()}
         self._names = {row_class: name for name, row_class in TABLES.items()}
         self._segment_count = 0  # rows in the open segment (written or buffered)
-        self.rows_committed = {name: 0 for name in TABLES}
-        self._segment_rows_by_table = {name: 0 for name in TABLES}
-        self.segments_committed = 0
         for name in TABLES:
             (out_dir / name).mkdir(parents=True, exist_ok=True)
         (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
@@ -135,7 +132,6 @@ class DatasetWriter:
             buffer = self._buffers[row_class]
             buffer.append(row_to_dict(row))
             self._segment_count += 1
-            self._segment_rows_by_table[self._names[row_class]] += 1
             if len(buffer) >= self._row_group_size:
                 self._flush(row_class)
         if self._segment_count >= self._segment_rows:
@@ -162,11 +158,13 @@ class DatasetWriter:
         part (schema only) for each table that has no file yet, so that readers globbing
         ``<table>/*.parquet`` always find the table.
         """
-        missing = [c for c, name in self._names.items() if not any((self._out_dir / name).glob("part-*.parquet"))]
-        if not self._segment_count and not (empty_tables and missing):
+        # Only at close: which tables have no file at all (a directory listing per table).
+        missing = [c for c, name in self._names.items()
+                   if empty_tables and not any((self._out_dir / name).glob("part-*.parquet"))]
+        if not self._segment_count and not missing:
             return
         for row_class in self._names:
-            if self._buffers[row_class] or (empty_tables and row_class in missing and row_class not in self._writers):
+            if self._buffers[row_class] or (row_class in missing and row_class not in self._writers):
                 self._flush(row_class)
         finals: list[Path] = []
         for row_class, writer in self._writers.items():
@@ -183,13 +181,9 @@ class DatasetWriter:
             journal.write(f"{self._segment}\n")
             journal.flush()
             os.fsync(journal.fileno())
-        for name, count in self._segment_rows_by_table.items():
-            self.rows_committed[name] += count
-        self._segment_rows_by_table = {name: 0 for name in TABLES}
         self._writers = {}
         self._segment_count = 0
         self._segment += 1
-        self.segments_committed += 1
 
     def close(self) -> None:
         self.commit(empty_tables=True)
