@@ -395,6 +395,12 @@ class NsdServer(ServerLifecycle):
             "    zonefiles-write: 0",
             '    identity: "smtp-tls-survey-world"',
             "    verbosity: 1",
+            # Debian builds nsd with response rate limiting on (200 answers/s per client and answer class,
+            # then drop or truncate). Our only client is the scanner under test, which is meant to go far
+            # faster: limiting it would measure nsd's RRL (dropped answers, 3 s c-ares retries, TCP
+            # fallbacks), not the scanner.
+            "    rrl-ratelimit: 0",
+            "    rrl-whitelist-ratelimit: 0",
             "remote-control:",
             "    control-enable: no",
         ]

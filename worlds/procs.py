@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["ServerLifecycle", "alive", "children"]
+__all__ = ["ServerLifecycle", "alive", "children", "tree_cpu_seconds"]
 
 
 class ServerLifecycle:
@@ -46,3 +47,23 @@ def children(pid: int) -> list[int]:
     except FileNotFoundError:
         return []
     return [int(tok) for tok in text.split()]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its living descendants, plus the children they reaped.
+
+    Fields 14-17 of /proc/PID/stat (utime, stime, cutime, cstime), in clock ticks.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += sum(int(v) for v in fields[11:15]) / tick
+        stack.extend(children(current))
+    return total
