@@ -28,9 +28,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.world import BenchWorld, build
 from worlds.dns import NsdServer
+from worlds.procs import tree_cpu_seconds
 from worlds.smtp import ListenerStats, SmtpFarmProcess
 
 FARM_CHUNK = 12_000
@@ -114,6 +116,7 @@ def main() -> int:
     parser.add_argument("--per-prefix", type=int, default=64, help="connections per /24 (loopback farm: generous)")
     parser.add_argument("--peer-sample", type=int, default=0, help="domains for the checkdmarc comparison")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "smtp-tls-survey-peer-venv")
+    parser.add_argument("--profile", type=Path, help="record the scanner with py-spy into this collapsed-stack file")
     parser.add_argument("--keep", type=Path, help="keep the world and dataset in this directory")
     parser.add_argument("--no-netns", action="store_true", help="run in the current network namespace")
     parser.add_argument("--inside-netns", action="store_true", help=argparse.SUPPRESS)
@@ -131,12 +134,28 @@ def main() -> int:
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(world.kinds.items()))
     print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on "
           f"127.{second_octet}.0.0/16 ({kinds}); built in {time.perf_counter() - t0:.1f}s")
+    stats: dict[str, ListenerStats] = {}
+    try:
+        code = run_world_and_scan(world, workdir, args, stats)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if code != 0:
+        return code
+    accepted = sum(s.accepted for s in stats.values())
+    print(f"farm: {accepted:,} connections accepted, max concurrent per address "
+          f"{max((s.max_concurrent for s in stats.values()), default=0)}")
+    return 0
+
+
+def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespace,
+                       stats: dict[str, ListenerStats]) -> int:
+    """Start nsd and the farm, scan, report; the farm's per-listener counters land in ``stats``."""
     nsd = NsdServer(workdir / "nsd", [world.zone_file], address=world.dns_address, port=53)
     # One process per FARM_CHUNK listeners: each process is bound by the descriptor limit (20,000 here).
     farms = [SmtpFarmProcess(world.specs[i:i + FARM_CHUNK], workdir / f"farm-{i // FARM_CHUNK}")
              for i in range(0, len(world.specs), FARM_CHUNK)]
     started: list[SmtpFarmProcess] = []
-    stats: dict[str, ListenerStats] = {}
     try:
         nsd.start()
         for farm in farms:
@@ -144,23 +163,33 @@ def main() -> int:
             started.append(farm)
         print(f"nsd up in {nsd.startup_seconds:.2f}s; {len(world.specs):,} listeners in {len(farms)} farm process(es)")
         out = workdir / "out"
-        run = run_child(scan_command(world, out, args), workdir / "scan.log")
+        command = scan_command(world, out, args)
+        if args.profile:
+            # py-spy samples the scanner from outside (no instrumentation in the scanner itself); its own
+            # CPU lands in the child figures, so a profiled run's numbers are indicative only.
+            command = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "50", "--format", "raw",
+                       "--nonblocking", "-o", str(args.profile), "--", *command]
+        world_cpu_before = world_cpu(nsd, started)
+        run = run_child(command, workdir / "scan.log")
+        world_cpu_used = world_cpu(nsd, started) - world_cpu_before
+        print(f"world (nsd + farm) CPU during the scan: {world_cpu_used:.1f}s; scanner + world = "
+              f"{(run.cpu_s + world_cpu_used) / run.wall_s:.2f} of {os.cpu_count()} cores busy")
         if run.returncode != 0:
             print((workdir / "scan.log").read_text()[-3000:])
             return run.returncode
         report(world, out, run)
         if args.peer_sample:
             compare_with_peer(world, out, run, args)
+        return 0
     finally:
         for farm in started:
             stats.update(farm.stop())
         nsd.stop()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    accepted = sum(s.accepted for s in stats.values())
-    print(f"farm: {accepted:,} connections accepted, max concurrent per address "
-          f"{max((s.max_concurrent for s in stats.values()), default=0)}")
-    return 0
+
+
+def world_cpu(nsd: NsdServer, farms: list[SmtpFarmProcess]) -> float:
+    pids = [p for p in (nsd.pid, *(farm.pid for farm in farms)) if p is not None]
+    return sum(tree_cpu_seconds(pid) for pid in pids)
 
 
 def report(world: BenchWorld, out: Path, run: ChildRun) -> None:
@@ -172,6 +201,27 @@ def report(world: BenchWorld, out: Path, run: ChildRun) -> None:
     print(f"  CPU: {run.cpu_s:.1f}s = {1000 * run.cpu_s / domains:.2f} CPU-s per 1,000 domains; "
           f"peak RSS {run.max_rss_mb:,.0f} MB")
     print(f"  verdicts: {info['verdicts']}")
+    print_timing(info.get("timing", {}))
+
+
+def print_timing(timing: dict[str, Any]) -> None:
+    """Where the time went, from the scanner's own stage monitor (run.json)."""
+    if not timing:
+        return
+    means = timing["domain_mean_ms"]
+    print(f"  per domain (mean ms): DNS {means['dns']}, waiting for probes {means['probe_wait']}, "
+          f"policies {means['policies']}, verdicts {means['verdicts']}; writer busy "
+          f"{100 * timing['writer_share']:.1f}% of the time")
+    monitor = timing.get("monitor")
+    if not monitor:
+        return
+    lag = monitor["loop_lag_ms"]
+    print(f"  event loop lag: mean {lag['mean']} ms, max {lag['max']} ms "
+          f"(a busy loop is late; ~0 means the scanner waits on limits or peers)")
+    print("  stage fill (mean share of capacity, share of samples >= 90% full, peak/capacity):")
+    for name, stage in monitor["stages"].items():
+        print(f"    {name:<26} {100 * stage['mean_fill']:5.1f}%  full {100 * stage['full_share']:5.1f}%  "
+              f"peak {stage['peak']:,}/{stage['capacity']:,}")
 
 
 def compare_with_peer(world: BenchWorld, out: Path, run: ChildRun, args: argparse.Namespace) -> None:

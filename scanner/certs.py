@@ -740,7 +740,12 @@ def hostname_matches_pattern(pattern: str, hostname: str) -> bool:
     return len(presented) == len(wanted) and presented[1:] == wanted[1:]
 
 
+_IP_LITERAL_CHARS = frozenset("0123456789abcdefABCDEF.:")
+
+
 def _is_ip_literal(hostname: str) -> bool:
+    if not _IP_LITERAL_CHARS.issuperset(hostname):  # cheap test first: most MX names have other letters
+        return False
     try:
         ipaddress.ip_address(hostname)
     except ValueError:

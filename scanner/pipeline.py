@@ -34,6 +34,7 @@ from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
 from scanner.input import InputLine, open_lines, read_domains
+from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
@@ -42,7 +43,7 @@ from scanner.probing import ProbeService, ProbeSummary
 from scanner.resume import ResumeState, mark_complete
 from scanner.seen import SeenDomains
 from scanner.status import DomainStatus, StarttlsVerdict
-from scanner.verdicts import build_domain_rows, input_problem_row, mx_tls_compliance
+from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
 
@@ -76,6 +77,15 @@ class ScanStats:
     starttls_all: int = 0
     with_mail_hosts: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
+    # Seconds summed over domains, per phase of a domain's life (divide by domains_done for a mean),
+    # and the writer's own time on the event loop.
+    dns_seconds: float = 0.0
+    probe_wait_seconds: float = 0.0
+    policy_seconds: float = 0.0
+    verdict_seconds: float = 0.0
+    writer_seconds: float = 0.0
+    domains_in_flight: int = 0
+    dns_busy: int = 0
 
     @property
     def rows_done(self) -> int:
@@ -111,6 +121,8 @@ class Scan:
         self._probe_service: ProbeService | None = None
         self._policies: PolicyChecker | None = None
         self._resolver: DnsResolver | None = None
+        self._links = LinkJudge()
+        self._monitor: StageMonitor | None = None
         self.completed = False
         self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
         self._stop_event = asyncio.Event()
@@ -180,6 +192,8 @@ class Scan:
                          for i in range(self.config.probe.workers)]
         dns_workers = [asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}")
                        for i in range(self.config.dns.workers)]
+        self._monitor = StageMonitor(self._gauges(self._resolver, self._probe_service))
+        monitor = asyncio.create_task(self._monitor.run(), name="monitor")
         try:
             await self._read_input()
             drain = asyncio.create_task(self._drain(dns_workers, probe_workers))
@@ -192,9 +206,23 @@ class Scan:
             drain.cancel()
             await asyncio.gather(drain, stop, return_exceptions=True)
         finally:
-            for task in (*dns_workers, *probe_workers, *self._finishers):
+            for task in (*dns_workers, *probe_workers, *self._finishers, monitor):
                 task.cancel()
-            await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, return_exceptions=True)
+            await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, monitor, return_exceptions=True)
+
+    def _gauges(self, resolver: DnsResolver, probes: ProbeService) -> list[Gauge]:
+        """Each stage's occupancy, in pipeline order (see ``scanner.monitor``)."""
+        config, stats = self.config, self.stats
+        return [
+            Gauge("input_queue", self._domain_queue.qsize, self._domain_queue.maxsize),
+            Gauge("dns_workers_busy", lambda: stats.dns_busy, config.dns.workers),
+            Gauge("dns_queries_in_flight", lambda: resolver.in_flight, config.dns.concurrency),
+            Gauge("domains_awaiting_probes", lambda: stats.domains_in_flight, config.max_domains_in_flight),
+            Gauge("probe_queue", lambda: probes.queued, probes.queue_capacity),
+            Gauge("probe_workers_busy", lambda: probes.in_flight, config.probe.workers),
+            Gauge("connections_open", lambda: probes.connections_open, config.probe.max_connections),
+            Gauge("row_queue", self._row_queue.qsize, self._row_queue.maxsize),
+        ]
 
     async def _drain(self, dns_workers: list[asyncio.Task[None]], probe_workers: list[asyncio.Task[None]]) -> None:
         """After the input ends: let every queued and in-flight domain finish, then stop the workers."""
@@ -245,16 +273,23 @@ class Scan:
         await self._domain_queue.put(line)
 
     async def _dns_worker(self, domains: DomainResolver) -> None:
+        stats = self.stats
         while (line := await self._domain_queue.get()) is not None:
             await self._in_flight.acquire()
+            stats.domains_in_flight += 1
+            stats.dns_busy += 1
+            started = time.monotonic()
             try:
                 assert line.domain is not None
                 dns = await domains.resolve(line.domain)
                 futures = await self._request_probes(dns)
             except Exception as exc:  # a bug: recorded as an internal_error row, the scan goes on
-                self._in_flight.release()
+                self._release_domain()
                 await self._finish_with_bug(line, exc)
                 continue
+            finally:
+                stats.dns_busy -= 1
+                stats.dns_seconds += time.monotonic() - started
             task = asyncio.create_task(self._finish_domain(line, dns, futures))
             self._finishers.add(task)
             task.add_done_callback(self._finishers.discard)
@@ -271,24 +306,36 @@ class Scan:
     async def _finish_domain(
         self, line: InputLine, dns: DomainDns, futures: dict[str, asyncio.Future[ProbeSummary]]
     ) -> None:
+        stats = self.stats
         try:
+            t0 = time.monotonic()
             summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
+            t1 = time.monotonic()
             policies = await self._check_policies(dns, summaries)
+            t2 = time.monotonic()
             row, mx_rows = build_domain_rows(self.scan_id, line, dns, summaries, self.config.probe.port,
-                                             datetime.now(UTC), policies)
+                                             datetime.now(UTC), policies, self._links)
+            t3 = time.monotonic()
+            stats.probe_wait_seconds += t1 - t0
+            stats.policy_seconds += t2 - t1
+            stats.verdict_seconds += t3 - t2
             self._count(row)
             await self._emit([row, *mx_rows])
         except Exception as exc:
             await self._finish_with_bug(line, exc)
         finally:
-            self._in_flight.release()
+            self._release_domain()
+
+    def _release_domain(self) -> None:
+        self.stats.domains_in_flight -= 1
+        self._in_flight.release()
 
     async def _check_policies(self, dns: DomainDns, summaries: dict[str, ProbeSummary]) -> DomainPolicies | None:
         """MTA-STS, TLS-RPT and TLSA for a domain that has mail hosts (after its probes: see policy.domain)."""
         if self._policies is None or dns.status is not DomainStatus.OK:
             return None
         hosts = [h.name for h in dns.hosts]
-        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries))
+        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries, self._links))
 
     async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
         self.stats.internal_errors += 1
@@ -318,17 +365,27 @@ class Scan:
     async def _write_rows(self, writer: DatasetWriter) -> None:
         interval = self.config.output.flush_interval
         last_flush = time.monotonic()
+        queue = self._row_queue
         while True:
             try:
-                rows = await asyncio.wait_for(self._row_queue.get(), timeout=interval)
+                first = await asyncio.wait_for(queue.get(), timeout=interval)
             except TimeoutError:
-                rows = ()
-            if rows is None:
-                return
-            writer.write(rows)
-            if time.monotonic() - last_flush >= interval:
+                first = ()
+            # Take everything already queued: the writer is one task among thousands and gets one turn
+            # per loop iteration, so one item per turn would let the queue fill up behind it.
+            batches = [first]
+            while batches[-1] is not None and not queue.empty():
+                batches.append(queue.get_nowait())
+            started = time.monotonic()
+            for rows in batches:
+                if rows is not None:
+                    writer.write(rows)
+            if started - last_flush >= interval:
                 writer.commit()  # bounds what a crash can lose to about one interval of work
                 last_flush = time.monotonic()
+            self.stats.writer_seconds += time.monotonic() - started
+            if batches[-1] is None:
+                return
 
     async def _tick(self, on_tick: Callable[[ScanStats], None]) -> None:
         while True:
@@ -377,4 +434,22 @@ class Scan:
         data["config"] = json.loads(data.pop("config_json"))
         data["verdicts"] = dict(self.stats.verdicts)
         data["elapsed_s"] = round(self.stats.elapsed(), 3)
+        data["timing"] = self._timing_json()
         return data
+
+    def _timing_json(self) -> dict[str, Any]:
+        """Where the time went: per-domain phase means, the writer's share, and the stage monitor."""
+        s = self.stats
+        done = max(1, s.domains_done)
+        elapsed = max(1e-9, s.elapsed())
+        out: dict[str, Any] = {
+            "domain_mean_ms": {"dns": round(1000 * s.dns_seconds / done, 2),
+                               "probe_wait": round(1000 * s.probe_wait_seconds / done, 2),
+                               "policies": round(1000 * s.policy_seconds / done, 2),
+                               "verdicts": round(1000 * s.verdict_seconds / done, 3)},
+            "writer_share": round(s.writer_seconds / elapsed, 4),
+            "cpu_s": round(time.process_time(), 2),
+        }
+        if self._monitor is not None:
+            out["monitor"] = self._monitor.to_json()
+        return out

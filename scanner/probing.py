@@ -132,7 +132,16 @@ class ProbeService:
         self._per_prefix = KeyedLimiter(config.probe.per_prefix_concurrency, 0.0)
         self.retries = 0
         self.in_flight = 0
+        self.connections_open = 0  # connections holding a global slot now (probes, hello sessions, policy fetches)
         self.completed = 0
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def queue_capacity(self) -> int:
+        return self._queue.maxsize
 
     @property
     def requested(self) -> int:
@@ -168,7 +177,11 @@ class ProbeService:
         The address's own slot comes first: waiting out its interval must not hold a global slot.
         """
         async with self._per_address.slot(address), self._per_prefix.slot(prefix_of(address)), self._connections:
-            yield
+            self.connections_open += 1
+            try:
+                yield
+            finally:
+                self.connections_open -= 1
 
     async def worker(self) -> None:
         while (pending := await self._queue.get()) is not None:

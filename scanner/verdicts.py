@@ -7,7 +7,6 @@ come from ``scanner.grading`` (one rubric), DANE matching from ``scanner.policy.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,7 @@ from typing import Any
 
 from scanner.certs import NameMatch, TrustStatus, match_hostname
 from scanner.dns.lookup import DomainDns, MailHost
-from scanner.grading import GRADING_VERSION, MxFacts, PolicyFacts, grade_domain, grade_mx, version_facts
+from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, PolicyFacts, grade_domain, grade_mx, version_facts
 from scanner.input import InputLine
 from scanner.output.rows import DomainRow, MxRow
 from scanner.policy.dane import DaneVerdict, DnssecStatus, TlsaLookup, match_tlsa
@@ -23,7 +22,8 @@ from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.status import DnsOutcome, DomainStatus, MxSource, ProbeStatus, StarttlsVerdict
 
-__all__ = ["Tally", "build_domain_rows", "input_problem_row", "mx_tls_compliance", "starttls_verdict"]
+__all__ = ["LinkJudge", "LinkJudgement", "Tally", "build_domain_rows", "input_problem_row", "mx_tls_compliance",
+           "starttls_verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,29 +78,65 @@ def _name_match(summary: ProbeSummary, host: str) -> NameMatch | None:
     return match_hostname(summary.leaf, host) if summary.leaf else None
 
 
-def _cert_valid(summary: ProbeSummary, host: str) -> bool | None:
-    """Trusted, current and valid for ``host`` — only meaningful when TLS completed."""
-    if summary.status is not ProbeStatus.STARTTLS_OK:
-        return None
-    return summary.chain_trusted_and_current and _name_match(summary, host) in (NameMatch.SAN, NameMatch.COMMON_NAME)
+@dataclass(frozen=True, slots=True)
+class LinkJudgement:
+    """Everything about one (MX host, address) link that depends on nothing else: name, facts, grade."""
+
+    name_match: NameMatch | None
+    cert_valid: bool | None  # trusted, current and valid for the host; None unless TLS completed
+    facts: MxFacts
+    grade: MxGrade
 
 
-def mx_tls_compliance(dns: DomainDns, summaries: Mapping[str, ProbeSummary]) -> dict[str, bool]:
+class LinkJudge:
+    """Judges each (MX host, probe) link once per scan and remembers the answer.
+
+    Most domains sit at a few providers: a million domains make a few thousand distinct links, and
+    each would otherwise be name-matched and graded again for every domain behind it. The memo is
+    bounded (oldest entries dropped first), so a long tail of self-hosted links cannot grow it.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._memo: dict[tuple[str, str], tuple[ProbeSummary, LinkJudgement]] = {}
+
+    def judge(self, host: str, address: str, summary: ProbeSummary) -> LinkJudgement:
+        key = (host, summary.probe_id)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is summary:
+            return hit[1]
+        judgement = _judge_link(host, address, summary)
+        if len(self._memo) >= self._capacity:
+            del self._memo[next(iter(self._memo))]  # dicts keep insertion order: this is the oldest
+        self._memo[key] = (summary, judgement)
+        return judgement
+
+
+def _judge_link(host: str, address: str, summary: ProbeSummary) -> LinkJudgement:
+    name = _name_match(summary, host)
+    name_valid = name in (NameMatch.SAN, NameMatch.COMMON_NAME)
+    cert_valid = summary.chain_trusted_and_current and name_valid \
+        if summary.status is ProbeStatus.STARTTLS_OK else None
+    facts = _mx_facts(host, address, summary, name)
+    return LinkJudgement(name, cert_valid, facts, grade_mx(facts))
+
+
+def mx_tls_compliance(dns: DomainDns, summaries: Mapping[str, ProbeSummary], judge: LinkJudge) -> dict[str, bool]:
     """Per MX host: would an MTA-STS enforcing sender deliver (RFC 8461 §5)? Untested hosts are left out."""
     out: dict[str, bool] = {}
     for host in dns.hosts:
-        results = [summaries[a] for a in host.resolution.addresses]
+        addresses = host.resolution.addresses
+        results = [summaries[a] for a in addresses]
         if results and all(s.status.is_definitive for s in results):
-            out[host.name] = all(_cert_valid(s, host.name) is True for s in results)
+            out[host.name] = all(judge.judge(host.name, a, summaries[a]).cert_valid is True for a in addresses)
     return out
 
 
-def _mx_facts(host: str, address: str, summary: ProbeSummary) -> MxFacts:
+def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | None) -> MxFacts:
     enum = summary.enumeration
     versions, known = version_facts(enum.versions) if enum else (frozenset(), False)
     leaf = summary.leaf
     trust = summary.cert_trust
-    name = _name_match(summary, host)
     return MxFacts(
         mx_host=host, address=address, tested=summary.status.is_definitive,
         starttls=summary.status is ProbeStatus.STARTTLS_OK,
@@ -130,7 +166,7 @@ def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[
 
 
 def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summaries: Mapping[str, ProbeSummary],
-               port: int, policies: DomainPolicies | None) -> tuple[list[MxRow], list[MxFacts]]:
+               port: int, policies: DomainPolicies | None, judge: LinkJudge) -> tuple[list[MxRow], list[MxFacts]]:
     res = host.resolution
     common: dict[str, Any] = {
         "scan_id": scan_id, "domain": dns.domain, "mx_host": host.name, "mx_preference": host.preference,
@@ -144,18 +180,17 @@ def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summarie
     lookup = policies.tlsa.get(host.name) if policies else None
     for address in res.addresses:
         summary = summaries[address]
-        fact = _mx_facts(host.name, address, summary)
-        graded = grade_mx(fact)
+        link = judge.judge(host.name, address, summary)
+        graded = link.grade
         dane_verdict, dane_dnssec = _dane(lookup, summary, host.name)
-        match = _name_match(summary, host.name)
         rows.append(MxRow(
-            **common, address=address, ip_version=ipaddress.ip_address(address).version, port=port,
+            **common, address=address, ip_version=6 if ":" in address else 4, port=port,
             probe_id=probe_id(address, port), probe_status=summary.status,
-            cert_name_match=match.value if match else None, cert_valid=_cert_valid(summary, host.name),
+            cert_name_match=link.name_match.value if link.name_match else None, cert_valid=link.cert_valid,
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
             grade=graded.grade.value if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
-        facts.append(fact)
+        facts.append(link.facts)
     return rows, facts
 
 
@@ -215,12 +250,17 @@ def build_domain_rows(
     port: int,
     finished_at: datetime,
     policies: DomainPolicies | None = None,
+    judge: LinkJudge | None = None,
 ) -> tuple[DomainRow, list[MxRow]]:
-    """The domain row and its MX link rows. ``summaries`` maps every address in ``dns`` to its probe."""
+    """The domain row and its MX link rows. ``summaries`` maps every address in ``dns`` to its probe.
+
+    ``judge`` is the scan's link memo (a fresh one when omitted).
+    """
+    judge = judge if judge is not None else LinkJudge()
     mx_rows: list[MxRow] = []
     facts: list[MxFacts] = []
     for rank, host in enumerate(dns.hosts):
-        rows, host_facts = _link_rows(scan_id, dns, rank, host, summaries, port, policies)
+        rows, host_facts = _link_rows(scan_id, dns, rank, host, summaries, port, policies, judge)
         mx_rows += rows
         facts += host_facts
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]

@@ -90,8 +90,9 @@ class DnsResolver:
         self._pending: dict[aiodns.DNSResolver, int] = {self._channel: 0}
         self._retiring: set[asyncio.Task[None]] = set()
         self._bucket = TokenBucket(config.qps)
-        self._in_flight = asyncio.Semaphore(config.concurrency)
+        self._query_slots = asyncio.Semaphore(config.concurrency)
         self.queries_sent = 0
+        self.in_flight = 0
         # Safety net above c-ares' own timeout*tries, so a lost callback can never hang a domain.
         self._deadline = config.timeout * config.tries + 2.0
 
@@ -155,8 +156,9 @@ class DnsResolver:
 
     async def _query_once(self, name: str, rtype: QueryType) -> pycares.DNSResult | QueryResult:
         await self._bucket.acquire()
-        async with self._in_flight:
+        async with self._query_slots:
             self.queries_sent += 1
+            self.in_flight += 1
             channel = self._take_channel()
             try:
                 return await asyncio.wait_for(channel.query_dns(name, rtype), self._deadline)
@@ -168,6 +170,7 @@ class DnsResolver:
             except TimeoutError:
                 return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: no answer within {self._deadline:.0f}s")
             finally:
+                self.in_flight -= 1
                 self._release_channel(channel)
 
 

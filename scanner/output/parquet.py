@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scanner.output.arrow_schema import arrow_schema, row_to_dict
+from scanner.output.arrow_schema import ColumnBuilder
 from scanner.output.rows import TABLES
 
 __all__ = ["STATE_DIR", "DatasetWriter", "OutputDirError", "Recovery", "prepare_output_dir", "recover"]
@@ -107,9 +106,9 @@ class DatasetWriter:
         self._segment_rows = segment_rows
         self._row_group_size = row_group_size
         self._segment = first_segment
-        self._buffers: dict[type, list[dict[str, Any]]] = {row_class: [] for row_class in TABLES.values()}
+        self._buffers: dict[type, list[Any]] = {row_class: [] for row_class in TABLES.values()}
         self._writers: dict[type, pq.ParquetWriter] = {}
-        self._schemas = {row_class: arrow_schema(row_class) for row_class in TABLES.values()}
+        self._builders = {row_class: ColumnBuilder(row_class) for row_class in TABLES.values()}
         self._names = {row_class: name for name, row_class in TABLES.items()}
         self._segment_count = 0  # rows in the open segment (written or buffered)
         for name in TABLES:
@@ -130,7 +129,7 @@ class DatasetWriter:
         for row in rows:
             row_class = type(row)
             buffer = self._buffers[row_class]
-            buffer.append(row_to_dict(row))
+            buffer.append(row)
             self._segment_count += 1
             if len(buffer) >= self._row_group_size:
                 self._flush(row_class)
@@ -143,12 +142,13 @@ class DatasetWriter:
     def _flush(self, row_class: type) -> None:
         """Write the table's buffered rows as a row group of the open segment's temporary file."""
         rows = self._buffers[row_class]
+        builder = self._builders[row_class]
         writer = self._writers.get(row_class)
         if writer is None:
-            writer = pq.ParquetWriter(self._tmp_path(row_class), self._schemas[row_class], compression="zstd")
+            writer = pq.ParquetWriter(self._tmp_path(row_class), builder.schema, compression="zstd")
             self._writers[row_class] = writer
         if rows:
-            writer.write_table(pa.Table.from_pylist(rows, schema=self._schemas[row_class]))
+            writer.write_table(builder.table(rows))
         self._buffers[row_class] = []
 
     def commit(self, *, empty_tables: bool = False) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from scanner.certs import CertificateInfo, KeyType, NameMatch, TrustStatus
+from scanner.grading import grade_mx
+from scanner.probing import ProbeSummary
 from scanner.status import ProbeStatus as P
 from scanner.status import StarttlsVerdict as V
-from scanner.verdicts import starttls_verdict
+from scanner.verdicts import LinkJudge, starttls_verdict
 
 OK, NO, HS, TO, TH, UN, SK = (P.STARTTLS_OK, P.NO_STARTTLS, P.TLS_HANDSHAKE_FAILED, P.TIMEOUT, P.THROTTLED,
                               P.UNREACHABLE, P.SKIPPED_RESERVED_ADDRESS)
@@ -34,3 +39,41 @@ def test_verdict_table(statuses: list[P], verdict: V, all_ok: bool | None, any_o
     tally = starttls_verdict(statuses)
     assert (tally.verdict, tally.all_ok, tally.any_ok) == (verdict, all_ok, any_ok)
     assert tally.answered + tally.untested == len(statuses)
+
+
+def _summary(probe: str, names: tuple[str, ...], trust: TrustStatus = TrustStatus.TRUSTED) -> ProbeSummary:
+    leaf = CertificateInfo(
+        subject="", subject_cn=None, san_dns=names, san_ip=(), issuer="CN=ca", issuer_cn="ca", serial="1",
+        not_before=datetime(2026, 1, 1, tzinfo=UTC), not_after=datetime(2027, 1, 1, tzinfo=UTC),
+        key_type=KeyType.EC, key_bits=256, signature_algorithm="ecdsa-with-SHA256", sha256="00", self_issued=False,
+    )
+    return ProbeSummary(probe_id=probe, status=P.STARTTLS_OK, leaf=leaf, chain=(), cert_trust=trust,
+                        cert_expired=False, cert_self_signed=False, plaintext_after_starttls=False, enumeration=None)
+
+
+def test_link_judge_matches_uncached_judgement_per_host() -> None:
+    judge = LinkJudge()
+    summary = _summary("192.0.2.1|25", ("mx.example.com",))
+    good = judge.judge("mx.example.com", "192.0.2.1", summary)
+    other = judge.judge("mx.other.example", "192.0.2.1", summary)
+    assert (good.name_match, good.cert_valid) == (NameMatch.SAN, True)
+    assert (other.name_match, other.cert_valid) == (NameMatch.MISMATCH, False)
+    assert judge.judge("mx.example.com", "192.0.2.1", summary) is good  # remembered
+    assert good.grade == grade_mx(good.facts)
+
+
+def test_link_judge_never_serves_a_judgement_of_another_summary() -> None:
+    judge = LinkJudge()
+    judge.judge("mx.example.com", "192.0.2.1", _summary("192.0.2.1|25", ("mx.example.com",)))
+    untrusted = _summary("192.0.2.1|25", ("mx.example.com",), TrustStatus.UNKNOWN_ISSUER)
+    assert judge.judge("mx.example.com", "192.0.2.1", untrusted).cert_valid is False
+
+
+def test_link_judge_is_bounded() -> None:
+    judge = LinkJudge(capacity=3)
+    summaries = [_summary(f"192.0.2.{i}|25", ("mx.example.com",)) for i in range(10)]
+    first = judge.judge("mx.example.com", "192.0.2.0", summaries[0])
+    for i, summary in enumerate(summaries):
+        judge.judge("mx.example.com", f"192.0.2.{i}", summary)
+    assert len(judge._memo) == 3
+    assert judge.judge("mx.example.com", "192.0.2.0", summaries[0]) is not first  # evicted, judged again
