@@ -309,7 +309,10 @@ class Scan:
         stats = self.stats
         try:
             t0 = time.monotonic()
-            summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
+            if all(f.done() for f in futures.values()):  # shared probes finished long ago: no gather
+                summaries = {address: f.result() for address, f in futures.items()}
+            else:
+                summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
             t1 = time.monotonic()
             policies = await self._check_policies(dns, summaries)
             t2 = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scanner.dns.records import MxRecord, is_ip_literal, plan_mx
@@ -108,7 +109,7 @@ class DomainResolver:
             return DomainDns(domain, DomainStatus.NULL_MX, MxSource.NULL_MX, detail="MX 0 . (RFC 7505)")
         if plan.source is MxSource.IMPLICIT:
             return await self._implicit(domain)
-        hosts = await asyncio.gather(*(self._mail_host(record) for record in plan.hosts))
+        hosts = await self._mail_hosts(plan.hosts)
         if not any(h.resolution.addresses for h in hosts):
             detail = "; ".join(f"{h.name}: {h.resolution.status.value}" for h in hosts)
             return DomainDns(domain, DomainStatus.MX_NO_ADDRESS, MxSource.MX, tuple(hosts), detail,
@@ -126,6 +127,24 @@ class DomainResolver:
                              "no MX and no A/AAAA record")
         return DomainDns(domain, DomainStatus.DNS_ERROR, MxSource.IMPLICIT, (host,), resolution.detail)
 
+    async def _mail_hosts(self, records: Sequence[MxRecord]) -> list[MailHost]:
+        """Every MX host with its addresses. Hosts already resolved (a provider's) cost no task."""
+        hosts: list[MailHost | None] = [self._known(record) for record in records]
+        missing = [i for i, host in enumerate(hosts) if host is None]
+        if len(missing) == 1:
+            hosts[missing[0]] = await self._mail_host(records[missing[0]])
+        elif missing:
+            found = await asyncio.gather(*(self._mail_host(records[i]) for i in missing))
+            for i, host in zip(missing, found, strict=True):
+                hosts[i] = host
+        return [host for host in hosts if host is not None]
+
+    def _known(self, record: MxRecord) -> MailHost | None:
+        future = self._hosts.get(record.exchange)
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        return MailHost(record.exchange, record.preference, future.result())
+
     async def _mail_host(self, record: MxRecord) -> MailHost:
         if is_ip_literal(record.exchange):
             resolution = HostResolution(record.exchange, HostStatus.IP_LITERAL,
@@ -139,6 +158,8 @@ class DomainResolver:
     async def host(self, name: str) -> HostResolution:
         """A and AAAA of ``name``, cached for the scan; concurrent callers share one lookup."""
         future = self._hosts.get(name)
+        if future is not None and future.done() and not future.cancelled():
+            return future.result()  # known already (a provider's MX): no shield, no task
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._hosts[name] = future

@@ -161,7 +161,9 @@ class DnsResolver:
             self.in_flight += 1
             channel = self._take_channel()
             try:
-                return await asyncio.wait_for(channel.query_dns(name, rtype), self._deadline)
+                # asyncio.timeout, not wait_for: wait_for wraps the awaitable in a task of its own.
+                async with asyncio.timeout(self._deadline):
+                    return await channel.query_dns(name, rtype)
             except aiodns.error.DNSError as exc:
                 code = exc.args[0] if exc.args else None
                 message = exc.args[1] if len(exc.args) > 1 else str(exc)

@@ -44,13 +44,17 @@ class PolicyChecker:
         self._tlsa: dict[str, asyncio.Future[TlsaLookup | None]] = {}
 
     async def check(self, domain: str, mx_hosts: Sequence[str], per_mx_tls_ok: Mapping[str, bool]) -> DomainPolicies:
-        mta_sts, tlsrpt, tlsa = await asyncio.gather(
-            check_mta_sts(domain, mx_hosts, resolver=self._resolver, policy=self._address_policy,
-                          trust=self._https, per_mx_tls_ok=per_mx_tls_ok, slot=self._slot),
-            check_tlsrpt(domain, self._resolver),
-            asyncio.gather(*(self.tlsa(host) for host in mx_hosts)),
-        )
-        return DomainPolicies(mta_sts, tlsrpt, dict(zip(mx_hosts, tlsa, strict=True)))
+        # The three lookups are independent round trips, so they overlap; TLS-RPT runs as a task of
+        # its own while this one does MTA-STS and then the TLSA lookups (usually cached per MX host).
+        tlsrpt_task = asyncio.create_task(check_tlsrpt(domain, self._resolver))
+        try:
+            mta_sts = await check_mta_sts(domain, mx_hosts, resolver=self._resolver, policy=self._address_policy,
+                                          trust=self._https, per_mx_tls_ok=per_mx_tls_ok, slot=self._slot)
+            tlsa = {host: await self.tlsa(host) for host in mx_hosts}
+        except BaseException:
+            tlsrpt_task.cancel()
+            raise
+        return DomainPolicies(mta_sts, await tlsrpt_task, tlsa)
 
     async def tlsa(self, mx_host: str) -> TlsaLookup | None:
         """TLSA RRset of ``_25._tcp.<mx_host>``, cached; None when no resolver was configured.
@@ -61,6 +65,8 @@ class PolicyChecker:
         if not self._config.dns.servers:
             return None
         future = self._tlsa.get(mx_host)
+        if future is not None and future.done() and not future.cancelled():
+            return future.result()
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._tlsa[mx_host] = future
