@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiodns
 import aiodns.error
@@ -72,6 +73,37 @@ def _collect(result: pycares.DNSResult, rtype: QueryType) -> _Collected:
     return out
 
 
+# Answers wait in the UDP socket while the event loop is busy with other work (hundreds of ms at full
+# speed), and with a thousand queries in flight the kernel's default buffer (208 KiB, ~250 datagrams)
+# overflows: answers are dropped and come back as c-ares timeouts. The kernel caps the request at
+# net.core.rmem_max (4 MiB on this machine, 208 KiB on a stock kernel: see the README's tuning notes).
+UDP_RECEIVE_BUFFER = 4 << 20
+
+
+class _LoopDrivenResolver(aiodns.DNSResolver):
+    """aiodns driven by the event loop's own readiness callbacks instead of pycares' event thread.
+
+    With pycares 5, aiodns runs c-ares on a helper thread that hands every answer back through
+    ``call_soon_threadsafe``. In a scan the event loop thread is busy all the time, so each answer
+    costs a GIL hand-over between the two threads, and each query call (which releases the GIL) lets
+    that thread cut in. Profiled at ~1,000 domains/s, ``Channel.query`` alone took a fifth of the loop
+    thread. aiodns still supports c-ares' socket-state callbacks (its fallback when the event thread
+    cannot be created); this subclass always takes that path. ``_make_channel`` is aiodns' own
+    hook, stable across aiodns 4.x (pinned in pyproject.toml); ``tests/unit/test_dns_resolver_mode.py``
+    fails if a new aiodns stops honouring it.
+    """
+
+    def _make_channel(self, **kwargs: Any) -> tuple[bool, pycares.Channel]:
+        weak_self = weakref.ref(self)
+
+        def on_socket_state(fd: int, readable: bool, writable: bool) -> None:
+            this = weak_self()
+            if this is not None:
+                this._sock_state_cb(fd, readable, writable)
+
+        return False, pycares.Channel(sock_state_cb=on_socket_state, timeout=self._timeout, **kwargs)
+
+
 class DnsResolver:
     """Rate-limited asynchronous resolver. Create inside a running event loop; ``close()`` when done.
 
@@ -98,7 +130,8 @@ class DnsResolver:
 
     def _new_channel(self) -> aiodns.DNSResolver:
         servers = self._config.resolver_addresses()
-        return aiodns.DNSResolver(nameservers=servers or None, timeout=self._config.timeout, tries=self._config.tries)
+        return _LoopDrivenResolver(nameservers=servers or None, timeout=self._config.timeout, tries=self._config.tries,
+                                   socket_receive_buffer_size=UDP_RECEIVE_BUFFER)
 
     def _take_channel(self) -> aiodns.DNSResolver:
         if self._channel_used >= self._channel_queries:
