@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rows buffered before a segment (one part file per table) is committed")
     misc.add_argument("--commit-interval", type=float, default=30.0,
                       help="seconds between commits: at most this much work is redone after a crash")
+    misc.add_argument("--summaries-in-memory", type=int, default=25_000,
+                      help="finished probe summaries kept in memory; older ones are spilled to disk")
     misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
     report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset")
     report.add_argument("out", type=Path, help="the scan's output directory")
@@ -116,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "per_ip_concurrency": args.per_ip_concurrency, "per_ip_interval": args.per_ip_interval,
         "workers": args.concurrency, "enumeration": args.enumerate, "full_sample": args.full_sample,
         "per_prefix_concurrency": args.per_prefix_concurrency, "throttle_retry_delays": tuple(args.throttle_retry),
+        "summaries_in_memory": getattr(args, "summaries_in_memory", 25_000),
     }
     if args.ehlo_name:
         probe_kwargs["ehlo_name"] = args.ehlo_name

@@ -119,6 +119,9 @@ class ProbeConfig:
     # With posture mode, this share of addresses (chosen by a hash of the address, so the choice is the
     # same in every attempt of a scan) gets full enumeration: a sample for suite-level statistics.
     full_sample: float = 0.0
+    # Finished probe summaries kept in memory (a few KiB each, the chain included); older ones are
+    # spilled to disk (scanner.probe_cache), so memory does not grow with the number of addresses.
+    summaries_in_memory: int = 25_000
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -127,9 +130,11 @@ class ProbeConfig:
             _positive(name, getattr(self, name))
         if any(d < 0 for d in self.throttle_retry_delays):
             raise ConfigError("throttle retry delays must be >= 0")
-        limits = (self.max_connections, self.per_ip_concurrency, self.workers, self.per_prefix_concurrency)
+        limits = (self.max_connections, self.per_ip_concurrency, self.workers, self.per_prefix_concurrency,
+                  self.summaries_in_memory)
         if min(limits) < 1:
-            raise ConfigError("max_connections, per_ip_concurrency, per_prefix_concurrency and workers must be >= 1")
+            raise ConfigError("max_connections, per_ip_concurrency, per_prefix_concurrency, workers and "
+                              "summaries_in_memory must be >= 1")
         if self.per_ip_interval < 0:
             raise ConfigError("per_ip_interval must be >= 0")
         if not 0.0 <= self.full_sample <= 1.0:

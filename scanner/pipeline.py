@@ -39,6 +39,7 @@ from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
+from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService, ProbeSummary
 from scanner.resume import ResumeState, mark_complete
 from scanner.seen import SeenDomains
@@ -180,10 +181,16 @@ class Scan:
                 loop.remove_signal_handler(signum)
 
     async def _run_stages(self) -> None:
+        work = self.config.output.out_dir / ".work"
+        with SummaryCache(work / "probes.sqlite", self.config.probe.summaries_in_memory) as done:
+            await self._run_stages_with(done)
+
+    async def _run_stages_with(self, done: SummaryCache) -> None:
         self._resolver = DnsResolver(self.config.dns)
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
-        self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id)
+        self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id,
+                                           done)
         if self.resume:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:

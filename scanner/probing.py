@@ -25,6 +25,7 @@ from scanner.errors import describe_bug
 from scanner.net.addresses import AddressPolicy
 from scanner.net.limits import KeyedLimiter
 from scanner.output.rows import ProbeRow
+from scanner.probe_cache import SummaryCache
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp, skipped_result
 from scanner.status import FailureClass, Phase, ProbeStatus
 from scanner.tls.ciphers import WeakClass, suite_by_name
@@ -71,6 +72,10 @@ def enumeration_mode(configured: str, full_sample: float, address: str) -> str:
     return "full" if int.from_bytes(digest[:8], "big") < full_sample * 2**64 else "posture"
 
 
+# MX host names remembered per address while its probe runs (the first is the SNI; all go in the probe
+# row). A provider's address can be the MX of thousands of vanity host names: keep the row readable.
+_MAX_NAMES = 32
+
 # Outcomes that mean "not now" rather than an answer: retried after a back-off.
 _RETRYABLE = frozenset({ProbeStatus.THROTTLED, ProbeStatus.TIMEOUT})
 
@@ -116,6 +121,7 @@ class ProbeService:
         trust: TrustStore,
         emit_row: Callable[[ProbeRow], Awaitable[None]],
         scan_id: str,
+        done: SummaryCache,
     ) -> None:
         self._config = config
         self._policy = policy
@@ -124,7 +130,9 @@ class ProbeService:
         self._scan_id = scan_id
         self._context: ssl.SSLContext = make_probe_context()
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=config.probe.workers * 4)
-        self._probes: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending] = {}  # queued or running
+        self._done = done  # finished summaries, bounded memory (scanner.probe_cache)
+        self._requested = 0
         self._connections = asyncio.Semaphore(config.probe.max_connections)
         self._per_address = KeyedLimiter(config.probe.per_ip_concurrency, config.probe.per_ip_interval)
         # Many MX addresses of one provider often share a /24 (a /48 in IPv6): a cap per prefix keeps the
@@ -145,30 +153,38 @@ class ProbeService:
 
     @property
     def requested(self) -> int:
-        return len(self._probes)
+        """Distinct probes of the scan: running, queued, finished, and reused from an earlier attempt."""
+        return len(self._done) + len(self._pending)
 
     def seed(self, summaries: Mapping[str, ProbeSummary]) -> None:
         """Results of probes committed by an earlier attempt of this scan: reused, never repeated."""
-        loop = asyncio.get_running_loop()
         for key, summary in summaries.items():
-            address, _, port = key.rpartition("|")
-            future: asyncio.Future[ProbeSummary] = loop.create_future()
-            future.set_result(summary)
-            self._probes[key] = _Pending(address, int(port), [], future)
+            self._done.put(key, summary)
 
     async def request(self, address: str, mx_host: str) -> asyncio.Future[ProbeSummary]:
         """The probe of ``address`` on the configured port, shared by every caller."""
         port = self._config.probe.port
         key = probe_id(address, port)
-        pending = self._probes.get(key)
+        pending = self._pending.get(key)
         if pending is not None:
-            if mx_host not in pending.names:
+            if mx_host not in pending.names and len(pending.names) < _MAX_NAMES:
                 pending.names.append(mx_host)
             return pending.future
-        pending = _Pending(address, port, [mx_host], asyncio.get_running_loop().create_future())
-        self._probes[key] = pending
+        future: asyncio.Future[ProbeSummary] = asyncio.get_running_loop().create_future()
+        summary = self._done.get(key)
+        if summary is not None:
+            future.set_result(summary)
+            return future
+        pending = _Pending(address, port, [mx_host], future)
+        self._pending[key] = pending
+        self._requested += 1
         await self._queue.put(pending)
-        return pending.future
+        return future
+
+    def _finish(self, key: str, pending: _Pending, summary: ProbeSummary) -> None:
+        self._done.put(key, summary)
+        del self._pending[key]
+        pending.future.set_result(summary)
 
     @asynccontextmanager
     async def connection_slot(self, address: str) -> AsyncIterator[None]:
@@ -197,7 +213,7 @@ class ProbeService:
                     # Even the row could not be built: the waiting domains record the bug themselves.
                     pending.future.set_exception(again)
                     continue
-            pending.future.set_result(summary)
+            self._finish(probe_id(pending.address, pending.port), pending, summary)
 
     async def stop_workers(self, count: int) -> None:
         for _ in range(count):

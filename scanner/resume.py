@@ -67,6 +67,7 @@ def fingerprint(config: ScanConfig, source: str | Path) -> dict[str, Any]:
     """What must not change between the attempts of one scan: the input and the scan settings."""
     settings = dataclasses.asdict(config)
     settings["output"].pop("out_dir", None)
+    settings["probe"].pop("summaries_in_memory", None)  # a memory knob: any value gives the same dataset
     data: dict[str, Any] = {"input": str(source), "settings": json.loads(json.dumps(settings, default=str))}
     if str(source) != "-":
         path = Path(source)

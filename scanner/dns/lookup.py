@@ -85,9 +85,13 @@ def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolut
 class DomainResolver:
     """Turns a domain name into a ``DomainDns``. One instance per scan."""
 
-    def __init__(self, resolver: DnsResolver, exclude: ExcludeList) -> None:
+    def __init__(self, resolver: DnsResolver, exclude: ExcludeList, host_cache: int = 200_000) -> None:
         self._resolver = resolver
         self._exclude = exclude
+        # MX host → addresses, shared by every domain at that host. Bounded: a long tail of self-hosted
+        # domains brings one host name each, and the cache must not grow with the input. The oldest
+        # finished entries are dropped first; a dropped host is simply resolved again if seen again.
+        self._host_cache = host_cache
         self._hosts: dict[str, asyncio.Future[HostResolution]] = {}
 
     async def resolve(self, domain: str) -> DomainDns:
@@ -155,6 +159,13 @@ class DomainResolver:
             resolution = await self.host(record.exchange)
         return MailHost(record.exchange, record.preference, resolution)
 
+    def _evict_if_full(self) -> None:
+        while len(self._hosts) >= self._host_cache:
+            oldest = next(iter(self._hosts))
+            if not self._hosts[oldest].done():
+                return  # still being resolved by someone: never drop a shared lookup mid-flight
+            del self._hosts[oldest]
+
     async def host(self, name: str) -> HostResolution:
         """A and AAAA of ``name``, cached for the scan; concurrent callers share one lookup."""
         future = self._hosts.get(name)
@@ -162,6 +173,7 @@ class DomainResolver:
             return future.result()  # known already (a provider's MX): no shield, no task
         if future is None:
             future = asyncio.get_running_loop().create_future()
+            self._evict_if_full()
             self._hosts[name] = future
             try:
                 v4, v6 = await asyncio.gather(self._resolver.query(name, "A"), self._resolver.query(name, "AAAA"))

@@ -329,3 +329,16 @@ def test_full_mode_for_a_sample_of_addresses(world: World, tmp_path: Path) -> No
     assert modes == {"full"}
     postfix = next(r for r in _rows(tmp_path / "out", "probes") if "mx-postfix.world.test" in r["mx_hosts"])
     assert postfix["suites_tls1_2"] and postfix["suites_tls1_3"]
+
+
+def test_spilled_probe_summaries_give_the_same_dataset(world: World, dataset: Path, tmp_path: Path) -> None:
+    """One summary in memory: every other one goes to disk and back, and nothing may change."""
+    assert _scan(world, tmp_path / "out", "--allow-private", "--summaries-in-memory", "1") == 0
+    columns = ("domain", "status", "starttls", "grade", "certs_valid_all", "dane_valid")
+
+    def verdicts(out: Path) -> list[tuple[Any, ...]]:
+        return sorted(tuple(r[c] for c in columns) for r in _rows(out, "domains"))
+
+    assert verdicts(tmp_path / "out") == verdicts(dataset)
+    ids = [r["probe_id"] for r in _rows(tmp_path / "out", "probes")]
+    assert len(ids) == len(set(ids)) == len(_rows(dataset, "probes"))
