@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
+from benchmarks.junk import add_junk, physical_lines
 from benchmarks.world import BenchWorld, build
 from worlds.dns import NsdServer
 from worlds.procs import tree_cpu_seconds
@@ -116,6 +119,8 @@ def main() -> int:
     parser.add_argument("--per-prefix", type=int, default=64, help="connections per /24 (loopback farm: generous)")
     parser.add_argument("--peer-sample", type=int, default=0, help="domains for the checkdmarc comparison")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "smtp-tls-survey-peer-venv")
+    parser.add_argument("--junk-share", type=float, default=0.0,
+                        help="mix this share of junk lines (garbage, IDN, binary, blank, duplicates...) into the input")
     parser.add_argument("--profile", type=Path, help="record the scanner with py-spy into this collapsed-stack file")
     parser.add_argument("--keep", type=Path, help="keep the world and dataset in this directory")
     parser.add_argument("--no-netns", action="store_true", help="run in the current network namespace")
@@ -131,6 +136,10 @@ def main() -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="smtp-tls-bench-"))
     t0 = time.perf_counter()
     world = build(workdir, args.domains, args.addresses, second_octet)
+    if args.junk_share:
+        junk = add_junk(world.domains_file, args.junk_share)
+        listing = ", ".join(f"{k} {v:,}" for k, v in junk.items())
+        print(f"junk lines mixed into the input: {sum(junk.values()):,} ({listing})")
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(world.kinds.items()))
     print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on "
           f"127.{second_octet}.0.0/16 ({kinds}); built in {time.perf_counter() - t0:.1f}s")
@@ -202,6 +211,20 @@ def report(world: BenchWorld, out: Path, run: ChildRun) -> None:
           f"peak RSS {run.max_rss_mb:,.0f} MB")
     print(f"  verdicts: {info['verdicts']}")
     print_timing(info.get("timing", {}))
+    check_accounting(world, out)
+
+
+def check_accounting(world: BenchWorld, out: Path) -> None:
+    """Every physical line of the input is a row or a counted blank/comment line, exactly once."""
+    con = duckdb.connect()
+    rows, lines = con.execute(f"SELECT count(*), count(DISTINCT input_line) FROM '{out}/domains/*.parquet'").fetchone()
+    skipped = con.execute(f"SELECT max(skipped_lines) FROM '{out}/run/*.parquet'").fetchone()[0]
+    physical = physical_lines(world.domains_file)
+    by_status = con.execute(
+        f"SELECT status, count(*) FROM '{out}/domains/*.parquet' GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    verdict = "OK" if rows == lines and rows + skipped == physical else "MISMATCH"
+    print(f"  input accounting {verdict}: {physical:,} physical lines = {rows:,} rows ({lines:,} distinct lines) + "
+          f"{skipped:,} blank/comment; rows by status: {', '.join(f'{k} {v:,}' for k, v in by_status)}")
 
 
 def print_timing(timing: dict[str, Any]) -> None:

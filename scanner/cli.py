@@ -177,9 +177,11 @@ def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
     share = f"{100 * stats.starttls_all / mail:.1f}%" if mail else "n/a"
     console.print(f"[bold]{stats.starttls_all} of {mail} mail domains ({share}) accept STARTTLS on every MX[/bold]")
     verdicts = ", ".join(f"{k} {v}" for k, v in sorted(stats.verdicts.items()))
-    console.print(f"domains {stats.domains_done:,} ({verdicts}); invalid {stats.invalid:,}; "
-                  f"duplicates {stats.duplicates:,}; excluded {stats.excluded:,}; internal errors "
-                  f"{stats.internal_errors}")
+    tally = scan.input_tally
+    console.print(f"input: {tally.physical:,} lines = {stats.rows_done:,} rows (scanned {stats.domains_done:,}, "
+                  f"invalid {stats.invalid:,}, duplicates {stats.duplicates:,}, excluded {stats.excluded:,}, "
+                  f"done in an earlier attempt {stats.resumed:,}) + {tally.skipped:,} blank or comment lines")
+    console.print(f"verdicts: {verdicts}; internal errors {stats.internal_errors}")
     console.print(f"probes {stats.probes_done:,}; DNS queries {stats.dns_queries:,}; "
                   f"{stats.elapsed():.1f}s ({stats.rows_done / max(stats.elapsed(), 1e-9):,.0f} domains/s)")
     console.print(f"dataset: {scan.config.output.out_dir} (scan id {scan.scan_id})"

@@ -19,7 +19,7 @@ from typing import IO
 
 import idna
 
-__all__ = ["InputError", "InputLine", "count_lines", "normalize_domain", "open_lines", "read_domains"]
+__all__ = ["InputError", "InputLine", "InputTally", "count_lines", "normalize_domain", "open_lines", "read_domains"]
 
 # RFC 1035 §2.3.4: 255 octets on the wire = 253 characters in text without the trailing dot.
 MAX_NAME_LENGTH = 253
@@ -45,6 +45,14 @@ class InputLine:
     raw: str  # the line as read (trimmed, capped at RAW_KEEP characters)
     domain: str | None  # normalized A-label form, lower case, no trailing dot
     error: str | None  # why the line is not a valid domain
+
+
+@dataclass(slots=True)
+class InputTally:
+    """Physical lines read and the blank or comment lines among them (which get no row)."""
+
+    physical: int = 0
+    skipped: int = 0
 
 
 def normalize_domain(text: str) -> str:
@@ -143,11 +151,18 @@ def _domain_field(line: str) -> str:
     return line
 
 
-def read_domains(lines: Iterator[str]) -> Iterator[InputLine]:
-    """Turn raw lines into ``InputLine`` records; blank lines and ``#`` comments are skipped."""
+def read_domains(lines: Iterator[str], tally: InputTally | None = None) -> Iterator[InputLine]:
+    """Turn raw lines into ``InputLine`` records; blank lines and ``#`` comments are skipped.
+
+    ``tally`` (optional) counts every physical line and the skipped ones, so that a caller can show
+    that each line of the file was either a row or a blank/comment line.
+    """
+    tally = tally if tally is not None else InputTally()
     for line_no, line in enumerate(lines, start=1):
+        tally.physical = line_no
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
+            tally.skipped += 1
             continue
         raw = stripped[:RAW_KEEP]
         try:

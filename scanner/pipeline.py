@@ -33,7 +33,7 @@ from scanner.config import ScanConfig
 from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
-from scanner.input import InputLine, open_lines, read_domains
+from scanner.input import InputLine, InputTally, open_lines, read_domains
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
@@ -123,6 +123,7 @@ class Scan:
         self._policies: PolicyChecker | None = None
         self._resolver: DnsResolver | None = None
         self._links = LinkJudge()
+        self.input_tally = InputTally()
         self._monitor: StageMonitor | None = None
         self.completed = False
         self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
@@ -245,7 +246,7 @@ class Scan:
     async def _read_input(self) -> None:
         done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
-            for count, line in enumerate(read_domains(open_lines(self.source)), start=1):
+            for count, line in enumerate(read_domains(open_lines(self.source), self.input_tally), start=1):
                 if self.stopping:
                     return
                 self.stats.lines += 1
@@ -436,6 +437,7 @@ class Scan:
             input_lines=s.lines, domains=s.domains_queued, invalid_lines=s.invalid, duplicate_lines=s.duplicates,
             probes=s.probes_done, dns_queries=s.dns_queries, completed=self.completed,
             attempt=self.resume.attempt if self.resume else 1, resumed_lines=s.resumed,
+            skipped_lines=self.input_tally.skipped,
         )
 
     def _run_json(self, started_at: datetime) -> dict[str, Any]:

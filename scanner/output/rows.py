@@ -33,7 +33,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 
 def col(doc: str) -> Any:
@@ -234,6 +234,8 @@ class RunRow:
     completed: bool = col("The scan reached the end of its input (false when interrupted).")
     attempt: int = col("1 for the first run of the scan, 2 for its first resumption, ...")
     resumed_lines: int = col("Input lines skipped because an earlier attempt had already written them.")
+    skipped_lines: int = col("Blank and comment lines: not domains, so no row. Physical lines of the input = "
+                             "input_lines + skipped_lines.")
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.

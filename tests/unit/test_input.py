@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scanner.input import count_lines, normalize_domain, open_lines, read_domains
+from scanner.input import InputTally, count_lines, normalize_domain, open_lines, read_domains
 from scanner.seen import SeenDomains
 
 
@@ -101,3 +101,12 @@ def test_seen_domains_reports_first_line(tmp_path: Path) -> None:
             seen.first_seen(f"d{i}.example", 10 + i)
         assert seen.first_seen("d5.example", 99_999) == 15
     assert not (tmp_path / "seen.sqlite").exists()
+
+
+def test_tally_accounts_for_every_physical_line(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"\xef\xbb\xbfexample.com\r\n\r\n# comment\n   \nbad name\nexample.org\n\xff\xfe\n")
+    tally = InputTally()
+    lines = list(read_domains(open_lines(path), tally))
+    assert (tally.physical, tally.skipped, len(lines)) == (7, 3, 4)
+    assert [line.line_no for line in lines] == [1, 5, 6, 7]
