@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from scanner.dns.records import MxRecord, is_ip_literal, plan_mx
 from scanner.dns.resolver import DnsResolver, QueryResult
 from scanner.net.addresses import ExcludeList
+from scanner.shared_lookups import SharedLookups
 from scanner.status import DnsOutcome, DomainStatus, HostStatus, MxSource
 
 __all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost"]
@@ -85,14 +86,12 @@ def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolut
 class DomainResolver:
     """Turns a domain name into a ``DomainDns``. One instance per scan."""
 
-    def __init__(self, resolver: DnsResolver, exclude: ExcludeList, host_cache: int = 200_000) -> None:
+    def __init__(self, resolver: DnsResolver, exclude: ExcludeList, host_cache: int = 100_000) -> None:
         self._resolver = resolver
         self._exclude = exclude
         # MX host → addresses, shared by every domain at that host. Bounded: a long tail of self-hosted
-        # domains brings one host name each, and the cache must not grow with the input. The oldest
-        # finished entries are dropped first; a dropped host is simply resolved again if seen again.
-        self._host_cache = host_cache
-        self._hosts: dict[str, asyncio.Future[HostResolution]] = {}
+        # domains brings one host name each; a dropped host is simply resolved again if seen again.
+        self._hosts: SharedLookups[HostResolution] = SharedLookups(host_cache)
 
     async def resolve(self, domain: str) -> DomainDns:
         started = time.perf_counter()
@@ -144,10 +143,8 @@ class DomainResolver:
         return [host for host in hosts if host is not None]
 
     def _known(self, record: MxRecord) -> MailHost | None:
-        future = self._hosts.get(record.exchange)
-        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
-            return None
-        return MailHost(record.exchange, record.preference, future.result())
+        resolution = self._hosts.known(record.exchange)
+        return MailHost(record.exchange, record.preference, resolution) if resolution is not None else None
 
     async def _mail_host(self, record: MxRecord) -> MailHost:
         if is_ip_literal(record.exchange):
@@ -159,32 +156,10 @@ class DomainResolver:
             resolution = await self.host(record.exchange)
         return MailHost(record.exchange, record.preference, resolution)
 
-    def _evict_if_full(self) -> None:
-        while len(self._hosts) >= self._host_cache:
-            oldest = next(iter(self._hosts))
-            if not self._hosts[oldest].done():
-                return  # still being resolved by someone: never drop a shared lookup mid-flight
-            del self._hosts[oldest]
-
     async def host(self, name: str) -> HostResolution:
         """A and AAAA of ``name``, cached for the scan; concurrent callers share one lookup."""
-        future = self._hosts.get(name)
-        if future is not None and future.done() and not future.cancelled():
-            return future.result()  # known already (a provider's MX): no shield, no task
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._evict_if_full()
-            self._hosts[name] = future
-            try:
-                v4, v6 = await asyncio.gather(self._resolver.query(name, "A"), self._resolver.query(name, "AAAA"))
-                future.set_result(_host_resolution(name, v4, v6))
-            except BaseException as exc:
-                # Do not cache a cancellation or a bug: the next caller retries, waiters see the error.
-                del self._hosts[name]
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
-                    future.exception()  # mark retrieved: this caller re-raises it below
-                raise
-        return await asyncio.shield(future)
+        return await self._hosts.get(name, lambda: self._resolve_host(name))
+
+    async def _resolve_host(self, name: str) -> HostResolution:
+        v4, v6 = await asyncio.gather(self._resolver.query(name, "A"), self._resolver.query(name, "AAAA"))
+        return _host_resolution(name, v4, v6)

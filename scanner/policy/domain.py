@@ -18,6 +18,7 @@ from scanner.net.addresses import AddressPolicy
 from scanner.policy.dane import TlsaLookup, lookup_tlsa
 from scanner.policy.mta_sts import ConnectionSlot, MtaStsResult, check_mta_sts, policy_ssl_context
 from scanner.policy.tlsrpt import TlsRptResult, check_tlsrpt
+from scanner.shared_lookups import SharedLookups
 
 __all__ = ["DomainPolicies", "PolicyChecker"]
 
@@ -41,7 +42,8 @@ class PolicyChecker:
         self._address_policy = address_policy
         # One context for every policy fetch: loading the trust store per fetch would dominate.
         self._https: ssl.SSLContext = policy_ssl_context(config.ca_file)
-        self._tlsa: dict[str, asyncio.Future[TlsaLookup | None]] = {}
+        # Per MX host for the whole scan (a provider's MX is looked up once), bounded like the host cache.
+        self._tlsa: SharedLookups[TlsaLookup] = SharedLookups(100_000)
 
     async def check(self, domain: str, mx_hosts: Sequence[str], per_mx_tls_ok: Mapping[str, bool]) -> DomainPolicies:
         # The three lookups are independent round trips, so they overlap; TLS-RPT runs as a task of
@@ -64,20 +66,4 @@ class PolicyChecker:
         """
         if not self._config.dns.servers:
             return None
-        future = self._tlsa.get(mx_host)
-        if future is not None and future.done() and not future.cancelled():
-            return future.result()
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._tlsa[mx_host] = future
-            try:
-                future.set_result(await lookup_tlsa(mx_host, self._config.dns))
-            except BaseException as exc:
-                del self._tlsa[mx_host]
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: this caller re-raises it
-                raise
-        return await asyncio.shield(future)
+        return await self._tlsa.get(mx_host, lambda: lookup_tlsa(mx_host, self._config.dns))
