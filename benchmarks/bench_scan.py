@@ -245,6 +245,17 @@ def print_timing(timing: dict[str, Any]) -> None:
     for name, stage in monitor["stages"].items():
         print(f"    {name:<26} {100 * stage['mean_fill']:5.1f}%  full {100 * stage['full_share']:5.1f}%  "
               f"peak {stage['peak']:,}/{stage['capacity']:,}")
+    print_rss_series(monitor.get("rss_series", []))
+
+
+def print_rss_series(series: list[list[float]], points: int = 12) -> None:
+    """Resident memory against rows done, at evenly spaced moments: flat means memory does not grow."""
+    if len(series) < 2:
+        return
+    step = max(1, len(series) // points)
+    picked = series[::step] + ([series[-1]] if (len(series) - 1) % step else [])
+    print("  RSS over the scan (rows done → MiB): "
+          + ", ".join(f"{int(rows):,} → {rss:.0f}" for _, rows, rss in picked))
 
 
 def compare_with_peer(world: BenchWorld, out: Path, run: ChildRun, args: argparse.Namespace) -> None:

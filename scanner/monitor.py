@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Gauge", "GaugeSummary", "StageMonitor"]
+__all__ = ["Gauge", "GaugeSummary", "StageMonitor", "current_rss_mb"]
 
 # A stage at or above this share of its capacity counts as "full" in a sample.
 FULL_SHARE = 0.9
@@ -57,6 +57,12 @@ class _Tally:
 class StageMonitor:
     gauges: Sequence[Gauge]
     interval: float = 0.25
+    # Work done so far (e.g. rows written), recorded with the resident set size every
+    # ``series_every`` seconds: memory must stay flat as the input grows, and this series shows it.
+    progress: Callable[[], int] = lambda: 0
+    series_every: float = 10.0
+    rss_series: list[tuple[float, int, float]] = field(default_factory=list)  # (seconds, progress, RSS MiB)
+    started: float = field(default_factory=time.monotonic)
     samples: int = 0
     lag_total: float = 0.0
     lag_max: float = 0.0
@@ -74,6 +80,9 @@ class StageMonitor:
             tally.peak = max(tally.peak, value)
         # ru_maxrss is in KiB on Linux: the process's high-water mark so far.
         self.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        elapsed = time.monotonic() - self.started
+        if not self.rss_series or elapsed - self.rss_series[-1][0] >= self.series_every:
+            self.rss_series.append((round(elapsed, 1), self.progress(), round(current_rss_mb(), 1)))
 
     async def run(self) -> None:
         """Sample until cancelled; each wake-up's lateness is the loop's lag."""
@@ -101,4 +110,15 @@ class StageMonitor:
                             "max": round(1000 * self.lag_max, 1)},
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "stages": {s.name: s.to_json() for s in self.summaries()},
+            "rss_series": [list(point) for point in self.rss_series],
         }
+
+
+def current_rss_mb() -> float:
+    """Resident set size now (not the peak), from /proc/self/statm; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            resident_pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return resident_pages * resource.getpagesize() / (1 << 20)

@@ -200,7 +200,8 @@ class Scan:
                          for i in range(self.config.probe.workers)]
         dns_workers = [asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}")
                        for i in range(self.config.dns.workers)]
-        self._monitor = StageMonitor(self._gauges(self._resolver, self._probe_service))
+        self._monitor = StageMonitor(self._gauges(self._resolver, self._probe_service),
+                                     progress=lambda: self.stats.rows_done)
         monitor = asyncio.create_task(self._monitor.run(), name="monitor")
         try:
             await self._read_input()

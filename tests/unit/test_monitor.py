@@ -33,3 +33,14 @@ async def test_a_blocked_loop_shows_as_lag() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert monitor.lag_max >= 0.15
     assert monitor.summaries()[0].full_share == 1.0
+
+
+def test_rss_series_records_progress_and_current_rss() -> None:
+    done = {"rows": 0}
+    monitor = StageMonitor([], progress=lambda: done["rows"], series_every=0.0)
+    for rows in (10, 20):
+        done["rows"] = rows
+        monitor.sample()
+    assert [point[1] for point in monitor.rss_series] == [10, 20]
+    assert all(point[2] > 0 for point in monitor.rss_series)
+    assert monitor.to_json()["rss_series"][1][1] == 20
