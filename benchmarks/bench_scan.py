@@ -21,6 +21,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from typing import Any
 import duckdb
 
 from benchmarks.junk import add_junk, physical_lines
-from benchmarks.world import BenchWorld, build
+from benchmarks.world import BenchWorld, add_wildcard_domains, build
 from worlds.dns import NsdServer
 from worlds.procs import tree_cpu_seconds
 from worlds.smtp import ListenerStats, SmtpFarmProcess
@@ -73,7 +74,7 @@ def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list
         "--concurrency", str(args.concurrency), "--dns-qps", str(args.dns_qps),
         "--dns-concurrency", str(args.dns_concurrency), "--dns-workers", str(args.dns_workers),
         "--banner-timeout", "5", "--command-timeout", "5", "--tls-timeout", "5", "--throttle-retry", "1",
-        "--per-prefix-concurrency", str(args.per_prefix),
+        "--per-prefix-concurrency", str(args.per_prefix), *shlex.split(args.scan_args),
     ]
 
 
@@ -119,6 +120,9 @@ def main() -> int:
     parser.add_argument("--per-prefix", type=int, default=64, help="connections per /24 (loopback farm: generous)")
     parser.add_argument("--peer-sample", type=int, default=0, help="domains for the checkdmarc comparison")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "smtp-tls-survey-peer-venv")
+    parser.add_argument("--wildcard-domains", type=int, default=0,
+                        help="extra input domains answered by wildcard MX records (input grows, zone does not)")
+    parser.add_argument("--scan-args", default="", help="extra scanner options, e.g. '--enumerate off --no-policy'")
     parser.add_argument("--junk-share", type=float, default=0.0,
                         help="mix this share of junk lines (garbage, IDN, binary, blank, duplicates...) into the input")
     parser.add_argument("--profile", type=Path, help="record the scanner with py-spy into this collapsed-stack file")
@@ -136,6 +140,8 @@ def main() -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="smtp-tls-bench-"))
     t0 = time.perf_counter()
     world = build(workdir, args.domains, args.addresses, second_octet)
+    if args.wildcard_domains:
+        add_wildcard_domains(world, args.wildcard_domains)
     if args.junk_share:
         junk = add_junk(world.domains_file, args.junk_share)
         listing = ", ".join(f"{k} {v:,}" for k, v in junk.items())

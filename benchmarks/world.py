@@ -140,3 +140,33 @@ def _provider_domain(
     records.append(Record(f"{domain}.", "MX", f"10 {hosts[0]}.{ZONE}."))
     records.append(Record(f"{domain}.", "MX", f"20 {hosts[1]}.{ZONE}."))
     return "provider"
+
+
+WILDCARD_SUBTREES = 100
+
+
+def add_wildcard_domains(world: BenchWorld, count: int) -> None:
+    """Grow the input by ``count`` domains without growing nsd's zone: names under 100 wildcard subtrees.
+
+    ``x<i>.w<j>.bench.test`` matches ``*.w<j>.bench.test`` (RFC 4592), whose MX records point at a
+    provider's hosts. The input grows tenfold or more at the cost of a hundred zone records, so a
+    10,000,000-line scan can show that the scanner's memory stays flat as the input grows.
+    The extra names are spread evenly between the world's own domains.
+    """
+    providers = max(1, world.address_count // 20)
+    with world.zone_file.path.open("a", encoding="utf-8") as zone:
+        for j in range(WILDCARD_SUBTREES):
+            p = j % providers
+            zone.write(f"*.w{j}.{ZONE}. 3600 IN MX 10 mx1-p{p}.{ZONE}.\n")
+            zone.write(f"*.w{j}.{ZONE}. 3600 IN MX 20 mx2-p{p}.{ZONE}.\n")
+    names = world.domains_file.read_text(encoding="utf-8").split()
+    per_name, extra = divmod(count, max(1, len(names)))
+    written = 0
+    with world.domains_file.open("w", encoding="utf-8", buffering=1 << 20) as out:
+        for index, name in enumerate(names):
+            out.write(name + "\n")
+            for _ in range(per_name + (1 if index < extra else 0)):
+                out.write(f"x{written}.w{written % WILDCARD_SUBTREES}.{ZONE}\n")
+                written += 1
+    world.domain_count += written
+    world.kinds["wildcard"] = written
