@@ -17,6 +17,7 @@ anywhere else. ``--no-netns`` runs in the current namespace (then the peer compa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import duckdb
 from benchmarks.junk import add_junk, physical_lines
 from benchmarks.world import BenchWorld, add_wildcard_domains, build
 from worlds.dns import NsdServer
+from worlds.latency import LatencyFrontProcess, TcpRoute, UdpRoute
 from worlds.procs import tree_cpu_seconds
 from worlds.smtp import ListenerStats, SmtpFarmProcess
 
@@ -123,6 +125,8 @@ def main() -> int:
     parser.add_argument("--wildcard-domains", type=int, default=0,
                         help="extra input domains answered by wildcard MX records (input grows, zone does not)")
     parser.add_argument("--scan-args", default="", help="extra scanner options, e.g. '--enumerate off --no-policy'")
+    parser.add_argument("--rtt-ms", type=float, default=0.0,
+                        help="emulate this round-trip time to every mail server and to DNS (latency fronts)")
     parser.add_argument("--junk-share", type=float, default=0.0,
                         help="mix this share of junk lines (garbage, IDN, binary, blank, duplicates...) into the input")
     parser.add_argument("--profile", type=Path, help="record the scanner with py-spy into this collapsed-stack file")
@@ -163,20 +167,74 @@ def main() -> int:
     return 0
 
 
+FRONT_CHUNK = 8_000  # TCP listeners per latency-front process (descriptor limit, see worlds/latency.py)
+INNER_SMTP_PORT = 2525  # with emulated RTT the farm listens here and the fronts take port 25
+INNER_DNS_PORT = 5353
+
+
+@dataclass
+class WorldProcesses:
+    """Everything the world runs while a scan is measured (nsd, farm, latency fronts)."""
+
+    nsd: NsdServer | None = None
+    farms: list[SmtpFarmProcess] = field(default_factory=list)
+    fronts: list[LatencyFrontProcess] = field(default_factory=list)
+
+    def pids(self) -> list[int]:
+        nsd = self.nsd.pid if self.nsd else None
+        return [p for p in (nsd, *(f.pid for f in self.farms), *(f.pid for f in self.fronts)) if p]
+
+
+def start_world(world: BenchWorld, workdir: Path, rtt_ms: float, running: WorldProcesses) -> None:
+    """nsd, the farm in FARM_CHUNK processes and, with ``rtt_ms``, latency fronts before both.
+
+    With emulated round-trip time the servers move to inner ports on the same addresses and fronts
+    listening where DNS points (port 25, the resolver's port 53) hold every chunk half the RTT each way.
+    """
+    delayed = rtt_ms > 0
+    dns_port = INNER_DNS_PORT if delayed else 53
+    specs = [dataclasses.replace(s, port=INNER_SMTP_PORT) for s in world.specs] if delayed else world.specs
+    nsd = NsdServer(workdir / "nsd", [world.zone_file], address=world.dns_address, port=dns_port)
+    nsd.start()
+    running.nsd = nsd
+    for i in range(0, len(specs), FARM_CHUNK):
+        farm = SmtpFarmProcess(specs[i:i + FARM_CHUNK], workdir / f"farm-{i // FARM_CHUNK}")
+        farm.start()
+        running.farms.append(farm)
+    if not delayed:
+        return
+    one_way = rtt_ms / 2000
+    dns = (world.dns_address, 53)
+    inner_dns = (world.dns_address, INNER_DNS_PORT)
+    fronts = [LatencyFrontProcess([TcpRoute(dns, inner_dns)], [UdpRoute(dns, inner_dns)], one_way,
+                                  workdir / "front-dns")]
+    routes = [TcpRoute((s.address, 25), (s.address, INNER_SMTP_PORT)) for s in world.specs]
+    for i in range(0, len(routes), FRONT_CHUNK):
+        fronts.append(LatencyFrontProcess(routes[i:i + FRONT_CHUNK], [], one_way, workdir / f"front-{i}"))
+    for front in fronts:
+        front.start()
+        running.fronts.append(front)
+
+
+def stop_world(running: WorldProcesses, stats: dict[str, ListenerStats]) -> None:
+    for front in running.fronts:
+        front.stop()
+    for farm in running.farms:
+        stats.update(farm.stop())
+    if running.nsd is not None:
+        running.nsd.stop()
+
+
 def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespace,
                        stats: dict[str, ListenerStats]) -> int:
-    """Start nsd and the farm, scan, report; the farm's per-listener counters land in ``stats``."""
-    nsd = NsdServer(workdir / "nsd", [world.zone_file], address=world.dns_address, port=53)
-    # One process per FARM_CHUNK listeners: each process is bound by the descriptor limit (20,000 here).
-    farms = [SmtpFarmProcess(world.specs[i:i + FARM_CHUNK], workdir / f"farm-{i // FARM_CHUNK}")
-             for i in range(0, len(world.specs), FARM_CHUNK)]
-    started: list[SmtpFarmProcess] = []
+    """Start the world, scan, report; the farm's per-listener counters land in ``stats``."""
+    running = WorldProcesses()
     try:
-        nsd.start()
-        for farm in farms:
-            farm.start()
-            started.append(farm)
-        print(f"nsd up in {nsd.startup_seconds:.2f}s; {len(world.specs):,} listeners in {len(farms)} farm process(es)")
+        start_world(world, workdir, args.rtt_ms, running)
+        assert running.nsd is not None
+        rtt = f"; {args.rtt_ms:g} ms emulated RTT ({len(running.fronts)} latency fronts)" if args.rtt_ms else ""
+        print(f"nsd up in {running.nsd.startup_seconds:.2f}s; {len(world.specs):,} listeners in "
+              f"{len(running.farms)} farm process(es){rtt}")
         out = workdir / "out"
         command = scan_command(world, out, args)
         if args.profile:
@@ -184,10 +242,10 @@ def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespac
             # CPU lands in the child figures, so a profiled run's numbers are indicative only.
             command = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "50", "--format", "raw",
                        "--nonblocking", "-o", str(args.profile), "--", *command]
-        world_cpu_before = world_cpu(nsd, started)
+        world_cpu_before = world_cpu(running.pids())
         run = run_child(command, workdir / "scan.log")
-        world_cpu_used = world_cpu(nsd, started) - world_cpu_before
-        print(f"world (nsd + farm) CPU during the scan: {world_cpu_used:.1f}s; scanner + world = "
+        world_cpu_used = world_cpu(running.pids()) - world_cpu_before
+        print(f"world (nsd + farm + fronts) CPU during the scan: {world_cpu_used:.1f}s; scanner + world = "
               f"{(run.cpu_s + world_cpu_used) / run.wall_s:.2f} of {os.cpu_count()} cores busy")
         if run.returncode != 0:
             print((workdir / "scan.log").read_text()[-3000:])
@@ -197,13 +255,10 @@ def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespac
             compare_with_peer(world, out, run, args)
         return 0
     finally:
-        for farm in started:
-            stats.update(farm.stop())
-        nsd.stop()
+        stop_world(running, stats)
 
 
-def world_cpu(nsd: NsdServer, farms: list[SmtpFarmProcess]) -> float:
-    pids = [p for p in (nsd.pid, *(farm.pid for farm in farms)) if p is not None]
+def world_cpu(pids: list[int]) -> float:
     return sum(tree_cpu_seconds(pid) for pid in pids)
 
 

@@ -30,16 +30,24 @@ class TokenBucket:
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
+        # Fast path: a token is there and nobody queues for one (the usual case below the rate cap).
+        if not self._lock.locked() and self._take():
+            return
         # The lock makes waiters queue FIFO instead of all waking and racing for the same token.
         async with self._lock:
             while True:
-                now = self._clock()
-                self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._take():
                     return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
+                await asyncio.sleep((1 - self._tokens) / self._rate)  # until the next token is due
+
+    def _take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
 
 
 @dataclass(slots=True)

@@ -1,8 +1,9 @@
 """Real-socket checks of the latency front (worlds.latency), on random loopback addresses only.
 
 The servers behind the front are tiny asyncio echo servers in the test's own
-loop; the front runs in the same loop, except in the process-wrapper test
-where it runs in a child (under uvloop).
+loop.  The in-process checks ("scenarios") run the front in that loop, once
+under asyncio and once under uvloop; the process-wrapper tests run it in a
+child process (on uvloop, as benchmarks do).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import random
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from worlds import latency
 from worlds.latency import LatencyFront, LatencyFrontProcess, TcpRoute, UdpRoute
 from worlds.ports import free_port
 from worlds.procs import alive
@@ -150,6 +150,38 @@ async def settle(predicate: Any, timeout: float = 3.0) -> None:
         await asyncio.sleep(0.01)
 
 
+# --- scenarios, each run under asyncio and under uvloop -----------------------------------------
+
+Scenario = Callable[[], Awaitable[None]]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(func: Scenario) -> Scenario:
+    """Register an in-process check; the front must behave the same on both event loops."""
+    SCENARIOS[func.__name__] = func
+    return func
+
+
+async def test_on_asyncio(name: str) -> None:
+    await SCENARIOS[name]()
+
+
+def test_on_uvloop(name: str) -> None:
+    # uvloop differs in ways that matter here (when reading starts, timer
+    # resolution, transport classes), and the child process runs on it.
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(SCENARIOS[name](), 30))
+    finally:
+        loop.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "name" in metafunc.fixturenames:
+        metafunc.parametrize("name", list(SCENARIOS))
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -189,7 +221,8 @@ def test_front_refuses_bad_delay_and_duplicate_listeners() -> None:
 # --- TCP ----------------------------------------------------------------------------------------
 
 
-async def test_tcp_round_trip_costs_two_one_way_delays() -> None:
+@scenario
+async def tcp_round_trip_costs_two_one_way_delays() -> None:
     listen = free_address()
     async with tcp_server() as target, front([TcpRoute(listen, target)]) as f:
         elapsed = await tcp_round_trip(listen)
@@ -202,14 +235,16 @@ async def test_tcp_round_trip_costs_two_one_way_delays() -> None:
         assert f.stats()["tcp"]["routes"][listener_key(*listen)]["accepted"] == 2
 
 
-async def test_tcp_zero_delay_is_plain_forwarding() -> None:
+@scenario
+async def tcp_zero_delay_is_plain_forwarding() -> None:
     listen = free_address()
     async with tcp_server() as target, front([TcpRoute(listen, target)], delay=0.0) as f:
         assert await tcp_round_trip(listen) < RTT
         assert f.accepted[listen] == 1
 
 
-async def test_tcp_large_payload_arrives_intact_and_in_order() -> None:
+@scenario
+async def tcp_large_payload_arrives_intact_and_in_order() -> None:
     """3 MB each way crosses the 1 MB write-buffer and delay-line limits, so flow control must work."""
     listen = free_address()
     payload = os.urandom(3 << 20)
@@ -217,7 +252,7 @@ async def test_tcp_large_payload_arrives_intact_and_in_order() -> None:
         reader, writer = await asyncio.open_connection(*listen)
 
         async def send() -> None:
-            # Uneven pieces, so chunk boundaries differ on every hop.
+            # Pieces that do not match the 64 KiB reads, so chunk boundaries differ on every hop.
             view = memoryview(payload)
             for start in range(0, len(payload), 50_000):
                 writer.write(view[start : start + 50_000])
@@ -232,7 +267,8 @@ async def test_tcp_large_payload_arrives_intact_and_in_order() -> None:
         assert received == payload + b"EOF:%d" % len(payload)
 
 
-async def test_tcp_half_close_is_forwarded_both_ways() -> None:
+@scenario
+async def tcp_half_close_is_forwarded_both_ways() -> None:
     """Client EOF reaches the server; the server's reply and its close come back, in that order."""
     listen = free_address()
     async with tcp_server() as target, front([TcpRoute(listen, target)]) as f:
@@ -250,7 +286,8 @@ async def test_tcp_half_close_is_forwarded_both_ways() -> None:
         assert f.current_connections == 0
 
 
-async def test_tcp_reset_stays_a_reset() -> None:
+@scenario
+async def tcp_reset_stays_a_reset() -> None:
     listen = free_address()
     async with tcp_server(reset_session) as target, front([TcpRoute(listen, target)]):
         reader, writer = await asyncio.open_connection(*listen)
@@ -262,7 +299,8 @@ async def test_tcp_reset_stays_a_reset() -> None:
             writer.close()
 
 
-async def test_tcp_target_down_closes_the_client_promptly() -> None:
+@scenario
+async def tcp_target_down_closes_the_client_promptly() -> None:
     listen, nobody = free_address(), free_address()
     async with front([TcpRoute(listen, nobody)]) as f:
         reader, writer = await asyncio.open_connection(*listen)
@@ -276,7 +314,8 @@ async def test_tcp_target_down_closes_the_client_promptly() -> None:
         assert f.connect_failures[listen] == 1
 
 
-async def test_many_concurrent_sessions_hide_latency() -> None:
+@scenario
+async def many_concurrent_sessions_hide_latency() -> None:
     sessions = 200
     listen = free_address()
     async with tcp_server() as target, front([TcpRoute(listen, target)]) as f:
@@ -295,7 +334,8 @@ async def test_many_concurrent_sessions_hide_latency() -> None:
 # --- UDP ----------------------------------------------------------------------------------------
 
 
-async def test_udp_is_delayed_and_replies_go_to_their_own_client() -> None:
+@scenario
+async def udp_is_delayed_and_replies_go_to_their_own_client() -> None:
     listen = free_address()
     async with udp_server() as target, front(udp=[UdpRoute(listen, target)]) as f:
         async with udp_client(listen) as (a_tx, a), udp_client(listen) as (b_tx, b):
@@ -318,7 +358,8 @@ async def test_udp_is_delayed_and_replies_go_to_their_own_client() -> None:
         assert stats["dropped"] == 0
 
 
-async def test_udp_zero_delay_is_plain_forwarding() -> None:
+@scenario
+async def udp_zero_delay_is_plain_forwarding() -> None:
     listen = free_address()
     async with udp_server() as target, front(udp=[UdpRoute(listen, target)], delay=0.0) as f:
         async with udp_client(listen) as (tx, client):
@@ -329,13 +370,11 @@ async def test_udp_zero_delay_is_plain_forwarding() -> None:
         assert f.udp_to_client[listen] == 1
 
 
-async def test_udp_upstreams_are_capped_and_swept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(latency, "UDP_SWEEP_INTERVAL", 0.05)
+@scenario
+async def udp_upstreams_are_capped_and_swept() -> None:
     listen = free_address()
-    async with (
-        udp_server() as target,
-        front(udp=[UdpRoute(listen, target)], delay=0.0, max_udp_upstreams=2, udp_idle_timeout=0.1) as f,
-    ):
+    kw: dict[str, Any] = {"max_udp_upstreams": 2, "udp_idle_timeout": 0.1, "udp_sweep_interval": 0.05}
+    async with udp_server() as target, front(udp=[UdpRoute(listen, target)], delay=0.0, **kw) as f:
         async with udp_client(listen) as (t1, c1), udp_client(listen) as (t2, c2), udp_client(listen) as (t3, c3):
             for tx, client in ((t1, c1), (t2, c2), (t3, c3)):
                 tx.sendto(b"x")
@@ -377,3 +416,25 @@ async def test_process_wrapper_relays_tcp_and_udp(tmp_path: Path) -> None:
         "target": listener_key(*udp_target), "to_target": 1, "to_client": 1,
     }
     assert proc.stop() == stats  # a second stop (as __exit__ does) returns the same counters
+
+
+def test_process_wrapper_as_context_manager(tmp_path: Path) -> None:
+    """``with`` starts and stops the child; the child runs with its descriptor limit raised."""
+    listen = free_address()
+    with LatencyFrontProcess([], [UdpRoute(listen, free_address())], 0.0, tmp_path) as proc:
+        pid = proc.pid
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        soft, hard = next(line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files"))
+        assert soft == hard
+    assert not alive(pid)
+    assert proc.stop()["udp"]["to_target"] == 0
+
+
+def test_process_wrapper_reports_a_failed_bind(tmp_path: Path) -> None:
+    listen = free_address()
+    with socket.socket() as squatter:
+        squatter.bind(listen)
+        squatter.listen()
+        proc = LatencyFrontProcess([TcpRoute(listen, free_address())], [], DELAY, tmp_path)
+        with pytest.raises(RuntimeError, match="cannot bind"):
+            proc.start()
