@@ -302,6 +302,10 @@ def print_timing(timing: dict[str, Any]) -> None:
     lag = monitor["loop_lag_ms"]
     print(f"  event loop lag: mean {lag['mean']} ms, max {lag['max']} ms "
           f"(a busy loop is late; ~0 means the scanner waits on limits or peers)")
+    gc_info = monitor.get("gc")
+    if gc_info:
+        print(f"  garbage collector: {sum(gc_info['seconds']):.1f}s in {sum(gc_info['collections']):,} collections "
+              f"(by generation: {gc_info['seconds']} s, {gc_info['collections']} runs)")
     print("  stage fill (mean share of capacity, share of samples >= 90% full, peak/capacity):")
     for name, stage in monitor["stages"].items():
         print(f"    {name:<26} {100 * stage['mean_fill']:5.1f}%  full {100 * stage['full_share']:5.1f}%  "

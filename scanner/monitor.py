@@ -12,6 +12,7 @@ The monitor only reads counters that the stages already keep; it changes nothing
 from __future__ import annotations
 
 import asyncio
+import gc
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +64,11 @@ class StageMonitor:
     series_every: float = 10.0
     rss_series: list[tuple[float, int, float]] = field(default_factory=list)  # (seconds, progress, RSS MiB)
     started: float = field(default_factory=time.monotonic)
+    # Time inside the cyclic garbage collector, per generation: it grows with the live heap, and in
+    # a profile it hides as self time of whatever small function happened to allocate.
+    gc_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    gc_runs: list[int] = field(default_factory=lambda: [0, 0, 0])
+    _gc_started: float = 0.0
     samples: int = 0
     lag_total: float = 0.0
     lag_max: float = 0.0
@@ -86,13 +92,25 @@ class StageMonitor:
 
     async def run(self) -> None:
         """Sample until cancelled; each wake-up's lateness is the loop's lag."""
-        while True:
-            due = time.monotonic() + self.interval
-            await asyncio.sleep(self.interval)
-            lag = max(0.0, time.monotonic() - due)
-            self.lag_total += lag
-            self.lag_max = max(self.lag_max, lag)
-            self.sample()
+        gc.callbacks.append(self._on_gc)
+        try:
+            while True:
+                due = time.monotonic() + self.interval
+                await asyncio.sleep(self.interval)
+                lag = max(0.0, time.monotonic() - due)
+                self.lag_total += lag
+                self.lag_max = max(self.lag_max, lag)
+                self.sample()
+        finally:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            generation = info.get("generation", 2)
+            self.gc_seconds[generation] += time.perf_counter() - self._gc_started
+            self.gc_runs[generation] += 1
 
     def summaries(self) -> list[GaugeSummary]:
         out = []
@@ -109,6 +127,7 @@ class StageMonitor:
             "loop_lag_ms": {"mean": round(1000 * self.lag_total / max(1, self.samples), 2),
                             "max": round(1000 * self.lag_max, 1)},
             "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "gc": {"seconds": [round(x, 2) for x in self.gc_seconds], "collections": list(self.gc_runs)},
             "stages": {s.name: s.to_json() for s in self.summaries()},
             "rss_series": [list(point) for point in self.rss_series],
         }

@@ -129,9 +129,7 @@ def _check_address(address: Address, what: str) -> Address:
 
 
 @dataclass(frozen=True)
-class TcpRoute:
-    """Accept TCP on ``listen`` and relay each session to ``target`` (both loopback ``(host, port)``)."""
-
+class _Route:
     listen: Address
     target: Address
 
@@ -144,17 +142,13 @@ class TcpRoute:
 
 
 @dataclass(frozen=True)
-class UdpRoute:
+class TcpRoute(_Route):
+    """Accept TCP on ``listen`` and relay each session to ``target`` (both loopback ``(host, port)``)."""
+
+
+@dataclass(frozen=True)
+class UdpRoute(_Route):
     """Receive datagrams on ``listen`` and relay them to ``target``, replies back to their sender."""
-
-    listen: Address
-    target: Address
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "listen", _check_address(self.listen, "listen"))
-        object.__setattr__(self, "target", _check_address(self.target, "target"))
-        if self.listen == self.target:
-            raise ValueError(f"route {listener_key(*self.listen)} would relay to itself")
 
 
 def _family(host: str) -> socket.AddressFamily:
