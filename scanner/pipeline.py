@@ -16,12 +16,14 @@ Shape::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import json
 import secrets
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +52,24 @@ __all__ = ["Scan", "ScanStats", "load_trust_store"]
 
 # How many lines the reader handles before yielding to other tasks when its queue has room.
 _READER_YIELD_EVERY = 256
+
+
+# Cyclic-GC thresholds while a scan runs. With CPython's defaults (700, 10, 10) a scan spent about a
+# third of its CPU in the collector (measured by the stage monitor: 56 s of 174 s at 200k domains),
+# mostly in full collections over the long-lived caches. Nearly all of a scan's garbage is freed by
+# reference counting; the collector only has to find the rare cycles (exception tracebacks, task
+# graphs), so it can run far less often. The previous thresholds are restored when the scan ends.
+_SCAN_GC_THRESHOLDS = (100_000, 20, 10)
+
+
+@contextlib.contextmanager
+def _scan_gc_thresholds() -> Iterator[None]:
+    previous = gc.get_threshold()
+    gc.set_threshold(*_SCAN_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def load_trust_store(config: ScanConfig) -> TrustStore:
@@ -131,6 +151,10 @@ class Scan:
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
+        with _scan_gc_thresholds():
+            return await self._run(on_tick)
+
+    async def _run(self, on_tick: Callable[[ScanStats], None] | None) -> ScanStats:
         started_at = datetime.now(UTC)
         out = self.config.output
         first_segment = self.resume.next_segment if self.resume else 0
