@@ -48,13 +48,10 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import resource
-import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections import OrderedDict, deque
@@ -64,6 +61,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 
+from worlds.procs import ReadyChild
 from worlds.smtp import _ensure_fd_limit, _new_loop, listener_key
 
 __all__ = [
@@ -103,8 +101,6 @@ _EARLY_SLACK = 0.0002
 # Smallest re-arm of the delay line's timer; shorter would round to "call soon"
 # under uvloop and spin until the item is due.
 _MIN_REARM = 0.001
-# Spawned child's protocol: a file we write, a line it prints.
-_READY = b"READY"
 
 
 # --- routes -------------------------------------------------------------------------------------
@@ -894,18 +890,14 @@ class LatencyFrontProcess:
         self.spec_file = workdir / "latency-spec.json"
         self.stats_file = workdir / "latency-stats.json"
         self.stderr_file = workdir / "latency.stderr"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child = ReadyChild("latency front", self.stderr_file)
         self._last_stats: dict[str, Any] | None = None
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("not started")
-        return self._proc.pid
+        return self._child.pid
 
     def start(self, timeout: float = 120.0) -> None:
-        if self._proc is not None:
-            raise RuntimeError("already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         write_spec_file(self.spec_file, self.tcp_routes, self.udp_routes, self.one_way_delay)
         self.stats_file.unlink(missing_ok=True)
@@ -913,67 +905,15 @@ class LatencyFrontProcess:
                "--stats-file", str(self.stats_file)]
         if not self.use_uvloop:
             cmd.append("--no-uvloop")
-        # The package root, so ``-m worlds.latency`` resolves whatever the caller's cwd.
-        root = Path(__file__).resolve().parent.parent
-        with self.stderr_file.open("wb") as err:
-            self._proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=err)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self._kill()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        buf = b""
-        # select() on the pipe, so a child that hangs before READY cannot hang us past the timeout.
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while b"\n" not in buf:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sel.select(remaining):
-                    raise TimeoutError(f"latency front not READY after {timeout}s: {self._stderr_tail()}")
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise RuntimeError(f"latency front exited with {proc.wait()}: {self._stderr_tail()}")
-                buf += chunk
-        if not buf.startswith(_READY):
-            raise RuntimeError(f"unexpected latency front output {buf!r}: {self._stderr_tail()}")
-
-    def _stderr_tail(self) -> str:
-        try:
-            return self.stderr_file.read_text(errors="replace")[-4000:]
-        except OSError as exc:
-            return f"(no stderr: {exc})"
-
-    def _kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        self._child.start(cmd, timeout)
 
     def stop(self, timeout: float = 60.0) -> dict[str, Any]:
         """SIGTERM the child, wait for it, return its counters (again, if already stopped)."""
-        proc = self._proc
-        if proc is None:
+        if not self._child.running:
             if self._last_stats is not None:
                 return self._last_stats
             raise RuntimeError("not started")
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._kill()
-            raise
-        self._kill()
-        if code != 0:
-            raise RuntimeError(f"latency front exited with {code}: {self._stderr_tail()}")
+        self._child.stop(timeout)
         stats: dict[str, Any] = json.loads(self.stats_file.read_text(encoding="utf-8"))
         self._last_stats = stats
         return stats
@@ -986,7 +926,7 @@ class LatencyFrontProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # stop() may already have been called inside the ``with`` block to read the stats.
-        if self._proc is not None:
+        if self._child.running:
             self.stop()
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import selectors
+import signal
+import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["ServerLifecycle", "alive", "children", "tree_cpu_seconds"]
+__all__ = ["ReadyChild", "ServerLifecycle", "alive", "children", "tree_cpu_seconds"]
 
 
 class ServerLifecycle:
@@ -67,3 +71,89 @@ def tree_cpu_seconds(pid: int) -> float:
         total += sum(int(v) for v in fields[11:15]) / tick
         stack.extend(children(current))
     return total
+
+
+class ReadyChild:
+    """A server child process (``python -m worlds.<module> ...``) that prints ``READY`` once it serves.
+
+    Shared by the process wrappers of the mail-server farm and the latency fronts: spawn in the
+    package root, wait for the READY line without ever blocking past the timeout, SIGTERM to stop
+    (the child then writes its stats file), and the tail of the child's stderr in every error.
+    """
+
+    def __init__(self, what: str, stderr_file: Path) -> None:
+        self.what = what
+        self.stderr_file = stderr_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"{self.what} not started")
+        return self._proc.pid
+
+    def start(self, command: list[str], timeout: float) -> str:
+        """Spawn ``command`` and return its READY line; on any failure the child is killed."""
+        if self._proc is not None:
+            raise RuntimeError(f"{self.what} already started")
+        root = Path(__file__).resolve().parent.parent  # so ``-m worlds.x`` resolves whatever the cwd
+        with self.stderr_file.open("wb") as err:
+            self._proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=err)
+        try:
+            return self._wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_ready(self, timeout: float) -> str:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        buf = b""
+        # select() on the pipe, so a child that hangs before READY cannot hang us past the timeout.
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not sel.select(remaining):
+                    raise TimeoutError(f"{self.what} not READY after {timeout}s: {self.stderr_tail()}")
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    raise RuntimeError(f"{self.what} exited with {proc.wait()}: {self.stderr_tail()}")
+                buf += chunk
+        if not buf.startswith(b"READY"):
+            raise RuntimeError(f"unexpected {self.what} output {buf!r}: {self.stderr_tail()}")
+        return buf.decode("ascii", "replace").strip()
+
+    def stderr_tail(self) -> str:
+        try:
+            return self.stderr_file.read_text(errors="replace")[-4000:]
+        except OSError as exc:
+            return f"(no stderr: {exc})"
+
+    def kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM, wait; raises if the child does not exit cleanly (its stderr tail included)."""
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError(f"{self.what} not started")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout)
+        finally:
+            self.kill()
+        if code != 0:
+            raise RuntimeError(f"{self.what} exited with {code}: {self.stderr_tail()}")

@@ -30,14 +30,11 @@ import dataclasses
 import ipaddress
 import json
 import logging
-import os
 import resource
-import selectors
 import signal
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -48,6 +45,8 @@ from enum import Enum
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
+
+from worlds.procs import ReadyChild
 
 __all__ = [
     "Behaviour",
@@ -854,17 +853,13 @@ class SmtpFarmProcess:
         self.spec_file = workdir / "specs.jsonl"
         self.stats_file = workdir / "stats.json"
         self.stderr_file = workdir / "farm.stderr"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child = ReadyChild("farm", self.stderr_file)
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("not started")
-        return self._proc.pid
+        return self._child.pid
 
     def start(self, timeout: float = 120.0) -> None:
-        if self._proc is not None:
-            raise RuntimeError("already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         write_spec_file(self.spec_file, self.specs)
         self.stats_file.unlink(missing_ok=True)
@@ -877,68 +872,11 @@ class SmtpFarmProcess:
         ]
         if not self.use_uvloop:
             cmd.append("--no-uvloop")
-        # The package root, so ``-m worlds.smtp`` resolves whatever the caller's cwd.
-        root = Path(__file__).resolve().parent.parent
-        with self.stderr_file.open("wb") as err:
-            self._proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=err)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self._kill()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            buf = b""
-            while b"\n" not in buf:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sel.select(remaining):
-                    raise TimeoutError(f"farm not READY after {timeout}s: {self._stderr_tail()}")
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise RuntimeError(f"farm exited with {proc.wait()}: {self._stderr_tail()}")
-                buf += chunk
-        if not buf.startswith(b"READY"):
-            raise RuntimeError(f"unexpected farm output {buf!r}: {self._stderr_tail()}")
-
-    def _stderr_tail(self) -> str:
-        try:
-            return self.stderr_file.read_text(errors="replace")[-4000:]
-        except OSError as exc:
-            return f"(no stderr: {exc})"
-
-    def _kill(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self._proc = None
+        self._child.start(cmd, timeout)
 
     def stop(self, timeout: float = 60.0) -> dict[str, ListenerStats]:
         """SIGTERM the child, wait for it, return its dumped counters."""
-        proc = self._proc
-        if proc is None:
-            raise RuntimeError("not started")
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._kill()
-            raise
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self._proc = None
-        if code != 0:
-            raise RuntimeError(f"farm exited with {code}: {self._stderr_tail()}")
+        self._child.stop(timeout)
         return load_stats(self.stats_file)
 
     def __enter__(self) -> SmtpFarmProcess:
@@ -951,7 +889,7 @@ class SmtpFarmProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._proc is not None:
+        if self._child.running:
             self.stop()
 
 
