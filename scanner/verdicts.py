@@ -96,7 +96,7 @@ class LinkJudge:
     bounded (oldest entries dropped first), so a long tail of self-hosted links cannot grow it.
     """
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 20_000) -> None:  # ~1.7 KB a link: ~34 MB at most
         self._capacity = capacity
         self._memo: dict[tuple[str, str], tuple[ProbeSummary, LinkJudgement]] = {}
 

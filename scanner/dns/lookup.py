@@ -86,7 +86,7 @@ def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolut
 class DomainResolver:
     """Turns a domain name into a ``DomainDns``. One instance per scan."""
 
-    def __init__(self, resolver: DnsResolver, exclude: ExcludeList, host_cache: int = 100_000) -> None:
+    def __init__(self, resolver: DnsResolver, exclude: ExcludeList, host_cache: int = 50_000) -> None:
         self._resolver = resolver
         self._exclude = exclude
         # MX host → addresses, shared by every domain at that host. Bounded: a long tail of self-hosted

@@ -43,7 +43,7 @@ class PolicyChecker:
         # One context for every policy fetch: loading the trust store per fetch would dominate.
         self._https: ssl.SSLContext = policy_ssl_context(config.ca_file)
         # Per MX host for the whole scan (a provider's MX is looked up once), bounded like the host cache.
-        self._tlsa: SharedLookups[TlsaLookup] = SharedLookups(100_000)
+        self._tlsa: SharedLookups[TlsaLookup] = SharedLookups(50_000)
 
     async def check(self, domain: str, mx_hosts: Sequence[str], per_mx_tls_ok: Mapping[str, bool]) -> DomainPolicies:
         # The three lookups are independent round trips, so they overlap; TLS-RPT runs as a task of
