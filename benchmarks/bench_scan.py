@@ -154,16 +154,19 @@ def main() -> int:
     print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on "
           f"127.{second_octet}.0.0/16 ({kinds}); built in {time.perf_counter() - t0:.1f}s")
     stats: dict[str, ListenerStats] = {}
+    wall: list[float] = []
     try:
-        code = run_world_and_scan(world, workdir, args, stats)
+        code = run_world_and_scan(world, workdir, args, stats, wall)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     if code != 0:
         return code
     accepted = sum(s.accepted for s in stats.values())
-    print(f"farm: {accepted:,} connections accepted, max concurrent per address "
-          f"{max((s.max_concurrent for s in stats.values()), default=0)}")
+    handshakes = sum(s.starttls_handshakes for s in stats.values())
+    print(f"farm: {accepted:,} connections accepted ({accepted / wall[0]:,.0f}/s over the scan: the probe and "
+          f"every enumeration session is one), {handshakes:,} completed STARTTLS handshakes; max concurrent "
+          f"per address {max((s.max_concurrent for s in stats.values()), default=0)}")
     return 0
 
 
@@ -226,8 +229,8 @@ def stop_world(running: WorldProcesses, stats: dict[str, ListenerStats]) -> None
 
 
 def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespace,
-                       stats: dict[str, ListenerStats]) -> int:
-    """Start the world, scan, report; the farm's per-listener counters land in ``stats``."""
+                       stats: dict[str, ListenerStats], wall: list[float]) -> int:
+    """Start the world, scan, report; the farm's counters land in ``stats``, the scan's seconds in ``wall``."""
     running = WorldProcesses()
     try:
         start_world(world, workdir, args.rtt_ms, running)
@@ -244,6 +247,7 @@ def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespac
                        "--nonblocking", "-o", str(args.profile), "--", *command]
         world_cpu_before = world_cpu(running.pids())
         run = run_child(command, workdir / "scan.log")
+        wall.append(run.wall_s)
         world_cpu_used = world_cpu(running.pids()) - world_cpu_before
         print(f"world (nsd + farm + fronts) CPU during the scan: {world_cpu_used:.1f}s; scanner + world = "
               f"{(run.cpu_s + world_cpu_used) / run.wall_s:.2f} of {os.cpu_count()} cores busy")
