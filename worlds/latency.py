@@ -49,7 +49,6 @@ import json
 import logging
 import math
 import resource
-import signal
 import socket
 import struct
 import sys
@@ -61,7 +60,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 
-from worlds.procs import ReadyChild
+from worlds.procs import ReadyChild, serve_until_terminated
 from worlds.smtp import _ensure_fd_limit, _new_loop, listener_key
 
 __all__ = [
@@ -941,19 +940,7 @@ async def _serve(args: argparse.Namespace) -> None:
     tcp, udp, delay = read_spec_file(args.spec_file)
     _raise_fd_limit()
     front = LatencyFront(tcp, udp, delay)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.stats_file is not None:
-        loop.add_signal_handler(signal.SIGUSR1, front.write_stats, args.stats_file)
-    await front.start()
-    sys.stdout.write(f"READY {len(tcp)} {len(udp)}\n")
-    sys.stdout.flush()
-    await stop.wait()
-    await front.stop()
-    if args.stats_file is not None:
-        front.write_stats(args.stats_file)
+    await serve_until_terminated(front, f"READY {len(tcp)} {len(udp)}", args.stats_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
-__all__ = ["ReadyChild", "ServerLifecycle", "alive", "children", "tree_cpu_seconds"]
+__all__ = ["ChildServer", "ReadyChild", "ServerLifecycle", "alive", "children", "serve_until_terminated",
+           "tree_cpu_seconds"]
 
 
 class ServerLifecycle:
@@ -157,3 +160,33 @@ class ReadyChild:
             self.kill()
         if code != 0:
             raise RuntimeError(f"{self.what} exited with {code}: {self.stderr_tail()}")
+
+
+class ChildServer(Protocol):
+    """What a ``python -m worlds.<module>`` child serves: the farm, a latency front."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def write_stats(self, path: Path) -> None: ...
+
+
+async def serve_until_terminated(server: ChildServer, ready_line: str, stats_file: Path | None) -> None:
+    """The child side of :class:`ReadyChild`: start, print READY, serve until SIGTERM/SIGINT, stop.
+
+    The stats file is written on SIGUSR1 (without stopping) and once more after the stop.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if stats_file is not None:
+        loop.add_signal_handler(signal.SIGUSR1, server.write_stats, stats_file)
+    await server.start()
+    sys.stdout.write(ready_line + "\n")
+    sys.stdout.flush()
+    await stop.wait()
+    await server.stop()
+    if stats_file is not None:
+        server.write_stats(stats_file)

@@ -31,7 +31,6 @@ import ipaddress
 import json
 import logging
 import resource
-import signal
 import socket
 import ssl
 import struct
@@ -46,7 +45,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from worlds.procs import ReadyChild
+from worlds.procs import ReadyChild, serve_until_terminated
 
 __all__ = [
     "Behaviour",
@@ -903,19 +902,7 @@ async def _serve(args: argparse.Namespace) -> None:
     farm = SmtpFarm(
         read_spec_file(args.spec_file), idle_timeout=args.idle_timeout, backlog=args.backlog
     )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.stats_file is not None:
-        loop.add_signal_handler(signal.SIGUSR1, farm.write_stats, args.stats_file)
-    await farm.start()
-    sys.stdout.write(f"READY {len(farm.specs)}\n")
-    sys.stdout.flush()
-    await stop.wait()
-    await farm.stop()
-    if args.stats_file is not None:
-        farm.write_stats(args.stats_file)
+    await serve_until_terminated(farm, f"READY {len(farm.specs)}", args.stats_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
