@@ -7,8 +7,10 @@ error numbers. A global token bucket caps queries per second and a semaphore cap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -161,6 +163,22 @@ class DnsResolver:
             await channel.close()
         self._pending.clear()
         await asyncio.gather(*self._retiring)
+
+    @contextlib.asynccontextmanager
+    async def budget(self) -> AsyncIterator[None]:
+        """One query's share of the scan's DNS limits (rate and in-flight cap), counted as sent.
+
+        For the queries another library sends (TLSA through dnspython, which reads the AD bit), so that
+        ``--dns-qps`` and ``--dns-concurrency`` bound everything the scan asks of the resolver.
+        """
+        await self._bucket.acquire()
+        async with self._query_slots:
+            self.queries_sent += 1
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
     async def query(self, name: str, rtype: QueryType) -> QueryResult:
         """Query ``name``/``rtype``, following CNAMEs the server left unresolved."""

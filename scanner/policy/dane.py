@@ -12,11 +12,13 @@ configured resolver address directly (never to resolv.conf) and returns the whol
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -435,12 +437,16 @@ def _from_message(name: str, server: str, reply: dns.message.Message, started: f
     return TlsaLookup(name, outcome, records, status, "", server, elapsed)
 
 
-async def lookup_tlsa(mx_host: str, dns_config: DnsConfig, *, port: int = 25) -> TlsaLookup:
+async def lookup_tlsa(
+    mx_host: str, dns_config: DnsConfig, *, port: int = 25,
+    budget: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+) -> TlsaLookup:
     """Query the TLSA RRset of an MX host at the configured resolvers, with EDNS DO and AD set.
 
     Each server in ``dns_config.servers`` is tried in turn, ``dns_config.tries`` rounds, each query
     waiting ``dns_config.timeout`` seconds (UDP, retried over TCP when truncated). There is no
-    fallback to the system resolver: an empty server list is a configuration error.
+    fallback to the system resolver: an empty server list is a configuration error. ``budget``, when
+    given, is entered around every query sent (the scan's DNS rate and in-flight limits).
     """
     if not dns_config.servers:
         raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
@@ -455,9 +461,10 @@ async def lookup_tlsa(mx_host: str, dns_config: DnsConfig, *, port: int = 25) ->
         for server in dns_config.servers:
             host, server_port = parse_host_port(server, 53)
             try:
-                reply, _tcp = await dns.asyncquery.udp_with_fallback(
-                    query, host, timeout=dns_config.timeout, port=server_port
-                )
+                async with budget() if budget is not None else contextlib.nullcontext():
+                    reply, _tcp = await dns.asyncquery.udp_with_fallback(
+                        query, host, timeout=dns_config.timeout, port=server_port
+                    )
             except dns.exception.Timeout:
                 timeouts += 1
                 problems.append(f"{server}: timeout")

@@ -66,4 +66,5 @@ class PolicyChecker:
         """
         if not self._config.dns.servers:
             return None
-        return await self._tlsa.get(mx_host, lambda: lookup_tlsa(mx_host, self._config.dns))
+        return await self._tlsa.get(
+            mx_host, lambda: lookup_tlsa(mx_host, self._config.dns, budget=self._resolver.budget))

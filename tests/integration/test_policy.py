@@ -493,6 +493,12 @@ async def test_tlsa_records_as_published(world: PolicyWorld) -> None:
     assert (wrong.verdict, wrong.match.name_match) == (DaneVerdict.NAME_MISMATCH, NameMatch.MISMATCH)
 
 
+async def test_tlsa_lookups_spend_the_scans_dns_budget(world: PolicyWorld, resolver: DnsResolver) -> None:
+    before = resolver.queries_sent
+    lookup = await lookup_tlsa(d("mx2.enforce"), world.dns(), budget=resolver.budget)
+    assert lookup.records and resolver.queries_sent == before + 1 and resolver.in_flight == 0
+
+
 async def test_tlsa_lookup_needs_explicit_servers() -> None:
     with pytest.raises(ConfigError):
         await lookup_tlsa("mx.example.test", DnsConfig())
