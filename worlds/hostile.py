@@ -32,7 +32,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,6 +62,7 @@ from scanner.tls.codec import (
     parse_client_hello,
 )
 from worlds.ports import loopback_host
+from worlds.procs import LoopThread
 
 __all__ = [
     "FIRST_INDEX",
@@ -903,8 +903,7 @@ class HostileServer:
         self.port = port
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[None]] = set()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_thread = LoopThread("hostile-server")
 
     @property
     def addresses(self) -> dict[Hostile, str]:
@@ -972,40 +971,10 @@ class HostileServer:
 
     def start_in_thread(self, timeout: float = 60.0) -> None:
         """Serve from a daemon thread's own event loop; returns once every listener is bound."""
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:  # handed to the starting thread
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="hostile-server", daemon=True)
-        thread.start()
-        if not started.wait(timeout):
-            raise TimeoutError(f"hostile server did not start within {timeout}s")
-        if failure:
-            thread.join()
-            raise failure[0]
-        self._thread, self._loop = thread, loop
+        self._in_thread.start(asyncio.new_event_loop(), self.start, timeout)
 
     def stop_in_thread(self, timeout: float = 30.0) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            raise RuntimeError("not running in a thread")
-        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        loop.close()
-        self._thread = self._loop = None
+        self._in_thread.stop(self.stop, timeout)
 
     @contextlib.contextmanager
     def running_in_thread(self) -> Iterator[HostileServer]:

@@ -8,12 +8,14 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-__all__ = ["ChildServer", "ReadyChild", "ServerLifecycle", "alive", "children", "serve_until_terminated",
+__all__ = ["ChildServer", "LoopThread", "ReadyChild", "ServerLifecycle", "alive", "children", "serve_until_terminated",
            "tree_cpu_seconds"]
 
 
@@ -190,3 +192,64 @@ async def serve_until_terminated(server: ChildServer, ready_line: str, stats_fil
     await server.stop()
     if stats_file is not None:
         server.write_stats(stats_file)
+
+
+class LoopThread:
+    """An asyncio server kept on its own event loop in a daemon thread, for synchronous callers.
+
+    ``start`` returns once the server's ``start()`` coroutine has finished (every listener bound) and
+    re-raises its failure in the caller's thread; ``stop`` runs the server's ``stop()`` on that loop,
+    then ends and joins the thread.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop, start: Callable[[], Awaitable[None]], timeout: float) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} already running in a thread")
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(start())
+            except BaseException as exc:  # handed to the starting thread below
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name=self.name, daemon=True)
+        thread.start()
+        if not started.wait(timeout):
+            raise TimeoutError(f"{self.name} did not start within {timeout}s")
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread, self._loop = thread, loop
+
+    def stop(self, stop: Callable[[], Awaitable[None]], timeout: float) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            raise RuntimeError(f"{self.name} is not running in a thread")
+        asyncio.run_coroutine_threadsafe(_awaited(stop), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"{self.name} thread did not finish")
+        loop.close()
+        self._thread = self._loop = None
+
+
+async def _awaited(work: Callable[[], Awaitable[None]]) -> None:
+    await work()

@@ -35,7 +35,6 @@ import socket
 import ssl
 import struct
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,7 +44,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from worlds.procs import ReadyChild, serve_until_terminated
+from worlds.procs import LoopThread, ReadyChild, serve_until_terminated
 
 __all__ = [
     "Behaviour",
@@ -660,8 +659,7 @@ class SmtpFarm:
         self._sessions: set[asyncio.Task[Any]] = set()
         self._contexts: dict[tuple[str, str, str | None, str | None, str | None], ssl.SSLContext] = {}
         self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._in_thread = LoopThread("smtp-farm")
 
     @property
     def specs(self) -> tuple[SmtpServerSpec, ...]:
@@ -775,45 +773,11 @@ class SmtpFarm:
 
     def start_in_thread(self, *, use_uvloop: bool = True, timeout: float = 120.0) -> None:
         """Run the farm in its own event loop on a daemon thread; returns once bound."""
-        if self._thread is not None:
-            raise RuntimeError("farm already running in a thread")
-        loop = _new_loop(use_uvloop)
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:  # reported to the starting thread below
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="smtp-farm", daemon=True)
-        thread.start()
-        if not started.wait(timeout):
-            raise TimeoutError(f"farm did not start within {timeout}s")
-        if failure:
-            thread.join()
-            raise failure[0]
-        self._thread, self._thread_loop = thread, loop
+        self._in_thread.start(_new_loop(use_uvloop), self.start, timeout)
 
     def stop_in_thread(self, timeout: float = 60.0) -> None:
         """Stop a farm started with :meth:`start_in_thread` and join its thread."""
-        thread, loop = self._thread, self._thread_loop
-        if thread is None or loop is None:
-            raise RuntimeError("farm is not running in a thread")
-        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        if thread.is_alive():
-            raise TimeoutError("farm thread did not finish")
-        loop.close()
-        self._thread = self._thread_loop = None
+        self._in_thread.stop(self.stop, timeout)
 
     @contextlib.contextmanager
     def running_in_thread(self, *, use_uvloop: bool = True) -> Iterator[SmtpFarm]:
