@@ -48,9 +48,6 @@ class SummaryCache:
     def __len__(self) -> int:
         return self._count
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._memory or self._load(key) is not None
-
     def get(self, key: str) -> ProbeSummary | None:
         summary = self._memory.pop(key, None)
         if summary is None:

@@ -36,9 +36,10 @@ class SharedLookups(Generic[T]):
         return future.result()
 
     async def get(self, key: str, lookup: Callable[[], Awaitable[T]]) -> T:
+        answer = self.known(key)
+        if answer is not None:
+            return answer
         future = self._entries.get(key)
-        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
-            return future.result()
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._make_room()

@@ -7,10 +7,8 @@ error numbers. A global token bucket caps queries per second and a semaphore cap
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,6 +125,7 @@ class DnsResolver:
         self._query_slots = asyncio.Semaphore(config.concurrency)
         self.queries_sent = 0
         self.in_flight = 0
+        self._budget = _QueryBudget(self)
         # Safety net above c-ares' own timeout*tries, so a lost callback can never hang a domain.
         self._deadline = config.timeout * config.tries + 2.0
 
@@ -164,21 +163,14 @@ class DnsResolver:
         self._pending.clear()
         await asyncio.gather(*self._retiring)
 
-    @contextlib.asynccontextmanager
-    async def budget(self) -> AsyncIterator[None]:
+    def budget(self) -> _QueryBudget:
         """One query's share of the scan's DNS limits (rate and in-flight cap), counted as sent.
 
-        For the queries another library sends (TLSA through dnspython, which reads the AD bit), so that
-        ``--dns-qps`` and ``--dns-concurrency`` bound everything the scan asks of the resolver.
+        Every query of ours takes it; so do the queries another library sends (TLSA through dnspython,
+        which reads the AD bit), so that ``--dns-qps`` and ``--dns-concurrency`` bound everything the
+        scan asks of the resolver.
         """
-        await self._bucket.acquire()
-        async with self._query_slots:
-            self.queries_sent += 1
-            self.in_flight += 1
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+        return self._budget
 
     async def query(self, name: str, rtype: QueryType) -> QueryResult:
         """Query ``name``/``rtype``, following CNAMEs the server left unresolved."""
@@ -206,10 +198,7 @@ class DnsResolver:
         return QueryResult(DnsOutcome.ERROR, f"CNAME chain longer than {MAX_CNAME_HOPS}", cnames=tuple(cnames))
 
     async def _query_once(self, name: str, rtype: QueryType) -> pycares.DNSResult | QueryResult:
-        await self._bucket.acquire()
-        async with self._query_slots:
-            self.queries_sent += 1
-            self.in_flight += 1
+        async with self._budget:
             channel = self._take_channel()
             try:
                 # asyncio.timeout, not wait_for: wait_for wraps the awaitable in a task of its own.
@@ -223,8 +212,31 @@ class DnsResolver:
             except TimeoutError:
                 return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: no answer within {self._deadline:.0f}s")
             finally:
-                self.in_flight -= 1
                 self._release_channel(channel)
+
+
+class _QueryBudget:
+    """``async with``: a token from the rate bucket and an in-flight slot, for one query.
+
+    A plain class rather than an ``asynccontextmanager`` generator: it is entered for every query.
+    Holds no per-use state, so one instance serves all concurrent queries.
+    """
+
+    __slots__ = ("_resolver",)
+
+    def __init__(self, resolver: DnsResolver) -> None:
+        self._resolver = resolver
+
+    async def __aenter__(self) -> None:
+        resolver = self._resolver
+        await resolver._bucket.acquire()
+        await resolver._query_slots.acquire()
+        resolver.queries_sent += 1
+        resolver.in_flight += 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._resolver.in_flight -= 1
+        self._resolver._query_slots.release()
 
 
 def _with(result: QueryResult, cnames: list[str], started: float) -> QueryResult:
