@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "RESULT_NEUTRAL",
     "ConfigError",
     "DnsConfig",
     "OutputConfig",
@@ -19,7 +22,15 @@ __all__ = [
     "SafetyConfig",
     "ScanConfig",
     "parse_host_port",
+    "result_settings",
+    "settings_differences",
 ]
+
+
+# Field metadata of settings that cannot change what a scan measures: speed, memory and bookkeeping
+# knobs. They may differ between the attempts of one scan (resume) and between scans that are compared
+# (report --baseline, series). Every other field is "result-relevant": one source of truth for both.
+RESULT_NEUTRAL: Mapping[str, Any] = {"result_neutral": True}
 
 
 class ConfigError(ValueError):
@@ -62,9 +73,9 @@ class DnsConfig:
     servers: tuple[str, ...] = ()
     timeout: float = 3.0  # per try, seconds
     tries: int = 2  # c-ares retries each query this many times in all
-    qps: float = 2000.0  # global queries-per-second limit (token bucket)
-    concurrency: int = 500  # queries in flight at once
-    workers: int = 256  # domains being resolved at once
+    qps: float = field(default=2000.0, metadata=RESULT_NEUTRAL)  # global queries-per-second limit (token bucket)
+    concurrency: int = field(default=500, metadata=RESULT_NEUTRAL)  # queries in flight at once
+    workers: int = field(default=256, metadata=RESULT_NEUTRAL)  # domains being resolved at once
 
     def __post_init__(self) -> None:
         _positive("dns timeout", self.timeout)
@@ -105,14 +116,14 @@ class ProbeConfig:
     command_timeout: float = 15.0  # EHLO, STARTTLS, QUIT replies
     tls_timeout: float = 15.0
     probe_deadline: float = 90.0  # hard cap on one probe, all phases included
-    max_connections: int = 200  # probes in flight at once, globally
+    max_connections: int = field(default=200, metadata=RESULT_NEUTRAL)  # probes in flight at once, globally
     per_ip_concurrency: int = 1
     per_ip_interval: float = 1.0  # minimum seconds between two connection starts to one address
     per_prefix_concurrency: int = 8  # connections at once into one /24 (IPv4) or /48 (IPv6)
     # Back-off before retrying an address that throttled us (421, greeting timeout, early drop);
     # one retry per delay, then the row records the throttling.
     throttle_retry_delays: tuple[float, ...] = (10.0, 60.0)
-    workers: int = 200  # probe worker tasks (>= max_connections is pointless)
+    workers: int = field(default=200, metadata=RESULT_NEUTRAL)  # probe worker tasks (>= max_connections is pointless)
     # Protocol/cipher enumeration after a successful STARTTLS: "off", "posture" (7-12 sessions per
     # address) or "full" (every accepted suite per version and the server's order).
     enumeration: str = "posture"
@@ -121,7 +132,7 @@ class ProbeConfig:
     full_sample: float = 0.0
     # Finished probe summaries kept in memory (a few KiB each, the chain included); older ones are
     # spilled to disk (scanner.probe_cache), so memory does not grow with the number of addresses.
-    summaries_in_memory: int = 25_000
+    summaries_in_memory: int = field(default=25_000, metadata=RESULT_NEUTRAL)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -155,10 +166,12 @@ class SafetyConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
-    out_dir: Path
-    rows_per_file: int = 200_000  # rows (all tables) buffered before a segment is committed
-    row_group_size: int = 20_000
-    flush_interval: float = 30.0  # seconds: buffered rows are written at least this often
+    out_dir: Path = field(metadata=RESULT_NEUTRAL)
+    # rows (all tables) buffered before a segment is committed
+    rows_per_file: int = field(default=200_000, metadata=RESULT_NEUTRAL)
+    row_group_size: int = field(default=20_000, metadata=RESULT_NEUTRAL)
+    # seconds: buffered rows are written at least this often
+    flush_interval: float = field(default=30.0, metadata=RESULT_NEUTRAL)
 
     def __post_init__(self) -> None:
         if self.row_group_size < 1 or self.rows_per_file < self.row_group_size:
@@ -172,10 +185,43 @@ class ScanConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     ca_file: Path | None = None  # trust store replacing certifi's bundle
-    max_domains_in_flight: int = 5000  # domains resolved and waiting for their probes
+    # domains resolved and waiting for their probes
+    max_domains_in_flight: int = field(default=5000, metadata=RESULT_NEUTRAL)
     policy_checks: bool = True  # MTA-STS, TLS-RPT and TLSA per domain (after its probes)
-    stop_grace: float = 20.0  # seconds in-flight domains may still finish after a stop request (Ctrl-C)
+    # seconds in-flight domains may still finish after a stop request (Ctrl-C)
+    stop_grace: float = field(default=20.0, metadata=RESULT_NEUTRAL)
 
     def __post_init__(self) -> None:
         if self.max_domains_in_flight < 1:
             raise ConfigError("max_domains_in_flight must be >= 1")
+
+
+def result_settings(config: Any, prefix: str = "") -> dict[str, Any]:
+    """The result-relevant settings of a config dataclass, flattened to ``section.field`` keys.
+
+    Values are JSON-safe (paths and other objects as strings, tuples as lists), so the mapping can be
+    stored in the run record and compared with one read back from an older scan.
+    """
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        if f.metadata.get("result_neutral"):
+            continue
+        value = getattr(config, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value) and not isinstance(value, type):
+            out.update(result_settings(value, f"{key}."))
+        elif isinstance(value, (tuple, list)):
+            out[key] = [v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for v in value]
+        else:
+            out[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return out
+
+
+def settings_differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two ``result_settings`` mappings, one line per setting."""
+    lines = []
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key, "(absent)"), theirs.get(key, "(absent)")
+        if a != b:
+            lines.append(f"{key}: {b!r} -> {a!r}")
+    return lines
