@@ -20,11 +20,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from scanner import __version__
 from scanner.certs import TrustStoreError
 from scanner.check import check_rows, render_check, temporary_input, to_json
-from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
+from scanner.config import (
+    ConfigError,
+    DnsConfig,
+    HealthConfig,
+    OutputConfig,
+    ProbeConfig,
+    SafetyConfig,
+    ScanConfig,
+)
+from scanner.exit_codes import ExitCode
 from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
-from scanner.output.parquet import OutputDirError, prepare_output_dir
+from scanner.output.parquet import STATE_DIR, OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
+from scanner.preflight import PreflightError, check_output_writable, check_resolvers
 from scanner.report import ReportError, build_report, write_report
 from scanner.resume import load_resume_state, scan_is_complete
 
@@ -53,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     misc.add_argument("--summaries-in-memory", type=int, default=25_000,
                       help="finished probe summaries kept in memory; older ones are spilled to disk")
     misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    misc.add_argument("--vantage", metavar="LABEL",
+                      help="where this scan runs from (e.g. 'hetzner-fsn1'), recorded in the run record")
+    health = scan.add_argument_group(
+        "our side is broken", "stop (exit 69, resumable) when nearly every DNS query or probe fails on our side")
+    defaults = HealthConfig()
+    health.add_argument("--dns-failure-window", type=int, default=defaults.dns_window, metavar="QUERIES",
+                        help=f"DNS queries in the sliding window (default {defaults.dns_window})")
+    health.add_argument("--dns-failure-threshold", type=float, default=defaults.dns_threshold, metavar="SHARE",
+                        help="share of timeouts, SERVFAIL, REFUSED and errors in the window that stops the scan "
+                             f"(default {defaults.dns_threshold})")
+    health.add_argument("--probe-failure-window", type=int, default=defaults.probe_window, metavar="PROBES",
+                        help=f"probes in the sliding window (default {defaults.probe_window})")
+    health.add_argument("--probe-failure-threshold", type=float, default=defaults.probe_threshold, metavar="SHARE",
+                        help="share of no_route and network_error probes in the window that stops the scan "
+                             f"(default {defaults.probe_threshold})")
     report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset")
     report.add_argument("out", type=Path, help="the scan's output directory")
     report.add_argument("--baseline", type=Path, help="an older scan to compare with")
@@ -122,7 +147,15 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     }
     if args.ehlo_name:
         probe_kwargs["ehlo_name"] = args.ehlo_name
+    defaults = HealthConfig()  # ``check`` has no such options: one domain never fills a window
+    health = HealthConfig(
+        dns_window=getattr(args, "dns_failure_window", defaults.dns_window),
+        dns_threshold=getattr(args, "dns_failure_threshold", defaults.dns_threshold),
+        probe_window=getattr(args, "probe_failure_window", defaults.probe_window),
+        probe_threshold=getattr(args, "probe_failure_threshold", defaults.probe_threshold),
+    )
     return ScanConfig(
+        health=health,
         output=OutputConfig(args.out, rows_per_file=args.rows_per_file,
                             row_group_size=min(20_000, args.rows_per_file),
                             flush_interval=getattr(args, "commit_interval", 30.0)),
@@ -173,19 +206,35 @@ def _run_loop(coro: Coroutine[Any, Any, ScanStats], use_uvloop: bool) -> ScanSta
 
 
 def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
-    mail = stats.with_mail_hosts
-    share = f"{100 * stats.starttls_all / mail:.1f}%" if mail else "n/a"
-    console.print(f"[bold]{stats.starttls_all} of {mail} mail domains ({share}) accept STARTTLS on every MX[/bold]")
-    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(stats.verdicts.items()))
+    """The whole scan (every attempt, from the scan record), then what this attempt did."""
+    totals = scan.record.totals()
+    mail, attempts = totals.with_mail_hosts, len(scan.record.attempts)
+    share = f"{100 * totals.starttls_all / mail:.1f}%" if mail else "n/a"
+    console.print(f"[bold]{totals.starttls_all} of {mail} mail domains ({share}) accept STARTTLS on every MX[/bold]"
+                  + (f" (over {attempts} attempts)" if attempts > 1 else ""))
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(totals.verdicts.items()))
+    console.print(f"scan: {totals.domain_rows:,} rows (domains {totals.domains:,}, invalid {totals.invalid_lines:,}, "
+                  f"duplicates {totals.duplicate_lines:,}); probes {totals.probes:,}; verdicts: {verdicts}")
     tally = scan.input_tally
-    console.print(f"input: {tally.physical:,} lines = {stats.rows_done:,} rows (scanned {stats.domains_done:,}, "
-                  f"invalid {stats.invalid:,}, duplicates {stats.duplicates:,}, excluded {stats.excluded:,}, "
-                  f"done in an earlier attempt {stats.resumed:,}) + {tally.skipped:,} blank or comment lines")
-    console.print(f"verdicts: {verdicts}; internal errors {stats.internal_errors}")
+    console.print(f"this attempt ({scan.attempt}): input {tally.physical:,} lines = {stats.rows_done:,} rows "
+                  f"(scanned {stats.domains_done:,}, invalid {stats.invalid:,}, duplicates {stats.duplicates:,}, "
+                  f"excluded {stats.excluded:,}, done in an earlier attempt {stats.resumed:,}) + {tally.skipped:,} "
+                  f"blank or comment lines; internal errors {stats.internal_errors}")
     console.print(f"probes {stats.probes_done:,}; DNS queries {stats.dns_queries:,}; "
                   f"{stats.elapsed():.1f}s ({stats.rows_done / max(stats.elapsed(), 1e-9):,.0f} domains/s)")
     console.print(f"dataset: {scan.config.output.out_dir} (scan id {scan.scan_id})"
-                  + ("" if scan.completed else " [yellow]INTERRUPTED: partial dataset[/yellow]"))
+                  + ("" if scan.completed else " [yellow]NOT COMPLETE: partial dataset[/yellow]"))
+
+
+def _preflight(config: ScanConfig) -> None:
+    """Before the input is read: the output is writable and every resolver answers (scanner.preflight)."""
+    check_output_writable(config.output.out_dir, STATE_DIR)
+    asyncio.run(check_resolvers(config.dns))
+
+
+def _resume_hint(source: str) -> str:
+    return ("run the same command again to resume" if source != "-"
+            else "a scan read from stdin cannot be resumed: pass the input as a file")
 
 
 def run_scan(args: argparse.Namespace, console: Console) -> int:
@@ -201,17 +250,28 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
             console.print(f"{out} already holds a complete scan; use --overwrite to scan again")
             return EXIT_OK
         prepare_output_dir(out, args.overwrite)
+        _preflight(config)
         resume = load_resume_state(out, config, args.domains, trust)
     except (ConfigError, ExcludeListError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         return EXIT_USAGE
-    except (TrustStoreError, InputError, OutputDirError) as exc:
+    except TrustStoreError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return ExitCode.CONFIG
+    except PreflightError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return exc.exit_code
+    except (InputError, OutputDirError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
     if resume.attempt > 1 or resume.done_lines.count:
-        console.print(f"resuming: {resume.done_lines.count:,} input lines and {len(resume.probes):,} probes already "
-                      f"written are kept (removed {resume.removed_files} uncommitted files)")
-    scan = Scan(config, args.domains, trust, exclude, resume=resume)
+        console.print(f"resuming (attempt {resume.attempt}): {resume.done_lines.count:,} input lines and "
+                      f"{len(resume.probes):,} probes already written are kept (removed {resume.removed_files} "
+                      "uncommitted files)")
+    if str(args.domains) == "-":
+        console.print("reading domains from stdin: if this scan is interrupted it cannot be resumed "
+                      "(pass the input as a file to be able to resume)")
+    scan = Scan(config, args.domains, trust, exclude, resume=resume, vantage=args.vantage)
     total = None if args.no_progress else count_lines(args.domains)
     try:
         if args.no_progress:
@@ -219,15 +279,22 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         else:
             with _ProgressView(console, total) as view:
                 stats = _run_loop(scan.run(view.update), not args.no_uvloop)
-    except KeyboardInterrupt:  # a second Ctrl-C: in-flight work abandoned, committed rows are safe
-        stats = scan.stats
+    except KeyboardInterrupt:  # Ctrl-C outside the scan's own handlers (start-up, shutdown)
+        console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}")
+        return ExitCode.INTERRUPTED
     except InputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
+    if scan.abandoned:  # a second Ctrl-C: one line, no summary
+        console.print(f"{scan.stop_message}; {_resume_hint(str(args.domains))}")
+        return ExitCode.INTERRUPTED
     print_summary(console, scan, stats)
+    if scan.breakdown is not None:
+        console.print(f"[red]stopped:[/red] {scan.stop_message}")
+        return ExitCode.UNAVAILABLE
     if not scan.completed:
-        console.print("interrupted: everything committed so far is kept; run the same command again to resume")
-        return EXIT_INTERRUPTED
+        console.print(f"{scan.stop_message}; {_resume_hint(str(args.domains))}")
+        return ExitCode.INTERRUPTED
     return EXIT_OK
 
 

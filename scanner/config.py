@@ -17,6 +17,7 @@ __all__ = [
     "RESULT_NEUTRAL",
     "ConfigError",
     "DnsConfig",
+    "HealthConfig",
     "OutputConfig",
     "ProbeConfig",
     "SafetyConfig",
@@ -165,6 +166,30 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """When the scan concludes that *our* side is broken and stops (README: "When our side is broken").
+
+    Over the last ``*_window`` outcomes, a share of failures at or above ``*_threshold`` stops intake,
+    commits and exits with ExitCode.UNAVAILABLE; the same command resumes. DNS failures are timeouts,
+    SERVFAIL, REFUSED and other resolver errors per query; probe failures are ``no_route`` and
+    ``network_error`` per probe. The defaults are far above what the Internet's own mess produces
+    (a few percent), so only a dead resolver or a dead uplink trips them. Speed/bookkeeping: neutral.
+    """
+
+    dns_window: int = field(default=1000, metadata=RESULT_NEUTRAL)
+    dns_threshold: float = field(default=0.9, metadata=RESULT_NEUTRAL)
+    probe_window: int = field(default=500, metadata=RESULT_NEUTRAL)
+    probe_threshold: float = field(default=0.9, metadata=RESULT_NEUTRAL)
+
+    def __post_init__(self) -> None:
+        if self.dns_window < 1 or self.probe_window < 1:
+            raise ConfigError("failure windows must be >= 1")
+        for name in ("dns_threshold", "probe_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be > 0 and <= 1 (got {getattr(self, name)})")
+
+
+@dataclass(frozen=True, slots=True)
 class OutputConfig:
     out_dir: Path = field(metadata=RESULT_NEUTRAL)
     # rows (all tables) buffered before a segment is committed
@@ -184,6 +209,7 @@ class ScanConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     ca_file: Path | None = None  # trust store replacing certifi's bundle
     # domains resolved and waiting for their probes
     max_domains_in_flight: int = field(default=5000, metadata=RESULT_NEUTRAL)

@@ -31,6 +31,7 @@ RAW_KEEP = 300
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ALL_NUMERIC_TLD = re.compile(r"^[0-9]+$")
 _GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = _GZIP_MAGIC  # public: scanner.provenance counts the lines of gzip input too
 
 
 class InputError(ValueError):

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import json
 import secrets
 import signal
 import time
@@ -29,23 +28,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scanner import __version__
 from scanner.certs import TrustStore
-from scanner.config import ScanConfig
+from scanner.config import ScanConfig, result_settings
 from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
+from scanner.health import Breakdown, HealthWatch
 from scanner.input import InputLine, InputTally, open_lines, read_domains
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
-from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
+from scanner.output.rows import DomainRow, ProbeRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
+from scanner.preflight import resolver_label
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService, ProbeSummary
+from scanner.provenance import collect as collect_provenance
 from scanner.resume import ResumeState, mark_complete
+from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains
-from scanner.status import DomainStatus, StarttlsVerdict
+from scanner.status import AttemptOutcome, DomainStatus, StarttlsVerdict
 from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
@@ -70,6 +72,19 @@ def _scan_gc_thresholds() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*previous)
+
+
+def _config_json(config: ScanConfig) -> dict[str, Any]:
+    """The effective configuration as JSON values (paths and tuples as strings and lists)."""
+    return {k: _jsonable(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
 
 
 def load_trust_store(config: ScanConfig) -> TrustStore:
@@ -117,7 +132,11 @@ class ScanStats:
 
 
 class Scan:
-    """One scan of one input into one output directory."""
+    """One attempt of one scan of one input into one output directory.
+
+    A resumed scan keeps the scan id of its record (``scanner.scan_record``); every row this attempt
+    writes carries that id and ``self.attempt``.
+    """
 
     def __init__(
         self,
@@ -125,13 +144,22 @@ class Scan:
         source: str | Path,
         trust: TrustStore,
         exclude: ExcludeList | None = None,
-        scan_id: str | None = None,
         resume: ResumeState | None = None,
+        vantage: str | None = None,
     ) -> None:
         self.config = config
         self.resume = resume
         self.source = source
-        self.scan_id = scan_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+        record = resume.record if resume else None
+        self.scan_id = record.scan_id if record else (
+            datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3))
+        self.record = record or ScanRecord(self.scan_id)
+        self.attempt = resume.attempt if resume else 1
+        self.vantage = vantage
+        self.written = AttemptCounts()  # rows this attempt wrote, counted by the writer
+        self.health = HealthWatch(config.health, self._on_breakdown)
+        self.breakdown: Breakdown | None = None  # set when our side looked broken (scanner.health)
+        self.abandoned = False  # a second Ctrl-C: in-flight work was dropped at once
         self.stats = ScanStats()
         self._trust = trust
         self._exclude = exclude or ExcludeList()
@@ -155,24 +183,71 @@ class Scan:
             return await self._run(on_tick)
 
     async def _run(self, on_tick: Callable[[ScanStats], None] | None) -> ScanStats:
-        started_at = datetime.now(UTC)
         out = self.config.output
         first_segment = self.resume.next_segment if self.resume else 0
         writer = DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size, first_segment)
+        attempt = self._begin_attempt(writer)
         writer_task = asyncio.create_task(self._write_rows(writer), name="writer")
         ticker = asyncio.create_task(self._tick(on_tick), name="progress") if on_tick else None
         self._install_signal_handlers()
         try:
             await self._run_stages()
             self.completed = not self.stopping
+        except asyncio.CancelledError:
+            if not self.abandoned:
+                raise
+            # A second Ctrl-C cancelled the stages: what was emitted is still written and committed below.
         finally:
             self._remove_signal_handlers()
             if ticker:
                 ticker.cancel()
-            await self._shutdown(writer, writer_task, started_at)
+            await self._shutdown(writer, writer_task, attempt)
             if on_tick:
                 on_tick(self.stats)
         return self.stats
+
+    def _begin_attempt(self, writer: DatasetWriter) -> Attempt:
+        """Record this attempt (provenance, settings, ``running``) before any row; settle earlier attempts.
+
+        An earlier attempt still ``running`` was killed: it is marked so and counted from its committed
+        rows. Every earlier attempt without a committed run row gets one now, so the run table holds one
+        row per attempt whatever ended them.
+        """
+        committed = self.resume.committed if self.resume and self.resume.committed is not None else {}
+        self.record.settle_unfinished(committed)
+        have_row = self.resume.run_rows if self.resume else frozenset()
+        for earlier in self.record.attempts:
+            if earlier.attempt not in have_row:
+                rows = committed.get(earlier.attempt, AttemptCounts())
+                earlier.counts.domain_rows, earlier.counts.mx_rows = rows.domain_rows, rows.mx_rows
+                earlier.counts.probes, earlier.counts.domains = rows.probes, rows.domains
+                earlier.counts.invalid_lines, earlier.counts.duplicate_lines = rows.invalid_lines, rows.duplicate_lines
+                earlier.counts.verdicts = rows.verdicts
+                writer.write([earlier.run_row(self.scan_id, str(self.source))])
+        attempt = Attempt(
+            attempt=self.attempt, started_at=datetime.now(UTC), finished_at=None, outcome=AttemptOutcome.RUNNING,
+            message="", config=_config_json(self.config), result_settings=result_settings(self.config),
+            provenance=collect_provenance(self.config, self.source, self.vantage),
+        )
+        self.record.attempts.append(attempt)
+        self.record.save(self.config.output.out_dir)
+        return attempt
+
+    def _on_breakdown(self, breakdown: Breakdown) -> None:
+        """Our side is broken: stop intake now and drop in-flight work (it would record our failure)."""
+        self.breakdown = breakdown
+        self.request_stop()
+
+    @property
+    def stop_message(self) -> str:
+        """Why this attempt stopped early, in one line (empty when it completed)."""
+        if self.completed:
+            return ""
+        if self.breakdown is not None:
+            return self.breakdown.describe(resolver_label(self.config.dns))
+        if self.abandoned:
+            return "stopped at once (second Ctrl-C): in-flight domains were dropped, everything committed is kept"
+        return "interrupted: everything committed so far is kept"
 
     def request_stop(self) -> None:
         """Stop taking new input; in-flight domains get ``stop_grace`` seconds, then are abandoned.
@@ -188,7 +263,8 @@ class Scan:
         self._signals_installed = False
 
         def on_signal() -> None:
-            if self.stopping and main is not None:
+            if self.stopping and main is not None and not self.abandoned:
+                self.abandoned = True
                 main.cancel()  # a second Ctrl-C: abandon in-flight work at once
             self.request_stop()
 
@@ -211,11 +287,11 @@ class Scan:
             await self._run_stages_with(done)
 
     async def _run_stages_with(self, done: SummaryCache) -> None:
-        self._resolver = DnsResolver(self.config.dns)
+        self._resolver = DnsResolver(self.config.dns, observe=self.health.dns)
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id,
-                                           done)
+                                           self.attempt, done)
         if self.resume:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:
@@ -232,8 +308,9 @@ class Scan:
             drain = asyncio.create_task(self._drain(dns_workers, probe_workers))
             stop = asyncio.create_task(self._stop_event.wait())
             await asyncio.wait({drain, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not drain.done():
-                # Stop requested: in-flight domains get a bounded grace period, then are abandoned.
+            if not drain.done() and self.breakdown is None:
+                # Stop requested: in-flight domains get a bounded grace period, then are abandoned. Not
+                # after a breakdown: what finishes now would record our side's failure as the Internet's.
                 await asyncio.wait({drain}, timeout=self.config.stop_grace)
             stop.cancel()
             drain.cancel()
@@ -289,17 +366,18 @@ class Scan:
         now = datetime.now(UTC)
         if line.domain is None:
             self.stats.invalid += 1
-            await self._emit([input_problem_row(self.scan_id, line, DomainStatus.INVALID_INPUT, line.error or "", now)])
+            await self._emit([input_problem_row(self.scan_id, self.attempt, line, DomainStatus.INVALID_INPUT,
+                                                line.error or "", now)])
             return
         first = seen.first_seen(line.domain, line.line_no)
         if first is not None:
             self.stats.duplicates += 1
-            await self._emit([input_problem_row(self.scan_id, line, DomainStatus.DUPLICATE,
+            await self._emit([input_problem_row(self.scan_id, self.attempt, line, DomainStatus.DUPLICATE,
                                                 f"same domain as line {first}", now, duplicate_of_line=first)])
             return
         if self._exclude.excludes_name(line.domain):
             self.stats.excluded += 1
-            await self._emit([input_problem_row(self.scan_id, line, DomainStatus.EXCLUDED,
+            await self._emit([input_problem_row(self.scan_id, self.attempt, line, DomainStatus.EXCLUDED,
                                                 "domain is on the exclude list", now)])
             return
         self.stats.domains_queued += 1
@@ -349,7 +427,7 @@ class Scan:
             t1 = time.monotonic()
             policies = await self._check_policies(dns, summaries)
             t2 = time.monotonic()
-            row, mx_rows = build_domain_rows(self.scan_id, line, dns, summaries, self.config.probe.port,
+            row, mx_rows = build_domain_rows(self.scan_id, self.attempt, line, dns, summaries, self.config.probe.port,
                                              datetime.now(UTC), policies, self._links)
             t3 = time.monotonic()
             stats.probe_wait_seconds += t1 - t0
@@ -376,8 +454,8 @@ class Scan:
     async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
         self.stats.internal_errors += 1
         self.stats.domains_done += 1
-        await self._emit([input_problem_row(self.scan_id, line, DomainStatus.INTERNAL_ERROR, describe_bug(exc),
-                                            datetime.now(UTC))])
+        await self._emit([input_problem_row(self.scan_id, self.attempt, line, DomainStatus.INTERNAL_ERROR,
+                                            describe_bug(exc), datetime.now(UTC))])
 
     def _count(self, row: DomainRow) -> None:
         stats = self.stats
@@ -391,11 +469,14 @@ class Scan:
             stats.starttls_all += 1
 
     async def _emit_probe_row(self, row: ProbeRow) -> None:
+        self.health.probe(row.failure_class, row.failure_detail)
         if not row.tls_ok:
             self.stats.probe_failures += 1
         await self._emit([row])
 
     async def _emit(self, rows: Sequence[Any]) -> None:
+        if self.breakdown is not None:
+            return  # our side is broken: rows finished now would record that as the Internet's state
         await self._row_queue.put(rows)
 
     async def _write_rows(self, writer: DatasetWriter) -> None:
@@ -416,6 +497,8 @@ class Scan:
             for rows in batches:
                 if rows is not None:
                     writer.write(rows)
+                    for row in rows:
+                        self.written.count_row(row)
             if started - last_flush >= interval:
                 writer.commit()  # bounds what a crash can lose to about one interval of work
                 last_flush = time.monotonic()
@@ -437,42 +520,41 @@ class Scan:
         if self._resolver is not None:
             self.stats.dns_queries = self._resolver.queries_sent
 
-    async def _shutdown(self, writer: DatasetWriter, writer_task: asyncio.Task[None], started_at: datetime) -> None:
-        """Drain the writer, add the run row, finalize every file — also after a cancellation."""
+    async def _shutdown(self, writer: DatasetWriter, writer_task: asyncio.Task[None], attempt: Attempt) -> None:
+        """Drain the writer, add the run row, finalize every file — also after a cancellation.
+
+        The record is saved before the final commit and again after it: whichever moment a kill lands,
+        the next attempt finds this one either finished or ``running`` (then counted from its rows).
+        """
         self._sync_stats()
         if self._resolver is not None:
             await self._resolver.close()
         if not writer_task.done():
             await self._row_queue.put(None)
             await writer_task
-        writer.write([self._run_row(started_at)])
+        self._finish_attempt(attempt)
+        out_dir = self.config.output.out_dir
+        self.record.save(out_dir)
+        writer.write([attempt.run_row(self.scan_id, str(self.source))])
         writer.close()
         if self.completed:
-            mark_complete(self.config.output.out_dir)
-        (self.config.output.out_dir / "run.json").write_text(
-            json.dumps(self._run_json(started_at), indent=2, default=str) + "\n", encoding="utf-8"
-        )
+            mark_complete(out_dir)
+        self.record.save(out_dir, {"elapsed_s": round(self.stats.elapsed(), 3), "timing": self._timing_json()})
 
-    def _run_row(self, started_at: datetime) -> RunRow:
+    def _finish_attempt(self, attempt: Attempt) -> None:
         s = self.stats
-        return RunRow(
-            scan_id=self.scan_id, tool_version=__version__, schema_version=SCHEMA_VERSION,
-            started_at=started_at, finished_at=datetime.now(UTC), input=str(self.source),
-            config_json=json.dumps(dataclasses.asdict(self.config), default=str, sort_keys=True),
-            input_lines=s.lines, domains=s.domains_queued, invalid_lines=s.invalid, duplicate_lines=s.duplicates,
-            probes=s.probes_done, dns_queries=s.dns_queries, completed=self.completed,
-            attempt=self.resume.attempt if self.resume else 1, resumed_lines=s.resumed,
-            skipped_lines=self.input_tally.skipped,
-        )
-
-    def _run_json(self, started_at: datetime) -> dict[str, Any]:
-        row = self._run_row(started_at)
-        data = dataclasses.asdict(row)
-        data["config"] = json.loads(data.pop("config_json"))
-        data["verdicts"] = dict(self.stats.verdicts)
-        data["elapsed_s"] = round(self.stats.elapsed(), 3)
-        data["timing"] = self._timing_json()
-        return data
+        attempt.finished_at = datetime.now(UTC)
+        if self.completed:
+            attempt.outcome = AttemptOutcome.COMPLETED
+        elif self.breakdown is not None:
+            attempt.outcome = AttemptOutcome.UNAVAILABLE
+        else:
+            attempt.outcome = AttemptOutcome.INTERRUPTED
+        attempt.message = self.stop_message
+        counts = self.written
+        counts.input_lines, counts.dns_queries = s.lines, s.dns_queries
+        counts.resumed_lines, counts.skipped_lines = s.resumed, self.input_tally.skipped
+        attempt.counts = counts
 
     def _timing_json(self) -> dict[str, Any]:
         """Where the time went: per-domain phase means, the writer's share, and the stage monitor."""

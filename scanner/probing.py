@@ -121,6 +121,7 @@ class ProbeService:
         trust: TrustStore,
         emit_row: Callable[[ProbeRow], Awaitable[None]],
         scan_id: str,
+        attempt: int,
         done: SummaryCache,
     ) -> None:
         self._config = config
@@ -128,6 +129,7 @@ class ProbeService:
         self._trust = trust
         self._emit_row = emit_row
         self._scan_id = scan_id
+        self._attempt = attempt
         self._context: ssl.SSLContext = make_probe_context()
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=config.probe.workers * 4)
         self._pending: dict[str, _Pending] = {}  # queued or running
@@ -273,7 +275,7 @@ class ProbeService:
         enumeration: EnumerationResult | None = None,
         attempts: int = 1,
     ) -> ProbeSummary:
-        row = build_probe_row(self._scan_id, pending.address, pending.port, tuple(pending.names),
+        row = build_probe_row(self._scan_id, self._attempt, pending.address, pending.port, tuple(pending.names),
                               result, verdict, started_at, enumeration, attempts)
         await self._emit_row(row)
         self.completed += 1
@@ -296,6 +298,7 @@ def _bug_result(exc: Exception) -> SmtpProbeResult:
 
 def build_probe_row(
     scan_id: str,
+    attempt: int,
     address: str,
     port: int,
     names: tuple[str, ...],
@@ -311,6 +314,7 @@ def build_probe_row(
     timing = result.timings_ms.get
     return ProbeRow(
         scan_id=scan_id,
+        attempt=attempt,
         probe_id=probe_id(address, port),
         address=address,
         ip_version=ipaddress.ip_address(address).version,

@@ -5,13 +5,15 @@ Started again with the same command, a scan whose output directory holds committ
 ``domains`` table are skipped (but still seen, so later duplicates of them are still recognised), and
 every committed probe is reused — an address probed before the interruption is not probed again.
 
-A fingerprint of the input and the configuration guards against resuming with other settings, which
-would mix two different scans in one dataset.
+A fingerprint of the input and the result-relevant settings (``scanner.config.result_settings``)
+guards against resuming with other settings, which would mix two different scans in one dataset; the
+refusal names each setting that differs. Result-neutral settings (concurrency, commit interval, memory,
+failure thresholds) may change between attempts. The scan's record (``scanner.scan_record``) keeps its
+one scan id and numbers the attempts.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,9 +23,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from scanner.certs import TrustStore
-from scanner.config import ScanConfig
+from scanner.config import ScanConfig, result_settings, settings_differences
 from scanner.output.parquet import STATE_DIR, OutputDirError, recover
 from scanner.probing import ProbeSummary, probe_summary_from_row
+from scanner.scan_record import AttemptCounts, ScanRecord, committed_counts, committed_run_attempts
 
 __all__ = ["LineSet", "ResumeState", "fingerprint", "load_resume_state", "mark_complete", "scan_is_complete"]
 
@@ -61,14 +64,14 @@ class ResumeState:
     probes: dict[str, ProbeSummary]
     next_segment: int
     removed_files: int
+    record: ScanRecord | None = None  # the scan's record: its id and earlier attempts (None: a new scan)
+    committed: dict[int, AttemptCounts] | None = None  # per attempt, the rows it committed
+    run_rows: frozenset[int] = frozenset()  # attempts whose run row is committed
 
 
 def fingerprint(config: ScanConfig, source: str | Path) -> dict[str, Any]:
-    """What must not change between the attempts of one scan: the input and the scan settings."""
-    settings = dataclasses.asdict(config)
-    settings["output"].pop("out_dir", None)
-    settings["probe"].pop("summaries_in_memory", None)  # a memory knob: any value gives the same dataset
-    data: dict[str, Any] = {"input": str(source), "settings": json.loads(json.dumps(settings, default=str))}
+    """What must not change between the attempts of one scan: the input and the result-relevant settings."""
+    data: dict[str, Any] = {"input": str(source), "settings": result_settings(config)}
     if str(source) != "-":
         path = Path(source)
         with path.open("rb") as fh:
@@ -85,15 +88,24 @@ def mark_complete(out_dir: Path) -> None:
     (out_dir / STATE_DIR / _COMPLETE).write_text("complete\n", encoding="ascii")
 
 
+def fingerprint_differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """One line per setting or input property that differs (``old -> new``)."""
+    lines = settings_differences(wanted.get("settings", {}), found.get("settings", {}))
+    for key in sorted((set(found) | set(wanted)) - {"settings"}):
+        if found.get(key) != wanted.get(key):
+            lines.append(f"{key}: {found.get(key, '(absent)')!r} -> {wanted.get(key, '(absent)')!r}")
+    return lines
+
+
 def _check_fingerprint(out_dir: Path, wanted: dict[str, Any]) -> None:
     path = out_dir / STATE_DIR / _FINGERPRINT
     if path.exists():
-        found = json.loads(path.read_text(encoding="utf-8"))
-        if found != wanted:
-            changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+        differences = fingerprint_differences(json.loads(path.read_text(encoding="utf-8")), wanted)
+        if differences:
             raise OutputDirError(
-                f"{out_dir} holds an interrupted scan with another input or settings ({', '.join(changed)} "
-                "differ); resume it with the same command, or start over with --overwrite"
+                f"{out_dir} holds an interrupted scan with another input or settings; these differ (scan's -> "
+                f"this command's): {'; '.join(differences)}. Resume it with the same input and settings, or start "
+                "over with --overwrite"
             )
     else:
         path.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -111,7 +123,8 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
     _check_fingerprint(out_dir, fingerprint(config, source))
     done = LineSet()
     probes: dict[str, ProbeSummary] = {}
-    attempt = 1
+    record = ScanRecord.load(out_dir)
+    attempt = record.next_attempt if record else 1
     if recovery.committed:
         for path in _committed_files(out_dir, "domains"):
             for line_no in pq.read_table(path, columns=["input_line"]).column("input_line").to_pylist():
@@ -119,5 +132,5 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
         for path in _committed_files(out_dir, "probes"):
             for row in pq.read_table(path).to_pylist():
                 probes[row["probe_id"]] = probe_summary_from_row(row, trust)
-        attempt += sum(pq.read_metadata(p).num_rows for p in _committed_files(out_dir, "run"))
-    return ResumeState(attempt, done, probes, recovery.next_segment, recovery.removed_files)
+    return ResumeState(attempt, done, probes, recovery.next_segment, recovery.removed_files, record,
+                       committed_counts(out_dir), frozenset(committed_run_attempts(out_dir)))

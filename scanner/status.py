@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import Enum
 
 __all__ = [
+    "AttemptOutcome",
     "DnsOutcome",
     "DomainStatus",
     "FailureClass",
@@ -158,3 +159,14 @@ class StarttlsVerdict(str, Enum):
     NONE = "none"  # every address answered, none completed STARTTLS + handshake
     INCOMPLETE = "incomplete"  # some addresses could not be tested and the answer depends on them
     NOT_APPLICABLE = "not_applicable"  # nothing to test (no MX address, null MX, DNS failure, invalid)
+
+
+class AttemptOutcome(str, Enum):
+    """How one attempt of a scan ended (``run.outcome``). Only ``completed`` marks the scan complete."""
+
+    RUNNING = "running"  # in run.json while the attempt runs; never written to the run table
+    COMPLETED = "completed"  # reached the end of the input
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: the same command resumes
+    UNAVAILABLE = "unavailable"  # our side was broken (resolver dead, no route): the same command resumes
+    FAILED = "failed"  # an unexpected error ended the attempt (the message said which)
+    KILLED = "killed"  # ended without a word (SIGKILL, power loss): counted from its committed rows

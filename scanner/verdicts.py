@@ -165,12 +165,14 @@ def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[
     return match.verdict.value, lookup.dnssec.value
 
 
-def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summaries: Mapping[str, ProbeSummary],
-               port: int, policies: DomainPolicies | None, judge: LinkJudge) -> tuple[list[MxRow], list[MxFacts]]:
+def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: MailHost,
+               summaries: Mapping[str, ProbeSummary], port: int, policies: DomainPolicies | None,
+               judge: LinkJudge) -> tuple[list[MxRow], list[MxFacts]]:
     res = host.resolution
     common: dict[str, Any] = {
-        "scan_id": scan_id, "domain": dns.domain, "mx_host": host.name, "mx_preference": host.preference,
-        "mx_rank": rank, "host_status": res.status, "host_detail": res.detail, "host_cnames": list(res.cnames),
+        "scan_id": scan_id, "attempt": attempt, "domain": dns.domain, "mx_host": host.name,
+        "mx_preference": host.preference, "mx_rank": rank, "host_status": res.status, "host_detail": res.detail,
+        "host_cnames": list(res.cnames),
     }
     if not res.addresses:
         return [MxRow(**common, address=None, ip_version=None, port=None, probe_id=None, probe_status=None,
@@ -244,6 +246,7 @@ def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) ->
 
 def build_domain_rows(
     scan_id: str,
+    attempt: int,
     line: InputLine,
     dns: DomainDns,
     summaries: Mapping[str, ProbeSummary],
@@ -260,7 +263,7 @@ def build_domain_rows(
     mx_rows: list[MxRow] = []
     facts: list[MxFacts] = []
     for rank, host in enumerate(dns.hosts):
-        rows, host_facts = _link_rows(scan_id, dns, rank, host, summaries, port, policies, judge)
+        rows, host_facts = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, policies, judge)
         mx_rows += rows
         facts += host_facts
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
@@ -268,8 +271,9 @@ def build_domain_rows(
     dane_valid = _dane_valid(mx_rows) if policies else None
     graded = grade_domain(facts, _policy_facts(policies, dane_valid)) if facts else None
     row = DomainRow(
-        scan_id=scan_id, domain=dns.domain, input_line=line.line_no, input_raw=line.raw, status=dns.status,
-        status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source, mx_count=len(dns.hosts),
+        scan_id=scan_id, attempt=attempt, domain=dns.domain, input_line=line.line_no, input_raw=line.raw,
+        status=dns.status, status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source,
+        mx_count=len(dns.hosts),
         mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
         starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
@@ -288,6 +292,7 @@ def build_domain_rows(
 
 def input_problem_row(
     scan_id: str,
+    attempt: int,
     line: InputLine,
     status: DomainStatus,
     detail: str,
@@ -296,8 +301,8 @@ def input_problem_row(
 ) -> DomainRow:
     """A domain row for a line that was not scanned: invalid, duplicate, excluded, or a bug."""
     return DomainRow(
-        scan_id=scan_id, domain=line.domain, input_line=line.line_no, input_raw=line.raw, status=status,
-        status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
+        scan_id=scan_id, attempt=attempt, domain=line.domain, input_line=line.line_no, input_raw=line.raw,
+        status=status, status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
         mx_hosts=[], null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0, untested_count=0,
         starttls=StarttlsVerdict.NOT_APPLICABLE, starttls_all=None, starttls_any=None, certs_valid_all=None,
         **_policy_columns(None, None), grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,

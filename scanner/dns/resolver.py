@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from scanner.status import DnsOutcome
 
 __all__ = ["DnsResolver", "QueryResult", "QueryType"]
 
-QueryType = Literal["MX", "A", "AAAA", "TXT", "CNAME"]
+QueryType = Literal["MX", "A", "AAAA", "TXT", "CNAME", "NS"]
 
 # RFC 1034 §3.6.2 allows CNAME chains; resolvers cap them around 8–16 hops. Ours only matters when the
 # server answered with a CNAME but not the target's records (an authoritative server for another zone).
@@ -114,8 +115,11 @@ class DnsResolver:
     the old one is closed once its last query returns: c-ares' cache stays bounded.
     """
 
-    def __init__(self, config: DnsConfig, channel_queries: int = 20_000) -> None:
+    def __init__(self, config: DnsConfig, channel_queries: int = 20_000,
+                 observe: Callable[[DnsOutcome, str], None] | None = None) -> None:
         self._config = config
+        # Told every query's outcome (scanner.health watches the share of failures); None: nobody.
+        self._observe = observe
         self._channel_queries = channel_queries
         self._channel = self._new_channel()
         self._channel_used = 0
@@ -172,6 +176,15 @@ class DnsResolver:
         """
         return self._budget
 
+    async def answers(self) -> QueryResult:
+        """Whether the resolver answers at all: one ``. NS`` query (RFC 8109 priming query).
+
+        Any DNS reply (an answer, NODATA, NXDOMAIN, REFUSED, SERVFAIL) proves something listens and
+        speaks DNS; only a timeout or a network error (nothing listening) means it does not.
+        """
+        result = await self._query_once(".", "NS")
+        return result if isinstance(result, QueryResult) else QueryResult(DnsOutcome.ANSWER)
+
     async def query(self, name: str, rtype: QueryType) -> QueryResult:
         """Query ``name``/``rtype``, following CNAMEs the server left unresolved."""
         started = time.perf_counter()
@@ -198,6 +211,15 @@ class DnsResolver:
         return QueryResult(DnsOutcome.ERROR, f"CNAME chain longer than {MAX_CNAME_HOPS}", cnames=tuple(cnames))
 
     async def _query_once(self, name: str, rtype: QueryType) -> pycares.DNSResult | QueryResult:
+        result = await self._query_wire(name, rtype)
+        if self._observe is not None:
+            if isinstance(result, QueryResult):
+                self._observe(result.outcome, result.detail)
+            else:
+                self._observe(DnsOutcome.ANSWER, "")
+        return result
+
+    async def _query_wire(self, name: str, rtype: QueryType) -> pycares.DNSResult | QueryResult:
         async with self._budget:
             channel = self._take_channel()
             try:

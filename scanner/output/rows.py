@@ -8,7 +8,9 @@ Tables and keys:
 - ``mx``: one row per (domain, MX host, address) link (joins ``domains`` on ``domain`` and
   ``probes`` on ``probe_id``); a host with no address has one row with a null address.
 - ``probes``: one row per probed (address, port), shared by every domain whose MX resolves there.
-- ``run``: one row per attempt of the scan (version, configuration, counts); a resumed scan has several.
+- ``run``: one row per attempt of the scan (version, configuration, provenance, counts); a resumed scan has
+  several, all with the scan's one ``scan_id``. ``domains``, ``mx`` and ``probes`` rows carry the ``attempt``
+  that wrote them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from scanner.status import (
+    AttemptOutcome,
     DomainStatus,
     FailureClass,
     HostStatus,
@@ -33,7 +36,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 
 
 def col(doc: str) -> Any:
@@ -45,7 +48,8 @@ def col(doc: str) -> Any:
 class DomainRow:
     """Per-domain verdicts."""
 
-    scan_id: str = col("Identifier of the scan (same in every table of one run).")
+    scan_id: str = col("Identifier of the scan: the same in every table and every attempt of one scan.")
+    attempt: int = col("The attempt of the scan that wrote this row (1 for the first run; joins run.attempt).")
     domain: str | None = col("Normalized domain (A-label, lower case, no trailing dot); null for invalid input.")
     input_line: int = col("1-based line number in the input file where the domain (first) appeared.")
     input_raw: str = col("The input line as read (trimmed, at most 300 characters).")
@@ -104,6 +108,8 @@ class MxRow:
     """Per (domain, MX host, address) links."""
 
     scan_id: str = col("Identifier of the scan.")
+    attempt: int = col("The attempt of the scan that wrote this row (a link may point at a probe of an "
+                       "earlier attempt: join probes on (scan_id, probe_id)).")
     domain: str = col("The domain (joins domains.domain).")
     mx_host: str = col("MX host name (for implicit MX, the domain itself).")
     mx_preference: int = col("MX preference (0 for implicit MX).")
@@ -133,6 +139,7 @@ class ProbeRow:
     """Per probed (address, port): the SMTP dialogue, the TLS handshake and the certificate chain."""
 
     scan_id: str = col("Identifier of the scan.")
+    attempt: int = col("The attempt of the scan that ran this probe.")
     probe_id: str = col("'address|port': the key joined from mx.probe_id.")
     address: str = col("IP address probed.")
     ip_version: int = col("4 or 6.")
@@ -216,26 +223,37 @@ class ProbeRow:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRow:
-    """One row describing the scan."""
+    """One row per attempt of the scan: the first run and each resumption (see run.json for totals)."""
 
-    scan_id: str = col("Identifier of the scan.")
+    scan_id: str = col("Identifier of the scan (the same in every attempt).")
     tool_version: str = col("smtp-tls-survey version.")
     schema_version: str = col("Version of this schema.")
-    started_at: datetime = col("Scan start (UTC).")
-    finished_at: datetime = col("Scan end (UTC).")
+    started_at: datetime = col("Start of this attempt (UTC).")
+    finished_at: datetime | None = col("End of this attempt (UTC); null when it was killed without a word.")
     input: str = col("Input path ('-' for stdin).")
-    config_json: str = col("The whole scan configuration as JSON.")
-    input_lines: int = col("Meaningful input lines read (comments and blank lines excluded).")
-    domains: int = col("Distinct valid domains scanned.")
-    invalid_lines: int = col("Lines that were not valid domains.")
-    duplicate_lines: int = col("Lines repeating an earlier domain.")
-    probes: int = col("Probes run (distinct address and port).")
-    dns_queries: int = col("DNS queries sent.")
-    completed: bool = col("The scan reached the end of its input (false when interrupted).")
+    config_json: str = col("The whole scan configuration of this attempt as JSON.")
+    input_lines: int = col("Meaningful input lines this attempt read (comments and blank lines excluded); for a "
+                           "killed attempt, the lines it wrote.")
+    domains: int = col("Distinct valid domains this attempt scanned (rows it wrote that are not invalid, "
+                       "duplicate or excluded).")
+    invalid_lines: int = col("Lines this attempt found not to be valid domains.")
+    duplicate_lines: int = col("Lines this attempt found repeating an earlier domain.")
+    probes: int = col("Probe rows this attempt wrote (distinct address and port).")
+    dns_queries: int | None = col("DNS queries this attempt sent; null when it was killed.")
+    completed: bool = col("This attempt reached the end of the input: the scan is complete.")
     attempt: int = col("1 for the first run of the scan, 2 for its first resumption, ...")
-    resumed_lines: int = col("Input lines skipped because an earlier attempt had already written them.")
-    skipped_lines: int = col("Blank and comment lines: not domains, so no row. Physical lines of the input = "
-                             "input_lines + skipped_lines.")
+    resumed_lines: int | None = col("Input lines this attempt skipped because an earlier attempt had already "
+                                    "written them; null when it was killed.")
+    skipped_lines: int | None = col("Blank and comment lines: not domains, so no row. Physical lines of the input "
+                                    "= input_lines + skipped_lines (for an attempt that read the whole input); "
+                                    "null when it was killed.")
+    outcome: AttemptOutcome = col("How this attempt ended: completed, interrupted (Ctrl-C), unavailable (our side "
+                                  "was broken: resolver dead, no route), failed (a bug) or killed (SIGKILL, power "
+                                  "loss: written by the next attempt from the rows this one committed).")
+    domain_rows: int = col("Rows this attempt wrote to domains (the sum over attempts = rows of domains).")
+    mx_rows: int = col("Rows this attempt wrote to mx (the sum over attempts = rows of mx).")
+    provenance_json: str = col("Where and with what this attempt ran, as JSON: tool, library and data versions, "
+                               "trust store and input digests, command line, host, vantage (README: Provenance).")
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from scanner.output.arrow_schema import arrow_schema, render_json, render_markdown
 from scanner.output.parquet import DatasetWriter, read_journal, recover
 from scanner.output.rows import RunRow
+from scanner.status import AttemptOutcome
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -24,7 +25,8 @@ def _run_row(i: int) -> RunRow:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return RunRow(scan_id="s", tool_version="t", schema_version="1", started_at=now, finished_at=now, input="x",
                   config_json="{}", input_lines=i, domains=i, invalid_lines=0, duplicate_lines=0, probes=0,
-                  dns_queries=0, completed=True, attempt=1, resumed_lines=0, skipped_lines=0)
+                  dns_queries=0, completed=True, attempt=1, resumed_lines=0, skipped_lines=0,
+                  outcome=AttemptOutcome.COMPLETED, domain_rows=i, mx_rows=0, provenance_json="{}")
 
 
 def test_segments_commit_all_tables_together(tmp_path: Path) -> None:

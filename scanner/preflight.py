@@ -1,0 +1,75 @@
+"""Checks before a scan reads its input: the resolver answers, the output is writable.
+
+A scan that cannot resolve or cannot write would otherwise run to its end and record every domain as
+a DNS failure (or lose every row): a "complete" dataset that measured nothing. Each check fails with a
+message naming what is wrong and the exit code to end with (scanner.exit_codes); nothing has been
+written to the dataset yet, so the same command, once the problem is fixed, starts (or resumes) the scan.
+The trust store is checked where it is loaded (``scanner.pipeline.load_trust_store``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from scanner.config import DnsConfig
+from scanner.dns.resolver import DnsResolver
+from scanner.exit_codes import ExitCode
+from scanner.status import DnsOutcome
+
+__all__ = ["PreflightError", "check_output_writable", "check_resolvers", "resolver_label"]
+
+# A reply of any kind proves a DNS server listens; these outcomes mean nothing answered at all.
+_SILENT = frozenset({DnsOutcome.TIMEOUT, DnsOutcome.ERROR})
+
+
+class PreflightError(Exception):
+    """A pre-scan check failed; ``exit_code`` is what the command ends with."""
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def resolver_label(dns: DnsConfig) -> str:
+    """The resolvers as a person names them in a message."""
+    if not dns.servers:
+        return "the system resolver (/etc/resolv.conf)"
+    return ("resolver " if len(dns.servers) == 1 else "resolvers ") + ", ".join(dns.servers)
+
+
+async def _check_one(dns: DnsConfig, server: str | None) -> str | None:
+    """None when ``server`` (None: the system's) answers a query, else what went wrong."""
+    one = DnsConfig(servers=(server,) if server else (), timeout=dns.timeout, tries=dns.tries)
+    resolver = DnsResolver(one)
+    try:
+        result = await resolver.answers()
+    finally:
+        await resolver.close()
+    if result.outcome in _SILENT:
+        return f"{resolver_label(one)} did not answer ({result.outcome.value}: {result.detail})"
+    return None
+
+
+async def check_resolvers(dns: DnsConfig) -> None:
+    """Every configured resolver answers one query (each is asked on its own: c-ares would hide a dead one)."""
+    servers: tuple[str | None, ...] = dns.servers or (None,)
+    problems = [p for p in await asyncio.gather(*(_check_one(dns, s) for s in servers)) if p]
+    if problems:
+        raise PreflightError(
+            "; ".join(problems) + ". Nothing was scanned: every domain would have failed DNS. Fix the resolver "
+            "(--resolver), then run the same command again.", ExitCode.UNAVAILABLE)
+
+
+def check_output_writable(out_dir: Path, state_dir: str) -> None:
+    """Create, write, fsync and delete a file where the scan keeps its state (the same filesystem as the data)."""
+    probe = out_dir / state_dir / f".preflight-{os.getpid()}"
+    try:
+        with probe.open("wb") as fh:
+            fh.write(b"preflight\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise PreflightError(f"the output directory {out_dir} is not writable: {exc}", ExitCode.CANT_CREATE) from exc
