@@ -1,5 +1,11 @@
 """``python -m scanner`` is the same as the ``smtp-tls-survey`` command."""
 
-from scanner.cli import main
+import sys
+
+try:
+    from scanner.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing was started, no traceback
+    print("interrupted while starting: nothing was done", file=sys.stderr)
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

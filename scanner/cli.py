@@ -265,7 +265,7 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
     if resume.attempt > 1 or resume.done_lines.count:
-        console.print(f"resuming (attempt {resume.attempt}): {resume.done_lines.count:,} input lines and "
+        console.print(f"resuming: attempt {resume.attempt}; {resume.done_lines.count:,} input lines and "
                       f"{len(resume.probes):,} probes already written are kept (removed {resume.removed_files} "
                       "uncommitted files)")
     if str(args.domains) == "-":
@@ -280,13 +280,14 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
             with _ProgressView(console, total) as view:
                 stats = _run_loop(scan.run(view.update), not args.no_uvloop)
     except KeyboardInterrupt:  # Ctrl-C outside the scan's own handlers (start-up, shutdown)
-        console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}")
+        console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
+                      soft_wrap=True)
         return ExitCode.INTERRUPTED
     except InputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
     if scan.abandoned:  # a second Ctrl-C: one line, no summary
-        console.print(f"{scan.stop_message}; {_resume_hint(str(args.domains))}")
+        console.print(f"{scan.stop_message}; {_resume_hint(str(args.domains))}", soft_wrap=True)
         return ExitCode.INTERRUPTED
     print_summary(console, scan, stats)
     if scan.breakdown is not None:

@@ -88,6 +88,15 @@ class HealthWatch:
         self._on_breakdown = on_breakdown
         self.breakdown: Breakdown | None = None
 
+    @property
+    def dns_seen(self) -> int:
+        """DNS outcomes observed so far (a clock for rows held until the window has moved past them)."""
+        return self._dns.seen
+
+    @property
+    def dns_window(self) -> int:
+        return self._dns.size
+
     def dns(self, outcome: DnsOutcome, detail: str) -> None:
         if self._dns.add(outcome in DNS_FAILURES, detail):
             self._trip("dns", self._dns)

@@ -16,6 +16,7 @@ Shape::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -47,7 +48,7 @@ from scanner.provenance import collect as collect_provenance
 from scanner.resume import ResumeState, mark_complete
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains
-from scanner.status import AttemptOutcome, DomainStatus, StarttlsVerdict
+from scanner.status import AttemptOutcome, DomainStatus, HostStatus, StarttlsVerdict
 from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
@@ -72,6 +73,18 @@ def _scan_gc_thresholds() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*previous)
+
+
+# A domain (or MX host) whose resolution failed this way may have failed on our side (scanner.health).
+_DNS_FAILED_DOMAIN = frozenset({DomainStatus.DNS_SERVFAIL, DomainStatus.DNS_TIMEOUT, DomainStatus.DNS_REFUSED,
+                                DomainStatus.DNS_ERROR})
+_DNS_FAILED_HOST = frozenset({HostStatus.SERVFAIL, HostStatus.TIMEOUT, HostStatus.REFUSED, HostStatus.ERROR})
+
+
+def _dns_failed(rows: Sequence[Any]) -> bool:
+    """Whether a domain's rows ([DomainRow, *MxRow]) record a DNS failure of the domain or a host."""
+    domain, *links = rows
+    return domain.status in _DNS_FAILED_DOMAIN or any(r.host_status in _DNS_FAILED_HOST for r in links)
 
 
 def _config_json(config: ScanConfig) -> dict[str, Any]:
@@ -160,6 +173,7 @@ class Scan:
         self.health = HealthWatch(config.health, self._on_breakdown)
         self.breakdown: Breakdown | None = None  # set when our side looked broken (scanner.health)
         self.abandoned = False  # a second Ctrl-C: in-flight work was dropped at once
+        self._held: collections.deque[tuple[int, list[Any]]] = collections.deque()  # see _emit_domain
         self.stats = ScanStats()
         self._trust = trust
         self._exclude = exclude or ExcludeList()
@@ -434,7 +448,7 @@ class Scan:
             stats.policy_seconds += t2 - t1
             stats.verdict_seconds += t3 - t2
             self._count(row)
-            await self._emit([row, *mx_rows])
+            await self._emit_domain([row, *mx_rows])
         except Exception as exc:
             await self._finish_with_bug(line, exc)
         finally:
@@ -473,6 +487,23 @@ class Scan:
         if not row.tls_ok:
             self.stats.probe_failures += 1
         await self._emit([row])
+
+    async def _emit_domain(self, rows: list[Any]) -> None:
+        """A domain's rows. Rows carrying a DNS failure wait until the DNS window has moved past them.
+
+        If the window trips meanwhile (our resolver died), they are dropped instead of written: the
+        failure was ours, and the resumed scan does those domains again (scanner.health).
+        """
+        if _dns_failed(rows):
+            self._held.append((self.health.dns_seen, rows))
+        else:
+            await self._emit(rows)
+        await self._release_held()
+
+    async def _release_held(self, everything: bool = False) -> None:
+        window = self.health.dns_window
+        while self._held and (everything or self._held[0][0] + window <= self.health.dns_seen):
+            await self._emit(self._held.popleft()[1])
 
     async def _emit(self, rows: Sequence[Any]) -> None:
         if self.breakdown is not None:
@@ -530,6 +561,7 @@ class Scan:
         if self._resolver is not None:
             await self._resolver.close()
         if not writer_task.done():
+            await self._release_held(everything=True)  # dropped by _emit after a breakdown
             await self._row_queue.put(None)
             await writer_task
         self._finish_attempt(attempt)
