@@ -38,3 +38,17 @@ def test_watch_reports_the_first_breakdown_once() -> None:
     message = seen[0].describe("resolver 127.0.0.1:5353")
     assert "resolver 127.0.0.1:5353" in message and "same command" in message and "NOT complete" in message
     assert watch.breakdown is seen[0]
+
+
+def test_probe_window_names_the_network_not_the_resolver() -> None:
+    seen: list[Breakdown] = []
+    watch = HealthWatch(HealthConfig(probe_window=3, probe_threshold=1.0), seen.append)
+    watch.probe(FailureClass.NO_ROUTE, "")
+    watch.probe(None, "")  # a probe that worked
+    watch.probe(FailureClass.NETWORK_ERROR, "")
+    assert not seen
+    watch.probe(FailureClass.NO_ROUTE, "[Errno 101] Network is unreachable")
+    watch.probe(FailureClass.NO_ROUTE, "[Errno 101] Network is unreachable")
+    assert len(seen) == 1 and seen[0].kind == "probe"
+    message = seen[0].describe("resolver 127.0.0.1:53")
+    assert "no route" in message and "this host's network" in message and "Network is unreachable" in message
