@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import aiodns
 import certifi
@@ -85,6 +86,23 @@ def committed_segments(out: Path) -> int:
         return 0
 
 
+def wait_for_commit(out: Path, process: subprocess.Popen[Any], before: int = 0) -> None:
+    """Until the scan committed a segment after the ``before`` it had (or ended, or a minute passed)."""
+    deadline = time.monotonic() + 60
+    while committed_segments(out) <= before and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def run_with_resolver(env: Env, workdir: Path, port: int, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` while a real resolver (NSD with the world's zone) answers on the world's address:``port``."""
+    nsd = NsdServer(workdir, [env.world.zone_file], address=env.world.dns_address, port=port)
+    nsd.start()
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        nsd.stop()
+
+
 def meaningful_lines(path: Path) -> list[int]:
     lines = path.read_text(encoding="utf-8").split("\n")
     return [i for i, line in enumerate(lines, start=1) if line.strip() and not line.strip().startswith("#")]
@@ -132,9 +150,7 @@ def test_killed_scans_resume_to_exactly_once(env: Env, tmp_path: Path) -> None:
         process = subprocess.Popen(command(env, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # Stop at a random point *after* this attempt committed something (start-up time varies a lot
         # between a warm machine and a fresh one), so every stop lands in the middle of real work.
-        deadline = time.monotonic() + 60
-        while committed_segments(out) <= before and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_commit(out, process, before)
         time.sleep(rng.uniform(0.0, 1.5))
         if process.poll() is None:
             kill = i % 2 == 0
@@ -169,9 +185,7 @@ def test_killed_scans_resume_to_exactly_once(env: Env, tmp_path: Path) -> None:
 def test_ctrl_c_stops_in_bounded_time_and_resumes(env: Env, tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
     process = subprocess.Popen(command(env, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60  # mid-scan: after the first commit (start-up time varies with load)
-    while committed_segments(out) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_commit(out, process)  # mid-scan: after the first commit (start-up time varies with load)
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
     output, _ = process.communicate(timeout=60)
@@ -189,9 +203,7 @@ def test_ctrl_c_stops_in_bounded_time_and_resumes(env: Env, tmp_path: Path) -> N
 def test_second_ctrl_c_ends_with_one_line_and_130(env: Env, tmp_path: Path) -> None:
     out = tmp_path / "twice"
     process = subprocess.Popen(command(env, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while committed_segments(out) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_commit(out, process)
     process.send_signal(signal.SIGINT)
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
@@ -212,9 +224,7 @@ def test_interrupted_stdin_scan_says_up_front_it_cannot_resume(env: Env, tmp_pat
     cmd[cmd.index(str(env.world.domains_file))] = "-"
     with env.world.domains_file.open("rb") as stdin:
         process = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while committed_segments(tmp_path / "stdin") == 0 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_commit(tmp_path / "stdin", process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -247,12 +257,7 @@ def test_dead_resolver_fails_loudly_and_the_same_command_resumes(env: Env, tmp_p
     assert not (out / ".state" / "complete").exists()
     assert not any((out / "domains").glob("part-*.parquet"))  # failed before reading the input
     # The same command, once the resolver answers, scans everything.
-    nsd = NsdServer(tmp_path / "nsd", [env.world.zone_file], address=address, port=port)
-    nsd.start()
-    try:
-        resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    finally:
-        nsd.stop()
+    resumed = run_with_resolver(env, tmp_path / "nsd", port, cmd)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert sorted(Counter(r["input_line"] for r in table(out, "domains"))) == meaningful_lines(env.world.domains_file)
 
@@ -267,9 +272,7 @@ def test_resolver_dying_mid_scan_stops_it_unfinished_and_resumable(env: Env, tmp
     nsd.start()
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while committed_segments(out) == 0 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_commit(out, process)
     finally:
         nsd.stop()  # the resolver dies mid-scan: nothing listens there any more
     _, stderr = process.communicate(timeout=120)
@@ -281,12 +284,7 @@ def test_resolver_dying_mid_scan_stops_it_unfinished_and_resumable(env: Env, tmp
     assert [r["outcome"] for r in runs] == ["unavailable"] and not runs[0]["completed"]
     # Rows finished while our resolver was failing were not written: no DNS failure of ours in the data.
     assert not [r for r in table(out, "domains") if r["status"] in ("dns_error", "dns_timeout", "dns_refused")]
-    nsd = NsdServer(tmp_path / "nsd2", [env.world.zone_file], address=address, port=port)
-    nsd.start()
-    try:
-        resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    finally:
-        nsd.stop()
+    resumed = run_with_resolver(env, tmp_path / "nsd2", port, cmd)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [r["outcome"] for r in assert_one_scan(out)] == ["unavailable", "completed"]
     clean = tmp_path / "clean"
@@ -334,9 +332,7 @@ def test_resume_refusal_names_each_setting_and_ignores_neutral_ones(env: Env, tm
     out = tmp_path / "settings"
     cmd = command(env, out)
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while committed_segments(out) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_commit(out, process)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     changed = [*cmd, "--banner-timeout", "7", "--enumerate", "posture"]
