@@ -226,8 +226,12 @@ def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
                   + ("" if scan.completed else " [yellow]NOT COMPLETE: partial dataset[/yellow]"))
 
 
-def _preflight(config: ScanConfig) -> None:
+def _preflight(config: ScanConfig, overwrite: bool) -> None:
     """Before the input is read: the output is writable and every resolver answers (scanner.preflight)."""
+    try:
+        prepare_output_dir(config.output.out_dir, overwrite)
+    except OutputDirError as exc:
+        raise PreflightError(str(exc), ExitCode.CANT_CREATE) from exc
     check_output_writable(config.output.out_dir, STATE_DIR)
     asyncio.run(check_resolvers(config.dns))
 
@@ -249,8 +253,7 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         if scan_is_complete(out) and not args.overwrite:
             console.print(f"{out} already holds a complete scan; use --overwrite to scan again")
             return EXIT_OK
-        prepare_output_dir(out, args.overwrite)
-        _preflight(config)
+        _preflight(config, args.overwrite)
         resume = load_resume_state(out, config, args.domains, trust)
     except (ConfigError, ExcludeListError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")

@@ -173,6 +173,7 @@ class Scan:
         self.health = HealthWatch(config.health, self._on_breakdown)
         self.breakdown: Breakdown | None = None  # set when our side looked broken (scanner.health)
         self.abandoned = False  # a second Ctrl-C: in-flight work was dropped at once
+        self.failure: str | None = None  # an unexpected error ended the attempt
         self._held: collections.deque[tuple[int, list[Any]]] = collections.deque()  # see _emit_domain
         self.stats = ScanStats()
         self._trust = trust
@@ -211,6 +212,9 @@ class Scan:
             if not self.abandoned:
                 raise
             # A second Ctrl-C cancelled the stages: what was emitted is still written and committed below.
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"  # the attempt's run row says it failed, and why
+            raise
         finally:
             self._remove_signal_handlers()
             if ticker:
@@ -259,6 +263,8 @@ class Scan:
             return ""
         if self.breakdown is not None:
             return self.breakdown.describe(resolver_label(self.config.dns))
+        if self.failure is not None:
+            return f"failed: {self.failure}"
         if self.abandoned:
             return "stopped at once (second Ctrl-C): in-flight domains were dropped, everything committed is kept"
         return "interrupted: everything committed so far is kept"
@@ -580,6 +586,8 @@ class Scan:
             attempt.outcome = AttemptOutcome.COMPLETED
         elif self.breakdown is not None:
             attempt.outcome = AttemptOutcome.UNAVAILABLE
+        elif self.failure is not None:
+            attempt.outcome = AttemptOutcome.FAILED
         else:
             attempt.outcome = AttemptOutcome.INTERRUPTED
         attempt.message = self.stop_message
