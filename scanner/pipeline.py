@@ -232,16 +232,9 @@ class Scan:
         row per attempt whatever ended them.
         """
         committed = self.resume.committed if self.resume and self.resume.committed is not None else {}
-        self.record.settle_unfinished(committed)
         have_row = self.resume.run_rows if self.resume else frozenset()
-        for earlier in self.record.attempts:
-            if earlier.attempt not in have_row:
-                rows = committed.get(earlier.attempt, AttemptCounts())
-                earlier.counts.domain_rows, earlier.counts.mx_rows = rows.domain_rows, rows.mx_rows
-                earlier.counts.probes, earlier.counts.domains = rows.probes, rows.domains
-                earlier.counts.invalid_lines, earlier.counts.duplicate_lines = rows.invalid_lines, rows.duplicate_lines
-                earlier.counts.verdicts = rows.verdicts
-                writer.write([earlier.run_row(self.scan_id, str(self.source))])
+        for earlier in self.record.without_run_row(have_row, committed):
+            writer.write([earlier.run_row(self.scan_id, str(self.source))])
         attempt = Attempt(
             attempt=self.attempt, started_at=datetime.now(UTC), finished_at=None, outcome=AttemptOutcome.RUNNING,
             message="", config=_config_json(self.config), result_settings=result_settings(self.config),

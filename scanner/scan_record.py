@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,6 +66,12 @@ class AttemptCounts:
             self.mx_rows += 1
         elif isinstance(row, ProbeRow):
             self.probes += 1
+
+    def take_rows(self, rows: AttemptCounts) -> None:
+        """Replace what was counted of rows written with ``rows`` (counted from the committed tables)."""
+        for name in ("domain_rows", "mx_rows", "probes", "domains", "invalid_lines", "duplicate_lines"):
+            setattr(self, name, getattr(rows, name))
+        self.verdicts = dict(rows.verdicts)
 
     def add(self, other: AttemptCounts) -> None:
         for name in ("domain_rows", "mx_rows", "probes", "domains", "invalid_lines", "duplicate_lines"):
@@ -149,19 +155,22 @@ class ScanRecord:
             total.add(attempt.counts)
         return total
 
-    def settle_unfinished(self, committed: Mapping[int, AttemptCounts]) -> list[Attempt]:
-        """Mark attempts that never said how they ended as killed, counted from their committed rows.
+    def without_run_row(self, have_row: Set[int], committed: Mapping[int, AttemptCounts]) -> list[Attempt]:
+        """Earlier attempts whose run row is not committed; the caller writes their rows (they could not).
 
-        Returns them: the caller writes their run rows (they could not).
+        An attempt still ``running`` was killed without a word: it is marked ``killed``. The row counts of
+        every attempt returned are taken from what it committed (a kill between saving the record and the
+        final commit loses that commit's rows, so only the committed rows are the truth).
         """
-        settled = []
+        missing = []
         for attempt in self.attempts:
             if attempt.outcome is AttemptOutcome.RUNNING:
                 attempt.outcome = AttemptOutcome.KILLED
                 attempt.message = "ended without a word (SIGKILL, crash or power loss); counted from its committed rows"
-                attempt.counts = committed.get(attempt.attempt, AttemptCounts())
-                settled.append(attempt)
-        return settled
+            if attempt.attempt not in have_row:
+                attempt.counts.take_rows(committed.get(attempt.attempt, AttemptCounts()))
+                missing.append(attempt)
+        return missing
 
     def to_json(self) -> dict[str, Any]:
         """run.json: the whole scan (totals over attempts) and every attempt in order."""

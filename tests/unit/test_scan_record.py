@@ -26,7 +26,7 @@ def test_record_round_trips_and_settles_killed_attempts(tmp_path: Path) -> None:
     record.save(tmp_path)
     loaded = ScanRecord.load(tmp_path)
     assert loaded is not None and loaded.scan_id == "scan-1" and loaded.next_attempt == 3
-    settled = loaded.settle_unfinished({2: AttemptCounts(domain_rows=7, verdicts={"all": 7})})
+    settled = loaded.without_run_row({1}, {2: AttemptCounts(domain_rows=7, verdicts={"all": 7})})
     assert [a.attempt for a in settled] == [2] and loaded.attempts[1].outcome is AttemptOutcome.KILLED
     totals = loaded.totals()
     assert totals.domain_rows == 12 and totals.starttls_all == 12
