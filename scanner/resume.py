@@ -125,6 +125,10 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
     probes: dict[str, ProbeSummary] = {}
     record = ScanRecord.load(out_dir)
     attempt = record.next_attempt if record else 1
+    if recovery.committed and record is None:
+        # Written by a version before the scan record (schema < 7): its rows carry no attempt.
+        raise OutputDirError(f"{out_dir} holds a scan written by an older version of this tool (no scan record); "
+                             "finish it with that version, or start over with --overwrite")
     if recovery.committed:
         for path in _committed_files(out_dir, "domains"):
             for line_no in pq.read_table(path, columns=["input_line"]).column("input_line").to_pylist():

@@ -5,8 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scanner.output.parquet import DatasetWriter
+import pytest
+
+from scanner.certs import TrustStore
+from scanner.config import OutputConfig, ScanConfig
+from scanner.output.parquet import DatasetWriter, OutputDirError
 from scanner.output.rows import RunRow
+from scanner.resume import load_resume_state
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord, committed_counts, committed_run_attempts
 from scanner.status import AttemptOutcome
 
@@ -42,3 +47,13 @@ def test_committed_counts_per_attempt(tmp_path: Path) -> None:
     writer.close()
     assert committed_run_attempts(tmp_path) == {1, 3}
     assert committed_counts(tmp_path) == {}  # no domain, mx or probe rows
+
+
+def test_resume_refuses_a_dataset_without_a_record(tmp_path: Path) -> None:
+    writer = DatasetWriter(tmp_path, segment_rows=100, row_group_size=10)
+    writer.write([_attempt(1, AttemptOutcome.COMPLETED).run_row("s", "x")])
+    writer.close()  # committed rows, but no .state/attempts.json: an older version wrote them
+    source = tmp_path / "in.txt"
+    source.write_text("example.org\n", encoding="utf-8")
+    with pytest.raises(OutputDirError, match="older version.*--overwrite"):
+        load_resume_state(tmp_path, ScanConfig(OutputConfig(tmp_path)), source, TrustStore.from_certifi())
