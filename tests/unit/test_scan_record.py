@@ -55,5 +55,5 @@ def test_resume_refuses_a_dataset_without_a_record(tmp_path: Path) -> None:
     writer.close()  # committed rows, but no .state/attempts.json: an older version wrote them
     source = tmp_path / "in.txt"
     source.write_text("example.org\n", encoding="utf-8")
-    with pytest.raises(OutputDirError, match="older version.*--overwrite"):
+    with pytest.raises(OutputDirError, match=r"older version.*--overwrite"):
         load_resume_state(tmp_path, ScanConfig(OutputConfig(tmp_path)), source, TrustStore.from_certifi())
