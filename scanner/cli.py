@@ -294,7 +294,8 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         return ExitCode.INTERRUPTED
     print_summary(console, scan, stats)
     if scan.breakdown is not None:
-        console.print(f"[red]stopped:[/red] {scan.stop_message}")
+        stdin = " But a scan read from stdin cannot be resumed." if str(args.domains) == "-" else ""
+        console.print(f"[red]stopped:[/red] {scan.stop_message}{stdin}")
         return ExitCode.UNAVAILABLE
     if not scan.completed:
         console.print(f"{scan.stop_message}; {_resume_hint(str(args.domains))}")
