@@ -39,14 +39,14 @@ from scanner.input import InputLine, InputTally, open_lines, read_domains
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
-from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
+from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow, SessionRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService, ProbeSummary
 from scanner.resume import ResumeState, mark_complete
 from scanner.seen import SeenDomains
 from scanner.status import DomainStatus, StarttlsVerdict
-from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
+from scanner.verdicts import LinkJudge, LinkViews, build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
 
@@ -346,11 +346,12 @@ class Scan:
                 summaries = {address: f.result() for address, f in futures.items()}
             else:
                 summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
+            views = await self._link_views(dns, summaries)
             t1 = time.monotonic()
-            policies = await self._check_policies(dns, summaries)
+            policies = await self._check_policies(dns, summaries, views)
             t2 = time.monotonic()
             row, mx_rows = build_domain_rows(self.scan_id, line, dns, summaries, self.config.probe.port,
-                                             datetime.now(UTC), policies, self._links)
+                                             datetime.now(UTC), policies, self._links, views)
             t3 = time.monotonic()
             stats.probe_wait_seconds += t1 - t0
             stats.policy_seconds += t2 - t1
@@ -366,12 +367,22 @@ class Scan:
         self.stats.domains_in_flight -= 1
         self._in_flight.release()
 
-    async def _check_policies(self, dns: DomainDns, summaries: dict[str, ProbeSummary]) -> DomainPolicies | None:
+    async def _link_views(self, dns: DomainDns, summaries: dict[str, ProbeSummary]) -> LinkViews:
+        """Each (MX host, address) link as a sender sending SNI = that host sees it (scanner.sni)."""
+        assert self._probe_service is not None
+        views: dict[tuple[str, str], ProbeSummary] = {}
+        for host in dns.hosts:
+            for address in host.resolution.addresses:
+                views[(host.name, address)] = await self._probe_service.link(address, host.name, summaries[address])
+        return views
+
+    async def _check_policies(self, dns: DomainDns, summaries: dict[str, ProbeSummary],
+                              views: LinkViews) -> DomainPolicies | None:
         """MTA-STS, TLS-RPT and TLSA for a domain that has mail hosts (after its probes: see policy.domain)."""
         if self._policies is None or dns.status is not DomainStatus.OK:
             return None
         hosts = [h.name for h in dns.hosts]
-        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries, self._links))
+        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries, self._links, views))
 
     async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
         self.stats.internal_errors += 1
@@ -390,8 +401,8 @@ class Scan:
         if row.starttls is StarttlsVerdict.ALL:
             stats.starttls_all += 1
 
-    async def _emit_probe_row(self, row: ProbeRow) -> None:
-        if not row.tls_ok:
+    async def _emit_probe_row(self, row: ProbeRow | SessionRow) -> None:
+        if isinstance(row, ProbeRow) and not row.tls_ok:
             self.stats.probe_failures += 1
         await self._emit([row])
 

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig
 from scanner.output.parquet import STATE_DIR, OutputDirError, recover
-from scanner.probing import ProbeSummary, probe_summary_from_row
+from scanner.probing import ProbeSummary, link_key, probe_summary_from_row, session_summary_from_row
+from scanner.status import SessionKind
 
 __all__ = ["LineSet", "ResumeState", "fingerprint", "load_resume_state", "mark_complete", "scan_is_complete"]
 
@@ -119,5 +120,11 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
         for path in _committed_files(out_dir, "probes"):
             for row in pq.read_table(path).to_pylist():
                 probes[row["probe_id"]] = probe_summary_from_row(row, trust)
+        # Further MX names' SNI sessions: reused like probes (keyed after their address's probe).
+        for path in _committed_files(out_dir, "sessions"):
+            for row in pq.read_table(path).to_pylist():
+                base = probes.get(row["probe_id"])
+                if row["kind"] == SessionKind.SNI.value and base is not None:
+                    probes[link_key(row["probe_id"], row["sni"])] = session_summary_from_row(row, base, trust)
         attempt += sum(pq.read_metadata(p).num_rows for p in _committed_files(out_dir, "run"))
     return ResumeState(attempt, done, probes, recovery.next_segment, recovery.removed_files)
