@@ -153,13 +153,13 @@ def decide_name(state: SniState, host: str, probe_verdict: ChainVerdict | None, 
         return SniDecision(CertSource.SAME_CERTIFICATE, False)
     if state.extra >= cap:
         return SniDecision(CertSource.NOT_CHECKED, False)
+    state.extra += 1  # taken now: names decided while this session runs see the cap
     return SniDecision(CertSource.OWN_SNI, True)
 
 
 def note_name(state: SniState, outcome: SessionOutcome, same_run: int) -> None:
     """Learn from a name's session: a different certificate proves selection; a run of identical ones
     (the certificate also presented without SNI) shows a server that ignores SNI."""
-    state.extra += 1
     sha = outcome.answer.cert_sha256
     if sha is None:
         return
