@@ -6,13 +6,19 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
 
-from scanner.certs import CertificateInfo, ChainVerdict, KeyType, TrustStatus
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from scanner.certs import CertificateInfo, ChainVerdict, KeyType, TrustStatus, TrustStore, check_chain
 from scanner.consistency import Answer, contradictions, worst_verdict
-from scanner.probing import ProbeSummary, session_summary
+from scanner.probing import ProbeSummary, build_session_row, session_summary, session_summary_from_row
 from scanner.smtp.session import TlsInfo, skipped_result
 from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, decide_name, note_name
 from scanner.status import CertSource, FailureClass, ProbeStatus, SessionFact, SessionKind
+from worlds.ca import TestCA
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -154,3 +160,29 @@ def test_link_view_takes_the_session_certificate_and_keeps_the_probe_facts() -> 
                              frozenset({SessionFact.STARTTLS}))
     assert failed.leaf is None and failed.cert_source is CertSource.SESSION_FAILED
     assert failed.inconsistent == ("starttls",)
+
+
+def test_sni_session_rows_rebuild_the_link_view_on_resume(tmp_path: Path) -> None:
+    """A further name's session is read back from its ``sessions`` row, never opened again."""
+    ca = TestCA(tmp_path / "ca")
+    issued = ca.issue(["mx2.example.test"])
+    trust = TrustStore.from_pem_bytes(ca.ca_file.read_bytes())
+    chain = tuple(c.public_bytes(serialization.Encoding.DER)
+                  for c in x509.load_pem_x509_certificates(issued.cert_file.read_bytes()))
+    now = datetime.now(UTC)
+    tls = TlsInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, chain, True)
+    result = dataclasses.replace(skipped_result(FailureClass.INTERNAL), status=ProbeStatus.STARTTLS_OK,
+                                 starttls_advertised=True, tls=tls)
+    live = SessionOutcome("192.0.2.1", SessionKind.SNI, "mx2.example.test", result, check_chain(chain, trust, now),
+                          now)
+    row = build_session_row("scan", 25, live, "sha-mx1", frozenset())
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+    values = {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
+    base = ProbeSummary(probe_id="192.0.2.1|25", status=ProbeStatus.STARTTLS_OK, leaf=leaf("mx1"), chain=(b"mx1",),
+                        cert_trust=TrustStatus.TRUSTED, cert_expired=False, cert_self_signed=False,
+                        plaintext_after_starttls=False, enumeration=None, sni="mx1")
+    resumed = session_summary_from_row(values, base, trust)
+    fresh = session_summary(base, live, frozenset())
+    assert resumed == fresh
+    assert resumed.cert_trust is TrustStatus.TRUSTED and resumed.cert_source is CertSource.OWN_SNI
+    assert row.probe_id == "192.0.2.1|25" and row.same_as_probe is False
