@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -200,9 +200,12 @@ class ProbeService:
         self._links[key] = future
         try:
             result = await self._link(address, host, summary)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:  # a bug: every domain waiting on this link records it (internal_error)
             future.set_exception(exc)
-            future.exception()  # retrieved: the awaiting domains see it
+            future.exception()  # marked retrieved: the domains that await it re-raise it themselves
             raise
         finally:
             del self._links[key]
@@ -603,34 +606,29 @@ def link_key(probe_key: str, host: str) -> str:
 
 def session_summary(base: ProbeSummary, outcome: SessionOutcome, new: frozenset[SessionFact]) -> ProbeSummary:
     """The address seen through one SNI session: its certificate, the probe's other facts."""
-    verdict = outcome.verdict
-    inconsistent = tuple(sorted({*base.inconsistent, *(f.value for f in new)}))
-    if verdict is None or outcome.result.tls is None:
-        return dataclasses.replace(base, leaf=None, chain=(), cert_trust=None, cert_expired=None,
-                                   cert_self_signed=None, sni=outcome.sni, inconsistent=inconsistent,
-                                   cert_source=name_source(outcome))
-    return dataclasses.replace(
-        base, leaf=verdict.leaf, chain=outcome.result.tls.chain, cert_trust=verdict.trust,
-        cert_expired=verdict.expired or verdict.not_yet_valid, cert_self_signed=verdict.self_signed,
-        sni=outcome.sni, inconsistent=inconsistent, cert_source=name_source(outcome),
-    )
+    chain = outcome.result.tls.chain if outcome.result.tls else ()
+    return _seen_with(base, outcome.sni, chain, outcome.verdict, name_source(outcome), (f.value for f in new))
 
 
 def session_summary_from_row(row: Mapping[str, Any], base: ProbeSummary, trust: TrustStore) -> ProbeSummary:
     """Rebuild a further name's view of an address from its committed ``sessions`` row (resume)."""
     chain = tuple(row["cert_chain"] or ())
     verdict = check_chain(chain, trust, row["started_at"]) if chain else None
-    status = ProbeStatus(row["status"])
-    outcome_source = CertSource.OWN_SNI if status is ProbeStatus.STARTTLS_OK else CertSource.SESSION_FAILED
-    inconsistent = tuple(sorted({*base.inconsistent, *(row["contradicts"] or ())}))
-    if verdict is None:
+    ok = ProbeStatus(row["status"]) is ProbeStatus.STARTTLS_OK
+    return _seen_with(base, row["sni"], chain, verdict, CertSource.OWN_SNI if ok else CertSource.SESSION_FAILED,
+                      row["contradicts"] or ())
+
+
+def _seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], verdict: ChainVerdict | None,
+               source: CertSource, contradicted: Iterable[str]) -> ProbeSummary:
+    inconsistent = tuple(sorted({*base.inconsistent, *contradicted}))
+    if verdict is None or not chain:
         return dataclasses.replace(base, leaf=None, chain=(), cert_trust=None, cert_expired=None,
-                                   cert_self_signed=None, sni=row["sni"], inconsistent=inconsistent,
-                                   cert_source=outcome_source)
+                                   cert_self_signed=None, sni=sni, inconsistent=inconsistent, cert_source=source)
     return dataclasses.replace(
         base, leaf=verdict.leaf, chain=chain, cert_trust=verdict.trust,
         cert_expired=verdict.expired or verdict.not_yet_valid, cert_self_signed=verdict.self_signed,
-        sni=row["sni"], inconsistent=inconsistent, cert_source=outcome_source,
+        sni=sni, inconsistent=inconsistent, cert_source=source,
     )
 
 
