@@ -6,7 +6,9 @@ World (nsd for DNS, everything on one random 127.A.B block):
 - a round-robin front alternating between two Postfix backends for the same MX name, one with a
   CA-issued certificate and one with a self-signed certificate (another certificate for the same SNI);
 - a front alternating between a Postfix with STARTTLS and one without (STARTTLS advertised in one
-  session, missing in the next).
+  session, missing in the next);
+- a front sending two connections in three to a Postfix with TLS 1.3 and the third to one limited to
+  TLS 1.2 (a version accepted, then refused).
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ def world() -> Iterator[World]:
     ca = TestCA(workdir / "ca")
     certs = {name: ca.issue([f"{name}.{ZONE}"]) for name in ("mx1", "mx2", "mx3", "lb-mx", "lb2-mx")}
     rogue = self_signed(workdir / "rogue", [f"lb-mx.{ZONE}"])
-    shared, lb_a, lb_b, lb2_plain = (loopback_host(block, i) for i in (10, 20, 21, 23))
-    lb_front, lb2_front = loopback_host(block, 22), loopback_host(block, 24)
+    shared, lb_a, lb_b, lb2_plain, lb3_tls12 = (loopback_host(block, i) for i in (10, 20, 21, 23, 25))
+    lb_front, lb2_front, lb3_front = loopback_host(block, 22), loopback_host(block, 24), loopback_host(block, 26)
     with ExitStack() as stack:
         stack.callback(lambda: subprocess.run(["rm", "-rf", str(workdir)], check=False))
         servers = [
@@ -69,17 +71,22 @@ def world() -> Iterator[World]:
                             certs["lb-mx"].key_file),
             PostfixInstance(workdir / "lb-b", lb_b, 25, f"lb-mx.{ZONE}", rogue.cert_file, rogue.key_file),
             PostfixInstance(workdir / "lb2-plain", lb2_plain, 25, f"lb2-mx.{ZONE}", tls=False),
+            PostfixInstance(workdir / "lb3-tls12", lb3_tls12, 25, f"lb-mx.{ZONE}", certs["lb-mx"].cert_file,
+                            certs["lb-mx"].key_file, tls_protocols="<=TLSv1.2"),
         ]
         for server in servers:
             server.start()
             stack.callback(server.stop)
         relay = DelayRelay([RelaySpec((lb_front, 25), (lb_a, 25), 0.0, alternates=((lb_b, 25),)),
-                            RelaySpec((lb2_front, 25), (lb_a, 25), 0.0, alternates=((lb2_plain, 25),))])
+                            RelaySpec((lb2_front, 25), (lb_a, 25), 0.0, alternates=((lb2_plain, 25),)),
+                            RelaySpec((lb3_front, 25), (lb_a, 25), 0.0, alternates=((lb_a, 25), (lb3_tls12, 25)))])
         relay.start()
         stack.callback(relay.stop)
         records = [Record(f"{name}.{ZONE}.", "A", shared) for name in ("mx1", "mx2", "mx3")]
-        records += [Record(f"lb-mx.{ZONE}.", "A", lb_front), Record(f"lb2-mx.{ZONE}.", "A", lb2_front)]
-        for domain, host in (("d1", "mx1"), ("d2", "mx2"), ("d3", "mx3"), ("lb", "lb-mx"), ("lb2", "lb2-mx")):
+        records += [Record(f"lb-mx.{ZONE}.", "A", lb_front), Record(f"lb2-mx.{ZONE}.", "A", lb2_front),
+                    Record(f"lb3-mx.{ZONE}.", "A", lb3_front)]
+        for domain, host in (("d1", "mx1"), ("d2", "mx2"), ("d3", "mx3"), ("lb", "lb-mx"), ("lb2", "lb2-mx"),
+                             ("lb3", "lb3-mx")):
             records.append(Record(f"{domain}.{ZONE}.", "MX", f"10 {host}.{ZONE}."))
         zone = write_zone_file(workdir / "zones" / f"{ZONE}.zone", ZONE, records)
         dns = loopback_host(block, 53)
@@ -89,14 +96,16 @@ def world() -> Iterator[World]:
         # d2 first: the probe of the shared address then sends mx2 as SNI (not the default certificate).
         domains = workdir / "domains.txt"
         domains.write_text("".join(f"{d}.{ZONE}\n" for d in ("d2", "d1", "d3", "lb", "lb2")), encoding="utf-8")
+        (workdir / "versions.txt").write_text(f"lb3.{ZONE}\n", encoding="utf-8")
         sha = {name: _sha(c.leaf_der) for name, c in certs.items()} | {"rogue": _sha(rogue.leaf_der)}
         yield World(domains, dns, ca.ca_file, sha)
 
 
-def scan(world: World, out: Path, *extra: str) -> dict[str, list[dict[str, Any]]]:
-    command = [sys.executable, "-m", "scanner", "scan", str(world.domains_file), "-o", str(out),
+def scan(world: World, out: Path, *extra: str, domains: Path | None = None,
+         enumerate_: str = "off") -> dict[str, list[dict[str, Any]]]:
+    command = [sys.executable, "-m", "scanner", "scan", str(domains or world.domains_file), "-o", str(out),
                "--resolver", f"{world.dns}:53", "--ca-file", str(world.ca_file), "--allow-private",
-               "--ehlo-name", "sni-test.test", "--per-ip-interval", "0", "--no-progress", "--enumerate", "off",
+               "--ehlo-name", "sni-test.test", "--per-ip-interval", "0", "--no-progress", "--enumerate", enumerate_,
                "--no-policy", "--throttle-retry", *extra]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -179,3 +188,16 @@ def test_starttls_missing_in_one_session_is_inconsistent_and_graded_as_missing(
     assert probe["inconsistent_facts"] == ["starttls"]
     assert mx["grade"] == "F"
     assert mx["grade_rules"] == ["no_starttls", "inconsistent_answers"]
+
+
+def test_a_version_accepted_then_refused_is_inconsistent_and_stays_refused(world: World, tmp_path: Path) -> None:
+    # Connections 1, 2, 4, 5, ... reach the TLS 1.3 backend, 3, 6, ... the TLS 1.2 one: the probe negotiates
+    # TLS 1.3, the enumeration's TLS 1.3 hello (third connection) is refused, the re-ask is accepted.
+    tables = scan(world, tmp_path / "out", domains=world.domains_file.with_name("versions.txt"),
+                  enumerate_="posture")
+    mx = by_domain(tables["mx"])["lb3"]
+    probe = next(p for p in tables["probes"] if p["probe_id"] == mx["probe_id"])
+    assert probe["tls_version"] == "TLSv1.3"
+    assert probe["inconsistent_facts"] == ["version"]
+    assert probe["ver_tls1_3"] != "accepted"  # the worst answer is kept
+    assert "inconsistent_answers" in mx["grade_rules"]
