@@ -214,7 +214,7 @@ class Scan:
         self._resolver = DnsResolver(self.config.dns)
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
-        self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id,
+        self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_rows, self.scan_id,
                                            done)
         if self.resume:
             self._probe_service.seed(self.resume.probes)
@@ -401,10 +401,9 @@ class Scan:
         if row.starttls is StarttlsVerdict.ALL:
             stats.starttls_all += 1
 
-    async def _emit_probe_row(self, row: ProbeRow | SessionRow) -> None:
-        if isinstance(row, ProbeRow) and not row.tls_ok:
-            self.stats.probe_failures += 1
-        await self._emit([row])
+    async def _emit_probe_rows(self, rows: Sequence[ProbeRow | SessionRow]) -> None:
+        self.stats.probe_failures += sum(1 for r in rows if isinstance(r, ProbeRow) and not r.tls_ok)
+        await self._emit(rows)
 
     async def _emit(self, rows: Sequence[Any]) -> None:
         await self._row_queue.put(rows)

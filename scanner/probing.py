@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,14 +131,14 @@ class ProbeService:
         config: ScanConfig,
         policy: AddressPolicy,
         trust: TrustStore,
-        emit_row: Callable[[ProbeRow | SessionRow], Awaitable[None]],
+        emit_rows: Callable[[Sequence[ProbeRow | SessionRow]], Awaitable[None]],
         scan_id: str,
         done: SummaryCache,
     ) -> None:
         self._config = config
         self._policy = policy
         self._trust = trust
-        self._emit_row = emit_row
+        self._emit_rows = emit_rows
         self._scan_id = scan_id
         self._context: ssl.SSLContext = make_probe_context()
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=config.probe.workers * 4)
@@ -320,16 +320,21 @@ class ProbeService:
             self.retries += 1
             await asyncio.sleep(delays[attempt])
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
-        check = await self._check_address(pending, sni, result, verdict)
+        session_rows: list[SessionRow] = []
+        check = await self._check_address(pending, sni, result, verdict, session_rows)
         enumeration = await self._enumerate(pending, sni, result, check)
         if check is not None and enumeration is not None:
             await self._recheck_version(pending, sni, result, enumeration, check)
         return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1,
-                                  check=check)
+                                  check=check, session_rows=session_rows)
 
     async def _check_address(self, pending: _Pending, sni: str, result: SmtpProbeResult,
-                             verdict: ChainVerdict | None) -> AddressCheck | None:
-        """The no-SNI certificate, SNI selection and consistency of the address (scanner.sni)."""
+                             verdict: ChainVerdict | None, rows: list[SessionRow]) -> AddressCheck | None:
+        """The no-SNI certificate, SNI selection and consistency of the address (scanner.sni).
+
+        Its sessions' rows are collected in ``rows`` and written with the probe row, in one batch: a
+        resumed scan that repeats the probe must not find them already committed.
+        """
         probe = self._config.probe
         if not probe.sni_checks or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.NO_STARTTLS):
             return None
@@ -341,7 +346,7 @@ class ProbeService:
 
         async def record(outcome: SessionOutcome, new: frozenset[SessionFact]) -> None:
             self.address_sessions += 1
-            await self._record_session(outcome, check.probe.cert_sha256, new)
+            rows.append(build_session_row(self._scan_id, pending.port, outcome, check.probe.cert_sha256, new))
 
         await check_address(check, run, record, probe.recheck_limit)
         return check
@@ -360,7 +365,7 @@ class ProbeService:
 
     async def _record_session(self, outcome: SessionOutcome, probe_sha256: str | None,
                               new: frozenset[SessionFact]) -> None:
-        await self._emit_row(build_session_row(self._scan_id, self._config.probe.port, outcome, probe_sha256, new))
+        await self._emit_rows([build_session_row(self._scan_id, self._config.probe.port, outcome, probe_sha256, new)])
 
     async def _recheck_version(self, pending: _Pending, sni: str, result: SmtpProbeResult,
                                enumeration: EnumerationResult, check: AddressCheck) -> None:
@@ -410,10 +415,11 @@ class ProbeService:
         enumeration: EnumerationResult | None = None,
         attempts: int = 1,
         check: AddressCheck | None = None,
+        session_rows: Sequence[SessionRow] = (),
     ) -> ProbeSummary:
         row = build_probe_row(self._scan_id, pending.address, pending.port, tuple(pending.names),
                               result, verdict, started_at, enumeration, attempts, check)
-        await self._emit_row(row)
+        await self._emit_rows([row, *session_rows])
         self.completed += 1
         chain = result.tls.chain if result.tls else ()
         if check is not None and check.facts:  # judged on the worst certificate received for the SNI

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.world import BenchWorld, build
+from benchmarks.world import BenchWorld, add_sni_hosting, build
 from worlds.dns import NsdServer
 from worlds.smtp import SmtpFarmProcess
 
@@ -38,6 +38,7 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     workdir = tmp_path_factory.mktemp("resume-world")
     world = build(workdir, DOMAINS, 120, second_octet=random.Random().randrange(160, 250))
+    add_sni_hosting(world, workdir, 0.1, 5)  # shared hosts: handshake-only SNI sessions must not repeat either
     # A few junk and repeated lines, which must also come out exactly once.
     with world.domains_file.open("a", encoding="utf-8") as fh:
         fh.write("not a domain\nd1.bench.test\n\n# comment\nD2.BENCH.TEST.\n")
@@ -77,8 +78,8 @@ def table(out: Path, name: str) -> list[dict[str, object]]:
     return pq.read_table(out / name).to_pylist()  # type: ignore[no-any-return]
 
 
-def verdicts(out: Path) -> dict[object, tuple[object, object]]:
-    return {r["input_line"]: (r["status"], r["starttls"]) for r in table(out, "domains")}
+def verdicts(out: Path) -> dict[object, tuple[object, object, object]]:
+    return {r["input_line"]: (r["status"], r["starttls"], r["certs_valid_all"]) for r in table(out, "domains")}
 
 
 
@@ -113,6 +114,9 @@ def test_killed_scans_resume_to_exactly_once(env: Env, tmp_path: Path) -> None:
     assert max(probe_ids.values()) == 1  # one probe per address, never repeated in the dataset
     linked = {r["probe_id"] for r in table(out, "mx") if r["probe_id"]}
     assert linked <= set(probe_ids)  # every MX link points at a committed probe
+    sessions = Counter((r["probe_id"], r["kind"], r["sni"]) for r in table(out, "sessions") if r["kind"] != "recheck")
+    assert sessions and max(sessions.values()) == 1  # no-SNI and further-name sessions: never repeated either
+    assert any(kind == "sni" for _, kind, _ in sessions)
     runs = table(out, "run")
     assert runs[-1]["completed"] and any(r["resumed_lines"] for r in runs)
 
