@@ -152,6 +152,7 @@ class ProbeService:
         self._per_prefix = KeyedLimiter(config.probe.per_prefix_concurrency, 0.0)
         self._sni_states: dict[str, SniState] = {}  # per address with further names (small entries)
         self._links: dict[str, asyncio.Future[ProbeSummary]] = {}  # SNI sessions running, by link key
+        self._views = 0  # entries of self._done that are further names' views, not probes
         self.sni_sessions = 0  # handshake-only sessions for further names
         self.address_sessions = 0  # no-SNI sessions and re-asks
         self.retries = 0
@@ -170,7 +171,7 @@ class ProbeService:
     @property
     def requested(self) -> int:
         """Distinct probes of the scan: running, queued, finished, and reused from an earlier attempt."""
-        return len(self._done) + len(self._pending)
+        return len(self._done) - self._views + len(self._pending)
 
     def seed(self, summaries: Mapping[str, ProbeSummary]) -> None:
         """Results of probes (and of SNI sessions, keyed by ``link_key``) committed by an earlier attempt
@@ -178,6 +179,7 @@ class ProbeService:
         for key, summary in summaries.items():
             self._done.put(key, summary)
             if summary.cert_source is CertSource.OWN_SNI or summary.cert_source is CertSource.SESSION_FAILED:
+                self._views += 1
                 address_key = key.rsplit("|sni=", 1)[0]
                 base = self._done.get(address_key)
                 if base is not None:
@@ -210,6 +212,7 @@ class ProbeService:
         finally:
             del self._links[key]
         self._done.put(key, result)
+        self._views += 1
         future.set_result(result)
         return result
 
@@ -585,7 +588,7 @@ def _enumeration_from_row(row: Mapping[str, Any]) -> EnumerationResult | None:
     )
 
 
-def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore) -> ProbeSummary:
+def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore, sni_checks: bool = True) -> ProbeSummary:
     """Rebuild the summary of a committed probe row (to resume a scan without probing again).
 
     Trust, expiry and flags are taken from the row as they were judged at probe time; the chain is
@@ -601,7 +604,7 @@ def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore) -> ProbeSu
         cert_self_signed=row["cert_self_signed"], plaintext_after_starttls=row["plaintext_after_starttls"],
         enumeration=_enumeration_from_row(row), sni=row["sni"], no_sni_sha256=row["cert_no_sni_sha256"],
         sni_selects=row["sni_selects_certificate"], inconsistent=tuple(row["inconsistent_facts"] or ()),
-        cert_source=CertSource.PROBE if chain and row["sni"] is not None else None,
+        cert_source=CertSource.PROBE if sni_checks and chain and row["sni"] is not None else None,
     )
 
 

@@ -119,7 +119,7 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
                 done.add(line_no)
         for path in _committed_files(out_dir, "probes"):
             for row in pq.read_table(path).to_pylist():
-                probes[row["probe_id"]] = probe_summary_from_row(row, trust)
+                probes[row["probe_id"]] = probe_summary_from_row(row, trust, config.probe.sni_checks)
         # Further MX names' SNI sessions: reused like probes (keyed after their address's probe).
         for path in _committed_files(out_dir, "sessions"):
             for row in pq.read_table(path).to_pylist():

@@ -218,6 +218,12 @@ def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summarie
     return rows, facts
 
 
+def _all_valid(checks: list[bool], unjudged: bool) -> bool | None:
+    if not all(checks):
+        return False
+    return None if unjudged or not checks else True
+
+
 def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
     probed = [r for r in mx_rows if r.address is not None]
     if not probed or any(r.dane_verdict is None for r in probed):
@@ -290,6 +296,8 @@ def build_domain_rows(
         mx_rows += rows
         facts += host_facts
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
+    # A name not checked with its own SNI leaves "every certificate valid" open (unless one already fails).
+    unjudged = any(r.cert_source in _UNJUDGED for r in mx_rows)
     tally = starttls_verdict([s.status for s in summaries.values()])
     dane_valid = _dane_valid(mx_rows) if policies else None
     graded = grade_domain(facts, _policy_facts(policies, dane_valid)) if facts else None
@@ -299,7 +307,7 @@ def build_domain_rows(
         mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
         starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
-        certs_valid_all=all(cert_checks) if cert_checks else None,
+        certs_valid_all=_all_valid(cert_checks, unjudged),
         **_policy_columns(policies, dane_valid),
         grade=graded.grade.value if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],

@@ -72,7 +72,9 @@ class DomainRow:
                                     "null when it could not be decided.")
     starttls_any: bool | None = col("True when at least one MX address accepted STARTTLS; null if undecided.")
     certs_valid_all: bool | None = col("Every address that did TLS presented a chain that is trusted, unexpired "
-                                       "and valid for the MX host name; null when no address did TLS.")
+                                       "and valid for the MX host name (the certificate for that name's own "
+                                       "SNI); null when no address did TLS, or when a name was not checked "
+                                       "with its own SNI and no certificate failed.")
     mta_sts_txt: bool | None = col("A v=STSv1 TXT record exists at _mta-sts.<domain> (RFC 8461 §3.1); "
                                    "null: not checked.")
     mta_sts_active: bool | None = col("Valid TXT and a valid fetched policy: a sender would apply it.")

@@ -149,12 +149,14 @@ def test_each_name_is_judged_on_the_certificate_for_its_own_sni(
 
 
 def test_cap_on_sni_sessions_leaves_names_not_checked_never_mismatch(world: World, tmp_path: Path) -> None:
-    mx = by_domain(scan(world, tmp_path / "out", "--sni-cap", "1")["mx"])
+    tables = scan(world, tmp_path / "out", "--sni-cap", "1")
+    mx, domains = by_domain(tables["mx"]), by_domain(tables["domains"])
     checked, unchecked = sorted((mx["d1"], mx["d3"]), key=lambda r: r["cert_source"] == "not_checked")
     assert checked["cert_source"] == "own_sni" and checked["cert_valid"] is True
     assert unchecked["cert_source"] == "not_checked"
     assert unchecked["cert_name_match"] == "not_checked" and unchecked["cert_valid"] is None
     assert "cert_name_mismatch" not in unchecked["grade_rules"]
+    assert domains[unchecked["domain"].split(".")[0]]["certs_valid_all"] is None  # unknown, not "all valid"
 
 
 def test_without_sni_checks_other_names_read_as_mismatch(world: World, tmp_path: Path) -> None:
