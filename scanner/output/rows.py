@@ -235,7 +235,9 @@ class ProbeRow:
     inconsistent_facts: list[str] = col("Facts that two sessions of this address answered differently "
                                         "(certificate, starttls, version): backends that disagree behind one address. "
                                         "Verdicts and grades use the worst answer seen.")
-    consistency_sessions: int = col("Sessions spent re-asking contradicted questions (see the sessions table).")
+    consistency_sessions: int = col("Sessions that asked a question again: the two that confirm SNI selection "
+                                    "when the no-SNI certificate differs, and re-asks of contradicted questions "
+                                    "(see the sessions table, kind 'recheck').")
     started_at: datetime = col("When the probe started (UTC).")
 
 
