@@ -237,7 +237,8 @@ class ProbeRow:
                                         "Verdicts and grades use the worst answer seen.")
     consistency_sessions: int = col("Sessions that asked a question again: the two that confirm SNI selection "
                                     "when the no-SNI certificate differs, and re-asks of contradicted questions "
-                                    "(see the sessions table, kind 'recheck').")
+                                    "(certificate and STARTTLS re-asks are sessions rows of kind 'recheck'; "
+                                    "version re-asks are single ClientHellos, counted here only).")
     started_at: datetime = col("When the probe started (UTC).")
 
 
