@@ -35,7 +35,7 @@ from typing import Any
 import duckdb
 
 from benchmarks.junk import add_junk, physical_lines
-from benchmarks.world import BenchWorld, add_wildcard_domains, build
+from benchmarks.world import BenchWorld, add_sni_hosting, add_wildcard_domains, build
 from worlds.dns import NsdServer
 from worlds.latency import LatencyFrontProcess, TcpRoute, UdpRoute
 from worlds.procs import tree_cpu_seconds
@@ -124,6 +124,9 @@ def main() -> int:
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "smtp-tls-survey-peer-venv")
     parser.add_argument("--wildcard-domains", type=int, default=0,
                         help="extra input domains answered by wildcard MX records (input grows, zone does not)")
+    parser.add_argument("--sni-share", type=float, default=0.0,
+                        help="share of the addresses that are shared hosts choosing certificates by SNI")
+    parser.add_argument("--sni-names", type=int, default=50, help="MX names (domains) per shared-hosting address")
     parser.add_argument("--scan-args", default="", help="extra scanner options, e.g. '--enumerate off --no-policy'")
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="emulate this round-trip time to every mail server and to DNS (latency fronts)")
@@ -143,13 +146,7 @@ def main() -> int:
         parser.error("the peer comparison needs the network namespace (checkdmarc uses the system resolver)")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="smtp-tls-bench-"))
     t0 = time.perf_counter()
-    world = build(workdir, args.domains, args.addresses, second_octet)
-    if args.wildcard_domains:
-        add_wildcard_domains(world, args.wildcard_domains)
-    if args.junk_share:
-        junk = add_junk(world.domains_file, args.junk_share)
-        listing = ", ".join(f"{k} {v:,}" for k, v in junk.items())
-        print(f"junk lines mixed into the input: {sum(junk.values()):,} ({listing})")
+    world = prepare_world(args, workdir, second_octet)
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(world.kinds.items()))
     print(f"world: {world.domain_count:,} domains, {world.address_count:,} MX addresses on "
           f"127.{second_octet}.0.0/16 ({kinds}); built in {time.perf_counter() - t0:.1f}s")
@@ -168,6 +165,20 @@ def main() -> int:
           f"every enumeration session is one), {handshakes:,} completed STARTTLS handshakes; max concurrent "
           f"per address {max((s.max_concurrent for s in stats.values()), default=0)}")
     return 0
+
+
+def prepare_world(args: argparse.Namespace, workdir: Path, second_octet: int) -> BenchWorld:
+    world = build(workdir, args.domains, args.addresses, second_octet)
+    if args.wildcard_domains:
+        add_wildcard_domains(world, args.wildcard_domains)
+    if args.sni_share:
+        hosts = add_sni_hosting(world, workdir, args.sni_share, args.sni_names)
+        print(f"shared hosting: {hosts:,} addresses with {args.sni_names} SNI names each")
+    if args.junk_share:
+        junk = add_junk(world.domains_file, args.junk_share)
+        listing = ", ".join(f"{k} {v:,}" for k, v in junk.items())
+        print(f"junk lines mixed into the input: {sum(junk.values()):,} ({listing})")
+    return world
 
 
 FRONT_CHUNK = 8_000  # TCP listeners per latency-front process (descriptor limit, see worlds/latency.py)
@@ -278,6 +289,27 @@ def report(world: BenchWorld, out: Path, run: ChildRun) -> None:
     print(f"  verdicts: {info['verdicts']}")
     print_timing(record.get("timing", {}))
     check_accounting(world, out)
+    report_sessions(out)
+
+
+def report_sessions(out: Path) -> None:
+    """Handshake-only sessions beyond the probes (scanner.sni): per address, and how links were judged."""
+    con = duckdb.connect()
+    probes = con.execute(f"SELECT count(*), count(*) FILTER (WHERE tls_ok), count(*) FILTER "
+                         f"(WHERE sni_selects_certificate) FROM '{out}/probes/*.parquet'").fetchall()[0]
+    files = list((out / "sessions").glob("*.parquet"))
+    kinds = dict(con.execute(f"SELECT kind, count(*) FROM read_parquet({[str(f) for f in files]}) GROUP BY 1")
+                 .fetchall()) if files else {}
+    total = sum(kinds.values())
+    sources = con.execute(f"SELECT coalesce(cert_source, 'null'), count(*), count(*) FILTER (WHERE cert_name_match = "
+                          f"'mismatch') FROM '{out}/mx/*.parquet' GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    selecting = probes[2] or 0
+    per_sni_host = kinds.get("sni", 0) / selecting if selecting else 0.0
+    print(f"  extra sessions: {total:,} ({kinds}) = {total / max(1, probes[0]):.2f} per address probed, "
+          f"{total / max(1, probes[1]):.2f} per TLS address; {selecting:,} addresses select by SNI, "
+          f"{per_sni_host:.1f} SNI sessions each")
+    print("  mx links by certificate source (links, of which name mismatch): "
+          + ", ".join(f"{s} {n:,} ({m:,})" for s, n, m in sources))
 
 
 def check_accounting(world: BenchWorld, out: Path) -> None:

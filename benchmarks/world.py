@@ -10,6 +10,7 @@ Everything lives in one zone ``bench.test`` served by nsd; mail servers run in a
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -170,3 +171,47 @@ def add_wildcard_domains(world: BenchWorld, count: int) -> None:
                 written += 1
     world.domain_count += written
     world.kinds["wildcard"] = written
+
+
+SNI_SUBTREE = "s{k}." + ZONE
+
+
+def add_sni_hosting(world: BenchWorld, workdir: Path, share: float, names: int, seed: int = 11) -> int:
+    """Make ``share`` of the TLS addresses shared hosts serving ``names`` MX names each, a certificate per
+    name chosen by SNI (what Postfix tls_server_sni_maps or a hosting panel does).
+
+    Name k of address i is ``mail-a<i>.s<k>.bench.test``, MX of the new domain ``sni<i>-<k>.bench.test``;
+    its certificate is ``*.s<k>.bench.test`` (one of ``names`` certificates shared by all such hosts, so the
+    world stays cheap to build). The address's default certificate, ``*.bench.test``, does not cover these
+    names (a wildcard spans one label): judged on it, every such link would read as a name mismatch.
+    Returns the number of shared-hosting addresses.
+    """
+    ca = TestCA(workdir / "sni-ca")
+    certs = [ca.issue([f"*.{SNI_SUBTREE.format(k=k)}"]) for k in range(names)]
+    # The world's own CA signs the default certificates: trust both.
+    bundle = workdir / "ca-bundle.pem"
+    bundle.write_bytes(world.ca_file.read_bytes() + ca.ca_file.read_bytes())
+    world.ca_file = bundle
+    entries = tuple((f".{SNI_SUBTREE.format(k=k)}", str(c.cert_file), str(c.key_file)) for k, c in enumerate(certs))
+    tls = [i for i, s in enumerate(world.specs) if s.behaviour is Behaviour.NORMAL and s.cert_file is not None]
+    chosen = random.Random(seed).sample(tls, int(len(world.specs) * share) if len(tls) >= len(world.specs) * share
+                                        else len(tls))
+    records: list[str] = []
+    domains: list[str] = []
+    for i in chosen:
+        spec = world.specs[i]
+        world.specs[i] = dataclasses.replace(spec, sni_certs=entries)
+        for k in range(names):
+            host = f"mail-a{i}.{SNI_SUBTREE.format(k=k)}"
+            records.append(f"{host}. 3600 IN A {spec.address}\n")
+            records.append(f"sni{i}-{k}.{ZONE}. 3600 IN MX 10 {host}.\n")
+            domains.append(f"sni{i}-{k}.{ZONE}")
+    with world.zone_file.path.open("a", encoding="utf-8") as zone:
+        zone.writelines(records)
+    existing = world.domains_file.read_text(encoding="utf-8").split()
+    mixed = existing + domains
+    random.Random(seed).shuffle(mixed)
+    world.domains_file.write_text("\n".join(mixed) + "\n", encoding="utf-8")
+    world.domain_count += len(domains)
+    world.kinds["sni_hosted"] = len(domains)
+    return len(chosen)

@@ -47,6 +47,14 @@ def _yes_no(value: object, yes: str = "yes", no: str = "no", unknown: str = "unk
 
 
 def _cert_text(probe: dict[str, Any], link: dict[str, Any]) -> str:
+    source = link.get("cert_source")
+    if source in ("not_checked", "session_failed"):
+        return f"not checked with this name as SNI ({source})"
+    if link.get("cert_sha256") and link["cert_sha256"] != probe["cert_sha256"]:
+        # Another certificate than the probe's: the one presented for this name (SNI) or the worst of
+        # disagreeing backends; its details are in the sessions table.
+        return (f"{source}: leaf {link['cert_sha256'][:16]}..., valid {_yes_no(link['cert_valid'])}, "
+                f"name {link['cert_name_match']}")
     if probe["cert_trust"] is None:
         return "no certificate"
     days = probe["cert_days_to_expiry"]
@@ -88,6 +96,8 @@ def render_check(result: CheckResult, console: Console) -> None:
             table.add_row(str(link["mx_preference"]), host, "-", "-", "-", "-", "-")
             continue
         rules = ", ".join(link["grade_rules"])
+        if probe.get("inconsistent_facts"):
+            rules += ("\n" if rules else "") + "inconsistent: " + ", ".join(probe["inconsistent_facts"])
         table.add_row(str(link["mx_preference"]), host, _tls_text(probe), _cert_text(probe, link),
                       _enum_text(probe), link["dane_verdict"] or "-",
                       f"{link['grade'] or '-'}" + (f"\n{rules}" if rules else ""))

@@ -133,6 +133,12 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
                        help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
     group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",
                        help="with posture mode, enumerate this share of addresses in full mode (e.g. 0.01)")
+    group.add_argument("--no-sni-checks", action="store_true",
+                       help="judge every MX name of an address on the probe's certificate (no SNI sessions)")
+    group.add_argument("--sni-cap", type=int, default=50, metavar="N",
+                       help="extra handshake-only SNI sessions per address (further names: not_checked)")
+    group.add_argument("--recheck-limit", type=int, default=2, metavar="N",
+                       help="re-asks of a question two sessions of one address answered differently")
 
 
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
@@ -144,6 +150,8 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "workers": args.concurrency, "enumeration": args.enumerate, "full_sample": args.full_sample,
         "per_prefix_concurrency": args.per_prefix_concurrency, "throttle_retry_delays": tuple(args.throttle_retry),
         "summaries_in_memory": getattr(args, "summaries_in_memory", 25_000),
+        "sni_checks": not args.no_sni_checks, "sni_sessions_per_address": args.sni_cap,
+        "recheck_limit": args.recheck_limit,
     }
     if args.ehlo_name:
         probe_kwargs["ehlo_name"] = args.ehlo_name

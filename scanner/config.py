@@ -134,6 +134,15 @@ class ProbeConfig:
     # Finished probe summaries kept in memory (a few KiB each, the chain included); older ones are
     # spilled to disk (scanner.probe_cache), so memory does not grow with the number of addresses.
     summaries_in_memory: int = field(default=25_000, metadata=RESULT_NEUTRAL)
+    # Certificates chosen by SNI (scanner.sni): one no-SNI session per TLS address, and one handshake-only
+    # session per further MX host name of the address, at most ``sni_sessions_per_address`` of them; after
+    # ``sni_same_run`` names in a row got the very certificate presented without SNI, the server is taken
+    # to ignore SNI and no more sessions are opened for it.
+    sni_checks: bool = True
+    sni_sessions_per_address: int = 50
+    sni_same_run: int = 3
+    # Contradictions between sessions of one address (scanner.consistency): re-ask this many times.
+    recheck_limit: int = 2
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -153,6 +162,8 @@ class ProbeConfig:
             raise ConfigError(f"full_sample must be between 0 and 1 (got {self.full_sample})")
         if self.enumeration not in ("off", "posture", "full"):
             raise ConfigError(f"enumeration must be off, posture or full (got {self.enumeration!r})")
+        if self.sni_sessions_per_address < 0 or self.sni_same_run < 1 or self.recheck_limit < 0:
+            raise ConfigError("sni_sessions_per_address and recheck_limit must be >= 0, sni_same_run >= 1")
         if not self.ehlo_name or any(c.isspace() for c in self.ehlo_name):
             raise ConfigError(f"EHLO name must be a non-empty word, got {self.ehlo_name!r}")
 

@@ -59,7 +59,7 @@ __all__ = [
     "worst_grade",
 ]
 
-GRADING_VERSION: Final = "2026.1"
+GRADING_VERSION: Final = "2026.2"
 
 SSL3: Final = VERSION_NAMES[TlsVersion.SSL3]
 TLS10: Final = VERSION_NAMES[TlsVersion.TLS10]
@@ -180,6 +180,9 @@ class MxFacts:
     cert_key_type: str | None  # certs.KeyType value ("rsa", "ec", "ed25519", "ed448", "dsa", "other")
     cert_signature_algorithm: str | None  # OpenSSL-style name, e.g. "sha256WithRSAEncryption"
     plaintext_after_starttls: bool
+    # Facts two sessions of the address answered differently (scanner.consistency); the other fields
+    # already hold the worst answer seen.
+    inconsistent: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Unknown names are an upstream bug: fail loudly rather than grade around them.
@@ -346,6 +349,12 @@ def _check_plaintext(f: MxFacts) -> str | None:
     return "server sent unprotected bytes between its 220 to STARTTLS and the handshake"
 
 
+def _check_inconsistent(f: MxFacts) -> str | None:
+    if not f.inconsistent:
+        return None
+    return f"sessions disagreed on {_listed(sorted(f.inconsistent))}; graded on the worst answer seen"
+
+
 def _check_versions_unknown(f: MxFacts) -> str | None:
     return None if f.versions_known else "protocol versions not (fully) enumerated"
 
@@ -385,6 +394,12 @@ _NO_STARTTLS: Final = Rule(
     "no_starttls", Scope.MX, Severity.CRITICAL, Grade.F, 100,
     "No STARTTLS", "RFC 3207; mail to this address travels in cleartext",
     _rec("enable_starttls", "Enable STARTTLS (RFC 3207) with a working TLS 1.2/1.3 configuration."),
+)
+
+_INCONSISTENT: Final = Rule(
+    "inconsistent_answers", Scope.MX, Severity.INFO, None, 0,
+    "Sessions to this address answered differently (certificate, STARTTLS or a version)",
+    "load-balanced backends that disagree; graded on the worst answer seen; blocks A+", None,
 )
 
 _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
@@ -454,6 +469,7 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
           "Certificate signed with SHA-1", "RFC 9155; CA/B Forum Baseline Requirements (no SHA-1 since 2016)",
           _REC_SHA2_CERT),
      lambda f: _signature_has(f, "sha1")),
+    (_INCONSISTENT, _check_inconsistent),
     (Rule("versions_unknown", Scope.MX, Severity.INFO, None, 0,
           "Protocol versions unknown", "not graded; blocks A+", None),
      _check_versions_unknown),
@@ -567,7 +583,11 @@ def _recommendations(hits: Iterable[RuleHit]) -> tuple[Recommendation, ...]:
 
 def _tested_hits(facts: MxFacts) -> tuple[RuleHit, ...]:
     if not facts.starttls:
-        return (_hit(_NO_STARTTLS),)
+        # Say so when the missing STARTTLS is the worst of answers that disagreed.
+        inconsistent = _check_inconsistent(facts)
+        if inconsistent is None:
+            return (_hit(_NO_STARTTLS),)
+        return _hit(_NO_STARTTLS), _hit(_INCONSISTENT, inconsistent)
     return tuple(_hit(rule, detail) for rule, check in _MX_RULES if (detail := check(facts)) is not None)
 
 

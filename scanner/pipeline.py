@@ -39,7 +39,7 @@ from scanner.input import InputLine, InputTally, open_lines, read_domains
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
-from scanner.output.rows import DomainRow, ProbeRow
+from scanner.output.rows import DomainRow, ProbeRow, SessionRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
 from scanner.preflight import resolver_label
 from scanner.probe_cache import SummaryCache
@@ -49,7 +49,7 @@ from scanner.resume import ResumeState, mark_complete
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains
 from scanner.status import AttemptOutcome, DomainStatus, HostStatus, StarttlsVerdict
-from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
+from scanner.verdicts import LinkJudge, LinkViews, build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
 
@@ -303,7 +303,7 @@ class Scan:
         self._resolver = DnsResolver(self.config.dns, observe=self.health.dns)
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
-        self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id,
+        self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_rows, self.scan_id,
                                            self.attempt, done)
         if self.resume:
             self._probe_service.seed(self.resume.probes)
@@ -437,11 +437,12 @@ class Scan:
                 summaries = {address: f.result() for address, f in futures.items()}
             else:
                 summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
+            views = await self._link_views(dns, summaries)
             t1 = time.monotonic()
-            policies = await self._check_policies(dns, summaries)
+            policies = await self._check_policies(dns, summaries, views)
             t2 = time.monotonic()
             row, mx_rows = build_domain_rows(self.scan_id, self.attempt, line, dns, summaries, self.config.probe.port,
-                                             datetime.now(UTC), policies, self._links)
+                                             datetime.now(UTC), policies, self._links, views)
             t3 = time.monotonic()
             stats.probe_wait_seconds += t1 - t0
             stats.policy_seconds += t2 - t1
@@ -457,12 +458,22 @@ class Scan:
         self.stats.domains_in_flight -= 1
         self._in_flight.release()
 
-    async def _check_policies(self, dns: DomainDns, summaries: dict[str, ProbeSummary]) -> DomainPolicies | None:
+    async def _link_views(self, dns: DomainDns, summaries: dict[str, ProbeSummary]) -> LinkViews:
+        """Each (MX host, address) link as a sender sending SNI = that host sees it (scanner.sni)."""
+        assert self._probe_service is not None
+        views: dict[tuple[str, str], ProbeSummary] = {}
+        for host in dns.hosts:
+            for address in host.resolution.addresses:
+                views[(host.name, address)] = await self._probe_service.link(address, host.name, summaries[address])
+        return views
+
+    async def _check_policies(self, dns: DomainDns, summaries: dict[str, ProbeSummary],
+                              views: LinkViews) -> DomainPolicies | None:
         """MTA-STS, TLS-RPT and TLSA for a domain that has mail hosts (after its probes: see policy.domain)."""
         if self._policies is None or dns.status is not DomainStatus.OK:
             return None
         hosts = [h.name for h in dns.hosts]
-        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries, self._links))
+        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries, self._links, views))
 
     async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
         self.stats.internal_errors += 1
@@ -481,11 +492,13 @@ class Scan:
         if row.starttls is StarttlsVerdict.ALL:
             stats.starttls_all += 1
 
-    async def _emit_probe_row(self, row: ProbeRow) -> None:
-        self.health.probe(row.failure_class, row.failure_detail)
-        if not row.tls_ok:
-            self.stats.probe_failures += 1
-        await self._emit([row])
+    async def _emit_probe_rows(self, rows: Sequence[ProbeRow | SessionRow]) -> None:
+        for row in rows:
+            if isinstance(row, ProbeRow):
+                self.health.probe(row.failure_class, row.failure_detail)
+                if not row.tls_ok:
+                    self.stats.probe_failures += 1
+        await self._emit(rows)
 
     async def _emit_domain(self, rows: list[Any]) -> None:
         """A domain's rows. Rows carrying a DNS failure wait until the DNS window has moved past them.

@@ -10,10 +10,11 @@ writer and resolve the future with a compact ``ProbeSummary`` (the only thing do
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,18 +22,21 @@ from typing import Any
 
 from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus, TrustStore, check_chain
 from scanner.config import ScanConfig
+from scanner.consistency import Answer
 from scanner.errors import describe_bug
 from scanner.net.addresses import AddressPolicy
 from scanner.net.limits import KeyedLimiter
-from scanner.output.rows import ProbeRow
+from scanner.output.rows import ProbeRow, SessionRow
 from scanner.probe_cache import SummaryCache
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp, skipped_result
-from scanner.status import FailureClass, Phase, ProbeStatus
+from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, decide_name, name_source, note_name
+from scanner.status import CertSource, FailureClass, Phase, ProbeStatus, SessionFact, SessionKind
 from scanner.tls.ciphers import WeakClass, suite_by_name
 from scanner.tls.ciphers import suite as lookup_suite
 from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import (
     VERSION_NAMES,
+    AnswerKind,
     EnumerationResult,
     EnumMode,
     HelloAnswer,
@@ -40,6 +44,7 @@ from scanner.tls.enumeration import (
     VersionVerdict,
     full_plan,
     posture_plan,
+    version_hello,
 )
 from scanner.tls.probe import drive_plan, probe_hello
 
@@ -51,6 +56,7 @@ __all__ = [
     "prefix_of",
     "probe_id",
     "probe_summary_from_row",
+    "session_summary",
 ]
 
 
@@ -96,6 +102,12 @@ class ProbeSummary:
     cert_self_signed: bool | None
     plaintext_after_starttls: bool
     enumeration: EnumerationResult | None
+    sni: str | None = None  # server name the certificate fields were obtained with
+    no_sni_sha256: str | None = None  # leaf presented without SNI (scanner.sni)
+    sni_selects: bool | None = None
+    inconsistent: tuple[str, ...] = ()  # SessionFact values two sessions disagreed on (worst answer kept)
+    # For a link's view of the address (ProbeService.link): which certificate the fields hold.
+    cert_source: CertSource | None = None
 
     @property
     def chain_trusted_and_current(self) -> bool:
@@ -119,7 +131,7 @@ class ProbeService:
         config: ScanConfig,
         policy: AddressPolicy,
         trust: TrustStore,
-        emit_row: Callable[[ProbeRow], Awaitable[None]],
+        emit_rows: Callable[[Sequence[ProbeRow | SessionRow]], Awaitable[None]],
         scan_id: str,
         attempt: int,
         done: SummaryCache,
@@ -127,7 +139,7 @@ class ProbeService:
         self._config = config
         self._policy = policy
         self._trust = trust
-        self._emit_row = emit_row
+        self._emit_rows = emit_rows
         self._scan_id = scan_id
         self._attempt = attempt
         self._context: ssl.SSLContext = make_probe_context()
@@ -140,6 +152,11 @@ class ProbeService:
         # Many MX addresses of one provider often share a /24 (a /48 in IPv6): a cap per prefix keeps the
         # scan polite to the network as a whole, not only to each address.
         self._per_prefix = KeyedLimiter(config.probe.per_prefix_concurrency, 0.0)
+        self._sni_states: dict[str, SniState] = {}  # per address with further names (small entries)
+        self._links: dict[str, asyncio.Future[ProbeSummary]] = {}  # SNI sessions running, by link key
+        self._views = 0  # entries of self._done that are further names' views, not probes
+        self.sni_sessions = 0  # handshake-only sessions for further names
+        self.address_sessions = 0  # no-SNI sessions and re-asks
         self.retries = 0
         self.in_flight = 0
         self.connections_open = 0  # connections holding a global slot now (probes, hello sessions, policy fetches)
@@ -156,12 +173,75 @@ class ProbeService:
     @property
     def requested(self) -> int:
         """Distinct probes of the scan: running, queued, finished, and reused from an earlier attempt."""
-        return len(self._done) + len(self._pending)
+        return len(self._done) - self._views + len(self._pending)
 
     def seed(self, summaries: Mapping[str, ProbeSummary]) -> None:
-        """Results of probes committed by an earlier attempt of this scan: reused, never repeated."""
+        """Results of probes (and of SNI sessions, keyed by ``link_key``) committed by an earlier attempt
+        of this scan: reused, never repeated."""
         for key, summary in summaries.items():
             self._done.put(key, summary)
+            if summary.cert_source is CertSource.OWN_SNI or summary.cert_source is CertSource.SESSION_FAILED:
+                self._views += 1
+                address_key = key.rsplit("|sni=", 1)[0]
+                base = self._done.get(address_key)
+                if base is not None:
+                    self._sni_state(address_key, base).extra += 1
+
+    async def link(self, address: str, host: str, summary: ProbeSummary) -> ProbeSummary:
+        """The address as seen by a sender that sends SNI = ``host``: the probe's summary with the
+        certificate fields of the certificate presented for that name (scanner.sni)."""
+        if not self._config.probe.sni_checks or summary.status is not ProbeStatus.STARTTLS_OK \
+                or summary.sni is None or host == summary.sni:
+            return summary
+        key = link_key(summary.probe_id, host)
+        running = self._links.get(key)
+        if running is not None:
+            return await running
+        done = self._done.get(key)
+        if done is not None:
+            return done
+        future: asyncio.Future[ProbeSummary] = asyncio.get_running_loop().create_future()
+        self._links[key] = future
+        try:
+            result = await self._link(address, host, summary)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:  # a bug: every domain waiting on this link records it (internal_error)
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: the domains that await it re-raise it themselves
+            raise
+        finally:
+            del self._links[key]
+        self._done.put(key, result)
+        self._views += 1
+        future.set_result(result)
+        return result
+
+    def _sni_state(self, key: str, summary: ProbeSummary) -> SniState:
+        state = self._sni_states.get(key)
+        if state is None:
+            sha = summary.leaf.sha256 if summary.leaf else None
+            state = SniState(summary.sni, sha, summary.no_sni_sha256, summary.sni_selects)
+            self._sni_states[key] = state
+        return state
+
+    async def _link(self, address: str, host: str, summary: ProbeSummary) -> ProbeSummary:
+        probe = self._config.probe
+        state = self._sni_state(summary.probe_id, summary)
+        if summary.inconsistent:
+            state.ignores = False  # answers that disagree say nothing about SNI: ask
+        verdict = _summary_verdict(summary)
+        decision = decide_name(state, host, verdict, probe.sni_sessions_per_address)
+        if not decision.ask:
+            return dataclasses.replace(summary, cert_source=decision.source)
+        outcome = await self._session(address, probe.port, SessionKind.SNI, host)
+        self.sni_sessions += 1
+        note_name(state, outcome, probe.sni_same_run)
+        sha = summary.leaf.sha256 if summary.leaf else None
+        new = _link_contradictions(summary, outcome)
+        await self._record_session(outcome, sha, new)
+        return session_summary(summary, outcome, new)
 
     async def request(self, address: str, mx_host: str) -> asyncio.Future[ProbeSummary]:
         """The probe of ``address`` on the configured port, shared by every caller."""
@@ -245,10 +325,74 @@ class ProbeService:
             self.retries += 1
             await asyncio.sleep(delays[attempt])
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
-        enumeration = await self._enumerate(pending, sni, result)
-        return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1)
+        session_rows: list[SessionRow] = []
+        check = await self._check_address(pending, sni, result, verdict, session_rows)
+        enumeration = await self._enumerate(pending, sni, result, check)
+        if check is not None and enumeration is not None:
+            await self._recheck_version(pending, sni, result, enumeration, check)
+        return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1,
+                                  check=check, session_rows=session_rows)
 
-    async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult) -> EnumerationResult | None:
+    async def _check_address(self, pending: _Pending, sni: str, result: SmtpProbeResult,
+                             verdict: ChainVerdict | None, rows: list[SessionRow]) -> AddressCheck | None:
+        """The no-SNI certificate, SNI selection and consistency of the address (scanner.sni).
+
+        Its sessions' rows are collected in ``rows`` and written with the probe row, in one batch: a
+        resumed scan that repeats the probe must not find them already committed.
+        """
+        probe = self._config.probe
+        if not probe.sni_checks or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.NO_STARTTLS):
+            return None
+        leaf = verdict.leaf if verdict else None
+        check = AddressCheck(sni, Answer(sni, result.starttls_advertised, leaf.sha256 if leaf else None), verdict)
+
+        async def run(kind: SessionKind, name: str | None) -> SessionOutcome:
+            return await self._session(pending.address, pending.port, kind, name)
+
+        async def record(outcome: SessionOutcome, new: frozenset[SessionFact]) -> None:
+            self.address_sessions += 1
+            rows.append(build_session_row(self._scan_id, self._attempt, pending.port, outcome,
+                                          check.probe.cert_sha256, new))
+
+        await check_address(check, run, record, probe.recheck_limit)
+        return check
+
+    async def _session(self, address: str, port: int, kind: SessionKind, sni: str | None) -> SessionOutcome:
+        """One handshake-only STARTTLS session, under the same limits as every connection."""
+        async with self.connection_slot(address):
+            started_at = datetime.now(UTC)
+            self.in_flight += 1
+            try:
+                result = await probe_smtp(address, port, sni, self._config.probe, self._context)
+            finally:
+                self.in_flight -= 1
+        verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
+        return SessionOutcome(address, kind, sni, result, verdict, started_at)
+
+    async def _record_session(self, outcome: SessionOutcome, probe_sha256: str | None,
+                              new: frozenset[SessionFact]) -> None:
+        row = build_session_row(self._scan_id, self._attempt, self._config.probe.port, outcome, probe_sha256, new)
+        await self._emit_rows([row])
+
+    async def _recheck_version(self, pending: _Pending, sni: str, result: SmtpProbeResult,
+                               enumeration: EnumerationResult, check: AddressCheck) -> None:
+        """The observation handshake negotiated a version the enumeration saw refused: ask the version's
+        hello again; an acceptance now means two sessions disagreed (the refusal, the worst, is kept)."""
+        version = _negotiated(result)
+        verdict_ = enumeration.versions.get(version) if version is not None else None
+        if version is None or verdict_ is None or verdict_.supported is not False:
+            return
+        offer = version_hello(version)
+        for _ in range(self._config.probe.recheck_limit):
+            async with self.connection_slot(pending.address):
+                answer = await probe_hello(pending.address, pending.port, sni, self._config.probe, offer)
+            check.rechecks += 1
+            if answer.kind is AnswerKind.ACCEPTED and answer.version == version:
+                check.facts.add(SessionFact.VERSION)
+                return
+
+    async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult,
+                         check: AddressCheck | None = None) -> EnumerationResult | None:
         """Versions and suites, when the server accepted STARTTLS (even if our own handshake failed:
         a server that only speaks SSLv3 fails Python's handshake and is exactly what we must find)."""
         mode = enumeration_mode(self._config.probe.enumeration, self._config.probe.full_sample, pending.address)
@@ -260,9 +404,12 @@ class ProbeService:
             async with self.connection_slot(pending.address):
                 self.in_flight += 1
                 try:
-                    return await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
+                    answer = await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
                 finally:
                     self.in_flight -= 1
+            if check is not None and answer.detail.startswith(f"{ProbeStatus.NO_STARTTLS.value}:"):
+                check.facts.add(SessionFact.STARTTLS)  # advertised to the probe, missing now
+            return answer
 
         return await drive_plan(full_plan() if mode == "full" else posture_plan(), session)
 
@@ -274,21 +421,33 @@ class ProbeService:
         started_at: datetime,
         enumeration: EnumerationResult | None = None,
         attempts: int = 1,
+        check: AddressCheck | None = None,
+        session_rows: Sequence[SessionRow] = (),
     ) -> ProbeSummary:
         row = build_probe_row(self._scan_id, self._attempt, pending.address, pending.port, tuple(pending.names),
-                              result, verdict, started_at, enumeration, attempts)
-        await self._emit_row(row)
+                              result, verdict, started_at, enumeration, attempts, check)
+        await self._emit_rows([row, *session_rows])
         self.completed += 1
+        chain = result.tls.chain if result.tls else ()
+        if check is not None and check.facts:  # judged on the worst certificate received for the SNI
+            worst = check.worst_probe_verdict()
+            if worst is not None and worst.leaf is not None:
+                verdict, chain = worst, check.chains.get(worst.leaf.sha256, chain)
         return ProbeSummary(
             probe_id=row.probe_id,
             status=result.status,
             leaf=verdict.leaf if verdict else None,
-            chain=result.tls.chain if result.tls else (),
+            chain=chain,
             cert_trust=verdict.trust if verdict else None,
             cert_expired=(verdict.expired or verdict.not_yet_valid) if verdict else None,
             cert_self_signed=verdict.self_signed if verdict else None,
             plaintext_after_starttls=result.plaintext_after_starttls,
             enumeration=enumeration,
+            sni=row.sni,
+            no_sni_sha256=row.cert_no_sni_sha256,
+            sni_selects=row.sni_selects_certificate,
+            inconsistent=tuple(row.inconsistent_facts),
+            cert_source=CertSource.PROBE if self._config.probe.sni_checks and verdict is not None else None,
         )
 
 
@@ -307,6 +466,7 @@ def build_probe_row(
     started_at: datetime,
     enumeration: EnumerationResult | None = None,
     attempts: int = 1,
+    check: AddressCheck | None = None,
 ) -> ProbeRow:
     leaf = verdict.leaf if verdict else None
     enum = enumeration
@@ -389,6 +549,10 @@ def build_probe_row(
         tls_ms=timing(Phase.TLS_HANDSHAKE),
         total_ms=result.total_ms,
         attempts=attempts,
+        cert_no_sni_sha256=check.no_sni_sha256 if check else None,
+        sni_selects_certificate=check.selects if check else None,
+        inconsistent_facts=sorted(f.value for f in check.facts) if check else [],
+        consistency_sessions=check.rechecks if check else 0,
         started_at=started_at,
     )
 
@@ -430,7 +594,7 @@ def _enumeration_from_row(row: Mapping[str, Any]) -> EnumerationResult | None:
     )
 
 
-def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore) -> ProbeSummary:
+def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore, sni_checks: bool = True) -> ProbeSummary:
     """Rebuild the summary of a committed probe row (to resume a scan without probing again).
 
     Trust, expiry and flags are taken from the row as they were judged at probe time; the chain is
@@ -444,8 +608,80 @@ def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore) -> ProbeSu
         cert_trust=TrustStatus(row["cert_trust"]) if row["cert_trust"] else None,
         cert_expired=(expired or bool(row["cert_not_yet_valid"])) if expired is not None else None,
         cert_self_signed=row["cert_self_signed"], plaintext_after_starttls=row["plaintext_after_starttls"],
-        enumeration=_enumeration_from_row(row),
+        enumeration=_enumeration_from_row(row), sni=row["sni"], no_sni_sha256=row["cert_no_sni_sha256"],
+        sni_selects=row["sni_selects_certificate"], inconsistent=tuple(row["inconsistent_facts"] or ()),
+        cert_source=CertSource.PROBE if sni_checks and chain and row["sni"] is not None else None,
     )
+
+
+def link_key(probe_key: str, host: str) -> str:
+    """Key of a further MX name's SNI session result in the summary cache."""
+    return f"{probe_key}|sni={host}"
+
+
+def session_summary(base: ProbeSummary, outcome: SessionOutcome, new: frozenset[SessionFact]) -> ProbeSummary:
+    """The address seen through one SNI session: its certificate, the probe's other facts."""
+    chain = outcome.result.tls.chain if outcome.result.tls else ()
+    return _seen_with(base, outcome.sni, chain, outcome.verdict, name_source(outcome), (f.value for f in new))
+
+
+def session_summary_from_row(row: Mapping[str, Any], base: ProbeSummary, trust: TrustStore) -> ProbeSummary:
+    """Rebuild a further name's view of an address from its committed ``sessions`` row (resume)."""
+    chain = tuple(row["cert_chain"] or ())
+    verdict = check_chain(chain, trust, row["started_at"]) if chain else None
+    ok = ProbeStatus(row["status"]) is ProbeStatus.STARTTLS_OK
+    return _seen_with(base, row["sni"], chain, verdict, CertSource.OWN_SNI if ok else CertSource.SESSION_FAILED,
+                      row["contradicts"] or ())
+
+
+def _seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], verdict: ChainVerdict | None,
+               source: CertSource, contradicted: Iterable[str]) -> ProbeSummary:
+    inconsistent = tuple(sorted({*base.inconsistent, *contradicted}))
+    if verdict is None or not chain:
+        return dataclasses.replace(base, leaf=None, chain=(), cert_trust=None, cert_expired=None,
+                                   cert_self_signed=None, sni=sni, inconsistent=inconsistent, cert_source=source)
+    return dataclasses.replace(
+        base, leaf=verdict.leaf, chain=chain, cert_trust=verdict.trust,
+        cert_expired=verdict.expired or verdict.not_yet_valid, cert_self_signed=verdict.self_signed,
+        sni=sni, inconsistent=inconsistent, cert_source=source,
+    )
+
+
+def build_session_row(scan_id: str, attempt: int, port: int, outcome: SessionOutcome, probe_sha256: str | None,
+                      new: frozenset[SessionFact]) -> SessionRow:
+    result, verdict = outcome.result, outcome.verdict
+    leaf = verdict.leaf if verdict else None
+    return SessionRow(
+        scan_id=scan_id, attempt=attempt, probe_id=probe_id(outcome.address, port), address=outcome.address,
+        port=port, kind=outcome.kind, sni=outcome.sni,
+        status=result.status, failure_class=result.failure_class, failure_detail=result.detail,
+        starttls_advertised=result.starttls_advertised, tls_version=result.tls.version if result.tls else None,
+        cert_chain=list(result.tls.chain) if result.tls else [], cert_sha256=leaf.sha256 if leaf else None,
+        cert_trust=verdict.trust.value if verdict else None,
+        same_as_probe=(leaf.sha256 == probe_sha256) if leaf and probe_sha256 else None,
+        contradicts=sorted(f.value for f in new), started_at=outcome.started_at, total_ms=result.total_ms,
+    )
+
+
+def _summary_verdict(summary: ProbeSummary) -> ChainVerdict | None:
+    """Enough of a ChainVerdict for SNI decisions (only the leaf is read)."""
+    if summary.leaf is None:
+        return None
+    return ChainVerdict((summary.leaf,), (), summary.cert_trust or TrustStatus.NO_CERTIFICATE, "",
+                        bool(summary.cert_expired), False, bool(summary.cert_self_signed), None)
+
+
+def _link_contradictions(summary: ProbeSummary, outcome: SessionOutcome) -> frozenset[SessionFact]:
+    """A further name's session against the probe: STARTTLS is one fact per address whatever the SNI."""
+    advertised = outcome.result.starttls_advertised
+    if advertised is False and summary.status is ProbeStatus.STARTTLS_OK:
+        return frozenset({SessionFact.STARTTLS})
+    return frozenset()
+
+
+def _negotiated(result: SmtpProbeResult) -> TlsVersion | None:
+    name = result.tls.version if result.tls else None
+    return next((v for v, n in VERSION_NAMES.items() if n == name), None)
 
 
 def suite_name(code: int) -> str:

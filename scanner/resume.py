@@ -25,8 +25,9 @@ import pyarrow.parquet as pq
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig, result_settings, settings_differences
 from scanner.output.parquet import STATE_DIR, OutputDirError, recover
-from scanner.probing import ProbeSummary, probe_summary_from_row
+from scanner.probing import ProbeSummary, link_key, probe_summary_from_row, session_summary_from_row
 from scanner.scan_record import AttemptCounts, ScanRecord, committed_counts, committed_run_attempts
+from scanner.status import SessionKind
 
 __all__ = ["LineSet", "ResumeState", "fingerprint", "load_resume_state", "mark_complete", "scan_is_complete"]
 
@@ -135,6 +136,12 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
                 done.add(line_no)
         for path in _committed_files(out_dir, "probes"):
             for row in pq.read_table(path).to_pylist():
-                probes[row["probe_id"]] = probe_summary_from_row(row, trust)
+                probes[row["probe_id"]] = probe_summary_from_row(row, trust, config.probe.sni_checks)
+        # Further MX names' SNI sessions: reused like probes (keyed after their address's probe).
+        for path in _committed_files(out_dir, "sessions"):
+            for row in pq.read_table(path).to_pylist():
+                base = probes.get(row["probe_id"])
+                if row["kind"] == SessionKind.SNI.value and base is not None:
+                    probes[link_key(row["probe_id"], row["sni"])] = session_summary_from_row(row, base, trust)
     return ResumeState(attempt, done, probes, recovery.next_segment, recovery.removed_files, record,
                        committed_counts(out_dir), frozenset(committed_run_attempts(out_dir)))

@@ -11,6 +11,7 @@ from enum import Enum
 
 __all__ = [
     "AttemptOutcome",
+    "CertSource",
     "DnsOutcome",
     "DomainStatus",
     "FailureClass",
@@ -18,6 +19,8 @@ __all__ = [
     "MxSource",
     "Phase",
     "ProbeStatus",
+    "SessionFact",
+    "SessionKind",
     "StarttlsVerdict",
 ]
 
@@ -170,3 +173,30 @@ class AttemptOutcome(str, Enum):
     UNAVAILABLE = "unavailable"  # our side was broken (resolver dead, no route): the same command resumes
     FAILED = "failed"  # an unexpected error ended the attempt (the message said which)
     KILLED = "killed"  # ended without a word (SIGKILL, power loss): counted from its committed rows
+
+
+class CertSource(str, Enum):
+    """Which certificate an (MX host, address) link was judged on (RFC 7672 §8.1, RFC 8461 §4: a
+    validating sender sends SNI = the MX host name and validates what the server presents for it)."""
+
+    PROBE = "probe"  # this host name was the SNI of the address's full probe
+    OWN_SNI = "own_sni"  # a handshake-only STARTTLS session sent this host name as SNI
+    SAME_CERTIFICATE = "same_certificate"  # not asked: the server gave one certificate whatever the SNI
+    NOT_CHECKED = "not_checked"  # beyond the per-address cap of SNI sessions: no verdict on the name
+    SESSION_FAILED = "session_failed"  # the SNI session for this name failed (see the sessions table)
+
+
+class SessionKind(str, Enum):
+    """Why a handshake-only STARTTLS session beyond the full probe was opened."""
+
+    NO_SNI = "no_sni"  # the certificate a sender that sends no SNI receives
+    SNI = "sni"  # a further MX host name on the same address, with its own SNI
+    RECHECK = "recheck"  # a question re-asked because two sessions of the address disagreed
+
+
+class SessionFact(str, Enum):
+    """Facts that two sessions of one address can contradict (load balancers mixing configurations)."""
+
+    CERTIFICATE = "certificate"  # another leaf certificate for the same SNI (or the same absence of SNI)
+    STARTTLS = "starttls"  # STARTTLS advertised in one session, missing in another
+    VERSION = "version"  # a protocol version accepted in one session, refused in another

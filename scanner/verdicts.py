@@ -20,10 +20,15 @@ from scanner.output.rows import DomainRow, MxRow
 from scanner.policy.dane import DaneVerdict, DnssecStatus, TlsaLookup, match_tlsa
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
-from scanner.status import DnsOutcome, DomainStatus, MxSource, ProbeStatus, StarttlsVerdict
+from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
 
-__all__ = ["LinkJudge", "LinkJudgement", "Tally", "build_domain_rows", "input_problem_row", "mx_tls_compliance",
-           "starttls_verdict"]
+# (MX host, address) → the address as a sender sending SNI = that host sees it (ProbeService.link).
+LinkViews = Mapping[tuple[str, str], ProbeSummary]
+# Links whose own certificate is unknown: no name verdict, never "mismatch" (scanner.sni).
+_UNJUDGED = {CertSource.NOT_CHECKED: "not_checked", CertSource.SESSION_FAILED: "session_failed"}
+
+__all__ = ["LinkJudge", "LinkJudgement", "LinkViews", "Tally", "build_domain_rows", "input_problem_row",
+           "mx_tls_compliance", "starttls_verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +79,13 @@ def starttls_verdict(statuses: list[ProbeStatus]) -> Tally:
     return Tally(verdict, len(answered), ok, untested)
 
 
+def _unjudged(summary: ProbeSummary) -> str | None:
+    return _UNJUDGED.get(summary.cert_source) if summary.cert_source is not None else None
+
+
 def _name_match(summary: ProbeSummary, host: str) -> NameMatch | None:
+    if summary.cert_source in _UNJUDGED:
+        return None
     return match_hostname(summary.leaf, host) if summary.leaf else None
 
 
@@ -116,19 +127,25 @@ def _judge_link(host: str, address: str, summary: ProbeSummary) -> LinkJudgement
     name = _name_match(summary, host)
     name_valid = name in (NameMatch.SAN, NameMatch.COMMON_NAME)
     cert_valid = summary.chain_trusted_and_current and name_valid \
-        if summary.status is ProbeStatus.STARTTLS_OK else None
+        if summary.status is ProbeStatus.STARTTLS_OK and summary.cert_source not in _UNJUDGED else None
     facts = _mx_facts(host, address, summary, name)
     return LinkJudgement(name, cert_valid, facts, grade_mx(facts))
 
 
-def mx_tls_compliance(dns: DomainDns, summaries: Mapping[str, ProbeSummary], judge: LinkJudge) -> dict[str, bool]:
+def _view(views: LinkViews | None, host: str, address: str, summaries: Mapping[str, ProbeSummary]) -> ProbeSummary:
+    return views.get((host, address), summaries[address]) if views else summaries[address]
+
+
+def mx_tls_compliance(dns: DomainDns, summaries: Mapping[str, ProbeSummary], judge: LinkJudge,
+                      views: LinkViews | None = None) -> dict[str, bool]:
     """Per MX host: would an MTA-STS enforcing sender deliver (RFC 8461 §5)? Untested hosts are left out."""
     out: dict[str, bool] = {}
     for host in dns.hosts:
         addresses = host.resolution.addresses
         results = [summaries[a] for a in addresses]
         if results and all(s.status.is_definitive for s in results):
-            out[host.name] = all(judge.judge(host.name, a, summaries[a]).cert_valid is True for a in addresses)
+            out[host.name] = all(judge.judge(host.name, a, _view(views, host.name, a, summaries)).cert_valid is True
+                                 for a in addresses)
     return out
 
 
@@ -137,9 +154,11 @@ def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | 
     versions, known = version_facts(enum.versions) if enum else (frozenset(), False)
     leaf = summary.leaf
     trust = summary.cert_trust
+    inconsistent = frozenset(summary.inconsistent)
     return MxFacts(
         mx_host=host, address=address, tested=summary.status.is_definitive,
-        starttls=summary.status is ProbeStatus.STARTTLS_OK,
+        # Backends that disagree: graded on the worst answer seen (no STARTTLS in one session is no STARTTLS).
+        starttls=summary.status is ProbeStatus.STARTTLS_OK and SessionFact.STARTTLS.value not in inconsistent,
         tls_versions=versions, versions_known=known,
         weak_classes=frozenset(c.value for c in enum.weak_classes) if enum else frozenset(),
         nist_r1=enum.nist_r1 if enum else None, nist_r2=enum.nist_r2 if enum else None,
@@ -151,6 +170,7 @@ def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | 
         cert_key_bits=leaf.key_bits if leaf else None, cert_key_type=leaf.key_type.value if leaf else None,
         cert_signature_algorithm=leaf.signature_algorithm if leaf else None,
         plaintext_after_starttls=summary.plaintext_after_starttls,
+        inconsistent=inconsistent,
     )
 
 
@@ -167,7 +187,7 @@ def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[
 
 def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: MailHost,
                summaries: Mapping[str, ProbeSummary], port: int, policies: DomainPolicies | None,
-               judge: LinkJudge) -> tuple[list[MxRow], list[MxFacts]]:
+               judge: LinkJudge, views: LinkViews | None) -> tuple[list[MxRow], list[MxFacts]]:
     res = host.resolution
     common: dict[str, Any] = {
         "scan_id": scan_id, "attempt": attempt, "domain": dns.domain, "mx_host": host.name,
@@ -176,24 +196,33 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
     }
     if not res.addresses:
         return [MxRow(**common, address=None, ip_version=None, port=None, probe_id=None, probe_status=None,
-                      cert_name_match=None, cert_valid=None, dane_verdict=None, dane_dnssec=None, grade=None,
+                      cert_name_match=None, cert_source=None, cert_sha256=None,
+                      cert_valid=None, dane_verdict=None, dane_dnssec=None, grade=None,
                       grade_rules=[])], []
     rows, facts = [], []
     lookup = policies.tlsa.get(host.name) if policies else None
     for address in res.addresses:
-        summary = summaries[address]
+        summary = _view(views, host.name, address, summaries)
         link = judge.judge(host.name, address, summary)
         graded = link.grade
         dane_verdict, dane_dnssec = _dane(lookup, summary, host.name)
         rows.append(MxRow(
             **common, address=address, ip_version=6 if ":" in address else 4, port=port,
             probe_id=probe_id(address, port), probe_status=summary.status,
-            cert_name_match=link.name_match.value if link.name_match else None, cert_valid=link.cert_valid,
+            cert_name_match=link.name_match.value if link.name_match else _unjudged(summary),
+            cert_source=summary.cert_source if summary.status is ProbeStatus.STARTTLS_OK else None,
+            cert_sha256=summary.leaf.sha256 if summary.leaf else None, cert_valid=link.cert_valid,
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
             grade=graded.grade.value if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
         facts.append(link.facts)
     return rows, facts
+
+
+def _all_valid(checks: list[bool], unjudged: bool) -> bool | None:
+    if not all(checks):
+        return False
+    return None if unjudged or not checks else True
 
 
 def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
@@ -254,19 +283,23 @@ def build_domain_rows(
     finished_at: datetime,
     policies: DomainPolicies | None = None,
     judge: LinkJudge | None = None,
+    views: LinkViews | None = None,
 ) -> tuple[DomainRow, list[MxRow]]:
     """The domain row and its MX link rows. ``summaries`` maps every address in ``dns`` to its probe.
 
-    ``judge`` is the scan's link memo (a fresh one when omitted).
+    ``judge`` is the scan's link memo (a fresh one when omitted); ``views`` holds each link's view of its
+    address (its own SNI's certificate); a link without one is judged on the address's probe.
     """
     judge = judge if judge is not None else LinkJudge()
     mx_rows: list[MxRow] = []
     facts: list[MxFacts] = []
     for rank, host in enumerate(dns.hosts):
-        rows, host_facts = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, policies, judge)
+        rows, host_facts = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, policies, judge, views)
         mx_rows += rows
         facts += host_facts
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
+    # A name not checked with its own SNI leaves "every certificate valid" open (unless one already fails).
+    unjudged = any(r.cert_source in _UNJUDGED for r in mx_rows)
     tally = starttls_verdict([s.status for s in summaries.values()])
     dane_valid = _dane_valid(mx_rows) if policies else None
     graded = grade_domain(facts, _policy_facts(policies, dane_valid)) if facts else None
@@ -277,7 +310,7 @@ def build_domain_rows(
         mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
         starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
-        certs_valid_all=all(cert_checks) if cert_checks else None,
+        certs_valid_all=_all_valid(cert_checks, unjudged),
         **_policy_columns(policies, dane_valid),
         grade=graded.grade.value if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],

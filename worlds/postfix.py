@@ -142,6 +142,8 @@ class PostfixInstance(ServerLifecycle):
     ``tls_protocols`` allows them, without any ``@SECLEVEL=0``.)
     ``banner`` is the text after ``220 `` (default ``"$myhostname ESMTP"``).
     ``extra_main_cf`` is applied last and may override anything.
+    ``sni_certs`` maps server names to (cert_file, key_file): Postfix >= 3.4 then presents that chain to
+    a client sending that SNI (``tls_server_sni_maps``) and the default chain to every other client.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class PostfixInstance(ServerLifecycle):
         tls_cipherlist: str | None = None,
         banner: str | None = None,
         extra_main_cf: Mapping[str, str] | None = None,
+        sni_certs: Mapping[str, tuple[Path, Path]] | None = None,
     ) -> None:
         if tls and cert_file is None:
             raise ValueError("tls=True needs cert_file (and key_file unless combined)")
@@ -176,6 +179,8 @@ class PostfixInstance(ServerLifecycle):
         self.tls_cipherlist = tls_cipherlist
         self.banner = banner
         self.extra_main_cf = MappingProxyType(dict(extra_main_cf or {}))
+        self.sni_certs = MappingProxyType({name: (cert.resolve(), key.resolve())
+                                           for name, (cert, key) in (sni_certs or {}).items()})
         self.config_dir = self.workdir / "config"
         self.queue_dir = self.workdir / "queue"
         self.data_dir = self.workdir / "data"
@@ -236,6 +241,8 @@ class PostfixInstance(ServerLifecycle):
                     "smtpd_tls_session_cache_database": "",
                 }
             )
+            if self.sni_certs:
+                cf["tls_server_sni_maps"] = f"hash:{self.config_dir / 'sni_map'}"
             if self.tls_protocols is not None:
                 cf["smtpd_tls_protocols"] = self.tls_protocols
                 cf["smtpd_tls_mandatory_protocols"] = self.tls_protocols
@@ -260,6 +267,11 @@ class PostfixInstance(ServerLifecycle):
             return f"[{self.address}]:{self.port}"
         return f"{self.address}:{self.port}"
 
+    def _sni_map(self) -> str:
+        """``tls_server_sni_maps`` source: a name, then its key and chain files (``postmap -F`` stores
+        their contents, base64-encoded, in the indexed map)."""
+        return "".join(f"{name} {key} {cert}\n" for name, (cert, key) in self.sni_certs.items())
+
     def _write_config(self) -> None:
         self._check_traversable()
         for directory in (self.workdir, self.config_dir, self.log_dir):
@@ -270,11 +282,15 @@ class PostfixInstance(ServerLifecycle):
         lines = [f"{name} = {value}" for name, value in self.main_cf().items()]
         (self.config_dir / "main.cf").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (self.config_dir / "master.cf").write_text(self.master_cf(), encoding="utf-8")
+        if self.sni_certs:
+            (self.config_dir / "sni_map").write_text(self._sni_map(), encoding="utf-8")
+            subprocess.run(["postmap", "-c", str(self.config_dir), "-F", f"hash:{self.config_dir / 'sni_map'}"],
+                           stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=60)
         # Postfix re-reads a table whose mtime is within ~2 s of "now" (in
         # 300 ms steps) until it looks settled, which costs ~1.5 s on every
         # fresh start; backdating the files skips that wait.
         settled = time.time() - 60
-        for name in ("main.cf", "master.cf"):
+        for name in ("main.cf", "master.cf", *(("sni_map", "sni_map.db") if self.sni_certs else ())):
             os.utime(self.config_dir / name, (settled, settled))
         self._make_queue_dirs()
 

@@ -1,5 +1,8 @@
 """A delaying loopback TCP relay: emulated round-trip time, and a connection counter for any tool.
 
+With alternates it is also a round-robin front: connection n goes to target n mod k, so one address
+answers from servers configured differently (a load balancer whose backends disagree).
+
 The kernel here has no netem qdisc, so latency is added in user space: every chunk read from one side
 is delivered to the other side ``one_way_delay`` seconds after it arrived (order preserved, no
 bandwidth limit), which gives a round-trip time of twice that. Counting accepted connections tells
@@ -23,6 +26,9 @@ class RelaySpec:
     listen: tuple[str, int]
     target: tuple[str, int]
     one_way_delay: float  # seconds
+    # Further targets: connections go to target, alternates[0], ... in turn, like a round-robin load
+    # balancer in front of servers that may be configured differently.
+    alternates: tuple[tuple[str, int], ...] = ()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -70,9 +76,11 @@ class DelayRelay:
 
     def _handler(self, spec: RelaySpec) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+            turn = self.connections[spec.listen]
             self.connections[spec.listen] += 1
+            targets = (spec.target, *spec.alternates)
             try:
-                server_reader, server_writer = await asyncio.open_connection(*spec.target)
+                server_reader, server_writer = await asyncio.open_connection(*targets[turn % len(targets)])
             except OSError:
                 client_writer.close()
                 return

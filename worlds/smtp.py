@@ -159,6 +159,9 @@ class SmtpServerSpec:
     tls_max: str | None = None
     ciphers: str | None = None
     reply_delay: float = 0.0
+    # Certificates chosen by SNI: (server name, cert_file, key_file); a name starting with "." matches
+    # every name under it. Other clients, and clients sending no SNI, get cert_file.
+    sni_certs: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not ipaddress.ip_address(self.address).is_loopback:
@@ -188,12 +191,12 @@ class SmtpServerSpec:
         return self.behaviour in _TLS_CAPABLE and self.cert_file is not None
 
     @property
-    def tls_posture(self) -> tuple[str, str, str | None, str | None, str | None] | None:
+    def tls_posture(self) -> TlsPosture | None:
         """Key of the SSLContext this listener needs (None: no real TLS)."""
         if self.cert_file is None or self.behaviour not in _TLS_CAPABLE:
             return None
         key = self.key_file if self.key_file is not None else self.cert_file
-        return (str(self.cert_file), str(key), self.tls_min, self.tls_max, self.ciphers)
+        return (str(self.cert_file), str(key), self.tls_min, self.tls_max, self.ciphers, self.sni_certs)
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain-JSON form (one line of a spec file)."""
@@ -216,6 +219,7 @@ class SmtpServerSpec:
         for name in ("cert_file", "key_file"):
             if kwargs.get(name) is not None:
                 kwargs[name] = Path(kwargs[name])
+        kwargs["sni_certs"] = tuple(tuple(entry) for entry in kwargs.get("sni_certs", ()))
         return cls(**kwargs)
 
 
@@ -248,8 +252,29 @@ def read_spec_file(path: Path) -> list[SmtpServerSpec]:
     return specs
 
 
+TlsPosture = tuple[str, str, str | None, str | None, str | None, tuple[tuple[str, str, str], ...]]
+
+
 def build_server_context(spec: SmtpServerSpec) -> ssl.SSLContext:
-    """Server-side SSLContext for the spec's certificate and TLS posture."""
+    """Server-side SSLContext for the spec's certificate and TLS posture (and its SNI certificates)."""
+    ctx = _posture_context(spec)
+    if spec.sni_certs:
+        chosen = [(name.lower(), _posture_context(dataclasses.replace(spec, cert_file=Path(cert),
+                                                                      key_file=Path(key), sni_certs=())))
+                  for name, cert, key in spec.sni_certs]
+
+        def select(sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            name = (server_name or "").lower()
+            for pattern, context in chosen:
+                if name == pattern or (pattern.startswith(".") and name.endswith(pattern)):
+                    sock.context = context
+                    return
+
+        ctx.sni_callback = select
+    return ctx
+
+
+def _posture_context(spec: SmtpServerSpec) -> ssl.SSLContext:
     if spec.cert_file is None:
         raise ValueError(f"{listener_key(spec.address, spec.port)} has no certificate")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -657,7 +682,7 @@ class SmtpFarm:
         self.line_limit = line_limit
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
-        self._contexts: dict[tuple[str, str, str | None, str | None, str | None], ssl.SSLContext] = {}
+        self._contexts: dict[TlsPosture, ssl.SSLContext] = {}
         self._stopping = False
         self._in_thread = LoopThread("smtp-farm")
 

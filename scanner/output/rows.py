@@ -8,9 +8,12 @@ Tables and keys:
 - ``mx``: one row per (domain, MX host, address) link (joins ``domains`` on ``domain`` and
   ``probes`` on ``probe_id``); a host with no address has one row with a null address.
 - ``probes``: one row per probed (address, port), shared by every domain whose MX resolves there.
+- ``sessions``: one row per handshake-only STARTTLS session beyond an address's full probe (the
+  certificate without SNI, further MX names' own SNI, re-asked questions); joins ``probes`` on
+  ``probe_id``.
 - ``run``: one row per attempt of the scan (version, configuration, provenance, counts); a resumed scan has
-  several, all with the scan's one ``scan_id``. ``domains``, ``mx`` and ``probes`` rows carry the ``attempt``
-  that wrote them.
+  several, all with the scan's one ``scan_id``. ``domains``, ``mx``, ``probes`` and ``sessions`` rows carry
+  the ``attempt`` that wrote them.
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ from typing import Any
 
 from scanner.status import (
     AttemptOutcome,
+    CertSource,
     DomainStatus,
     FailureClass,
     HostStatus,
     MxSource,
     Phase,
     ProbeStatus,
+    SessionKind,
     StarttlsVerdict,
 )
 from scanner.tls.enumeration import VersionVerdict
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow", "SessionRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
 SCHEMA_VERSION = "7"
@@ -71,7 +76,9 @@ class DomainRow:
                                     "null when it could not be decided.")
     starttls_any: bool | None = col("True when at least one MX address accepted STARTTLS; null if undecided.")
     certs_valid_all: bool | None = col("Every address that did TLS presented a chain that is trusted, unexpired "
-                                       "and valid for the MX host name; null when no address did TLS.")
+                                       "and valid for the MX host name (the certificate for that name's own "
+                                       "SNI); null when no address did TLS, or when a name was not checked "
+                                       "with its own SNI and no certificate failed.")
     mta_sts_txt: bool | None = col("A v=STSv1 TXT record exists at _mta-sts.<domain> (RFC 8461 §3.1); "
                                    "null: not checked.")
     mta_sts_active: bool | None = col("Valid TXT and a valid fetched policy: a sender would apply it.")
@@ -122,8 +129,15 @@ class MxRow:
     port: int | None = col("TCP port probed.")
     probe_id: str | None = col("Key of the probe row for this address ('address|port'); null when not probed.")
     probe_status: ProbeStatus | None = col("Copy of probes.status for convenience.")
-    cert_name_match: str | None = col("How the leaf certificate matches this MX host name: 'san', 'common_name', "
-                                      "'mismatch', or null when no certificate was obtained.")
+    cert_name_match: str | None = col("How the leaf certificate presented for SNI = this MX host name matches it: "
+                                      "'san', 'common_name', 'mismatch'; 'not_checked' when the name was beyond the "
+                                      "address's cap of SNI sessions, 'session_failed' when its SNI session failed "
+                                      "(never 'mismatch' for an unasked name); null when no certificate was obtained.")
+    cert_source: CertSource | None = col("Which certificate the verdict used: 'probe' (this name was the probe's SNI), "
+                                         "'own_sni' (a handshake-only session with this name as SNI), "
+                                         "'same_certificate' (not asked: the server presents one certificate "
+                                         "whatever the SNI), 'not_checked', 'session_failed'; null without TLS.")
+    cert_sha256: str | None = col("SHA-256 of the leaf certificate this link's verdict used (hex).")
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
     dane_verdict: str | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
                                    "ta_chain_invalid, name_mismatch, no_usable_records, no_records, no_certificate, "
@@ -218,7 +232,47 @@ class ProbeRow:
     total_ms: float = col("Whole probe duration including QUIT and close (of the last attempt).")
     attempts: int = col("Connections made for the observation probe: more than 1 when the server throttled "
                         "(421, greeting timeout, early drop) and was retried after a back-off.")
+    cert_no_sni_sha256: str | None = col("SHA-256 of the leaf presented to a ClientHello without SNI (what "
+                                         "senders that send none receive); null when not checked or that session "
+                                         "failed.")
+    sni_selects_certificate: bool | None = col("True: the certificate depends on the SNI (without SNI another one, "
+                                               "each confirmed by asking again); false: the same certificate with "
+                                               "and without SNI; null: not determined (no TLS, checks off, "
+                                               "inconsistent answers).")
+    inconsistent_facts: list[str] = col("Facts that two sessions of this address answered differently "
+                                        "(certificate, starttls, version): backends that disagree behind one address. "
+                                        "Verdicts and grades use the worst answer seen.")
+    consistency_sessions: int = col("Sessions that asked a question again: the two that confirm SNI selection "
+                                    "when the no-SNI certificate differs, and re-asks of contradicted questions "
+                                    "(certificate and STARTTLS re-asks are sessions rows of kind 'recheck'; "
+                                    "version re-asks are single ClientHellos, counted here only).")
     started_at: datetime = col("When the probe started (UTC).")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRow:
+    """Per handshake-only STARTTLS session beyond an address's full probe (no enumeration)."""
+
+    scan_id: str = col("Identifier of the scan.")
+    attempt: int = col("The attempt of the scan that ran this session (joins run.attempt).")
+    probe_id: str = col("'address|port' of the address (joins probes.probe_id).")
+    address: str = col("IP address.")
+    port: int = col("TCP port.")
+    kind: SessionKind = col("'no_sni' (no server name sent), 'sni' (a further MX host name of the address) or "
+                            "'recheck' (a question re-asked after two sessions disagreed).")
+    sni: str | None = col("Server name sent (null: none).")
+    status: ProbeStatus = col("Conclusion of the session (same values as probes.status).")
+    failure_class: FailureClass | None = col("Class of the failure, if any.")
+    failure_detail: str = col("Failure detail.")
+    starttls_advertised: bool | None = col("STARTTLS was in the EHLO reply (null: EHLO never answered).")
+    tls_version: str | None = col("Negotiated protocol version.")
+    cert_chain: list[bytes] = col("Chain as presented (DER, leaf first); empty when the handshake failed.")
+    cert_sha256: str | None = col("SHA-256 of the leaf (hex).")
+    cert_trust: str | None = col("Trust of the chain (same values as probes.cert_trust).")
+    same_as_probe: bool | None = col("The leaf is the probe's leaf (null: no certificate in one of them).")
+    contradicts: list[str] = col("Facts this session answered differently from an earlier session of the address.")
+    started_at: datetime = col("When the session started (UTC).")
+    total_ms: float = col("Session duration, milliseconds.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,4 +311,5 @@ class RunRow:
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.
-TABLES: Mapping[str, type] = MappingProxyType({"domains": DomainRow, "mx": MxRow, "probes": ProbeRow, "run": RunRow})
+TABLES: Mapping[str, type] = MappingProxyType({"domains": DomainRow, "mx": MxRow, "probes": ProbeRow,
+                                               "sessions": SessionRow, "run": RunRow})

@@ -268,6 +268,8 @@ def _certificates(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, ...]:
             ("not_yet_valid", "leaf not yet valid", "not_yet_valid_n", "expired_d"),
             ("expiring_30d", "leaf expires within 30 days", "expiring_30d_n", "days_d"),
             ("mismatch", "name mismatch (for the SNI name)", "mismatch_n", "name_d"),
+            ("sni_selects", "certificate chosen by SNI (another one without SNI)", "sni_selects_n", "sni_selects_d"),
+            ("inconsistent", "sessions disagreed (backends behind one address)", "inconsistent_n", "tls_d"),
         ],
         "Rows 'chain: …' partition the addresses by trust verdict (independent of the host name). Name "
         "matching is per host name: here against the MX name sent as SNI.",
@@ -280,7 +282,12 @@ def _certificates(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, ...]:
             ("expired", "expired leaf", "expired_n", "links_d"),
             ("mismatch", "name mismatch for the MX host", "mismatch_n", "name_d"),
             ("valid", "valid: trusted, unexpired and matching the MX host", "valid_n", "valid_d"),
+            ("own_sni", "judged on a certificate of its own SNI session", "own_sni_n", "links_d"),
+            ("sni_unchecked", "name not checked with its own SNI (cap, failed session)", "sni_unchecked_n",
+             "links_d"),
         ],
+        "Each link is judged on the certificate presented for SNI = its MX host (RFC 7672 §8.1, RFC 8461 §4); "
+        "the chain rows above count the address's probe certificate.",
     )
     per_domain = _wide_table(
         "certs.domain", s, "Certificates per domain", "domains", "mail domains with an address that did TLS",

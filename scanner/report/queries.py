@@ -243,7 +243,10 @@ SELECT count(*) AS tls_d,
        count(*) FILTER (WHERE cert_not_yet_valid) AS not_yet_valid_n,
        count(*) FILTER (WHERE cert_days_to_expiry BETWEEN 0 AND 30) AS expiring_30d_n,
        count(cert_days_to_expiry) AS days_d,
-       count(*) FILTER (WHERE s.name_match = 'mismatch') AS mismatch_n, count(s.name_match) AS name_d
+       count(*) FILTER (WHERE s.name_match = 'mismatch') AS mismatch_n, count(s.name_match) AS name_d,
+       count(*) FILTER (WHERE p.sni_selects_certificate) AS sni_selects_n,
+       count(p.sni_selects_certificate) AS sni_selects_d,
+       count(*) FILTER (WHERE len(p.inconsistent_facts) > 0) AS inconsistent_n
 FROM probes p LEFT JOIN sni_match s ON s.probe_id = p.probe_id AND s.mx_host = p.sni
 WHERE p.tls_ok
 """
@@ -255,7 +258,9 @@ SELECT count(*) AS links_d,
        count(*) FILTER (WHERE p.cert_expired) AS expired_n,
        count(*) FILTER (WHERE m.cert_name_match = 'mismatch') AS mismatch_n,
        count(m.cert_name_match) AS name_d,
-       count(*) FILTER (WHERE m.cert_valid) AS valid_n, count(m.cert_valid) AS valid_d
+       count(*) FILTER (WHERE m.cert_valid) AS valid_n, count(m.cert_valid) AS valid_d,
+       count(*) FILTER (WHERE m.cert_source = 'own_sni') AS own_sni_n,
+       count(*) FILTER (WHERE m.cert_source IN ('not_checked', 'session_failed')) AS sni_unchecked_n
 FROM mx m JOIN probes p USING (probe_id)
 WHERE p.tls_ok
 """

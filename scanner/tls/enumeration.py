@@ -41,6 +41,7 @@ __all__ = [
     "full_plan",
     "offer_order",
     "posture_plan",
+    "version_hello",
 ]
 
 # Old server stacks are known to choke on very long ClientHellos (standards.md §3.5); 128 suites keeps
@@ -405,3 +406,8 @@ def full_plan() -> Plan:
         server_order=server_order, accepted=accepted, server_order_suites=order,
         complete=state.complete and complete,
     )
+
+
+def version_hello(version: TlsVersion) -> HelloRequest:
+    """The hello both plans send to ask whether ``version`` is accepted (to re-ask it elsewhere)."""
+    return HelloRequest(version, _version_offer(version), Purpose.VERSION)

@@ -35,7 +35,7 @@ import pycares
 import pytest
 
 import scanner
-from benchmarks.world import BenchWorld, build
+from benchmarks.world import BenchWorld, add_sni_hosting, build
 from scanner.exit_codes import ExitCode
 from worlds.dns import NsdServer
 from worlds.ports import free_port
@@ -55,6 +55,7 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     workdir = tmp_path_factory.mktemp("resume-world")
     world = build(workdir, DOMAINS, 120, second_octet=random.Random().randrange(160, 250))
+    add_sni_hosting(world, workdir, 0.1, 5)  # shared hosts: handshake-only SNI sessions must not repeat either
     # A few junk and repeated lines, which must also come out exactly once.
     with world.domains_file.open("a", encoding="utf-8") as fh:
         fh.write("not a domain\nd1.bench.test\n\n# comment\nD2.BENCH.TEST.\n")
@@ -112,15 +113,15 @@ def table(out: Path, name: str) -> list[dict[str, object]]:
     return pq.read_table(out / name).to_pylist()  # type: ignore[no-any-return]
 
 
-def verdicts(out: Path) -> dict[object, tuple[object, object]]:
-    return {r["input_line"]: (r["status"], r["starttls"]) for r in table(out, "domains")}
+def verdicts(out: Path) -> dict[object, tuple[object, object, object]]:
+    return {r["input_line"]: (r["status"], r["starttls"], r["certs_valid_all"]) for r in table(out, "domains")}
 
 
 
 
 def assert_one_scan(out: Path) -> list[dict[str, object]]:
     """One scan id everywhere, no link lost on (scan_id, probe_id), run totals = table counts. Returns the runs."""
-    tables = {name: table(out, name) for name in ("domains", "mx", "probes", "run")}
+    tables = {name: table(out, name) for name in ("domains", "mx", "probes", "sessions", "run")}
     ids = {r["scan_id"] for rows in tables.values() for r in rows}
     assert len(ids) == 1, ids
     probe_keys = {(r["scan_id"], r["probe_id"]) for r in tables["probes"]}
@@ -170,6 +171,9 @@ def test_killed_scans_resume_to_exactly_once(env: Env, tmp_path: Path) -> None:
     assert max(probe_ids.values()) == 1  # one probe per address, never repeated in the dataset
     linked = {r["probe_id"] for r in table(out, "mx") if r["probe_id"]}
     assert linked <= set(probe_ids)  # every MX link points at a committed probe
+    sessions = Counter((r["probe_id"], r["kind"], r["sni"]) for r in table(out, "sessions") if r["kind"] != "recheck")
+    assert sessions and max(sessions.values()) == 1  # no-SNI and further-name sessions: never repeated either
+    assert any(kind == "sni" for _, kind, _ in sessions)
     runs = assert_one_scan(out)
     assert runs[-1]["completed"] and any(r["resumed_lines"] for r in runs)
     assert [r["outcome"] for r in runs] == [*sent, "completed"]

@@ -109,7 +109,15 @@ TRIGGERS: dict[str, tuple[MxFacts, set[str], Grade]] = {
     "versions_unknown": (mx(versions_known=False), {"versions_unknown"}, G.A),
     "suites_unknown": (mx(nist_r1=None, nist_r2=None), {"suites_unknown"}, G.A),
     "certificate_unknown": (mx(cert_trusted=None), {"certificate_unknown"}, G.A),
+    "inconsistent_answers": (mx(inconsistent=frozenset({"certificate"})), {"inconsistent_answers"}, G.A),
 }
+
+
+def test_missing_starttls_among_disagreeing_answers_is_f_and_says_why() -> None:
+    result = grade_mx(mx(starttls=False, inconsistent=frozenset({"starttls"})))
+    assert result.grade is G.F
+    assert [h.code for h in result.hits] == ["no_starttls", "inconsistent_answers"]
+    assert "worst answer" in result.hits[1].text
 
 
 def test_good_mx_is_a_without_hits() -> None:
