@@ -32,6 +32,9 @@ class DomainStatus(str, Enum):
     DNS_NXDOMAIN = "dns_nxdomain"
     DNS_NO_MAIL_HOST = "dns_no_mail_host"  # no MX and no A/AAAA (RFC 5321 §5.1: nothing to deliver to)
     DNS_SERVFAIL = "dns_servfail"
+    # The validating resolver's SERVFAIL is a DNSSEC validation failure of the MX RRset (it answers with
+    # checking disabled, RFC 4035 §3.2.2): validating senders, DANE ones included, cannot route mail.
+    DNS_BOGUS = "dns_bogus"
     DNS_TIMEOUT = "dns_timeout"
     DNS_REFUSED = "dns_refused"
     DNS_ERROR = "dns_error"  # any other resolver failure (detail says which)

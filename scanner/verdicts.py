@@ -17,7 +17,16 @@ from scanner.dns.lookup import DomainDns, MailHost
 from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, PolicyFacts, grade_domain, grade_mx, version_facts
 from scanner.input import InputLine
 from scanner.output.rows import DomainRow, MxRow
-from scanner.policy.dane import DaneVerdict, DnssecStatus, TlsaLookup, match_tlsa
+from scanner.policy.dane import (
+    DaneLink,
+    DaneSenderVerdict,
+    DaneVerdict,
+    DnssecStatus,
+    TlsaLookup,
+    dane_sender_verdict,
+    match_tlsa,
+    mx_bogus_verdict,
+)
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.status import DnsOutcome, DomainStatus, MxSource, ProbeStatus, StarttlsVerdict
@@ -157,6 +166,8 @@ def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | 
 def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[str | None, str | None]:
     if lookup is None:
         return None, None
+    if lookup.dnssec is DnssecStatus.BOGUS:
+        return DaneVerdict.BOGUS.value, lookup.dnssec.value
     if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
         return DaneVerdict.LOOKUP_FAILED.value, lookup.dnssec.value
     if not lookup.records:
@@ -205,9 +216,27 @@ def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
     return True
 
 
-def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None) -> PolicyFacts:
+def _dane_sender(dns: DomainDns, mx_rows: list[MxRow], policies: DomainPolicies | None) -> DaneSenderVerdict | None:
+    """Would a DANE sender deliver (RFC 7672)? None when the policies were not checked."""
+    if dns.status is DomainStatus.DNS_BOGUS:
+        return mx_bogus_verdict(dns.domain, dns.detail)
     if policies is None:
-        return PolicyFacts(None, None, None, None, None)
+        return None
+    links = [
+        DaneLink(r.mx_host, r.address, DaneVerdict(r.dane_verdict) if r.dane_verdict else None,
+                 DnssecStatus(r.dane_dnssec) if r.dane_dnssec else None,
+                 tested=r.probe_status is not None and r.probe_status.is_definitive,
+                 tls_ok=r.probe_status is ProbeStatus.STARTTLS_OK)
+        for r in mx_rows if r.address is not None
+    ]
+    return dane_sender_verdict(links)
+
+
+def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None,
+                  dane: DaneSenderVerdict | None = None) -> PolicyFacts:
+    findings = tuple((f.value, where) for f, where in dane.findings) if dane else ()
+    if policies is None:
+        return PolicyFacts(None, None, None, None, None, findings)
     sts = policies.mta_sts
     active = sts.active and sts.mode is not None
     compliant = [v.compliant for v in sts.mx_verdicts]
@@ -217,6 +246,7 @@ def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None) -> P
         mta_sts_all_mx_pass=(None if None in compliant else all(compliant)) if active else None,
         dane_valid=dane_valid,
         tlsrpt_valid=policies.tlsrpt.valid,
+        dane_findings=findings,
     )
 
 
@@ -266,7 +296,8 @@ def build_domain_rows(
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
     tally = starttls_verdict([s.status for s in summaries.values()])
     dane_valid = _dane_valid(mx_rows) if policies else None
-    graded = grade_domain(facts, _policy_facts(policies, dane_valid)) if facts else None
+    dane = _dane_sender(dns, mx_rows, policies)
+    graded = grade_domain(facts, _policy_facts(policies, dane_valid, dane)) if facts else None
     row = DomainRow(
         scan_id=scan_id, domain=dns.domain, input_line=line.line_no, input_raw=line.raw, status=dns.status,
         status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source, mx_count=len(dns.hosts),
@@ -275,6 +306,8 @@ def build_domain_rows(
         starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=all(cert_checks) if cert_checks else None,
         **_policy_columns(policies, dane_valid),
+        dane_delivery=dane.delivery.value if dane else None,
+        dane_delivery_reasons=list(dane.reasons) if dane else [],
         grade=graded.grade.value if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
         grading_version=GRADING_VERSION if graded else None,
@@ -300,6 +333,7 @@ def input_problem_row(
         status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
         mx_hosts=[], null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0, untested_count=0,
         starttls=StarttlsVerdict.NOT_APPLICABLE, starttls_all=None, starttls_any=None, certs_valid_all=None,
-        **_policy_columns(None, None), grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
+        **_policy_columns(None, None), dane_delivery=None, dane_delivery_reasons=[],
+        grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
         forced_tls_reasons=[], recommendations=[], dns_ms=None, finished_at=finished_at,
     )

@@ -33,7 +33,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 
 
 def col(doc: str) -> Any:
@@ -87,6 +87,14 @@ class DomainRow:
                                   "when unknown (no explicit resolver, or the resolver does not say whether it "
                                   "validated).")
     dane_mx_with_tlsa: int | None = col("MX hosts publishing usable TLSA records.")
+    dane_delivery: str | None = col("Would a DANE sender (RFC 7672) deliver: 'yes' (every MX address passes), "
+                                    "'partial' (some refuse, mail goes to the others), 'no' (every MX address "
+                                    "refuses, or the MX RRset is DNSSEC-bogus), 'not_dane' (no MX publishes an "
+                                    "authenticated TLSA RRset), 'unknown'; null when policies were not checked.")
+    dane_delivery_reasons: list[str] = col("Why: 'code: host [address] - explanation', codes tlsa_no_match, "
+                                           "tlsa_starttls_failed, tlsa_bogus, tlsa_unusable, tlsa_unsigned, "
+                                           "mx_bogus, not_checked, tlsa_lookup_failed, dnssec_unknown, "
+                                           "not_tested, no_certificate, no_mx_address.")
     grade: str | None = col("Domain grade A+..F = its worst tested MX address, then domain rules (schemas/grading.md); "
                             "null when no MX address could be tested.")
     grade_rules: list[str] = col("Rule codes that lowered (or explain) the grade.")
@@ -121,9 +129,10 @@ class MxRow:
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
     dane_verdict: str | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
                                    "ta_chain_invalid, name_mismatch, no_usable_records, no_records, no_certificate, "
-                                   "lookup_failed; null when not checked.")
+                                   "lookup_failed, bogus (DNSSEC validation failed); null when not checked.")
     dane_dnssec: str | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
-                                  "not_authenticated, unknown.")
+                                  "not_authenticated (unsigned zone), unknown, bogus (the validator's SERVFAIL "
+                                  "is a validation failure: the data comes with checking disabled).")
     grade: str | None = col("Grade of this MX address for this host name (null when untested).")
     grade_rules: list[str] = col("Rule codes that lowered the grade.")
 
