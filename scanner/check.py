@@ -101,6 +101,9 @@ def render_check(result: CheckResult, console: Console) -> None:
             + (f"; errors: {', '.join(d['mta_sts_errors'])}" if d["mta_sts_errors"] else "")
         )
         console.print(f"TLS-RPT: {d['tlsrpt_status']}  ·  DANE valid: {_yes_no(d['dane_valid'])}")
+    if d["dane_delivery"] is not None:
+        console.print(f"Would a DANE sender deliver: {d['dane_delivery']}"
+                      + (f" ({'; '.join(d['dane_delivery_reasons'])})" if d["dane_delivery_reasons"] else ""))
     if d["forced_tls_reasons"]:
         console.print("Forced TLS: " + "; ".join(d["forced_tls_reasons"]))
     if d["recommendations"]:

@@ -343,6 +343,16 @@ def _policies(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, ...]:
             ("invalid", "DANE not valid (of TLSA domains)", "invalid_n", "tlsa_n"),
             ("unknown", "unknown: DNSSEC status not reported by the resolver (of TLSA domains)", "unknown_n",
              "tlsa_n"),
+            ("dane_applies", "DANE applies (an MX has an authenticated TLSA RRset, or the MX RRset is bogus)",
+             "dane_applies_n", "delivery_d"),
+            ("delivery_yes", "a DANE sender delivers to every MX (of DANE domains)", "delivery_yes_n",
+             "dane_applies_n"),
+            ("delivery_partial", "a DANE sender refuses some MX (of DANE domains)", "delivery_partial_n",
+             "dane_applies_n"),
+            ("delivery_no", "a DANE sender refuses every MX: mail bounces (of DANE domains)", "delivery_no_n",
+             "dane_applies_n"),
+            ("delivery_unknown", "whether a DANE sender delivers is unknown", "delivery_unknown_n", "delivery_d"),
+            ("tlsa_unsigned", "TLSA in an unsigned zone: ignored by senders", "tlsa_unsigned_n", "checked_d"),
         ],
     )
     dane_hosts = _wide_table(

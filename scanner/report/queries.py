@@ -319,13 +319,23 @@ SELECT count(*) AS checked_d,
 FROM domains WHERE status = 'ok' AND tlsrpt_status IS NOT NULL
 """
 
+# Would a DANE sender deliver (dane_delivery): over every domain that has the verdict, including those
+# whose MX RRset is DNSSEC-bogus (status dns_bogus), which no validating sender can reach.
 DANE_DOMAINS: Final = """
-SELECT count(*) AS checked_d,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0) AS tlsa_n,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND dane_valid) AS valid_n,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND NOT dane_valid) AS invalid_n,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND dane_valid IS NULL) AS unknown_n
-FROM domains WHERE status = 'ok' AND dane_mx_with_tlsa IS NOT NULL
+SELECT count(*) FILTER (WHERE status = 'ok') AS checked_d,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0) AS tlsa_n,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND dane_valid) AS valid_n,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND NOT dane_valid) AS invalid_n,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND dane_valid IS NULL) AS unknown_n,
+       count(*) FILTER (WHERE dane_delivery IS NOT NULL) AS delivery_d,
+       count(*) FILTER (WHERE dane_delivery IN ('yes', 'partial', 'no')) AS dane_applies_n,
+       count(*) FILTER (WHERE dane_delivery = 'yes') AS delivery_yes_n,
+       count(*) FILTER (WHERE dane_delivery = 'partial') AS delivery_partial_n,
+       count(*) FILTER (WHERE dane_delivery = 'no') AS delivery_no_n,
+       count(*) FILTER (WHERE dane_delivery = 'unknown') AS delivery_unknown_n,
+       count(*) FILTER (WHERE list_contains(grade_rules, 'dane_tlsa_unsigned')) AS tlsa_unsigned_n
+FROM domains
+WHERE (status = 'ok' AND dane_mx_with_tlsa IS NOT NULL) OR status = 'dns_bogus'
 """
 
 # Per distinct (MX host, address): a provider's MX shared by many domains counts once.

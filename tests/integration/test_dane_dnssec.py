@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from scanner.cli import main
+from scanner.report import build_report
 from worlds.ca import TestCA
 from worlds.dns import NsdServer, Zone
 from worlds.dnssec import UnboundServer, sign_zone
@@ -150,3 +151,21 @@ def test_dane_sender_verdict_and_rules(dataset: Path, domain: str) -> None:
 def test_bogus_mx_has_its_own_status_and_detail(dataset: Path) -> None:
     row = next(r for r in _rows(dataset, "domains") if r["domain"] == f"mxbogus.{SIGNED}")
     assert "bogus" in row["status_detail"] and row["dane_delivery_reasons"][0].startswith("mx_bogus:")
+
+
+def test_report_counts_dane_delivery(dataset: Path) -> None:
+    table = build_report(dataset).dane_domains
+    got = {k: (table.get(k).numerator, table.get(k).denominator)
+           for k in ("dane_applies", "delivery_yes", "delivery_no", "delivery_partial", "tlsa_unsigned")}
+    # 7 domains have the verdict; 6 are DANE domains (unsigned is not): match and unusable deliver.
+    assert got == {"dane_applies": (6, 7), "delivery_yes": (2, 6), "delivery_no": (4, 6),
+                   "delivery_partial": (0, 6), "tlsa_unsigned": (1, 6)}
+
+
+def test_check_shows_the_dane_sender_verdict(world: DaneWorld, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", f"nomatch.{SIGNED}", "--resolver", world.resolver, "--ca-file", str(world.ca_file),
+                 "--allow-private", "--per-ip-interval", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Would a DANE sender deliver: no (tlsa_no_match: mx-nomatch.dane.test" in " ".join(out.split())
+    assert "forced TLS: NOT safe" in out and "fix_tlsa_records" in out
