@@ -95,6 +95,8 @@ def render_check(result: CheckResult, console: Console) -> None:
     if d["mta_sts_txt"] is not None:
         console.print(
             f"MTA-STS: {d['mta_sts_mode'] or 'no valid policy'}"
+            + (f" (the fetched policy says {d['mta_sts_fetched_mode']}, but no sender applies it)"
+               if d["mta_sts_fetched_mode"] and not d["mta_sts_active"] else "")
             + (f" (id {d['mta_sts_id']}, max_age {d['mta_sts_max_age']})" if d["mta_sts_active"] else "")
             + (f"; MX not covered: {', '.join(d['mta_sts_unmatched_mx'])}" if d["mta_sts_unmatched_mx"] else "")
             + (f"; MX failing the policy: {', '.join(d['mta_sts_mx_fail'])}" if d["mta_sts_mx_fail"] else "")

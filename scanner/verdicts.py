@@ -253,7 +253,8 @@ def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None,
 def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) -> dict[str, Any]:
     """Domain-row policy columns (all null when the policies were not checked)."""
     if policies is None:
-        keys = ("mta_sts_txt", "mta_sts_active", "mta_sts_mode", "mta_sts_id", "mta_sts_max_age",
+        keys = ("mta_sts_txt", "mta_sts_active", "mta_sts_mode", "mta_sts_fetched_mode", "mta_sts_id",
+                "mta_sts_max_age",
                 "mta_sts_mx_patterns", "mta_sts_unmatched_mx", "mta_sts_mx_fail", "mta_sts_errors",
                 "mta_sts_error_detail", "tlsrpt_status", "tlsrpt_rua", "dane_valid", "dane_mx_with_tlsa")
         return dict.fromkeys(keys)
@@ -261,7 +262,10 @@ def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) ->
     usable_tlsa = sum(1 for lookup in policies.tlsa.values() if lookup is not None and lookup.records)
     return {
         "mta_sts_txt": sts.txt_present, "mta_sts_active": sts.active,
-        "mta_sts_mode": sts.mode.value if sts.mode else None, "mta_sts_id": sts.txt_id,
+        # RFC 8461 §3.1-§3.3: a sender applies the policy only when the TXT record is valid and single
+        # and the policy fetched; otherwise there is no mode, whatever the fetched file says.
+        "mta_sts_mode": sts.mode.value if sts.active and sts.mode else None,
+        "mta_sts_fetched_mode": sts.mode.value if sts.mode else None, "mta_sts_id": sts.txt_id,
         "mta_sts_max_age": sts.max_age, "mta_sts_mx_patterns": list(sts.mx_patterns),
         "mta_sts_unmatched_mx": list(sts.unmatched_mx),
         "mta_sts_mx_fail": [v.mx_host for v in sts.mx_verdicts if v.matched_pattern and v.tls_ok is False],

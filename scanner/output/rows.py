@@ -71,7 +71,10 @@ class DomainRow:
     mta_sts_txt: bool | None = col("A v=STSv1 TXT record exists at _mta-sts.<domain> (RFC 8461 §3.1); "
                                    "null: not checked.")
     mta_sts_active: bool | None = col("Valid TXT and a valid fetched policy: a sender would apply it.")
-    mta_sts_mode: str | None = col("Policy mode: 'enforce', 'testing' or 'none' (null: no valid policy).")
+    mta_sts_mode: str | None = col("Mode of the active policy: 'enforce', 'testing' or 'none'; null unless "
+                                   "mta_sts_active (e.g. two v=STSv1 TXT records, RFC 8461 §3.1: no policy applies).")
+    mta_sts_fetched_mode: str | None = col("Mode written in the fetched policy file, whether or not a sender would "
+                                           "apply it (compare mta_sts_mode); null when no policy was fetched.")
     mta_sts_id: str | None = col("The TXT record's id.")
     mta_sts_max_age: int | None = col("Policy max_age, seconds.")
     mta_sts_mx_patterns: list[str] | None = col("Policy mx patterns.")
