@@ -10,6 +10,7 @@ writer and resolve the future with a compact ``ProbeSummary`` (the only thing do
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import ssl
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus, TrustStore, check_chain
@@ -40,6 +42,7 @@ from scanner.tls.enumeration import (
     VersionVerdict,
     full_plan,
     posture_plan,
+    reconcile_plan,
 )
 from scanner.tls.probe import drive_plan, probe_hello
 
@@ -244,6 +247,8 @@ class ProbeService:
             await asyncio.sleep(delays[attempt])
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
         enumeration = await self._enumerate(pending, sni, result)
+        if enumeration is not None:
+            enumeration = await self._reconcile(pending, sni, result, enumeration)
         return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1)
 
     async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult) -> EnumerationResult | None:
@@ -253,6 +258,9 @@ class ProbeService:
         if mode == "off" or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.TLS_HANDSHAKE_FAILED):
             return None
 
+        return await drive_plan(full_plan() if mode == "full" else posture_plan(), self._hello_session(pending, sni))
+
+    def _hello_session(self, pending: _Pending, sni: str) -> Callable[[HelloRequest], Awaitable[HelloAnswer]]:
         async def session(request: HelloRequest) -> HelloAnswer:
             # One unit of work = one connection, under the same per-address and global limits.
             async with self.connection_slot(pending.address):
@@ -262,7 +270,17 @@ class ProbeService:
                 finally:
                     self.in_flight -= 1
 
-        return await drive_plan(full_plan() if mode == "full" else posture_plan(), session)
+        return session
+
+    async def _reconcile(self, pending: _Pending, sni: str, result: SmtpProbeResult,
+                         enumeration: EnumerationResult) -> EnumerationResult:
+        """Re-ask what the observation handshake contradicts, so the row never publishes a contradiction."""
+        if result.tls is None:
+            return enumeration
+        known = suite_by_name(result.tls.cipher)
+        plan = reconcile_plan(enumeration, OBSERVED_VERSIONS.get(result.tls.version), known.code if known else None)
+        reconciled = await drive_plan(plan, self._hello_session(pending, sni))
+        return dataclasses.replace(reconciled, sessions=enumeration.sessions + reconciled.sessions)
 
     async def _record(
         self,
@@ -288,6 +306,13 @@ class ProbeService:
             plaintext_after_starttls=result.plaintext_after_starttls,
             enumeration=enumeration,
         )
+
+
+# Python's ssl names versions the OpenSSL way ("TLSv1" is TLS 1.0).
+OBSERVED_VERSIONS: Mapping[str, TlsVersion] = MappingProxyType({
+    "SSLv3": TlsVersion.SSL3, "TLSv1": TlsVersion.TLS10, "TLSv1.1": TlsVersion.TLS11, "TLSv1.2": TlsVersion.TLS12,
+    "TLSv1.3": TlsVersion.TLS13,
+})
 
 
 def _bug_result(exc: Exception) -> SmtpProbeResult:
@@ -357,6 +382,7 @@ def build_probe_row(
         enum_mode=enum.mode.value if enum else None,
         enum_sessions=enum.sessions if enum else None,
         enum_complete=enum.complete if enum else None,
+        hello_quirks=list(enum.quirks) if enum else None,
         ver_ssl3=_version(enum, TlsVersion.SSL3),
         ver_tls1_0=_version(enum, TlsVersion.TLS10),
         ver_tls1_1=_version(enum, TlsVersion.TLS11),
@@ -422,7 +448,7 @@ def _enumeration_from_row(row: Mapping[str, Any]) -> EnumerationResult | None:
         preferred_suite=suite_code(row["preferred_suite"]) if row["preferred_suite"] else None,
         preferred_version=preferred_version, server_order=row["server_order"], accepted=accepted,
         server_order_suites=tuple(suite_code(n) for n in row["server_order_suites"] or ()),
-        complete=bool(row["enum_complete"]),
+        complete=bool(row["enum_complete"]), quirks=tuple(row["hello_quirks"] or ()),
     )
 
 

@@ -194,6 +194,13 @@ class ProbeRow:
                                 "(enumeration runs after STARTTLS was accepted).")
     enum_sessions: int | None = col("STARTTLS sessions the enumeration opened (retries included).")
     enum_complete: bool | None = col("Every enumeration question was answered (no timeout or throttling).")
+    hello_quirks: list[str] | None = col(
+        "Where our crafted hellos and the observation handshake disagreed, re-asked and settled (the observed "
+        "version or suite is accepted by definition, so the row never contradicts itself): "
+        "'version_needs_supported_versions:<version>' (refused by a plain hello, accepted when the hello also lists "
+        "the version in supported_versions, RFC 8446 §4.2.1: version intolerance), "
+        "'version_seen_only_by_observation:<version>', 'suite_found_on_reask:<suite>', "
+        "'suite_seen_only_by_observation:<suite>'; empty when they agreed; null without enumeration.")
     ver_ssl3: VersionVerdict | None = col("SSLv3 support and how it was decided.")
     ver_tls1_0: VersionVerdict | None = col("TLS 1.0 support and how it was decided.")
     ver_tls1_1: VersionVerdict | None = col("TLS 1.1 support and how it was decided.")
