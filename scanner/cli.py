@@ -108,6 +108,10 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
                        help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
     group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",
                        help="with posture mode, enumerate this share of addresses in full mode (e.g. 0.01)")
+    for family in ("ipv4", "ipv6"):
+        group.add_argument(f"--{family}", choices=("auto", "on", "off"), default="auto",
+                           help=f"probe {family} addresses: auto (if this host has a route; a lookup, no packet), "
+                                "on or off")
 
 
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
@@ -119,6 +123,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "workers": args.concurrency, "enumeration": args.enumerate, "full_sample": args.full_sample,
         "per_prefix_concurrency": args.per_prefix_concurrency, "throttle_retry_delays": tuple(args.throttle_retry),
         "summaries_in_memory": getattr(args, "summaries_in_memory", 25_000),
+        "ipv4": args.ipv4, "ipv6": args.ipv6,
     }
     if args.ehlo_name:
         probe_kwargs["ehlo_name"] = args.ehlo_name

@@ -133,8 +133,13 @@ class ProbeConfig:
     # Finished probe summaries kept in memory (a few KiB each, the chain included); older ones are
     # spilled to disk (scanner.probe_cache), so memory does not grow with the number of addresses.
     summaries_in_memory: int = field(default=25_000, metadata=RESULT_NEUTRAL)
+    # Address families to probe: "auto" (a route lookup at start, scanner.net.families), "on", "off".
+    ipv4: str = "auto"
+    ipv6: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.ipv4 not in ("auto", "on", "off") or self.ipv6 not in ("auto", "on", "off"):
+            raise ConfigError(f"ipv4/ipv6 must be auto, on or off (got {self.ipv4!r}, {self.ipv6!r})")
         if not 0 < self.port < 65536:
             raise ConfigError(f"bad port {self.port}")
         for name in ("connect_timeout", "banner_timeout", "command_timeout", "tls_timeout", "probe_deadline"):

@@ -38,6 +38,7 @@ from scanner.errors import describe_bug
 from scanner.input import InputLine, InputTally, open_lines, read_domains
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
+from scanner.net.families import detect_families
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
@@ -148,6 +149,8 @@ class Scan:
         self.completed = False
         self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
         self._stop_event = asyncio.Event()
+        # A route lookup per family (no packet), once: which addresses this vantage can probe at all.
+        self.families = detect_families(config.probe.ipv4, config.probe.ipv6)
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
@@ -215,7 +218,7 @@ class Scan:
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id,
-                                           done)
+                                           done, self.families)
         if self.resume:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:
@@ -463,6 +466,8 @@ class Scan:
             probes=s.probes_done, dns_queries=s.dns_queries, completed=self.completed,
             attempt=self.resume.attempt if self.resume else 1, resumed_lines=s.resumed,
             skipped_lines=self.input_tally.skipped,
+            ipv4_reachable=self.families.ipv4, ipv6_reachable=self.families.ipv6,
+            families_detail=self.families.detail,
         )
 
     def _run_json(self, started_at: datetime) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus, TrustStore
 from scanner.config import ScanConfig
 from scanner.errors import describe_bug
 from scanner.net.addresses import AddressPolicy
+from scanner.net.families import Reachability
 from scanner.net.limits import KeyedLimiter
 from scanner.output.rows import ProbeRow
 from scanner.probe_cache import SummaryCache
@@ -125,8 +126,10 @@ class ProbeService:
         emit_row: Callable[[ProbeRow], Awaitable[None]],
         scan_id: str,
         done: SummaryCache,
+        families: Reachability | None = None,
     ) -> None:
         self._config = config
+        self._families = families if families is not None else Reachability(True, True, "not checked")
         self._policy = policy
         self._trust = trust
         self._emit_row = emit_row
@@ -228,6 +231,8 @@ class ProbeService:
         refusal = self._policy.refusal(ip)
         if refusal is not None:
             return await self._record(pending, skipped_result(refusal), None, started_at)
+        if not self._families.covers(pending.address):  # no route for its family: nothing to learn
+            return await self._record(pending, skipped_result(FailureClass.FAMILY_UNREACHABLE), None, started_at)
         sni = pending.names[0]
         delays = self._config.probe.throttle_retry_delays
         for attempt in range(len(delays) + 1):

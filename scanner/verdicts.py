@@ -31,7 +31,8 @@ from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.status import DnsOutcome, DomainStatus, MxSource, ProbeStatus, StarttlsVerdict
 
-__all__ = ["LinkJudge", "LinkJudgement", "Tally", "build_domain_rows", "input_problem_row", "mx_tls_compliance",
+__all__ = ["Coverage", "LinkJudge", "LinkJudgement", "Tally", "build_domain_rows", "coverage", "covered",
+           "input_problem_row", "mx_tls_compliance",
            "starttls_verdict"]
 
 
@@ -81,6 +82,47 @@ def starttls_verdict(statuses: list[ProbeStatus]) -> Tally:
     else:
         verdict = StarttlsVerdict.INCOMPLETE
     return Tally(verdict, len(answered), ok, untested)
+
+
+def covered(summary: ProbeSummary) -> bool:
+    """Is the address of a family this vantage can reach? Uncovered ones are outside every verdict."""
+    return summary.status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """The STARTTLS verdict over the covered families, per family, and which families those are."""
+
+    tally: Tally
+    ipv4: StarttlsVerdict
+    ipv6: StarttlsVerdict
+    families: tuple[str, ...]
+    not_covered: int
+
+
+def _family_verdict(statuses: list[ProbeStatus]) -> StarttlsVerdict:
+    if statuses and all(s is ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses):
+        return StarttlsVerdict.NOT_COVERED
+    return starttls_verdict([s for s in statuses if s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE]).verdict
+
+
+def coverage(summaries: Mapping[str, ProbeSummary]) -> Coverage:
+    """STARTTLS over the addresses this vantage could probe, and per family (IPv4 first).
+
+    A dual-stack domain scanned from an IPv4-only host is "all" over IPv4 with IPv6 "not_covered",
+    never "incomplete" because of addresses it could not route to.
+    """
+    by_family: dict[str, list[ProbeStatus]] = {"ipv4": [], "ipv6": []}
+    for address, summary in summaries.items():
+        by_family["ipv6" if ":" in address else "ipv4"].append(summary.status)
+    tested = [s.status for s in summaries.values() if covered(s)]
+    tally = starttls_verdict(tested)
+    if summaries and not tested:
+        tally = Tally(StarttlsVerdict.NOT_COVERED, 0, 0, 0)
+    families = tuple(f for f, statuses in by_family.items()
+                     if any(s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses))
+    return Coverage(tally, _family_verdict(by_family["ipv4"]), _family_verdict(by_family["ipv6"]), families,
+                    len(summaries) - len(tested))
 
 
 def _name_match(summary: ProbeSummary, host: str) -> NameMatch | None:
@@ -134,7 +176,7 @@ def mx_tls_compliance(dns: DomainDns, summaries: Mapping[str, ProbeSummary], jud
     """Per MX host: would an MTA-STS enforcing sender deliver (RFC 8461 §5)? Untested hosts are left out."""
     out: dict[str, bool] = {}
     for host in dns.hosts:
-        addresses = host.resolution.addresses
+        addresses = [a for a in host.resolution.addresses if covered(summaries[a])]
         results = [summaries[a] for a in addresses]
         if results and all(s.status.is_definitive for s in results):
             out[host.name] = all(judge.judge(host.name, a, summaries[a]).cert_valid is True for a in addresses)
@@ -194,6 +236,8 @@ def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summarie
         link = judge.judge(host.name, address, summary)
         graded = link.grade
         dane_verdict, dane_dnssec = _dane(lookup, summary, host.name)
+        if covered(summary):  # grades and forced TLS speak for the covered families only
+            facts.append(link.facts)
         rows.append(MxRow(
             **common, address=address, ip_version=6 if ":" in address else 4, port=port,
             probe_id=probe_id(address, port), probe_status=summary.status,
@@ -201,12 +245,12 @@ def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summarie
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
             grade=graded.grade.value if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
-        facts.append(link.facts)
     return rows, facts
 
 
 def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
-    probed = [r for r in mx_rows if r.address is not None]
+    probed = [r for r in mx_rows
+              if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE]
     if not probed or any(r.dane_verdict is None for r in probed):
         return None
     if any(r.dane_verdict != DaneVerdict.MATCH.value for r in probed):
@@ -227,7 +271,7 @@ def _dane_sender(dns: DomainDns, mx_rows: list[MxRow], policies: DomainPolicies 
                  DnssecStatus(r.dane_dnssec) if r.dane_dnssec else None,
                  tested=r.probe_status is not None and r.probe_status.is_definitive,
                  tls_ok=r.probe_status is ProbeStatus.STARTTLS_OK)
-        for r in mx_rows if r.address is not None
+        for r in mx_rows if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE
     ]
     return dane_sender_verdict(links)
 
@@ -298,7 +342,8 @@ def build_domain_rows(
         mx_rows += rows
         facts += host_facts
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
-    tally = starttls_verdict([s.status for s in summaries.values()])
+    cover = coverage(summaries)
+    tally = cover.tally
     dane_valid = _dane_valid(mx_rows) if policies else None
     dane = _dane_sender(dns, mx_rows, policies)
     graded = grade_domain(facts, _policy_facts(policies, dane_valid, dane)) if facts else None
@@ -307,7 +352,9 @@ def build_domain_rows(
         status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source, mx_count=len(dns.hosts),
         mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
-        starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
+        not_covered_count=cover.not_covered, families_covered=list(cover.families),
+        starttls=tally.verdict, starttls_ipv4=cover.ipv4, starttls_ipv6=cover.ipv6,
+        starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=all(cert_checks) if cert_checks else None,
         **_policy_columns(policies, dane_valid),
         dane_delivery=dane.delivery.value if dane else None,
@@ -336,7 +383,9 @@ def input_problem_row(
         scan_id=scan_id, domain=line.domain, input_line=line.line_no, input_raw=line.raw, status=status,
         status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
         mx_hosts=[], null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0, untested_count=0,
-        starttls=StarttlsVerdict.NOT_APPLICABLE, starttls_all=None, starttls_any=None, certs_valid_all=None,
+        not_covered_count=0, families_covered=[], starttls=StarttlsVerdict.NOT_APPLICABLE,
+        starttls_ipv4=StarttlsVerdict.NOT_APPLICABLE, starttls_ipv6=StarttlsVerdict.NOT_APPLICABLE,
+        starttls_all=None, starttls_any=None, certs_valid_all=None,
         **_policy_columns(None, None), dane_delivery=None, dane_delivery_reasons=[],
         grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
         forced_tls_reasons=[], recommendations=[], dns_ms=None, finished_at=finished_at,

@@ -60,11 +60,20 @@ class DomainRow:
     address_count: int = col("Distinct MX addresses (IPv4 and IPv6) found for the domain.")
     probed_count: int = col("Addresses for which a probe gave a definitive STARTTLS answer.")
     starttls_ok_count: int = col("Addresses that completed STARTTLS and the TLS handshake.")
-    untested_count: int = col("Addresses that could not be tested (timeout, throttled, unreachable, skipped).")
-    starttls: StarttlsVerdict = col("Do the domain's MX addresses accept STARTTLS with a working handshake: "
-                                    "all / some / none / incomplete / not_applicable.")
-    starttls_all: bool | None = col("True when every MX address was tested and accepted STARTTLS; "
-                                    "null when it could not be decided.")
+    untested_count: int = col("Addresses of a covered family that could not be tested (timeout, throttled, "
+                              "unreachable, skipped).")
+    not_covered_count: int = col("Addresses of a family this vantage cannot reach (run.ipv4_reachable / "
+                                 "ipv6_reachable): not probed, and outside every verdict of this row.")
+    families_covered: list[str] = col("Families the verdicts of this row cover ('ipv4', 'ipv6'): those with an "
+                                      "address that this vantage could probe.")
+    starttls: StarttlsVerdict = col("Do the domain's MX addresses of the covered families (families_covered) "
+                                    "accept STARTTLS with a working handshake: all / some / none / incomplete / "
+                                    "not_covered (no address of a reachable family) / not_applicable.")
+    starttls_ipv4: StarttlsVerdict = col("The STARTTLS verdict over the IPv4 MX addresses only; not_covered when "
+                                         "this vantage has no IPv4 route, not_applicable without IPv4 address.")
+    starttls_ipv6: StarttlsVerdict = col("The STARTTLS verdict over the IPv6 MX addresses only (as starttls_ipv4).")
+    starttls_all: bool | None = col("True when every MX address of the covered families was tested and accepted "
+                                    "STARTTLS; null when it could not be decided.")
     starttls_any: bool | None = col("True when at least one MX address accepted STARTTLS; null if undecided.")
     certs_valid_all: bool | None = col("Every address that did TLS presented a chain that is trusted, unexpired "
                                        "and valid for the MX host name; null when no address did TLS.")
@@ -255,6 +264,10 @@ class RunRow:
     resumed_lines: int = col("Input lines skipped because an earlier attempt had already written them.")
     skipped_lines: int = col("Blank and comment lines: not domains, so no row. Physical lines of the input = "
                              "input_lines + skipped_lines.")
+    ipv4_reachable: bool = col("IPv4 addresses were probed: a route lookup at start found a route (no packet), or "
+                               "--ipv4 on forced it. When false, IPv4 addresses are skipped_family_unreachable.")
+    ipv6_reachable: bool = col("IPv6 addresses were probed (as ipv4_reachable; --ipv6 on/off forces it).")
+    families_detail: str = col("How the families were decided (route found from which source address, or forced).")
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.

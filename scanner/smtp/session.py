@@ -468,6 +468,7 @@ def _result(
 _SKIP_STATUS = {
     FailureClass.RESERVED_ADDRESS: ProbeStatus.SKIPPED_RESERVED_ADDRESS,
     FailureClass.EXCLUDED: ProbeStatus.SKIPPED_EXCLUDED,
+    FailureClass.FAMILY_UNREACHABLE: ProbeStatus.SKIPPED_FAMILY_UNREACHABLE,
 }
 
 
@@ -478,6 +479,7 @@ def skipped_result(reason: FailureClass, detail: str = "") -> SmtpProbeResult:
         detail = {
             ProbeStatus.SKIPPED_RESERVED_ADDRESS: "loopback/private/reserved address (use --allow-private in labs)",
             ProbeStatus.SKIPPED_EXCLUDED: "address is on the exclude list",
+            ProbeStatus.SKIPPED_FAMILY_UNREACHABLE: "address family not reachable from this vantage point",
         }.get(status, "")
     return _result(_Partial(), status, Phase.ADDRESS, reason, detail, time.perf_counter())
 
