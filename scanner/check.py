@@ -75,7 +75,10 @@ def _enum_text(probe: dict[str, Any]) -> str:
 def render_check(result: CheckResult, console: Console) -> None:
     d = result.domain
     grade = d["grade"] or "not graded"
-    console.print(f"[bold]{d['domain']}[/bold]: grade [bold]{grade}[/bold]  ·  STARTTLS on MX: {d['starttls']}  ·  "
+    families = (f" (IPv4: {d['starttls_ipv4']}, IPv6: {d['starttls_ipv6']})"
+                if d["not_covered_count"] or d["starttls_ipv6"] != "not_applicable" else "")
+    console.print(f"[bold]{d['domain']}[/bold]: grade [bold]{grade}[/bold]  ·  STARTTLS on MX: {d['starttls']}"
+                  f"{families}  ·  "
                   f"forced TLS: {_yes_no(d['forced_tls_safe'], 'safe', 'NOT safe')}  ·  status {d['status']}"
                   + (f" ({d['status_detail']})" if d["status_detail"] else ""))
     table = Table(show_lines=True, title="MX hosts in priority order")

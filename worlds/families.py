@@ -1,6 +1,7 @@
 """A dual-stack world scanned from inside a network namespace (``ip netns``), for address-family coverage.
 
-Run as ``python -m worlds.families OUT_DIR [scan options]`` *inside* a namespace the test prepared
+Run as ``python -m worlds.families OUT_DIR [scan options]`` (or ``check DOMAIN [options]``, which
+prints the one-domain check instead) *inside* a namespace the test prepared
 (:func:`namespace`): it starts nsd and a mail server on 127.0.0.10 and, when the namespace has IPv6,
 on [::1], publishes ``dual.family.test`` (one MX host with an A and an AAAA record) and
 ``v4only.family.test``, scans both through the real CLI into ``OUT_DIR`` and exits with the scan's code.
@@ -70,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from worlds.smtp import SmtpFarm, SmtpServerSpec
 
     args = list(sys.argv[1:] if argv is None else argv)
-    out, scan_args = Path(args[0]), args[1:]
+    check = args[0] == "check"
+    target, scan_args = (args[1], args[2:]) if check else (args[0], args[1:])
     with tempfile.TemporaryDirectory(prefix="family-world-") as tmp:
         workdir = Path(tmp)
         ca = TestCA(workdir / "ca")
@@ -85,11 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with NsdServer(workdir / "nsd", [zone], address=_DNS, port=53) as nsd:
             farm = SmtpFarm(specs)
             farm.start_in_thread()
+            common = ["--resolver", nsd.resolver, "--ca-file", str(ca.ca_file), "--ehlo-name", "scanner.test",
+                      "--allow-private", "--per-ip-interval", "0", "--connect-timeout", "2", *scan_args]
             try:
-                return scan_main(["scan", str(domains), "-o", str(out), "--resolver", nsd.resolver, "--ca-file",
-                                  str(ca.ca_file), "--ehlo-name", "scanner.test", "--allow-private",
-                                  "--per-ip-interval", "0", "--no-progress", "--no-policy", "--connect-timeout", "2",
-                                  *scan_args])
+                if check:
+                    return scan_main(["check", target, *common])
+                return scan_main(["scan", str(domains), "-o", target, "--no-progress", "--no-policy", *common])
             finally:
                 farm.stop_in_thread()
 

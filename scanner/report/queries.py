@@ -73,6 +73,11 @@ SELECT arg_max(scan_id, finished_at) AS scan_id,
 FROM run
 """
 
+# Address families probed (schema >= 7): every attempt of the scan must have reached the family.
+FAMILIES: Final = """
+SELECT bool_and(ipv4_reachable) AS ipv4, bool_and(ipv6_reachable) AS ipv6 FROM run
+"""
+
 GRADING_VERSIONS: Final = """
 SELECT DISTINCT grading_version FROM domains WHERE grading_version IS NOT NULL ORDER BY 1
 """
@@ -137,6 +142,8 @@ SELECT count(*) AS mail_d,
        count(*) FILTER (WHERE starttls = 'some') AS some_n,
        count(*) FILTER (WHERE starttls = 'none') AS none_n,
        count(*) FILTER (WHERE starttls = 'incomplete') AS incomplete_n,
+       count(*) FILTER (WHERE starttls = 'not_covered') AS not_covered_n,
+       count(*) FILTER (WHERE not_covered_count > 0 AND starttls <> 'not_covered') AS partly_covered_n,
        count(*) FILTER (WHERE starttls_any) AS any_n,
        count(*) FILTER (WHERE starttls IN ('all', 'some', 'none')) AS decided_d
 FROM domains WHERE status = 'ok'

@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from scanner.report import build_report
+from scanner.report.render import render_markdown
 from worlds.families import namespace
 
 pytestmark = [
@@ -27,11 +29,16 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _scan_in(ns: str, out: Path, *scan_args: str) -> dict[str, list[dict[str, Any]]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "worlds.families", str(out), *scan_args],
+def _in(ns: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "worlds.families", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _scan_in(ns: str, out: Path, *scan_args: str) -> dict[str, list[dict[str, Any]]]:
+    _in(ns, str(out), *scan_args)
     return {table: pq.read_table(out / table).to_pylist() for table in ("domains", "probes", "run")}
 
 
@@ -42,6 +49,7 @@ def _domain(data: dict[str, list[dict[str, Any]]], name: str) -> dict[str, Any]:
 def test_ipv4_only_vantage_covers_ipv4_and_says_so(tmp_path: Path) -> None:
     with namespace(ipv6=False) as ns:
         data = _scan_in(ns, tmp_path / "out")
+        checked = " ".join(_in(ns, "check", "dual.family.test").split())
     run = data["run"][0]
     assert (run["ipv4_reachable"], run["ipv6_reachable"]) == (True, False), run["families_detail"]
     statuses = {p["address"]: p["status"] for p in data["probes"]}
@@ -53,6 +61,14 @@ def test_ipv4_only_vantage_covers_ipv4_and_says_so(tmp_path: Path) -> None:
     assert not any(r.startswith("not_tested") for r in dual["forced_tls_reasons"])
     v4 = _domain(data, "v4only.family.test")
     assert (v4["starttls"], v4["starttls_ipv6"], v4["not_covered_count"]) == ("all", "not_applicable", 0)
+    # The report states the coverage beside each figure; check shows the per-family verdicts.
+    report = build_report(tmp_path / "out")
+    assert report.scan.coverage.startswith("IPv4 only (IPv6 not reachable")
+    starttls = next(t for t in report.tables() if t.key == "starttls.domains")
+    assert (starttls.get("all").numerator, starttls.get("partly_covered").numerator) == (2, 1)
+    markdown = render_markdown(report)
+    assert markdown.count("coverage: IPv4 only") >= len(list(report.tables()))
+    assert "STARTTLS on MX: all (IPv4: all, IPv6: not_covered)" in checked
 
 
 def test_ipv6_vantage_probes_both_families(tmp_path: Path) -> None:
