@@ -27,6 +27,7 @@ from worlds.ca import TestCA
 from worlds.dns import NsdServer, Zone
 from worlds.dnssec import UnboundServer, sign_zone
 from worlds.ports import loopback_host, pick_loopback_block
+from worlds.scenario import ScanWorld
 from worlds.smtp import Behaviour, SmtpFarm, SmtpServerSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -71,15 +72,8 @@ def _spki_sha256(leaf_der: bytes) -> str:
     return hashlib.sha256(spki).hexdigest()
 
 
-@dataclass(frozen=True)
-class DaneWorld:
-    resolver: str
-    ca_file: Path
-    domains_file: Path
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaneWorld]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanWorld]:
     workdir = tmp_path_factory.mktemp("dane")
     block = pick_loopback_block()
     ca = TestCA(workdir / "ca")
@@ -113,11 +107,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaneWorld]:
         farm = SmtpFarm(specs)
         farm.start_in_thread()
         stack.callback(farm.stop_in_thread)
-        yield DaneWorld(unbound.resolver, ca.ca_file, domains)
+        yield ScanWorld(unbound.resolver, ca.ca_file, domains)
 
 
 @pytest.fixture(scope="module")
-def dataset(world: DaneWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dataset(world: ScanWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("scan")
     code = main(["scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver, "--ca-file",
                  str(world.ca_file), "--ehlo-name", "scanner.test", "--per-ip-interval", "0", "--no-progress",
@@ -162,7 +156,7 @@ def test_report_counts_dane_delivery(dataset: Path) -> None:
                    "delivery_partial": (0, 6), "tlsa_unsigned": (1, 6)}
 
 
-def test_check_shows_the_dane_sender_verdict(world: DaneWorld, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_shows_the_dane_sender_verdict(world: ScanWorld, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["check", f"nomatch.{SIGNED}", "--resolver", world.resolver, "--ca-file", str(world.ca_file),
                  "--allow-private", "--per-ip-interval", "0"])
     out = capsys.readouterr().out

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from worlds.ca import TestCA
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
 from worlds.postfix import PostfixInstance
+from worlds.scenario import ScanWorld
 from worlds.tlslite_smtp import TLSLITE_DEFAULT_VERSIONS, TlsliteSmtpServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -35,15 +35,8 @@ ZONE = "agree.test"
 NO_TLS_VERSION = "!SSLv2,!SSLv3,!TLSv1,!TLSv1.1,!TLSv1.2,!TLSv1.3"
 
 
-@dataclass(frozen=True)
-class AgreeWorld:
-    resolver: str
-    ca_file: Path
-    domains_file: Path
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgreeWorld]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanWorld]:
     workdir = Path(tempfile.mkdtemp(prefix="agree-world-"))
     workdir.chmod(0o755)  # Postfix drops privileges and must traverse it
     block = pick_loopback_block()
@@ -65,11 +58,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgreeWorld]:
         nsd = stack.enter_context(NsdServer(workdir / "nsd", [zone], address=loopback_host(block, 53), port=53))
         domains = workdir / "domains.txt"
         domains.write_text(f"intolerant.{ZONE}\nnoversion.{ZONE}\n", encoding="utf-8")
-        yield AgreeWorld(nsd.resolver, ca.ca_file, domains)
+        yield ScanWorld(nsd.resolver, ca.ca_file, domains)
 
 
 @pytest.fixture(scope="module")
-def probes(world: AgreeWorld, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def probes(world: ScanWorld, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     out = tmp_path_factory.mktemp("scan")
     assert main(["scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver, "--ca-file",
                  str(world.ca_file), "--ehlo-name", "scanner.test", "--per-ip-interval", "0", "--no-progress",
