@@ -83,7 +83,10 @@ def _enum_text(probe: dict[str, Any]) -> str:
 def render_check(result: CheckResult, console: Console) -> None:
     d = result.domain
     grade = d["grade"] or "not graded"
-    console.print(f"[bold]{d['domain']}[/bold]: grade [bold]{grade}[/bold]  ·  STARTTLS on MX: {d['starttls']}  ·  "
+    families = (f" (IPv4: {d['starttls_ipv4']}, IPv6: {d['starttls_ipv6']})"
+                if d["not_covered_count"] or d["starttls_ipv6"] != "not_applicable" else "")
+    console.print(f"[bold]{d['domain']}[/bold]: grade [bold]{grade}[/bold]  ·  STARTTLS on MX: {d['starttls']}"
+                  f"{families}  ·  "
                   f"forced TLS: {_yes_no(d['forced_tls_safe'], 'safe', 'NOT safe')}  ·  status {d['status']}"
                   + (f" ({d['status_detail']})" if d["status_detail"] else ""))
     table = Table(show_lines=True, title="MX hosts in priority order")
@@ -105,12 +108,17 @@ def render_check(result: CheckResult, console: Console) -> None:
     if d["mta_sts_txt"] is not None:
         console.print(
             f"MTA-STS: {d['mta_sts_mode'] or 'no valid policy'}"
+            + (f" (the fetched policy says {d['mta_sts_fetched_mode']}, but no sender applies it)"
+               if d["mta_sts_fetched_mode"] and not d["mta_sts_active"] else "")
             + (f" (id {d['mta_sts_id']}, max_age {d['mta_sts_max_age']})" if d["mta_sts_active"] else "")
             + (f"; MX not covered: {', '.join(d['mta_sts_unmatched_mx'])}" if d["mta_sts_unmatched_mx"] else "")
             + (f"; MX failing the policy: {', '.join(d['mta_sts_mx_fail'])}" if d["mta_sts_mx_fail"] else "")
             + (f"; errors: {', '.join(d['mta_sts_errors'])}" if d["mta_sts_errors"] else "")
         )
         console.print(f"TLS-RPT: {d['tlsrpt_status']}  ·  DANE valid: {_yes_no(d['dane_valid'])}")
+    if d["dane_delivery"] is not None:
+        console.print(f"Would a DANE sender deliver: {d['dane_delivery']}"
+                      + (f" ({'; '.join(d['dane_delivery_reasons'])})" if d["dane_delivery_reasons"] else ""))
     if d["forced_tls_reasons"]:
         console.print("Forced TLS: " + "; ".join(d["forced_tls_reasons"]))
     if d["recommendations"]:

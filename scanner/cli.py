@@ -139,6 +139,10 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
                        help="extra handshake-only SNI sessions per address (further names: not_checked)")
     group.add_argument("--recheck-limit", type=int, default=2, metavar="N",
                        help="re-asks of a question two sessions of one address answered differently")
+    for family in ("ipv4", "ipv6"):
+        group.add_argument(f"--{family}", choices=("auto", "on", "off"), default="auto",
+                           help=f"probe {family} addresses: auto (if this host has a route; a lookup, no packet), "
+                                "on or off")
 
 
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
@@ -152,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "summaries_in_memory": getattr(args, "summaries_in_memory", 25_000),
         "sni_checks": not args.no_sni_checks, "sni_sessions_per_address": args.sni_cap,
         "recheck_limit": args.recheck_limit,
+        "ipv4": args.ipv4, "ipv6": args.ipv6,
     }
     if args.ehlo_name:
         probe_kwargs["ehlo_name"] = args.ehlo_name

@@ -143,8 +143,13 @@ class ProbeConfig:
     sni_same_run: int = 3
     # Contradictions between sessions of one address (scanner.consistency): re-ask this many times.
     recheck_limit: int = 2
+    # Address families to probe: "auto" (a route lookup at start, scanner.net.families), "on", "off".
+    ipv4: str = "auto"
+    ipv6: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.ipv4 not in ("auto", "on", "off") or self.ipv6 not in ("auto", "on", "off"):
+            raise ConfigError(f"ipv4/ipv6 must be auto, on or off (got {self.ipv4!r}, {self.ipv6!r})")
         if not 0 < self.port < 65536:
             raise ConfigError(f"bad port {self.port}")
         for name in ("connect_timeout", "banner_timeout", "command_timeout", "tls_timeout", "probe_deadline"):

@@ -205,6 +205,8 @@ class PolicyFacts:
     mta_sts_all_mx_pass: bool | None  # every MX would pass an enforcing sender (STARTTLS + cert)
     dane_valid: bool | None  # every MX has usable TLSA records that match, DNSSEC-authenticated
     tlsrpt_valid: bool | None
+    # DANE defects as (finding code, "host [address]: why"); codes are policy.dane.DaneFinding values.
+    dane_findings: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mta_sts_mode is not None:
@@ -527,10 +529,52 @@ _NO_TLSRPT: Final = Rule(
     _rec("publish_tlsrpt", "Publish a TLS-RPT record (_smtp._tls TXT, RFC 8460) to receive delivery failure reports."),
 )
 
+# DANE (RFC 7672). A DANE sender refuses an MX whose authenticated TLSA RRset matches nothing, where
+# STARTTLS fails although TLSA is published, or whose TLSA lookup is bogus: the domain's mail is
+# deferred and then bounced by every DANE sender, a delivery failure the operator published. That is
+# worse than an expired certificate (which only MTA-STS and DANE-TA senders refuse), hence cap D.
+_REC_TLSA: Final = _rec(
+    "fix_tlsa_records",
+    "Publish TLSA records that match the certificate each MX presents (e.g. 3 1 1 of the current key), roll "
+    "them over before changing the key or certificate, or withdraw them: DANE senders refuse mail otherwise.",
+)
+_DANE_RULES: Final[Mapping[str, Rule]] = MappingProxyType({
+    "tlsa_no_match": Rule(
+        "dane_tlsa_no_match", Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
+        "DNSSEC-authenticated TLSA records match no certificate the MX presents",
+        "RFC 7672 §2.2, §3.1: DANE senders refuse the MX (mail deferred, then bounced)", _REC_TLSA),
+    "tlsa_starttls_failed": Rule(
+        "dane_starttls_failed", Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
+        "TLSA published but STARTTLS fails on that MX",
+        "RFC 7672 §2.2: with TLSA records STARTTLS is mandatory; DANE senders refuse the MX",
+        _rec("fix_starttls_for_dane",
+             "Make STARTTLS work on every MX that publishes TLSA records, or withdraw the records.")),
+    "tlsa_bogus": Rule(
+        "dane_tlsa_bogus", Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
+        "TLSA lookup fails DNSSEC validation (bogus)",
+        "RFC 7672 §2.2; RFC 4035 §5.5: DANE senders do not deliver to that MX",
+        _rec("fix_dnssec_signatures",
+             "Repair the zone's DNSSEC signatures (re-sign, check DS and DNSKEY, keep RRSIGs unexpired).")),
+    "tlsa_unusable": Rule(
+        "dane_tlsa_unusable", Scope.DOMAIN, Severity.HIGH, Grade.C, 0,
+        "DNSSEC-authenticated TLSA RRset without a usable record",
+        "RFC 7672 §3.1.3, §2.2: senders must use TLS but cannot authenticate; the records protect nothing",
+        _rec("use_dane_ee_or_ta_records",
+             "Replace PKIX-TA/PKIX-EE or malformed TLSA records with DANE-EE (3 1 1) or DANE-TA (2 1 1) records.")),
+    "tlsa_unsigned": Rule(
+        "dane_tlsa_unsigned", Scope.DOMAIN, Severity.INFO, None, 0,
+        "TLSA records in an unsigned zone (ignored by senders, not DANE)",
+        "RFC 7672 §2.2: only DNSSEC-secure TLSA RRsets apply",
+        _rec("sign_zone_for_dane", "Sign the MX host's zone with DNSSEC (and publish the DS), or remove the TLSA "
+                                   "records, which senders ignore without it.")),
+})
+
 _DOMAIN_RULES: Final = (
     _MX_UNTESTED, _NO_MX_TESTED, _NO_MTA_STS, _MTA_STS_TESTING, _MTA_STS_NONE, _MTA_STS_UNCOVERED,
-    _MTA_STS_FAILING, _NO_TLSRPT,
+    _MTA_STS_FAILING, _NO_TLSRPT, *_DANE_RULES.values(),
 )
+# DANE findings after which a DANE sender refuses the MX: forced TLS is never "safe" with them.
+_DANE_REFUSING: Final = frozenset({"tlsa_no_match", "tlsa_starttls_failed", "tlsa_bogus"})
 
 def _index(rules: Iterable[Rule]) -> Mapping[str, Rule]:
     table: dict[str, Rule] = {}
@@ -620,12 +664,16 @@ def _policy_hits(policy: PolicyFacts) -> list[RuleHit]:
             hits.append(_hit(_MTA_STS_FAILING))
     if policy.tlsrpt_valid is False:
         hits.append(_hit(_NO_TLSRPT))
+    found: dict[str, list[str]] = {}
+    for code, where in policy.dane_findings:
+        found.setdefault(code, []).append(where)
+    hits.extend(_hit(_DANE_RULES[code], "; ".join(where)) for code, where in found.items())
     return hits
 
 
 def _a_plus(graded: Sequence[MxGrade], policy: PolicyFacts) -> bool:
     """Every tested MX is a clean A (no hit, nothing unknown) and an enforced policy protects it."""
-    if any(g.hits for g in graded):
+    if any(g.hits for g in graded) or policy.dane_findings:  # a DANE defect is never "everything right"
         return False
     sts = (
         policy.mta_sts_mode == StsMode.ENFORCE.value
@@ -661,6 +709,9 @@ def grade_domain(mx: Sequence[MxFacts], policy: PolicyFacts, *, lenient_tls10: b
     domain_hits = _policy_hits(policy)
     hits.extend(domain_hits)
     safe, reasons = forced_tls(mx, lenient_tls10=lenient_tls10)
+    refusing = [f"dane_refused: {where}" for code, where in policy.dane_findings if code in _DANE_REFUSING]
+    if refusing:  # a sender that requires TLS and does DANE (RFC 7672) would not deliver there
+        safe, reasons = False, (*refusing, *reasons)
     recommendations = (*_mx_recommendations([(m, g) for m, _, g in graded]), *_recommendations(domain_hits))
     if not graded:
         return DomainGrade(None, None, tuple(hits), recommendations, safe, reasons, GRADING_VERSION)

@@ -38,6 +38,7 @@ from scanner.health import Breakdown, HealthWatch
 from scanner.input import InputLine, InputTally, open_lines, read_domains
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
+from scanner.net.families import detect_families
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import DomainRow, ProbeRow, SessionRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
@@ -191,6 +192,8 @@ class Scan:
         self.completed = False
         self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
         self._stop_event = asyncio.Event()
+        # A route lookup per family (no packet), once: which addresses this vantage can probe at all.
+        self.families = detect_families(config.probe.ipv4, config.probe.ipv6)
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
@@ -239,6 +242,7 @@ class Scan:
             attempt=self.attempt, started_at=datetime.now(UTC), finished_at=None, outcome=AttemptOutcome.RUNNING,
             message="", config=_config_json(self.config), result_settings=result_settings(self.config),
             provenance=collect_provenance(self.config, self.source, self.vantage),
+            families={"ipv4": self.families.ipv4, "ipv6": self.families.ipv6, "detail": self.families.detail},
         )
         self.record.attempts.append(attempt)
         self.record.save(self.config.output.out_dir)
@@ -304,7 +308,7 @@ class Scan:
         domains = DomainResolver(self._resolver, self._exclude)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_rows, self.scan_id,
-                                           self.attempt, done)
+                                           self.attempt, done, self.families)
         if self.resume:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus, TrustStore, check_chain
@@ -25,6 +26,7 @@ from scanner.config import ScanConfig
 from scanner.consistency import Answer
 from scanner.errors import describe_bug
 from scanner.net.addresses import AddressPolicy
+from scanner.net.families import Reachability
 from scanner.net.limits import KeyedLimiter
 from scanner.output.rows import ProbeRow, SessionRow
 from scanner.probe_cache import SummaryCache
@@ -44,6 +46,7 @@ from scanner.tls.enumeration import (
     VersionVerdict,
     full_plan,
     posture_plan,
+    reconcile_plan,
     version_hello,
 )
 from scanner.tls.probe import drive_plan, probe_hello
@@ -135,8 +138,10 @@ class ProbeService:
         scan_id: str,
         attempt: int,
         done: SummaryCache,
+        families: Reachability | None = None,
     ) -> None:
         self._config = config
+        self._families = families if families is not None else Reachability(True, True, "not checked")
         self._policy = policy
         self._trust = trust
         self._emit_rows = emit_rows
@@ -307,6 +312,8 @@ class ProbeService:
         refusal = self._policy.refusal(ip)
         if refusal is not None:
             return await self._record(pending, skipped_result(refusal), None, started_at)
+        if not self._families.covers(pending.address):  # no route for its family: nothing to learn
+            return await self._record(pending, skipped_result(FailureClass.FAMILY_UNREACHABLE), None, started_at)
         sni = pending.names[0]
         delays = self._config.probe.throttle_retry_delays
         for attempt in range(len(delays) + 1):
@@ -329,7 +336,9 @@ class ProbeService:
         check = await self._check_address(pending, sni, result, verdict, session_rows)
         enumeration = await self._enumerate(pending, sni, result, check)
         if check is not None and enumeration is not None:
-            await self._recheck_version(pending, sni, result, enumeration, check)
+            enumeration = await self._recheck_version(pending, sni, result, enumeration, check)
+        if enumeration is not None:
+            enumeration = await self._reconcile(pending, sni, result, enumeration)
         return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1,
                                   check=check, session_rows=session_rows)
 
@@ -375,13 +384,16 @@ class ProbeService:
         await self._emit_rows([row])
 
     async def _recheck_version(self, pending: _Pending, sni: str, result: SmtpProbeResult,
-                               enumeration: EnumerationResult, check: AddressCheck) -> None:
+                               enumeration: EnumerationResult, check: AddressCheck) -> EnumerationResult:
         """The observation handshake negotiated a version the enumeration saw refused: ask the version's
-        hello again; an acceptance now means two sessions disagreed (the refusal, the worst, is kept)."""
+        hello again. An acceptance now means two sessions disagreed: the address is recorded inconsistent
+        on the version (rule inconsistent_answers) and the version counts as accepted, as every version a
+        session negotiated does (never a published contradiction, issue "answers that agree"). A refusal
+        again leaves the contradiction to ``_reconcile``, which asks in the other hello shape."""
         version = _negotiated(result)
         verdict_ = enumeration.versions.get(version) if version is not None else None
         if version is None or verdict_ is None or verdict_.supported is not False:
-            return
+            return enumeration
         offer = version_hello(version)
         for _ in range(self._config.probe.recheck_limit):
             async with self.connection_slot(pending.address):
@@ -389,7 +401,9 @@ class ProbeService:
             check.rechecks += 1
             if answer.kind is AnswerKind.ACCEPTED and answer.version == version:
                 check.facts.add(SessionFact.VERSION)
-                return
+                versions = {**enumeration.versions, version: VersionVerdict.ACCEPTED}
+                return dataclasses.replace(enumeration, versions=versions)
+        return enumeration
 
     async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult,
                          check: AddressCheck | None = None) -> EnumerationResult | None:
@@ -399,6 +413,11 @@ class ProbeService:
         if mode == "off" or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.TLS_HANDSHAKE_FAILED):
             return None
 
+        plan = full_plan() if mode == "full" else posture_plan()
+        return await drive_plan(plan, self._hello_session(pending, sni, check))
+
+    def _hello_session(self, pending: _Pending, sni: str,
+                       check: AddressCheck | None = None) -> Callable[[HelloRequest], Awaitable[HelloAnswer]]:
         async def session(request: HelloRequest) -> HelloAnswer:
             # One unit of work = one connection, under the same per-address and global limits.
             async with self.connection_slot(pending.address):
@@ -411,7 +430,17 @@ class ProbeService:
                 check.facts.add(SessionFact.STARTTLS)  # advertised to the probe, missing now
             return answer
 
-        return await drive_plan(full_plan() if mode == "full" else posture_plan(), session)
+        return session
+
+    async def _reconcile(self, pending: _Pending, sni: str, result: SmtpProbeResult,
+                         enumeration: EnumerationResult) -> EnumerationResult:
+        """Re-ask what the observation handshake contradicts, so the row never publishes a contradiction."""
+        if result.tls is None:
+            return enumeration
+        known = suite_by_name(result.tls.cipher)
+        plan = reconcile_plan(enumeration, OBSERVED_VERSIONS.get(result.tls.version), known.code if known else None)
+        reconciled = await drive_plan(plan, self._hello_session(pending, sni))
+        return dataclasses.replace(reconciled, sessions=enumeration.sessions + reconciled.sessions)
 
     async def _record(
         self,
@@ -449,6 +478,13 @@ class ProbeService:
             inconsistent=tuple(row.inconsistent_facts),
             cert_source=CertSource.PROBE if self._config.probe.sni_checks and verdict is not None else None,
         )
+
+
+# Python's ssl names versions the OpenSSL way ("TLSv1" is TLS 1.0).
+OBSERVED_VERSIONS: Mapping[str, TlsVersion] = MappingProxyType({
+    "SSLv3": TlsVersion.SSL3, "TLSv1": TlsVersion.TLS10, "TLSv1.1": TlsVersion.TLS11, "TLSv1.2": TlsVersion.TLS12,
+    "TLSv1.3": TlsVersion.TLS13,
+})
 
 
 def _bug_result(exc: Exception) -> SmtpProbeResult:
@@ -521,6 +557,7 @@ def build_probe_row(
         enum_mode=enum.mode.value if enum else None,
         enum_sessions=enum.sessions if enum else None,
         enum_complete=enum.complete if enum else None,
+        hello_quirks=list(enum.quirks) if enum else None,
         ver_ssl3=_version(enum, TlsVersion.SSL3),
         ver_tls1_0=_version(enum, TlsVersion.TLS10),
         ver_tls1_1=_version(enum, TlsVersion.TLS11),
@@ -590,7 +627,7 @@ def _enumeration_from_row(row: Mapping[str, Any]) -> EnumerationResult | None:
         preferred_suite=suite_code(row["preferred_suite"]) if row["preferred_suite"] else None,
         preferred_version=preferred_version, server_order=row["server_order"], accepted=accepted,
         server_order_suites=tuple(suite_code(n) for n in row["server_order_suites"] or ()),
-        complete=bool(row["enum_complete"]),
+        complete=bool(row["enum_complete"]), quirks=tuple(row["hello_quirks"] or ()),
     )
 
 

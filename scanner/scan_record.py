@@ -106,6 +106,8 @@ class Attempt:
     result_settings: dict[str, Any]  # scanner.config.result_settings of that configuration
     provenance: dict[str, Any]  # scanner.provenance.collect
     counts: AttemptCounts = field(default_factory=AttemptCounts)
+    # Address families this attempt probed (scanner.net.families): {"ipv4": bool, "ipv6": bool, "detail": str}
+    families: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,6 +125,7 @@ class Attempt:
             outcome=AttemptOutcome(data["outcome"]), message=str(data.get("message", "")),
             config=dict(data.get("config", {})), result_settings=dict(data.get("result_settings", {})),
             provenance=dict(data.get("provenance", {})), counts=AttemptCounts.from_json(data.get("counts", {})),
+            families=dict(data.get("families", {})),
         )
 
     def run_row(self, scan_id: str, source: str) -> RunRow:
@@ -137,6 +140,8 @@ class Attempt:
             resumed_lines=c.resumed_lines, skipped_lines=c.skipped_lines, outcome=self.outcome,
             domain_rows=c.domain_rows, mx_rows=c.mx_rows,
             provenance_json=json.dumps(self.provenance, sort_keys=True, default=str),
+            ipv4_reachable=self.families.get("ipv4"), ipv6_reachable=self.families.get("ipv6"),
+            families_detail=self.families.get("detail"),
         )
 
 

@@ -36,6 +36,9 @@ class DomainStatus(str, Enum):
     DNS_NXDOMAIN = "dns_nxdomain"
     DNS_NO_MAIL_HOST = "dns_no_mail_host"  # no MX and no A/AAAA (RFC 5321 §5.1: nothing to deliver to)
     DNS_SERVFAIL = "dns_servfail"
+    # The validating resolver's SERVFAIL is a DNSSEC validation failure of the MX RRset (it answers with
+    # checking disabled, RFC 4035 §3.2.2): validating senders, DANE ones included, cannot route mail.
+    DNS_BOGUS = "dns_bogus"
     DNS_TIMEOUT = "dns_timeout"
     DNS_REFUSED = "dns_refused"
     DNS_ERROR = "dns_error"  # any other resolver failure (detail says which)
@@ -111,6 +114,7 @@ class FailureClass(str, Enum):
     TLS_CLOSED = "tls_closed"  # server closed the connection during the handshake
     TLS_ERROR = "tls_error"  # other handshake failure (detail has OpenSSL's reason)
     RESERVED_ADDRESS = "reserved_address"  # loopback/private/reserved: refused by default
+    FAMILY_UNREACHABLE = "family_unreachable"  # IPv4/IPv6 not reachable from this vantage (run record)
     EXCLUDED = "excluded"  # on the opt-out list
     INTERNAL = "internal"  # a bug in the scanner
 
@@ -129,6 +133,9 @@ class ProbeStatus(str, Enum):
     PROTOCOL_ERROR = "protocol_error"  # garbage instead of SMTP
     SKIPPED_RESERVED_ADDRESS = "skipped_reserved_address"
     SKIPPED_EXCLUDED = "skipped_excluded"
+    # The address's family (IPv4/IPv6) is not reachable from this vantage point: not probed, and not a
+    # network failure; verdicts cover the other family and say so (scanner.net.families).
+    SKIPPED_FAMILY_UNREACHABLE = "skipped_family_unreachable"
     INTERNAL_ERROR = "internal_error"
 
     @property
@@ -161,6 +168,7 @@ class StarttlsVerdict(str, Enum):
     SOME = "some"  # at least one completed, at least one definitely did not
     NONE = "none"  # every address answered, none completed STARTTLS + handshake
     INCOMPLETE = "incomplete"  # some addresses could not be tested and the answer depends on them
+    NOT_COVERED = "not_covered"  # every address is of a family this vantage cannot reach
     NOT_APPLICABLE = "not_applicable"  # nothing to test (no MX address, null MX, DNS failure, invalid)
 
 

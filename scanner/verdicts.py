@@ -17,7 +17,16 @@ from scanner.dns.lookup import DomainDns, MailHost
 from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, PolicyFacts, grade_domain, grade_mx, version_facts
 from scanner.input import InputLine
 from scanner.output.rows import DomainRow, MxRow
-from scanner.policy.dane import DaneVerdict, DnssecStatus, TlsaLookup, match_tlsa
+from scanner.policy.dane import (
+    DaneLink,
+    DaneSenderVerdict,
+    DaneVerdict,
+    DnssecStatus,
+    TlsaLookup,
+    dane_sender_verdict,
+    match_tlsa,
+    mx_bogus_verdict,
+)
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
@@ -27,8 +36,8 @@ LinkViews = Mapping[tuple[str, str], ProbeSummary]
 # Links whose own certificate is unknown: no name verdict, never "mismatch" (scanner.sni).
 _UNJUDGED = {CertSource.NOT_CHECKED: "not_checked", CertSource.SESSION_FAILED: "session_failed"}
 
-__all__ = ["LinkJudge", "LinkJudgement", "LinkViews", "Tally", "build_domain_rows", "input_problem_row",
-           "mx_tls_compliance", "starttls_verdict"]
+__all__ = ["Coverage", "LinkJudge", "LinkJudgement", "LinkViews", "Tally", "build_domain_rows", "coverage",
+           "covered", "input_problem_row", "mx_tls_compliance", "starttls_verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,47 @@ def starttls_verdict(statuses: list[ProbeStatus]) -> Tally:
 
 def _unjudged(summary: ProbeSummary) -> str | None:
     return _UNJUDGED.get(summary.cert_source) if summary.cert_source is not None else None
+
+
+def covered(summary: ProbeSummary) -> bool:
+    """Is the address of a family this vantage can reach? Uncovered ones are outside every verdict."""
+    return summary.status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """The STARTTLS verdict over the covered families, per family, and which families those are."""
+
+    tally: Tally
+    ipv4: StarttlsVerdict
+    ipv6: StarttlsVerdict
+    families: tuple[str, ...]
+    not_covered: int
+
+
+def _family_verdict(statuses: list[ProbeStatus]) -> StarttlsVerdict:
+    if statuses and all(s is ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses):
+        return StarttlsVerdict.NOT_COVERED
+    return starttls_verdict([s for s in statuses if s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE]).verdict
+
+
+def coverage(summaries: Mapping[str, ProbeSummary]) -> Coverage:
+    """STARTTLS over the addresses this vantage could probe, and per family (IPv4 first).
+
+    A dual-stack domain scanned from an IPv4-only host is "all" over IPv4 with IPv6 "not_covered",
+    never "incomplete" because of addresses it could not route to.
+    """
+    by_family: dict[str, list[ProbeStatus]] = {"ipv4": [], "ipv6": []}
+    for address, summary in summaries.items():
+        by_family["ipv6" if ":" in address else "ipv4"].append(summary.status)
+    tested = [s.status for s in summaries.values() if covered(s)]
+    tally = starttls_verdict(tested)
+    if summaries and not tested:
+        tally = Tally(StarttlsVerdict.NOT_COVERED, 0, 0, 0)
+    families = tuple(f for f, statuses in by_family.items()
+                     if any(s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses))
+    return Coverage(tally, _family_verdict(by_family["ipv4"]), _family_verdict(by_family["ipv6"]), families,
+                    len(summaries) - len(tested))
 
 
 def _name_match(summary: ProbeSummary, host: str) -> NameMatch | None:
@@ -141,7 +191,7 @@ def mx_tls_compliance(dns: DomainDns, summaries: Mapping[str, ProbeSummary], jud
     """Per MX host: would an MTA-STS enforcing sender deliver (RFC 8461 §5)? Untested hosts are left out."""
     out: dict[str, bool] = {}
     for host in dns.hosts:
-        addresses = host.resolution.addresses
+        addresses = [a for a in host.resolution.addresses if covered(summaries[a])]
         results = [summaries[a] for a in addresses]
         if results and all(s.status.is_definitive for s in results):
             out[host.name] = all(judge.judge(host.name, a, _view(views, host.name, a, summaries)).cert_valid is True
@@ -177,6 +227,8 @@ def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | 
 def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[str | None, str | None]:
     if lookup is None:
         return None, None
+    if lookup.dnssec is DnssecStatus.BOGUS:
+        return DaneVerdict.BOGUS.value, lookup.dnssec.value
     if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
         return DaneVerdict.LOOKUP_FAILED.value, lookup.dnssec.value
     if not lookup.records:
@@ -206,6 +258,8 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
         link = judge.judge(host.name, address, summary)
         graded = link.grade
         dane_verdict, dane_dnssec = _dane(lookup, summary, host.name)
+        if covered(summary):  # grades and forced TLS speak for the covered families only
+            facts.append(link.facts)
         rows.append(MxRow(
             **common, address=address, ip_version=6 if ":" in address else 4, port=port,
             probe_id=probe_id(address, port), probe_status=summary.status,
@@ -215,7 +269,6 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
             grade=graded.grade.value if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
-        facts.append(link.facts)
     return rows, facts
 
 
@@ -226,7 +279,8 @@ def _all_valid(checks: list[bool], unjudged: bool) -> bool | None:
 
 
 def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
-    probed = [r for r in mx_rows if r.address is not None]
+    probed = [r for r in mx_rows
+              if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE]
     if not probed or any(r.dane_verdict is None for r in probed):
         return None
     if any(r.dane_verdict != DaneVerdict.MATCH.value for r in probed):
@@ -236,9 +290,27 @@ def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
     return True
 
 
-def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None) -> PolicyFacts:
+def _dane_sender(dns: DomainDns, mx_rows: list[MxRow], policies: DomainPolicies | None) -> DaneSenderVerdict | None:
+    """Would a DANE sender deliver (RFC 7672)? None when the policies were not checked."""
+    if dns.status is DomainStatus.DNS_BOGUS:
+        return mx_bogus_verdict(dns.domain, dns.detail)
     if policies is None:
-        return PolicyFacts(None, None, None, None, None)
+        return None
+    links = [
+        DaneLink(r.mx_host, r.address, DaneVerdict(r.dane_verdict) if r.dane_verdict else None,
+                 DnssecStatus(r.dane_dnssec) if r.dane_dnssec else None,
+                 tested=r.probe_status is not None and r.probe_status.is_definitive,
+                 tls_ok=r.probe_status is ProbeStatus.STARTTLS_OK)
+        for r in mx_rows if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE
+    ]
+    return dane_sender_verdict(links)
+
+
+def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None,
+                  dane: DaneSenderVerdict | None = None) -> PolicyFacts:
+    findings = tuple((f.value, where) for f, where in dane.findings) if dane else ()
+    if policies is None:
+        return PolicyFacts(None, None, None, None, None, findings)
     sts = policies.mta_sts
     active = sts.active and sts.mode is not None
     compliant = [v.compliant for v in sts.mx_verdicts]
@@ -248,13 +320,15 @@ def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None) -> P
         mta_sts_all_mx_pass=(None if None in compliant else all(compliant)) if active else None,
         dane_valid=dane_valid,
         tlsrpt_valid=policies.tlsrpt.valid,
+        dane_findings=findings,
     )
 
 
 def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) -> dict[str, Any]:
     """Domain-row policy columns (all null when the policies were not checked)."""
     if policies is None:
-        keys = ("mta_sts_txt", "mta_sts_active", "mta_sts_mode", "mta_sts_id", "mta_sts_max_age",
+        keys = ("mta_sts_txt", "mta_sts_active", "mta_sts_mode", "mta_sts_fetched_mode", "mta_sts_id",
+                "mta_sts_max_age",
                 "mta_sts_mx_patterns", "mta_sts_unmatched_mx", "mta_sts_mx_fail", "mta_sts_errors",
                 "mta_sts_error_detail", "tlsrpt_status", "tlsrpt_rua", "dane_valid", "dane_mx_with_tlsa")
         return dict.fromkeys(keys)
@@ -262,7 +336,10 @@ def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) ->
     usable_tlsa = sum(1 for lookup in policies.tlsa.values() if lookup is not None and lookup.records)
     return {
         "mta_sts_txt": sts.txt_present, "mta_sts_active": sts.active,
-        "mta_sts_mode": sts.mode.value if sts.mode else None, "mta_sts_id": sts.txt_id,
+        # RFC 8461 §3.1-§3.3: a sender applies the policy only when the TXT record is valid and single
+        # and the policy fetched; otherwise there is no mode, whatever the fetched file says.
+        "mta_sts_mode": sts.mode.value if sts.active and sts.mode else None,
+        "mta_sts_fetched_mode": sts.mode.value if sts.mode else None, "mta_sts_id": sts.txt_id,
         "mta_sts_max_age": sts.max_age, "mta_sts_mx_patterns": list(sts.mx_patterns),
         "mta_sts_unmatched_mx": list(sts.unmatched_mx),
         "mta_sts_mx_fail": [v.mx_host for v in sts.mx_verdicts if v.matched_pattern and v.tls_ok is False],
@@ -300,18 +377,24 @@ def build_domain_rows(
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
     # A name not checked with its own SNI leaves "every certificate valid" open (unless one already fails).
     unjudged = any(r.cert_source in _UNJUDGED for r in mx_rows)
-    tally = starttls_verdict([s.status for s in summaries.values()])
+    cover = coverage(summaries)
+    tally = cover.tally
     dane_valid = _dane_valid(mx_rows) if policies else None
-    graded = grade_domain(facts, _policy_facts(policies, dane_valid)) if facts else None
+    dane = _dane_sender(dns, mx_rows, policies)
+    graded = grade_domain(facts, _policy_facts(policies, dane_valid, dane)) if facts else None
     row = DomainRow(
         scan_id=scan_id, attempt=attempt, domain=dns.domain, input_line=line.line_no, input_raw=line.raw,
         status=dns.status, status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source,
         mx_count=len(dns.hosts),
         mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
-        starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
+        not_covered_count=cover.not_covered, families_covered=list(cover.families),
+        starttls=tally.verdict, starttls_ipv4=cover.ipv4, starttls_ipv6=cover.ipv6,
+        starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=_all_valid(cert_checks, unjudged),
         **_policy_columns(policies, dane_valid),
+        dane_delivery=dane.delivery.value if dane else None,
+        dane_delivery_reasons=list(dane.reasons) if dane else [],
         grade=graded.grade.value if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
         grading_version=GRADING_VERSION if graded else None,
@@ -337,7 +420,10 @@ def input_problem_row(
         scan_id=scan_id, attempt=attempt, domain=line.domain, input_line=line.line_no, input_raw=line.raw,
         status=status, status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
         mx_hosts=[], null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0, untested_count=0,
-        starttls=StarttlsVerdict.NOT_APPLICABLE, starttls_all=None, starttls_any=None, certs_valid_all=None,
-        **_policy_columns(None, None), grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
+        not_covered_count=0, families_covered=[], starttls=StarttlsVerdict.NOT_APPLICABLE,
+        starttls_ipv4=StarttlsVerdict.NOT_APPLICABLE, starttls_ipv6=StarttlsVerdict.NOT_APPLICABLE,
+        starttls_all=None, starttls_any=None, certs_valid_all=None,
+        **_policy_columns(None, None), dane_delivery=None, dane_delivery_reasons=[],
+        grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
         forced_tls_reasons=[], recommendations=[], dns_ms=None, finished_at=finished_at,
     )

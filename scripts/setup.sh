@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine: system servers the tests and the demo start
-# (nsd, postfix), a virtualenv in .venv with the project and its test extras.
+# (nsd, postfix; unbound + ldnsutils for the DNSSEC-signed DANE world), a virtualenv in .venv with the project and its test extras.
 # Services are never enabled: tests and the demo start their own instances on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ fi
 need_apt=()
 for pkg_bin in nsd:/usr/sbin/nsd postfix:/usr/sbin/postfix nginx-light:/usr/sbin/nginx \
                gnutls-bin:/usr/bin/gnutls-cli testssl.sh:/usr/bin/testssl iproute2:/usr/sbin/ip \
-               chromium:/usr/bin/chromium; do
+               chromium:/usr/bin/chromium ldnsutils:/usr/bin/ldns-signzone unbound:/usr/sbin/unbound; do
     [ -x "${pkg_bin#*:}" ] || need_apt+=("${pkg_bin%%:*}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -34,7 +34,7 @@ from worlds.ports import loopback_host
 from worlds.postfix import PostfixInstance
 from worlds.smtp import Behaviour, SmtpFarm, SmtpServerSpec
 
-__all__ = ["SLOW_BANNER_DELAY", "Expected", "World", "standard_world"]
+__all__ = ["SLOW_BANNER_DELAY", "Expected", "ScanWorld", "World", "standard_world"]
 
 ZONE = "world.test"
 BROKEN_ZONE = "broken.test"  # configured in nsd with an invalid zone file: answers SERVFAIL
@@ -52,6 +52,15 @@ class Expected:
     mx_source: str = "mx"
     cert_trust: str | None = None  # of the first address
     name_match: str | None = None  # of the first address, for the first MX host
+
+
+@dataclass(frozen=True, slots=True)
+class ScanWorld:
+    """What a scan of a small purpose-built world needs: its resolver, trust store and input file."""
+
+    resolver: str
+    ca_file: Path
+    domains_file: Path
 
 
 @dataclass(slots=True)

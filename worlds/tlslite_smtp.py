@@ -52,6 +52,7 @@ with warnings.catch_warnings():
     from tlslite.errors import BaseTLSException  # type: ignore[import-untyped]
 
 __all__ = [
+    "TLSLITE_DEFAULT_VERSIONS",
     "HandshakeRecord",
     "TlsliteSmtpServer",
     "TlsliteStats",
@@ -76,6 +77,10 @@ _VERSION_NAMES = {
     (3, 3): "TLSv1.2",
     (3, 4): "TLSv1.3",
 }
+
+
+# tlslite-ng's own default HandshakeSettings.versions (TLS 1.3 down to TLS 1.0).
+TLSLITE_DEFAULT_VERSIONS: tuple[tuple[int, int], ...] = ((3, 4), (3, 3), (3, 2), (3, 1))
 
 
 def tlslite_version() -> str:
@@ -193,6 +198,8 @@ class TlsliteSmtpServer(ServerLifecycle):
     ...); ``mac_names`` and ``key_exchange_names`` narrow the suites further.
     ``cert_file`` must hold an RSA leaf (then its chain), ``key_file`` its key.
     ``port=0`` binds an ephemeral port; read :attr:`port` after start().
+    ``supported_versions`` overrides tlslite's answer to the supported_versions extension (default: kept
+    consistent with the version range); ``TLSLITE_DEFAULT_VERSIONS`` gives a version-intolerant server.
     """
 
     def __init__(
@@ -209,6 +216,7 @@ class TlsliteSmtpServer(ServerLifecycle):
         server_order: bool = True,
         mac_names: Sequence[str] = DEFAULT_MAC_NAMES,
         key_exchange_names: Sequence[str] = DEFAULT_KEY_EXCHANGES,
+        supported_versions: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         _check_loopback(address)
         self.address = address
@@ -219,6 +227,12 @@ class TlsliteSmtpServer(ServerLifecycle):
         self._cert_chain.parsePemList(Path(cert_file).read_text(encoding="ascii"))
         self._private_key = parsePEMKey(Path(key_file).read_text(encoding="ascii"), private=True)
         self.settings = self._make_settings(min_version, max_version, cipher_names, mac_names, key_exchange_names)
+        if supported_versions is not None:
+            # What tlslite-ng 0.8 answers to a hello's supported_versions extension, apart from
+            # min/max_version. Left at its default ((3, 4) ... (3, 1)) on a server whose max_version is
+            # lower, it is version-intolerant: a plain TLS 1.2 hello gets TLS 1.0, a hello listing
+            # 1.2 in supported_versions (as OpenSSL's do) gets TLS 1.2.
+            self.settings.versions = list(supported_versions)
         self._counters = _Counters()
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scanner.dns.dnssec import validation_failure
 from scanner.dns.records import MxRecord, is_ip_literal, plan_mx
 from scanner.dns.resolver import DnsResolver, QueryResult
 from scanner.net.addresses import ExcludeList
@@ -104,6 +105,10 @@ class DomainResolver:
         )
 
     async def _from_mx_answer(self, domain: str, answer: QueryResult) -> DomainDns:
+        if answer.outcome is DnsOutcome.SERVFAIL and self._resolver.config.servers:
+            bogus = await validation_failure(domain, "MX", self._resolver.config, budget=self._resolver.budget)
+            if bogus is not None:  # DNSSEC validation failed: its own status, not a resolver failure
+                return DomainDns(domain, DomainStatus.DNS_BOGUS, MxSource.NONE, detail=bogus)
         if answer.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA):
             # RFC 5321 §5.1: no implicit-MX fallback after a failed (as opposed to empty) MX lookup.
             return DomainDns(domain, _DOMAIN_STATUS[answer.outcome], MxSource.NONE, detail=answer.detail)

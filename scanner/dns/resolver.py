@@ -167,6 +167,10 @@ class DnsResolver:
         self._pending.clear()
         await asyncio.gather(*self._retiring)
 
+    @property
+    def config(self) -> DnsConfig:
+        return self._config
+
     def budget(self) -> _QueryBudget:
         """One query's share of the scan's DNS limits (rate and in-flight cap), counted as sent.
 

@@ -69,11 +69,20 @@ class DomainRow:
     address_count: int = col("Distinct MX addresses (IPv4 and IPv6) found for the domain.")
     probed_count: int = col("Addresses for which a probe gave a definitive STARTTLS answer.")
     starttls_ok_count: int = col("Addresses that completed STARTTLS and the TLS handshake.")
-    untested_count: int = col("Addresses that could not be tested (timeout, throttled, unreachable, skipped).")
-    starttls: StarttlsVerdict = col("Do the domain's MX addresses accept STARTTLS with a working handshake: "
-                                    "all / some / none / incomplete / not_applicable.")
-    starttls_all: bool | None = col("True when every MX address was tested and accepted STARTTLS; "
-                                    "null when it could not be decided.")
+    untested_count: int = col("Addresses of a covered family that could not be tested (timeout, throttled, "
+                              "unreachable, skipped).")
+    not_covered_count: int = col("Addresses of a family this vantage cannot reach (run.ipv4_reachable / "
+                                 "ipv6_reachable): not probed, and outside every verdict of this row.")
+    families_covered: list[str] = col("Families the verdicts of this row cover ('ipv4', 'ipv6'): those with an "
+                                      "address that this vantage could probe.")
+    starttls: StarttlsVerdict = col("Do the domain's MX addresses of the covered families (families_covered) "
+                                    "accept STARTTLS with a working handshake: all / some / none / incomplete / "
+                                    "not_covered (no address of a reachable family) / not_applicable.")
+    starttls_ipv4: StarttlsVerdict = col("The STARTTLS verdict over the IPv4 MX addresses only; not_covered when "
+                                         "this vantage has no IPv4 route, not_applicable without IPv4 address.")
+    starttls_ipv6: StarttlsVerdict = col("The STARTTLS verdict over the IPv6 MX addresses only (as starttls_ipv4).")
+    starttls_all: bool | None = col("True when every MX address of the covered families was tested and accepted "
+                                    "STARTTLS; null when it could not be decided.")
     starttls_any: bool | None = col("True when at least one MX address accepted STARTTLS; null if undecided.")
     certs_valid_all: bool | None = col("Every address that did TLS presented a chain that is trusted, unexpired "
                                        "and valid for the MX host name (the certificate for that name's own "
@@ -82,7 +91,10 @@ class DomainRow:
     mta_sts_txt: bool | None = col("A v=STSv1 TXT record exists at _mta-sts.<domain> (RFC 8461 §3.1); "
                                    "null: not checked.")
     mta_sts_active: bool | None = col("Valid TXT and a valid fetched policy: a sender would apply it.")
-    mta_sts_mode: str | None = col("Policy mode: 'enforce', 'testing' or 'none' (null: no valid policy).")
+    mta_sts_mode: str | None = col("Mode of the active policy: 'enforce', 'testing' or 'none'; null unless "
+                                   "mta_sts_active (e.g. two v=STSv1 TXT records, RFC 8461 §3.1: no policy applies).")
+    mta_sts_fetched_mode: str | None = col("Mode written in the fetched policy file, whether or not a sender would "
+                                           "apply it (compare mta_sts_mode); null when no policy was fetched.")
     mta_sts_id: str | None = col("The TXT record's id.")
     mta_sts_max_age: int | None = col("Policy max_age, seconds.")
     mta_sts_mx_patterns: list[str] | None = col("Policy mx patterns.")
@@ -98,6 +110,14 @@ class DomainRow:
                                   "when unknown (no explicit resolver, or the resolver does not say whether it "
                                   "validated).")
     dane_mx_with_tlsa: int | None = col("MX hosts publishing usable TLSA records.")
+    dane_delivery: str | None = col("Would a DANE sender (RFC 7672) deliver: 'yes' (every MX address passes), "
+                                    "'partial' (some refuse, mail goes to the others), 'no' (every MX address "
+                                    "refuses, or the MX RRset is DNSSEC-bogus), 'not_dane' (no MX publishes an "
+                                    "authenticated TLSA RRset), 'unknown'; null when policies were not checked.")
+    dane_delivery_reasons: list[str] = col("Why: 'code: host [address] - explanation', codes tlsa_no_match, "
+                                           "tlsa_starttls_failed, tlsa_bogus, tlsa_unusable, tlsa_unsigned, "
+                                           "mx_bogus, not_checked, tlsa_lookup_failed, dnssec_unknown, "
+                                           "not_tested, no_certificate, no_mx_address.")
     grade: str | None = col("Domain grade A+..F = its worst tested MX address, then domain rules (schemas/grading.md); "
                             "null when no MX address could be tested.")
     grade_rules: list[str] = col("Rule codes that lowered (or explain) the grade.")
@@ -141,9 +161,10 @@ class MxRow:
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
     dane_verdict: str | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
                                    "ta_chain_invalid, name_mismatch, no_usable_records, no_records, no_certificate, "
-                                   "lookup_failed; null when not checked.")
+                                   "lookup_failed, bogus (DNSSEC validation failed); null when not checked.")
     dane_dnssec: str | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
-                                  "not_authenticated, unknown.")
+                                  "not_authenticated (unsigned zone), unknown, bogus (the validator's SERVFAIL "
+                                  "is a validation failure: the data comes with checking disabled).")
     grade: str | None = col("Grade of this MX address for this host name (null when untested).")
     grade_rules: list[str] = col("Rule codes that lowered the grade.")
 
@@ -203,6 +224,13 @@ class ProbeRow:
                                 "(enumeration runs after STARTTLS was accepted).")
     enum_sessions: int | None = col("STARTTLS sessions the enumeration opened (retries included).")
     enum_complete: bool | None = col("Every enumeration question was answered (no timeout or throttling).")
+    hello_quirks: list[str] | None = col(
+        "Where our crafted hellos and the observation handshake disagreed, re-asked and settled (the observed "
+        "version or suite is accepted by definition, so the row never contradicts itself): "
+        "'version_needs_supported_versions:<version>' (refused by a plain hello, accepted when the hello also lists "
+        "the version in supported_versions, RFC 8446 §4.2.1: version intolerance), "
+        "'version_seen_only_by_observation:<version>', 'suite_found_on_reask:<suite>', "
+        "'suite_seen_only_by_observation:<suite>'; empty when they agreed; null without enumeration.")
     ver_ssl3: VersionVerdict | None = col("SSLv3 support and how it was decided.")
     ver_tls1_0: VersionVerdict | None = col("TLS 1.0 support and how it was decided.")
     ver_tls1_1: VersionVerdict | None = col("TLS 1.1 support and how it was decided.")
@@ -308,6 +336,12 @@ class RunRow:
     mx_rows: int = col("Rows this attempt wrote to mx (the sum over attempts = rows of mx).")
     provenance_json: str = col("Where and with what this attempt ran, as JSON: tool, library and data versions, "
                                "trust store and input digests, command line, host, vantage (README: Provenance).")
+    ipv4_reachable: bool | None = col("IPv4 addresses were probed: a route lookup at start found a route (no packet), "
+                                      "or --ipv4 on forced it. When false, IPv4 addresses are "
+                                      "skipped_family_unreachable. Null for a killed attempt.")
+    ipv6_reachable: bool | None = col("IPv6 addresses were probed (as ipv4_reachable; --ipv6 on/off forces it).")
+    families_detail: str | None = col("How the families were decided (route found from which source address, or "
+                                      "forced).")
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.

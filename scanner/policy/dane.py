@@ -17,8 +17,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -36,11 +35,17 @@ from cryptography.hazmat.primitives import serialization
 
 from scanner.certs import NameMatch, TrustStatus, TrustStore, check_chain, match_hostname
 from scanner.config import ConfigError, DnsConfig, parse_host_port
+from scanner.dns.dnssec import Budget, ede_text, validation_failure
 from scanner.policy.mta_sts import normalize_host
 from scanner.status import DnsOutcome
 
 __all__ = [
+    "REFUSING_FINDINGS",
+    "DaneDelivery",
+    "DaneFinding",
+    "DaneLink",
     "DaneResult",
+    "DaneSenderVerdict",
     "DaneVerdict",
     "DnssecStatus",
     "TlsaLookup",
@@ -49,9 +54,11 @@ __all__ = [
     "TlsaRecord",
     "TlsaSyntaxError",
     "check_dane",
+    "dane_sender_verdict",
     "dnssec_status",
     "lookup_tlsa",
     "match_tlsa",
+    "mx_bogus_verdict",
     "parse_tlsa_text",
     "tlsa_name",
     "tlsa_problem",
@@ -94,6 +101,7 @@ class DaneVerdict(str, Enum):
     NO_RECORDS = "no_records"
     NO_CERTIFICATE = "no_certificate"  # usable records but no chain to check (no TLS session)
     LOOKUP_FAILED = "lookup_failed"  # the TLSA query failed (SERVFAIL, timeout, ...): nothing known
+    BOGUS = "bogus"  # the TLSA RRset failed DNSSEC validation: DANE senders skip the MX (RFC 7672 §2.2)
 
 
 class DnssecStatus(str, Enum):
@@ -102,6 +110,7 @@ class DnssecStatus(str, Enum):
     AUTHENTICATED = "authenticated"  # AD=1 from a recursive, DNSSEC-aware resolver
     NOT_AUTHENTICATED = "not_authenticated"  # AD=0 from such a resolver: insecure, or it does not validate
     UNKNOWN = "unknown"  # no usable answer, or the server cannot tell (authoritative-only, DO not echoed)
+    BOGUS = "bogus"  # SERVFAIL from the validator, but the data comes with CD=1: validation failed (RFC 4035 §5.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +399,152 @@ def match_tlsa(
 
 
 # --------------------------------------------------------------------------
+# Would a DANE sender deliver? (pure)
+# --------------------------------------------------------------------------
+
+
+class DaneDelivery(str, Enum):
+    """Would a DANE sender (RFC 7672: Postfix/Exim with DANE, large mailbox providers) deliver?"""
+
+    YES = "yes"  # every MX address passes (authenticated by TLSA, or a non-DANE MX reached normally)
+    PARTIAL = "partial"  # some MX addresses refuse: mail goes to the others, delayed when a refused one is preferred
+    NO = "no"  # every MX address refuses (or the MX RRset is bogus): DANE senders defer, then bounce
+    NOT_DANE = "not_dane"  # no MX publishes an authenticated TLSA RRset: DANE does not apply
+    UNKNOWN = "unknown"  # TLSA not checked, lookup failed, DNSSEC status unknown, or an MX untested
+
+
+class DaneFinding(str, Enum):
+    """Named DANE defects; each is a domain rule of the rubric (``dane_<value>``, schemas/grading.md)."""
+
+    TLSA_NO_MATCH = "tlsa_no_match"  # authenticated usable TLSA, none matches the chain (RFC 7672 §3.1)
+    TLSA_UNUSABLE = "tlsa_unusable"  # authenticated TLSA RRset with no usable record (RFC 7672 §3.1.3, §2.2)
+    TLSA_STARTTLS_FAILED = "tlsa_starttls_failed"  # TLSA published, STARTTLS fails: DANE requires it (§2.2)
+    TLSA_BOGUS = "tlsa_bogus"  # TLSA lookup failed DNSSEC validation (RFC 7672 §2.2, RFC 4035 §5.5)
+    TLSA_UNSIGNED = "tlsa_unsigned"  # TLSA in an unsigned (insecure) zone: senders ignore it (RFC 7672 §2.2)
+    MX_BOGUS = "mx_bogus"  # the MX RRset failed DNSSEC validation: validating senders cannot route (§2.2.1)
+
+
+# Findings after which a DANE sender refuses the MX address (the others are defects it tolerates).
+REFUSING_FINDINGS: Final = frozenset(
+    {DaneFinding.TLSA_NO_MATCH, DaneFinding.TLSA_STARTTLS_FAILED, DaneFinding.TLSA_BOGUS, DaneFinding.MX_BOGUS}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DaneLink:
+    """One (MX host, address) as a DANE sender meets it. ``verdict``/``dnssec`` None: TLSA not checked."""
+
+    mx_host: str
+    address: str
+    verdict: DaneVerdict | None
+    dnssec: DnssecStatus | None
+    tested: bool  # the probe gave a definitive STARTTLS answer
+    tls_ok: bool  # STARTTLS and the handshake completed
+
+    @property
+    def label(self) -> str:
+        return f"{self.mx_host} [{self.address}]"
+
+
+@dataclass(frozen=True, slots=True)
+class DaneSenderVerdict:
+    delivery: DaneDelivery
+    reasons: tuple[str, ...]  # "code: host [address] - why", codes as in DaneFinding plus unknown causes
+    findings: tuple[tuple[DaneFinding, str], ...]  # (finding, "host [address]: why") for the rubric
+
+
+class _Fate(Enum):
+    ACCEPT = "accept"
+    REFUSE = "refuse"
+    UNKNOWN = "unknown"
+    NOT_DANE = "not_dane"
+
+
+_MISMATCH: Final = frozenset({DaneVerdict.NO_MATCH, DaneVerdict.TA_CHAIN_INVALID, DaneVerdict.NAME_MISMATCH})
+
+
+def _secure_fate(link: DaneLink) -> tuple[_Fate, DaneFinding | None, str]:
+    """An authenticated, non-empty TLSA RRset: DANE applies, STARTTLS is mandatory (RFC 7672 §2.2)."""
+    unusable = link.verdict is DaneVerdict.NO_USABLE_RECORDS
+    if not link.tested:
+        return _Fate.UNKNOWN, DaneFinding.TLSA_UNUSABLE if unusable else None, "not_tested: no STARTTLS answer"
+    if not link.tls_ok:
+        return _Fate.REFUSE, DaneFinding.TLSA_STARTTLS_FAILED, "TLSA published, STARTTLS or the handshake fails"
+    if unusable:
+        # No usable record: senders still insist on TLS but cannot authenticate (RFC 7672 §3.1.3).
+        return _Fate.ACCEPT, DaneFinding.TLSA_UNUSABLE, "authenticated TLSA RRset without a usable record"
+    if link.verdict is DaneVerdict.MATCH:
+        return _Fate.ACCEPT, None, ""
+    if link.verdict in _MISMATCH:
+        return _Fate.REFUSE, DaneFinding.TLSA_NO_MATCH, f"authenticated TLSA matches nothing ({link.verdict.value})"
+    return _Fate.UNKNOWN, None, f"no_certificate: {link.verdict.value if link.verdict else 'not checked'}"
+
+
+def _fate(link: DaneLink) -> tuple[_Fate, DaneFinding | None, str]:
+    """What a DANE sender does at one MX address, the finding behind it, and why."""
+    if link.verdict is None or link.dnssec is None:
+        return _Fate.UNKNOWN, None, "not_checked: TLSA not looked up"
+    if link.dnssec is DnssecStatus.BOGUS or link.verdict is DaneVerdict.BOGUS:
+        return _Fate.REFUSE, DaneFinding.TLSA_BOGUS, "TLSA lookup failed DNSSEC validation"
+    if link.verdict is DaneVerdict.LOOKUP_FAILED:
+        return _Fate.UNKNOWN, None, "tlsa_lookup_failed: the TLSA query failed"
+    if link.verdict is DaneVerdict.NO_RECORDS:
+        return _Fate.NOT_DANE, None, ""
+    if link.dnssec is DnssecStatus.NOT_AUTHENTICATED:
+        return _Fate.NOT_DANE, DaneFinding.TLSA_UNSIGNED, "TLSA published in an unsigned zone: ignored by senders"
+    if link.dnssec is DnssecStatus.UNKNOWN:
+        return _Fate.UNKNOWN, None, "dnssec_unknown: the resolver did not say whether the TLSA answer validated"
+    return _secure_fate(link)
+
+
+def _combine(fates: list[_Fate]) -> DaneDelivery:
+    dane = [f for f in fates if f is not _Fate.NOT_DANE]
+    if not dane:
+        return DaneDelivery.NOT_DANE
+    refused, accepted = _Fate.REFUSE in fates, (_Fate.ACCEPT in fates or _Fate.NOT_DANE in fates)
+    if refused and accepted:
+        return DaneDelivery.PARTIAL
+    if _Fate.UNKNOWN in fates:
+        return DaneDelivery.UNKNOWN
+    return DaneDelivery.NO if refused else DaneDelivery.YES
+
+
+def dane_sender_verdict(links: Sequence[DaneLink]) -> DaneSenderVerdict:
+    """Would a DANE sender deliver to a domain whose MX addresses are ``links``?
+
+    A DANE sender tries the MX addresses in turn (RFC 5321 §5.1): it refuses an address whose
+    authenticated TLSA RRset matches nothing, where STARTTLS fails although TLSA is published, or
+    whose TLSA lookup is bogus (RFC 7672 §2.2, §3.1); it reaches MX hosts without (authenticated)
+    TLSA as any sender does. An MX address whose fate is unknown keeps the answer ``unknown`` unless
+    some address was refused and another accepted (``partial`` either way).
+    """
+    if not links:
+        return DaneSenderVerdict(DaneDelivery.UNKNOWN, ("no_mx_address: nothing to deliver to",), ())
+    fates: list[_Fate] = []
+    reasons: list[str] = []
+    findings: list[tuple[DaneFinding, str]] = []
+    for link in links:
+        fate, finding, why = _fate(link)
+        fates.append(fate)
+        if finding is not None:
+            findings.append((finding, f"{link.label}: {why}"))
+            reasons.append(f"{finding.value}: {link.label} - {why}")
+        elif why:
+            code, _, text = why.partition(": ")
+            reasons.append(f"{code}: {link.label} - {text}")
+    # A MX without authenticated TLSA counts as reachable: whether it answers at all is the STARTTLS
+    # verdict's question, not DANE's.
+    return DaneSenderVerdict(_combine(fates), tuple(reasons), tuple(findings))
+
+
+def mx_bogus_verdict(domain: str, detail: str) -> DaneSenderVerdict:
+    """The MX RRset itself failed validation: no validating sender can route mail (RFC 7672 §2.2.1)."""
+    why = f"{domain}: MX lookup failed DNSSEC validation ({detail})"
+    return DaneSenderVerdict(DaneDelivery.NO, (f"{DaneFinding.MX_BOGUS.value}: {why}",),
+                             ((DaneFinding.MX_BOGUS, why),))
+
+
+# --------------------------------------------------------------------------
 # Lookup
 # --------------------------------------------------------------------------
 
@@ -425,7 +580,9 @@ def _from_message(name: str, server: str, reply: dns.message.Message, started: f
     )
     if rcode != dns.rcode.NOERROR:
         outcome = _RCODE_OUTCOMES.get(rcode, DnsOutcome.ERROR)
-        return TlsaLookup(name, outcome, (), status, f"TLSA {name}: {dns.rcode.to_text(rcode)}", server, elapsed)
+        ede = ede_text(reply)
+        detail = f"TLSA {name}: {dns.rcode.to_text(rcode)}" + (f" ({ede})" if ede else "")
+        return TlsaLookup(name, outcome, (), status, detail, server, elapsed)
     # CNAME-expanded answers carry the TLSA RRset under the target's name; take TLSA RRsets only.
     records = tuple(
         TlsaRecord(int(rd.usage), int(rd.selector), int(rd.mtype), bytes(rd.cert))
@@ -439,7 +596,7 @@ def _from_message(name: str, server: str, reply: dns.message.Message, started: f
 
 async def lookup_tlsa(
     mx_host: str, dns_config: DnsConfig, *, port: int = 25,
-    budget: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    budget: Budget | None = None,
 ) -> TlsaLookup:
     """Query the TLSA RRset of an MX host at the configured resolvers, with EDNS DO and AD set.
 
@@ -472,10 +629,23 @@ async def lookup_tlsa(
             except (OSError, dns.exception.DNSException) as exc:
                 problems.append(f"{server}: {type(exc).__name__}: {exc}")
                 continue
-            return _from_message(name, server, reply, started)
+            found = _from_message(name, server, reply, started)
+            if found.outcome is DnsOutcome.SERVFAIL:
+                return await _bogus_or(found, reply, dns_config, budget)
+            return found
     outcome = DnsOutcome.TIMEOUT if timeouts == len(problems) else DnsOutcome.ERROR
     detail = f"TLSA {name}: " + "; ".join(dict.fromkeys(problems))
     return TlsaLookup(name, outcome, (), DnssecStatus.UNKNOWN, detail, None, (time.perf_counter() - started) * 1000)
+
+
+async def _bogus_or(
+    lookup: TlsaLookup, reply: dns.message.Message, dns_config: DnsConfig, budget: Budget | None
+) -> TlsaLookup:
+    """A SERVFAIL TLSA answer: bogus (DNSSEC validation failed) or an ordinary failure (RFC 4035 §3.2.2)."""
+    bogus = await validation_failure(lookup.name, "TLSA", dns_config, budget=budget, ede=ede_text(reply))
+    if bogus is None:
+        return lookup
+    return TlsaLookup(lookup.name, lookup.outcome, (), DnssecStatus.BOGUS, bogus, lookup.server, lookup.elapsed_ms)
 
 
 async def check_dane(
@@ -492,6 +662,8 @@ async def check_dane(
     was made. ``reference_names`` defaults to the MX host name (RFC 7672 §3.2.3).
     """
     lookup = await lookup_tlsa(mx_host, dns_config)
+    if lookup.dnssec is DnssecStatus.BOGUS:
+        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.BOGUS, lookup.detail))
     if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
         return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.LOOKUP_FAILED, lookup.detail))
     names = tuple(reference_names) if reference_names is not None else (normalize_host(mx_host) or mx_host,)

@@ -80,6 +80,7 @@ def _scan_info(con: duckdb.DuckDBPyConnection, out_dir: Path) -> ScanInfo:
     counts = q.fetch_wide(con, q.TABLE_ROWS)
     started, finished = info.get("started"), info.get("finished")
     grading = tuple(str(r[0]) for r in q.fetch_rows(con, q.GRADING_VERSIONS))
+    coverage, partial = _coverage(con)
     return ScanInfo(
         out_dir=str(out_dir), scan_id=str(info.get("scan_id") or ""), tool_version=str(info.get("tool_version") or ""),
         schema_version=str(info.get("schema_version") or ""), started_at=_iso(started), finished_at=_iso(finished),
@@ -89,7 +90,25 @@ def _scan_info(con: duckdb.DuckDBPyConnection, out_dir: Path) -> ScanInfo:
         dns_queries=int(info.get("dns_queries") or 0),
         enumeration=str(config.get("probe", {}).get("enumeration", "")),
         policy_checks=bool(config.get("policy_checks", False)), grading_versions=grading,
+        coverage=coverage, partial_coverage=partial,
     )
+
+
+def _coverage(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
+    """("IPv4 and IPv6" or "IPv4 only (IPv6 not reachable from this vantage)", the latter again or "")."""
+    try:
+        rows = q.fetch_rows(con, q.FAMILIES)
+    except duckdb.BinderException:  # a dataset from before schema 7 does not say
+        return "not recorded", ""
+    ipv4, ipv6 = rows[0] if rows else (None, None)
+    if ipv4 and ipv6:
+        return "IPv4 and IPv6", ""
+    if ipv4 is None and ipv6 is None:
+        return "not recorded", ""
+    missing = " and ".join(f for f, on in (("IPv4", ipv4), ("IPv6", ipv6)) if not on)
+    probed = "IPv4 only" if ipv4 else "IPv6 only" if ipv6 else "no family"
+    text = f"{probed} ({missing} not reachable from this vantage: those addresses were not probed)"
+    return text, text
 
 
 # --- sections --------------------------------------------------------------------------------------
@@ -162,9 +181,14 @@ def _starttls(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, FigureTable]
             ("none", "on no MX address", "none_n", "mail_d"),
             ("incomplete", "could not be tested (timeout, 421, unreachable) and the verdict depends on it",
              "incomplete_n", "mail_d"),
+            ("not_covered", "every MX address of a family this vantage cannot reach (not probed)", "not_covered_n",
+             "mail_d"),
+            ("partly_covered", "judged over one family: the other family's MX addresses were not probed",
+             "partly_covered_n", "mail_d"),
             ("any", "at least one MX address does STARTTLS", "any_n", "mail_d"),
         ],
-        "STARTTLS means: advertised, accepted with 220, and a completed TLS handshake.",
+        "STARTTLS means: advertised, accepted with 220, and a completed TLS handshake. Verdicts cover the address "
+        "families this vantage could reach (see coverage).",
     )
     decided = _wide_table(
         "starttls.decided", Section.STARTTLS, "STARTTLS per mail domain, domains with a definite verdict",
@@ -350,6 +374,16 @@ def _policies(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, ...]:
             ("invalid", "DANE not valid (of TLSA domains)", "invalid_n", "tlsa_n"),
             ("unknown", "unknown: DNSSEC status not reported by the resolver (of TLSA domains)", "unknown_n",
              "tlsa_n"),
+            ("dane_applies", "DANE applies (an MX has an authenticated TLSA RRset, or the MX RRset is bogus)",
+             "dane_applies_n", "delivery_d"),
+            ("delivery_yes", "a DANE sender delivers to every MX (of DANE domains)", "delivery_yes_n",
+             "dane_applies_n"),
+            ("delivery_partial", "a DANE sender refuses some MX (of DANE domains)", "delivery_partial_n",
+             "dane_applies_n"),
+            ("delivery_no", "a DANE sender refuses every MX: mail bounces (of DANE domains)", "delivery_no_n",
+             "dane_applies_n"),
+            ("delivery_unknown", "whether a DANE sender delivers is unknown", "delivery_unknown_n", "delivery_d"),
+            ("tlsa_unsigned", "TLSA in an unsigned zone: ignored by senders", "tlsa_unsigned_n", "checked_d"),
         ],
     )
     dane_hosts = _wide_table(

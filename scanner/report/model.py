@@ -143,6 +143,8 @@ class ScanInfo:
     enumeration: str  # off / posture / full
     policy_checks: bool
     grading_versions: tuple[str, ...]
+    coverage: str = "unknown"  # address families probed, from the run record (scanner.net.families)
+    partial_coverage: str = ""  # the same when a family was not probed (shown beside every figure), else ""
 
 
 @dataclass(frozen=True, slots=True)

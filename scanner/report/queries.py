@@ -73,6 +73,11 @@ SELECT arg_max(scan_id, finished_at) AS scan_id,
 FROM run
 """
 
+# Address families probed (schema >= 7): every attempt of the scan must have reached the family.
+FAMILIES: Final = """
+SELECT bool_and(ipv4_reachable) AS ipv4, bool_and(ipv6_reachable) AS ipv6 FROM run
+"""
+
 GRADING_VERSIONS: Final = """
 SELECT DISTINCT grading_version FROM domains WHERE grading_version IS NOT NULL ORDER BY 1
 """
@@ -137,6 +142,8 @@ SELECT count(*) AS mail_d,
        count(*) FILTER (WHERE starttls = 'some') AS some_n,
        count(*) FILTER (WHERE starttls = 'none') AS none_n,
        count(*) FILTER (WHERE starttls = 'incomplete') AS incomplete_n,
+       count(*) FILTER (WHERE starttls = 'not_covered') AS not_covered_n,
+       count(*) FILTER (WHERE not_covered_count > 0 AND starttls <> 'not_covered') AS partly_covered_n,
        count(*) FILTER (WHERE starttls_any) AS any_n,
        count(*) FILTER (WHERE starttls IN ('all', 'some', 'none')) AS decided_d
 FROM domains WHERE status = 'ok'
@@ -324,13 +331,23 @@ SELECT count(*) AS checked_d,
 FROM domains WHERE status = 'ok' AND tlsrpt_status IS NOT NULL
 """
 
+# Would a DANE sender deliver (dane_delivery): over every domain that has the verdict, including those
+# whose MX RRset is DNSSEC-bogus (status dns_bogus), which no validating sender can reach.
 DANE_DOMAINS: Final = """
-SELECT count(*) AS checked_d,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0) AS tlsa_n,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND dane_valid) AS valid_n,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND NOT dane_valid) AS invalid_n,
-       count(*) FILTER (WHERE dane_mx_with_tlsa > 0 AND dane_valid IS NULL) AS unknown_n
-FROM domains WHERE status = 'ok' AND dane_mx_with_tlsa IS NOT NULL
+SELECT count(*) FILTER (WHERE status = 'ok') AS checked_d,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0) AS tlsa_n,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND dane_valid) AS valid_n,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND NOT dane_valid) AS invalid_n,
+       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND dane_valid IS NULL) AS unknown_n,
+       count(*) FILTER (WHERE dane_delivery IS NOT NULL) AS delivery_d,
+       count(*) FILTER (WHERE dane_delivery IN ('yes', 'partial', 'no')) AS dane_applies_n,
+       count(*) FILTER (WHERE dane_delivery = 'yes') AS delivery_yes_n,
+       count(*) FILTER (WHERE dane_delivery = 'partial') AS delivery_partial_n,
+       count(*) FILTER (WHERE dane_delivery = 'no') AS delivery_no_n,
+       count(*) FILTER (WHERE dane_delivery = 'unknown') AS delivery_unknown_n,
+       count(*) FILTER (WHERE list_contains(grade_rules, 'dane_tlsa_unsigned')) AS tlsa_unsigned_n
+FROM domains
+WHERE (status = 'ok' AND dane_mx_with_tlsa IS NOT NULL) OR status = 'dns_bogus'
 """
 
 # Per distinct (MX host, address): a provider's MX shared by many domains counts once.

@@ -170,7 +170,7 @@ def _delta_cells(delta: Delta | None) -> str:
     return _num(old) + _num(format_points(delta.points))
 
 
-def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool) -> str:
+def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool, coverage: str = "") -> str:
     estimate = table.basis is Basis.ESTIMATE
     head = "<th>figure</th><th class=num>n</th><th class=num>of</th><th class=num>share</th>"
     head += "<th class=num>95% CI</th>" if estimate else ""
@@ -185,8 +185,9 @@ def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool
     if not rows:
         span = 4 + estimate + 2 * with_baseline
         rows.append(f'<tr><td colspan="{span}">none ({format_count(0)} {escape(table.unit)})</td></tr>')
+    covers = f"; coverage: {coverage}" if coverage else ""
     caption = (f'{escape(table.title)} <span class="unit">— {escape(table.unit)}; denominator: '
-               f'{escape(table.denominator)}</span>')
+               f'{escape(table.denominator)}{escape(covers)}</span>')
     note = f'<p class="note">{escape(table.note)}</p>' if table.note else ""
     return (f'<table class="figures" id="t-{escape(table.key)}"><caption>{caption}</caption>'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
@@ -317,7 +318,8 @@ def _html_meta(report: Report) -> str:
         ("input", s.input), ("input lines", format_count(s.input_lines)), ("probes", format_count(s.probes)),
         ("DNS queries", format_count(s.dns_queries)), ("enumeration", s.enumeration or "—"),
         ("policy checks", "yes" if s.policy_checks else "no"),
-        ("grading", ", ".join(s.grading_versions) or "—"), ("schema", s.schema_version),
+        ("grading", ", ".join(s.grading_versions) or "—"), ("address families", s.coverage),
+        ("schema", s.schema_version),
         ("scanner", s.tool_version),
     ]
     return '<p class="meta">' + " · ".join(f"{escape(k)} <b>{escape(v)}</b>" for k, v in items) + "</p>"
@@ -327,7 +329,8 @@ def _html_key_figures(report: Report, deltas: DeltaMap) -> str:
     figures = key_figures(report)
     table = FigureTable("key", Section.FUNNEL, "Headline shares", "see each section", "as in the section's table",
                         Basis.ESTIMATE, tuple(figures))
-    return _html_figure_table(table, _key_deltas(figures, deltas), report.baseline is not None)
+    return _html_figure_table(table, _key_deltas(figures, deltas), report.baseline is not None,
+                              report.scan.partial_coverage)
 
 
 def render_html(report: Report) -> str:
@@ -342,7 +345,8 @@ def render_html(report: Report) -> str:
         parts = [f'<section id="{anchor}"><h2>{number}. {escape(section.value)}</h2>']
         if charts.get(section):
             parts.append('<div class="charts">' + "".join(charts[section]) + "</div>")
-        parts += [_html_figure_table(t, deltas, with_baseline) for t in report.tables() if t.section is section]
+        parts += [_html_figure_table(t, deltas, with_baseline, report.scan.partial_coverage)
+                  for t in report.tables() if t.section is section]
         if section is Section.PROVIDERS:
             parts.append(_html_providers(report.providers))
         parts.append("</section>")
@@ -388,7 +392,7 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from
     return lines
 
 
-def _md_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool) -> list[str]:
+def _md_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool, coverage: str = "") -> list[str]:
     estimate = table.basis is Basis.ESTIMATE
     header = ["figure", "n", "of", "share"] + (["95% CI"] if estimate else []) + (
         ["baseline", "change"] if with_baseline else [])
@@ -401,7 +405,8 @@ def _md_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool) 
             row += ["n/a", "n/a"] if d is None else [
                 "not listed" if d.old is None else format_percent(d.old.value), format_points(d.points)]
         rows.append(row)
-    lines = [f"### {table.title}", "", f"*{table.unit}; denominator: {table.denominator}*", ""]
+    covers = f"; coverage: {coverage}" if coverage else ""
+    lines = [f"### {table.title}", "", f"*{table.unit}; denominator: {table.denominator}{covers}*", ""]
     lines += _md_table(header, rows) if rows else [f"none ({table.unit})"]
     if table.note:
         lines += ["", table.note]
@@ -461,18 +466,19 @@ def render_markdown(report: Report) -> str:
         f"Scan `{s.scan_id}` · started {s.started_at} · finished {s.finished_at} · "
         f"{'completed' if s.completed else 'INTERRUPTED'} · input {s.input} · {format_count(s.input_lines)} input "
         f"lines · {format_count(s.probes)} probes · enumeration {s.enumeration or '—'} · policy checks "
-        f"{'yes' if s.policy_checks else 'no'} · grading {', '.join(s.grading_versions) or '—'}", "",
+        f"{'yes' if s.policy_checks else 'no'} · grading {', '.join(s.grading_versions) or '—'} · "
+        f"address families {s.coverage}", "",
         "## Key figures", "",
     ]
     figures = key_figures(report)
     key_table = FigureTable("key", Section.FUNNEL, "Key figures", "see each section", "as in the section's table",
                             Basis.ESTIMATE, tuple(figures))
-    lines += _md_figure_table(key_table, _key_deltas(figures, deltas), with_baseline)[4:]
+    lines += _md_figure_table(key_table, _key_deltas(figures, deltas), with_baseline, s.partial_coverage)[4:]
     for number, section in enumerate(Section, start=1):
         lines += [f"## {number}. {section.value}", ""]
         for table in report.tables():
             if table.section is section:
-                lines += _md_figure_table(table, deltas, with_baseline)
+                lines += _md_figure_table(table, deltas, with_baseline, s.partial_coverage)
         if section is Section.PROVIDERS:
             lines += _md_providers(report.providers)
     lines += ["## Comparison with published studies", "",

@@ -22,6 +22,7 @@ from scanner.config import ProbeConfig
 from scanner.errors import ProbeFailure, classify, describe_bug
 from scanner.smtp.reply import NEED_DATA, EhloInfo, Reply, ReplyError, ReplyReader, parse_ehlo
 from scanner.status import FailureClass, Phase, ProbeStatus
+from scanner.tls.codec import AlertDescription, AlertLevel, ContentType
 
 __all__ = ["RawStarttls", "SmtpProbeResult", "TlsInfo", "make_probe_context", "probe_smtp", "skipped_result"]
 
@@ -31,6 +32,8 @@ QUIT_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 2.0
 # asyncio's own handshake timeout fires this much after ours (see _Dialogue.start_tls).
 HANDSHAKE_TIMEOUT_BACKSTOP = 5.0
+# Bytes kept of what arrived after the 220 to STARTTLS: enough to recognise a TLS alert record.
+_KEPT_UNPROTECTED = 1024
 
 
 def make_probe_context() -> ssl.SSLContext:
@@ -61,6 +64,35 @@ class TlsInfo:
     chain_complete: bool  # False when only the leaf could be obtained from this Python
 
 
+@dataclass(frozen=True, slots=True)
+class EarlyAlert:
+    """A TLS alert record the server sent right after its 220 to STARTTLS, before our ClientHello."""
+
+    level: int
+    description: int
+
+    @property
+    def detail(self) -> str:
+        known = self.description in set(AlertDescription)
+        name = AlertDescription(self.description).name.lower() if known else "unknown"
+        level = "fatal" if self.level == AlertLevel.FATAL else "warning"
+        return f"{level} alert {name} ({self.description}) sent right after the 220 to STARTTLS, before our ClientHello"
+
+
+def early_tls_alert(data: bytes) -> EarlyAlert | None:
+    """The alert, when bytes received after the 220 to STARTTLS begin with a TLS alert record.
+
+    Such bytes are the server's TLS layer refusing the handshake before it began (an OpenSSL server with
+    no protocol version enabled sends protocol_version at once, RFC 8446 §6.2), not unprotected SMTP
+    (RFC 3207 §4.2): recorded as the handshake's failure, never as plaintext injection.
+    """
+    if len(data) < 7 or data[0] != ContentType.ALERT or data[1] != 3 or data[2] > 4:
+        return None
+    if int.from_bytes(data[3:5], "big") != 2 or data[5] not in (AlertLevel.WARNING, AlertLevel.FATAL):
+        return None
+    return EarlyAlert(data[5], data[6])
+
+
 @dataclass(slots=True)
 class _Partial:
     """Everything learnt so far; frozen into ``SmtpProbeResult`` whatever phase the probe ends in."""
@@ -71,6 +103,7 @@ class _Partial:
     used_helo: bool = False
     starttls_reply: Reply | None = None
     plaintext_after_starttls: bool = False
+    early_alert: EarlyAlert | None = None
     tls: TlsInfo | None = None
     timings: dict[Phase, float] = field(default_factory=dict)
 
@@ -185,9 +218,9 @@ class _Dialogue:
             raise ProbeFailure(phase, failure, detail) from exc
         return await self.read_reply(phase, self.config.command_timeout)
 
-    def discard_unprotected(self) -> bool:
-        """Drop bytes received after the STARTTLS reply; True if there were any."""
-        had_bytes = bool(self._replies.buffered())
+    def discard_unprotected(self) -> bytes:
+        """Drop bytes received after the STARTTLS reply; return them (their first kilobyte)."""
+        dropped = bytes(self._replies.buffered()[:_KEPT_UNPROTECTED])
         self._replies.discard_buffer()
         # We read at most READ_CHUNK bytes at a time, so a longer injection is still partly in the
         # StreamReader's own buffer. Left there, it would be read after the handshake as if it had come
@@ -195,9 +228,9 @@ class _Dialogue:
         # public way to empty that buffer; ``_buffer`` (a bytearray) has been stable since Python 3.4.
         stream_buffer = getattr(self._reader, "_buffer", None)
         if isinstance(stream_buffer, bytearray) and stream_buffer:
+            dropped = (dropped + bytes(stream_buffer))[:_KEPT_UNPROTECTED]
             stream_buffer.clear()
-            had_bytes = True
-        return had_bytes
+        return dropped
 
     @property
     def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -358,8 +391,11 @@ async def negotiate_starttls(
 
     await _timed(partial, phase_box, Phase.STARTTLS, starttls())
     # RFC 3207 §4.2: anything already received after the 220 was not protected by TLS; a server
-    # (or a man in the middle) that sends it is vulnerable to command injection. Discard, flag.
-    partial.plaintext_after_starttls = dialogue.discard_unprotected()
+    # (or a man in the middle) that sends it is vulnerable to command injection. Discard, flag;
+    # unless it is a TLS alert: the server's TLS layer answering early, not plaintext.
+    unprotected = dialogue.discard_unprotected()
+    partial.early_alert = early_tls_alert(unprotected)
+    partial.plaintext_after_starttls = bool(unprotected) and partial.early_alert is None
     return True
 
 
@@ -374,6 +410,8 @@ async def _run(
 ) -> None:
     if not await negotiate_starttls(dialogue, partial, address, port, phase_box):
         return
+    if partial.early_alert is not None:  # the server refused the handshake before it began
+        raise ProbeFailure(Phase.TLS_HANDSHAKE, FailureClass.TLS_ALERT, partial.early_alert.detail)
 
     async def handshake() -> None:
         partial.tls = await dialogue.start_tls(context, server_name)
@@ -430,6 +468,7 @@ def _result(
 _SKIP_STATUS = {
     FailureClass.RESERVED_ADDRESS: ProbeStatus.SKIPPED_RESERVED_ADDRESS,
     FailureClass.EXCLUDED: ProbeStatus.SKIPPED_EXCLUDED,
+    FailureClass.FAMILY_UNREACHABLE: ProbeStatus.SKIPPED_FAMILY_UNREACHABLE,
 }
 
 
@@ -440,6 +479,7 @@ def skipped_result(reason: FailureClass, detail: str = "") -> SmtpProbeResult:
         detail = {
             ProbeStatus.SKIPPED_RESERVED_ADDRESS: "loopback/private/reserved address (use --allow-private in labs)",
             ProbeStatus.SKIPPED_EXCLUDED: "address is on the exclude list",
+            ProbeStatus.SKIPPED_FAMILY_UNREACHABLE: "address family not reachable from this vantage point",
         }.get(status, "")
     return _result(_Partial(), status, Phase.ADDRESS, reason, detail, time.perf_counter())
 
@@ -468,6 +508,10 @@ class RawStarttls:
     @property
     def plaintext_after_starttls(self) -> bool:
         return self._partial.plaintext_after_starttls
+
+    @property
+    def early_alert(self) -> EarlyAlert | None:
+        return self._partial.early_alert
 
     async def __aenter__(self) -> RawStarttls:
         try:

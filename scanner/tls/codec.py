@@ -577,6 +577,7 @@ def make_client_hello_spec(
     * Record version 0x0301 for every TLS hello (what OpenSSL and browsers
       send; RFC 8446 §5.1 allows it for an initial hello), 0x0300 for SSLv3.
     * signature_algorithms only from TLS 1.2 on (RFC 5246 §7.4.1.4.1).
+    * TLS 1.0-1.2: supported_versions only when given (the "other hello shape").
     * TLS 1.3: legacy_version 0x0303, supported_versions [0x0304] unless given,
       and a 32-byte session id (compatibility mode, RFC 8446 §D.4) derived
       from ``random`` when none is passed, so the hello stays deterministic.
@@ -633,6 +634,9 @@ def make_client_hello_spec(
         supported_groups=TLS12_GROUPS,
         ec_point_formats=(0,),  # uncompressed only (RFC 8422 §5.1.2)
         signature_algorithms=TLS12_SIGNATURE_ALGORITHMS if ver >= TlsVersion.TLS12 else (),
+        # Only on request: a <= 1.2 hello that also lists its version there (RFC 8446 §4.2.1), the
+        # shape every modern client sends; some servers negotiate differently with it.
+        supported_versions=tuple(supported_versions or ()),
     )
 
 

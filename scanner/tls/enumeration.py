@@ -41,6 +41,7 @@ __all__ = [
     "full_plan",
     "offer_order",
     "posture_plan",
+    "reconcile_plan",
     "version_hello",
 ]
 
@@ -74,6 +75,7 @@ class Purpose(str, Enum):
     NIST_R2 = "nist_r2"
     PREFERENCE = "preference"
     SUITES = "suites"
+    RECONCILE = "reconcile"  # re-asking what the observation handshake contradicted
 
 
 class AnswerKind(str, Enum):
@@ -110,6 +112,9 @@ class HelloRequest:
     version: TlsVersion
     suites: tuple[int, ...]
     purpose: Purpose
+    # The other hello shape for TLS <= 1.2: the version also listed in supported_versions (RFC 8446
+    # §4.2.1), as every modern client's hello carries it. Some stacks negotiate differently with it.
+    supported_versions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,7 @@ class EnumerationResult:
     accepted: dict[TlsVersion, tuple[int, ...]] = field(default_factory=dict)  # full mode only
     server_order_suites: tuple[int, ...] = ()  # full mode: the server's order at its best version
     complete: bool = True  # every question was answered (no untestable session)
+    quirks: tuple[str, ...] = ()  # where a crafted hello and the observation disagreed, and how it was settled
 
 
 Plan = Generator[HelloRequest, HelloAnswer, EnumerationResult]
@@ -411,3 +417,77 @@ def full_plan() -> Plan:
 def version_hello(version: TlsVersion) -> HelloRequest:
     """The hello both plans send to ask whether ``version`` is accepted (to re-ask it elsewhere)."""
     return HelloRequest(version, _version_offer(version), Purpose.VERSION)
+# --------------------------------------------------------------------------
+# Agreeing with the observation handshake
+# --------------------------------------------------------------------------
+
+QUIRK_NEEDS_SUPPORTED_VERSIONS = "version_needs_supported_versions"  # accepted only with that extension
+QUIRK_VERSION_OBSERVED_ONLY = "version_seen_only_by_observation"  # no crafted hello got it accepted
+QUIRK_SUITE_ON_REASK = "suite_found_on_reask"  # the enumeration missed it; offered alone it was accepted
+QUIRK_SUITE_OBSERVED_ONLY = "suite_seen_only_by_observation"
+
+
+def _reask_version(version: TlsVersion, quirks: list[str]) -> Generator[HelloRequest, HelloAnswer, bool]:
+    """The observation negotiated ``version`` but our hello for it was refused: ask in the other shape.
+
+    Returns whether the other shape was needed (and worked). TLS 1.3 hellos already carry
+    supported_versions and SSLv3 hellos cannot, so those have no other shape to try.
+    """
+    name = VERSION_NAMES[version]
+    if version in (TlsVersion.TLS13, TlsVersion.SSL3):
+        quirks.append(f"{QUIRK_VERSION_OBSERVED_ONLY}:{name}")
+        return False
+    request = HelloRequest(version, _version_offer(version), Purpose.RECONCILE, supported_versions=True)
+    answer = yield request
+    if _version_verdict(request, answer) is VersionVerdict.ACCEPTED:
+        quirks.append(f"{QUIRK_NEEDS_SUPPORTED_VERSIONS}:{name}")
+        return True
+    quirks.append(f"{QUIRK_VERSION_OBSERVED_ONLY}:{name}")
+    return False
+
+
+def _suite_contradicted(result: EnumerationResult, version: TlsVersion, known: CipherSuite) -> bool:
+    if result.mode is EnumMode.FULL:
+        return known.code not in result.accepted.get(version, ())
+    # Posture mode lists classes, not suites: a contradiction is a claim the observed suite refutes.
+    missing_weak = bool(known.weak - result.weak_classes) and result.weak_complete
+    return missing_weak or (known.nist_r1 and result.nist_r1 is False) or (known.nist_r2 and result.nist_r2 is False)
+
+
+def reconcile_plan(result: EnumerationResult, observed_version: TlsVersion | None, observed_suite: int | None) -> Plan:
+    """Make the enumeration agree with what the observation handshake negotiated (never a contradiction).
+
+    A version or suite the observation handshake negotiated is accepted by definition. When the
+    crafted hellos said otherwise, the question is asked again once (in the other hello shape for a
+    version; the suite offered alone for a suite), the answer is recorded in ``quirks``, and the
+    observed fact is added either way. Yields nothing when the two already agree.
+    """
+    quirks = list(result.quirks)
+    versions = dict(result.versions)
+    other_shape = False
+    if observed_version is not None and versions.get(observed_version) is not VersionVerdict.ACCEPTED:
+        other_shape = yield from _reask_version(observed_version, quirks)
+        versions[observed_version] = VersionVerdict.ACCEPTED
+    accepted = dict(result.accepted)
+    weak, nist_r1, nist_r2 = result.weak_classes, result.nist_r1, result.nist_r2
+    known = lookup_suite(observed_suite) if observed_suite is not None else None
+    if known is not None and observed_version is not None and _suite_contradicted(result, observed_version, known):
+        answer = yield HelloRequest(observed_version, (known.code,), Purpose.RECONCILE, supported_versions=other_shape)
+        found = answer.kind is AnswerKind.ACCEPTED and answer.suite == known.code
+        quirks.append(f"{QUIRK_SUITE_ON_REASK if found else QUIRK_SUITE_OBSERVED_ONLY}:{known.iana_name}")
+    if known is not None and observed_version is not None:
+        if result.mode is EnumMode.FULL and known.code not in accepted.get(observed_version, ()):
+            accepted[observed_version] = (*accepted.get(observed_version, ()), known.code)
+        weak = weak | known.weak
+        nist_r1 = True if known.nist_r1 else nist_r1
+        nist_r2 = True if known.nist_r2 else nist_r2
+    best = next((v for v in POSTURE_VERSIONS if versions.get(v) is VersionVerdict.ACCEPTED), None)
+    preferred = result.preferred_version
+    return EnumerationResult(
+        mode=result.mode, sessions=0, versions=versions, weak_classes=weak, weak_complete=result.weak_complete,
+        nist_r1=nist_r1, nist_r2=nist_r2,
+        preferred_suite=result.preferred_suite if preferred == best else observed_suite,
+        preferred_version=best, server_order=result.server_order, accepted=accepted,
+        server_order_suites=result.server_order_suites, complete=result.complete,
+        quirks=tuple(quirks),
+    )

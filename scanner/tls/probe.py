@@ -65,6 +65,7 @@ def _hello_bytes(request: HelloRequest, server_name: str | None) -> bytes:
         request.suites,
         os.urandom(32),
         server_name=server_name if request.version is not TlsVersion.SSL3 else None,
+        supported_versions=(request.version,) if request.supported_versions else None,
         legacy_extensions=True,  # SSLv3: EC extensions, so ECDHE suites can be negotiated (RFC 6101 §5.6.1.2)
         # No key share: a TLS 1.3 server answers with a HelloRetryRequest that already names the
         # suite it picked (RFC 8446 §4.1.4), which is all we need, and costs no key generation.
@@ -113,6 +114,8 @@ async def probe_hello(
 ) -> HelloAnswer:
     """One STARTTLS session, one ClientHello, one answer. Never raises except on cancellation."""
     async with RawStarttls(address, port, config) as channel:
+        if channel.early_alert is not None:  # refused before our hello: that alert is its answer
+            return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=channel.early_alert.detail)
         if channel.status is not None:
             detail = channel.failure.detail if channel.failure else _UNTESTABLE.get(channel.status, "")
             return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{channel.status.value}: {detail}")
@@ -162,7 +165,11 @@ async def drive_plan(
     The result's ``sessions`` counts every session opened, retries included.
     """
     sessions = 0
-    request = next(plan)
+    try:
+        request = next(plan)
+    except StopIteration as nothing_to_ask:  # a plan may have no question at all (nothing to reconcile)
+        empty: EnumerationResult = nothing_to_ask.value
+        return dataclasses.replace(empty, sessions=0)
     while True:
         answer = await run_session(request)
         sessions += 1

@@ -32,9 +32,11 @@ from scanner.config import ConfigError, DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.policy.dane import DaneVerdict, DnssecStatus, check_dane, lookup_tlsa
+from scanner.policy.domain import DomainPolicies
 from scanner.policy.mta_sts import StsError, StsMode, check_mta_sts, fetch_policy
 from scanner.policy.tlsrpt import TlsRptStatus, check_tlsrpt
 from scanner.status import DnsOutcome
+from scanner.verdicts import _policy_columns
 from worlds.ca import CertFiles, TestCA, self_signed
 from worlds.dns import Behaviour, FaultyDnsServer, NsdServer, Zone
 from worlds.nginx import NginxServer, Site
@@ -305,6 +307,13 @@ async def test_bad_txt_syntax(world: PolicyWorld, resolver: DnsResolver) -> None
 async def test_two_txt_records(world: PolicyWorld, resolver: DnsResolver) -> None:
     result = await _check(world, resolver, "twotxt")
     assert result.error_classes == (StsError.TXT_MULTIPLE,) and not result.active
+    # RFC 8461 §3.1: with two v=STSv1 records no policy applies, so the domain row has no mode; the
+    # fetched file's enforce is kept apart, under its own name.
+    tlsrpt = await check_tlsrpt(d("twotxt"), resolver)
+    columns = _policy_columns(DomainPolicies(result, tlsrpt, {}), None)
+    assert (columns["mta_sts_mode"], columns["mta_sts_fetched_mode"]) == (None, "enforce")
+    enforced = _policy_columns(DomainPolicies(await _check(world, resolver, "enforce"), tlsrpt, {}), None)
+    assert (enforced["mta_sts_mode"], enforced["mta_sts_fetched_mode"]) == ("enforce", "enforce")
 
 
 async def test_no_txt_means_no_fetch(world: PolicyWorld, resolver: DnsResolver) -> None:

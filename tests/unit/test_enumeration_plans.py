@@ -14,6 +14,8 @@ from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import (
     MAX_SUITES_PER_HELLO,
     AnswerKind,
+    EnumerationResult,
+    EnumMode,
     HelloAnswer,
     HelloRequest,
     Plan,
@@ -22,6 +24,7 @@ from scanner.tls.enumeration import (
     _version_offer,
     full_plan,
     posture_plan,
+    reconcile_plan,
 )
 from scanner.tls.probe import drive_plan
 
@@ -192,3 +195,62 @@ def test_full_sample_is_a_stable_share_of_addresses() -> None:
     assert all(enumeration_mode("posture", 0.0, a) == "posture" for a in addresses[:50])
     assert all(enumeration_mode("posture", 1.0, a) == "full" for a in addresses[:50])
     assert enumeration_mode("off", 0.5, "192.0.2.1") == "off" and enumeration_mode("full", 0.0, "192.0.2.1") == "full"
+
+
+# --------------------------------------------------------------------------
+# Agreeing with the observation handshake (version intolerance)
+# --------------------------------------------------------------------------
+
+_ECDHE_AES128_SHA = 0xC013  # TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA
+
+
+def _intolerant() -> EnumerationResult:
+    """What the version hellos saw of tlslite-ng 0.8 serving SSLv3 + TLS 1.0 (plain 1.2 hello → 1.0)."""
+    return EnumerationResult(
+        mode=EnumMode.POSTURE, sessions=9,
+        versions={V.TLS13: VersionVerdict.REJECTED_ALERT, V.TLS12: VersionVerdict.REJECTED_DOWNGRADE,
+                  V.TLS11: VersionVerdict.REJECTED_DOWNGRADE, V.TLS10: VersionVerdict.ACCEPTED,
+                  V.SSL3: VersionVerdict.ACCEPTED},
+        weak_classes=frozenset(), weak_complete=True, nist_r1=True, nist_r2=True,
+        preferred_suite=_ECDHE_AES128_SHA, preferred_version=V.TLS10, server_order=True,
+    )
+
+
+def _replay(plan: Plan, answers: list[HelloAnswer]) -> tuple[EnumerationResult, list[HelloRequest]]:
+    asked: list[HelloRequest] = []
+
+    async def session(request: HelloRequest) -> HelloAnswer:
+        asked.append(request)
+        return answers[len(asked) - 1]
+
+    return asyncio.run(drive_plan(plan, session, retry_delays=())), asked
+
+
+@pytest.mark.parametrize(
+    ("answer", "quirk"),
+    [
+        (HelloAnswer(AnswerKind.ACCEPTED, V.TLS12, _ECDHE_AES128_SHA), "version_needs_supported_versions:TLSv1.2"),
+        (HelloAnswer(AnswerKind.ACCEPTED, V.TLS10, _ECDHE_AES128_SHA), "version_seen_only_by_observation:TLSv1.2"),
+    ],
+)
+def test_a_negotiated_version_is_accepted_and_reasked_in_the_other_shape(answer: HelloAnswer, quirk: str) -> None:
+    result, asked = _replay(reconcile_plan(_intolerant(), V.TLS12, _ECDHE_AES128_SHA), [answer])
+    assert [(r.version, r.supported_versions, r.purpose) for r in asked] == [(V.TLS12, True, Purpose.RECONCILE)]
+    assert result.versions[V.TLS12] is VersionVerdict.ACCEPTED and result.preferred_version is V.TLS12
+    assert result.quirks == (quirk,) and result.sessions == 1
+    assert result.versions[V.TLS11] is VersionVerdict.REJECTED_DOWNGRADE  # only the contradicted fact changes
+
+
+def test_nothing_to_reconcile_asks_nothing() -> None:
+    agreed = _intolerant()
+    result, asked = _replay(reconcile_plan(agreed, V.TLS10, _ECDHE_AES128_SHA), [])
+    assert asked == [] and result.quirks == () and result.versions == agreed.versions
+
+
+def test_an_observed_weak_suite_refutes_a_complete_weak_search() -> None:
+    des_cbc3 = 0x000A  # TLS_RSA_WITH_3DES_EDE_CBC_SHA
+    result, asked = _replay(reconcile_plan(_intolerant(), V.TLS10, des_cbc3),
+                            [HelloAnswer(AnswerKind.REJECTED_ALERT, detail="alert 2/40")])
+    assert [(r.version, r.suites) for r in asked] == [(V.TLS10, (des_cbc3,))]
+    assert WeakClass.TRIPLE_DES in result.weak_classes
+    assert result.quirks == ("suite_seen_only_by_observation:TLS_RSA_WITH_3DES_EDE_CBC_SHA",)

@@ -443,10 +443,38 @@ def test_domain_policy_hits_and_recommendations(
     assert {r.code for r in result.recommendations} == expected_recs
 
 
+_WHERE = "mx.example [192.0.2.1]: why"
+
+
+@pytest.mark.parametrize(
+    ("finding", "grade", "rule", "forced_safe"),
+    [
+        # DANE senders refuse the MX: worse than an expired certificate (cap C), so cap D.
+        ("tlsa_no_match", G.D, "dane_tlsa_no_match", False),
+        ("tlsa_bogus", G.D, "dane_tlsa_bogus", False),
+        ("tlsa_starttls_failed", G.D, "dane_starttls_failed", False),
+        ("tlsa_unusable", G.C, "dane_tlsa_unusable", True),  # TLS still required, nothing authenticated
+        ("tlsa_unsigned", G.A, "dane_tlsa_unsigned", True),  # flagged only: senders ignore such records
+    ],
+)
+def test_dane_findings_grade_the_domain(finding: str, grade: Grade, rule: str, forced_safe: bool) -> None:
+    result = grade_domain([GOOD], dataclasses.replace(STS_OK, dane_findings=((finding, _WHERE),)))
+    assert result.grade is grade
+    assert rule in {h.code for h in result.hits}
+    assert result.forced_tls_safe is forced_safe
+    if not forced_safe:
+        assert result.forced_tls_reasons[0] == f"dane_refused: {_WHERE}"
+        expired = grade_domain([mx(cert_expired=True)], STS_OK).grade
+        assert expired is not None and expired.better_than(grade)  # worse than an expired certificate
+
+
 def test_every_domain_rule_is_exercised() -> None:
     seen: set[str] = set()
+    dane = tuple((code, "mx.example [192.0.2.1]: why") for code in
+                 ("tlsa_no_match", "tlsa_starttls_failed", "tlsa_bogus", "tlsa_unusable", "tlsa_unsigned"))
     policies = [NO_POLICY, PolicyFacts(None, None, None, None, False), PolicyFacts("testing", True, True, None, True),
-                PolicyFacts("none", None, None, None, None), PolicyFacts("enforce", False, False, None, None)]
+                PolicyFacts("none", None, None, None, None), PolicyFacts("enforce", False, False, None, None),
+                PolicyFacts(None, None, None, None, None, dane)]
     for policy in policies:
         for mx_list in ([GOOD, MX_UNTESTED], [MX_UNTESTED]):
             seen |= {h.code for h in grade_domain(mx_list, policy).hits}

@@ -19,13 +19,18 @@ from hypothesis import strategies as st
 
 from scanner.certs import NameMatch
 from scanner.policy.dane import (
+    DaneDelivery,
+    DaneFinding,
+    DaneLink,
     DaneVerdict,
     DnssecStatus,
     TlsaProblem,
     TlsaRecord,
     TlsaSyntaxError,
+    dane_sender_verdict,
     dnssec_status,
     match_tlsa,
+    mx_bogus_verdict,
     parse_tlsa_text,
     tlsa_name,
     tlsa_problem,
@@ -668,3 +673,53 @@ def test_parse_tlsa_text_never_raises(text: str) -> None:
 )
 def test_match_tlsa_never_raises(records: list[TlsaRecord], chain: list[bytes]) -> None:
     assert match_tlsa(records, chain).verdict in set(DaneVerdict)
+
+
+# --------------------------------------------------------------------------
+# Would a DANE sender deliver? (RFC 7672)
+# --------------------------------------------------------------------------
+
+_A, _NA, _UNK, _BOGUS = (DnssecStatus.AUTHENTICATED, DnssecStatus.NOT_AUTHENTICATED, DnssecStatus.UNKNOWN,
+                         DnssecStatus.BOGUS)
+
+
+def _link(verdict: DaneVerdict | None, dnssec: DnssecStatus | None, *, tested: bool = True, tls_ok: bool = True,
+          host: str = "mx1.example") -> DaneLink:
+    return DaneLink(host, "192.0.2.1", verdict, dnssec, tested, tls_ok)
+
+
+@pytest.mark.parametrize(
+    ("links", "delivery", "findings"),
+    [
+        ([_link(DaneVerdict.MATCH, _A)], DaneDelivery.YES, []),
+        ([_link(DaneVerdict.NO_MATCH, _A)], DaneDelivery.NO, [DaneFinding.TLSA_NO_MATCH]),
+        ([_link(DaneVerdict.NAME_MISMATCH, _A)], DaneDelivery.NO, [DaneFinding.TLSA_NO_MATCH]),
+        ([_link(DaneVerdict.NO_USABLE_RECORDS, _A)], DaneDelivery.YES, [DaneFinding.TLSA_UNUSABLE]),
+        ([_link(DaneVerdict.NO_USABLE_RECORDS, _A, tls_ok=False)], DaneDelivery.NO,
+         [DaneFinding.TLSA_STARTTLS_FAILED]),
+        ([_link(DaneVerdict.NO_CERTIFICATE, _A, tls_ok=False)], DaneDelivery.NO, [DaneFinding.TLSA_STARTTLS_FAILED]),
+        ([_link(DaneVerdict.NO_MATCH, _NA)], DaneDelivery.NOT_DANE, [DaneFinding.TLSA_UNSIGNED]),
+        ([_link(DaneVerdict.NO_MATCH, _UNK)], DaneDelivery.UNKNOWN, []),
+        ([_link(DaneVerdict.BOGUS, _BOGUS)], DaneDelivery.NO, [DaneFinding.TLSA_BOGUS]),
+        ([_link(DaneVerdict.NO_RECORDS, _A)], DaneDelivery.NOT_DANE, []),
+        ([_link(DaneVerdict.LOOKUP_FAILED, _UNK)], DaneDelivery.UNKNOWN, []),
+        ([_link(None, None)], DaneDelivery.UNKNOWN, []),
+        ([_link(DaneVerdict.MATCH, _A, tested=False)], DaneDelivery.UNKNOWN, []),
+        # one MX refused, the other reachable: mail arrives through the other
+        ([_link(DaneVerdict.NO_MATCH, _A), _link(DaneVerdict.NO_RECORDS, _A, host="mx2.example")],
+         DaneDelivery.PARTIAL, [DaneFinding.TLSA_NO_MATCH]),
+        ([_link(DaneVerdict.NO_MATCH, _A), _link(DaneVerdict.MATCH, _A, tested=False, host="mx2.example")],
+         DaneDelivery.UNKNOWN, [DaneFinding.TLSA_NO_MATCH]),
+        ([], DaneDelivery.UNKNOWN, []),
+    ],
+)
+def test_dane_sender_verdict(links: list[DaneLink], delivery: DaneDelivery, findings: list[DaneFinding]) -> None:
+    got = dane_sender_verdict(links)
+    assert got.delivery is delivery, got.reasons
+    assert [f for f, _ in got.findings] == findings
+    assert all(r.split(": ", 1)[0].replace("_", "").isalpha() for r in got.reasons)
+
+
+def test_bogus_mx_means_no_delivery() -> None:
+    got = mx_bogus_verdict("example.com", "MX example.com: DNSSEC validation failed")
+    assert got.delivery is DaneDelivery.NO and got.reasons[0].startswith("mx_bogus: example.com")

@@ -26,7 +26,8 @@ def _run_row(i: int) -> RunRow:
     return RunRow(scan_id="s", tool_version="t", schema_version="1", started_at=now, finished_at=now, input="x",
                   config_json="{}", input_lines=i, domains=i, invalid_lines=0, duplicate_lines=0, probes=0,
                   dns_queries=0, completed=True, attempt=1, resumed_lines=0, skipped_lines=0,
-                  outcome=AttemptOutcome.COMPLETED, domain_rows=i, mx_rows=0, provenance_json="{}")
+                  outcome=AttemptOutcome.COMPLETED, domain_rows=i, mx_rows=0, provenance_json="{}",
+                  ipv4_reachable=True, ipv6_reachable=True, families_detail="")
 
 
 def test_segments_commit_all_tables_together(tmp_path: Path) -> None:

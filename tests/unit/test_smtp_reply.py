@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.smtp.reply import MAX_LINE_BYTES, NEED_DATA, Reply, ReplyError, ReplyReader, parse_ehlo
+from scanner.smtp.session import early_tls_alert
 from scanner.status import FailureClass
 
 
@@ -92,3 +93,21 @@ def test_parse_ehlo_keeps_order_and_uppercases() -> None:
 def test_parse_ehlo_without_starttls() -> None:
     info = parse_ehlo(Reply(250, ("mx.example", "PIPELINING", "XXXXXXXA")))
     assert not info.starttls and "XXXXXXXA" in info.keywords
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (bytes.fromhex("15030300020246"), (2, 70)),  # fatal protocol_version, as OpenSSL sends with no version enabled
+        (bytes.fromhex("150301000201700a"), (1, 112)),  # warning unrecognized_name, trailing bytes ignored
+        (b"250 OK\r\n", None),  # plaintext after the 220: the injection case, not an alert
+        (bytes.fromhex("160303000202"), None),  # a handshake record, and too short
+        (bytes.fromhex("15030300030246ff"), None),  # an alert record is exactly 2 bytes long
+        (b"", None),
+    ],
+)
+def test_early_tls_alert(data: bytes, expected: tuple[int, int] | None) -> None:
+    alert = early_tls_alert(data)
+    assert (None if alert is None else (alert.level, alert.description)) == expected
+    if alert is not None and alert.description == 70:
+        assert alert.detail.startswith("fatal alert protocol_version (70)")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 
 import pytest
 
 from scanner.certs import CertificateInfo, KeyType, NameMatch, TrustStatus
 from scanner.grading import grade_mx
+from scanner.net.families import detect_families
 from scanner.probing import ProbeSummary
 from scanner.status import ProbeStatus as P
 from scanner.status import StarttlsVerdict as V
-from scanner.verdicts import LinkJudge, starttls_verdict
+from scanner.verdicts import LinkJudge, coverage, starttls_verdict
 
 OK, NO, HS, TO, TH, UN, SK = (P.STARTTLS_OK, P.NO_STARTTLS, P.TLS_HANDSHAKE_FAILED, P.TIMEOUT, P.THROTTLED,
                               P.UNREACHABLE, P.SKIPPED_RESERVED_ADDRESS)
@@ -77,3 +79,50 @@ def test_link_judge_is_bounded() -> None:
         judge.judge("mx.example.com", f"192.0.2.{i}", summary)
     assert len(judge._memo) == 3
     assert judge.judge("mx.example.com", "192.0.2.0", summaries[0]) is not first  # evicted, judged again
+
+
+# --------------------------------------------------------------------------
+# Address-family coverage
+# --------------------------------------------------------------------------
+
+NC = P.SKIPPED_FAMILY_UNREACHABLE
+
+
+def _summaries(statuses: dict[str, P]) -> dict[str, ProbeSummary]:
+    return {a: ProbeSummary(f"{a}|25", s, None, (), None, None, None, False, None) for a, s in statuses.items()}
+
+
+@pytest.mark.parametrize(
+    ("statuses", "overall", "v4", "v6", "families", "not_covered"),
+    [
+        ({"192.0.2.1": OK, "2001:db8::1": NC}, V.ALL, V.ALL, V.NOT_COVERED, ("ipv4",), 1),
+        ({"192.0.2.1": OK, "2001:db8::1": UN}, V.INCOMPLETE, V.ALL, V.INCOMPLETE, ("ipv4", "ipv6"), 0),
+        ({"192.0.2.1": NO, "2001:db8::1": NC}, V.NONE, V.NONE, V.NOT_COVERED, ("ipv4",), 1),
+        ({"2001:db8::1": NC}, V.NOT_COVERED, V.NOT_APPLICABLE, V.NOT_COVERED, (), 1),
+        ({"192.0.2.1": OK, "2001:db8::1": OK}, V.ALL, V.ALL, V.ALL, ("ipv4", "ipv6"), 0),
+        ({}, V.NOT_APPLICABLE, V.NOT_APPLICABLE, V.NOT_APPLICABLE, (), 0),
+    ],
+)
+def test_coverage_by_family(statuses: dict[str, P], overall: V, v4: V, v6: V, families: tuple[str, ...],
+                            not_covered: int) -> None:
+    got = coverage(_summaries(statuses))
+    assert (got.tally.verdict, got.ipv4, got.ipv6, got.families, got.not_covered) == (overall, v4, v6, families,
+                                                                                       not_covered)
+
+
+@pytest.mark.parametrize(
+    ("v4", "v6", "routes", "expected"),
+    [
+        ("auto", "auto", {4: True, 6: False}, (True, False)),
+        ("auto", "auto", {4: True, 6: True}, (True, True)),
+        ("auto", "on", {4: False, 6: False}, (False, True)),
+        ("off", "auto", {4: True, 6: True}, (False, True)),
+    ],
+)
+def test_detect_families(v4: str, v6: str, routes: dict[int, bool], expected: tuple[bool, bool]) -> None:
+    def probe(family: socket.AddressFamily) -> tuple[bool, str]:
+        return routes[6 if family is socket.AF_INET6 else 4], "scripted"
+
+    got = detect_families(v4, v6, probe)
+    assert (got.ipv4, got.ipv6) == expected
+    assert got.covers("2001:db8::1") is expected[1] and got.covers("192.0.2.1") is expected[0]
