@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.tls.ciphers import WeakClass, suite, suites_for
-from scanner.tls.codec import TlsVersion
+from scanner.tls.ciphers import KeyExchange, WeakClass, suite, suites_for
+from scanner.tls.codec import AlertDescription, TlsVersion
 from scanner.tls.enumeration import (
+    MAX_POSTURE_SESSIONS,
     MAX_SUITES_PER_HELLO,
     AnswerKind,
     HelloAnswer,
@@ -36,6 +37,9 @@ class FakeServer:
     server_order: bool = True
     reject_with_alert: bool = True
     flaky: int = 0  # the first N sessions are throttled
+    groups: list[int] = field(default_factory=lambda: [29, 23, 24])  # curves, in the server's order
+    dh_prime: int = (1 << 2047) + 1  # any 2048-bit number (a model, not a prime)
+    honours_fallback: bool = True
     sessions: list[HelloRequest] = field(default_factory=list)
 
     def answer(self, request: HelloRequest) -> HelloAnswer:
@@ -44,19 +48,35 @@ class FakeServer:
             self.flaky -= 1
             return HelloAnswer(AnswerKind.UNTESTABLE, detail="throttled")
         rejected = AnswerKind.REJECTED_ALERT if self.reject_with_alert else AnswerKind.REJECTED_CLOSE
-        offered = set(request.suites)
         supported = [v for v in self.suites if v <= request.version]
         if not supported:
             return HelloAnswer(rejected)
+        if request.fallback_scsv and self.honours_fallback and request.version < max(self.suites):
+            return HelloAnswer(AnswerKind.REJECTED_ALERT, alert=AlertDescription.INAPPROPRIATE_FALLBACK)
         version = max(supported)
+        group = self._group(request.offered_groups())
+        # Without a common curve the ECDHE suites cannot be picked (RFC 8422 §5.1); TLS 1.3 ones neither.
+        offered = {c for c in request.suites if group is not None or not self._needs_group(c, version)}
         mine = self.suites[version]
         if self.server_order:
             pick = next((c for c in mine if c in offered), None)
         else:
-            pick = next((c for c in request.suites if c in mine), None)
+            pick = next((c for c in request.suites if c in mine and c in offered), None)
         if pick is None:
             return HelloAnswer(rejected)
-        return HelloAnswer(AnswerKind.ACCEPTED, version, pick)
+        kx = suite(pick).kx  # type: ignore[union-attr]
+        return HelloAnswer(AnswerKind.ACCEPTED, version, pick,
+                           group=group if self._needs_group(pick, version) else None,
+                           dh_prime=self.dh_prime if kx is KeyExchange.DHE else None)
+
+    def _group(self, offered: tuple[int, ...]) -> int | None:
+        if self.server_order:
+            return next((g for g in self.groups if g in offered), None)
+        return next((g for g in offered if g in self.groups), None)
+
+    @staticmethod
+    def _needs_group(code: int, version: TlsVersion) -> bool:
+        return version is V.TLS13 or suite(code).kx is KeyExchange.ECDHE  # type: ignore[union-attr]
 
 
 def run(plan: Plan, server: FakeServer) -> object:
@@ -129,7 +149,12 @@ def test_full_mode_finds_every_suite_and_the_server_order() -> None:
     # version: one session per accepted suite plus one refusal per bundle; then one preference check.
     version_sessions = 3 + bundles(V.TLS11) + bundles(V.SSL3)
     elimination = accepted + bundles(V.TLS12) + bundles(V.TLS13) + bundles(V.TLS10)
-    assert result.sessions == version_sessions + elimination + 1  # type: ignore[attr-defined]
+    # Key exchange: one DHE-only offer (refused: no DHE suite), one fallback hello, and the curves: x25519
+    # came with the version hellos, secp256r1 and secp384r1 cost one session each, then one refusal.
+    key_exchange = 1 + 1 + 3
+    assert result.sessions == version_sessions + elimination + 1 + key_exchange  # type: ignore[attr-defined]
+    assert result.kx.groups == (29, 23, 24) and result.kx.groups_complete  # type: ignore[attr-defined]
+    assert result.kx.dhe is False and result.kx.fallback_scsv is True  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("purpose_cap", [MAX_SUITES_PER_HELLO])
@@ -192,3 +217,57 @@ def test_full_sample_is_a_stable_share_of_addresses() -> None:
     assert all(enumeration_mode("posture", 0.0, a) == "posture" for a in addresses[:50])
     assert all(enumeration_mode("posture", 1.0, a) == "full" for a in addresses[:50])
     assert enumeration_mode("off", 0.5, "192.0.2.1") == "off" and enumeration_mode("full", 0.0, "192.0.2.1") == "full"
+
+
+# --- key exchange and fallback ------------------------------------------------------------------------------
+
+DHE_12 = [0x009F, 0x009E]  # DHE-RSA-AES256/128-GCM
+OAKLEY2 = 0xFFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF  # noqa: E501
+
+
+def test_posture_restricted_curve_and_a_common_1024_bit_prime() -> None:
+    server = FakeServer({V.TLS12: MODERN_12 + DHE_12, V.TLS13: TLS13}, groups=[24], dh_prime=OAKLEY2)
+    result = run(posture_plan(), server)
+    kx = result.kx  # type: ignore[attr-defined]
+    assert kx.groups == (24,) and kx.groups_complete is True and kx.preferred_group == 24
+    assert kx.dhe is True and kx.dh_bits == 1024 and kx.dh_group == "rfc2409-oakley2"
+    assert kx.fallback_scsv is True
+    assert result.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
+
+
+def test_posture_curve_elimination_is_bounded_full_mode_is_not() -> None:
+    many = [29, 23, 24, 25, 30, 26, 27, 28, 22, 19]
+    posture = run(posture_plan(), FakeServer({V.TLS12: MODERN_12, V.TLS13: TLS13}, groups=many))
+    assert posture.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
+    assert posture.kx.groups_complete is False and set(posture.kx.groups) < set(many)  # type: ignore[attr-defined]
+    full = run(full_plan(), FakeServer({V.TLS12: MODERN_12, V.TLS13: TLS13}, groups=many))
+    assert full.kx.groups_complete is True and set(full.kx.groups) == set(many)  # type: ignore[attr-defined]
+
+
+def test_only_deprecated_curves_are_found_and_preferred() -> None:
+    server = FakeServer({V.TLS12: MODERN_12}, groups=[19, 21])  # secp192r1, secp224r1
+    kx = run(posture_plan(), server).kx  # type: ignore[attr-defined]
+    assert set(kx.groups) == {19, 21} and kx.groups_complete and kx.preferred_group == 19
+    assert kx.fallback_scsv is None  # one version: nothing to fall back to
+
+
+def test_fallback_scsv_ignored_and_dhe_learnt_for_free_from_a_dhe_pick() -> None:
+    server = FakeServer({V.TLS12: DHE_12, V.TLS11: [0x0033]}, honours_fallback=False)
+    result = run(posture_plan(), server)
+    assert result.kx.fallback_scsv is False and result.kx.dhe is True  # type: ignore[attr-defined]
+    assert not any(r.purpose is Purpose.DHE for r in server.sessions)  # the version hello's SKE told it
+
+
+@settings(max_examples=60, deadline=None)
+@given(servers(common_only=True), st.lists(st.sampled_from([29, 23, 24, 25, 30, 26, 19, 22]), max_size=8,
+                                           unique=True))
+def test_posture_never_exceeds_its_budget_and_never_invents_a_group(server: FakeServer, groups: list[int]) -> None:
+    server.groups = groups
+    result = run(posture_plan(), server)
+    assert result.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
+    assert set(result.kx.groups) <= set(groups)  # type: ignore[attr-defined]
+    # The curves only count where a suite uses them: ECDHE below TLS 1.3, any suite in 1.3.
+    uses_groups = V.TLS13 in server.suites or any(
+        suite(c).kx is KeyExchange.ECDHE for codes in server.suites.values() for c in codes)  # type: ignore[union-attr]
+    if result.kx.groups_complete:  # type: ignore[attr-defined]
+        assert set(result.kx.groups) == (set(groups) if uses_groups else set())  # type: ignore[attr-defined]
