@@ -518,14 +518,14 @@ def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, Hel
     """Group elimination: offer the groups not yet seen; the server names one per session, until it
     refuses (then the list is complete) or ``cap`` sessions were spent.
 
-    Below TLS 1.3 (at the best legacy version, ECDHE suites only) every curve can be offered, the
-    deprecated ones included; a server with TLS 1.3 that did not pick ECDHE at its best legacy version
-    (or has none) is asked with HelloRetryRequests instead. ``groups_complete`` speaks for that version.
+    Below TLS 1.3 (ECDHE suites only, at the highest version where a version hello picked ECDHE, else
+    the best legacy one) every curve can be offered, the deprecated ones included; a TLS 1.3 server that
+    picked no ECDHE suite below 1.3 is asked with HelloRetryRequests instead. ``groups_complete``
+    speaks for the version the elimination ran at.
     """
-    version = state.best_legacy_version
-    legacy_answer = state.answers.get(version) if version is not None else None
-    if version is not None and (legacy_answer is None or legacy_answer.group is not None
-                                or state.best_version is not TlsVersion.TLS13):
+    picked_ecdhe = [v for v in POSTURE_VERSIONS[1:] if v in state.answers and state.answers[v].group is not None]
+    version = picked_ecdhe[0] if picked_ecdhe else state.best_legacy_version
+    if version is not None and (picked_ecdhe or state.best_version is not TlsVersion.TLS13):
         candidates, offer = ALL_EC_GROUPS, _suites_with_kx(version, KeyExchange.ECDHE)
     elif state.best_version is TlsVersion.TLS13:
         version, candidates, offer = TlsVersion.TLS13, TLS13_GROUPS_ALL, _version_offer(TlsVersion.TLS13)
