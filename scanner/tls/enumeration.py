@@ -518,35 +518,42 @@ def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, Hel
     """Group elimination: offer the groups not yet seen; the server names one per session, until it
     refuses (then the list is complete) or ``cap`` sessions were spent.
 
-    Below TLS 1.3 (ECDHE suites only, at the highest version where a version hello picked ECDHE, else
-    the best legacy one) every curve can be offered, the deprecated ones included; a TLS 1.3 server that
-    picked no ECDHE suite below 1.3 is asked with HelloRetryRequests instead. ``groups_complete``
-    speaks for the version the elimination ran at.
+    Below TLS 1.3 (ECDHE suites only, at the highest version where a version hello picked ECDHE, else the
+    best legacy one) every curve can be offered, the deprecated ones included. A server that refuses
+    that at once (no ECDHE suite below 1.3) but speaks TLS 1.3 is then asked with HelloRetryRequests.
+    ``groups_complete`` speaks for the version the elimination ended at.
     """
     picked_ecdhe = [v for v in POSTURE_VERSIONS[1:] if v in state.answers and state.answers[v].group is not None]
-    version = picked_ecdhe[0] if picked_ecdhe else state.best_legacy_version
-    if version is not None and (picked_ecdhe or state.best_version is not TlsVersion.TLS13):
-        candidates, offer = ALL_EC_GROUPS, _suites_with_kx(version, KeyExchange.ECDHE)
-    elif state.best_version is TlsVersion.TLS13:
-        version, candidates, offer = TlsVersion.TLS13, TLS13_GROUPS_ALL, _version_offer(TlsVersion.TLS13)
-    else:
-        return None
-    if not offer:
-        return None
-    remaining = [g for g in candidates if g not in state.groups]
+    stages: list[tuple[TlsVersion, tuple[int, ...], tuple[int, ...]]] = []
+    legacy = picked_ecdhe[0] if picked_ecdhe else state.best_legacy_version
+    if legacy is not None and _suites_with_kx(legacy, KeyExchange.ECDHE):
+        stages.append((legacy, ALL_EC_GROUPS, _suites_with_kx(legacy, KeyExchange.ECDHE)))
+    if state.best_version is TlsVersion.TLS13 and not picked_ecdhe:
+        stages.append((TlsVersion.TLS13, TLS13_GROUPS_ALL, _version_offer(TlsVersion.TLS13)))
     spent = 0
-    while remaining:
-        if cap is not None and spent >= cap:
-            return False
-        request = HelloRequest(version, offer, Purpose.GROUPS, groups=tuple(remaining))
-        answer = yield request
-        state.note(answer, request)
-        spent += 1
-        if answer.kind is AnswerKind.ACCEPTED and answer.group in remaining:
-            remaining.remove(answer.group)
-            continue
-        return answer.kind in _REFUSED
-    return True
+    complete: bool | None = None
+    for version, candidates, offer in stages:
+        remaining = [g for g in candidates if g not in state.groups]
+        found_here = False
+        while remaining:
+            if cap is not None and spent >= cap:
+                return False
+            request = HelloRequest(version, offer, Purpose.GROUPS, groups=tuple(remaining))
+            answer = yield request
+            state.note(answer, request)
+            spent += 1
+            if answer.kind is AnswerKind.ACCEPTED and answer.group in remaining:
+                remaining.remove(answer.group)
+                found_here = True
+                continue
+            break
+        else:
+            return True
+        complete = answer.kind in _REFUSED
+        if found_here or not complete:
+            return complete
+        # Refused at once below TLS 1.3: no ECDHE there; TLS 1.3 (when accepted) is asked next.
+    return complete
 
 
 def _preferred_group(state: _State) -> int | None:
