@@ -21,6 +21,8 @@ from scanner.policy.dane import DaneVerdict, DnssecStatus, TlsaLookup, match_tls
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.status import DnsOutcome, DomainStatus, MxSource, ProbeStatus, StarttlsVerdict
+from scanner.tls.enumeration import KeyExchangeResult
+from scanner.tls.groups import group_name
 
 __all__ = ["LinkJudge", "LinkJudgement", "Tally", "build_domain_rows", "input_problem_row", "mx_tls_compliance",
            "starttls_verdict"]
@@ -151,7 +153,18 @@ def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | 
         cert_key_bits=leaf.key_bits if leaf else None, cert_key_type=leaf.key_type.value if leaf else None,
         cert_signature_algorithm=leaf.signature_algorithm if leaf else None,
         plaintext_after_starttls=summary.plaintext_after_starttls,
+        **_kx_facts(enum.kx if enum else None),
     )
+
+
+def _kx_facts(kx: KeyExchangeResult | None) -> dict[str, Any]:
+    if kx is None:
+        return {}
+    return {
+        "dh_bits": kx.dh_bits, "dh_group": kx.dh_group, "kx_groups": frozenset(group_name(g) for g in kx.groups),
+        "kx_groups_complete": kx.groups_complete, "secure_renegotiation": kx.secure_renegotiation,
+        "tls_compression": kx.compression, "extended_master_secret": kx.extended_master_secret,
+    }
 
 
 def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[str | None, str | None]:
