@@ -210,8 +210,8 @@ class ProbeRow:
     kx_preferred_group: str | None = col("Group the server picked from our full list at its highest version (TLS 1.3 "
                                          "HelloRetryRequest, or the ECDHE ServerKeyExchange curve).")
     dhe_accepted: bool | None = col("A finite-field DHE suite is accepted below TLS 1.3 (null: not asked).")
-    dh_bits: int | None = col("Smallest finite-field DH prime the server sent in a ServerKeyExchange, bits; null "
-                              "when it has no DHE suite.")
+    dh_bits: int | None = col("Smallest finite-field DH prime the server sent for a server-authenticated DHE "
+                              "suite, bits (anonymous DH is the weak class anon); null when it has no DHE suite.")
     dh_group: str | None = col("Name of that prime when it is a published group (rfc2409-oakley2, rfc3526-modp2048, "
                                "rfc5114-1024-160, rfc7919-ffdhe2048, ...); null when not one of them.")
     secure_renegotiation: bool | None = col("RFC 5746: renegotiation_info in the ServerHello (highest version below "

@@ -23,7 +23,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from scanner.tls.ciphers import CipherSuite, KeyExchange, WeakClass, suites_for
+from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
 from scanner.tls.ciphers import suite as lookup_suite
 from scanner.tls.codec import AlertDescription, HelloFacts, TlsVersion
 from scanner.tls.groups import ALL_EC_GROUPS, TLS13_GROUPS_ALL, well_known_prime
@@ -148,8 +148,8 @@ class KeyExchangeResult:
     groups: tuple[int, ...] = ()  # elliptic curves / TLS 1.3 groups accepted, in the order found
     groups_complete: bool | None = None  # the elimination ended with a refusal (False: stopped at its cap)
     preferred_group: int | None = None  # the group picked from a full-list offer at the highest version
-    dhe: bool | None = None  # a DHE suite is accepted at the highest version below TLS 1.3
-    dh_bits: int | None = None  # the smallest finite-field prime seen, in bits
+    dhe: bool | None = None  # a server-authenticated DHE suite is accepted below TLS 1.3
+    dh_bits: int | None = None  # the smallest prime seen with server-authenticated DHE, in bits
     dh_group: str | None = None  # that prime's name when it is a published one (scanner.tls.groups)
     secure_renegotiation: bool | None = None
     compression: bool | None = None
@@ -268,7 +268,10 @@ class _State:
         # Every session teaches key exchange for free: the curve or prime of whatever the server picked.
         if answer.group is not None and answer.group in request.offered_groups() and answer.group not in self.groups:
             self.groups.append(answer.group)
-        if answer.dh_prime is not None:
+        # Anonymous DH suites are the weak class "anon" already, and servers pick a different (OpenSSL:
+        # smaller) prime for them: only server-authenticated DHE counts, as a sender sees it.
+        picked = lookup_suite(answer.suite) if answer.suite is not None else None
+        if answer.dh_prime is not None and picked is not None and picked.au is not Authentication.ANON:
             self.dh_primes.append(answer.dh_prime)
 
     @property
@@ -475,7 +478,10 @@ _REFUSED = (AnswerKind.REJECTED_ALERT, AnswerKind.REJECTED_CLOSE)
 
 
 def _suites_with_kx(version: TlsVersion, kx: KeyExchange) -> tuple[int, ...]:
-    return tuple(s.code for s in _usable(version) if s.kx is kx)[:MAX_SUITES_PER_HELLO]
+    """Suites of one key exchange; for DHE only server-authenticated ones (see _State.note)."""
+    wanted = [s.code for s in _usable(version)
+              if s.kx is kx and (kx is not KeyExchange.DHE or s.au is not Authentication.ANON)]
+    return tuple(wanted[:MAX_SUITES_PER_HELLO])
 
 
 def _probe_dhe(state: _State) -> Generator[HelloRequest, HelloAnswer, bool | None]:

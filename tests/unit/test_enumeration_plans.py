@@ -280,3 +280,19 @@ def test_posture_never_exceeds_its_budget_and_never_invents_a_group(
     usable = set(groups) if ecdhe else set(groups) & set(TLS13_GROUPS_ALL) if V.TLS13 in server.suites else set()
     if result.kx.groups_complete:  # type: ignore[attr-defined]
         assert set(result.kx.groups) == usable  # type: ignore[attr-defined]
+
+
+def test_anonymous_dh_primes_do_not_count() -> None:
+    # OpenSSL gives ADH-AES128 suites RFC 2409's 1024-bit prime while DHE-RSA gets 2048 bits: the anonymous
+    # suite is already the weak class "anon"; the DH size is what an authenticated DHE offer shows.
+    class TwoPrimes(FakeServer):
+        def answer(self, request: HelloRequest) -> HelloAnswer:
+            answer = super().answer(request)
+            if answer.suite == 0x0034:  # TLS_DH_anon_WITH_AES_128_CBC_SHA
+                return HelloAnswer(answer.kind, answer.version, answer.suite, dh_prime=OAKLEY2)
+            return answer
+
+    server = TwoPrimes({V.TLS12: [0x0034, *DHE_12]}, dh_prime=(1 << 2047) + 1)
+    result = run(full_plan(), server)
+    assert WeakClass.ANON in result.weak_classes  # type: ignore[attr-defined]
+    assert result.kx.dh_bits == 2048 and result.kx.dh_group is None  # type: ignore[attr-defined]
