@@ -22,6 +22,7 @@ import functools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Final
 
 from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
 from scanner.tls.ciphers import suite as lookup_suite
@@ -258,6 +259,7 @@ class _State:
     answers: dict[TlsVersion, HelloAnswer] = field(default_factory=dict)  # each version probe's answer
     groups: list[int] = field(default_factory=list)  # groups seen picked, in order
     dh_primes: list[int] = field(default_factory=list)
+    ecdsa: bool = False  # the server picked an ECDSA-authenticated suite (its certificate is EC)
 
     def note(self, answer: HelloAnswer, request: HelloRequest | None = None) -> None:
         self.sessions += 1
@@ -271,6 +273,7 @@ class _State:
         # Anonymous DH suites are the weak class "anon" already, and servers pick a different (OpenSSL:
         # smaller) prime for them: only server-authenticated DHE counts, as a sender sees it.
         picked = lookup_suite(answer.suite) if answer.suite is not None else None
+        self.ecdsa |= picked is not None and picked.au is Authentication.ECDSA
         if answer.dh_prime is not None and picked is not None and picked.au is not Authentication.ANON:
             self.dh_primes.append(answer.dh_prime)
 
@@ -524,42 +527,50 @@ def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, Hel
     """Group elimination: offer the groups not yet seen; the server names one per session, until it
     refuses (then the list is complete) or ``cap`` sessions were spent.
 
-    Below TLS 1.3 (ECDHE suites only, at the highest version where a version hello picked ECDHE, else the
-    best legacy one) every curve can be offered, the deprecated ones included. A server that refuses
-    that at once (no ECDHE suite below 1.3) but speaks TLS 1.3 is then asked with HelloRetryRequests.
-    ``groups_complete`` speaks for the version the elimination ended at.
+    A TLS 1.3 server is asked with HelloRetryRequests over every TLS 1.3 group (RFC 8446 §4.2.7, RFC 7919
+    ffdhe included): there the certificate does not constrain the group. Otherwise ECDHE suites at the
+    best legacy version with every curve, the deprecated ones included (a server with TLS 1.3 has a
+    recommended group anyway). Below TLS 1.3 an ECDSA certificate's own curve must be offered for its
+    suites to be usable (RFC 8422 §5.1), so once a found curve is left out a refusal proves nothing for
+    such a server: the list is then reported incomplete.
     """
-    picked_ecdhe = [v for v in POSTURE_VERSIONS[1:] if v in state.answers and state.answers[v].group is not None]
-    stages: list[tuple[TlsVersion, tuple[int, ...], tuple[int, ...]]] = []
-    legacy = picked_ecdhe[0] if picked_ecdhe else state.best_legacy_version
-    if legacy is not None and _suites_with_kx(legacy, KeyExchange.ECDHE):
-        stages.append((legacy, ALL_EC_GROUPS, _suites_with_kx(legacy, KeyExchange.ECDHE)))
-    if state.best_version is TlsVersion.TLS13 and not picked_ecdhe:
-        stages.append((TlsVersion.TLS13, TLS13_GROUPS_ALL, _version_offer(TlsVersion.TLS13)))
+    candidates: tuple[int, ...]
+    if state.best_version is TlsVersion.TLS13:
+        version, candidates, offer = TlsVersion.TLS13, TLS13_GROUPS_ALL, _version_offer(TlsVersion.TLS13)
+    elif state.best_legacy_version is not None:
+        version, candidates = state.best_legacy_version, ALL_EC_GROUPS
+        offer = _suites_with_kx(version, KeyExchange.ECDHE)
+    else:
+        return None
+    if not offer:
+        return None
+    remaining = [g for g in candidates if g not in state.groups]
     spent = 0
-    complete: bool | None = None
-    for version, candidates, offer in stages:
-        remaining = [g for g in candidates if g not in state.groups]
-        found_here = False
-        while remaining:
-            if cap is not None and spent >= cap:
-                return False
-            request = HelloRequest(version, offer, Purpose.GROUPS, groups=tuple(remaining))
-            answer = yield request
-            state.note(answer, request)
-            spent += 1
-            if answer.kind is AnswerKind.ACCEPTED and answer.group in remaining:
-                remaining.remove(answer.group)
-                found_here = True
-                continue
-            break
-        else:
-            return True
-        complete = answer.kind in _REFUSED
-        if found_here or not complete:
-            return complete
-        # Refused at once below TLS 1.3: no ECDHE there; TLS 1.3 (when accepted) is asked next.
-    return complete
+    while remaining:
+        if cap is not None and spent >= cap:
+            return False
+        request = HelloRequest(version, offer, Purpose.GROUPS, groups=tuple(remaining))
+        answer = yield request
+        state.note(answer, request)
+        spent += 1
+        if answer.kind is AnswerKind.ACCEPTED and answer.group in remaining:
+            remaining.remove(answer.group)
+            continue
+        if answer.kind not in _REFUSED:
+            return None
+        return version is TlsVersion.TLS13 or not state.ecdsa or len(remaining) == len(candidates)
+    return True
+
+
+# RFC 7919 §A: the ffdhe groups' sizes, for a TLS 1.3 server that takes them (finite-field DHE too).
+_FFDHE_BITS: Final = {256: 2048, 257: 3072, 258: 4096, 259: 6144, 260: 8192}
+
+
+def _smallest_dh(state: _State) -> tuple[int | None, str | None]:
+    """The smallest finite-field group seen: a DHE ServerKeyExchange prime or an RFC 7919 group."""
+    seen = [(p.bit_length(), well_known_prime(p)) for p in state.dh_primes]
+    seen += [(_FFDHE_BITS[g], f"rfc7919-ffdhe{_FFDHE_BITS[g]}") for g in state.groups if g in _FFDHE_BITS]
+    return min(seen, key=lambda item: item[0], default=(None, None))
 
 
 def _preferred_group(state: _State) -> int | None:
@@ -583,11 +594,10 @@ def _probe_key_exchange(
     groups_complete = yield from _probe_groups(state, cap)
     legacy = state.best_legacy_version
     facts = state.answers[legacy].facts if legacy is not None else None
-    smallest = min(state.dh_primes, key=lambda p: p.bit_length(), default=None)
+    dh_bits, dh_group = _smallest_dh(state)
     return KeyExchangeResult(
         groups=tuple(state.groups), groups_complete=groups_complete, preferred_group=_preferred_group(state),
-        dhe=dhe, dh_bits=smallest.bit_length() if smallest else None,
-        dh_group=well_known_prime(smallest) if smallest else None,
+        dhe=dhe, dh_bits=dh_bits, dh_group=dh_group,
         secure_renegotiation=facts.secure_renegotiation if facts else None,
         compression=facts.compression != 0 if facts else None,
         extended_master_secret=facts.extended_master_secret if facts else None,

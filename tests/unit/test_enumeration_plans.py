@@ -241,12 +241,20 @@ def test_posture_curve_elimination_is_bounded_full_mode_is_not() -> None:
     posture = run(posture_plan(), FakeServer({V.TLS12: MODERN_12, V.TLS13: TLS13}, groups=many))
     assert posture.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
     assert posture.kx.groups_complete is False and set(posture.kx.groups) < set(many)  # type: ignore[attr-defined]
+    # Full mode: every TLS 1.3 group by HelloRetryRequests; a TLS 1.2 server shows every curve (deprecated too).
     full = run(full_plan(), FakeServer({V.TLS12: MODERN_12, V.TLS13: TLS13}, groups=many))
-    assert full.kx.groups_complete is True and set(full.kx.groups) == set(many)  # type: ignore[attr-defined]
+    assert full.kx.groups_complete is True and set(full.kx.groups) == {29, 23, 24, 25, 30}  # type: ignore[attr-defined]
+    rsa_only = [0xC030, 0xC02F]
+    full12 = run(full_plan(), FakeServer({V.TLS12: rsa_only}, groups=many))
+    assert full12.kx.groups_complete is True and set(full12.kx.groups) == set(many)  # type: ignore[attr-defined]
+    # With an ECDSA certificate, leaving its curve out disables the ECDSA suites (RFC 8422 §5.1): the final
+    # refusal proves nothing, so the list is reported incomplete.
+    ecdsa = run(full_plan(), FakeServer({V.TLS12: MODERN_12}, groups=many))
+    assert ecdsa.kx.groups_complete is False and set(ecdsa.kx.groups) == set(many)  # type: ignore[attr-defined]
 
 
 def test_only_deprecated_curves_are_found_and_preferred() -> None:
-    server = FakeServer({V.TLS12: MODERN_12}, groups=[19, 21])  # secp192r1, secp224r1
+    server = FakeServer({V.TLS12: [0xC030, 0xC02F]}, groups=[19, 21])  # RSA certificate; secp192r1, secp224r1
     kx = run(posture_plan(), server).kx  # type: ignore[attr-defined]
     assert set(kx.groups) == {19, 21} and kx.groups_complete and kx.preferred_group == 19
     assert kx.fallback_scsv is None  # one version: nothing to fall back to
@@ -277,7 +285,7 @@ def test_posture_never_exceeds_its_budget_and_never_invents_a_group(
     with_ecdhe = [any(suite(c).kx is KeyExchange.ECDHE for c in codes) for codes in legacy]  # type: ignore[union-attr]
     assume(all(with_ecdhe) or not any(with_ecdhe))
     ecdhe = any(with_ecdhe)
-    usable = set(groups) if ecdhe else set(groups) & set(TLS13_GROUPS_ALL) if V.TLS13 in server.suites else set()
+    usable = set(groups) & set(TLS13_GROUPS_ALL) if V.TLS13 in server.suites else set(groups) if ecdhe else set()
     if result.kx.groups_complete:  # type: ignore[attr-defined]
         assert set(result.kx.groups) == usable  # type: ignore[attr-defined]
 
