@@ -223,7 +223,8 @@ class ProbeRow:
     ocsp_stapling: bool | None = col("status_request in the ServerHello: the server staples OCSP (RFC 6066 §8; TLS "
                                      "1.2 and below).")
     fallback_scsv: bool | None = col("RFC 7507: a hello one version below the highest carrying TLS_FALLBACK_SCSV was "
-                                     "refused with inappropriate_fallback (null: one version only, or unclear).")
+                                     "refused (inappropriate_fallback, or a close) though the same hello without it "
+                                     "was accepted (null: one version only, or no answer).")
     connect_ms: float | None = col("Time to establish TCP, milliseconds.")
     banner_ms: float | None = col("Time from connection to complete greeting.")
     ehlo_ms: float | None = col("EHLO round trip (plus HELO when used).")

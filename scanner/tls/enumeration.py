@@ -508,7 +508,8 @@ def _probe_dhe(state: _State) -> Generator[HelloRequest, HelloAnswer, bool | Non
 
 def _probe_fallback(state: _State) -> Generator[HelloRequest, HelloAnswer, bool | None]:
     """RFC 7507 §3: a hello below the server's highest version carrying TLS_FALLBACK_SCSV must be refused
-    with inappropriate_fallback. Only asked when at least two versions are accepted."""
+    with inappropriate_fallback. Only asked when at least two versions are accepted, with the very offer
+    the version probe had accepted at that version."""
     accepted = [v for v in POSTURE_VERSIONS if state.versions.get(v) is VersionVerdict.ACCEPTED]
     if len(accepted) < 2:
         return None
@@ -520,7 +521,9 @@ def _probe_fallback(state: _State) -> Generator[HelloRequest, HelloAnswer, bool 
         return False
     if answer.kind is AnswerKind.REJECTED_ALERT and answer.alert == AlertDescription.INAPPROPRIATE_FALLBACK:
         return True
-    return None  # another refusal or no answer: RFC 7507 not shown either way
+    # The same offer without the SCSV was accepted by the version probe, so any other refusal is also the
+    # SCSV's doing (an asyncio/OpenSSL server closes without flushing the alert); no answer tells nothing.
+    return True if answer.kind in _REFUSED else None
 
 
 def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, HelloAnswer, bool | None]:
