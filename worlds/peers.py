@@ -770,6 +770,25 @@ def run_sslyze(
     )
 
 
+def run_sslyze_kx(address: str, port: int, *, sni: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """sslyze ``--elliptic_curves --reneg --compression --fallback`` (the hygiene facts it has; it reports
+    no DH group size): the number of connections it needed. Results are not parsed, only counted."""
+    _check_loopback(address)
+    script = ensure_sslyze()
+    workdir = _fresh_dir("sslyze-kx-")
+    cmd = [
+        str(script), "--starttls=smtp", "--mozilla_config", "disable", "--quiet",
+        f"--json_out={workdir / 'sslyze.json'}",
+        "--elliptic_curves", "--reneg", "--compression", "--fallback",
+        *([f"--sni={sni}"] if sni else []), f"{_url_host(address)}:{port}",
+    ]  # fmt: skip
+    try:
+        run = _run_tool(cmd, address=address, port=port, workdir=workdir, timeout=timeout)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return run.sessions
+
+
 # --- command line -------------------------------------------------------------------
 
 

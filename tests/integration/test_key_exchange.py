@@ -29,11 +29,12 @@ from worlds.ca import TestCA
 from worlds.exim import POSTURES, EximInstance
 from worlds.peers import KxPeerResult, run_testssl_kx
 from worlds.ports import loopback_host, pick_loopback_block
-from worlds.postfix import PostfixInstance
+from worlds.postfix import PostfixInstance, write_dh_params
 from worlds.smtp import SmtpFarm, SmtpServerSpec
 
 pytestmark = pytest.mark.slow
 HOST = "mx.kx.test"
+OAKLEY2 = next(p for p, name in well_known_primes().items() if name == "rfc2409-oakley2")  # RFC 2409 §6.2
 
 
 @dataclass(frozen=True)
@@ -41,29 +42,6 @@ class Server:
     name: str
     address: str
     peer: KxPeerResult
-
-
-def _oakley2_pem() -> bytes:
-    """RFC 2409 §6.2 Oakley group 2 (generator 2) as PKCS #3 DHParameter PEM, from our own table."""
-    import base64
-
-    prime = next(p for p, name in well_known_primes().items() if name == "rfc2409-oakley2")
-
-    def der_int(value: int) -> bytes:
-        body = value.to_bytes((value.bit_length() + 8) // 8, "big")  # leading 0 keeps it positive
-        return b"\x02" + _der_len(len(body)) + body
-
-    content = der_int(prime) + der_int(2)
-    der = b"\x30" + _der_len(len(content)) + content
-    lines = [base64.b64encode(der)[i:i + 64].decode() for i in range(0, len(base64.b64encode(der)), 64)]
-    return ("-----BEGIN DH PARAMETERS-----\n" + "\n".join(lines) + "\n-----END DH PARAMETERS-----\n").encode()
-
-
-def _der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    size = (n.bit_length() + 7) // 8
-    return bytes([0x80 | size]) + n.to_bytes(size, "big")
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +53,7 @@ def servers() -> Iterator[dict[str, Server]]:
     ca = TestCA(workdir / "ca")
     rsa = ca.issue([HOST], key="rsa2048")
     ecdsa = ca.issue([HOST])
-    dh_file = workdir / "dh1024.pem"
-    dh_file.write_bytes(_oakley2_pem())
-    dh_file.chmod(0o644)
+    dh_file = write_dh_params(workdir / "dh1024.pem", OAKLEY2)
     addresses: dict[str, str] = {}
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, workdir, True)
