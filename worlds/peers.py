@@ -479,6 +479,23 @@ def parse_testssl_json(
     return frozenset(versions), {v: frozenset(s) for v, s in suites.items()}, server_order
 
 
+def _testssl_command(address: str, port: int, checks: Sequence[str], json_file: Path) -> list[str]:
+    return [
+        testssl_path(),
+        "--starttls", "smtp",
+        "--nodns", "none",  # no DNS lookups of any kind (not even rDNS)
+        "--warnings", "off",  # never stop to ask
+        "--color", "0",
+        "--quiet",
+        "--openssl", shutil.which("openssl") or "/usr/bin/openssl",
+        "--connect-timeout", "10",
+        "--openssl-timeout", "10",
+        *checks,
+        "--jsonfile", str(json_file),
+        f"{_url_host(address)}:{port}",
+    ]  # fmt: skip
+
+
 def run_testssl(
     address: str,
     port: int,
@@ -495,20 +512,7 @@ def run_testssl(
     _check_loopback(address)
     workdir = _fresh_dir("testssl-")
     json_file = workdir / "testssl.json"
-    cmd = [
-        testssl_path(),
-        "--starttls", "smtp",
-        "--nodns", "none",  # no DNS lookups of any kind (not even rDNS)
-        "--warnings", "off",  # never stop to ask
-        "--color", "0",
-        "--quiet",
-        "--openssl", shutil.which("openssl") or "/usr/bin/openssl",
-        "--connect-timeout", "10",
-        "--openssl-timeout", "10",
-        "-p", "-E", *(["-P"] if server_order else []),
-        "--jsonfile", str(json_file),
-        f"{_url_host(address)}:{port}",
-    ]  # fmt: skip
+    cmd = _testssl_command(address, port, ["-p", "-E", *(["-P"] if server_order else [])], json_file)
     try:
         run = _run_tool(
             cmd,
@@ -602,12 +606,7 @@ def run_testssl_kx(address: str, port: int, *, timeout: float = DEFAULT_TIMEOUT)
     _check_loopback(address)
     workdir = _fresh_dir("testssl-kx-")
     json_file = workdir / "testssl.json"
-    cmd = [
-        testssl_path(), "--starttls", "smtp", "--nodns", "none", "--warnings", "off", "--color", "0", "--quiet",
-        "--openssl", shutil.which("openssl") or "/usr/bin/openssl",
-        "--connect-timeout", "10", "--openssl-timeout", "10",
-        "-f", "-R", "--jsonfile", str(json_file), f"{_url_host(address)}:{port}",
-    ]  # fmt: skip
+    cmd = _testssl_command(address, port, ["-f", "-R"], json_file)
     try:
         run = _run_tool(cmd, address=address, port=port, workdir=workdir, timeout=timeout,
                         max_exit_status=_TESTSSL_MAX_CHECK_STATUS)

@@ -192,14 +192,7 @@ async def probe_hello(
             await writer.drain()
             async with asyncio.timeout(config.tls_timeout):
                 for _ in range(MAX_IGNORED_EVENTS + 1):
-                    event = parser.next_event()
-                    while isinstance(event, NeedData):
-                        data = await reader.read(READ_CHUNK)
-                        if data:
-                            parser.feed(data)
-                        else:
-                            parser.feed_eof()
-                        event = parser.next_event()
+                    event = await _next_event(parser, reader)
                     answer = _answer_from_event(request, event, warning)
                     if answer is not None:
                         if _key_exchange_follows(answer):

@@ -11,7 +11,6 @@ must agree within its session cap.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from scanner.config import ProbeConfig
-from scanner.tls.enumeration import MAX_POSTURE_SESSIONS, EnumerationResult, Plan, full_plan, posture_plan
+from scanner.tls.enumeration import MAX_POSTURE_SESSIONS, EnumerationResult, full_plan, posture_plan
 from scanner.tls.groups import GroupClass, group_class, group_name, well_known_primes
-from scanner.tls.probe import drive_plan, probe_hello
+from tests.integration.test_enumeration import enumerate_
 from worlds.ca import TestCA
 from worlds.exim import POSTURES, EximInstance
 from worlds.peers import KxPeerResult, run_testssl_kx
@@ -75,18 +73,6 @@ def servers() -> Iterator[dict[str, Server]]:
         addresses["modern"] = loopback_host(block, 30)
         # testssl.sh takes 30-80 s per server: once per server for the whole module.
         yield {name: Server(name, address, run_testssl_kx(address, 25)) for name, address in addresses.items()}
-
-
-def enumerate_(address: str, plan: Plan) -> EnumerationResult:
-    config = ProbeConfig(ehlo_name="scanner.test", per_ip_interval=0, tls_timeout=5.0)
-
-    async def run() -> EnumerationResult:
-        async def session(request):  # type: ignore[no-untyped-def]
-            return await probe_hello(address, 25, HOST, config, request)
-
-        return await drive_plan(plan, session)
-
-    return asyncio.run(run())
 
 
 def _curves(result: EnumerationResult) -> frozenset[str]:
