@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
+from scanner.grading import GRADING_VERSION
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import DomainRow, MxRow, ProbeRow
 from worlds.ports import pick_loopback_block
@@ -259,7 +260,7 @@ def test_grades_and_forced_tls_through_the_scan(dataset: Path) -> None:
     rows = {r["domain"]: r for r in _rows(dataset, "domains")}
     good = rows["good.world.test"]
     # Modern TLS, trusted cert, enforced MTA-STS that covers and passes every MX: the top grade.
-    assert (good["grade"], good["forced_tls_safe"], good["grading_version"]) == ("A+", True, "2026.1")
+    assert (good["grade"], good["forced_tls_safe"], good["grading_version"]) == ("A+", True, GRADING_VERSION)
     assert rows["shared1.world.test"]["grade"] == "A"  # same MX, but no MTA-STS: A, not A+
     assert "publish_mta_sts_enforce" in rows["shared1.world.test"]["recommendations"]
     notls = rows["notls.world.test"]
