@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -169,8 +170,7 @@ def report_key_exchange(targets: list[Server], with_testssl: bool) -> None:
                  f"reneg={kx.secure_renegotiation} fallback={kx.fallback_scsv}")
         print(f"{server.name:44} {before:14d} {after:6d} {testssl if testssl is not None else '-':>14} "
               f"{sslyze:10d}  {facts}")
-    afters.sort()
-    print(f"posture after: median {afters[len(afters) // 2]}, max {afters[-1]} sessions "
+    print(f"posture after: median {statistics.median(afters):g}, max {max(afters)} sessions "
           "(loaded 2-core machine; counts do not depend on load)")
 
 

@@ -9,9 +9,14 @@ Economics (peers need 40 to 400 sessions per server, see shared/reference/peer-t
 - posture mode: one hello per protocol version (5), weak suites by elimination over classes (the server
   names one accepted weak suite per session; we drop every suite that would teach no new class),
   NIST SP 800-52 r1/r2 membership only when the preferred suite does not already answer it, and one
-  reversed offer to see whether the server imposes its own order: 7 to 12 sessions;
+  reversed offer to see whether the server imposes its own order; then key exchange (below): at most
+  MAX_POSTURE_SESSIONS (12) in all;
 - full mode: the version hellos, then per accepted version "offer a bundle, remove what the server
   picked, repeat" (sessions = accepted suites + bundles), then one swapped pair for server order.
+Both modes end with key exchange and hygiene: curves and DH primes come free from the
+ServerKeyExchange of every ephemeral pick and the hygiene facts from the ServerHello at the best legacy
+version; new sessions only for a DHE-only offer (when no pick was DHE), one TLS_FALLBACK_SCSV hello
+(RFC 7507) and group elimination (posture: at most MAX_GROUP_SESSIONS and within the 12-session cap).
 Only a real refusal (alert, close, or a lower version) counts as "not supported"; a timeout or a
 throttle leaves that question unanswered.
 """
