@@ -1,6 +1,12 @@
 """Sessions and wall time per server: our posture and full modes against sslyze and testssl.sh.
 
     python -m benchmarks.bench_enum [--rtt-ms 0 50] [--no-testssl]
+    python -m benchmarks.bench_enum --key-exchange [--no-testssl]
+
+``--key-exchange`` (issue 12) prints, per server, the posture sessions before and after the key-exchange
+and hygiene stage (before = the version, weak, NIST and preference sessions of the same run, the stages
+that existed before; after = all of them) and the connections testssl.sh ``-f -R`` and sslyze
+``--elliptic_curves --reneg --compression --fallback`` need for the same facts.
 
 Each server sits behind a delaying relay (worlds/relay.py) that adds the requested round-trip time
 and counts connections, so every tool's session count is measured the same way, on the server side.
@@ -12,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -21,7 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scanner.config import ProbeConfig
-from scanner.tls.enumeration import EnumerationResult, Plan, full_plan, posture_plan
+from scanner.tls.enumeration import (
+    EnumerationResult,
+    HelloAnswer,
+    HelloRequest,
+    Plan,
+    Purpose,
+    full_plan,
+    posture_plan,
+)
 from scanner.tls.probe import drive_plan, probe_hello
 from worlds.ca import TestCA
 from worlds.ports import loopback_host, pick_loopback_block
@@ -119,12 +135,100 @@ def report(rtt_ms: float, rows: list[Measure]) -> None:
               f"{r.wall_s / max(b.wall_s, 1e-9):15.1f}")
 
 
+_KX_PURPOSES = frozenset({Purpose.GROUPS, Purpose.DHE, Purpose.FALLBACK})
+
+
+def key_exchange_sessions(address: str) -> tuple[int, int, EnumerationResult]:
+    """(sessions before the key-exchange stage, sessions in all, result) of one posture run."""
+    config = ProbeConfig(ehlo_name="bench.test", per_ip_interval=0)
+    purposes: list[Purpose] = []
+
+    async def run() -> EnumerationResult:
+        async def session(request: HelloRequest) -> HelloAnswer:
+            purposes.append(request.purpose)
+            return await probe_hello(address, 25, "mx.bench.test", config, request)
+
+        return await drive_plan(posture_plan(), session)
+
+    result = asyncio.run(run())
+    return sum(1 for p in purposes if p not in _KX_PURPOSES), len(purposes), result
+
+
+def report_key_exchange(targets: list[Server], with_testssl: bool) -> None:
+    from worlds.peers import run_sslyze_kx, run_testssl_kx
+
+    print("\n## key exchange and hygiene (issue 12): STARTTLS sessions per server")
+    print(f"{'server':44} {'posture before':>14} {'after':>6} {'testssl -f -R':>14} {'sslyze kx':>10}  facts")
+    afters = []
+    for server in targets:
+        before, after, result = key_exchange_sessions(server.address)
+        afters.append(after)
+        testssl = run_testssl_kx(server.address, 25).sessions if with_testssl else None
+        sslyze = run_sslyze_kx(server.address, 25)
+        kx = result.kx
+        facts = (f"groups={len(kx.groups)}{'' if kx.groups_complete else '+'} dh={kx.dh_bits} "
+                 f"reneg={kx.secure_renegotiation} fallback={kx.fallback_scsv}")
+        print(f"{server.name:44} {before:14d} {after:6d} {testssl if testssl is not None else '-':>14} "
+              f"{sslyze:10d}  {facts}")
+    print(f"posture after: median {statistics.median(afters):g}, max {max(afters)} sessions "
+          "(loaded 2-core machine; counts do not depend on load)")
+
+
+@contextmanager
+def kx_servers(workdir: Path, block: str) -> Iterator[list[Server]]:
+    """The issue-12 servers: Postfix with Oakley group 2 as its DH file, Postfix with secp384r1 only,
+    exim/GnuTLS legacy, and the OpenSSL modern one (see tests/integration/test_key_exchange.py)."""
+    from scanner.tls.groups import well_known_primes
+    from worlds.exim import POSTURES, EximInstance
+    from worlds.postfix import write_dh_params
+
+    ca = TestCA(workdir / "ca")
+    rsa = ca.issue(["mx.bench.test"], key="rsa2048")
+    ecdsa = ca.issue(["mx.bench.test"])
+    oakley2 = next(p for p, name in well_known_primes().items() if name == "rfc2409-oakley2")
+    dh_file = write_dh_params(workdir / "dh1024.pem", oakley2)
+    with ExitStack() as stack:
+        daemons = {
+            "postfix, Oakley group 2 DH file": PostfixInstance(
+                workdir / "pf-dh", loopback_host(block, 20), 25, "mx.bench.test", rsa.cert_file, rsa.key_file,
+                tls_protocols=">=TLSv1", tls_cipherlist="DEFAULT:@SECLEVEL=0",
+                extra_main_cf={"smtpd_tls_dh1024_param_file": str(dh_file)}),
+            "postfix, secp384r1 only": PostfixInstance(
+                workdir / "pf-p384", loopback_host(block, 21), 25, "mx.bench.test", rsa.cert_file, rsa.key_file,
+                extra_main_cf={"tls_eecdh_auto_curves": "secp384r1"}),
+            "exim/GnuTLS legacy": EximInstance(
+                workdir / "exim", loopback_host(block, 22), 25, "mx.bench.test", rsa.cert_file, rsa.key_file,
+                priority=POSTURES["legacy"]),
+        }
+        out = []
+        for name, daemon in daemons.items():
+            daemon.start()
+            stack.callback(daemon.stop)
+            out.append(Server(name, daemon.address, daemon.address))
+        farm = SmtpFarm([SmtpServerSpec(loopback_host(block, 23), 25, "mx.bench.test", cert_file=ecdsa.cert_file,
+                                        key_file=ecdsa.key_file, tls_min="TLSv1.2")])
+        farm.start_in_thread()
+        stack.callback(farm.stop_in_thread)
+        out.append(Server("modern (OpenSSL, ECDSA, TLS 1.2-1.3)", loopback_host(block, 23), loopback_host(block, 23)))
+        yield out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 50.0])
     parser.add_argument("--no-testssl", action="store_true", help="skip testssl.sh (about a minute per server)")
+    parser.add_argument("--key-exchange", action="store_true", help="issue 12: key-exchange sessions only")
     args = parser.parse_args()
     block = pick_loopback_block()
+    if args.key_exchange:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-kx-"))
+        workdir.chmod(0o755)  # mail daemons drop privileges
+        try:
+            with kx_servers(workdir, block) as targets:
+                report_key_exchange(targets, not args.no_testssl)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-enum-") as tmp, servers(Path(tmp), block) as targets:
         for rtt in args.rtt_ms:
             specs = [RelaySpec((s.relay, 25), (s.address, 25), rtt / 2000) for s in targets]

@@ -7,8 +7,10 @@ Targets (each input is raw bytes; every property is checked on every input):
 * ``codec``: ``scanner.tls.codec.ServerResponseParser`` fed the stream whole and in the chunking the
   input's first byte selects. Only ``TlsCodecError`` subclasses may escape; a dead parser stays dead;
   the buffer never exceeds its cap; every chunking yields exactly the events and error of the whole
-  feed; ``parse_client_hello`` on the same bytes raises nothing else either; a ClientHello built from
-  the input (version, suites, SNI) parses back to what was asked and avoids the F5 256..511 range.
+  feed; every ServerHello gives its hygiene facts and every ServerKeyExchange parses (as DHE and as
+  ECDHE) or raises ``BadHandshake``, a DH prime never longer than the message; ``parse_client_hello``
+  on the same bytes raises nothing else either; a ClientHello built from the input (version, suites,
+  SNI) parses back to what was asked and avoids the F5 256..511 range.
 * ``smtp``: ``scanner.smtp.reply.ReplyReader`` (same chunking property; only ``ReplyError``; replies
   within the caps; nothing left unparsed beyond one line) and ``parse_ehlo`` on every 250 reply.
 * ``policy``: ``parse_policy`` (bytes and str), ``parse_sts_txt`` and ``parse_tlsrpt`` on TXT records
@@ -138,11 +140,26 @@ def codec_target() -> Target:
 
     roundtrip = _hello_roundtrip()
 
+    def key_exchange(events: list[object]) -> None:
+        # What probe.py reads after a <= 1.2 ServerHello: hygiene facts and ServerKeyExchange parameters.
+        for event in events:
+            if isinstance(event, codec.ServerHello):
+                codec.hello_facts(event)
+            if isinstance(event, codec.OtherHandshake) and event.msg_type == codec.HandshakeType.SERVER_KEY_EXCHANGE:
+                for kind in codec.KeyExchangeKind:
+                    try:
+                        params = codec.parse_server_key_exchange(event.body, kind)
+                    except codec.BadHandshake:
+                        continue
+                    if isinstance(params, codec.DhParams):
+                        assert params.prime >= 3 and params.bits <= 8 * len(event.body)
+
     def target(data: bytes) -> None:
         stream, chunks = chunked(data)
         whole = run([stream] if stream else [])
         pieces = run(chunks)
         assert whole == pieces, f"chunking changed the outcome: {whole!r} != {pieces!r}"
+        key_exchange(whole[0])
         roundtrip(stream)
         try:
             hello = codec.parse_client_hello(stream)
@@ -277,7 +294,15 @@ def _codec_seeds() -> list[bytes]:
                                                  (codec.ExtensionType.KEY_SHARE, b"\x00\x17")])
     sslv2_body = b"\x04\x00\x01\x00\x02\x00\x04\x00\x03\x00\x10" + b"\x30\x02\x05\x00" + b"\x01\x00\x80" + rnd[:16]
     spec = codec.make_client_hello_spec(codec.TlsVersion.TLS12, [0xC02F, 0x009C], rnd, server_name="mx.example")
+    prime = (1 << 1023) | 1
+    ske_dhe = codec.encode_handshake(codec.HandshakeType.SERVER_KEY_EXCHANGE,
+                                     b"\x00\x80" + prime.to_bytes(128, "big") + b"\x00\x01\x02\x00\x01\x05"
+                                     + b"\x04\x01\x00\x02ss")
+    ske_ecdhe = codec.encode_handshake(codec.HandshakeType.SERVER_KEY_EXCHANGE,
+                                       b"\x03\x00\x1d\x20" + rnd + b"\x04\x03\x00\x02ss")
     streams = [
+        record(sh12) + record(cert + ske_dhe + done),
+        record(sh12 + cert) + record(ske_ecdhe) + record(done),
         record(sh12) + record(cert + done),
         record(sh12 + cert + done) + codec.encode_record(codec.ContentType.CHANGE_CIPHER_SPEC, v12, b"\x01")
         + codec.encode_record(hs, v12, b"\x00" * 40),

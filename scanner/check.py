@@ -77,7 +77,24 @@ def _enum_text(probe: dict[str, Any]) -> str:
     weak = ", ".join(probe["weak_classes"] or []) or "none"
     return (f"versions {' '.join(probe['versions_accepted'] or []) or 'none'}; weak suites: {weak}; "
             f"NIST r1 {_yes_no(probe['nist_r1'])}, r2 {_yes_no(probe['nist_r2'])}; "
-            f"server order {_yes_no(probe['server_order'])}; {probe['enum_sessions']} sessions")
+            f"server order {_yes_no(probe['server_order'])}; {_kx_text(probe)}; {probe['enum_sessions']} sessions")
+
+
+def _kx_text(probe: dict[str, Any]) -> str:
+    """Key exchange and hygiene (schemas/tables.md, probe columns kx_groups ... fallback_scsv)."""
+    groups = " ".join(probe["kx_groups"] or []) or "none found"
+    if probe["kx_groups_complete"] is False:
+        groups += " (partial)"
+    if probe["dh_bits"] is not None:
+        dh = f"DH {probe['dh_bits']} bits" + (f" ({probe['dh_group']})" if probe["dh_group"] else "")
+    else:
+        dh = {False: "no DHE", None: "DH unknown"}.get(probe["dhe_accepted"], "DH unknown")
+    flags = [(name, probe[column]) for name, column in (
+        ("secure renegotiation", "secure_renegotiation"), ("compression", "tls_compression"),
+        ("EMS", "extended_master_secret"), ("ETM", "encrypt_then_mac"), ("heartbeat", "heartbeat"),
+        ("OCSP stapling", "ocsp_stapling"), ("fallback SCSV", "fallback_scsv"))]
+    shown = ", ".join(f"{name} {_yes_no(value)}" for name, value in flags if value is not None)
+    return f"groups {groups} (preferred {probe['kx_preferred_group'] or '-'}); {dh}" + (f"; {shown}" if shown else "")
 
 
 def render_check(result: CheckResult, console: Console) -> None:

@@ -35,6 +35,7 @@ from scanner.policy.mta_sts import StsMode
 from scanner.tls.ciphers import WeakClass
 from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import POSTURE_VERSIONS, VERSION_NAMES, VersionVerdict
+from scanner.tls.groups import GroupClass, group_class, group_code
 
 __all__ = [
     "GRADING_VERSION",
@@ -183,6 +184,14 @@ class MxFacts:
     # Facts two sessions of the address answered differently (scanner.consistency); the other fields
     # already hold the worst answer seen.
     inconsistent: frozenset[str] = frozenset()
+    # Key exchange and protocol hygiene (scanner.tls.enumeration.KeyExchangeResult); None = not observed.
+    dh_bits: int | None = None  # smallest finite-field DH prime seen
+    dh_group: str | None = None  # its published name (scanner.tls.groups), None when not a published prime
+    kx_groups: frozenset[str] = frozenset()  # IANA group names accepted
+    kx_groups_complete: bool | None = None
+    secure_renegotiation: bool | None = None
+    tls_compression: bool | None = None
+    extended_master_secret: bool | None = None
 
     def __post_init__(self) -> None:
         # Unknown names are an upstream bug: fail loudly rather than grade around them.
@@ -355,6 +364,37 @@ def _check_inconsistent(f: MxFacts) -> str | None:
     if not f.inconsistent:
         return None
     return f"sessions disagreed on {_listed(sorted(f.inconsistent))}; graded on the worst answer seen"
+def _check_dh_small(f: MxFacts) -> str | None:
+    if f.dh_bits is None or f.dh_bits >= 2048:
+        return None
+    return f"DHE with a {f.dh_bits}-bit prime" + (f" ({f.dh_group})" if f.dh_group else "")
+
+
+def _check_dh_common(f: MxFacts) -> str | None:
+    # A published prime of 1024 bits or less: one precomputation breaks every server using it (Logjam).
+    if f.dh_group is None or f.dh_bits is None or f.dh_bits > 1024:
+        return None
+    return f"DHE with the published {f.dh_bits}-bit prime {f.dh_group}"
+
+
+def _check_only_deprecated_curves(f: MxFacts) -> str | None:
+    if not f.kx_groups_complete or not f.kx_groups:
+        return None
+    if any(group_class(group_code(g)) is not GroupClass.DEPRECATED for g in f.kx_groups):
+        return None
+    return f"only deprecated curves accepted: {_listed(f.kx_groups)}"
+
+
+def _check_renegotiation(f: MxFacts) -> str | None:
+    return "no renegotiation_info in the ServerHello" if f.secure_renegotiation is False else None
+
+
+def _check_compression(f: MxFacts) -> str | None:
+    return "the server chose TLS compression (DEFLATE)" if f.tls_compression else None
+
+
+def _check_ems(f: MxFacts) -> str | None:
+    return "extended_master_secret not agreed" if f.extended_master_secret is False else None
 
 
 def _check_versions_unknown(f: MxFacts) -> str | None:
@@ -451,6 +491,37 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
           "Certificate signed with MD5 (or MD2/MD4)", "RFC 6151; RFC 9155; CA/B Forum Baseline Requirements",
           _REC_SHA2_CERT),
      lambda f: _signature_has(f, "md5", "md2", "md4")),
+    (Rule("tls_compression", Scope.MX, Severity.MEDIUM, None, 20,
+          "TLS compression on (CRIME)", "RFC 9325 §3.3 (SHOULD disable); NIST SP 800-52r2 (null compression "
+          "only); BSI TR-02102-2; NCSC-NL TLS guidelines v2.1 (TLS compression: insufficient)",
+          _rec("disable_tls_compression", "Disable TLS-level compression (OpenSSL: SSL_OP_NO_COMPRESSION; "
+                                          "upgrade the TLS library).")),
+     _check_compression),
+    (Rule("dh_group_below_2048", Scope.MX, Severity.MEDIUM, None, 15,
+          "Finite-field DH group below 2048 bits", "RFC 9325 §4.5; NIST SP 800-52r2 (112-bit security: DH >= "
+          "2048); BSI TR-02102-2 (DH >= 3000 bits); NCSC-NL TLS guidelines v2.1 (ffdhe groups); Logjam (Adrian "
+          "et al., CCS 2015)",
+          _rec("use_2048_bit_dh", "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
+                                  "smtpd_tls_dh1024_param_file or point it at ffdhe3072), or disable DHE suites.")),
+     _check_dh_small),
+    (Rule("dh_common_1024_prime", Scope.MX, Severity.MEDIUM, None, 15,
+          "A published DH prime of 1024 bits or less (shared by many servers)",
+          "Logjam (Adrian et al., 'Imperfect Forward Secrecy', CCS 2015): one precomputation per prime; "
+          "RFC 2409 §6.2, RFC 5114 §2.1 groups",
+          _rec("use_2048_bit_dh", "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
+                                  "smtpd_tls_dh1024_param_file or point it at ffdhe3072), or disable DHE suites.")),
+     _check_dh_common),
+    (Rule("only_deprecated_curves", Scope.MX, Severity.MEDIUM, None, 15,
+          "ECDHE only with deprecated curves", "RFC 8422 §5.1.1 (deprecated curves); RFC 9325 §4.2.1 (P-256 "
+          "and X25519); NIST SP 800-52r2 (P-256/P-384); BSI TR-02102-2",
+          _rec("enable_modern_curves", "Enable X25519 and secp256r1 (and secp384r1) for ECDHE.")),
+     _check_only_deprecated_curves),
+    (Rule("no_secure_renegotiation", Scope.MX, Severity.MEDIUM, None, 15,
+          "No RFC 5746 secure renegotiation", "RFC 5746; RFC 9325 §3.5 (renegotiation_info MUST); NIST SP "
+          "800-52r2 (renegotiation_info mandatory); BSI TR-02102-2; NCSC-NL TLS guidelines v2.1",
+          _rec("enable_secure_renegotiation", "Upgrade the TLS library so that it supports RFC 5746 "
+                                              "(renegotiation_info), or disable renegotiation.")),
+     _check_renegotiation),
     (Rule("3des_idea_suites", Scope.MX, Severity.LOW, None, 10,
           "64-bit block suites accepted (3DES, IDEA)", "RFC 9325 §4.1 (SHOULD NOT <128 bits); SWEET32",
           _rec("disable_3des_idea_suites", "Disable 3DES and IDEA suites.")),
@@ -472,6 +543,12 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
           _REC_SHA2_CERT),
      lambda f: _signature_has(f, "sha1")),
     (_INCONSISTENT, _check_inconsistent),
+    (Rule("no_extended_master_secret", Scope.MX, Severity.LOW, None, 10,
+          "No extended master secret (TLS 1.2 and below)", "RFC 7627 (triple handshake); RFC 9325 §3 (MUST for "
+          "TLS 1.2); NIST SP 800-52r2 (mandatory extension); BSI TR-02102-2 (recommended)",
+          _rec("enable_extended_master_secret", "Upgrade the TLS library to one that supports RFC 7627 "
+                                                "(OpenSSL >= 1.1.0, GnuTLS >= 3.4).")),
+     _check_ems),
     (Rule("versions_unknown", Scope.MX, Severity.INFO, None, 0,
           "Protocol versions unknown", "not graded; blocks A+", None),
      _check_versions_unknown),

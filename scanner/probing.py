@@ -43,12 +43,14 @@ from scanner.tls.enumeration import (
     EnumMode,
     HelloAnswer,
     HelloRequest,
+    KeyExchangeResult,
     VersionVerdict,
     full_plan,
     posture_plan,
     reconcile_plan,
     version_hello,
 )
+from scanner.tls.groups import group_code, group_name
 from scanner.tls.probe import drive_plan, probe_hello
 
 __all__ = [
@@ -579,6 +581,7 @@ def build_probe_row(
         suites_tls1_3=_suites(enum, TlsVersion.TLS13),
         server_order_suites=[suite_name(c) for c in enum.server_order_suites]
         if enum and enum.mode.value == "full" and enum.server_order else None,
+        **_kx_columns(enum.kx if enum else None),
         connect_ms=timing(Phase.CONNECT),
         banner_ms=timing(Phase.BANNER),
         ehlo_ms=_sum_present(timing(Phase.EHLO), timing(Phase.HELO)),
@@ -605,6 +608,36 @@ VERSION_COLUMNS: dict[TlsVersion, tuple[str, str]] = {
 }
 
 
+def _kx_columns(kx: KeyExchangeResult | None) -> dict[str, Any]:
+    """The key-exchange and hygiene columns (read back by ``_kx_from_row``); all null without enumeration."""
+    known = kx or KeyExchangeResult()
+    return {column: getattr(known, attribute) for attribute, column in _KX_FLAGS.items()} | {
+        "kx_groups": [group_name(g) for g in known.groups] if kx else None,
+        "kx_groups_complete": known.groups_complete,
+        "kx_preferred_group": group_name(known.preferred_group) if known.preferred_group is not None else None,
+        "dh_bits": known.dh_bits, "dh_group": known.dh_group,
+    }
+
+
+# KeyExchangeResult flag -> probe-row column.
+_KX_FLAGS: dict[str, str] = {
+    "dhe": "dhe_accepted", "secure_renegotiation": "secure_renegotiation", "compression": "tls_compression",
+    "extended_master_secret": "extended_master_secret", "encrypt_then_mac": "encrypt_then_mac",
+    "heartbeat": "heartbeat", "ocsp_stapling": "ocsp_stapling", "fallback_scsv": "fallback_scsv",
+}
+
+
+def _kx_from_row(row: Mapping[str, Any]) -> KeyExchangeResult:
+    preferred = row.get("kx_preferred_group")
+    return KeyExchangeResult(
+        groups=tuple(group_code(n) for n in row.get("kx_groups") or ()),
+        groups_complete=row.get("kx_groups_complete"),
+        preferred_group=group_code(preferred) if preferred else None,
+        dh_bits=row.get("dh_bits"), dh_group=row.get("dh_group"),
+        **{attribute: row.get(column) for attribute, column in _KX_FLAGS.items()},
+    )
+
+
 def suite_code(name: str) -> int:
     """Inverse of ``suite_name``."""
     known = suite_by_name(name)
@@ -627,7 +660,7 @@ def _enumeration_from_row(row: Mapping[str, Any]) -> EnumerationResult | None:
         preferred_suite=suite_code(row["preferred_suite"]) if row["preferred_suite"] else None,
         preferred_version=preferred_version, server_order=row["server_order"], accepted=accepted,
         server_order_suites=tuple(suite_code(n) for n in row["server_order_suites"] or ()),
-        complete=bool(row["enum_complete"]), quirks=tuple(row["hello_quirks"] or ()),
+        complete=bool(row["enum_complete"]), quirks=tuple(row["hello_quirks"] or ()), kx=_kx_from_row(row),
     )
 
 

@@ -30,6 +30,8 @@ from scanner.policy.dane import (
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
+from scanner.tls.enumeration import KeyExchangeResult
+from scanner.tls.groups import group_name
 
 # (MX host, address) → the address as a sender sending SNI = that host sees it (ProbeService.link).
 LinkViews = Mapping[tuple[str, str], ProbeSummary]
@@ -221,7 +223,18 @@ def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | 
         cert_signature_algorithm=leaf.signature_algorithm if leaf else None,
         plaintext_after_starttls=summary.plaintext_after_starttls,
         inconsistent=inconsistent,
+        **_kx_facts(enum.kx if enum else None),
     )
+
+
+def _kx_facts(kx: KeyExchangeResult | None) -> dict[str, Any]:
+    if kx is None:
+        return {}
+    return {
+        "dh_bits": kx.dh_bits, "dh_group": kx.dh_group, "kx_groups": frozenset(group_name(g) for g in kx.groups),
+        "kx_groups_complete": kx.groups_complete, "secure_renegotiation": kx.secure_renegotiation,
+        "tls_compression": kx.compression, "extended_master_secret": kx.extended_master_secret,
+    }
 
 
 def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[str | None, str | None]:

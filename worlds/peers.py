@@ -479,6 +479,23 @@ def parse_testssl_json(
     return frozenset(versions), {v: frozenset(s) for v, s in suites.items()}, server_order
 
 
+def _testssl_command(address: str, port: int, checks: Sequence[str], json_file: Path) -> list[str]:
+    return [
+        testssl_path(),
+        "--starttls", "smtp",
+        "--nodns", "none",  # no DNS lookups of any kind (not even rDNS)
+        "--warnings", "off",  # never stop to ask
+        "--color", "0",
+        "--quiet",
+        "--openssl", shutil.which("openssl") or "/usr/bin/openssl",
+        "--connect-timeout", "10",
+        "--openssl-timeout", "10",
+        *checks,
+        "--jsonfile", str(json_file),
+        f"{_url_host(address)}:{port}",
+    ]  # fmt: skip
+
+
 def run_testssl(
     address: str,
     port: int,
@@ -495,20 +512,7 @@ def run_testssl(
     _check_loopback(address)
     workdir = _fresh_dir("testssl-")
     json_file = workdir / "testssl.json"
-    cmd = [
-        testssl_path(),
-        "--starttls", "smtp",
-        "--nodns", "none",  # no DNS lookups of any kind (not even rDNS)
-        "--warnings", "off",  # never stop to ask
-        "--color", "0",
-        "--quiet",
-        "--openssl", shutil.which("openssl") or "/usr/bin/openssl",
-        "--connect-timeout", "10",
-        "--openssl-timeout", "10",
-        "-p", "-E", *(["-P"] if server_order else []),
-        "--jsonfile", str(json_file),
-        f"{_url_host(address)}:{port}",
-    ]  # fmt: skip
+    cmd = _testssl_command(address, port, ["-p", "-E", *(["-P"] if server_order else [])], json_file)
     try:
         run = _run_tool(
             cmd,
@@ -538,6 +542,83 @@ def run_testssl(
         exit_status=run.exit_status,
         raw_output=json_file if keep_output else None,
     )
+
+
+# testssl.sh's curve names (OpenSSL's) where they differ from the IANA names the scanner uses.
+_TESTSSL_CURVE_NAMES = {"prime256v1": "secp256r1", "X25519": "x25519", "X448": "x448",
+                        "prime192v1": "secp192r1"}
+# testssl.sh names for the published DH groups it recognises, with their sizes (RFC 2409, 3526, 5114, 7919).
+_TESTSSL_DH_BITS = re.compile(r"(\d{3,4})(?: bits)?")
+
+
+@dataclass(frozen=True)
+class KxPeerResult:
+    """What testssl.sh ``-f -R`` reports about key exchange: "Elliptic curves offered" (IANA names),
+    "DH group offered"/"Finite field group" (its text and the size in bits when it says it) and
+    "Secure Renegotiation (RFC 5746)"."""
+
+    curves: frozenset[str]
+    dh_group: str | None
+    dh_bits: int | None
+    secure_renegotiation: bool | None
+    sessions: int
+    wall_s: float
+    findings: Mapping[str, str] = field(compare=False, default_factory=dict)
+
+
+def parse_testssl_kx(findings: Sequence[Mapping[str, Any]]) -> tuple[frozenset[str], str | None, bool | None]:
+    """(curves, DH group text, secure renegotiation) from testssl.sh's flat ``--jsonfile`` (``-f -R``)."""
+    curves: frozenset[str] = frozenset()
+    dh_group: str | None = None
+    renego: bool | None = None
+    for item in findings:
+        ident, finding = str(item.get("id", "")), str(item.get("finding", ""))
+        if ident.endswith("_ECDHE_curves"):  # "FS_ECDHE_curves" (3.0: "PFS_ECDHE_curves" in older ones)
+            curves = frozenset(_TESTSSL_CURVE_NAMES.get(c, c) for c in finding.split())
+        elif ident == "DH_groups":
+            dh_group = finding
+        elif ident == "secure_renego":
+            # "supported (OK)" / "Not supported / VULNERABLE (NOT ok)"; anything else stays unknown.
+            lowered = finding.lower()
+            renego = True if lowered.startswith("supported") else False if "not supported" in lowered else None
+        elif item.get("severity") == "FATAL":
+            raise PeerError(f"testssl reported a fatal error: {ident}: {finding}")
+    return curves, dh_group, renego
+
+
+def testssl_dh_bits(dh_group: str | None) -> int | None:
+    """Bits of testssl.sh's "DH group offered" text: "Unknown DH group (1024 bits)", "ffdhe2048",
+    "RFC2409/Oakley Group 2" (1024), "RFC3526/Oakley Group 14" (2048), "RFC5114/1024-bit DSA group with
+    160-bit prime order subgroup" ..."""
+    if dh_group is None:
+        return None
+    oakley = {"1": 768, "2": 1024, "5": 1536, "14": 2048, "15": 3072, "16": 4096, "17": 6144, "18": 8192}
+    match = re.search(r"Oakley Group (\d+)", dh_group)
+    if match:
+        return oakley.get(match.group(1))
+    match = _TESTSSL_DH_BITS.search(dh_group)
+    return int(match.group(1)) if match else None
+
+
+def run_testssl_kx(address: str, port: int, *, timeout: float = DEFAULT_TIMEOUT) -> KxPeerResult:
+    """testssl.sh ``--starttls smtp -f -R``: forward secrecy (curves, DH group) and renegotiation only,
+    the smallest set of checks that yields those three facts."""
+    _check_loopback(address)
+    workdir = _fresh_dir("testssl-kx-")
+    json_file = workdir / "testssl.json"
+    cmd = _testssl_command(address, port, ["-f", "-R"], json_file)
+    try:
+        run = _run_tool(cmd, address=address, port=port, workdir=workdir, timeout=timeout,
+                        max_exit_status=_TESTSSL_MAX_CHECK_STATUS)
+        try:
+            findings = json.loads(json_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PeerError(f"testssl wrote no readable JSON ({exc}); its output:\n{run.stdout[-4000:]}") from exc
+        curves, dh_group, renego = parse_testssl_kx(findings)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return KxPeerResult(curves, dh_group, testssl_dh_bits(dh_group), renego, run.sessions, run.wall_s,
+                        {str(f.get("id")): str(f.get("finding")) for f in findings})
 
 
 def _testssl_version() -> str:
@@ -686,6 +767,25 @@ def run_sslyze(
         tool_version=version,
         raw_output=json_file if keep_output else None,
     )
+
+
+def run_sslyze_kx(address: str, port: int, *, sni: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """sslyze ``--elliptic_curves --reneg --compression --fallback`` (the hygiene facts it has; it reports
+    no DH group size): the number of connections it needed. Results are not parsed, only counted."""
+    _check_loopback(address)
+    script = ensure_sslyze()
+    workdir = _fresh_dir("sslyze-kx-")
+    cmd = [
+        str(script), "--starttls=smtp", "--mozilla_config", "disable", "--quiet",
+        f"--json_out={workdir / 'sslyze.json'}",
+        "--elliptic_curves", "--reneg", "--compression", "--fallback",
+        *([f"--sni={sni}"] if sni else []), f"{_url_host(address)}:{port}",
+    ]  # fmt: skip
+    try:
+        run = _run_tool(cmd, address=address, port=port, workdir=workdir, timeout=timeout)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return run.sessions
 
 
 # --- command line -------------------------------------------------------------------

@@ -21,6 +21,7 @@ the Debian ``postfix`` package; :func:`install_postfix` installs it.
 
 from __future__ import annotations
 
+import base64
 import grp
 import os
 import pwd
@@ -488,3 +489,26 @@ def _kill(pid: int) -> None:
         os.kill(pid, 9)
     except ProcessLookupError:
         return
+
+
+def write_dh_params(path: Path, prime: int, generator: int = 2) -> Path:
+    """A PKCS #3 DHParameter PEM (what ``smtpd_tls_dh1024_param_file`` reads) for a given prime, readable
+    by the daemon's unprivileged user. Written by hand: ``cryptography`` deprecates finite-field DH."""
+    def der_int(value: int) -> bytes:
+        body = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading zero byte keeps it positive
+        return b"\x02" + _der_length(len(body)) + body
+
+    content = der_int(prime) + der_int(generator)
+    encoded = base64.b64encode(b"\x30" + _der_length(len(content)) + content).decode("ascii")
+    lines = [encoded[i:i + 64] for i in range(0, len(encoded), 64)]
+    path.write_text("-----BEGIN DH PARAMETERS-----\n" + "\n".join(lines) + "\n-----END DH PARAMETERS-----\n",
+                    encoding="ascii")
+    path.chmod(0o644)
+    return path
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    size = (n.bit_length() + 7) // 8
+    return bytes([0x80 | size]) + n.to_bytes(size, "big")

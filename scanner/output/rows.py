@@ -252,6 +252,28 @@ class ProbeRow:
     suites_tls1_3: list[str] | None = col("Full mode: every TLS 1.3 suite accepted.")
     server_order_suites: list[str] | None = col("Full mode, when the server imposes its order: that order at its "
                                                 "highest version.")
+    kx_groups: list[str] | None = col("Key-exchange groups (IANA names) the server accepted: elliptic curves below TLS "
+                                      "1.3 (deprecated ones included), else TLS 1.3 groups; found by elimination.")
+    kx_groups_complete: bool | None = col("The group elimination ended with a refusal (false: posture mode stopped at "
+                                          "its session cap, so kx_groups may be partial).")
+    kx_preferred_group: str | None = col("Group the server picked from our full list at its highest version (TLS 1.3 "
+                                         "HelloRetryRequest, or the ECDHE ServerKeyExchange curve).")
+    dhe_accepted: bool | None = col("A finite-field DHE suite is accepted below TLS 1.3 (null: not asked).")
+    dh_bits: int | None = col("Smallest finite-field DH prime the server sent for a server-authenticated DHE "
+                              "suite, bits (anonymous DH is the weak class anon); null when it has no DHE suite.")
+    dh_group: str | None = col("Name of that prime when it is a published group (rfc2409-oakley2, rfc3526-modp2048, "
+                               "rfc5114-1024-160, rfc7919-ffdhe2048, ...); null when not one of them.")
+    secure_renegotiation: bool | None = col("RFC 5746: renegotiation_info in the ServerHello (highest version below "
+                                            "TLS 1.3).")
+    tls_compression: bool | None = col("The ServerHello chose a compression method other than null (CRIME).")
+    extended_master_secret: bool | None = col("RFC 7627 extended_master_secret agreed in the ServerHello.")
+    encrypt_then_mac: bool | None = col("RFC 7366 encrypt_then_mac agreed in the ServerHello.")
+    heartbeat: bool | None = col("RFC 6520 heartbeat extension in the ServerHello.")
+    ocsp_stapling: bool | None = col("status_request in the ServerHello: the server staples OCSP (RFC 6066 §8; TLS "
+                                     "1.2 and below).")
+    fallback_scsv: bool | None = col("RFC 7507: a hello one version below the highest carrying TLS_FALLBACK_SCSV was "
+                                     "refused (inappropriate_fallback, or a close) though the same hello without it "
+                                     "was accepted (null: one version only, or no answer).")
     connect_ms: float | None = col("Time to establish TCP, milliseconds.")
     banner_ms: float | None = col("Time from connection to complete greeting.")
     ehlo_ms: float | None = col("EHLO round trip (plus HELO when used).")

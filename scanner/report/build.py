@@ -34,6 +34,7 @@ from scanner.report.model import (
 )
 from scanner.report.providers import ProviderMapper
 from scanner.report.stats import Share
+from scanner.tls.groups import DEPRECATED_EC_GROUPS, group_name
 
 __all__ = ["CHANGES_LIMIT", "PROVIDERS_LIMIT", "build_report"]
 
@@ -273,6 +274,45 @@ def _suites(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, FigureTable]:
         q.fetch_long(con, q.PREFERRED_SUITES, TOP_LIMIT), total,
     )
     return suites, preferred
+
+
+def _key_exchange(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, FigureTable]:
+    deprecated = [group_name(g) for g in DEPRECATED_EC_GROUPS]
+    cursor = con.execute(q.KEY_EXCHANGE, {"deprecated": deprecated})
+    row = cursor.fetchone() or ()
+    data = {d[0]: int(v or 0) for d, v in zip(cursor.description, row, strict=False)}
+    rows: list[RowSpec] = [
+        ("dh_none", "no DHE suite", "dh_none_n", "dh_d"),
+        ("dh_below_1024", "DH prime < 1024 bits", "dh_below_1024_n", "dh_d"),
+        ("dh_1024", "DH prime of 1024 bits", "dh_1024_n", "dh_d"),
+        ("dh_below_2048", "DH prime of 1025-2047 bits", "dh_below_2048_n", "dh_d"),
+        ("dh_2048", "DH prime of 2048 bits", "dh_2048_n", "dh_d"),
+        ("dh_above_2048", "DH prime > 2048 bits", "dh_above_2048_n", "dh_d"),
+        ("dh_common", "published prime of <= 1024 bits (Logjam)", "dh_common_n", "dh_d"),
+        ("dh_published", "published prime (RFC 2409/3526/5114/7919)", "dh_published_n", "dh_d"),
+        ("only_deprecated", "ECDHE only with deprecated curves", "only_deprecated_n", "groups_complete_d"),
+        ("no_reneg", "no RFC 5746 secure renegotiation", "no_reneg_n", "reneg_d"),
+        ("compression", "TLS compression on", "compression_n", "compression_d"),
+        ("no_ems", "no extended master secret", "no_ems_n", "ems_d"),
+        ("etm", "encrypt-then-MAC agreed", "etm_n", "etm_d"),
+        ("heartbeat", "heartbeat extension", "heartbeat_n", "heartbeat_d"),
+        ("ocsp", "OCSP stapling offered", "ocsp_n", "ocsp_d"),
+        ("fallback", "TLS_FALLBACK_SCSV honoured", "fallback_n", "fallback_d"),
+    ]
+    key_exchange = _wide_table(
+        "tls.key_exchange", Section.TLS, "Key exchange and protocol hygiene", "addresses",
+        "enumerated addresses where the fact was observed", Basis.ESTIMATE, data, rows,
+        "DH rows: addresses whose DHE support is known (size classes partition them with 'no DHE suite'). "
+        "Each other row has its own denominator: the addresses where that fact was observed (hygiene facts "
+        "come from the highest version below TLS 1.3; fallback needs two versions or more).",
+    )
+    groups = _long_table(
+        "tls.groups", Section.TLS, "Key-exchange groups accepted", "addresses",
+        "enumerated addresses with at least one group found", Basis.ESTIMATE,
+        q.fetch_long(con, q.GROUPS, TOP_LIMIT), q.fetch_scalar(con, q.GROUPS_TOTAL),
+        "Posture mode stops curve elimination at its session cap, so shares are lower bounds.",
+    )
+    return key_exchange, groups
 
 
 def _certificates(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, ...]:
@@ -614,6 +654,7 @@ def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] 
         starttls, decided = _starttls(con)
         v_address, v_domain, support = _versions(con)
         suites, preferred = _suites(con)
+        key_exchange, groups = _key_exchange(con)
         c_address, c_link, c_domain, keys, sigs = _certificates(con)
         mta_sts, mta_errors, tlsrpt, dane_domains, dane_hosts = _policies(con)
         g_domain, g_link, rules, forced, reasons = _grades(con)
@@ -624,7 +665,8 @@ def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] 
     return Report(
         scan=scan, domain_status=status, inventory=inventory, probe_funnel=funnel, starttls=starttls,
         starttls_decided=decided, versions_address=v_address, versions_domain=v_domain, version_support=support,
-        suites=suites, preferred_suites=preferred, certs_address=c_address, certs_link=c_link, certs_domain=c_domain,
+        suites=suites, preferred_suites=preferred, key_exchange=key_exchange, groups=groups,
+        certs_address=c_address, certs_link=c_link, certs_domain=c_domain,
         cert_keys=keys, cert_signatures=sigs, mta_sts=mta_sts, mta_sts_errors=mta_errors, tlsrpt=tlsrpt,
         dane_domains=dane_domains, dane_hosts=dane_hosts, grades_domain=g_domain, grades_link=g_link,
         grade_rules=rules, forced_tls=forced, forced_tls_reasons=reasons, provider_shares=p_shares,

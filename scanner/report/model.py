@@ -206,6 +206,8 @@ class Report:
     version_support: FigureTable
     suites: FigureTable
     preferred_suites: FigureTable
+    key_exchange: FigureTable
+    groups: FigureTable
     certs_address: FigureTable
     certs_link: FigureTable
     certs_domain: FigureTable

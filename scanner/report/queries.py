@@ -230,6 +230,39 @@ GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
 """
 PREFERRED_SUITES_TOTAL: Final = "SELECT count(*) FROM probes WHERE tls_ok AND preferred_suite IS NOT NULL"
 
+# --- key exchange and protocol hygiene (probe columns of schema 7) ----------------------------------
+
+# DH size classes as in scanner.tls.groups.DhSizeClass; the common-prime row uses the published names.
+KEY_EXCHANGE: Final = """
+SELECT count(*) FILTER (WHERE dhe_accepted IS NOT NULL OR dh_bits IS NOT NULL) AS dh_d,
+       count(*) FILTER (WHERE dh_bits IS NULL AND dhe_accepted = false) AS dh_none_n,
+       count(*) FILTER (WHERE dh_bits < 1024) AS dh_below_1024_n,
+       count(*) FILTER (WHERE dh_bits = 1024) AS dh_1024_n,
+       count(*) FILTER (WHERE dh_bits > 1024 AND dh_bits < 2048) AS dh_below_2048_n,
+       count(*) FILTER (WHERE dh_bits = 2048) AS dh_2048_n,
+       count(*) FILTER (WHERE dh_bits > 2048) AS dh_above_2048_n,
+       count(*) FILTER (WHERE dh_bits <= 1024 AND dh_group IS NOT NULL) AS dh_common_n,
+       count(*) FILTER (WHERE dh_group IS NOT NULL) AS dh_published_n,
+       count(*) FILTER (WHERE NOT secure_renegotiation) AS no_reneg_n, count(secure_renegotiation) AS reneg_d,
+       count(*) FILTER (WHERE tls_compression) AS compression_n, count(tls_compression) AS compression_d,
+       count(*) FILTER (WHERE NOT extended_master_secret) AS no_ems_n, count(extended_master_secret) AS ems_d,
+       count(*) FILTER (WHERE encrypt_then_mac) AS etm_n, count(encrypt_then_mac) AS etm_d,
+       count(*) FILTER (WHERE heartbeat) AS heartbeat_n, count(heartbeat) AS heartbeat_d,
+       count(*) FILTER (WHERE ocsp_stapling) AS ocsp_n, count(ocsp_stapling) AS ocsp_d,
+       count(*) FILTER (WHERE fallback_scsv) AS fallback_n, count(fallback_scsv) AS fallback_d,
+       count(*) FILTER (WHERE kx_groups_complete AND len(kx_groups) > 0
+                        AND list_has_all($deprecated, kx_groups)) AS only_deprecated_n,
+       count(*) FILTER (WHERE kx_groups_complete) AS groups_complete_d
+FROM probes WHERE enum_mode IS NOT NULL
+"""
+
+GROUPS: Final = """
+SELECT g AS key, count(*) AS n
+FROM (SELECT unnest(kx_groups) AS g FROM probes WHERE enum_mode IS NOT NULL AND kx_groups IS NOT NULL)
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
+"""
+GROUPS_TOTAL: Final = "SELECT count(*) FROM probes WHERE enum_mode IS NOT NULL AND len(kx_groups) > 0"
+
 # --- certificates ----------------------------------------------------------------------------------
 
 CERTS_ADDRESS: Final = """

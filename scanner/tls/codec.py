@@ -72,6 +72,7 @@ class ExtensionType(IntEnum):
     SUPPORTED_GROUPS = 10
     EC_POINT_FORMATS = 11
     SIGNATURE_ALGORITHMS = 13
+    HEARTBEAT = 15
     ALPN = 16
     PADDING = 21
     ENCRYPT_THEN_MAC = 22
@@ -122,6 +123,7 @@ class AlertDescription(IntEnum):
 
 
 TLS_EMPTY_RENEGOTIATION_INFO_SCSV: Final = 0x00FF  # RFC 5746 §3.3
+COMPRESSION_DEFLATE: Final = 1  # RFC 3749 §2
 TLS_FALLBACK_SCSV: Final = 0x5600  # RFC 7507
 
 # RFC 8446 §4.1.3: SHA-256("HelloRetryRequest") marks an HRR.
@@ -559,6 +561,16 @@ def build_client_hello(spec: ClientHelloSpec) -> bytes:
     return encode_records(ContentType.HANDSHAKE, spec.record_version, encode_client_hello(spec))
 
 
+# Extensions a hygiene hello adds (extended_master_secret is a spec field): encrypt_then_mac and
+# heartbeat are empty / one mode byte (RFC 7366 §2, RFC 6520 §2: 1 = peer_allowed_to_send);
+# status_request asks for OCSP (status_type 1) with empty responder and extension lists (RFC 6066 §8).
+_HYGIENE_EXTENSIONS: Final = (
+    (ExtensionType.ENCRYPT_THEN_MAC, b""),
+    (ExtensionType.HEARTBEAT, b"\x01"),
+    (ExtensionType.STATUS_REQUEST, b"\x01\x00\x00\x00\x00"),
+)
+
+
 def make_client_hello_spec(
     version: TlsVersion,
     cipher_suites: Sequence[int],
@@ -571,6 +583,8 @@ def make_client_hello_spec(
     renegotiation_scsv: bool | None = None,
     fallback_scsv: bool = False,
     legacy_extensions: bool = False,
+    groups: Sequence[int] | None = None,
+    hygiene: bool = False,
 ) -> ClientHelloSpec:
     """A sensible probe hello for one protocol version.
 
@@ -586,6 +600,10 @@ def make_client_hello_spec(
       shares (see :func:`key_share_entry`) to get a ServerHello.
     * renegotiation SCSV (RFC 5746) appended by default below TLS 1.3;
       FALLBACK_SCSV (RFC 7507) on request.
+    * ``groups`` replaces the default supported_groups list.
+    * ``hygiene`` (below TLS 1.3): also offer what a server may answer in its ServerHello, so one
+      hello shows it: DEFLATE compression (RFC 3749), extended_master_secret (RFC 7627),
+      encrypt_then_mac (RFC 7366), heartbeat (RFC 6520) and status_request (RFC 6066 §8).
     """
     ver = TlsVersion(version)
     if ver is TlsVersion.SSL2:
@@ -597,6 +615,8 @@ def make_client_hello_spec(
         suites.append(TLS_EMPTY_RENEGOTIATION_INFO_SCSV)
     if fallback_scsv and TLS_FALLBACK_SCSV not in suites:
         suites.append(TLS_FALLBACK_SCSV)
+    extra = _HYGIENE_EXTENSIONS if hygiene and ver < TlsVersion.TLS13 else ()
+    compression = (COMPRESSION_DEFLATE, 0) if hygiene and ver < TlsVersion.TLS13 else (0,)
     if ver is TlsVersion.SSL3:
         # RFC 6101 §5.6.1.2 tells servers to ignore data after the compression methods (forward
         # compatibility), so an SSLv3 hello may carry the EC extensions that ECDHE suites need, as the
@@ -607,9 +627,12 @@ def make_client_hello_spec(
             cipher_suites=tuple(suites),
             random=random,
             session_id=session_id or b"",
-            supported_groups=TLS12_GROUPS if legacy_extensions else (),
+            supported_groups=tuple(groups or TLS12_GROUPS) if legacy_extensions else (),
             ec_point_formats=(0,) if legacy_extensions else (),
             legacy_extensions=legacy_extensions,
+            compression_methods=compression,
+            extended_master_secret=bool(extra) and legacy_extensions,
+            extra_extensions=extra if legacy_extensions else (),
         )
     if ver is TlsVersion.TLS13:
         return ClientHelloSpec(
@@ -619,7 +642,7 @@ def make_client_hello_spec(
             random=random,
             session_id=hashlib.sha256(b"session-id" + random).digest() if session_id is None else session_id,
             server_name=server_name,
-            supported_groups=TLS13_GROUPS,
+            supported_groups=tuple(groups or TLS13_GROUPS),
             signature_algorithms=TLS13_SIGNATURE_ALGORITHMS,
             supported_versions=tuple(supported_versions or (TlsVersion.TLS13,)),
             key_shares=tuple(key_shares),
@@ -631,12 +654,15 @@ def make_client_hello_spec(
         random=random,
         session_id=session_id or b"",
         server_name=server_name,
-        supported_groups=TLS12_GROUPS,
+        supported_groups=tuple(groups or TLS12_GROUPS),
         ec_point_formats=(0,),  # uncompressed only (RFC 8422 §5.1.2)
         signature_algorithms=TLS12_SIGNATURE_ALGORITHMS if ver >= TlsVersion.TLS12 else (),
         # Only on request: a <= 1.2 hello that also lists its version there (RFC 8446 §4.2.1), the
         # shape every modern client sends; some servers negotiate differently with it.
         supported_versions=tuple(supported_versions or ()),
+        compression_methods=compression,
+        extended_master_secret=bool(extra),
+        extra_extensions=extra,
     )
 
 
@@ -1227,3 +1253,97 @@ class ServerResponseParser:
             return SSLv2Record(record.fragment)
         self._seen_sslv2_first = True
         return _parse_sslv2_first(record.fragment)
+
+
+# --------------------------------------------------------------------------
+# What a ≤1.2 ServerHello and ServerKeyExchange reveal about key exchange and protocol hygiene
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HelloFacts:
+    """Protocol-hygiene facts of one ServerHello (answering a hygiene hello, see make_client_hello_spec).
+
+    An extension counts only when it is in the ServerHello: a server echoes each of these only when it
+    agrees to it (RFC 5746 §3.6, RFC 7627 §5.1, RFC 7366 §2, RFC 6520 §2, RFC 6066 §8).
+    """
+
+    secure_renegotiation: bool  # renegotiation_info present (answer to the extension or the SCSV)
+    compression: int  # the compression method chosen (0 = null)
+    extended_master_secret: bool
+    encrypt_then_mac: bool
+    heartbeat: bool
+    status_request: bool  # the server will staple an OCSP response (CertificateStatus follows)
+
+
+def hello_facts(hello: ServerHello) -> HelloFacts:
+    ext = hello.extensions
+    return HelloFacts(
+        secure_renegotiation=ExtensionType.RENEGOTIATION_INFO in ext,
+        compression=hello.compression,
+        extended_master_secret=ExtensionType.EXTENDED_MASTER_SECRET in ext,
+        encrypt_then_mac=ExtensionType.ENCRYPT_THEN_MAC in ext,
+        heartbeat=ExtensionType.HEARTBEAT in ext,
+        status_request=ExtensionType.STATUS_REQUEST in ext,
+    )
+
+
+class KeyExchangeKind(str, Enum):
+    """Which ServerKeyExchange layout a suite implies (RFC 5246 §7.4.3, RFC 8422 §5.4)."""
+
+    DHE = "dhe"
+    ECDHE = "ecdhe"
+
+
+@dataclass(frozen=True, slots=True)
+class DhParams:
+    """ServerDHParams (RFC 5246 §7.4.3): the prime, the generator and the server's public value."""
+
+    prime: int
+    generator: int
+    public_bits: int
+
+    @property
+    def bits(self) -> int:
+        return self.prime.bit_length()
+
+
+class EcCurveType(IntEnum):
+    """RFC 8422 §5.4 ECCurveType; the explicit ones are deprecated but may still be met."""
+
+    EXPLICIT_PRIME = 1
+    EXPLICIT_CHAR2 = 2
+    NAMED_CURVE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EcParams:
+    """ServerECDHParams (RFC 8422 §5.4): the curve; ``named_curve`` is None for explicit curves."""
+
+    curve_type: int
+    named_curve: int | None
+
+
+def parse_server_key_exchange(body: bytes, kind: KeyExchangeKind) -> DhParams | EcParams:
+    """The parameters at the start of a ServerKeyExchange body; the signature after them is not read.
+
+    Raises :class:`BadHandshake` when the parameters are truncated or empty (a zero prime, an empty
+    point): a server that sends them is broken, and its group must not be recorded.
+    """
+    rd = _Reader(body, "ServerKeyExchange")
+    if kind is KeyExchangeKind.DHE:
+        prime = int.from_bytes(rd.vector(2), "big")
+        generator = int.from_bytes(rd.vector(2), "big")
+        public = rd.vector(2)
+        if prime < 3 or not generator or not public:
+            raise BadHandshake("ServerKeyExchange: empty or degenerate DH parameters")
+        return DhParams(prime, generator, int.from_bytes(public, "big").bit_length())
+    curve_type = rd.uint(1)
+    if curve_type != EcCurveType.NAMED_CURVE:
+        if curve_type not in (EcCurveType.EXPLICIT_PRIME, EcCurveType.EXPLICIT_CHAR2):
+            raise BadHandshake(f"ServerKeyExchange: unknown ECCurveType {curve_type}")
+        return EcParams(curve_type, None)
+    named_curve = rd.uint(2)
+    if not rd.vector(1):
+        raise BadHandshake("ServerKeyExchange: empty EC point")
+    return EcParams(curve_type, named_curve)

@@ -9,9 +9,14 @@ Economics (peers need 40 to 400 sessions per server, see shared/reference/peer-t
 - posture mode: one hello per protocol version (5), weak suites by elimination over classes (the server
   names one accepted weak suite per session; we drop every suite that would teach no new class),
   NIST SP 800-52 r1/r2 membership only when the preferred suite does not already answer it, and one
-  reversed offer to see whether the server imposes its own order: 7 to 12 sessions;
+  reversed offer to see whether the server imposes its own order; then key exchange (below): at most
+  MAX_POSTURE_SESSIONS (12) in all;
 - full mode: the version hellos, then per accepted version "offer a bundle, remove what the server
   picked, repeat" (sessions = accepted suites + bundles), then one swapped pair for server order.
+Both modes end with key exchange and hygiene: curves and DH primes come free from the
+ServerKeyExchange of every ephemeral pick and the hygiene facts from the ServerHello at the best legacy
+version; new sessions only for a DHE-only offer (when no pick was DHE), one TLS_FALLBACK_SCSV hello
+(RFC 7507) and group elimination (posture: at most MAX_GROUP_SESSIONS and within the 12-session cap).
 Only a real refusal (alert, close, or a lower version) counts as "not supported"; a timeout or a
 throttle leaves that question unanswered.
 """
@@ -22,10 +27,12 @@ import functools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Final
 
-from scanner.tls.ciphers import CipherSuite, WeakClass, suites_for
+from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
 from scanner.tls.ciphers import suite as lookup_suite
-from scanner.tls.codec import TlsVersion
+from scanner.tls.codec import AlertDescription, HelloFacts, TlsVersion
+from scanner.tls.groups import ALL_EC_GROUPS, TLS13_GROUPS_ALL, well_known_prime
 
 __all__ = [
     "MAX_SUITES_PER_HELLO",
@@ -35,6 +42,7 @@ __all__ = [
     "EnumerationResult",
     "HelloAnswer",
     "HelloRequest",
+    "KeyExchangeResult",
     "Plan",
     "Purpose",
     "VersionVerdict",
@@ -52,6 +60,10 @@ _MAINSTREAM_KX = frozenset({"ECDHE", "DHE", "RSA", "ANY"})
 _MAINSTREAM_AU = frozenset({"RSA", "ECDSA", "DSS", "ANY"})
 # Posture mode spends at most this many sessions on weak-class elimination.
 MAX_WEAK_SESSIONS = 4
+# Posture mode never opens more sessions than this per server (retries of untestable sessions aside);
+# curve elimination gets what is left of it, at most MAX_GROUP_SESSIONS.
+MAX_POSTURE_SESSIONS = 12
+MAX_GROUP_SESSIONS = 3
 POSTURE_VERSIONS = (TlsVersion.TLS13, TlsVersion.TLS12, TlsVersion.TLS11, TlsVersion.TLS10, TlsVersion.SSL3)
 VERSION_NAMES = {
     TlsVersion.SSL3: "SSLv3",
@@ -76,6 +88,9 @@ class Purpose(str, Enum):
     PREFERENCE = "preference"
     SUITES = "suites"
     RECONCILE = "reconcile"  # re-asking what the observation handshake contradicted
+    GROUPS = "groups"  # which elliptic curves (or TLS 1.3 groups) are accepted
+    DHE = "dhe"  # a DHE-only offer, for the server's finite-field group
+    FALLBACK = "fallback"  # RFC 7507 TLS_FALLBACK_SCSV below the highest version
 
 
 class AnswerKind(str, Enum):
@@ -115,6 +130,15 @@ class HelloRequest:
     # The other hello shape for TLS <= 1.2: the version also listed in supported_versions (RFC 8446
     # §4.2.1), as every modern client's hello carries it. Some stacks negotiate differently with it.
     supported_versions: bool = False
+    # supported_groups to offer: every curve we know below TLS 1.3 (ALL_EC_GROUPS) and every TLS 1.3
+    # group in 1.3, unless a plan narrows it to eliminate groups.
+    groups: tuple[int, ...] = ()
+    fallback_scsv: bool = False
+
+    def offered_groups(self) -> tuple[int, ...]:
+        if self.groups:
+            return self.groups
+        return TLS13_GROUPS_ALL if self.version is TlsVersion.TLS13 else ALL_EC_GROUPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +147,29 @@ class HelloAnswer:
     version: int | None = None  # negotiated version (for ACCEPTED)
     suite: int | None = None  # chosen suite (for ACCEPTED)
     detail: str = ""
+    alert: int | None = None  # the fatal alert's description (REJECTED_ALERT)
+    group: int | None = None  # TLS 1.3 key_share/HelloRetryRequest group, or the ECDHE ServerKeyExchange curve
+    dh_prime: int | None = None  # the DHE ServerKeyExchange prime
+    facts: HelloFacts | None = None  # the ServerHello's hygiene facts (TLS <= 1.2 answers)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyExchangeResult:
+    """Key exchange and protocol hygiene (None: not observed). Groups are IANA code points."""
+
+    groups: tuple[int, ...] = ()  # elliptic curves / TLS 1.3 groups accepted, in the order found
+    groups_complete: bool | None = None  # the elimination ended with a refusal (False: stopped at its cap)
+    preferred_group: int | None = None  # the group picked from a full-list offer at the highest version
+    dhe: bool | None = None  # a server-authenticated DHE suite is accepted below TLS 1.3
+    dh_bits: int | None = None  # the smallest prime seen with server-authenticated DHE, in bits
+    dh_group: str | None = None  # that prime's name when it is a published one (scanner.tls.groups)
+    secure_renegotiation: bool | None = None
+    compression: bool | None = None
+    extended_master_secret: bool | None = None
+    encrypt_then_mac: bool | None = None
+    heartbeat: bool | None = None
+    ocsp_stapling: bool | None = None
+    fallback_scsv: bool | None = None  # None also when only one version is accepted (nothing to fall back to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +188,7 @@ class EnumerationResult:
     server_order_suites: tuple[int, ...] = ()  # full mode: the server's order at its best version
     complete: bool = True  # every question was answered (no untestable session)
     quirks: tuple[str, ...] = ()  # where a crafted hello and the observation disagreed, and how it was settled
+    kx: KeyExchangeResult = field(default_factory=KeyExchangeResult)
 
 
 Plan = Generator[HelloRequest, HelloAnswer, EnumerationResult]
@@ -220,11 +268,26 @@ class _State:
     complete: bool = True
     versions: dict[TlsVersion, VersionVerdict] = field(default_factory=dict)
     picks: dict[TlsVersion, int] = field(default_factory=dict)  # suite chosen in each version probe
+    answers: dict[TlsVersion, HelloAnswer] = field(default_factory=dict)  # each version probe's answer
+    groups: list[int] = field(default_factory=list)  # groups seen picked, in order
+    dh_primes: list[int] = field(default_factory=list)
+    ecdsa: bool = False  # the server picked an ECDSA-authenticated suite (its certificate is EC)
 
-    def note(self, answer: HelloAnswer) -> None:
+    def note(self, answer: HelloAnswer, request: HelloRequest | None = None) -> None:
         self.sessions += 1
         if answer.kind is AnswerKind.UNTESTABLE:
             self.complete = False
+        if answer.kind is not AnswerKind.ACCEPTED or request is None:
+            return
+        # Every session teaches key exchange for free: the curve or prime of whatever the server picked.
+        if answer.group is not None and answer.group in request.offered_groups() and answer.group not in self.groups:
+            self.groups.append(answer.group)
+        # Anonymous DH suites are the weak class "anon" already, and servers pick a different (OpenSSL:
+        # smaller) prime for them: only server-authenticated DHE counts, as a sender sees it.
+        picked = lookup_suite(answer.suite) if answer.suite is not None else None
+        self.ecdsa |= picked is not None and picked.au is Authentication.ECDSA
+        if answer.dh_prime is not None and picked is not None and picked.au is not Authentication.ANON:
+            self.dh_primes.append(answer.dh_prime)
 
     @property
     def best_legacy_version(self) -> TlsVersion | None:
@@ -248,10 +311,11 @@ def _probe_versions(state: _State, exhaustive: bool = False) -> Generator[HelloR
         for bundle in _version_bundles(version, exhaustive):
             request = HelloRequest(version, bundle, Purpose.VERSION)
             answer = yield request
-            state.note(answer)
+            state.note(answer, request)
             verdict = _version_verdict(request, answer)
             verdicts.append(verdict)
             if verdict is VersionVerdict.ACCEPTED:
+                state.answers[version] = answer
                 if answer.suite is not None:
                     state.picks[version] = answer.suite
                 break
@@ -280,8 +344,9 @@ def _probe_weak(
         teaching = [s for s in candidates if s.weak - known]
         if not teaching:
             return frozenset(known), True
-        answer = yield HelloRequest(version, tuple(s.code for s in teaching[:MAX_SUITES_PER_HELLO]), Purpose.WEAK)
-        state.note(answer)
+        request = HelloRequest(version, tuple(s.code for s in teaching[:MAX_SUITES_PER_HELLO]), Purpose.WEAK)
+        answer = yield request
+        state.note(answer, request)
         if answer.kind is not AnswerKind.ACCEPTED or answer.suite is None:
             finished = answer.kind in (AnswerKind.REJECTED_ALERT, AnswerKind.REJECTED_CLOSE)
             return frozenset(known), finished and len(teaching) <= MAX_SUITES_PER_HELLO
@@ -308,8 +373,9 @@ def _probe_nist(
     offer = tuple(s.code for s in _usable(version) if member(s))
     if not offer:
         return False
-    answer = yield HelloRequest(version, offer[:MAX_SUITES_PER_HELLO], purpose)
-    state.note(answer)
+    request = HelloRequest(version, offer[:MAX_SUITES_PER_HELLO], purpose)
+    answer = yield request
+    state.note(answer, request)
     if answer.kind is AnswerKind.ACCEPTED:
         return True
     if answer.kind in (AnswerKind.REJECTED_ALERT, AnswerKind.REJECTED_CLOSE):
@@ -325,8 +391,9 @@ def _probe_preference(state: _State) -> Generator[HelloRequest, HelloAnswer, boo
     offer = _version_offer(version)
     if len(offer) < 2:
         return None
-    answer = yield HelloRequest(version, tuple(reversed(offer)), Purpose.PREFERENCE)
-    state.note(answer)
+    request = HelloRequest(version, tuple(reversed(offer)), Purpose.PREFERENCE)
+    answer = yield request
+    state.note(answer, request)
     if answer.kind is not AnswerKind.ACCEPTED or answer.suite is None:
         return None
     return answer.suite == state.picks[version]
@@ -345,12 +412,13 @@ def posture_plan() -> Plan:
     nist_r1 = yield from _probe_nist(state, legacy, Purpose.NIST_R1)
     nist_r2 = yield from _probe_nist(state, legacy or state.best_version, Purpose.NIST_R2)
     server_order = yield from _probe_preference(state)
+    kx = yield from _probe_key_exchange(state, MAX_POSTURE_SESSIONS)
     best = state.best_version
     return EnumerationResult(
         mode=EnumMode.POSTURE, sessions=state.sessions, versions=dict(state.versions), weak_classes=weak,
         weak_complete=weak_complete, nist_r1=nist_r1, nist_r2=nist_r2,
         preferred_suite=state.picks.get(best) if best else None, preferred_version=best,
-        server_order=server_order, complete=state.complete and weak_complete,
+        server_order=server_order, complete=state.complete and weak_complete, kx=kx,
     )
 
 
@@ -361,8 +429,9 @@ def _eliminate(state: _State, version: TlsVersion) -> Generator[HelloRequest, He
     complete = True
     while remaining:
         bundle = remaining[:MAX_SUITES_PER_HELLO]
-        answer = yield HelloRequest(version, tuple(bundle), Purpose.SUITES)
-        state.note(answer)
+        request = HelloRequest(version, tuple(bundle), Purpose.SUITES)
+        answer = yield request
+        state.note(answer, request)
         if answer.kind is AnswerKind.ACCEPTED and answer.suite in bundle and (
             answer.version is None or answer.version >= version
         ):
@@ -394,11 +463,13 @@ def full_plan() -> Plan:
         # The server picked ``first`` over ``second`` while both were offered (first ahead). Offer them
         # swapped: a server that keeps ``first`` imposes its order, and then the elimination sequence
         # is that order (each pick was its favourite among what remained).
-        answer = yield HelloRequest(best, (second, first), Purpose.PREFERENCE)
-        state.note(answer)
+        request = HelloRequest(best, (second, first), Purpose.PREFERENCE)
+        answer = yield request
+        state.note(answer, request)
         if answer.kind is AnswerKind.ACCEPTED:
             server_order = answer.suite == first
             order = accepted[best] if server_order else ()
+    kx = yield from _probe_key_exchange(state, None)
     all_accepted = [lookup_suite(code) for codes in accepted.values() for code in codes]
     known = [s for s in all_accepted if s is not None]
     weak = frozenset(c for s in known for c in s.weak)
@@ -410,7 +481,145 @@ def full_plan() -> Plan:
         nist_r2=any(s.nist_r2 for s in known) if known or best else None,
         preferred_suite=state.picks.get(best) if best else None, preferred_version=best,
         server_order=server_order, accepted=accepted, server_order_suites=order,
-        complete=state.complete and complete,
+        complete=state.complete and complete, kx=kx,
+    )
+
+
+# --------------------------------------------------------------------------
+# Key exchange and protocol hygiene
+# --------------------------------------------------------------------------
+
+_REFUSED = (AnswerKind.REJECTED_ALERT, AnswerKind.REJECTED_CLOSE)
+
+
+def _suites_with_kx(version: TlsVersion, kx: KeyExchange) -> tuple[int, ...]:
+    """Suites of one key exchange; for DHE only server-authenticated ones (see _State.note)."""
+    wanted = [s.code for s in _usable(version)
+              if s.kx is kx and (kx is not KeyExchange.DHE or s.au is not Authentication.ANON)]
+    return tuple(wanted[:MAX_SUITES_PER_HELLO])
+
+
+def _probe_dhe(state: _State) -> Generator[HelloRequest, HelloAnswer, bool | None]:
+    """Does the server take a DHE suite (and with which prime)? Free when an earlier pick was DHE.
+
+    The DHE-only offer lists no RFC 7919 group, so the server shows the prime it uses by default.
+    """
+    if state.dh_primes:
+        return True
+    version = state.best_legacy_version
+    offer = _suites_with_kx(version, KeyExchange.DHE) if version is not None else ()
+    if version is None or not offer:
+        return None
+    request = HelloRequest(version, offer, Purpose.DHE)
+    answer = yield request
+    state.note(answer, request)
+    if answer.kind is AnswerKind.ACCEPTED:
+        return True
+    return False if answer.kind in _REFUSED else None
+
+
+def _probe_fallback(state: _State) -> Generator[HelloRequest, HelloAnswer, bool | None]:
+    """RFC 7507 §3: a hello below the server's highest version carrying TLS_FALLBACK_SCSV must be refused
+    with inappropriate_fallback. Only asked when at least two versions are accepted, with the very offer
+    the version probe had accepted at that version."""
+    accepted = [v for v in POSTURE_VERSIONS if state.versions.get(v) is VersionVerdict.ACCEPTED]
+    if len(accepted) < 2:
+        return None
+    version = accepted[1]
+    request = HelloRequest(version, _version_offer(version), Purpose.FALLBACK, fallback_scsv=True)
+    answer = yield request
+    state.note(answer, request)
+    if answer.kind is AnswerKind.ACCEPTED:
+        return False
+    if answer.kind is AnswerKind.REJECTED_ALERT and answer.alert == AlertDescription.INAPPROPRIATE_FALLBACK:
+        return True
+    # The same offer without the SCSV was accepted by the version probe, so any other refusal is also the
+    # SCSV's doing (an asyncio/OpenSSL server closes without flushing the alert); no answer tells nothing.
+    return True if answer.kind in _REFUSED else None
+
+
+def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, HelloAnswer, bool | None]:
+    """Group elimination: offer the groups not yet seen; the server names one per session, until it
+    refuses (then the list is complete) or ``cap`` sessions were spent.
+
+    A TLS 1.3 server is asked with HelloRetryRequests over every TLS 1.3 group (RFC 8446 §4.2.7, RFC 7919
+    ffdhe included): there the certificate does not constrain the group. Otherwise ECDHE suites at the
+    best legacy version with every curve, the deprecated ones included (a server with TLS 1.3 has a
+    recommended group anyway). Below TLS 1.3 an ECDSA certificate's own curve must be offered for its
+    suites to be usable (RFC 8422 §5.1), so once a found curve is left out a refusal proves nothing for
+    such a server: the list is then reported incomplete.
+    """
+    candidates: tuple[int, ...]
+    if state.best_version is TlsVersion.TLS13:
+        version, candidates, offer = TlsVersion.TLS13, TLS13_GROUPS_ALL, _version_offer(TlsVersion.TLS13)
+    elif state.best_legacy_version is not None:
+        version, candidates = state.best_legacy_version, ALL_EC_GROUPS
+        offer = _suites_with_kx(version, KeyExchange.ECDHE)
+    else:
+        return None
+    if not offer:
+        return None
+    remaining = [g for g in candidates if g not in state.groups]
+    spent = 0
+    while remaining:
+        if cap is not None and spent >= cap:
+            return False
+        request = HelloRequest(version, offer, Purpose.GROUPS, groups=tuple(remaining))
+        answer = yield request
+        state.note(answer, request)
+        spent += 1
+        if answer.kind is AnswerKind.ACCEPTED and answer.group in remaining:
+            remaining.remove(answer.group)
+            continue
+        if answer.kind not in _REFUSED:
+            return None
+        return version is TlsVersion.TLS13 or not state.ecdsa or len(remaining) == len(candidates)
+    return True
+
+
+# RFC 7919 §A: the ffdhe groups' sizes, for a TLS 1.3 server that takes them (finite-field DHE too).
+_FFDHE_BITS: Final = {256: 2048, 257: 3072, 258: 4096, 259: 6144, 260: 8192}
+
+
+def _smallest_dh(state: _State) -> tuple[int | None, str | None]:
+    """The smallest finite-field group seen: a DHE ServerKeyExchange prime or an RFC 7919 group."""
+    seen = [(p.bit_length(), well_known_prime(p)) for p in state.dh_primes]
+    seen += [(_FFDHE_BITS[g], f"rfc7919-ffdhe{_FFDHE_BITS[g]}") for g in state.groups if g in _FFDHE_BITS]
+    return min(seen, key=lambda item: item[0], default=(None, None))
+
+
+def _preferred_group(state: _State) -> int | None:
+    best = state.best_version
+    answer = state.answers.get(best) if best is not None else None
+    return answer.group if answer is not None else None
+
+
+def _probe_key_exchange(
+    state: _State, limit: int | None
+) -> Generator[HelloRequest, HelloAnswer, KeyExchangeResult]:
+    """DHE, fallback and curves, after the suite questions. Posture mode passes ``limit``: no session
+    beyond it (a question it leaves out stays None), and at most MAX_GROUP_SESSIONS for curves."""
+
+    def room() -> bool:
+        return limit is None or state.sessions < limit
+
+    dhe = (yield from _probe_dhe(state)) if room() else (True if state.dh_primes else None)
+    fallback = (yield from _probe_fallback(state)) if room() else None
+    cap = None if limit is None else max(0, min(MAX_GROUP_SESSIONS, limit - state.sessions))
+    groups_complete = yield from _probe_groups(state, cap)
+    legacy = state.best_legacy_version
+    facts = state.answers[legacy].facts if legacy is not None else None
+    dh_bits, dh_group = _smallest_dh(state)
+    return KeyExchangeResult(
+        groups=tuple(state.groups), groups_complete=groups_complete, preferred_group=_preferred_group(state),
+        dhe=dhe, dh_bits=dh_bits, dh_group=dh_group,
+        secure_renegotiation=facts.secure_renegotiation if facts else None,
+        compression=facts.compression != 0 if facts else None,
+        extended_master_secret=facts.extended_master_secret if facts else None,
+        encrypt_then_mac=facts.encrypt_then_mac if facts else None,
+        heartbeat=facts.heartbeat if facts else None,
+        ocsp_stapling=facts.status_request if facts else None,
+        fallback_scsv=fallback,
     )
 
 
@@ -489,5 +698,5 @@ def reconcile_plan(result: EnumerationResult, observed_version: TlsVersion | Non
         preferred_suite=result.preferred_suite if preferred == best else observed_suite,
         preferred_version=best, server_order=result.server_order, accepted=accepted,
         server_order_suites=result.server_order_suites, complete=result.complete,
-        quirks=tuple(quirks),
+        quirks=tuple(quirks), kx=result.kx,
     )

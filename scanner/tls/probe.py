@@ -17,20 +17,30 @@ from scanner.config import ProbeConfig
 from scanner.errors import classify
 from scanner.smtp.session import RawStarttls
 from scanner.status import FailureClass, ProbeStatus
+from scanner.tls.ciphers import KeyExchange
+from scanner.tls.ciphers import suite as lookup_suite
 from scanner.tls.codec import (
     Alert,
     AlertDescription,
     AlertLevel,
     ConnectionClosed,
+    DhParams,
+    EcParams,
+    HandshakeType,
+    KeyExchangeKind,
     NeedData,
+    OtherHandshake,
     ServerHello,
+    ServerHelloDone,
     ServerResponseParser,
     SSLv2Error,
     SSLv2ServerHello,
     TlsCodecError,
     TlsVersion,
     build_client_hello,
+    hello_facts,
     make_client_hello_spec,
+    parse_server_key_exchange,
 )
 from scanner.tls.enumeration import AnswerKind, EnumerationResult, HelloAnswer, HelloRequest, Plan
 
@@ -67,6 +77,9 @@ def _hello_bytes(request: HelloRequest, server_name: str | None) -> bytes:
         server_name=server_name if request.version is not TlsVersion.SSL3 else None,
         supported_versions=(request.version,) if request.supported_versions else None,
         legacy_extensions=True,  # SSLv3: EC extensions, so ECDHE suites can be negotiated (RFC 6101 §5.6.1.2)
+        groups=request.offered_groups(),
+        fallback_scsv=request.fallback_scsv,
+        hygiene=True,  # below TLS 1.3 the ServerHello then shows EMS, ETM, compression, heartbeat, OCSP
         # No key share: a TLS 1.3 server answers with a HelloRetryRequest that already names the
         # suite it picked (RFC 8446 §4.1.4), which is all we need, and costs no key generation.
     )
@@ -94,12 +107,15 @@ def _answer_from_event(request: HelloRequest, event: object, warning: Alert | No
         if event.cipher_suite not in request.suites:
             return HelloAnswer(AnswerKind.PROTOCOL_ERROR, detail=f"server picked suite 0x{event.cipher_suite:04x}, "
                                                                   "which was not offered")
-        return HelloAnswer(AnswerKind.ACCEPTED, event.negotiated_version, event.cipher_suite)
+        tls13 = event.negotiated_version >= TlsVersion.TLS13
+        return HelloAnswer(AnswerKind.ACCEPTED, event.negotiated_version, event.cipher_suite,
+                           group=event.selected_group, facts=None if tls13 else hello_facts(event))
     if isinstance(event, Alert) and not _is_warning(event):
-        return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=_alert_detail(event))
+        return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=_alert_detail(event), alert=event.description)
     if isinstance(event, ConnectionClosed):
         if warning is not None:  # the server's last word was an alert: that is its refusal
-            return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"{_alert_detail(warning)}, then closed")
+            return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"{_alert_detail(warning)}, then closed",
+                               alert=warning.description)
         return HelloAnswer(AnswerKind.REJECTED_CLOSE, detail="closed without a ServerHello")
     # An SSLv2 answer to a TLS hello: the server does not speak the version we asked about at all.
     if isinstance(event, SSLv2ServerHello):
@@ -107,6 +123,58 @@ def _answer_from_event(request: HelloRequest, event: object, warning: Alert | No
     if isinstance(event, SSLv2Error):
         return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"SSLv2 error 0x{event.error_code:04x}")
     return None  # something else first (unexpected but harmless): keep reading
+
+
+def _kx_kind(suite_code: int) -> KeyExchangeKind | None:
+    known = lookup_suite(suite_code)
+    if known is None:
+        return None
+    return {KeyExchange.DHE: KeyExchangeKind.DHE, KeyExchange.ECDHE: KeyExchangeKind.ECDHE}.get(known.kx)
+
+
+def _key_exchange_follows(answer: HelloAnswer) -> bool:
+    """A TLS <= 1.2 acceptance of an ephemeral suite: its ServerKeyExchange names the group."""
+    return (answer.kind is AnswerKind.ACCEPTED and answer.suite is not None and answer.version is not None
+            and answer.version < TlsVersion.TLS13 and _kx_kind(answer.suite) is not None)
+
+
+async def _next_event(parser: ServerResponseParser, reader: asyncio.StreamReader) -> object:
+    event = parser.next_event()
+    while isinstance(event, NeedData):
+        data = await reader.read(READ_CHUNK)
+        if data:
+            parser.feed(data)
+        else:
+            parser.feed_eof()
+        event = parser.next_event()
+    return event
+
+
+async def _with_key_exchange(
+    answer: HelloAnswer, parser: ServerResponseParser, reader: asyncio.StreamReader
+) -> HelloAnswer:
+    """Read on to the ServerKeyExchange (RFC 5246 §7.4.3) for its curve or prime.
+
+    The acceptance is already known and is never lost: a flight that ends, stalls or breaks before the
+    ServerKeyExchange leaves the group unknown and says why in the detail. Runs inside the caller's
+    timeout, and a cancellation from it is the caller's to handle.
+    """
+    kind = _kx_kind(answer.suite or 0)
+    assert kind is not None
+    try:
+        for _ in range(MAX_IGNORED_EVENTS):
+            event = await _next_event(parser, reader)
+            if isinstance(event, OtherHandshake) and event.msg_type == HandshakeType.SERVER_KEY_EXCHANGE:
+                params = parse_server_key_exchange(event.body, kind)
+                if isinstance(params, DhParams):
+                    return dataclasses.replace(answer, dh_prime=params.prime)
+                assert isinstance(params, EcParams)
+                return dataclasses.replace(answer, group=params.named_curve)
+            if isinstance(event, ServerHelloDone | ConnectionClosed | Alert):
+                break
+    except (TlsCodecError, OSError) as exc:
+        return dataclasses.replace(answer, detail=f"no ServerKeyExchange: {type(exc).__name__}: {exc}"[:300])
+    return dataclasses.replace(answer, detail="no ServerKeyExchange before the end of the server's flight")
 
 
 async def probe_hello(
@@ -127,16 +195,11 @@ async def probe_hello(
             await writer.drain()
             async with asyncio.timeout(config.tls_timeout):
                 for _ in range(MAX_IGNORED_EVENTS + 1):
-                    event = parser.next_event()
-                    while isinstance(event, NeedData):
-                        data = await reader.read(READ_CHUNK)
-                        if data:
-                            parser.feed(data)
-                        else:
-                            parser.feed_eof()
-                        event = parser.next_event()
+                    event = await _next_event(parser, reader)
                     answer = _answer_from_event(request, event, warning)
                     if answer is not None:
+                        if _key_exchange_follows(answer):
+                            return await _with_key_exchange(answer, parser, reader)
                         return answer
                     if _is_warning(event):
                         assert isinstance(event, Alert)

@@ -221,6 +221,30 @@ def test_suites(report: Report, frames: Frames) -> None:
     assert expected["class_anon"][0] == 2  # Postfix offers anonymous suites (grading test of the world)
 
 
+def test_key_exchange(report: Report, frames: Frames) -> None:
+    e = frames.enumerated
+    known = e[e.dhe_accepted.notna() | e.dh_bits.notna()]
+    bits = known.dh_bits
+
+    def observed(column: str, value: bool) -> tuple[int, int]:
+        return _n(e[column].notna() & (e[column] == value)), _n(e[column].notna())
+
+    expected = {
+        "dh_none": (_n(bits.isna() & (known.dhe_accepted == False)), len(known)),  # noqa: E712
+        "dh_1024": (_n(bits == 1024), len(known)), "dh_2048": (_n(bits == 2048), len(known)),
+        "dh_above_2048": (_n(bits > 2048), len(known)),
+        "no_reneg": observed("secure_renegotiation", False), "compression": observed("tls_compression", True),
+        "no_ems": observed("extended_master_secret", False), "fallback": observed("fallback_scsv", True),
+    }
+    assert_table(report.key_exchange, expected)
+    # The size classes and "no DHE suite" partition the addresses whose DHE support is known.
+    classes = ("dh_none", "dh_below_1024", "dh_1024", "dh_below_2048", "dh_2048", "dh_above_2048")
+    assert sum(report.key_exchange.get(k).numerator for k in classes) == len(known) > 0
+    with_groups = e.kx_groups[e.kx_groups.map(_length) > 0]
+    x25519 = _n(with_groups.map(lambda v: _has(v, "x25519")))
+    assert_table(report.groups, {"x25519": (x25519, len(with_groups))})
+
+
 def test_certificates(report: Report, frames: Frames) -> None:
     tls = frames.tls
     trust = tls.cert_trust.value_counts().to_dict()

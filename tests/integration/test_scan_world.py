@@ -292,6 +292,16 @@ def test_check_good_domain(world: World, capsys: pytest.CaptureFixture[str]) -> 
     assert "mx-good.world.test" in out and "TLSv1.3" in out and "MTA-STS: enforce" in out
 
 
+def test_check_shows_key_exchange_and_hygiene(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads(_check(world, capsys, "good.world.test", "--json"))
+    probe = data["probes"][0]
+    assert "x25519" in probe["kx_groups"] and probe["kx_preferred_group"] == "x25519"
+    assert probe["secure_renegotiation"] is True and probe["tls_compression"] is False
+    assert probe["extended_master_secret"] is True and probe["fallback_scsv"] is True
+    text = _check(world, capsys, "good.world.test")
+    assert "secure renegotiation" in text and "fallback SCSV" in text
+
+
 def test_check_bad_domain_json(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(_check(world, capsys, "notls.world.test", "--json"))
     assert data["domain"]["grade"] == "F" and data["domain"]["starttls"] == "none"

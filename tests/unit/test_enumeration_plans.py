@@ -6,12 +6,13 @@ import asyncio
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from scanner.tls.ciphers import WeakClass, suite, suites_for
-from scanner.tls.codec import TlsVersion
+from scanner.tls.ciphers import KeyExchange, WeakClass, suite, suites_for
+from scanner.tls.codec import AlertDescription, TlsVersion
 from scanner.tls.enumeration import (
+    MAX_POSTURE_SESSIONS,
     MAX_SUITES_PER_HELLO,
     AnswerKind,
     EnumerationResult,
@@ -26,6 +27,7 @@ from scanner.tls.enumeration import (
     posture_plan,
     reconcile_plan,
 )
+from scanner.tls.groups import TLS13_GROUPS_ALL
 from scanner.tls.probe import drive_plan
 
 V = TlsVersion
@@ -39,6 +41,9 @@ class FakeServer:
     server_order: bool = True
     reject_with_alert: bool = True
     flaky: int = 0  # the first N sessions are throttled
+    groups: list[int] = field(default_factory=lambda: [29, 23, 24])  # curves, in the server's order
+    dh_prime: int = (1 << 2047) + 1  # any 2048-bit number (a model, not a prime)
+    honours_fallback: bool = True
     sessions: list[HelloRequest] = field(default_factory=list)
 
     def answer(self, request: HelloRequest) -> HelloAnswer:
@@ -47,19 +52,35 @@ class FakeServer:
             self.flaky -= 1
             return HelloAnswer(AnswerKind.UNTESTABLE, detail="throttled")
         rejected = AnswerKind.REJECTED_ALERT if self.reject_with_alert else AnswerKind.REJECTED_CLOSE
-        offered = set(request.suites)
         supported = [v for v in self.suites if v <= request.version]
         if not supported:
             return HelloAnswer(rejected)
+        if request.fallback_scsv and self.honours_fallback and request.version < max(self.suites):
+            return HelloAnswer(AnswerKind.REJECTED_ALERT, alert=AlertDescription.INAPPROPRIATE_FALLBACK)
         version = max(supported)
+        group = self._group(request.offered_groups())
+        # Without a common curve the ECDHE suites cannot be picked (RFC 8422 §5.1); TLS 1.3 ones neither.
+        offered = {c for c in request.suites if group is not None or not self._needs_group(c, version)}
         mine = self.suites[version]
         if self.server_order:
             pick = next((c for c in mine if c in offered), None)
         else:
-            pick = next((c for c in request.suites if c in mine), None)
+            pick = next((c for c in request.suites if c in mine and c in offered), None)
         if pick is None:
             return HelloAnswer(rejected)
-        return HelloAnswer(AnswerKind.ACCEPTED, version, pick)
+        kx = suite(pick).kx  # type: ignore[union-attr]
+        return HelloAnswer(AnswerKind.ACCEPTED, version, pick,
+                           group=group if self._needs_group(pick, version) else None,
+                           dh_prime=self.dh_prime if kx is KeyExchange.DHE else None)
+
+    def _group(self, offered: tuple[int, ...]) -> int | None:
+        if self.server_order:
+            return next((g for g in self.groups if g in offered), None)
+        return next((g for g in offered if g in self.groups), None)
+
+    @staticmethod
+    def _needs_group(code: int, version: TlsVersion) -> bool:
+        return version is V.TLS13 or suite(code).kx is KeyExchange.ECDHE  # type: ignore[union-attr]
 
 
 def run(plan: Plan, server: FakeServer) -> object:
@@ -132,7 +153,12 @@ def test_full_mode_finds_every_suite_and_the_server_order() -> None:
     # version: one session per accepted suite plus one refusal per bundle; then one preference check.
     version_sessions = 3 + bundles(V.TLS11) + bundles(V.SSL3)
     elimination = accepted + bundles(V.TLS12) + bundles(V.TLS13) + bundles(V.TLS10)
-    assert result.sessions == version_sessions + elimination + 1  # type: ignore[attr-defined]
+    # Key exchange: one DHE-only offer (refused: no DHE suite), one fallback hello, and the curves: x25519
+    # came with the version hellos, secp256r1 and secp384r1 cost one session each, then one refusal.
+    key_exchange = 1 + 1 + 3
+    assert result.sessions == version_sessions + elimination + 1 + key_exchange  # type: ignore[attr-defined]
+    assert result.kx.groups == (29, 23, 24) and result.kx.groups_complete  # type: ignore[attr-defined]
+    assert result.kx.dhe is False and result.kx.fallback_scsv is True  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("purpose_cap", [MAX_SUITES_PER_HELLO])
@@ -254,3 +280,87 @@ def test_an_observed_weak_suite_refutes_a_complete_weak_search() -> None:
     assert [(r.version, r.suites) for r in asked] == [(V.TLS10, (des_cbc3,))]
     assert WeakClass.TRIPLE_DES in result.weak_classes
     assert result.quirks == ("suite_seen_only_by_observation:TLS_RSA_WITH_3DES_EDE_CBC_SHA",)
+# --- key exchange and fallback ------------------------------------------------------------------------------
+
+DHE_12 = [0x009F, 0x009E]  # DHE-RSA-AES256/128-GCM
+OAKLEY2 = 0xFFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF  # noqa: E501
+
+
+def test_posture_restricted_curve_and_a_common_1024_bit_prime() -> None:
+    server = FakeServer({V.TLS12: MODERN_12 + DHE_12, V.TLS13: TLS13}, groups=[24], dh_prime=OAKLEY2)
+    result = run(posture_plan(), server)
+    kx = result.kx  # type: ignore[attr-defined]
+    assert kx.groups == (24,) and kx.groups_complete is True and kx.preferred_group == 24
+    assert kx.dhe is True and kx.dh_bits == 1024 and kx.dh_group == "rfc2409-oakley2"
+    assert kx.fallback_scsv is True
+    assert result.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
+
+
+def test_posture_curve_elimination_is_bounded_full_mode_is_not() -> None:
+    many = [29, 23, 24, 25, 30, 26, 27, 28, 22, 19]
+    posture = run(posture_plan(), FakeServer({V.TLS12: MODERN_12, V.TLS13: TLS13}, groups=many))
+    assert posture.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
+    assert posture.kx.groups_complete is False and set(posture.kx.groups) < set(many)  # type: ignore[attr-defined]
+    # Full mode: every TLS 1.3 group by HelloRetryRequests; a TLS 1.2 server shows every curve (deprecated too).
+    full = run(full_plan(), FakeServer({V.TLS12: MODERN_12, V.TLS13: TLS13}, groups=many))
+    assert full.kx.groups_complete is True and set(full.kx.groups) == {29, 23, 24, 25, 30}  # type: ignore[attr-defined]
+    rsa_only = [0xC030, 0xC02F]
+    full12 = run(full_plan(), FakeServer({V.TLS12: rsa_only}, groups=many))
+    assert full12.kx.groups_complete is True and set(full12.kx.groups) == set(many)  # type: ignore[attr-defined]
+    # With an ECDSA certificate, leaving its curve out disables the ECDSA suites (RFC 8422 §5.1): the final
+    # refusal proves nothing, so the list is reported incomplete.
+    ecdsa = run(full_plan(), FakeServer({V.TLS12: MODERN_12}, groups=many))
+    assert ecdsa.kx.groups_complete is False and set(ecdsa.kx.groups) == set(many)  # type: ignore[attr-defined]
+
+
+def test_only_deprecated_curves_are_found_and_preferred() -> None:
+    server = FakeServer({V.TLS12: [0xC030, 0xC02F]}, groups=[19, 21])  # RSA certificate; secp192r1, secp224r1
+    kx = run(posture_plan(), server).kx  # type: ignore[attr-defined]
+    assert set(kx.groups) == {19, 21} and kx.groups_complete and kx.preferred_group == 19
+    assert kx.fallback_scsv is None  # one version: nothing to fall back to
+
+
+def test_fallback_scsv_ignored_and_dhe_learnt_for_free_from_a_dhe_pick() -> None:
+    server = FakeServer({V.TLS12: DHE_12, V.TLS11: [0x0033]}, honours_fallback=False)
+    result = run(posture_plan(), server)
+    assert result.kx.fallback_scsv is False and result.kx.dhe is True  # type: ignore[attr-defined]
+    assert not any(r.purpose is Purpose.DHE for r in server.sessions)  # the version hello's SKE told it
+
+
+@settings(max_examples=60, deadline=None)
+@given(servers(common_only=True), st.lists(st.sampled_from([29, 23, 24, 25, 30]), min_size=1, unique=True),
+       st.lists(st.sampled_from([26, 19, 22]), unique=True))
+def test_posture_never_exceeds_its_budget_and_never_invents_a_group(
+    server: FakeServer, modern: list[int], legacy: list[int]
+) -> None:
+    groups = modern + legacy  # a real server has a TLS 1.3-capable group when it has TLS 1.3 (RFC 8446 §9.1)
+    server.groups = groups
+    result = run(posture_plan(), server)
+    assert result.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
+    assert set(result.kx.groups) <= set(groups)  # type: ignore[attr-defined]
+    # The curves only count where a suite uses them: ECDHE below TLS 1.3 (every curve), any suite in 1.3
+    # (TLS 1.3 groups only). Servers with ECDHE at some legacy versions only are left out: there the
+    # elimination speaks for the version it ran at, which the model does not track.
+    legacy = [codes for v, codes in server.suites.items() if v is not V.TLS13]
+    with_ecdhe = [any(suite(c).kx is KeyExchange.ECDHE for c in codes) for codes in legacy]  # type: ignore[union-attr]
+    assume(all(with_ecdhe) or not any(with_ecdhe))
+    ecdhe = any(with_ecdhe)
+    usable = set(groups) & set(TLS13_GROUPS_ALL) if V.TLS13 in server.suites else set(groups) if ecdhe else set()
+    if result.kx.groups_complete:  # type: ignore[attr-defined]
+        assert set(result.kx.groups) == usable  # type: ignore[attr-defined]
+
+
+def test_anonymous_dh_primes_do_not_count() -> None:
+    # OpenSSL gives ADH-AES128 suites RFC 2409's 1024-bit prime while DHE-RSA gets 2048 bits: the anonymous
+    # suite is already the weak class "anon"; the DH size is what an authenticated DHE offer shows.
+    class TwoPrimes(FakeServer):
+        def answer(self, request: HelloRequest) -> HelloAnswer:
+            answer = super().answer(request)
+            if answer.suite == 0x0034:  # TLS_DH_anon_WITH_AES_128_CBC_SHA
+                return HelloAnswer(answer.kind, answer.version, answer.suite, dh_prime=OAKLEY2)
+            return answer
+
+    server = TwoPrimes({V.TLS12: [0x0034, *DHE_12]}, dh_prime=(1 << 2047) + 1)
+    result = run(full_plan(), server)
+    assert WeakClass.ANON in result.weak_classes  # type: ignore[attr-defined]
+    assert result.kx.dh_bits == 2048 and result.kx.dh_group is None  # type: ignore[attr-defined]

@@ -106,6 +106,15 @@ TRIGGERS: dict[str, tuple[MxFacts, set[str], Grade]] = {
     "no_nist_r2_suite": (mx(nist_r2=False), {"no_nist_r2_suite"}, G.B),
     "cert_name_mismatch": (mx(cert_name_valid=False), {"cert_name_mismatch"}, G.B),
     "sha1_signature": (mx(cert_signature_algorithm="sha1WithRSAEncryption"), {"sha1_signature"}, G.B),
+    "tls_compression": (mx(tls_compression=True), {"tls_compression"}, G.B),
+    "dh_group_below_2048": (mx(dh_bits=1536), {"dh_group_below_2048"}, G.B),
+    # A published 1024-bit prime is also below 2048 bits: both rules fire (85 - 15 = 70).
+    "dh_common_1024_prime": (mx(dh_bits=1024, dh_group="rfc2409-oakley2"),
+                             {"dh_common_1024_prime", "dh_group_below_2048"}, G.C),
+    "only_deprecated_curves": (mx(kx_groups=frozenset({"secp192r1", "secp224r1"}), kx_groups_complete=True),
+                               {"only_deprecated_curves"}, G.B),
+    "no_secure_renegotiation": (mx(secure_renegotiation=False), {"no_secure_renegotiation"}, G.B),
+    "no_extended_master_secret": (mx(extended_master_secret=False), {"no_extended_master_secret"}, G.B),
     "versions_unknown": (mx(versions_known=False), {"versions_unknown"}, G.A),
     "suites_unknown": (mx(nist_r1=None, nist_r2=None), {"suites_unknown"}, G.A),
     "certificate_unknown": (mx(cert_trusted=None), {"certificate_unknown"}, G.A),
@@ -707,3 +716,17 @@ def test_adding_a_defect_never_improves_a_domain(
     # One more (defective) MX address never helps either.
     extra = grade_domain([*healthy, defect(target)], policy).grade
     assert extra is not None and extra.rank <= before.rank
+
+
+@pytest.mark.parametrize("facts", [
+    mx(dh_bits=2048, dh_group="rfc3526-modp2048"),  # a published prime of 2048 bits is fine
+    mx(dh_bits=1024, dh_group=None) ,  # below 2048 but not a published prime: only the size rule
+    mx(kx_groups=frozenset({"secp192r1"}), kx_groups_complete=False),  # partial list: unknown, not judged
+    mx(kx_groups=frozenset({"secp192r1", "x25519"}), kx_groups_complete=True),  # a recommended curve too
+    mx(secure_renegotiation=None, tls_compression=None, extended_master_secret=None),  # TLS 1.3 only: unknown
+])
+def test_key_exchange_rules_judge_only_observations(facts: MxFacts) -> None:
+    codes = {h.code for h in grade_mx(facts).hits}
+    assert not codes & {"dh_common_1024_prime", "only_deprecated_curves", "no_secure_renegotiation",
+                        "tls_compression", "no_extended_master_secret"}
+    assert ("dh_group_below_2048" in codes) == (facts.dh_bits == 1024)
