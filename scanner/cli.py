@@ -21,7 +21,7 @@ from scanner import __version__
 from scanner.certs import TrustStoreError
 from scanner.check import check_rows, render_check, temporary_input, to_json
 from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
-from scanner.input import InputError, count_lines
+from scanner.input import InputError, check_input, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
@@ -194,8 +194,7 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         config = config_from_args(args)
         exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
         trust = load_trust_store(config)
-        if str(args.domains) != "-" and not Path(args.domains).is_file():
-            raise InputError(f"no such input file: {args.domains}")
+        check_input(args.domains)
         out = config.output.out_dir
         if scan_is_complete(out) and not args.overwrite:
             console.print(f"{out} already holds a complete scan; use --overwrite to scan again")

@@ -12,7 +12,6 @@ would mix two different scans in one dataset.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig
+from scanner.input import input_digest, is_stream_source
 from scanner.output.parquet import STATE_DIR, OutputDirError, recover
 from scanner.probing import ProbeSummary, probe_summary_from_row
 
@@ -29,7 +29,6 @@ __all__ = ["LineSet", "ResumeState", "fingerprint", "load_resume_state", "mark_c
 
 _FINGERPRINT = "scan.json"
 _COMPLETE = "complete"
-_HEAD_BYTES = 1 << 20
 
 
 class LineSet:
@@ -69,11 +68,10 @@ def fingerprint(config: ScanConfig, source: str | Path) -> dict[str, Any]:
     settings["output"].pop("out_dir", None)
     settings["probe"].pop("summaries_in_memory", None)  # a memory knob: any value gives the same dataset
     data: dict[str, Any] = {"input": str(source), "settings": json.loads(json.dumps(settings, default=str))}
-    if str(source) != "-":
-        path = Path(source)
-        with path.open("rb") as fh:
-            data["input_head_sha256"] = hashlib.sha256(fh.read(_HEAD_BYTES)).hexdigest()
-        data["input_size"] = path.stat().st_size
+    if not is_stream_source(source):
+        # The whole file, not a head: an edit past any prefix, even one keeping the size, is another input.
+        data["input_sha256"] = input_digest(source)
+        data["input_size"] = Path(source).stat().st_size
     return data
 
 
@@ -106,8 +104,9 @@ def _committed_files(out_dir: Path, table: str) -> list[str]:
 def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, trust: TrustStore) -> ResumeState:
     """Recover the directory and read what the previous attempts committed (nothing for a fresh scan)."""
     recovery = recover(out_dir)
-    if recovery.committed and str(source) == "-":
-        raise OutputDirError("an interrupted scan cannot resume from stdin: pass the input as a file")
+    if recovery.committed and is_stream_source(source):
+        raise OutputDirError(f"an interrupted scan cannot resume from {'stdin' if str(source) == '-' else source} "
+                             "(a stream is read only once): pass the input as a regular file, or --overwrite")
     _check_fingerprint(out_dir, fingerprint(config, source))
     done = LineSet()
     probes: dict[str, ProbeSummary] = {}
