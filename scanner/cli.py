@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from scanner import __version__
 from scanner.certs import TrustStoreError
 from scanner.check import check_rows, render_check, temporary_input, to_json
 from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
+from scanner.exit_codes import ExitCode
 from scanner.input import InputError, check_input, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
-from scanner.output.parquet import OutputDirError, prepare_output_dir
+from scanner.output.parquet import DamagedOutputError, OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
 from scanner.report import ReportError, build_report, write_report
 from scanner.resume import load_resume_state, scan_is_complete
@@ -204,6 +206,9 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
     except (ConfigError, ExcludeListError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         return EXIT_USAGE
+    except DamagedOutputError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return ExitCode.DATA_ERROR
     except (TrustStoreError, InputError, OutputDirError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig
 from scanner.input import input_digest, is_stream_source
-from scanner.output.parquet import STATE_DIR, OutputDirError, recover
+from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, recover, verify_committed
 from scanner.probing import ProbeSummary, probe_summary_from_row
 
 __all__ = ["LineSet", "ResumeState", "fingerprint", "load_resume_state", "mark_complete", "scan_is_complete"]
@@ -112,11 +113,22 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
     probes: dict[str, ProbeSummary] = {}
     attempt = 1
     if recovery.committed:
+        # A committed file lost or damaged would be re-scanned (its lines look undone) next to the rows
+        # its segment left in the other tables: refuse, naming the file, rather than duplicate them.
+        verify_committed(out_dir)
         for path in _committed_files(out_dir, "domains"):
-            for line_no in pq.read_table(path, columns=["input_line"]).column("input_line").to_pylist():
+            for line_no in _read(path, ["input_line"]).column("input_line").to_pylist():
                 done.add(line_no)
         for path in _committed_files(out_dir, "probes"):
-            for row in pq.read_table(path).to_pylist():
+            for row in _read(path).to_pylist():
                 probes[row["probe_id"]] = probe_summary_from_row(row, trust)
         attempt += sum(pq.read_metadata(p).num_rows for p in _committed_files(out_dir, "run"))
     return ResumeState(attempt, done, probes, recovery.next_segment, recovery.removed_files)
+
+
+def _read(path: str, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, ValueError, KeyError) as exc:  # ArrowInvalid is a ValueError; a missing column a KeyError
+        raise DamagedOutputError(f"committed file {path} is unreadable ({exc}): the dataset is damaged; restore "
+                                 "it, or start over with --overwrite") from exc

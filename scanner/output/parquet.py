@@ -2,10 +2,14 @@
 
 Rows of every table are buffered together and committed as one *segment*: each table's rows are
 written to a hidden temporary file, fsync'ed, renamed into place (rename is atomic on POSIX), and only
-then is the segment number appended (and fsync'ed) to the journal ``OUT/.state/segments``. A segment
-whose number is not in the journal does not exist: after a crash (kill -9, power loss) ``recover``
-deletes its files, whatever state they were left in. Because a domain's row is only emitted after the
-probe rows it refers to, a committed segment never refers to an uncommitted probe.
+then is the segment number appended (and fsync'ed) to the journal ``OUT/.state/segments``, with the
+name and size of each of its files (``3 domains=1234 probes=5678``). A segment whose number is not in
+the journal does not exist: after a crash (kill -9, power loss) ``recover`` deletes its files, whatever
+state they were left in. A committed file that is missing, of another size or unreadable afterwards
+(deleted or damaged by hand, a bad disk) makes ``verify_committed`` refuse the directory, naming the
+file: resuming would silently re-scan its lines and duplicate the rows of the segment's other tables.
+Because a domain's row is only emitted after the probe rows it refers to, a committed segment never
+refers to an uncommitted probe.
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ import pyarrow.parquet as pq
 from scanner.output.arrow_schema import ColumnBuilder
 from scanner.output.rows import TABLES
 
-__all__ = ["STATE_DIR", "DatasetWriter", "OutputDirError", "Recovery", "prepare_output_dir", "recover"]
+__all__ = [
+    "STATE_DIR",
+    "DamagedOutputError",
+    "DatasetWriter",
+    "OutputDirError",
+    "Recovery",
+    "prepare_output_dir",
+    "read_journal",
+    "recover",
+    "verify_committed",
+]
 
 STATE_DIR = ".state"
 JOURNAL = "segments"
@@ -33,6 +47,10 @@ _PART = re.compile(r"^(?:\.tmp-)?part-(\d+)\.parquet$")
 
 class OutputDirError(Exception):
     """The output directory cannot be used (holds another scan, or is not writable)."""
+
+
+class DamagedOutputError(OutputDirError):
+    """A committed part file is missing, truncated or unreadable: the dataset is damaged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +75,54 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_journal(out_dir: Path) -> frozenset[int]:
+def read_manifest(out_dir: Path) -> dict[int, dict[str, int]]:
+    """Committed segment → {table: file size}. A segment journaled by an older version (its number
+    alone) has an empty manifest: its files are checked for readability only."""
     try:
         text = _journal(out_dir).read_text(encoding="ascii")
     except FileNotFoundError:
-        return frozenset()
+        return {}
+    manifest: dict[int, dict[str, int]] = {}
     # A torn last line (crash while appending) is not a commit: only complete lines count.
-    return frozenset(int(line) for line in text.split("\n")[:-1] if line.isdigit())
+    for line in text.split("\n")[:-1]:
+        number, *files = line.split(" ")
+        if not number.isdigit():
+            continue
+        sizes = dict(item.partition("=")[::2] for item in files)
+        manifest[int(number)] = {table: int(size) for table, size in sizes.items()
+                                 if table in TABLES and size.isdigit()}
+    return manifest
+
+
+def read_journal(out_dir: Path) -> frozenset[int]:
+    return frozenset(read_manifest(out_dir))
+
+
+def part_path(out_dir: Path, table: str, segment: int) -> Path:
+    return out_dir / table / f"part-{segment:05d}.parquet"
+
+
+def verify_committed(out_dir: Path) -> None:
+    """Raise ``DamagedOutputError`` naming the first committed file that is missing, of another size
+    than journaled, or whose Parquet footer cannot be read."""
+    for segment, sizes in sorted(read_manifest(out_dir).items()):
+        for table, size in sizes.items():
+            path = part_path(out_dir, table, segment)
+            try:
+                found = path.stat().st_size
+            except FileNotFoundError:
+                raise DamagedOutputError(f"committed file {path} is missing: the dataset in {out_dir} is damaged; "
+                                         "restore the file, or start over with --overwrite") from None
+            if found != size:
+                raise DamagedOutputError(f"committed file {path} has {found} bytes, {size} were written: the "
+                                         f"dataset in {out_dir} is damaged; restore it, or start over with --overwrite")
+    for table in TABLES:
+        for path in sorted((out_dir / table).glob("part-*.parquet")) if (out_dir / table).is_dir() else ():
+            try:
+                pq.read_metadata(path)
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                raise DamagedOutputError(f"committed file {path} is unreadable ({exc}): the dataset in {out_dir} "
+                                         "is damaged; restore it, or start over with --overwrite") from exc
 
 
 def recover(out_dir: Path) -> Recovery:
@@ -177,8 +236,9 @@ class DatasetWriter:
             finals.append(final)
         for final in finals:
             _fsync_dir(final.parent)
+        files = "".join(f" {final.parent.name}={final.stat().st_size}" for final in finals)
         with _journal(self._out_dir).open("a", encoding="ascii") as journal:
-            journal.write(f"{self._segment}\n")
+            journal.write(f"{self._segment}{files}\n")
             journal.flush()
             os.fsync(journal.fileno())
         self._writers = {}
