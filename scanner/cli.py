@@ -273,8 +273,8 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
         report = build_report(args.out, baseline=args.baseline)
         files = write_report(report, dest)
     except ReportError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return EXIT_FAILED
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return exc.exit_code
     if args.json:
         print(files.json.read_text(encoding="utf-8"))
     console.print(f"report written: {files.html}, {files.markdown}, {files.json}")
