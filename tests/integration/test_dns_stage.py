@@ -14,6 +14,9 @@ from scanner.status import DomainStatus, HostStatus, MxSource
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
 
+# Rcodes 6-11 and 16 (the last an EDNS extended rcode): an empty answer, but not NOERROR.
+BAD_RCODES = {"yxdomain": 6, "yxrrset": 7, "nxrrset": 8, "notauth": 9, "notzone": 10, "dsotypeni": 11, "badvers": 16}
+
 ZONE_BEHAVIOURS = {
     "timeout.test": "timeout",
     "servfail.test": "servfail",
@@ -26,6 +29,8 @@ ZONE_BEHAVIOURS = {
                    Record("@", "MX", "20 mx.optout.test.")],
     "optout.test": [Record("mx", "A", "192.0.2.9")],
     "mx.timeout.test": "timeout",
+    "nomx.test": [Record("@", "A", "192.0.2.10")],  # NOERROR, no MX: the implicit MX (control)
+    **{f"{rcode}.test": rcode for rcode in BAD_RCODES},
 }
 
 
@@ -80,3 +85,24 @@ async def test_excluded_mx_host_is_not_resolved(server: FaultyDnsServer) -> None
     assert statuses == [("mx.mixed.test", HostStatus.OK), ("mx.optout.test", HostStatus.EXCLUDED)]
     asked = {q.name for q in server.queries[before:]}
     assert "mx.optout.test." not in asked
+
+
+@pytest.mark.parametrize(("rcode", "number"), BAD_RCODES.items())
+async def test_mx_rcodes_other_than_noerror_are_no_implicit_mx(
+    server: FaultyDnsServer, rcode: str, number: int
+) -> None:
+    # RFC 5321 §5.1: only an MX lookup that succeeded with no MX records falls back to the domain's own
+    # address. c-ares reported these rcodes as NODATA, and the domain was probed as its own mail host.
+    before = len(server.queries)
+    dns = await _resolve(server, f"{rcode}.test")
+    assert dns.status is DomainStatus.DNS_ERROR
+    assert dns.mx_source is MxSource.NONE and dns.hosts == ()
+    assert f"({number})" in dns.detail and rcode.upper() in dns.detail
+    asked = {(q.name, q.rtype) for q in server.queries[before:]}
+    assert asked == {(f"{rcode}.test.", "MX")}  # no A/AAAA for an implicit MX
+
+
+async def test_mx_nodata_is_still_the_implicit_mx(server: FaultyDnsServer) -> None:
+    dns = await _resolve(server, "nomx.test")
+    assert (dns.status, dns.mx_source) == (DomainStatus.OK, MxSource.IMPLICIT)
+    assert dns.hosts[0].resolution.addresses == ("192.0.2.10",)
