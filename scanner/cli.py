@@ -88,6 +88,10 @@ def _add_dns_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--dns-tries", type=int, default=2, help="tries per DNS query")
     group.add_argument("--dns-concurrency", type=int, default=500, help="DNS queries in flight")
     group.add_argument("--dns-workers", type=int, default=256, help="domains resolved at once")
+    group.add_argument("--max-mx-hosts", type=int, default=10,
+                       help="MX hosts resolved per domain, in preference order (the row says when more exist)")
+    group.add_argument("--max-mx-addresses", type=int, default=20,
+                       help="addresses probed per domain, across its MX hosts in order (the row says when capped)")
 
 
 def _add_probe_options(group: argparse._ArgumentGroup) -> None:
@@ -129,7 +133,8 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
                             row_group_size=min(20_000, args.rows_per_file),
                             flush_interval=getattr(args, "commit_interval", 30.0)),
         dns=DnsConfig(servers=tuple(args.resolver), timeout=args.dns_timeout, tries=args.dns_tries,
-                      qps=args.dns_qps, concurrency=args.dns_concurrency, workers=args.dns_workers),
+                      qps=args.dns_qps, concurrency=args.dns_concurrency, workers=args.dns_workers,
+                      max_mx_hosts=args.max_mx_hosts, max_mx_addresses=args.max_mx_addresses),
         probe=ProbeConfig(**probe_kwargs),
         safety=SafetyConfig(allow_private=args.allow_private, exclude_file=args.exclude),
         ca_file=args.ca_file,

@@ -212,7 +212,8 @@ class Scan:
 
     async def _run_stages_with(self, done: SummaryCache) -> None:
         self._resolver = DnsResolver(self.config.dns)
-        domains = DomainResolver(self._resolver, self._exclude)
+        domains = DomainResolver(self._resolver, self._exclude, max_hosts=self.config.dns.max_mx_hosts,
+                                 max_addresses=self.config.dns.max_mx_addresses)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_row, self.scan_id,
                                            done)

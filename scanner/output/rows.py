@@ -33,7 +33,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 
 
 def col(doc: str) -> Any:
@@ -57,6 +57,8 @@ class DomainRow:
     mx_count: int = col("Number of distinct MX hosts (implicit MX counts as 1).")
     mx_hosts: list[str] = col("MX host names in preference order.")
     null_mx_mixed: bool = col("A null MX record was published alongside other MX records (RFC 7505 §3 violation).")
+    mx_capped: bool = col("More MX hosts or addresses were published than --max-mx-hosts / --max-mx-addresses "
+                          "allow: only the first ones (preference order) were resolved and probed.")
     address_count: int = col("Distinct MX addresses (IPv4 and IPv6) found for the domain.")
     probed_count: int = col("Addresses for which a probe gave a definitive STARTTLS answer.")
     starttls_ok_count: int = col("Addresses that completed STARTTLS and the TLS handshake.")

@@ -1,6 +1,9 @@
 """Bad and unusual input, end to end: the real CLI in a child process, real files, pipes and FIFOs,
 a real DNS server on loopback (issue 11, Low).
 
+* a domain publishing many MX hosts with many addresses costs at most the configured number of probes,
+  and its row says the cap applied;
+
 * a stream input (a FIFO, ``<(zcat list.gz)``) is scanned, not refused; a slow stdin producer does not
   stall the scan or Ctrl-C;
 * a resumed scan refuses an input edited anywhere (even keeping its size), and a damaged or deleted
@@ -31,6 +34,7 @@ from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, loopback_host, pick_loopback_block
 
 MX_DOMAINS = 6  # domains whose MX host has an address (nothing listens there: probes are refused)
+MANY_HOSTS, MANY_ADDRESSES = 12, 5
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,11 @@ def dns() -> Iterator[FaultyDnsServer]:
     zone: dict[str, list[Record]] = {
         f"m{i}.test": [Record("@", "MX", f"10 mx.m{i}.test."), Record("mx", "A", target)] for i in range(MX_DOMAINS)
     }
+    # MANY_HOSTS MX hosts of MANY_ADDRESSES addresses each, all distinct (nothing listens on them).
+    zone["many.test"] = [Record("@", "MX", f"{10 + h} mx{h}.many.test.") for h in range(MANY_HOSTS)] + [
+        Record(f"mx{h}", "A", loopback_host(block, 20 + h * MANY_ADDRESSES + a))
+        for h in range(MANY_HOSTS) for a in range(MANY_ADDRESSES)
+    ]
     with FaultyDnsServer(zone, address, free_port(address)) as server:  # other names: NXDOMAIN
         yield server
 
@@ -72,6 +81,29 @@ def wait_until(condition: Callable[[], bool], limit: float = 60.0) -> bool:
 
 def domains_text(count: int, prefix: str = "d") -> str:
     return "".join(f"{prefix}{i}.test\n" for i in range(count))
+
+
+# --- caps per domain ------------------------------------------------------------------------------
+
+
+CAPS = [((), 4, 20), (("--max-mx-hosts", "2", "--max-mx-addresses", "3"), 1, 3)]
+
+
+@pytest.mark.parametrize(("options", "hosts", "probes"), CAPS)
+def test_mx_hosts_and_addresses_per_domain_are_capped(
+    dns: FaultyDnsServer, tmp_path: Path, options: tuple[str, ...], hosts: int, probes: int
+) -> None:
+    # Issue 11: two input lines produced 1,600 probes. Default caps: 10 hosts, 20 addresses per domain.
+    source = tmp_path / "list.txt"
+    source.write_text("many.test\nm0.test\n", encoding="ascii")
+    result = run(scan_command(dns, str(source), tmp_path / "out", *options))
+    assert result.returncode == ExitCode.OK, result.stderr
+    domains = {r["domain"]: r for r in rows(tmp_path / "out", "domains")}
+    many = domains["many.test"]
+    assert many["mx_capped"] is True and not domains["m0.test"]["mx_capped"]
+    assert many["address_count"] == probes
+    assert many["mx_hosts"] == [f"mx{h}.many.test" for h in range(hosts)]  # the first, in preference order
+    assert len(rows(tmp_path / "out", "probes")) == probes + 1
 
 
 # --- stream inputs -------------------------------------------------------------------------------
