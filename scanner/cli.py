@@ -109,7 +109,8 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--banner-timeout", type=float, default=30.0)
     group.add_argument("--command-timeout", type=float, default=15.0)
     group.add_argument("--tls-timeout", type=float, default=15.0)
-    group.add_argument("--probe-deadline", type=float, default=90.0, help="hard cap on one probe, seconds")
+    group.add_argument("--probe-deadline", type=float, default=90.0,
+                       help="hard cap on one probe, its enumeration sessions included, seconds")
     group.add_argument("--enumerate", choices=("off", "posture", "full"), default="posture",
                        help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
     group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",

@@ -124,7 +124,7 @@ class ProbeConfig:
     banner_timeout: float = 30.0
     command_timeout: float = 15.0  # EHLO, STARTTLS, QUIT replies
     tls_timeout: float = 15.0
-    probe_deadline: float = 90.0  # hard cap on one probe, all phases included
+    probe_deadline: float = 90.0  # hard cap on one probe, all phases and its enumeration sessions included
     max_connections: int = field(default=200, metadata=RESULT_NEUTRAL)  # probes in flight at once, globally
     per_ip_concurrency: int = 1
     per_ip_interval: float = 1.0  # minimum seconds between two connection starts to one address

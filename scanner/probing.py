@@ -10,6 +10,7 @@ writer and resolve the future with a compact ``ProbeSummary`` (the only thing do
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import ssl
@@ -33,6 +34,7 @@ from scanner.tls.ciphers import suite as lookup_suite
 from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import (
     VERSION_NAMES,
+    AnswerKind,
     EnumerationResult,
     EnumMode,
     HelloAnswer,
@@ -227,9 +229,12 @@ class ProbeService:
             return await self._record(pending, skipped_result(refusal), None, started_at)
         sni = pending.names[0]
         delays = self._config.probe.throttle_retry_delays
+        loop = asyncio.get_running_loop()
+        deadline = 0.0  # event-loop time; the probe's deadline counts from its last attempt's start
         for attempt in range(len(delays) + 1):
             async with self.connection_slot(pending.address):
                 started_at = datetime.now(UTC)
+                deadline = loop.time() + self._config.probe.probe_deadline
                 self.in_flight += 1
                 try:
                     result = await probe_smtp(pending.address, pending.port, sni, self._config.probe, self._context)
@@ -243,26 +248,48 @@ class ProbeService:
             self.retries += 1
             await asyncio.sleep(delays[attempt])
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
-        enumeration = await self._enumerate(pending, sni, result)
+        enumeration = await self._enumerate(pending, sni, result, deadline)
         return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1)
 
-    async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult) -> EnumerationResult | None:
+    async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult,
+                         deadline: float) -> EnumerationResult | None:
         """Versions and suites, when the server accepted STARTTLS (even if our own handshake failed:
-        a server that only speaks SSLv3 fails Python's handshake and is exactly what we must find)."""
+        a server that only speaks SSLv3 fails Python's handshake and is exactly what we must find).
+
+        ``--probe-deadline`` bounds the probe as a whole: its STARTTLS session and these sessions
+        together, from the start of that session (``deadline``, event-loop time). Past it, every
+        question left is answered "untestable" without a connection, so the plan ends at once and the
+        row says ``enum_complete`` false: a slow server costs at most the deadline, never 7-12 (posture)
+        or hundreds (full) of its slow sessions.
+        """
         mode = enumeration_mode(self._config.probe.enumeration, self._config.probe.full_sample, pending.address)
         if mode == "off" or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.TLS_HANDSHAKE_FAILED):
             return None
+        loop = asyncio.get_running_loop()
+        late = HelloAnswer(AnswerKind.UNTESTABLE,
+                           detail=f"probe deadline ({self._config.probe.probe_deadline:g}s) reached")
 
         async def session(request: HelloRequest) -> HelloAnswer:
             # One unit of work = one connection, under the same per-address and global limits.
-            async with self.connection_slot(pending.address):
-                self.in_flight += 1
-                try:
-                    return await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
-                finally:
-                    self.in_flight -= 1
+            if loop.time() >= deadline:
+                unopened[0] += 1  # answered without a connection: not a session the server saw
+                return late
+            try:
+                async with asyncio.timeout_at(deadline), self.connection_slot(pending.address):
+                    self.in_flight += 1
+                    try:
+                        return await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
+                    finally:
+                        self.in_flight -= 1
+            except TimeoutError:  # probe_hello never raises one itself: this is our deadline
+                return late
 
-        return await drive_plan(full_plan() if mode == "full" else posture_plan(), session)
+        async def sleep(delay: float) -> None:
+            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+
+        unopened = [0]
+        found = await drive_plan(full_plan() if mode == "full" else posture_plan(), session, sleep)
+        return dataclasses.replace(found, sessions=found.sessions - unopened[0])
 
     async def _record(
         self,
