@@ -33,8 +33,10 @@ __all__ = [
     "DatasetWriter",
     "OutputDirError",
     "Recovery",
+    "parse_journal",
     "prepare_output_dir",
     "read_journal",
+    "read_manifest",
     "recover",
     "verify_committed",
 ]
@@ -79,18 +81,23 @@ def read_manifest(out_dir: Path) -> dict[int, dict[str, int]]:
     """Committed segment → {table: file size}. A segment journaled by an older version (its number
     alone) has an empty manifest: its files are checked for readability only."""
     try:
-        text = _journal(out_dir).read_text(encoding="ascii")
+        text = _journal(out_dir).read_text(encoding="ascii", errors="replace")
     except FileNotFoundError:
         return {}
+    return parse_journal(text)
+
+
+def parse_journal(text: str) -> dict[int, dict[str, int]]:
+    """The journal's text → committed segment → {table: file size} (see ``read_manifest``)."""
     manifest: dict[int, dict[str, int]] = {}
     # A torn last line (crash while appending) is not a commit: only complete lines count.
     for line in text.split("\n")[:-1]:
         number, *files = line.split(" ")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             continue
         sizes = dict(item.partition("=")[::2] for item in files)
         manifest[int(number)] = {table: int(size) for table, size in sizes.items()
-                                 if table in TABLES and size.isdigit()}
+                                 if table in TABLES and size.isascii() and size.isdigit()}
     return manifest
 
 
