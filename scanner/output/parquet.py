@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,14 @@ from scanner.output.arrow_schema import ColumnBuilder
 from scanner.output.rows import TABLES
 
 __all__ = [
+    "IDENTITY_COLUMNS",
     "STATE_DIR",
     "DamagedOutputError",
     "DatasetWriter",
     "OutputDirError",
     "Recovery",
     "parse_journal",
+    "part_problem",
     "prepare_output_dir",
     "read_journal",
     "read_manifest",
@@ -105,6 +107,28 @@ def read_journal(out_dir: Path) -> frozenset[int]:
     return frozenset(read_manifest(out_dir))
 
 
+# Columns every schema version of a table has: a Parquet file without them is not that table (read by
+# column name, a foreign file would otherwise pass as rows of NULLs: an empty dataset that looks valid).
+IDENTITY_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "domains": ("scan_id", "domain", "status"),
+    "mx": ("scan_id", "domain"),
+    "probes": ("scan_id", "probe_id"),
+    "run": ("scan_id",),
+}
+
+
+def part_problem(path: Path, table: str) -> str | None:
+    """Why ``path`` is not a readable part file of ``table`` (one line naming it), or None."""
+    try:
+        names = set(pq.read_schema(path).names)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        return f"unreadable part file {path}: {exc}"
+    missing = [column for column in IDENTITY_COLUMNS[table] if column not in names]
+    if missing:
+        return f"{path} is not a {table} table of a scan (no column {', '.join(missing)})"
+    return None
+
+
 def part_path(out_dir: Path, table: str, segment: int) -> Path:
     return out_dir / table / f"part-{segment:05d}.parquet"
 
@@ -125,11 +149,9 @@ def verify_committed(out_dir: Path) -> None:
                                          f"dataset in {out_dir} is damaged; restore it, or start over with --overwrite")
     for table in TABLES:
         for path in sorted((out_dir / table).glob("part-*.parquet")) if (out_dir / table).is_dir() else ():
-            try:
-                pq.read_metadata(path)
-            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-                raise DamagedOutputError(f"committed file {path} is unreadable ({exc}): the dataset in {out_dir} "
-                                         "is damaged; restore it, or start over with --overwrite") from exc
+            if (problem := part_problem(path, table)) is not None:
+                raise DamagedOutputError(f"{problem}: the dataset in {out_dir} is damaged; restore the file, or "
+                                         "start over with --overwrite")
 
 
 def recover(out_dir: Path) -> Recovery:

@@ -24,10 +24,10 @@ from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from scanner.exit_codes import ExitCode
 from scanner.output.arrow_schema import arrow_schema
+from scanner.output.parquet import part_problem
 from scanner.output.rows import TABLES
 
 __all__ = [
@@ -54,15 +54,6 @@ class ReportError(Exception):
         super().__init__(message)
         self.exit_code = exit_code
 
-
-# Columns every schema version of a table has: a part file without them is not that table (a foreign
-# Parquet file would otherwise read as all-NULL rows, i.e. an empty report that looks valid).
-IDENTITY_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
-    "domains": ("scan_id", "domain", "status"),
-    "mx": ("scan_id", "domain"),
-    "probes": ("scan_id", "probe_id"),
-    "run": ("scan_id",),
-}
 
 
 # Probe statuses that answer "does this address do STARTTLS?" (scanner.status.ProbeStatus.is_definitive).
@@ -553,13 +544,8 @@ def open_dataset(con: duckdb.DuckDBPyConnection, out_dir: Path, prefix: str = ""
 
 def check_part(path: Path, table: str) -> None:
     """Raise ``ReportError`` (DATA_ERROR, naming the file) unless ``path`` is a readable part of ``table``."""
-    try:
-        names = set(pq.read_schema(path).names)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ReportError(f"unreadable part file {path}: {exc}") from exc
-    missing = [c for c in IDENTITY_COLUMNS[table] if c not in names]
-    if missing:
-        raise ReportError(f"{path} is not a {table} table of a scan (no column {', '.join(missing)})")
+    if (problem := part_problem(path, table)) is not None:
+        raise ReportError(problem)
 
 
 def register_table(con: duckdb.DuckDBPyConnection, name: str, columns: Mapping[str, Sequence[Any]]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from scanner.dataset import DatasetError, load
 from scanner.output.arrow_schema import arrow_schema, render_json, render_markdown
 from scanner.output.parquet import (
     DamagedOutputError,
@@ -85,3 +87,15 @@ def test_journal_records_each_committed_file_and_verify_finds_damage(tmp_path: P
 def test_journal_of_an_older_version_still_reads() -> None:
     # Segment numbers alone (before file sizes were journaled); junk and a torn last line are no commits.
     assert parse_journal("0\n1\n2 run=12 nosuch=3 mx=x\nzz\n3") == {0: {}, 1: {}, 2: {"run": 12}}
+
+
+def test_python_api_refuses_foreign_and_damaged_parts(tmp_path: Path) -> None:
+    # The same defect as report's: a Parquet file without the table's columns read as rows of NULLs.
+    (tmp_path / "domains").mkdir()
+    part = tmp_path / "domains" / "part-00000.parquet"
+    pq.write_table(pa.table({"x": [1]}), part)
+    with pytest.raises(DatasetError, match="not a domains table"):
+        _ = load(tmp_path).domains
+    part.write_bytes(b"PAR1" + b"0" * 30 + b"PAR1")
+    with pytest.raises(DatasetError, match="unreadable part file"):
+        _ = load(tmp_path).domains
