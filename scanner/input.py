@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import re
+import selectors
 import stat
 import sys
 import threading
@@ -258,23 +259,21 @@ async def stream_lines(source: str | Path) -> AsyncIterator[str]:
     A regular file (or gzip) is read as by ``open_lines``: disk reads do not wait for a producer. The
     caller yields to other tasks now and then, as for any long loop.
     """
-    if not is_stream_source(source):
+    if not is_stream_source(source) or (str(source) == "-" and not _pollable(sys.stdin.fileno())):
+        # A file (also stdin redirected from one, or /dev/null): reads never wait for a producer.
         for line in open_lines(source):
             yield line
         return
     pipe = await _open_stream(source)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
-    blocking = os.get_blocking(pipe.fileno())
-    try:
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
-    except (ValueError, OSError):
-        # Not pollable (/dev/null, a regular file behind /dev/stdin): such an input never makes us
-        # wait for a producer, so it is read like a file.
+    if not _pollable(pipe.fileno()):  # a character device such as /dev/null: never waits either
         pipe.close()
         for line in open_lines(source):
             yield line
         return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    blocking = os.get_blocking(pipe.fileno())
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
     splitter, first = LineSplitter(), True
     try:
         while chunk := await reader.read(_CHUNK):
@@ -288,6 +287,17 @@ async def stream_lines(source: str | Path) -> AsyncIterator[str]:
         if str(source) == "-":
             with contextlib.suppress(OSError):
                 os.set_blocking(0, blocking)  # the flag is shared with our stdin: give it back
+
+
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can wait on ``fd``. Regular files and some devices (/dev/null) cannot
+    (epoll refuses them with EPERM), and must never reach ``connect_read_pipe``: uvloop aborts."""
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 async def _open_stream(source: str | Path) -> IO[bytes]:

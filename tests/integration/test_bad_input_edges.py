@@ -134,6 +134,19 @@ def test_process_substitution_of_a_gzip_list_is_scanned(dns: FaultyDnsServer, tm
     assert "cannot resume" in again.stderr and "Traceback" not in again.stderr
 
 
+def test_stdin_from_a_file_and_dev_null_are_read_like_files(dns: FaultyDnsServer, tmp_path: Path) -> None:
+    # Neither can be waited on by the event loop (epoll refuses them): they must not reach the pipe
+    # reader (uvloop aborts the process), and need not, since their reads never wait.
+    source = tmp_path / "list.txt"
+    source.write_text(domains_text(3), encoding="ascii")
+    with source.open("rb") as stdin:
+        result = run(scan_command(dns, "-", tmp_path / "out"), stdin=stdin)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert len(rows(tmp_path / "out", "domains")) == 3
+    empty = run(scan_command(dns, "/dev/null", tmp_path / "null"))
+    assert empty.returncode == ExitCode.OK, empty.stderr
+
+
 def test_slow_stdin_producer_does_not_block_the_scan_or_ctrl_c(dns: FaultyDnsServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(scan_command(dns, "-", out, "--commit-interval", "0.2"), stdin=subprocess.PIPE,
