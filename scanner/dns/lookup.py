@@ -126,11 +126,9 @@ class DomainResolver:
 
     async def resolve(self, domain: str) -> DomainDns:
         started = time.perf_counter()
-        answer = await self._resolver.query(domain, "MX")
-        if answer.outcome is DnsOutcome.NODATA:
-            # Only a NOERROR answer without MX records leads to the implicit MX (RFC 5321 §5.1); c-ares
-            # also reports rcodes 6-11 and 16 that way, so the rcode is checked before contacting anything.
-            answer = await self._resolver.confirm_nodata(domain, "MX", answer)
+        # Only a NOERROR answer without MX records leads to the implicit MX (RFC 5321 §5.1); c-ares also
+        # reports rcodes 6-11 and 16 that way, so the rcode is checked before contacting anything.
+        answer = await self._resolver.query_strict(domain, "MX")
         result = await self._from_mx_answer(domain, answer)
         elapsed = (time.perf_counter() - started) * 1000
         return dataclasses.replace(result, elapsed_ms=elapsed)

@@ -222,6 +222,18 @@ class DnsResolver:
             current = collected.cnames[-1]  # only CNAMEs came back: chase the last target ourselves
         return QueryResult(DnsOutcome.ERROR, f"CNAME chain longer than {MAX_CNAME_HOPS}", cnames=tuple(cnames))
 
+    async def query_strict(self, name: str, rtype: QueryType) -> QueryResult:
+        """``query``, with an empty answer confirmed to be NOERROR (``confirm_nodata``).
+
+        For the lookups whose NODATA decides what the scan does or concludes: an empty MX answer means
+        "implicit MX" (RFC 5321 §5.1), an empty ``_mta-sts``/``_smtp._tls`` TXT answer "no policy".
+        NXDOMAIN, the usual "nothing here", needs no second query.
+        """
+        answer = await self.query(name, rtype)
+        if answer.outcome is DnsOutcome.NODATA:
+            answer = await self.confirm_nodata(name, rtype, answer)
+        return answer
+
     async def confirm_nodata(self, name: str, rtype: QueryType, result: QueryResult) -> QueryResult:
         """``result`` (a NODATA) if the server's rcode really was NOERROR, else the failure it was.
 

@@ -10,6 +10,8 @@ from scanner.config import DnsConfig
 from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import ExcludeList
+from scanner.policy.mta_sts import StsError, lookup_sts_txt
+from scanner.policy.tlsrpt import TlsRptStatus, check_tlsrpt
 from scanner.status import DomainStatus, HostStatus, MxSource
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
@@ -31,6 +33,10 @@ ZONE_BEHAVIOURS = {
     "mx.timeout.test": "timeout",
     "nomx.test": [Record("@", "A", "192.0.2.10")],  # NOERROR, no MX: the implicit MX (control)
     **{f"{rcode}.test": rcode for rcode in BAD_RCODES},
+    **{f"_mta-sts.txt-{rcode}.test": rcode for rcode in BAD_RCODES},
+    **{f"_smtp._tls.txt-{rcode}.test": rcode for rcode in BAD_RCODES},
+    "_mta-sts.txt-nodata.test": "nodata",
+    "_smtp._tls.txt-nodata.test": "nodata",
 }
 
 
@@ -106,3 +112,20 @@ async def test_mx_nodata_is_still_the_implicit_mx(server: FaultyDnsServer) -> No
     dns = await _resolve(server, "nomx.test")
     assert (dns.status, dns.mx_source) == (DomainStatus.OK, MxSource.IMPLICIT)
     assert dns.hosts[0].resolution.addresses == ("192.0.2.10",)
+
+
+@pytest.mark.parametrize("rcode", [*BAD_RCODES, "nodata"])
+async def test_policy_txt_rcodes_are_dns_errors_not_missing(server: FaultyDnsServer, rcode: str) -> None:
+    # The same defect for the policy records: an empty TXT answer means "no MTA-STS / TLS-RPT" only
+    # under NOERROR; rcodes 6-11 and 16 are a DNS failure, as SERVFAIL is.
+    resolver = DnsResolver(DnsConfig(servers=(server.resolver,), timeout=0.3, tries=1))
+    try:
+        sts = await lookup_sts_txt(f"txt-{rcode}.test", resolver)
+        rpt = await check_tlsrpt(f"txt-{rcode}.test", resolver)
+    finally:
+        await resolver.close()
+    if rcode == "nodata":
+        assert (sts.error, rpt.status) == (StsError.TXT_MISSING, TlsRptStatus.MISSING)
+    else:
+        assert (sts.error, rpt.status) == (StsError.DNS_ERROR, TlsRptStatus.DNS_ERROR)
+        assert rcode.upper() in sts.detail and rcode.upper() in rpt.detail
