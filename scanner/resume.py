@@ -87,7 +87,14 @@ def mark_complete(out_dir: Path) -> None:
 def _check_fingerprint(out_dir: Path, wanted: dict[str, Any]) -> None:
     path = out_dir / STATE_DIR / _FINGERPRINT
     if path.exists():
-        found = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise DamagedOutputError(f"{path} is damaged ({exc}): cannot tell which scan {out_dir} holds; "
+                                     "restore it, or start over with --overwrite") from exc
+        if not isinstance(found, dict):
+            raise DamagedOutputError(f"{path} is damaged (not a JSON object): restore it, or start over with "
+                                     "--overwrite")
         if found != wanted:
             changed = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
             raise OutputDirError(

@@ -192,6 +192,15 @@ def test_resume_refuses_a_same_size_edit_past_the_first_mebibyte(dns: FaultyDnsS
     assert sorted(r["input_line"] for r in rows(out, "domains")) == [2, 3]
 
 
+def test_resume_refuses_a_damaged_fingerprint(dns: FaultyDnsServer, tmp_path: Path) -> None:
+    out, command = _interrupted_scan(dns, tmp_path, "a1.test\nb1.test\n")
+    fingerprint = out / ".state" / "scan.json"
+    fingerprint.write_bytes(fingerprint.read_bytes()[:20])  # torn
+    again = run(command)
+    assert again.returncode == ExitCode.DATA_ERROR, again.stderr
+    assert "scan.json" in again.stderr and "Traceback" not in again.stderr
+
+
 def _mx_scan(dns: FaultyDnsServer, tmp_path: Path) -> tuple[Path, list[str]]:
     text = "".join(f"m{i}.test\n" for i in range(MX_DOMAINS))
     return _interrupted_scan(dns, tmp_path, text, "--rows-per-file", "3", "--commit-interval", "0.1")
