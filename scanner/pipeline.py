@@ -280,21 +280,20 @@ class Scan:
     async def _read_input(self) -> None:
         done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
-            count = 0
-            async for line in read_domains_async(stream_lines(self.source), self.input_tally):
-                count += 1
-                if self.stopping:
-                    return
-                self.stats.lines += 1
-                if done is not None and line.line_no in done:
-                    # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
-                    if line.domain is not None:
-                        seen.first_seen(line.domain, line.line_no)
-                    self.stats.resumed += 1
-                    continue
-                await self._admit(line, seen)
-                if count % _READER_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            async for batch in read_domains_async(stream_lines(self.source, _READER_YIELD_EVERY),
+                                                  self.input_tally):
+                for line in batch:
+                    if self.stopping:
+                        return
+                    self.stats.lines += 1
+                    if done is not None and line.line_no in done:
+                        # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
+                        if line.domain is not None:
+                            seen.first_seen(line.domain, line.line_no)
+                        self.stats.resumed += 1
+                        continue
+                    await self._admit(line, seen)
+                await asyncio.sleep(0)
 
     async def _admit(self, line: InputLine, seen: SeenDomains) -> None:
         now = datetime.now(UTC)
