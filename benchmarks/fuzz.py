@@ -1,6 +1,6 @@
 """Fuzz the parsers that read what servers and DNS send us (a benchmark-style run, not part of CI).
 
-    python -m benchmarks.fuzz [--target codec|smtp|policy|all] [--inputs 1000000] [--engine atheris|hypothesis]
+    python -m benchmarks.fuzz [--target codec|smtp|policy|input|all] [--inputs 1000000] [--engine atheris|hypothesis]
 
 Targets (each input is raw bytes; every property is checked on every input):
 
@@ -16,6 +16,11 @@ Targets (each input is raw bytes; every property is checked on every input):
 * ``policy``: ``parse_policy`` (bytes and str), ``parse_sts_txt`` and ``parse_tlsrpt`` on TXT records
   cut from the input in every form a resolver hands over, ``normalize_host`` and ``mx_matches``. None
   may raise; results must satisfy the RFC 8461/8460 invariants (valid patterns, max_age bound, ...).
+* ``input``: the domain list reader. ``LineSplitter`` (stream inputs) in the chunking the first byte
+  selects must cut exactly the lines the file reader (``_decode_stream``) cuts, each within the line
+  cap; ``read_domains`` yields one record per non-blank, non-comment line, a normalized name or a
+  reason, never an exception; the line counter never raises; ``parse_journal`` (the output journal, as
+  a damaged file could hold it) never raises and yields only known tables and sizes.
 
 Inputs are arbitrary bytes and mutations of valid ones (the seed corpus below: ServerHello flights,
 HelloRetryRequest, SSLv2, alerts, EHLO replies, policies, TXT records). The ``atheris`` engine
@@ -40,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SEEDS", "TARGETS", "chunked", "codec_target", "main", "policy_target", "smtp_target"]
+__all__ = ["SEEDS", "TARGETS", "chunked", "codec_target", "input_target", "main", "policy_target", "smtp_target"]
 
 Target = Callable[[bytes], None]
 _MAX_LEN = 4096
@@ -263,7 +268,39 @@ def policy_target() -> Target:
     return target
 
 
-TARGETS: dict[str, Callable[[], Target]] = {"codec": codec_target, "smtp": smtp_target, "policy": policy_target}
+def input_target() -> Target:
+    import io
+
+    from scanner import input as domain_input
+    from scanner.output import parquet
+    from scanner.output.rows import TABLES
+
+    def target(data: bytes) -> None:
+        stream, chunks = chunked(data)
+        expected = list(domain_input._decode_stream(io.BytesIO(stream)))
+        splitter, raw = domain_input.LineSplitter(), []
+        for chunk in chunks:
+            raw.extend(splitter.feed(chunk))
+        raw.extend(splitter.finish())
+        assert all(len(line) <= domain_input.MAX_LINE_LENGTH + 1 for line in raw)
+        assert [domain_input._decode_line(line, i == 0) for i, line in enumerate(raw)] == expected
+        tally = domain_input.InputTally()
+        records = list(domain_input.read_domains(iter(expected), tally))
+        assert tally.physical == len(expected) and len(records) + tally.skipped == len(expected)
+        for record in records:
+            assert (record.domain is None) != (record.error is None), record
+            if record.domain is not None:
+                assert record.domain.isascii() and record.domain == record.domain.lower()
+                assert len(record.domain) <= domain_input.MAX_NAME_LENGTH
+        assert domain_input._count_meaningful(iter(chunks)) >= 0
+        for segment, sizes in parquet.parse_journal(stream.decode("ascii", "replace")).items():
+            assert segment >= 0 and set(sizes) <= set(TABLES) and all(size >= 0 for size in sizes.values())
+
+    return target
+
+
+TARGETS: dict[str, Callable[[], Target]] = {"codec": codec_target, "smtp": smtp_target, "policy": policy_target,
+                                            "input": input_target}
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +374,17 @@ def _policy_seeds() -> list[bytes]:
     ]
 
 
-SEEDS: dict[str, Callable[[], list[bytes]]] = {"codec": _codec_seeds, "smtp": _smtp_seeds, "policy": _policy_seeds}
+def _input_seeds() -> list[bytes]:
+    streams = [
+        b"\xef\xbb\xbfexample.com\r\n# comment\r\n\r\n1,google.com\r\nb\xc3\xbccher.example\n\xff\xfe junk\n",
+        b"a.example\n" + b"x" * 5000 + b"\nb.example",
+        b"0 domains=123 probes=45\n1 mx=9 run=x\n2\n3 domains=",
+    ]
+    return [bytes([selector]) + s for s in streams for selector in (0, 7, 200)]
+
+
+SEEDS: dict[str, Callable[[], list[bytes]]] = {"codec": _codec_seeds, "smtp": _smtp_seeds, "policy": _policy_seeds,
+                                               "input": _input_seeds}
 
 
 # --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from scanner import __version__
@@ -30,9 +31,9 @@ from scanner.config import (
     ScanConfig,
 )
 from scanner.exit_codes import ExitCode
-from scanner.input import InputError, count_lines
+from scanner.input import InputError, check_input, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
-from scanner.output.parquet import STATE_DIR, OutputDirError, prepare_output_dir
+from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
 from scanner.preflight import PreflightError, check_output_writable, check_resolvers
 from scanner.report import ReportError, build_report, write_report
@@ -111,6 +112,10 @@ def _add_dns_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--dns-tries", type=int, default=2, help="tries per DNS query")
     group.add_argument("--dns-concurrency", type=int, default=500, help="DNS queries in flight")
     group.add_argument("--dns-workers", type=int, default=256, help="domains resolved at once")
+    group.add_argument("--max-mx-hosts", type=int, default=10,
+                       help="MX hosts resolved per domain, in preference order (the row says when more exist)")
+    group.add_argument("--max-mx-addresses", type=int, default=20,
+                       help="addresses probed per domain, across its MX hosts in order (the row says when capped)")
 
 
 def _add_probe_options(group: argparse._ArgumentGroup) -> None:
@@ -128,7 +133,8 @@ def _add_probe_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--banner-timeout", type=float, default=30.0)
     group.add_argument("--command-timeout", type=float, default=15.0)
     group.add_argument("--tls-timeout", type=float, default=15.0)
-    group.add_argument("--probe-deadline", type=float, default=90.0, help="hard cap on one probe, seconds")
+    group.add_argument("--probe-deadline", type=float, default=90.0,
+                       help="hard cap on one probe, its enumeration sessions included, seconds")
     group.add_argument("--enumerate", choices=("off", "posture", "full"), default="posture",
                        help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
     group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",
@@ -173,7 +179,8 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
                             row_group_size=min(20_000, args.rows_per_file),
                             flush_interval=getattr(args, "commit_interval", 30.0)),
         dns=DnsConfig(servers=tuple(args.resolver), timeout=args.dns_timeout, tries=args.dns_tries,
-                      qps=args.dns_qps, concurrency=args.dns_concurrency, workers=args.dns_workers),
+                      qps=args.dns_qps, concurrency=args.dns_concurrency, workers=args.dns_workers,
+                      max_mx_hosts=args.max_mx_hosts, max_mx_addresses=args.max_mx_addresses),
         probe=ProbeConfig(**probe_kwargs),
         safety=SafetyConfig(allow_private=args.allow_private, exclude_file=args.exclude),
         ca_file=args.ca_file,
@@ -260,8 +267,7 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         config = config_from_args(args)
         exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
         trust = load_trust_store(config)
-        if str(args.domains) != "-" and not Path(args.domains).is_file():
-            raise InputError(f"no such input file: {args.domains}")
+        check_input(args.domains)
         out = config.output.out_dir
         if scan_is_complete(out) and not args.overwrite:
             console.print(f"{out} already holds a complete scan; use --overwrite to scan again")
@@ -271,6 +277,9 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
     except (ConfigError, ExcludeListError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         return EXIT_USAGE
+    except DamagedOutputError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return ExitCode.DATA_ERROR
     except TrustStoreError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return ExitCode.CONFIG
@@ -354,8 +363,8 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
         report = build_report(args.out, baseline=args.baseline)
         files = write_report(report, dest)
     except ReportError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return EXIT_FAILED
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return exc.exit_code
     if args.json:
         print(files.json.read_text(encoding="utf-8"))
     console.print(f"report written: {files.html}, {files.markdown}, {files.json}")

@@ -77,12 +77,21 @@ class DnsConfig:
     qps: float = field(default=2000.0, metadata=RESULT_NEUTRAL)  # global queries-per-second limit (token bucket)
     concurrency: int = field(default=500, metadata=RESULT_NEUTRAL)  # queries in flight at once
     workers: int = field(default=256, metadata=RESULT_NEUTRAL)  # domains being resolved at once
+    # Bounds on what one domain can make us do: MX hosts resolved (in preference order) and addresses
+    # probed (across those hosts, in order). A domain publishing 100 MX hosts of 100 addresses each
+    # would otherwise cost 10,000 probes. Senders stop far earlier (Postfix tries at most 5 addresses,
+    # smtp_mx_address_limit; Exim 5, hosts_max_try); these defaults still cover every host a large
+    # provider publishes (5 MX hosts with A and AAAA is 10 addresses). The row says when a cap applied.
+    max_mx_hosts: int = 10
+    max_mx_addresses: int = 20
 
     def __post_init__(self) -> None:
         _positive("dns timeout", self.timeout)
         _positive("dns qps", self.qps)
         if self.tries < 1 or self.concurrency < 1 or self.workers < 1:
             raise ConfigError("dns tries, concurrency and workers must be >= 1")
+        if self.max_mx_hosts < 1 or self.max_mx_addresses < 1:
+            raise ConfigError("--max-mx-hosts and --max-mx-addresses must be >= 1")
         for server in self.servers:
             host, _ = parse_host_port(server, 53)
             try:
@@ -116,7 +125,7 @@ class ProbeConfig:
     banner_timeout: float = 30.0
     command_timeout: float = 15.0  # EHLO, STARTTLS, QUIT replies
     tls_timeout: float = 15.0
-    probe_deadline: float = 90.0  # hard cap on one probe, all phases included
+    probe_deadline: float = 90.0  # hard cap on one probe, all phases and its enumeration sessions included
     max_connections: int = field(default=200, metadata=RESULT_NEUTRAL)  # probes in flight at once, globally
     per_ip_concurrency: int = 1
     per_ip_interval: float = 1.0  # minimum seconds between two connection starts to one address

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner.output.arrow_schema import arrow_schema
+from scanner.output.parquet import part_problem
 from scanner.output.rows import TABLES
 
 __all__ = ["Dataset", "DatasetError", "load"]
@@ -38,11 +39,20 @@ class Dataset:
         return sorted((self.path / table).glob("part-*.parquet"))
 
     def table(self, name: str) -> pa.Table:
-        """One table; empty (with the declared schema) when no part file is finished yet."""
+        """One table; empty (with the declared schema) when no part file is finished yet.
+
+        Raises ``DatasetError`` naming the file when a part is unreadable or is not that table.
+        """
         files = self.files(name)
         if not files:
             return arrow_schema(TABLES[name]).empty_table()
-        return pq.read_table([str(f) for f in files], schema=arrow_schema(TABLES[name]))
+        for path in files:
+            if (problem := part_problem(path, name)) is not None:
+                raise DatasetError(problem)
+        try:
+            return pq.read_table([str(f) for f in files], schema=arrow_schema(TABLES[name]))
+        except (OSError, ValueError) as exc:  # ArrowInvalid (a ValueError): bad pages, a column of another type
+            raise DatasetError(f"cannot read table {name} in {self.path}: {exc}") from exc
 
     @property
     def domains(self) -> pa.Table:

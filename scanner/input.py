@@ -1,25 +1,51 @@
-"""Stream domains from a list: text, Tranco CSV (``rank,domain``), gzip of either, or stdin.
+"""Stream domains from a list: text, Tranco CSV (``rank,domain``), gzip of either, stdin or a pipe.
 
 Rules of this module:
-1. Nothing is read ahead: lines are yielded one at a time, so memory does not grow with the file.
+1. Nothing is read ahead: lines are yielded one at a time, so memory does not grow with the file (nor
+   with the length of one line: a line is cut at ``MAX_LINE_LENGTH`` bytes while it is read).
 2. Every line that is not blank or a comment yields exactly one ``InputLine``, valid or not, so that
    the output accounts for every line (an invalid name becomes a row with status ``invalid_input``).
+3. A *stream* input (stdin, a FIFO, ``<(zcat list.gz)``, a character device) is read once, without
+   blocking the event loop (``stream_lines``): a slow producer never stalls the scan or Ctrl-C. It
+   cannot be read a second time, so it has no line count and a scan of it cannot be resumed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
+import hashlib
 import io
+import itertools
+import os
 import re
+import selectors
+import stat
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import idna
 
-__all__ = ["InputError", "InputLine", "InputTally", "count_lines", "normalize_domain", "open_lines", "read_domains"]
+__all__ = [
+    "InputError",
+    "InputLine",
+    "InputTally",
+    "LineSplitter",
+    "check_input",
+    "count_lines",
+    "input_digest",
+    "is_stream_source",
+    "normalize_domain",
+    "open_lines",
+    "read_domains",
+    "read_domains_async",
+    "stream_lines",
+]
 
 # RFC 1035 §2.3.4: 255 octets on the wire = 253 characters in text without the trailing dot.
 MAX_NAME_LENGTH = 253
@@ -32,6 +58,8 @@ _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ALL_NUMERIC_TLD = re.compile(r"^[0-9]+$")
 _GZIP_MAGIC = b"\x1f\x8b"
 GZIP_MAGIC = _GZIP_MAGIC  # public: scanner.provenance counts the lines of gzip input too
+_CHUNK = 1 << 16  # bytes per read of a stream input or of the line counter
+_DIGEST_CHUNK = 1 << 20
 
 
 class InputError(ValueError):
@@ -105,8 +133,51 @@ def _check_ldh(name: str) -> None:
         raise ValueError("numeric top-level label (an IP address?)")
 
 
+def is_stream_source(source: str | Path) -> bool:
+    """True for stdin ('-') and for a path that is not a regular file but can be read once: a FIFO or
+    an anonymous pipe (``<(zcat list.gz)`` is ``/dev/fd/63``), a socket or a character device."""
+    if str(source) == "-":
+        return True
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def check_input(source: str | Path) -> None:
+    """Raise ``InputError`` (one line, naming the path) unless ``source`` can be read as a domain list."""
+    if is_stream_source(source):
+        return
+    path = Path(source)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise InputError(f"no such input file: {path} ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(mode):
+        raise InputError(f"input {path} is not a file, a pipe or stdin")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read input file {path}: permission denied")
+
+
+def input_digest(path: str | Path) -> str:
+    """SHA-256 (hex) of the whole file, read in 1 MiB chunks (constant memory whatever the size).
+
+    What a resumed scan compares to be sure the input is the very file of the first attempt: an edit
+    anywhere, even one that keeps the size, changes it.
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_DIGEST_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def open_lines(source: str | Path) -> Iterator[str]:
-    """Yield decoded lines from a path ('-' = stdin), transparently gunzipping by magic bytes."""
+    """Yield decoded lines from a path ('-' = stdin), transparently gunzipping by magic bytes.
+
+    Blocking reads: for a stream input inside the scan, use ``stream_lines``.
+    """
     if str(source) == "-":
         yield from _decode_stream(sys.stdin.buffer)
         return
@@ -124,9 +195,16 @@ def open_lines(source: str | Path) -> Iterator[str]:
             yield from _decode_stream(raw)
 
 
-def _decode_stream(stream: IO[bytes] | gzip.GzipFile) -> Iterator[str]:
+def _decode_line(line: bytes, first: bool) -> str:
     # Decoding per line with "replace" keeps a binary-junk line as one (invalid) line instead of
     # failing the whole file; a UTF-8 BOM on the first line is dropped.
+    text = line.decode("utf-8", errors="replace")
+    if first:
+        text = text.removeprefix("\ufeff")
+    return text.rstrip("\r\n")
+
+
+def _decode_stream(stream: IO[bytes] | gzip.GzipFile) -> Iterator[str]:
     first = True
     while True:
         line = stream.readline(MAX_LINE_LENGTH + 1)
@@ -136,11 +214,129 @@ def _decode_stream(stream: IO[bytes] | gzip.GzipFile) -> Iterator[str]:
             # Skip the rest of an over-long line so that it counts as one line.
             while (rest := stream.readline(MAX_LINE_LENGTH)) and not rest.endswith(b"\n"):
                 pass
-        text = line.decode("utf-8", errors="replace")
-        if first:
-            text = text.removeprefix("\ufeff")
-            first = False
-        yield text.rstrip("\r\n")
+        yield _decode_line(line, first)
+        first = False
+
+
+class LineSplitter:
+    """Bytes in any chunking → the lines ``_decode_stream`` would read, as raw bytes.
+
+    A line is cut at ``MAX_LINE_LENGTH + 1`` bytes while it arrives (the rest of it is skipped up to its
+    newline), so a line without an end costs no more memory than a short one.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._skipping = False  # inside the unread rest of an over-long line
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        start = 0
+        while (newline := data.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._buffer += data[start:min(newline + 1, start + MAX_LINE_LENGTH + 2)]
+                lines.append(bytes(self._buffer[:MAX_LINE_LENGTH + 1]))
+            self._buffer.clear()
+            start = newline + 1
+        if not self._skipping:
+            self._buffer += data[start:start + MAX_LINE_LENGTH + 1 - len(self._buffer)]
+            if len(self._buffer) > MAX_LINE_LENGTH:
+                lines.append(bytes(self._buffer))
+                self._buffer.clear()
+                self._skipping = True
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """The last line, when the input does not end with a newline."""
+        last = [bytes(self._buffer)] if self._buffer and not self._skipping else []
+        self._buffer.clear()
+        return last
+
+
+async def stream_lines(source: str | Path, batch: int = 256) -> AsyncIterator[list[str]]:
+    """``open_lines`` for the event loop, in batches: a stream input never blocks the loop.
+
+    A regular file (or gzip) is read as by ``open_lines``, ``batch`` lines at a time: disk reads do not
+    wait for a producer, and the caller yields to other tasks between batches. A stream gives what
+    has arrived (at most one 64 KiB read per batch), so a line is handed over as soon as it is complete.
+    Batches, not lines, because an ``async for`` step costs more than the work on a line.
+    """
+    if not is_stream_source(source) or (str(source) == "-" and not _pollable(sys.stdin.fileno())):
+        # A file (also stdin redirected from one, or /dev/null): reads never wait for a producer.
+        for lines in _batched(open_lines(source), batch):
+            yield lines
+        return
+    pipe = await _open_stream(source)
+    if not _pollable(pipe.fileno()):  # a character device such as /dev/null: never waits either
+        pipe.close()
+        for lines in _batched(open_lines(source), batch):
+            yield lines
+        return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    blocking = os.get_blocking(pipe.fileno())
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    splitter, first = LineSplitter(), True
+    try:
+        while chunk := await reader.read(_CHUNK):
+            if raws := splitter.feed(chunk):
+                yield [_decode_line(raw, first and i == 0) for i, raw in enumerate(raws)]
+                first = False
+        if raws := splitter.finish():
+            yield [_decode_line(raws[0], first)]
+    finally:
+        transport.close()
+        if str(source) == "-":
+            with contextlib.suppress(OSError):
+                os.set_blocking(0, blocking)  # the flag is shared with our stdin: give it back
+
+
+def _batched(lines: Iterator[str], size: int) -> Iterator[list[str]]:
+    while batch := list(itertools.islice(lines, size)):
+        yield batch
+
+
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can wait on ``fd``. Regular files and some devices (/dev/null) cannot
+    (epoll refuses them with EPERM), and must never reach ``connect_read_pipe``: uvloop aborts."""
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+async def _open_stream(source: str | Path) -> IO[bytes]:
+    """A new unbuffered file object for the stream input. stdin is duplicated (closing ours must not
+    close the process's); a named FIFO is opened on a daemon thread, since ``open`` waits for a writer,
+    and a thread still waiting at Ctrl-C must not keep the process alive."""
+    if str(source) == "-":
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future[int] = loop.create_future()
+
+    def deliver(fd: int | None, exc: OSError | None) -> None:
+        if opened.cancelled():
+            if fd is not None:
+                os.close(fd)
+        elif exc is not None:
+            opened.set_exception(InputError(f"cannot open {source}: {exc.strerror or exc}"))
+        elif fd is not None:
+            opened.set_result(fd)
+
+    def open_blocking() -> None:
+        try:
+            fd = os.open(source, os.O_RDONLY)
+        except OSError as exc:
+            loop.call_soon_threadsafe(deliver, None, exc)
+        else:
+            loop.call_soon_threadsafe(deliver, fd, None)
+
+    threading.Thread(target=open_blocking, name="input-open", daemon=True).start()
+    return os.fdopen(await opened, "rb", buffering=0)
 
 
 def _domain_field(line: str) -> str:
@@ -152,6 +348,21 @@ def _domain_field(line: str) -> str:
     return line
 
 
+def _parse_line(line_no: int, line: str, tally: InputTally) -> InputLine | None:
+    """One physical line → its ``InputLine``, or None for a blank or comment line (counted in ``tally``)."""
+    tally.physical = line_no
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        tally.skipped += 1
+        return None
+    raw = stripped[:RAW_KEEP]
+    try:
+        domain = normalize_domain(_domain_field(stripped))
+    except ValueError as exc:
+        return InputLine(line_no, raw, None, str(exc))
+    return InputLine(line_no, raw, domain, None)
+
+
 def read_domains(lines: Iterator[str], tally: InputTally | None = None) -> Iterator[InputLine]:
     """Turn raw lines into ``InputLine`` records; blank lines and ``#`` comments are skipped.
 
@@ -160,30 +371,51 @@ def read_domains(lines: Iterator[str], tally: InputTally | None = None) -> Itera
     """
     tally = tally if tally is not None else InputTally()
     for line_no, line in enumerate(lines, start=1):
-        tally.physical = line_no
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            tally.skipped += 1
-            continue
-        raw = stripped[:RAW_KEEP]
-        try:
-            domain = normalize_domain(_domain_field(stripped))
-        except ValueError as exc:
-            yield InputLine(line_no, raw, None, str(exc))
-        else:
-            yield InputLine(line_no, raw, domain, None)
+        if (item := _parse_line(line_no, line, tally)) is not None:
+            yield item
+
+
+async def read_domains_async(
+    batches: AsyncIterator[list[str]], tally: InputTally | None = None
+) -> AsyncIterator[list[InputLine]]:
+    """``read_domains`` over ``stream_lines``: the same records, line numbers and tally, in batches."""
+    tally = tally if tally is not None else InputTally()
+    line_no = 0
+    async for lines in batches:
+        items = []
+        for line in lines:
+            line_no += 1
+            if (item := _parse_line(line_no, line, tally)) is not None:
+                items.append(item)
+        yield items
 
 
 def count_lines(source: str | Path) -> int | None:
-    """Number of non-blank, non-comment lines, for the progress bar; None for stdin and gzip input."""
-    if str(source) == "-":
-        return None
-    path = Path(source)
+    """Number of non-blank, non-comment lines, for the progress bar; None for stream and gzip input.
+
+    Reads fixed-size chunks, never a whole line: a file that is one 600 MB line costs 64 KiB here.
+    """
+    if is_stream_source(source):
+        return None  # it can be read only once, and that read is the scan's
     try:
-        with path.open("rb") as fh:
+        with Path(source).open("rb") as fh:
             if fh.read(2) == _GZIP_MAGIC:
                 return None
             fh.seek(0)
-            return sum(1 for line in fh if line.strip() and not line.lstrip().startswith(b"#"))
+            return _count_meaningful(iter(lambda: fh.read(_CHUNK), b""))
     except OSError:
         return None
+
+
+def _count_meaningful(chunks: Iterator[bytes]) -> int:
+    count = 0
+    decided = meaningful = False  # the current line's first non-blank byte was seen / was not '#'
+    for chunk in chunks:
+        pieces = chunk.split(b"\n")
+        for index, piece in enumerate(pieces):
+            if not decided and (content := piece.lstrip()):
+                decided, meaningful = True, not content.startswith(b"#")
+            if index < len(pieces) - 1:  # a newline ends this piece's line
+                count += decided and meaningful
+                decided = meaningful = False
+    return count + (decided and meaningful)

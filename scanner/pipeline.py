@@ -35,7 +35,7 @@ from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
 from scanner.health import Breakdown, HealthWatch
-from scanner.input import InputLine, InputTally, open_lines, read_domains
+from scanner.input import InputLine, InputTally, read_domains_async, stream_lines
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.net.families import detect_families
@@ -305,7 +305,8 @@ class Scan:
 
     async def _run_stages_with(self, done: SummaryCache) -> None:
         self._resolver = DnsResolver(self.config.dns, observe=self.health.dns)
-        domains = DomainResolver(self._resolver, self._exclude)
+        domains = DomainResolver(self._resolver, self._exclude, max_hosts=self.config.dns.max_mx_hosts,
+                                 max_addresses=self.config.dns.max_mx_addresses)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_rows, self.scan_id,
                                            self.attempt, done, self.families)
@@ -320,22 +321,30 @@ class Scan:
         self._monitor = StageMonitor(self._gauges(self._resolver, self._probe_service),
                                      progress=lambda: self.stats.rows_done)
         monitor = asyncio.create_task(self._monitor.run(), name="monitor")
+        stop = asyncio.create_task(self._stop_event.wait())
         try:
-            await self._read_input()
+            # The reader may wait on a slow stream (stdin, a pipe) for ever: a stop request ends the wait.
+            reader = asyncio.create_task(self._read_input(), name="reader")
+            await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+            else:
+                reader.result()  # an input error ends the scan here
             drain = asyncio.create_task(self._drain(dns_workers, probe_workers))
-            stop = asyncio.create_task(self._stop_event.wait())
             await asyncio.wait({drain, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not drain.done() and self.breakdown is None:
                 # Stop requested: in-flight domains get a bounded grace period, then are abandoned. Not
                 # after a breakdown: what finishes now would record our side's failure as the Internet's.
                 await asyncio.wait({drain}, timeout=self.config.stop_grace)
-            stop.cancel()
             drain.cancel()
-            await asyncio.gather(drain, stop, return_exceptions=True)
+            await asyncio.gather(drain, return_exceptions=True)
         finally:
+            stop.cancel()
             for task in (*dns_workers, *probe_workers, *self._finishers, monitor):
                 task.cancel()
-            await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, monitor, return_exceptions=True)
+            await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, monitor, stop,
+                                 return_exceptions=True)
 
     def _gauges(self, resolver: DnsResolver, probes: ProbeService) -> list[Gauge]:
         """Each stage's occupancy, in pipeline order (see ``scanner.monitor``)."""
@@ -365,19 +374,20 @@ class Scan:
     async def _read_input(self) -> None:
         done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
-            for count, line in enumerate(read_domains(open_lines(self.source), self.input_tally), start=1):
-                if self.stopping:
-                    return
-                self.stats.lines += 1
-                if done is not None and line.line_no in done:
-                    # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
-                    if line.domain is not None:
-                        seen.first_seen(line.domain, line.line_no)
-                    self.stats.resumed += 1
-                    continue
-                await self._admit(line, seen)
-                if count % _READER_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            async for batch in read_domains_async(stream_lines(self.source, _READER_YIELD_EVERY),
+                                                  self.input_tally):
+                for line in batch:
+                    if self.stopping:
+                        return
+                    self.stats.lines += 1
+                    if done is not None and line.line_no in done:
+                        # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
+                        if line.domain is not None:
+                            seen.first_seen(line.domain, line.line_no)
+                        self.stats.resumed += 1
+                        continue
+                    await self._admit(line, seen)
+                await asyncio.sleep(0)
 
     async def _admit(self, line: InputLine, seen: SeenDomains) -> None:
         now = datetime.now(UTC)

@@ -318,9 +318,12 @@ class ProbeService:
             return await self._record(pending, skipped_result(FailureClass.FAMILY_UNREACHABLE), None, started_at)
         sni = pending.names[0]
         delays = self._config.probe.throttle_retry_delays
+        loop = asyncio.get_running_loop()
+        deadline = 0.0  # event-loop time; the probe's deadline counts from its last attempt's start
         for attempt in range(len(delays) + 1):
             async with self.connection_slot(pending.address):
                 started_at = datetime.now(UTC)
+                deadline = loop.time() + self._config.probe.probe_deadline
                 self.in_flight += 1
                 try:
                     result = await probe_smtp(pending.address, pending.port, sni, self._config.probe, self._context)
@@ -336,11 +339,11 @@ class ProbeService:
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
         session_rows: list[SessionRow] = []
         check = await self._check_address(pending, sni, result, verdict, session_rows)
-        enumeration = await self._enumerate(pending, sni, result, check)
+        enumeration = await self._enumerate(pending, sni, result, deadline, check)
         if check is not None and enumeration is not None:
-            enumeration = await self._recheck_version(pending, sni, result, enumeration, check)
+            enumeration = await self._recheck_version(pending, sni, result, enumeration, check, deadline)
         if enumeration is not None:
-            enumeration = await self._reconcile(pending, sni, result, enumeration)
+            enumeration = await self._reconcile(pending, sni, result, enumeration, deadline)
         return await self._record(pending, result, verdict, started_at, enumeration, attempts=attempt + 1,
                                   check=check, session_rows=session_rows)
 
@@ -386,7 +389,8 @@ class ProbeService:
         await self._emit_rows([row])
 
     async def _recheck_version(self, pending: _Pending, sni: str, result: SmtpProbeResult,
-                               enumeration: EnumerationResult, check: AddressCheck) -> EnumerationResult:
+                               enumeration: EnumerationResult, check: AddressCheck,
+                               deadline: float) -> EnumerationResult:
         """The observation handshake negotiated a version the enumeration saw refused: ask the version's
         hello again. An acceptance now means two sessions disagreed: the address is recorded inconsistent
         on the version (rule inconsistent_answers) and the version counts as accepted, as every version a
@@ -397,9 +401,11 @@ class ProbeService:
         if version is None or verdict_ is None or verdict_.supported is not False:
             return enumeration
         offer = version_hello(version)
+        session = self._hello_session(pending, sni, deadline)
         for _ in range(self._config.probe.recheck_limit):
-            async with self.connection_slot(pending.address):
-                answer = await probe_hello(pending.address, pending.port, sni, self._config.probe, offer)
+            answer = await session(offer)
+            if answer.kind is AnswerKind.UNTESTABLE:
+                break  # past the probe's deadline (or the server went away): no contradiction shown
             check.rechecks += 1
             if answer.kind is AnswerKind.ACCEPTED and answer.version == version:
                 check.facts.add(SessionFact.VERSION)
@@ -407,27 +413,57 @@ class ProbeService:
                 return dataclasses.replace(enumeration, versions=versions)
         return enumeration
 
-    async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult,
+    async def _enumerate(self, pending: _Pending, sni: str, result: SmtpProbeResult, deadline: float,
                          check: AddressCheck | None = None) -> EnumerationResult | None:
         """Versions and suites, when the server accepted STARTTLS (even if our own handshake failed:
-        a server that only speaks SSLv3 fails Python's handshake and is exactly what we must find)."""
+        a server that only speaks SSLv3 fails Python's handshake and is exactly what we must find).
+
+        ``--probe-deadline`` bounds the probe as a whole: its STARTTLS session and these sessions
+        together, from the start of that session (``deadline``, event-loop time). Past it, every
+        question left is answered "untestable" without a connection, so the plan ends at once and the
+        row says ``enum_complete`` false: a slow server costs at most the deadline, never 7-12 (posture)
+        or hundreds (full) of its slow sessions.
+        """
         mode = enumeration_mode(self._config.probe.enumeration, self._config.probe.full_sample, pending.address)
         if mode == "off" or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.TLS_HANDSHAKE_FAILED):
             return None
+        loop = asyncio.get_running_loop()
 
+        async def sleep(delay: float) -> None:
+            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+
+        unopened = [0]
         plan = full_plan() if mode == "full" else posture_plan()
-        return await drive_plan(plan, self._hello_session(pending, sni, check))
+        found = await drive_plan(plan, self._hello_session(pending, sni, deadline, check, unopened), sleep)
+        return dataclasses.replace(found, sessions=found.sessions - unopened[0])
 
-    def _hello_session(self, pending: _Pending, sni: str,
-                       check: AddressCheck | None = None) -> Callable[[HelloRequest], Awaitable[HelloAnswer]]:
+    def _hello_session(self, pending: _Pending, sni: str, deadline: float, check: AddressCheck | None = None,
+                       unopened: list[int] | None = None) -> Callable[[HelloRequest], Awaitable[HelloAnswer]]:
+        """One crafted-hello session per request, under the address's limits and the probe's deadline.
+
+        Past ``deadline`` (event-loop time) a request is answered "untestable" without a connection and
+        counted in ``unopened`` (not a session the server saw). A session that finds STARTTLS missing
+        after the probe saw it advertised is a contradiction between sessions (``check``).
+        """
+        loop = asyncio.get_running_loop()
+        late = HelloAnswer(AnswerKind.UNTESTABLE,
+                           detail=f"probe deadline ({self._config.probe.probe_deadline:g}s) reached")
+
         async def session(request: HelloRequest) -> HelloAnswer:
             # One unit of work = one connection, under the same per-address and global limits.
-            async with self.connection_slot(pending.address):
-                self.in_flight += 1
-                try:
-                    answer = await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
-                finally:
-                    self.in_flight -= 1
+            if loop.time() >= deadline:
+                if unopened is not None:
+                    unopened[0] += 1
+                return late
+            try:
+                async with asyncio.timeout_at(deadline), self.connection_slot(pending.address):
+                    self.in_flight += 1
+                    try:
+                        answer = await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
+                    finally:
+                        self.in_flight -= 1
+            except TimeoutError:  # probe_hello never raises one itself: this is our deadline
+                return late
             if check is not None and answer.detail.startswith(f"{ProbeStatus.NO_STARTTLS.value}:"):
                 check.facts.add(SessionFact.STARTTLS)  # advertised to the probe, missing now
             return answer
@@ -435,13 +471,13 @@ class ProbeService:
         return session
 
     async def _reconcile(self, pending: _Pending, sni: str, result: SmtpProbeResult,
-                         enumeration: EnumerationResult) -> EnumerationResult:
+                         enumeration: EnumerationResult, deadline: float) -> EnumerationResult:
         """Re-ask what the observation handshake contradicts, so the row never publishes a contradiction."""
         if result.tls is None:
             return enumeration
         known = suite_by_name(result.tls.cipher)
         plan = reconcile_plan(enumeration, OBSERVED_VERSIONS.get(result.tls.version), known.code if known else None)
-        reconciled = await drive_plan(plan, self._hello_session(pending, sni))
+        reconciled = await drive_plan(plan, self._hello_session(pending, sni, deadline))
         return dataclasses.replace(reconciled, sessions=enumeration.sessions + reconciled.sessions)
 
     async def _record(

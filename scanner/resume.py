@@ -14,17 +14,18 @@ one scan id and numbers the attempts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig, result_settings, settings_differences
-from scanner.output.parquet import STATE_DIR, OutputDirError, recover
+from scanner.input import input_digest, is_stream_source
+from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, recover, verify_committed
 from scanner.probing import ProbeSummary, link_key, probe_summary_from_row, session_summary_from_row
 from scanner.scan_record import AttemptCounts, ScanRecord, committed_counts, committed_run_attempts
 from scanner.status import SessionKind
@@ -33,7 +34,6 @@ __all__ = ["LineSet", "ResumeState", "fingerprint", "load_resume_state", "mark_c
 
 _FINGERPRINT = "scan.json"
 _COMPLETE = "complete"
-_HEAD_BYTES = 1 << 20
 
 
 class LineSet:
@@ -73,11 +73,10 @@ class ResumeState:
 def fingerprint(config: ScanConfig, source: str | Path) -> dict[str, Any]:
     """What must not change between the attempts of one scan: the input and the result-relevant settings."""
     data: dict[str, Any] = {"input": str(source), "settings": result_settings(config)}
-    if str(source) != "-":
-        path = Path(source)
-        with path.open("rb") as fh:
-            data["input_head_sha256"] = hashlib.sha256(fh.read(_HEAD_BYTES)).hexdigest()
-        data["input_size"] = path.stat().st_size
+    if not is_stream_source(source):
+        # The whole file, not a head: an edit past any prefix, even one keeping the size, is another input.
+        data["input_sha256"] = input_digest(source)
+        data["input_size"] = Path(source).stat().st_size
     return data
 
 
@@ -101,7 +100,15 @@ def fingerprint_differences(found: dict[str, Any], wanted: dict[str, Any]) -> li
 def _check_fingerprint(out_dir: Path, wanted: dict[str, Any]) -> None:
     path = out_dir / STATE_DIR / _FINGERPRINT
     if path.exists():
-        differences = fingerprint_differences(json.loads(path.read_text(encoding="utf-8")), wanted)
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise DamagedOutputError(f"{path} is damaged ({exc}): cannot tell which scan {out_dir} holds; "
+                                     "restore it, or start over with --overwrite") from exc
+        if not isinstance(found, dict):
+            raise DamagedOutputError(f"{path} is damaged (not a JSON object): restore it, or start over with "
+                                     "--overwrite")
+        differences = fingerprint_differences(found, wanted)
         if differences:
             raise OutputDirError(
                 f"{out_dir} holds an interrupted scan with another input or settings; these differ (scan's -> "
@@ -119,8 +126,9 @@ def _committed_files(out_dir: Path, table: str) -> list[str]:
 def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, trust: TrustStore) -> ResumeState:
     """Recover the directory and read what the previous attempts committed (nothing for a fresh scan)."""
     recovery = recover(out_dir)
-    if recovery.committed and str(source) == "-":
-        raise OutputDirError("an interrupted scan cannot resume from stdin: pass the input as a file")
+    if recovery.committed and is_stream_source(source):
+        raise OutputDirError(f"an interrupted scan cannot resume from {'stdin' if str(source) == '-' else source} "
+                             "(a stream is read only once): pass the input as a regular file, or --overwrite")
     _check_fingerprint(out_dir, fingerprint(config, source))
     done = LineSet()
     probes: dict[str, ProbeSummary] = {}
@@ -131,17 +139,28 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
         raise OutputDirError(f"{out_dir} holds a scan written by an older version of this tool (no scan record); "
                              "finish it with that version, or start over with --overwrite")
     if recovery.committed:
+        # A committed file lost or damaged would be re-scanned (its lines look undone) next to the rows
+        # its segment left in the other tables: refuse, naming the file, rather than duplicate them.
+        verify_committed(out_dir)
         for path in _committed_files(out_dir, "domains"):
-            for line_no in pq.read_table(path, columns=["input_line"]).column("input_line").to_pylist():
+            for line_no in _read(path, ["input_line"]).column("input_line").to_pylist():
                 done.add(line_no)
         for path in _committed_files(out_dir, "probes"):
-            for row in pq.read_table(path).to_pylist():
+            for row in _read(path).to_pylist():
                 probes[row["probe_id"]] = probe_summary_from_row(row, trust, config.probe.sni_checks)
         # Further MX names' SNI sessions: reused like probes (keyed after their address's probe).
         for path in _committed_files(out_dir, "sessions"):
-            for row in pq.read_table(path).to_pylist():
+            for row in _read(path).to_pylist():
                 base = probes.get(row["probe_id"])
                 if row["kind"] == SessionKind.SNI.value and base is not None:
                     probes[link_key(row["probe_id"], row["sni"])] = session_summary_from_row(row, base, trust)
     return ResumeState(attempt, done, probes, recovery.next_segment, recovery.removed_files, record,
                        committed_counts(out_dir), frozenset(committed_run_attempts(out_dir)))
+
+
+def _read(path: str, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, ValueError, KeyError) as exc:  # ArrowInvalid is a ValueError; a missing column a KeyError
+        raise DamagedOutputError(f"committed file {path} is unreadable ({exc}): the dataset is damaged; restore "
+                                 "it, or start over with --overwrite") from exc

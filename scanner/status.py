@@ -41,7 +41,9 @@ class DomainStatus(str, Enum):
     DNS_BOGUS = "dns_bogus"
     DNS_TIMEOUT = "dns_timeout"
     DNS_REFUSED = "dns_refused"
-    DNS_ERROR = "dns_error"  # any other resolver failure (detail says which)
+    # Any other resolver failure (detail says which), among them an MX answer with an rcode other than
+    # NOERROR, NXDOMAIN, SERVFAIL or REFUSED (e.g. 6-11, 16): never read as "no MX" (RFC 5321 §5.1).
+    DNS_ERROR = "dns_error"
     MX_NO_ADDRESS = "mx_no_address"  # MX records exist but no MX host has a usable address
     INTERNAL_ERROR = "internal_error"  # a bug in the scanner; detail holds the traceback summary
 

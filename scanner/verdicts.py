@@ -398,8 +398,8 @@ def build_domain_rows(
     row = DomainRow(
         scan_id=scan_id, attempt=attempt, domain=dns.domain, input_line=line.line_no, input_raw=line.raw,
         status=dns.status, status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source,
-        mx_count=len(dns.hosts),
-        mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed, address_count=len(summaries),
+        mx_count=len(dns.hosts), mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed,
+        mx_capped=dns.capped, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
         not_covered_count=cover.not_covered, families_covered=list(cover.families),
         starttls=tally.verdict, starttls_ipv4=cover.ipv4, starttls_ipv6=cover.ipv6,
@@ -432,8 +432,8 @@ def input_problem_row(
     return DomainRow(
         scan_id=scan_id, attempt=attempt, domain=line.domain, input_line=line.line_no, input_raw=line.raw,
         status=status, status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
-        mx_hosts=[], null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0, untested_count=0,
-        not_covered_count=0, families_covered=[], starttls=StarttlsVerdict.NOT_APPLICABLE,
+        mx_hosts=[], null_mx_mixed=False, mx_capped=False, address_count=0, probed_count=0, starttls_ok_count=0,
+        untested_count=0, not_covered_count=0, families_covered=[], starttls=StarttlsVerdict.NOT_APPLICABLE,
         starttls_ipv4=StarttlsVerdict.NOT_APPLICABLE, starttls_ipv6=StarttlsVerdict.NOT_APPLICABLE,
         starttls_all=None, starttls_any=None, certs_valid_all=None,
         **_policy_columns(None, None), dane_delivery=None, dane_delivery_reasons=[],

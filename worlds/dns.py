@@ -33,7 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self, cast
 
-from dnslib import QTYPE, RCODE, RR, DNSError, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, RR, DNSError, DNSRecord
 
 from worlds.procs import ServerLifecycle
 
@@ -556,6 +556,15 @@ class Behaviour(StrEnum):
     REFUSED = "refused"
     NXDOMAIN = "nxdomain"
     NODATA = "nodata"  # NOERROR, empty answer (RFC 2308 section 2.2)
+    # Rcodes a query should never get (RFC 2136, RFC 8490, RFC 6891), sent by broken servers and
+    # middleboxes; each comes with an empty answer, which a careless client reads as NODATA.
+    YXDOMAIN = "yxdomain"  # 6
+    YXRRSET = "yxrrset"  # 7
+    NXRRSET = "nxrrset"  # 8
+    NOTAUTH = "notauth"  # 9
+    NOTZONE = "notzone"  # 10
+    DSOTYPENI = "dsotypeni"  # 11
+    BADVERS = "badvers"  # 16: an extended rcode, its upper bits in the OPT record (RFC 6891 section 6.1.3)
 
 
 _RCODES: Mapping[Behaviour, int] = {
@@ -563,6 +572,13 @@ _RCODES: Mapping[Behaviour, int] = {
     Behaviour.REFUSED: RCODE.REFUSED,
     Behaviour.NXDOMAIN: RCODE.NXDOMAIN,
     Behaviour.NODATA: RCODE.NOERROR,
+    Behaviour.YXDOMAIN: 6,
+    Behaviour.YXRRSET: 7,
+    Behaviour.NXRRSET: 8,
+    Behaviour.NOTAUTH: 9,
+    Behaviour.NOTZONE: 10,
+    Behaviour.DSOTYPENI: 11,
+    Behaviour.BADVERS: 16,
 }
 
 
@@ -624,7 +640,10 @@ class _Answerer:
             return None
         reply = request.reply(ra=0, aa=1)
         if isinstance(spec, Behaviour):
-            reply.header.rcode = _RCODES[spec]
+            rcode = _RCODES[spec]
+            reply.header.rcode = rcode & 0xF
+            if rcode > 0xF:  # the upper 8 bits travel in the OPT record's TTL field
+                reply.add_ar(EDNS0(ext_rcode=rcode >> 4, udp_len=_CLASSIC_UDP_LIMIT))
         else:
             matching = [rr for rr in spec if qtype in ("ANY", QTYPE[rr.rtype]) or rr.rtype == QTYPE.CNAME]
             reply.add_answer(*matching)

@@ -7,6 +7,7 @@ in-flight query, so a provider that serves a million domains costs one A and one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from scanner.net.addresses import ExcludeList
 from scanner.shared_lookups import SharedLookups
 from scanner.status import DnsOutcome, DomainStatus, HostStatus, MxSource
 
-__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost"]
+__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost", "cap_hosts"]
 
 _DOMAIN_STATUS = {
     DnsOutcome.NXDOMAIN: DomainStatus.DNS_NXDOMAIN,
@@ -71,6 +72,7 @@ class DomainDns:
     detail: str = ""
     null_mx_mixed: bool = False
     elapsed_ms: float = 0.0
+    capped: bool = False  # MX hosts or addresses beyond the configured caps were left out
 
 
 def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolution:
@@ -84,25 +86,53 @@ def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolut
     return HostResolution(name, status, (), cnames, detail)
 
 
-class DomainResolver:
-    """Turns a domain name into a ``DomainDns``. One instance per scan."""
+def cap_hosts(hosts: Sequence[MailHost], max_addresses: int) -> tuple[list[MailHost], bool]:
+    """The first ``max_addresses`` addresses of ``hosts``, in order; a host left with none is dropped.
 
-    def __init__(self, resolver: DnsResolver, exclude: ExcludeList, host_cache: int = 50_000) -> None:
+    Returns the kept hosts and whether anything was cut. A host's cached resolution is not changed:
+    another domain may reach the same host with room for all of its addresses.
+    """
+    kept: list[MailHost] = []
+    room, cut = max_addresses, False
+    for host in hosts:
+        addresses = host.resolution.addresses
+        if len(addresses) <= room:
+            kept.append(host)
+            room -= len(addresses)
+            continue
+        cut = True
+        if room:
+            kept.append(dataclasses.replace(host, resolution=dataclasses.replace(host.resolution,
+                                                                                 addresses=addresses[:room])))
+            room = 0
+    return kept, cut
+
+
+class DomainResolver:
+    """Turns a domain name into a ``DomainDns``. One instance per scan.
+
+    At most ``max_hosts`` MX hosts are resolved and ``max_addresses`` addresses kept per domain (see
+    ``DnsConfig``); ``DomainDns.capped`` records that a cap applied.
+    """
+
+    def __init__(self, resolver: DnsResolver, exclude: ExcludeList, host_cache: int = 50_000, *,
+                 max_hosts: int = 10, max_addresses: int = 20) -> None:
         self._resolver = resolver
         self._exclude = exclude
+        self._max_hosts = max_hosts
+        self._max_addresses = max_addresses
         # MX host → addresses, shared by every domain at that host. Bounded: a long tail of self-hosted
         # domains brings one host name each; a dropped host is simply resolved again if seen again.
         self._hosts: SharedLookups[HostResolution] = SharedLookups(host_cache)
 
     async def resolve(self, domain: str) -> DomainDns:
         started = time.perf_counter()
-        answer = await self._resolver.query(domain, "MX")
+        # Only a NOERROR answer without MX records leads to the implicit MX (RFC 5321 §5.1); c-ares also
+        # reports rcodes 6-11 and 16 that way, so the rcode is checked before contacting anything.
+        answer = await self._resolver.query_strict(domain, "MX")
         result = await self._from_mx_answer(domain, answer)
         elapsed = (time.perf_counter() - started) * 1000
-        return DomainDns(
-            result.domain, result.status, result.mx_source, result.hosts, result.detail,
-            result.null_mx_mixed, elapsed,
-        )
+        return dataclasses.replace(result, elapsed_ms=elapsed)
 
     async def _from_mx_answer(self, domain: str, answer: QueryResult) -> DomainDns:
         if answer.outcome is DnsOutcome.SERVFAIL and self._resolver.config.servers:
@@ -117,19 +147,23 @@ class DomainResolver:
             return DomainDns(domain, DomainStatus.NULL_MX, MxSource.NULL_MX, detail="MX 0 . (RFC 7505)")
         if plan.source is MxSource.IMPLICIT:
             return await self._implicit(domain)
-        hosts = await self._mail_hosts(plan.hosts)
+        resolved = await self._mail_hosts(plan.hosts[:self._max_hosts])
+        hosts, cut = cap_hosts(resolved, self._max_addresses)
+        capped = cut or len(plan.hosts) > self._max_hosts
         if not any(h.resolution.addresses for h in hosts):
             detail = "; ".join(f"{h.name}: {h.resolution.status.value}" for h in hosts)
             return DomainDns(domain, DomainStatus.MX_NO_ADDRESS, MxSource.MX, tuple(hosts), detail,
-                             plan.null_mx_mixed)
-        return DomainDns(domain, DomainStatus.OK, MxSource.MX, tuple(hosts), null_mx_mixed=plan.null_mx_mixed)
+                             plan.null_mx_mixed, capped=capped)
+        return DomainDns(domain, DomainStatus.OK, MxSource.MX, tuple(hosts), null_mx_mixed=plan.null_mx_mixed,
+                         capped=capped)
 
     async def _implicit(self, domain: str) -> DomainDns:
         """No MX records: the domain itself is the mail host, preference 0 (RFC 5321 §5.1)."""
         resolution = await self.host(domain)
         host = MailHost(domain, 0, resolution)
         if resolution.addresses:
-            return DomainDns(domain, DomainStatus.OK, MxSource.IMPLICIT, (host,))
+            kept, cut = cap_hosts([host], self._max_addresses)
+            return DomainDns(domain, DomainStatus.OK, MxSource.IMPLICIT, tuple(kept), capped=cut)
         if resolution.status in (HostStatus.NO_ADDRESS, HostStatus.NXDOMAIN):
             return DomainDns(domain, DomainStatus.DNS_NO_MAIL_HOST, MxSource.IMPLICIT, (host,),
                              "no MX and no A/AAAA record")

@@ -15,9 +15,15 @@ from typing import Any, Literal
 
 import aiodns
 import aiodns.error
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
 import pycares
 
-from scanner.config import DnsConfig
+from scanner.config import DnsConfig, parse_host_port
 from scanner.dns.records import MxRecord, normalize_exchange
 from scanner.net.limits import TokenBucket
 from scanner.status import DnsOutcome
@@ -37,6 +43,25 @@ _OUTCOMES = {
     pycares.errno.ARES_ETIMEOUT: DnsOutcome.TIMEOUT,
     pycares.errno.ARES_EREFUSED: DnsOutcome.REFUSED,
 }
+
+
+# c-ares turns only the rcodes it knows (FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED) into errors; any
+# other rcode with no records (6-11 from RFC 2136/8490, 16 BADVERS from RFC 6891) reaches us as an empty
+# answer, indistinguishable from NODATA. Where NODATA decides something (an empty MX answer means
+# "implicit MX", RFC 5321 §5.1), the rcode is read with dnspython (``DnsResolver.confirm_nodata``).
+_RCODE_OUTCOMES: dict[int, DnsOutcome] = {
+    dns.rcode.NXDOMAIN: DnsOutcome.NXDOMAIN,
+    dns.rcode.SERVFAIL: DnsOutcome.SERVFAIL,
+    dns.rcode.REFUSED: DnsOutcome.REFUSED,
+}
+_EDNS_PAYLOAD = 1232  # the DNS flag day 2020 size, as c-ares sends
+
+
+def _rcode_text(rcode: int) -> str:
+    try:
+        return dns.rcode.to_text(dns.rcode.Rcode(rcode))
+    except ValueError:
+        return "unassigned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +238,62 @@ class DnsResolver:
                 )
             current = collected.cnames[-1]  # only CNAMEs came back: chase the last target ourselves
         return QueryResult(DnsOutcome.ERROR, f"CNAME chain longer than {MAX_CNAME_HOPS}", cnames=tuple(cnames))
+
+    async def query_strict(self, name: str, rtype: QueryType) -> QueryResult:
+        """``query``, with an empty answer confirmed to be NOERROR (``confirm_nodata``).
+
+        For the lookups whose NODATA decides what the scan does or concludes: an empty MX answer means
+        "implicit MX" (RFC 5321 §5.1), an empty ``_mta-sts``/``_smtp._tls`` TXT answer "no policy".
+        NXDOMAIN, the usual "nothing here", needs no second query.
+        """
+        answer = await self.query(name, rtype)
+        if answer.outcome is DnsOutcome.NODATA:
+            answer = await self.confirm_nodata(name, rtype, answer)
+        return answer
+
+    async def confirm_nodata(self, name: str, rtype: QueryType, result: QueryResult) -> QueryResult:
+        """``result`` (a NODATA) if the server's rcode really was NOERROR, else the failure it was.
+
+        Asks again with dnspython, which shows the rcode (see ``_RCODE_OUTCOMES``); the query spends the
+        scan's DNS budget like any other. No answer to it at all: ``TIMEOUT``, since an empty answer we
+        could not confirm must not lead to contacting the domain's own address.
+        """
+        rcode, problem = await self._rcode(name, rtype)
+        if rcode == dns.rcode.NOERROR:
+            return result
+        if rcode is None:
+            return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: empty answer not confirmed ({problem})",
+                               cnames=result.cnames, elapsed_ms=result.elapsed_ms)
+        return QueryResult(_RCODE_OUTCOMES.get(rcode, DnsOutcome.ERROR),
+                           f"{rtype} {name}: rcode {_rcode_text(rcode)} ({rcode}) with no records, "
+                           "not an empty answer", cnames=result.cnames, elapsed_ms=result.elapsed_ms)
+
+    def _servers(self) -> list[tuple[str, int]]:
+        if self._config.servers:
+            return [parse_host_port(server, 53) for server in self._config.servers]
+        try:  # the system's resolvers, as c-ares reads them
+            return [(str(server), 53) for server in dns.resolver.Resolver().nameservers]
+        except dns.exception.DNSException:
+            return []
+
+    async def _rcode(self, name: str, rtype: QueryType) -> tuple[int | None, str]:
+        """The rcode of ``name``/``rtype`` at the configured servers, or (None, why not)."""
+        problems: list[str] = []
+        for _ in range(self._config.tries):
+            for host, port in self._servers():
+                for edns in (0, -1):  # FORMERR to EDNS: ask again without it, as c-ares does
+                    query = dns.message.make_query(name, dns.rdatatype.from_text(rtype), use_edns=edns,
+                                                   payload=_EDNS_PAYLOAD)
+                    try:
+                        async with self._budget:
+                            reply, _ = await dns.asyncquery.udp_with_fallback(
+                                query, host, timeout=self._config.timeout, port=port)
+                    except (OSError, dns.exception.DNSException) as exc:
+                        problems.append(f"{host}:{port}: {type(exc).__name__}")
+                        break
+                    if reply.rcode() != dns.rcode.FORMERR or edns < 0:
+                        return int(reply.rcode()), ""
+        return None, "; ".join(dict.fromkeys(problems)) or "no resolver"
 
     async def _query_once(self, name: str, rtype: QueryType) -> pycares.DNSResult | QueryResult:
         result = await self._query_wire(name, rtype)

@@ -2,10 +2,14 @@
 
 Rows of every table are buffered together and committed as one *segment*: each table's rows are
 written to a hidden temporary file, fsync'ed, renamed into place (rename is atomic on POSIX), and only
-then is the segment number appended (and fsync'ed) to the journal ``OUT/.state/segments``. A segment
-whose number is not in the journal does not exist: after a crash (kill -9, power loss) ``recover``
-deletes its files, whatever state they were left in. Because a domain's row is only emitted after the
-probe rows it refers to, a committed segment never refers to an uncommitted probe.
+then is the segment number appended (and fsync'ed) to the journal ``OUT/.state/segments``, with the
+name and size of each of its files (``3 domains=1234 probes=5678``). A segment whose number is not in
+the journal does not exist: after a crash (kill -9, power loss) ``recover`` deletes its files, whatever
+state they were left in. A committed file that is missing, of another size or unreadable afterwards
+(deleted or damaged by hand, a bad disk) makes ``verify_committed`` refuse the directory, naming the
+file: resuming would silently re-scan its lines and duplicate the rows of the segment's other tables.
+Because a domain's row is only emitted after the probe rows it refers to, a committed segment never
+refers to an uncommitted probe.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,21 @@ import pyarrow.parquet as pq
 from scanner.output.arrow_schema import ColumnBuilder
 from scanner.output.rows import TABLES
 
-__all__ = ["STATE_DIR", "DatasetWriter", "OutputDirError", "Recovery", "prepare_output_dir", "recover"]
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "STATE_DIR",
+    "DamagedOutputError",
+    "DatasetWriter",
+    "OutputDirError",
+    "Recovery",
+    "parse_journal",
+    "part_problem",
+    "prepare_output_dir",
+    "read_journal",
+    "read_manifest",
+    "recover",
+    "verify_committed",
+]
 
 STATE_DIR = ".state"
 JOURNAL = "segments"
@@ -33,6 +51,10 @@ _PART = re.compile(r"^(?:\.tmp-)?part-(\d+)\.parquet$")
 
 class OutputDirError(Exception):
     """The output directory cannot be used (holds another scan, or is not writable)."""
+
+
+class DamagedOutputError(OutputDirError):
+    """A committed part file is missing, truncated or unreadable: the dataset is damaged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +79,80 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_journal(out_dir: Path) -> frozenset[int]:
+def read_manifest(out_dir: Path) -> dict[int, dict[str, int]]:
+    """Committed segment → {table: file size}. A segment journaled by an older version (its number
+    alone) has an empty manifest: its files are checked for readability only."""
     try:
-        text = _journal(out_dir).read_text(encoding="ascii")
+        text = _journal(out_dir).read_text(encoding="ascii", errors="replace")
     except FileNotFoundError:
-        return frozenset()
+        return {}
+    return parse_journal(text)
+
+
+def parse_journal(text: str) -> dict[int, dict[str, int]]:
+    """The journal's text → committed segment → {table: file size} (see ``read_manifest``)."""
+    manifest: dict[int, dict[str, int]] = {}
     # A torn last line (crash while appending) is not a commit: only complete lines count.
-    return frozenset(int(line) for line in text.split("\n")[:-1] if line.isdigit())
+    for line in text.split("\n")[:-1]:
+        number, *files = line.split(" ")
+        if not (number.isascii() and number.isdigit()):
+            continue
+        sizes = dict(item.partition("=")[::2] for item in files)
+        manifest[int(number)] = {table: int(size) for table, size in sizes.items()
+                                 if table in TABLES and size.isascii() and size.isdigit()}
+    return manifest
+
+
+def read_journal(out_dir: Path) -> frozenset[int]:
+    return frozenset(read_manifest(out_dir))
+
+
+# Columns every schema version of a table has: a Parquet file without them is not that table (read by
+# column name, a foreign file would otherwise pass as rows of NULLs: an empty dataset that looks valid).
+IDENTITY_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "domains": ("scan_id", "domain", "status"),
+    "mx": ("scan_id", "domain"),
+    "probes": ("scan_id", "probe_id"),
+    "sessions": ("scan_id", "probe_id", "kind"),
+    "run": ("scan_id",),
+}
+
+
+def part_problem(path: Path, table: str) -> str | None:
+    """Why ``path`` is not a readable part file of ``table`` (one line naming it), or None."""
+    try:
+        names = set(pq.read_schema(path).names)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        return f"unreadable part file {path}: {exc}"
+    missing = [column for column in IDENTITY_COLUMNS[table] if column not in names]
+    if missing:
+        return f"{path} is not a {table} table of a scan (no column {', '.join(missing)})"
+    return None
+
+
+def part_path(out_dir: Path, table: str, segment: int) -> Path:
+    return out_dir / table / f"part-{segment:05d}.parquet"
+
+
+def verify_committed(out_dir: Path) -> None:
+    """Raise ``DamagedOutputError`` naming the first committed file that is missing, of another size
+    than journaled, or whose Parquet footer cannot be read."""
+    for segment, sizes in sorted(read_manifest(out_dir).items()):
+        for table, size in sizes.items():
+            path = part_path(out_dir, table, segment)
+            try:
+                found = path.stat().st_size
+            except FileNotFoundError:
+                raise DamagedOutputError(f"committed file {path} is missing: the dataset in {out_dir} is damaged; "
+                                         "restore the file, or start over with --overwrite") from None
+            if found != size:
+                raise DamagedOutputError(f"committed file {path} has {found} bytes, {size} were written: the "
+                                         f"dataset in {out_dir} is damaged; restore it, or start over with --overwrite")
+    for table in TABLES:
+        for path in sorted((out_dir / table).glob("part-*.parquet")) if (out_dir / table).is_dir() else ():
+            if (problem := part_problem(path, table)) is not None:
+                raise DamagedOutputError(f"{problem}: the dataset in {out_dir} is damaged; restore the file, or "
+                                         "start over with --overwrite")
 
 
 def recover(out_dir: Path) -> Recovery:
@@ -177,8 +266,9 @@ class DatasetWriter:
             finals.append(final)
         for final in finals:
             _fsync_dir(final.parent)
+        files = "".join(f" {final.parent.name}={final.stat().st_size}" for final in finals)
         with _journal(self._out_dir).open("a", encoding="ascii") as journal:
-            journal.write(f"{self._segment}\n")
+            journal.write(f"{self._segment}{files}\n")
             journal.flush()
             os.fsync(journal.fileno())
         self._writers = {}

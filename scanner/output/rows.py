@@ -63,10 +63,12 @@ class DomainRow:
     duplicate_of_line: int | None = col("For status 'duplicate': the line where the domain first appeared.")
     mx_source: MxSource = col("'mx' (MX records), 'implicit' (A/AAAA of the domain, RFC 5321 §5.1), "
                               "'null_mx' (RFC 7505) or 'none'.")
-    mx_count: int = col("Number of distinct MX hosts (implicit MX counts as 1).")
+    mx_count: int = col("Number of distinct MX hosts (implicit MX counts as 1), at most --max-mx-hosts.")
     mx_hosts: list[str] = col("MX host names in preference order.")
     null_mx_mixed: bool = col("A null MX record was published alongside other MX records (RFC 7505 §3 violation).")
-    address_count: int = col("Distinct MX addresses (IPv4 and IPv6) found for the domain.")
+    mx_capped: bool = col("More MX hosts or addresses were published than --max-mx-hosts / --max-mx-addresses "
+                          "allow: only the first ones (preference order) were resolved and probed.")
+    address_count: int = col("Distinct MX addresses (IPv4 and IPv6) found for the domain, at most --max-mx-addresses.")
     probed_count: int = col("Addresses for which a probe gave a definitive STARTTLS answer.")
     starttls_ok_count: int = col("Addresses that completed STARTTLS and the TLS handshake.")
     untested_count: int = col("Addresses of a covered family that could not be tested (timeout, throttled, "

@@ -809,7 +809,7 @@ def _fetch_result(url: str, started: float, *, failure: StsFailure, addresses: t
 async def lookup_sts_txt(domain: str, resolver: DnsResolver) -> StsTxtResult:
     """Query ``_mta-sts.<domain>`` TXT and parse it; resolver failures become DNS_ERROR."""
     name = f"_mta-sts.{normalize_host(domain) or domain}"
-    answer = await resolver.query(name, "TXT")
+    answer = await resolver.query_strict(name, "TXT")  # an empty answer must be NOERROR to mean "none"
     if answer.outcome is DnsOutcome.ANSWER:
         return parse_sts_txt(answer.texts)
     if answer.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NODATA):

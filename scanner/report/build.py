@@ -678,18 +678,28 @@ def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] 
     )
 
 
+def _build_checked(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] = ()) -> Report:
+    """``_build``, with DuckDB's failures on a damaged part (bad pages behind a good footer, a column
+    of another type) turned into one ``ReportError`` line."""
+    try:
+        return _build(out_dir, mapper, keep_providers)
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise q.ReportError(f"cannot read the dataset in {out_dir}: {first}") from exc
+
+
 def build_report(out_dir: Path, *, baseline: Path | None = None) -> Report:
     """Every figure of the population report for the scan in ``out_dir``.
 
     With ``baseline`` (an older scan's output directory): each figure's change, the baseline's shares
     of this scan's top providers, and the domains whose grade or STARTTLS verdict changed.
-    Raises ``ReportError`` when a directory holds no scan tables.
+    Raises ``ReportError`` when a directory holds no scan tables or a part file is damaged or foreign.
     """
     started = time.perf_counter()
     mapper = ProviderMapper()
-    report = _build(Path(out_dir), mapper)
+    report = _build_checked(Path(out_dir), mapper)
     if baseline is None:
         return report
-    old = _build(Path(baseline), mapper, [r.provider for r in report.providers])
+    old = _build_checked(Path(baseline), mapper, [r.provider for r in report.providers])
     diff = _baseline(report, old, Path(out_dir), Path(baseline))
     return replace(report, baseline=diff, build_seconds=time.perf_counter() - started)

@@ -25,7 +25,9 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
+from scanner.exit_codes import ExitCode
 from scanner.output.arrow_schema import arrow_schema
+from scanner.output.parquet import part_problem
 from scanner.output.rows import TABLES
 
 __all__ = [
@@ -42,7 +44,16 @@ __all__ = [
 
 
 class ReportError(Exception):
-    """The directory is not a readable scan dataset."""
+    """The directory is not a readable scan dataset, or the report cannot be written.
+
+    ``exit_code``: ``NO_INPUT`` (no such directory, no tables in it), ``DATA_ERROR`` (a part file is
+    unreadable or is not one of our tables), ``CANT_CREATE`` (the destination cannot be written).
+    """
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.DATA_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 
 # Probe statuses that answer "does this address do STARTTLS?" (scanner.status.ProbeStatus.is_definitive).
@@ -566,12 +577,16 @@ def open_dataset(con: duckdb.DuckDBPyConnection, out_dir: Path, prefix: str = ""
     files, so a dataset written by an older schema version still answers every query: a column it
     lacks reads as NULL (the figure becomes "n/a"), rather than failing the whole report.
     """
-    if not out_dir.is_dir() or not any((out_dir / table).is_dir() for table in TABLES):
-        raise ReportError(f"{out_dir} holds no scan tables ({', '.join(TABLES)})")
+    if not out_dir.is_dir():
+        raise ReportError(f"no such dataset directory: {out_dir}", ExitCode.NO_INPUT)
+    if not any((out_dir / table).is_dir() for table in TABLES):
+        raise ReportError(f"{out_dir} holds no scan tables ({', '.join(TABLES)})", ExitCode.NO_INPUT)
     for table, row_class in TABLES.items():
         view = f"{prefix}{table}"
         con.register(f"{view}__declared", arrow_schema(row_class).empty_table())
         files = sorted((out_dir / table).glob("part-*.parquet"))
+        for path in files:
+            check_part(path, table)
         if not files:
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}__declared")
             continue
@@ -580,6 +595,12 @@ def open_dataset(con: duckdb.DuckDBPyConnection, out_dir: Path, prefix: str = ""
             f"CREATE VIEW {view} AS SELECT * FROM {view}__declared "
             f"UNION ALL BY NAME SELECT * FROM read_parquet([{file_list}], union_by_name = true)"
         )
+
+
+def check_part(path: Path, table: str) -> None:
+    """Raise ``ReportError`` (DATA_ERROR, naming the file) unless ``path`` is a readable part of ``table``."""
+    if (problem := part_problem(path, table)) is not None:
+        raise ReportError(problem)
 
 
 def register_table(con: duckdb.DuckDBPyConnection, name: str, columns: Mapping[str, Sequence[Any]]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from scanner import __version__
+from scanner.exit_codes import ExitCode
 from scanner.report.charts import bar_chart, bars_from_table
 from scanner.report.model import (
     Basis,
@@ -29,6 +30,7 @@ from scanner.report.model import (
     ReportFiles,
     Section,
 )
+from scanner.report.queries import ReportError
 from scanner.report.stats import Share, format_ci, format_count, format_percent, format_points
 
 __all__ = ["REPORT_FORMAT_VERSION", "key_figures", "render_html", "render_json", "render_markdown", "report_to_dict",
@@ -537,11 +539,14 @@ def _write_atomic(path: Path, text: str) -> None:
 def write_report(report: Report, dest: Path) -> ReportFiles:
     """Write ``report.html``, ``report.md`` and ``report.json`` into the directory ``dest`` (created)."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(dest / "report.html", dest / "report.md", dest / "report.json")
     renderers: tuple[tuple[Path, Callable[[Report], str]], ...] = (
         (files.html, render_html), (files.markdown, render_markdown), (files.json, render_json))
-    for path, render in renderers:
-        _write_atomic(path, render(report))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for path, render in renderers:
+            _write_atomic(path, render(report))
+    except OSError as exc:  # --dest is a file, a read-only place, a full disk
+        raise ReportError(f"cannot write the report into {dest}: {exc.strerror or exc}", ExitCode.CANT_CREATE) from exc
     return files
 

@@ -10,9 +10,14 @@ from scanner.config import DnsConfig
 from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import ExcludeList
+from scanner.policy.mta_sts import StsError, lookup_sts_txt
+from scanner.policy.tlsrpt import TlsRptStatus, check_tlsrpt
 from scanner.status import DomainStatus, HostStatus, MxSource
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
+
+# Rcodes 6-11 and 16 (the last an EDNS extended rcode): an empty answer, but not NOERROR.
+BAD_RCODES = {"yxdomain": 6, "yxrrset": 7, "nxrrset": 8, "notauth": 9, "notzone": 10, "dsotypeni": 11, "badvers": 16}
 
 ZONE_BEHAVIOURS = {
     "timeout.test": "timeout",
@@ -26,6 +31,12 @@ ZONE_BEHAVIOURS = {
                    Record("@", "MX", "20 mx.optout.test.")],
     "optout.test": [Record("mx", "A", "192.0.2.9")],
     "mx.timeout.test": "timeout",
+    "nomx.test": [Record("@", "A", "192.0.2.10")],  # NOERROR, no MX: the implicit MX (control)
+    **{f"{rcode}.test": rcode for rcode in BAD_RCODES},
+    **{f"_mta-sts.txt-{rcode}.test": rcode for rcode in BAD_RCODES},
+    **{f"_smtp._tls.txt-{rcode}.test": rcode for rcode in BAD_RCODES},
+    "_mta-sts.txt-nodata.test": "nodata",
+    "_smtp._tls.txt-nodata.test": "nodata",
 }
 
 
@@ -80,3 +91,41 @@ async def test_excluded_mx_host_is_not_resolved(server: FaultyDnsServer) -> None
     assert statuses == [("mx.mixed.test", HostStatus.OK), ("mx.optout.test", HostStatus.EXCLUDED)]
     asked = {q.name for q in server.queries[before:]}
     assert "mx.optout.test." not in asked
+
+
+@pytest.mark.parametrize(("rcode", "number"), BAD_RCODES.items())
+async def test_mx_rcodes_other_than_noerror_are_no_implicit_mx(
+    server: FaultyDnsServer, rcode: str, number: int
+) -> None:
+    # RFC 5321 §5.1: only an MX lookup that succeeded with no MX records falls back to the domain's own
+    # address. c-ares reported these rcodes as NODATA, and the domain was probed as its own mail host.
+    before = len(server.queries)
+    dns = await _resolve(server, f"{rcode}.test")
+    assert dns.status is DomainStatus.DNS_ERROR
+    assert dns.mx_source is MxSource.NONE and dns.hosts == ()
+    assert f"({number})" in dns.detail and rcode.upper() in dns.detail
+    asked = {(q.name, q.rtype) for q in server.queries[before:]}
+    assert asked == {(f"{rcode}.test.", "MX")}  # no A/AAAA for an implicit MX
+
+
+async def test_mx_nodata_is_still_the_implicit_mx(server: FaultyDnsServer) -> None:
+    dns = await _resolve(server, "nomx.test")
+    assert (dns.status, dns.mx_source) == (DomainStatus.OK, MxSource.IMPLICIT)
+    assert dns.hosts[0].resolution.addresses == ("192.0.2.10",)
+
+
+@pytest.mark.parametrize("rcode", [*BAD_RCODES, "nodata"])
+async def test_policy_txt_rcodes_are_dns_errors_not_missing(server: FaultyDnsServer, rcode: str) -> None:
+    # The same defect for the policy records: an empty TXT answer means "no MTA-STS / TLS-RPT" only
+    # under NOERROR; rcodes 6-11 and 16 are a DNS failure, as SERVFAIL is.
+    resolver = DnsResolver(DnsConfig(servers=(server.resolver,), timeout=0.3, tries=1))
+    try:
+        sts = await lookup_sts_txt(f"txt-{rcode}.test", resolver)
+        rpt = await check_tlsrpt(f"txt-{rcode}.test", resolver)
+    finally:
+        await resolver.close()
+    if rcode == "nodata":
+        assert (sts.error, rpt.status) == (StsError.TXT_MISSING, TlsRptStatus.MISSING)
+    else:
+        assert (sts.error, rpt.status) == (StsError.DNS_ERROR, TlsRptStatus.DNS_ERROR)
+        assert rcode.upper() in sts.detail and rcode.upper() in rpt.detail

@@ -23,6 +23,8 @@ Shared outcomes (said once here, the table repeats them):
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -33,8 +35,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from scanner.certs import TrustStore
 from scanner.cli import main
-from scanner.config import ProbeConfig
+from scanner.config import OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
+from scanner.net.addresses import AddressPolicy
+from scanner.output.rows import ProbeRow
+from scanner.probe_cache import SummaryCache
+from scanner.probing import ProbeService
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp
 from scanner.status import FailureClass, Phase, ProbeStatus
 from scanner.tls.codec import TlsVersion
@@ -358,3 +365,37 @@ def test_full_scan_of_the_hostile_world(scan_world: tuple[str, Path], tmp_path: 
     retryable = {ProbeStatus.THROTTLED, ProbeStatus.TIMEOUT}
     assert {label: row["attempts"] for label, row in by_host.items()} == {
         _label(b): 2 if EXPECTED[b].status in retryable else 1 for b in Hostile}
+
+
+# --------------------------------------------------------------------------
+# The probe deadline covers enumeration (issue 11)
+# --------------------------------------------------------------------------
+
+
+async def test_probe_deadline_bounds_the_enumeration(hostile: HostileServerProcess, tmp_path: Path) -> None:
+    """GREETING_UNDER greets each session after 0.6 s: a posture enumeration (7-12 sessions) took 4-7 s
+    more after the probe, whatever --probe-deadline said. Now the deadline covers the probe and its
+    enumeration: questions past it are untestable and the row says the enumeration is incomplete."""
+    deadline = 2.0
+    probe = dataclasses.replace(CONFIG, probe_deadline=deadline, per_ip_interval=0.0, throttle_retry_delays=(),
+                                enumeration="posture")
+    config = ScanConfig(output=OutputConfig(tmp_path / "out"), probe=probe,
+                        safety=SafetyConfig(allow_private=True))
+    rows: list[ProbeRow] = []
+
+    async def emit(row: ProbeRow) -> None:
+        rows.append(row)
+
+    with SummaryCache(tmp_path / "probes.sqlite", 100) as done:
+        service = ProbeService(config, AddressPolicy(allow_private=True), TrustStore.from_certifi(), emit, "s", done)
+        worker = asyncio.create_task(service.worker())
+        future = await service.request(hostile.addresses[Hostile.GREETING_UNDER], HOSTNAME)
+        summary = await future
+        await service.stop_workers(1)
+        await worker
+    assert summary.status is ProbeStatus.STARTTLS_OK
+    assert summary.enumeration is not None and summary.enumeration.complete is False
+    (row,) = rows
+    assert row.enum_complete is False
+    # Sessions the server saw: those that started within the deadline (each takes at least 0.6 s).
+    assert row.enum_sessions is not None and row.enum_sessions <= deadline / 0.6

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
+from scanner.exit_codes import ExitCode
 from scanner.grading import GRADING_VERSION
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import DomainRow, MxRow, ProbeRow
@@ -331,7 +332,7 @@ def test_report_command_writes_three_files(dataset: Path, tmp_path: Path) -> Non
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"report.html", "report.md", "report.json"}
     figures = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
     assert figures  # the figures themselves are checked against pandas in test_report.py
-    assert main(["report", str(tmp_path / "nothing-here")]) == 1
+    assert main(["report", str(tmp_path / "nothing-here")]) == ExitCode.NO_INPUT
 
 
 def test_full_mode_for_a_sample_of_addresses(world: World, tmp_path: Path) -> None:

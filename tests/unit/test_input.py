@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
+import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scanner.input import InputTally, count_lines, normalize_domain, open_lines, read_domains
+from scanner.input import (
+    InputError,
+    InputTally,
+    LineSplitter,
+    _count_meaningful,
+    _decode_line,
+    _decode_stream,
+    check_input,
+    count_lines,
+    input_digest,
+    is_stream_source,
+    normalize_domain,
+    open_lines,
+    read_domains,
+)
 from scanner.seen import SeenDomains
 
 
@@ -110,3 +128,57 @@ def test_tally_accounts_for_every_physical_line(tmp_path: Path) -> None:
     lines = list(read_domains(open_lines(path), tally))
     assert (tally.physical, tally.skipped, len(lines)) == (7, 3, 4)
     assert [line.line_no for line in lines] == [1, 5, 6, 7]
+
+
+def test_count_lines_streams_a_line_without_newline(tmp_path: Path) -> None:
+    # Issue 11: a 600 MB line without a newline cost 1.26 GB in the line counter (it read whole lines).
+    path = tmp_path / "one-line.txt"
+    with path.open("wb") as fh:
+        fh.write(b"a.example\n# comment\n  \n")
+        for _ in range(32):
+            fh.write(b"x" * (1 << 20))
+    tracemalloc.start()
+    try:
+        assert count_lines(path) == 2
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"counting lines took {peak / 2**20:.1f} MiB"
+
+
+@given(st.lists(st.sampled_from([b"a.example", b"\n", b"\r\n", b"#c", b" ", b"\xef\xbb\xbf", b"\xff", b"x" * 3000,
+                                 b"y" * 5000]), max_size=12),
+       st.integers(min_value=1, max_value=9000))
+def test_line_splitter_reads_what_the_file_reader_reads(parts: list[bytes], chunk: int) -> None:
+    data = b"".join(parts)
+    expected = list(_decode_stream(io.BytesIO(data)))
+    splitter, raw = LineSplitter(), []
+    for start in range(0, len(data), chunk):
+        raw.extend(splitter.feed(data[start:start + chunk]))
+    raw.extend(splitter.finish())
+    assert [_decode_line(line, i == 0) for i, line in enumerate(raw)] == expected
+    # The progress-bar count agrees in any chunking (it ignores BOMs: it is an estimate).
+    plain = data.replace(b"\xef\xbb\xbf", b"")
+    chunks = iter([plain[i:i + chunk] for i in range(0, len(plain), chunk)])
+    meaningful = [ln for ln in plain.split(b"\n") if ln.strip() and not ln.strip().startswith(b"#")]
+    assert _count_meaningful(chunks) == len(meaningful)
+
+
+def test_input_digest_covers_the_whole_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "big.txt", b"#" * (2 << 20) + b"\na.example\n")
+    before = input_digest(path)
+    path.write_bytes(b"#" * (2 << 20) + b"\nb.example\n")  # same size, changed past the first MiB
+    assert input_digest(path) != before
+    assert before == hashlib.sha256(b"#" * (2 << 20) + b"\na.example\n").hexdigest()
+
+
+def test_stream_sources(tmp_path: Path) -> None:
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    assert is_stream_source("-") and is_stream_source(fifo) and is_stream_source("/dev/null")
+    assert not is_stream_source(_write(tmp_path / "d.txt", b"a.example\n"))
+    assert count_lines(fifo) is None  # never opened: its one read belongs to the scan
+    with pytest.raises(InputError, match="not a file"):
+        check_input(tmp_path)
+    with pytest.raises(InputError, match="no such input file"):
+        check_input(tmp_path / "missing")

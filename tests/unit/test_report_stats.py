@@ -263,5 +263,5 @@ def test_empty_dataset_reports_na(tmp_path: Path) -> None:
 def test_not_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="no scan tables"):
         build_report(tmp_path)
-    with pytest.raises(ReportError, match="no scan tables"):
+    with pytest.raises(ReportError, match="no such dataset directory"):
         build_report(tmp_path / "missing")

@@ -5,10 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from scanner.dataset import DatasetError, load
 from scanner.output.arrow_schema import arrow_schema, render_json, render_markdown
-from scanner.output.parquet import DatasetWriter, read_journal, recover
+from scanner.output.parquet import (
+    DamagedOutputError,
+    DatasetWriter,
+    parse_journal,
+    read_journal,
+    read_manifest,
+    recover,
+    verify_committed,
+)
 from scanner.output.rows import RunRow
 from scanner.status import AttemptOutcome
 
@@ -60,3 +71,44 @@ def test_recovery_deletes_what_no_segment_committed(tmp_path: Path) -> None:
     recovery = recover(tmp_path)
     assert recovery.committed == {0} and recovery.removed_files == 2 and recovery.next_segment == 1
     assert pq.read_table(tmp_path / "run").num_rows == 10
+
+
+def test_journal_records_each_committed_file_and_verify_finds_damage(tmp_path: Path) -> None:
+    writer = DatasetWriter(tmp_path, segment_rows=10, row_group_size=4)
+    writer.write(_run_row(i) for i in range(10))  # segment 0 committed
+    part = tmp_path / "run" / "part-00000.parquet"
+    assert read_manifest(tmp_path) == {0: {"run": part.stat().st_size}}
+    verify_committed(tmp_path)
+    part.write_bytes(part.read_bytes()[:-1])
+    with pytest.raises(DamagedOutputError, match=r"part-00000\.parquet has"):
+        verify_committed(tmp_path)
+    part.unlink()
+    with pytest.raises(DamagedOutputError, match=r"part-00000\.parquet is missing"):
+        verify_committed(tmp_path)
+
+
+def test_journal_of_an_older_version_still_reads() -> None:
+    # Segment numbers alone (before file sizes were journaled); junk and a torn last line are no commits.
+    assert parse_journal("0\n1\n2 run=12 nosuch=3 mx=x\nzz\n3") == {0: {}, 1: {}, 2: {"run": 12}}
+
+
+def test_python_api_refuses_foreign_and_damaged_parts(tmp_path: Path) -> None:
+    # The same defect as report's: a Parquet file without the table's columns read as rows of NULLs.
+    (tmp_path / "domains").mkdir()
+    part = tmp_path / "domains" / "part-00000.parquet"
+    pq.write_table(pa.table({"x": [1]}), part)
+    with pytest.raises(DatasetError, match="not a domains table"):
+        _ = load(tmp_path).domains
+    part.write_bytes(b"PAR1" + b"0" * 30 + b"PAR1")
+    with pytest.raises(DatasetError, match="unreadable part file"):
+        _ = load(tmp_path).domains
+
+
+def test_every_table_has_identity_columns() -> None:
+    """A table added to the schema must also be recognisable as such in a damaged or foreign dataset."""
+    from scanner.output.parquet import IDENTITY_COLUMNS
+    from scanner.output.rows import TABLES
+
+    assert set(IDENTITY_COLUMNS) == set(TABLES)
+    for table, columns in IDENTITY_COLUMNS.items():
+        assert set(columns) <= set(TABLES[table].__dataclass_fields__), table
