@@ -9,19 +9,29 @@ grade and recommendations, then the domain's grade, policies and forced-TLS verd
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from scanner.config import ConfigError, parse_host_port
 from scanner.dataset import load
+from scanner.exit_codes import ExitCode
+from scanner.grading import RECOMMENDATIONS, Grade
+from scanner.input import normalize_domain
+from scanner.status import DomainStatus, ProbeStatus
 
-__all__ = ["CheckResult", "check_rows", "render_check", "to_json"]
+__all__ = ["CheckResult", "CheckTarget", "check_exit_code", "check_rows", "clean", "parse_target", "render_check",
+           "to_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,85 @@ class CheckResult:
     domain: dict[str, Any]
     mx: list[dict[str, Any]]  # MX links in priority order
     probes: dict[str, dict[str, Any]]  # probe_id → probe row
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTarget:
+    """What ``check`` was asked: a domain (its MX, policies, grade) or one server given directly.
+
+    For a server, ``name`` is the name sent as SNI and matched against the certificate (a host name
+    or ``--sni``), ``address`` the IP address when one was given (else ``name`` is resolved) and
+    ``port`` the port when one was given.
+    """
+
+    name: str
+    server: bool = False
+    address: str | None = None
+    port: int | None = None
+
+
+def _ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _name(text: str, what: str) -> str:
+    try:
+        return normalize_domain(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} {clean(text)[:80]!r} is not a valid domain name: {exc}") from exc
+
+
+def parse_target(text: str, sni: str | None = None) -> CheckTarget:
+    """``DOMAIN``, ``HOST:PORT``, ``IP``, ``IP:PORT`` or ``[IPv6]:PORT``; ``ValueError`` says why not."""
+    if _CONTROLS.search(text):
+        raise ValueError(f"target {clean(text)[:80]!r} contains control characters (a newline?)")
+    sni_name = _name(sni, "--sni") if sni is not None else None
+    bracketed, address = text.startswith("["), _ip(text)
+    if not bracketed and address is None and text.count(":") != 1:
+        if sni_name is not None:
+            raise ValueError("--sni applies to a server target (HOST:PORT or IP), not to a domain")
+        return CheckTarget(_name(text, "domain"))
+    if address is not None:
+        return CheckTarget(sni_name or address, server=True, address=address)
+    try:
+        host, port = parse_host_port(text, 0)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    address = _ip(host)
+    if bracketed and (address is None or ":" not in address):
+        raise ValueError(f"{clean(text)!r}: brackets hold an IPv6 address")
+    name = sni_name or address or _name(host, "host")
+    return CheckTarget(name, server=True, address=address, port=port or None)
+
+
+# Domain statuses meaning "there is no mail host to test" (exit CHECK_NO_MAIL_HOST).
+_NO_MAIL_HOST = frozenset({DomainStatus.DNS_NXDOMAIN, DomainStatus.DNS_NO_MAIL_HOST, DomainStatus.NULL_MX,
+                           DomainStatus.MX_NO_ADDRESS})
+# The resolver failed: nothing is known about the domain (exit UNAVAILABLE; run again later).
+_DNS_FAILED = frozenset({DomainStatus.DNS_SERVFAIL, DomainStatus.DNS_TIMEOUT, DomainStatus.DNS_REFUSED,
+                         DomainStatus.DNS_ERROR})
+
+
+def check_exit_code(result: CheckResult, fail_under: Grade | None = None) -> ExitCode:
+    """The documented exit code of ``check`` (README "Exit codes"), worst condition first."""
+    status = DomainStatus(result.domain["status"])
+    if status is DomainStatus.INTERNAL_ERROR:
+        return ExitCode.FAILED
+    if status is DomainStatus.INVALID_INPUT:
+        return ExitCode.USAGE
+    if status in _NO_MAIL_HOST:
+        return ExitCode.CHECK_NO_MAIL_HOST
+    if status in _DNS_FAILED:
+        return ExitCode.UNAVAILABLE
+    if not any(ProbeStatus(p["status"]).is_definitive for p in result.probes.values()):
+        return ExitCode.CHECK_UNTESTABLE  # also an excluded domain: nothing was tested
+    grade = result.domain["grade"]
+    if fail_under is not None and (grade is None or Grade(grade).rank < fail_under.rank):
+        return ExitCode.CHECK_GRADE_BELOW
+    return ExitCode.OK
 
 
 def check_rows(out_dir: Path) -> CheckResult:
@@ -44,6 +133,16 @@ def check_rows(out_dir: Path) -> CheckResult:
 
 def _yes_no(value: object, yes: str = "yes", no: str = "no", unknown: str = "unknown") -> str:
     return unknown if value is None else (yes if value else no)
+
+
+# C0 and C1 controls and DEL: a server's reply text, a certificate name or an MX name could otherwise
+# move the cursor, retitle the terminal or hide text (ECMA-48). Shown as \xNN instead.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(value: object) -> str:
+    """Network-controlled text made inert for a terminal: controls escaped (the caller disables markup)."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def _cert_text(probe: dict[str, Any], link: dict[str, Any]) -> str:
@@ -72,39 +171,57 @@ def _enum_text(probe: dict[str, Any]) -> str:
             f"server order {_yes_no(probe['server_order'])}; {probe['enum_sessions']} sessions")
 
 
-def render_check(result: CheckResult, console: Console) -> None:
-    d = result.domain
-    grade = d["grade"] or "not graded"
-    console.print(f"[bold]{d['domain']}[/bold]: grade [bold]{grade}[/bold]  ·  STARTTLS on MX: {d['starttls']}  ·  "
-                  f"forced TLS: {_yes_no(d['forced_tls_safe'], 'safe', 'NOT safe')}  ·  status {d['status']}"
-                  + (f" ({d['status_detail']})" if d["status_detail"] else ""))
-    table = Table(show_lines=True, title="MX hosts in priority order")
-    for column in ("pref", "host / address", "TLS", "certificate", "enumeration", "DANE", "grade"):
-        table.add_column(column, overflow="fold")
+def _link_fields(link: dict[str, Any], probe: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if probe is None:
+        return [("address", link["address"] or f"{link['host_status']}: {link['host_detail']}")]
+    rules = ", ".join(link["grade_rules"])
+    grade = f"{link['grade'] or '-'}" + (f" ({rules})" if rules else "")
+    return [("TLS", _tls_text(probe)), ("certificate", _cert_text(probe, link)), ("enumeration", _enum_text(probe)),
+            ("DANE", link["dane_verdict"] or "-"), ("grade", grade)]
+
+
+def _mx_table(result: CheckResult) -> Table:
+    """One block per MX address, label and value side by side: words wrap whole in 80 columns."""
+    table = Table(show_header=False, box=box.SIMPLE, title="MX hosts in priority order", padding=(0, 1))
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")  # fold only splits a single word longer than the column
     for link in result.mx:
         probe = result.probes.get(link["probe_id"] or "")
-        host = f"{link['mx_host']}\n{link['address'] or link['host_status'] + ': ' + link['host_detail']}"
-        if probe is None:
-            table.add_row(str(link["mx_preference"]), host, "-", "-", "-", "-", "-")
-            continue
-        rules = ", ".join(link["grade_rules"])
-        table.add_row(str(link["mx_preference"]), host, _tls_text(probe), _cert_text(probe, link),
-                      _enum_text(probe), link["dane_verdict"] or "-",
-                      f"{link['grade'] or '-'}" + (f"\n{rules}" if rules else ""))
-    console.print(table)
+        where = f" {link['address']}" if link["address"] else ""
+        table.add_row(Text(f"MX {link['mx_preference']}"), Text(clean(f"{link['mx_host']}{where}"), style="bold"))
+        for label, value in _link_fields(link, probe):
+            table.add_row(Text(label), Text(clean(value)))
+        table.add_section()
+    return table
+
+
+def _line(console: Console, text: str, style: str = "") -> None:
+    console.print(Text(clean(text), style=style), markup=False, highlight=False)
+
+
+def render_check(result: CheckResult, console: Console) -> None:
+    """The result for a person. Everything from the network goes through ``clean`` and no markup."""
+    d = result.domain
+    grade = d["grade"] or "not graded"
+    _line(console, f"{d['domain']}: grade {grade}  ·  STARTTLS on MX: {d['starttls']}  ·  "
+                   f"forced TLS: {_yes_no(d['forced_tls_safe'], 'safe', 'NOT safe')}  ·  status {d['status']}"
+                   + (f" ({d['status_detail']})" if d["status_detail"] else ""), "bold")
+    if result.mx:
+        console.print(_mx_table(result))
     if d["mta_sts_txt"] is not None:
-        console.print(
-            f"MTA-STS: {d['mta_sts_mode'] or 'no valid policy'}"
-            + (f" (id {d['mta_sts_id']}, max_age {d['mta_sts_max_age']})" if d["mta_sts_active"] else "")
-            + (f"; MX not covered: {', '.join(d['mta_sts_unmatched_mx'])}" if d["mta_sts_unmatched_mx"] else "")
-            + (f"; MX failing the policy: {', '.join(d['mta_sts_mx_fail'])}" if d["mta_sts_mx_fail"] else "")
-            + (f"; errors: {', '.join(d['mta_sts_errors'])}" if d["mta_sts_errors"] else "")
-        )
-        console.print(f"TLS-RPT: {d['tlsrpt_status']}  ·  DANE valid: {_yes_no(d['dane_valid'])}")
+        _line(console,
+              f"MTA-STS: {d['mta_sts_mode'] or 'no valid policy'}"
+              + (f" (id {d['mta_sts_id']}, max_age {d['mta_sts_max_age']})" if d["mta_sts_active"] else "")
+              + (f"; MX not covered: {', '.join(d['mta_sts_unmatched_mx'])}" if d["mta_sts_unmatched_mx"] else "")
+              + (f"; MX failing the policy: {', '.join(d['mta_sts_mx_fail'])}" if d["mta_sts_mx_fail"] else "")
+              + (f"; errors: {', '.join(d['mta_sts_errors'])}" if d["mta_sts_errors"] else ""))
+        _line(console, f"TLS-RPT: {d['tlsrpt_status']}  ·  DANE valid: {_yes_no(d['dane_valid'])}")
     if d["forced_tls_reasons"]:
-        console.print("Forced TLS: " + "; ".join(d["forced_tls_reasons"]))
+        _line(console, "Forced TLS: " + "; ".join(d["forced_tls_reasons"]))
     if d["recommendations"]:
-        console.print("Recommendations: " + ", ".join(d["recommendations"]))
+        _line(console, "Recommendations:", "bold")
+        for code in d["recommendations"]:
+            _line(console, f"- {RECOMMENDATIONS.get(code, code)} [{code}]")
 
 
 def _jsonable(value: Any) -> Any:

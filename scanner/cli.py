@@ -1,15 +1,17 @@
 """Command line: parse arguments into one ``ScanConfig``, run the scan, show progress and a summary.
 
-Exit codes: 0 scan completed (or already complete); 1 the scan could not run (bad input file, trust
-store, output directory holding a scan with other settings); 2 usage or configuration error; 130
-interrupted (everything committed is kept: the same command resumes the scan).
+Exit codes are ``scanner.exit_codes.ExitCode`` (README "Exit codes"). Conventions (README "Usage"):
+no abbreviated options, every default in ``--help``, errors name the option the user typed, messages
+through ``logging`` (``--verbose``/``--quiet``/``--log-file``/``--log-format json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,32 +20,87 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from scanner import __version__
-from scanner.certs import TrustStoreError
-from scanner.check import check_rows, render_check, temporary_input, to_json
-from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
-from scanner.input import InputError, count_lines
+from scanner.certs import TrustStore, TrustStoreError
+from scanner.check import CheckTarget, check_exit_code, check_rows, parse_target, render_check, temporary_input, to_json
+from scanner.config import (
+    ConfigError,
+    DnsConfig,
+    OutputConfig,
+    ProbeConfig,
+    SafetyConfig,
+    ScanConfig,
+    is_fqdn,
+)
+from scanner.dns.lookup import ServerTarget
+from scanner.exit_codes import ExitCode
+from scanner.grading import Grade
+from scanner.input import InputError, InputTotal, input_total
+from scanner.logs import command_logging, log_level
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
 from scanner.report import ReportError, build_report, write_report
 from scanner.resume import load_resume_state, scan_is_complete
 
-__all__ = ["build_parser", "main"]
+__all__ = ["FLAGS", "build_parser", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_log = logging.getLogger(__name__)
+
+# Config field (``ConfigError.setting``) → the option that sets it: errors name what the user typed.
+FLAGS: dict[str, str] = {
+    "dns.servers": "--resolver", "dns.timeout": "--dns-timeout", "dns.tries": "--dns-tries", "dns.qps": "--dns-qps",
+    "dns.concurrency": "--dns-concurrency", "dns.workers": "--dns-workers",
+    "probe.port": "--port", "probe.ehlo_name": "--ehlo-name", "probe.connect_timeout": "--connect-timeout",
+    "probe.banner_timeout": "--banner-timeout", "probe.command_timeout": "--command-timeout",
+    "probe.tls_timeout": "--tls-timeout", "probe.probe_deadline": "--probe-deadline",
+    "probe.max_connections": "--concurrency", "probe.workers": "--concurrency",
+    "probe.per_ip_concurrency": "--per-ip-concurrency", "probe.per_ip_interval": "--per-ip-interval",
+    "probe.per_prefix_concurrency": "--per-prefix-concurrency", "probe.throttle_retry_delays": "--throttle-retry",
+    "probe.enumeration": "--enumerate", "probe.full_sample": "--full-sample",
+    "probe.summaries_in_memory": "--summaries-in-memory", "output.rows_per_file": "--rows-per-file",
+    "output.row_group_size": "--rows-per-file", "output.flush_interval": "--commit-interval",
+    "max_domains_in_flight": "--max-in-flight",
+}
+
+# ``check`` is one person waiting for one domain, not a survey: a short pause between the 7-12
+# sessions to one address (at most 50 connection starts a second, one at a time) instead of the
+# survey's 1 s, which made a three-MX check take 7.5 s. README "Usage" documents it.
+CHECK_PER_IP_INTERVAL = 0.02
+SURVEY_PER_IP_INTERVAL = 1.0
+# Without a terminal (a log file, CI), a plain status line this often (seconds), zmap-style.
+STATUS_EVERY = 5.0
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in --help: "(default: ...)" after each option's help, unless the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """No abbreviations: ``--conc 5`` is an error, never a guess at ``--concurrency`` (an abbreviated
+    option once started a scan against the system resolver). Usage errors exit 2 (``ExitCode.USAGE``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(allow_abbrev=False, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smtp-tls-survey", description="Survey how well inbound mail servers do TLS (STARTTLS, certificates)."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     scan = sub.add_parser("scan", help="scan a list of domains into a Parquet dataset")
     scan.add_argument("domains", help="file of domains (text, Tranco CSV, .gz of either) or '-' for stdin")
     scan.add_argument("-o", "--out", required=True, type=Path, help="output directory for the dataset")
     scan.add_argument("--overwrite", action="store_true", help="replace a previous scan in the output directory")
-    _add_engine_options(scan)
+    _add_engine_options(scan, SURVEY_PER_IP_INTERVAL)
     misc = scan.add_argument_group("run")
     misc.add_argument("--max-in-flight", type=int, default=5000, help="domains waiting for probes at once")
     misc.add_argument("--rows-per-file", type=int, default=200_000,
@@ -52,35 +109,55 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds between commits: at most this much work is redone after a crash")
     misc.add_argument("--summaries-in-memory", type=int, default=25_000,
                       help="finished probe summaries kept in memory; older ones are spilled to disk")
-    misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    misc.add_argument("--no-progress", action="store_true",
+                      help="no live progress bar (on a terminal) and no status lines (otherwise)")
     report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset")
     report.add_argument("out", type=Path, help="the scan's output directory")
     report.add_argument("--baseline", type=Path, help="an older scan to compare with")
     report.add_argument("--dest", type=Path, help="where to write the report files (default: OUT/report)")
     report.add_argument("--json", action="store_true", help="also print the figures as JSON on stdout")
-    check = sub.add_parser("check", help="check one domain and show the result to a person (or --json)")
-    check.add_argument("domain", help="the domain to check")
+    _add_log_options(report)
+    check = sub.add_parser("check", help="check one domain, or one server, and show the result to a person (or --json)")
+    check.add_argument("domain", metavar="TARGET",
+                       help="a domain (its MX hosts), or one server: HOST:PORT, IP, IP:PORT or [IPv6]:PORT")
+    check.add_argument("--sni", metavar="NAME",
+                       help="with a server target: the name to send (SNI) and to match against the certificate "
+                            "(default: HOST, or none for an IP)")
     check.add_argument("--json", action="store_true", help="print the rows as JSON instead of tables")
-    _add_engine_options(check)
+    check.add_argument("--fail-under", type=Grade, choices=list(Grade), metavar="GRADE",
+                       help=f"exit {int(ExitCode.CHECK_GRADE_BELOW)} when the domain's grade is worse than GRADE "
+                            f"({', '.join(g.value for g in Grade)}) (default: no grade fails)")
+    _add_engine_options(check, CHECK_PER_IP_INTERVAL)
     return parser
 
 
-def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    logs = parser.add_argument_group("messages")
+    logs.add_argument("-v", "--verbose", action="count", default=0, help="more messages (repeat for debug)")
+    logs.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages: warnings only (-qq: errors)")
+    logs.add_argument("--log-file", type=Path, help="also write the messages to this file, with time stamps")
+    logs.add_argument("--log-format", choices=("text", "json"), default="text",
+                      help="json: one JSON object per line (time, level, logger, message), for pipelines")
+
+
+def _add_engine_options(parser: argparse.ArgumentParser, per_ip_interval: float) -> None:
     """Options shared by ``scan`` and ``check``: both run the same engine."""
     _add_dns_options(parser.add_argument_group("DNS"))
-    _add_probe_options(parser.add_argument_group("probing"))
+    _add_probe_options(parser.add_argument_group("probing"), per_ip_interval)
     safety = parser.add_argument_group("safety and trust")
-    safety.add_argument("--ca-file", type=Path, help="PEM trust store replacing certifi's bundle")
+    safety.add_argument("--ca-file", type=Path, help="PEM trust store replacing certifi's bundle (default: certifi)")
     safety.add_argument("--allow-private", action="store_true",
                         help="probe loopback/private/reserved addresses (labs and tests only)")
-    safety.add_argument("--exclude", type=Path, help="opt-out file: CIDRs and domain suffixes, one per line")
+    safety.add_argument("--exclude", type=Path,
+                        help="opt-out file: CIDRs and domain suffixes, one per line (default: none)")
     parser.add_argument("--no-policy", action="store_true", help="skip MTA-STS, TLS-RPT and DANE checks")
     parser.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
+    _add_log_options(parser)
 
 
 def _add_dns_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--resolver", action="append", default=[], metavar="IP[:PORT]",
-                       help="DNS resolver to query (repeatable); default: the system's")
+                       help="DNS resolver to query (repeatable) (default: the system's)")
     group.add_argument("--dns-qps", type=float, default=2000.0, help="DNS queries per second, global")
     group.add_argument("--dns-timeout", type=float, default=3.0, help="seconds per DNS try")
     group.add_argument("--dns-tries", type=int, default=2, help="tries per DNS query")
@@ -88,26 +165,55 @@ def _add_dns_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--dns-workers", type=int, default=256, help="domains resolved at once")
 
 
-def _add_probe_options(group: argparse._ArgumentGroup) -> None:
+def _add_probe_options(group: argparse._ArgumentGroup, per_ip_interval: float) -> None:
     group.add_argument("--port", type=int, default=25, help="SMTP port to probe")
-    group.add_argument("--ehlo-name", help="name sent in EHLO (default: this machine's FQDN)")
+    group.add_argument("--ehlo-name",
+                       help="fully qualified name sent in EHLO (default: this machine's FQDN; required when "
+                            "that is localhost or a single label and the targets are public)")
     group.add_argument("--concurrency", type=int, default=200, help="probe connections in flight, global")
     group.add_argument("--per-ip-concurrency", type=int, default=1, help="connections at once per address")
-    group.add_argument("--per-ip-interval", type=float, default=1.0,
+    group.add_argument("--per-ip-interval", type=float, default=per_ip_interval,
                        help="minimum seconds between connections to one address")
     group.add_argument("--per-prefix-concurrency", type=int, default=8,
                        help="connections at once into one /24 (IPv4) or /48 (IPv6)")
     group.add_argument("--throttle-retry", type=float, nargs="*", default=[10.0, 60.0], metavar="SECONDS",
                        help="back-off delays before retrying a throttled address (none: no retry)")
-    group.add_argument("--connect-timeout", type=float, default=10.0)
-    group.add_argument("--banner-timeout", type=float, default=30.0)
-    group.add_argument("--command-timeout", type=float, default=15.0)
-    group.add_argument("--tls-timeout", type=float, default=15.0)
+    group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for TCP connect")
+    group.add_argument("--banner-timeout", type=float, default=30.0,
+                       help="seconds to wait for the 220 greeting (greylisting MTAs pause 10-30 s)")
+    group.add_argument("--command-timeout", type=float, default=15.0,
+                       help="seconds to wait for the reply to EHLO, STARTTLS, QUIT")
+    group.add_argument("--tls-timeout", type=float, default=15.0, help="seconds for the TLS handshake")
     group.add_argument("--probe-deadline", type=float, default=90.0, help="hard cap on one probe, seconds")
     group.add_argument("--enumerate", choices=("off", "posture", "full"), default="posture",
                        help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
     group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",
                        help="with posture mode, enumerate this share of addresses in full mode (e.g. 0.01)")
+
+
+def flag_error(exc: ConfigError) -> str:
+    """The message of a config error, naming the option the user typed (``--concurrency``)."""
+    flag = FLAGS.get(exc.setting or "")
+    return f"{flag} {exc.reason}" if flag else str(exc)
+
+
+def check_ehlo_responsibility(args: argparse.Namespace, config: ScanConfig) -> None:
+    """RFC 5321 §4.1.1.1: the EHLO name is how a receiving MTA, and its postmaster, knows who connects.
+
+    A public server sees ``localhost`` or a bare host name as an anonymous (or forged) client and may
+    block the scanner's address; the operator then cannot tell who to contact. So: a warning when the
+    name is not a fully qualified domain, and a refusal when this machine's own name is used that way
+    against public targets (without ``--allow-private`` every target is public) - pass ``--ehlo-name``.
+    """
+    name = config.probe.ehlo_name
+    if is_fqdn(name):
+        return
+    if args.ehlo_name is None and not args.allow_private:
+        raise ConfigError(f"this machine's name {name!r} is not a fully qualified domain name: pass --ehlo-name "
+                          "with a name that resolves to this scanner and says who runs it (README \"Scanning "
+                          "responsibly\")")
+    _log.warning("EHLO name %r is not a fully qualified domain name: servers may refuse or block the scanner",
+                 name)
 
 
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
@@ -120,7 +226,7 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
         "per_prefix_concurrency": args.per_prefix_concurrency, "throttle_retry_delays": tuple(args.throttle_retry),
         "summaries_in_memory": getattr(args, "summaries_in_memory", 25_000),
     }
-    if args.ehlo_name:
+    if args.ehlo_name is not None:
         probe_kwargs["ehlo_name"] = args.ehlo_name
     return ScanConfig(
         output=OutputConfig(args.out, rows_per_file=args.rows_per_file,
@@ -136,15 +242,40 @@ def config_from_args(args: argparse.Namespace) -> ScanConfig:
     )
 
 
-class _ProgressView:
-    """Live bar: done/total (when known), domains/s, probes in flight, errors."""
+def _rate_text(stats: ScanStats, total: InputTotal | None) -> str:
+    """Rows/s of this attempt (lines done by an earlier attempt are not work done now) and the ETA."""
+    new = stats.rows_done - stats.resumed
+    rate = new / max(stats.elapsed(), 1e-9)
+    text = f"{rate:,.0f} dom/s"
+    if total is not None and rate > 0 and new > 0:
+        remaining = max(0, total.lines - stats.rows_done)
+        eta = remaining / rate
+        text += f" · ETA {_duration(eta)}" + (" (estimated total)" if total.how == "estimated" else "")
+    return text
 
-    def __init__(self, console: Console, total: int | None) -> None:
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _counters_text(stats: ScanStats) -> str:
+    return (f"probes {stats.probes_done:,}/{stats.probes_requested:,} ({stats.probes_in_flight} in flight) · "
+            f"dns q {stats.dns_queries:,} · errors dns {stats.dns_failures:,} probe {stats.probe_failures:,} "
+            f"bug {stats.internal_errors}")
+
+
+class _ProgressView:
+    """Live bar on a terminal: done/total (when known), rate, ETA, probes in flight, errors."""
+
+    def __init__(self, console: Console, total: InputTotal | None) -> None:
         self._progress = Progress(
             TextColumn("[bold]scan"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"), console=console, transient=False,
         )
-        self._task: TaskID = self._progress.add_task("scan", total=total, info="")
+        self._total = total
+        self._task: TaskID = self._progress.add_task("scan", total=total.lines if total else None, info="")
 
     def __enter__(self) -> _ProgressView:
         self._progress.start()
@@ -154,11 +285,33 @@ class _ProgressView:
         self._progress.stop()
 
     def update(self, stats: ScanStats) -> None:
-        rate = stats.rows_done / max(stats.elapsed(), 1e-9)
-        info = (f"{rate:,.0f} dom/s · probes {stats.probes_done:,}/{stats.probes_requested:,} "
-                f"({stats.probes_in_flight} in flight) · dns q {stats.dns_queries:,} · "
-                f"errors dns {stats.dns_failures:,} probe {stats.probe_failures:,} bug {stats.internal_errors}")
+        info = f"{_rate_text(stats, self._total)} · {_counters_text(stats)}"
         self._progress.update(self._task, completed=stats.rows_done, info=info)
+
+
+class _StatusLines:
+    """Without a terminal: one plain log line every ``every`` seconds, so a long scan's log shows progress."""
+
+    def __init__(self, total: InputTotal | None, every: float = STATUS_EVERY) -> None:
+        self._total = total
+        self._every = every
+        self._last = time.monotonic()
+
+    def __enter__(self) -> _StatusLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, stats: ScanStats) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        of = f"/{self._total.lines:,}" + (" (estimated)" if self._total.how == "estimated" else "") \
+            if self._total else ""
+        _log.info("status: %s%s rows · %s · %s", f"{stats.rows_done:,}", of, _rate_text(stats, self._total),
+                  _counters_text(stats))
 
 
 def _run_loop(coro: Coroutine[Any, Any, ScanStats], use_uvloop: bool) -> ScanStats:
@@ -182,111 +335,174 @@ def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
                   f"invalid {stats.invalid:,}, duplicates {stats.duplicates:,}, excluded {stats.excluded:,}, "
                   f"done in an earlier attempt {stats.resumed:,}) + {tally.skipped:,} blank or comment lines")
     console.print(f"verdicts: {verdicts}; internal errors {stats.internal_errors}")
+    new = stats.rows_done - stats.resumed
     console.print(f"probes {stats.probes_done:,}; DNS queries {stats.dns_queries:,}; "
-                  f"{stats.elapsed():.1f}s ({stats.rows_done / max(stats.elapsed(), 1e-9):,.0f} domains/s)")
+                  f"{stats.elapsed():.1f}s ({new / max(stats.elapsed(), 1e-9):,.0f} domains/s in this attempt)")
     console.print(f"dataset: {scan.config.output.out_dir} (scan id {scan.scan_id})"
                   + ("" if scan.completed else " [yellow]INTERRUPTED: partial dataset[/yellow]"))
+
+
+def _engine_setup(args: argparse.Namespace) -> tuple[ScanConfig, ExcludeList, TrustStore]:
+    config = config_from_args(args)
+    check_ehlo_responsibility(args, config)
+    exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
+    return config, exclude, load_trust_store(config)
 
 
 def run_scan(args: argparse.Namespace, console: Console) -> int:
     """Scan, or resume the interrupted scan in the output directory (same command, same settings)."""
     try:
-        config = config_from_args(args)
-        exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
-        trust = load_trust_store(config)
         if str(args.domains) != "-" and not Path(args.domains).is_file():
-            raise InputError(f"no such input file: {args.domains}")
+            _log.error("no such input file: %s", args.domains)
+            return ExitCode.NO_INPUT
+        config, exclude, trust = _engine_setup(args)
         out = config.output.out_dir
         if scan_is_complete(out) and not args.overwrite:
-            console.print(f"{out} already holds a complete scan; use --overwrite to scan again")
-            return EXIT_OK
+            _log.info("%s already holds a complete scan; use --overwrite to scan again", out)
+            return ExitCode.OK
         prepare_output_dir(out, args.overwrite)
         resume = load_resume_state(out, config, args.domains, trust)
-    except (ConfigError, ExcludeListError) as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        return EXIT_USAGE
-    except (TrustStoreError, InputError, OutputDirError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return EXIT_FAILED
+    except ConfigError as exc:
+        _log.error("%s", flag_error(exc))
+        return ExitCode.USAGE
+    except ExcludeListError as exc:
+        _log.error("--exclude: %s", exc)
+        return ExitCode.DATA_ERROR
+    except TrustStoreError as exc:
+        _log.error("--ca-file: %s", exc)
+        return ExitCode.CONFIG
+    except InputError as exc:
+        _log.error("%s", exc)
+        return ExitCode.DATA_ERROR
+    except OutputDirError as exc:
+        _log.error("%s", exc)
+        return ExitCode.CONFIG if scan_is_started(args.out) else ExitCode.CANT_CREATE
     if resume.attempt > 1 or resume.done_lines.count:
-        console.print(f"resuming: {resume.done_lines.count:,} input lines and {len(resume.probes):,} probes already "
-                      f"written are kept (removed {resume.removed_files} uncommitted files)")
+        _log.info("resuming: %s input lines and %s probes already written are kept (removed %d uncommitted files)",
+                  f"{resume.done_lines.count:,}", f"{len(resume.probes):,}", resume.removed_files)
     scan = Scan(config, args.domains, trust, exclude, resume=resume)
-    total = None if args.no_progress else count_lines(args.domains)
+    view = _progress_view(args, console)
     try:
-        if args.no_progress:
+        if view is None:
             stats = _run_loop(scan.run(), not args.no_uvloop)
         else:
-            with _ProgressView(console, total) as view:
+            with view:
                 stats = _run_loop(scan.run(view.update), not args.no_uvloop)
     except KeyboardInterrupt:  # a second Ctrl-C: in-flight work abandoned, committed rows are safe
         stats = scan.stats
     except InputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return EXIT_FAILED
+        _log.error("%s", exc)
+        return ExitCode.DATA_ERROR
     print_summary(console, scan, stats)
     if not scan.completed:
-        console.print("interrupted: everything committed so far is kept; run the same command again to resume")
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+        _log.warning("interrupted: everything committed so far is kept; run the same command again to resume")
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
+
+
+def scan_is_started(out: Path) -> bool:
+    """The directory already holds (part of) a scan: an output-directory error is then a settings clash."""
+    return (out / ".scan").is_dir() if out.is_dir() else False
+
+
+def _progress_view(args: argparse.Namespace, console: Console) -> _ProgressView | _StatusLines | None:
+    if args.no_progress:
+        return None
+    total = input_total(args.domains)
+    if total is not None and total.how == "estimated":
+        _log.info("input total estimated from the compressed size: about %s lines", f"{total.lines:,}")
+    return _ProgressView(console, total) if console.is_terminal else _StatusLines(total)
+
+
+def _check_target(args: argparse.Namespace) -> CheckTarget:
+    target = parse_target(args.domain, args.sni)
+    if target.port is not None:
+        args.port = target.port
+    return target
 
 
 def run_check(args: argparse.Namespace, console: Console) -> int:
-    """One domain through the scan engine, into a temporary dataset, then shown (scanner.check)."""
-    workdir, source, out = temporary_input(args.domain)
+    """One domain (or one server) through the scan engine, into a temporary dataset, then shown (scanner.check)."""
+    try:
+        target = _check_target(args)
+    except ValueError as exc:
+        _log.error("%s", exc)
+        return ExitCode.USAGE
+    workdir, source, out = temporary_input(target.name)
     with workdir:
         args.out, args.rows_per_file, args.max_in_flight = out, 1000, 16
+        if target.server:
+            args.no_policy = True  # MTA-STS, TLS-RPT and DANE belong to a domain, not to one server
         try:
-            config = config_from_args(args)
-            exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
-            trust = load_trust_store(config)
+            config, exclude, trust = _engine_setup(args)
             prepare_output_dir(out, overwrite=False)
-        except (ConfigError, ExcludeListError) as exc:
-            console.print(f"[red]configuration error:[/red] {exc}")
-            return EXIT_USAGE
-        except (TrustStoreError, OutputDirError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            return EXIT_FAILED
-        scan = Scan(config, source, trust, exclude)
+        except ConfigError as exc:
+            _log.error("%s", flag_error(exc))
+            return ExitCode.USAGE
+        except ExcludeListError as exc:
+            _log.error("--exclude: %s", exc)
+            return ExitCode.DATA_ERROR
+        except TrustStoreError as exc:
+            _log.error("--ca-file: %s", exc)
+            return ExitCode.CONFIG
+        except OutputDirError as exc:
+            _log.error("%s", exc)
+            return ExitCode.CANT_CREATE
+        server = ServerTarget(target.name, target.address) if target.server else None
+        scan = Scan(config, source, trust, exclude, server=server)
         try:
-            with console.status(f"checking {args.domain} ..."):
+            with console.status(f"checking {target.name} ..."):
                 _run_loop(scan.run(), not args.no_uvloop)
         except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+            return ExitCode.INTERRUPTED
         result = check_rows(out)
     if args.json:
         print(to_json(result))
     else:
-        # Piped output stays one record per line (greppable) instead of rich's 80-column wrap.
-        render_check(result, Console() if sys.stdout.isatty() else Console(width=200))
-    return EXIT_OK
+        render_check(result, Console())
+    return check_exit_code(result, args.fail_under)
 
 
 def run_report(args: argparse.Namespace, console: Console) -> int:
     """DuckDB over the dataset → report.html, report.md, report.json (scanner.report)."""
     dest = args.dest or args.out / "report"
+    for what, path in (("scan", args.out), ("--baseline", args.baseline)):
+        if path is not None and not Path(path).is_dir():
+            _log.error("%s: no such scan directory: %s", what, path)
+            return ExitCode.NO_INPUT
     try:
         report = build_report(args.out, baseline=args.baseline)
-        files = write_report(report, dest)
     except ReportError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return EXIT_FAILED
+        _log.error("%s", exc)
+        return ExitCode.DATA_ERROR
+    try:
+        files = write_report(report, dest)
+    except OSError as exc:
+        _log.error("--dest: cannot write the report into %s: %s", dest, exc.strerror or exc)
+        return ExitCode.CANT_CREATE
     if args.json:
         print(files.json.read_text(encoding="utf-8"))
     console.print(f"report written: {files.html}, {files.markdown}, {files.json}")
-    return EXIT_OK
+    return ExitCode.OK
+
+
+def _run_command(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "scan":
+        return run_scan(args, console)
+    if args.command == "report":
+        return run_report(args, console)
+    return run_check(args, console)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    if args.command == "scan":
-        return run_scan(args, console)
-    if args.command == "report":
-        return run_report(args, console)
-    if args.command == "check":
-        return run_check(args, console)
-    return EXIT_USAGE  # pragma: no cover - argparse enforces the sub-command
+    try:
+        with command_logging(log_level(args.verbose, args.quiet), args.log_format, args.log_file):
+            return int(_run_command(args, console))
+    except OSError as exc:  # the log file itself cannot be opened: nothing ran
+        print(f"smtp-tls-survey: error: --log-file: {exc.strerror or exc}", file=sys.stderr)
+        return ExitCode.CANT_CREATE
 
 
 if __name__ == "__main__":

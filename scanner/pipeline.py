@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import gc
 import json
+import logging
 import secrets
 import signal
 import time
@@ -32,7 +33,7 @@ from typing import Any
 from scanner import __version__
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig
-from scanner.dns.lookup import DomainDns, DomainResolver
+from scanner.dns.lookup import DomainDns, DomainResolver, ServerTarget
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
 from scanner.input import InputLine, InputTally, open_lines, read_domains
@@ -49,6 +50,8 @@ from scanner.status import DomainStatus, StarttlsVerdict
 from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
+
+_log = logging.getLogger(__name__)
 
 # How many lines the reader handles before yielding to other tasks when its queue has room.
 _READER_YIELD_EVERY = 256
@@ -127,8 +130,10 @@ class Scan:
         exclude: ExcludeList | None = None,
         scan_id: str | None = None,
         resume: ResumeState | None = None,
+        server: ServerTarget | None = None,
     ) -> None:
         self.config = config
+        self.server = server  # one server given directly (check HOST:PORT): no MX lookup
         self.resume = resume
         self.source = source
         self.scan_id = scan_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
@@ -189,7 +194,12 @@ class Scan:
 
         def on_signal() -> None:
             if self.stopping and main is not None:
+                _log.warning("stopping now: in-flight domains are abandoned (the same command redoes them)")
                 main.cancel()  # a second Ctrl-C: abandon in-flight work at once
+            else:
+                _log.warning("stopping: %d domains in flight get up to %g s to finish; press Ctrl-C again to "
+                             "abandon them (committed rows are kept either way)", self.stats.domains_in_flight,
+                             self.config.stop_grace)
             self.request_stop()
 
         try:
@@ -269,6 +279,11 @@ class Scan:
         await asyncio.gather(*probe_workers)
 
     async def _read_input(self) -> None:
+        if self.server is not None:  # an IP address is not a valid input line: admitted as is
+            self.stats.lines += 1
+            self.stats.domains_queued += 1
+            await self._domain_queue.put(InputLine(1, self.server.name, self.server.name, None))
+            return
         done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
             for count, line in enumerate(read_domains(open_lines(self.source), self.input_tally), start=1):
@@ -314,7 +329,7 @@ class Scan:
             started = time.monotonic()
             try:
                 assert line.domain is not None
-                dns = await domains.resolve(line.domain)
+                dns = await (domains.server(self.server) if self.server else domains.resolve(line.domain))
                 futures = await self._request_probes(dns)
             except Exception as exc:  # a bug: recorded as an internal_error row, the scan goes on
                 self._release_domain()

@@ -17,7 +17,7 @@ from scanner.net.addresses import ExcludeList
 from scanner.shared_lookups import SharedLookups
 from scanner.status import DnsOutcome, DomainStatus, HostStatus, MxSource
 
-__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost"]
+__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost", "ServerTarget"]
 
 _DOMAIN_STATUS = {
     DnsOutcome.NXDOMAIN: DomainStatus.DNS_NXDOMAIN,
@@ -72,6 +72,18 @@ class DomainDns:
     elapsed_ms: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ServerTarget:
+    """One mail server named directly (``check HOST:PORT`` / ``check IP``) instead of a domain's MX.
+
+    ``name`` is the name the probe sends as SNI and matches against the certificate; ``address``,
+    when given, is used as is, otherwise ``name`` is resolved to its A/AAAA records.
+    """
+
+    name: str
+    address: str | None = None
+
+
 def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolution:
     addresses = v4.addresses + v6.addresses
     cnames = tuple(dict.fromkeys(v4.cnames + v6.cnames))
@@ -102,6 +114,13 @@ class DomainResolver:
             result.domain, result.status, result.mx_source, result.hosts, result.detail,
             result.null_mx_mixed, elapsed,
         )
+
+    async def server(self, target: ServerTarget) -> DomainDns:
+        """A server given directly: its own mail host of preference 0, like an implicit MX (no MX query)."""
+        if target.address is None:
+            return await self._implicit(target.name)
+        host = MailHost(target.name, 0, HostResolution(target.name, HostStatus.OK, (target.address,)))
+        return DomainDns(target.name, DomainStatus.OK, MxSource.IMPLICIT, (host,))
 
     async def _from_mx_answer(self, domain: str, answer: QueryResult) -> DomainDns:
         if answer.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA):

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
+from scanner.exit_codes import ExitCode
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import DomainRow, MxRow, ProbeRow
 from worlds.ports import pick_loopback_block
@@ -278,10 +279,11 @@ def test_grades_and_forced_tls_through_the_scan(dataset: Path) -> None:
     assert mx[("good.world.test", "mx-good.world.test")]["grade"] == "A"
 
 
-def _check(world: World, capsys: pytest.CaptureFixture[str], domain: str, *extra: str) -> str:
-    code = main(["check", domain, "--resolver", world.resolver, "--ca-file", str(world.ca_file), "--allow-private",
-                 "--per-ip-interval", "0", "--banner-timeout", "2", "--throttle-retry", *extra])
-    assert code == 0
+def _check(world: World, capsys: pytest.CaptureFixture[str], domain: str, *extra: str,
+           code: ExitCode = ExitCode.OK) -> str:
+    got = main(["check", domain, "--resolver", world.resolver, "--ca-file", str(world.ca_file), "--allow-private",
+                "--banner-timeout", "2", "--throttle-retry", "--ehlo-name", "scanner.test", *extra])
+    assert got == code
     return capsys.readouterr().out
 
 
@@ -299,9 +301,27 @@ def test_check_bad_domain_json(world: World, capsys: pytest.CaptureFixture[str])
 
 
 def test_check_domains_without_mail(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    assert "status null_mx" in _check(world, capsys, "nullmx.world.test")
-    assert "status dns_no_mail_host" in _check(world, capsys, "nothing.world.test")
-    assert "status invalid_input" in _check(world, capsys, "not a domain")
+    """Scriptable: "no mail host" has its own exit code (README "Exit codes"); it was 0."""
+    assert "status null_mx" in _check(world, capsys, "nullmx.world.test", code=ExitCode.CHECK_NO_MAIL_HOST)
+    assert "status dns_no_mail_host" in _check(world, capsys, "nothing.world.test",
+                                               code=ExitCode.CHECK_NO_MAIL_HOST)
+
+
+@pytest.mark.parametrize("target", ["not a domain", "", "#x", "good.world.test\nmx.evil.test", "[127.0.0.1]:25"])
+def test_check_invalid_target_is_a_usage_error(world: World, capsys: pytest.CaptureFixture[str],
+                                               target: str) -> None:
+    """Invalid input exits 2 with one line and probes nothing (it was exit 0, or a scan of junk)."""
+    assert main(["check", target, "--resolver", world.resolver, "--allow-private"]) == ExitCode.USAGE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_check_exit_codes_for_scripts(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """--fail-under: exit 5 when the grade is worse (notls is F); untestable MX exit 4 (slow: tarpit)."""
+    _check(world, capsys, "notls.world.test", "--fail-under", "C", code=ExitCode.CHECK_GRADE_BELOW)
+    _check(world, capsys, "good.world.test", "--fail-under", "A", code=ExitCode.OK)
+    _check(world, capsys, "slow.world.test", "--banner-timeout", "0.3", code=ExitCode.CHECK_UNTESTABLE)
 
 
 def test_python_api_load(dataset: Path, world: World) -> None:
@@ -320,7 +340,7 @@ def test_report_command_writes_three_files(dataset: Path, tmp_path: Path) -> Non
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"report.html", "report.md", "report.json"}
     figures = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
     assert figures  # the figures themselves are checked against pandas in test_report.py
-    assert main(["report", str(tmp_path / "nothing-here")]) == 1
+    assert main(["report", str(tmp_path / "nothing-here")]) == ExitCode.NO_INPUT
 
 
 def test_full_mode_for_a_sample_of_addresses(world: World, tmp_path: Path) -> None:
