@@ -28,7 +28,7 @@ from scanner.dataset import load
 from scanner.exit_codes import ExitCode
 from scanner.grading import RECOMMENDATIONS, Grade
 from scanner.input import normalize_domain
-from scanner.status import DomainStatus, ProbeStatus
+from scanner.status import DomainStatus, ProbeStatus, StarttlsVerdict
 
 __all__ = ["CheckResult", "CheckTarget", "check_exit_code", "check_rows", "clean", "parse_target", "render_check",
            "to_json"]
@@ -36,9 +36,28 @@ __all__ = ["CheckResult", "CheckTarget", "check_exit_code", "check_rows", "clean
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
+    """The rows of a one-domain scan (as in the dataset), with typed views of the main answers."""
+
     domain: dict[str, Any]
     mx: list[dict[str, Any]]  # MX links in priority order
     probes: dict[str, dict[str, Any]]  # probe_id → probe row
+
+    @property
+    def status(self) -> DomainStatus:
+        return DomainStatus(self.domain["status"])
+
+    @property
+    def grade(self) -> Grade | None:
+        return Grade(self.domain["grade"]) if self.domain["grade"] else None
+
+    @property
+    def starttls(self) -> StarttlsVerdict:
+        return StarttlsVerdict(self.domain["starttls"])
+
+    @property
+    def recommendations(self) -> dict[str, str]:
+        """Recommendation code → text (schemas/grading.md §6)."""
+        return {code: RECOMMENDATIONS.get(code, code) for code in self.domain["recommendations"]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from scanner import __version__
 from scanner.certs import TrustStore, TrustStoreError
-from scanner.check import CheckTarget, check_exit_code, check_rows, parse_target, render_check, temporary_input, to_json
+from scanner.check import CheckResult, check_exit_code, check_rows, parse_target, render_check, temporary_input, to_json
 from scanner.config import (
     ConfigError,
     DnsConfig,
@@ -42,7 +43,7 @@ from scanner.pipeline import Scan, ScanStats, load_trust_store
 from scanner.report import ReportError, build_report, write_report
 from scanner.resume import load_resume_state, scan_is_complete
 
-__all__ = ["FLAGS", "build_parser", "main"]
+__all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main"]
 
 _log = logging.getLogger(__name__)
 
@@ -342,11 +343,27 @@ def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
                   + ("" if scan.completed else " [yellow]INTERRUPTED: partial dataset[/yellow]"))
 
 
+class CommandError(Exception):
+    """A command cannot run: ``str(exc)`` is the one-line message, ``exit_code`` the documented code."""
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def _engine_setup(args: argparse.Namespace) -> tuple[ScanConfig, ExcludeList, TrustStore]:
-    config = config_from_args(args)
-    check_ehlo_responsibility(args, config)
-    exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
-    return config, exclude, load_trust_store(config)
+    """Config, opt-out list and trust store of ``scan``/``check``; ``CommandError`` names the option at fault."""
+    try:
+        config = config_from_args(args)
+        check_ehlo_responsibility(args, config)
+        exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
+        return config, exclude, load_trust_store(config)
+    except ConfigError as exc:
+        raise CommandError(flag_error(exc), ExitCode.USAGE) from exc
+    except ExcludeListError as exc:
+        raise CommandError(f"--exclude: {exc}", ExitCode.DATA_ERROR) from exc
+    except TrustStoreError as exc:
+        raise CommandError(f"--ca-file: {exc}", ExitCode.CONFIG) from exc
 
 
 def run_scan(args: argparse.Namespace, console: Console) -> int:
@@ -362,15 +379,9 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
             return ExitCode.OK
         prepare_output_dir(out, args.overwrite)
         resume = load_resume_state(out, config, args.domains, trust)
-    except ConfigError as exc:
-        _log.error("%s", flag_error(exc))
-        return ExitCode.USAGE
-    except ExcludeListError as exc:
-        _log.error("--exclude: %s", exc)
-        return ExitCode.DATA_ERROR
-    except TrustStoreError as exc:
-        _log.error("--ca-file: %s", exc)
-        return ExitCode.CONFIG
+    except CommandError as exc:
+        _log.error("%s", exc)
+        return exc.exit_code
     except InputError as exc:
         _log.error("%s", exc)
         return ExitCode.DATA_ERROR
@@ -414,48 +425,43 @@ def _progress_view(args: argparse.Namespace, console: Console) -> _ProgressView 
     return _ProgressView(console, total) if console.is_terminal else _StatusLines(total)
 
 
-def _check_target(args: argparse.Namespace) -> CheckTarget:
-    target = parse_target(args.domain, args.sni)
+def check_result(args: argparse.Namespace, console: Console | None = None) -> CheckResult:
+    """One domain (or one server) through the scan engine into a temporary dataset, read back.
+
+    Raises ``CommandError`` for a bad target or option (nothing is sent then).
+    """
+    try:
+        target = parse_target(args.domain, args.sni)
+    except ValueError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from exc
     if target.port is not None:
         args.port = target.port
-    return target
-
-
-def run_check(args: argparse.Namespace, console: Console) -> int:
-    """One domain (or one server) through the scan engine, into a temporary dataset, then shown (scanner.check)."""
-    try:
-        target = _check_target(args)
-    except ValueError as exc:
-        _log.error("%s", exc)
-        return ExitCode.USAGE
     workdir, source, out = temporary_input(target.name)
     with workdir:
         args.out, args.rows_per_file, args.max_in_flight = out, 1000, 16
         if target.server:
             args.no_policy = True  # MTA-STS, TLS-RPT and DANE belong to a domain, not to one server
+        config, exclude, trust = _engine_setup(args)
         try:
-            config, exclude, trust = _engine_setup(args)
             prepare_output_dir(out, overwrite=False)
-        except ConfigError as exc:
-            _log.error("%s", flag_error(exc))
-            return ExitCode.USAGE
-        except ExcludeListError as exc:
-            _log.error("--exclude: %s", exc)
-            return ExitCode.DATA_ERROR
-        except TrustStoreError as exc:
-            _log.error("--ca-file: %s", exc)
-            return ExitCode.CONFIG
         except OutputDirError as exc:
-            _log.error("%s", exc)
-            return ExitCode.CANT_CREATE
+            raise CommandError(str(exc), ExitCode.CANT_CREATE) from exc
         server = ServerTarget(target.name, target.address) if target.server else None
         scan = Scan(config, source, trust, exclude, server=server)
-        try:
-            with console.status(f"checking {target.name} ..."):
-                _run_loop(scan.run(), not args.no_uvloop)
-        except KeyboardInterrupt:
-            return ExitCode.INTERRUPTED
-        result = check_rows(out)
+        with console.status(f"checking {target.name} ...") if console else contextlib.nullcontext():
+            _run_loop(scan.run(), not args.no_uvloop)
+        return check_rows(out)
+
+
+def run_check(args: argparse.Namespace, console: Console) -> int:
+    """``check``: the result shown to a person (or as JSON), and its exit code for scripts."""
+    try:
+        result = check_result(args, console)
+    except CommandError as exc:
+        _log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
     if args.json:
         print(to_json(result))
     else:
