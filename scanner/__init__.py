@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scanner.api import ScanResult
-    from scanner.check import CheckResult
+    from scanner.checker import CheckResult
     from scanner.dataset import Dataset
 
 __version__ = "0.1.0"

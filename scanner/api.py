@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scanner.check import CheckResult
-from scanner.cli import CommandError, _engine_setup, _run_loop, build_parser, check_result
+from scanner.checker import CheckResult
+from scanner.cli import CommandError, _engine_setup, _output_dir, _run_loop, build_parser, check_result
 from scanner.exit_codes import ExitCode
-from scanner.output.parquet import OutputDirError, prepare_output_dir
+from scanner.output.parquet import prepare_output_dir
 from scanner.pipeline import Scan, ScanStats
 from scanner.resume import load_resume_state, scan_is_complete
 
@@ -59,11 +59,8 @@ def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -
     config, exclude, trust = _engine_setup(args)
     if scan_is_complete(out) and not args.overwrite:
         raise CommandError(f"{out} already holds a complete scan; pass overwrite=True to scan again", ExitCode.OK)
-    try:
-        prepare_output_dir(out, args.overwrite)
-        resume = load_resume_state(out, config, domains, trust)
-    except OutputDirError as exc:
-        raise CommandError(str(exc), ExitCode.CONFIG) from exc
+    _output_dir(lambda: prepare_output_dir(out, args.overwrite), ExitCode.CANT_CREATE)
+    resume = _output_dir(lambda: load_resume_state(out, config, domains, trust), ExitCode.CONFIG)
     job = Scan(config, domains, trust, exclude, resume=resume)
     stats = _run_loop(job.run(), not args.no_uvloop)
     return ScanResult(out, job.scan_id, job.completed, stats)

@@ -13,16 +13,24 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from scanner import __version__
 from scanner.certs import TrustStore, TrustStoreError
-from scanner.check import CheckResult, check_exit_code, check_rows, parse_target, render_check, temporary_input, to_json
+from scanner.checker import (
+    CheckResult,
+    check_exit_code,
+    check_rows,
+    parse_target,
+    render_check,
+    temporary_input,
+    to_json,
+)
 from scanner.config import (
     ConfigError,
     DnsConfig,
@@ -46,6 +54,7 @@ from scanner.resume import load_resume_state, scan_is_complete
 __all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main"]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Config field (``ConfigError.setting``) → the option that sets it: errors name what the user typed.
 FLAGS: dict[str, str] = {
@@ -293,7 +302,7 @@ class _ProgressView:
 class _StatusLines:
     """Without a terminal: one plain log line every ``every`` seconds, so a long scan's log shows progress."""
 
-    def __init__(self, total: InputTotal | None, every: float = STATUS_EVERY) -> None:
+    def __init__(self, total: InputTotal | None, every: float) -> None:
         self._total = total
         self._every = every
         self._last = time.monotonic()
@@ -377,17 +386,14 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         if scan_is_complete(out) and not args.overwrite:
             _log.info("%s already holds a complete scan; use --overwrite to scan again", out)
             return ExitCode.OK
-        prepare_output_dir(out, args.overwrite)
-        resume = load_resume_state(out, config, args.domains, trust)
+        _output_dir(lambda: prepare_output_dir(out, args.overwrite), ExitCode.CANT_CREATE)
+        resume = _output_dir(lambda: load_resume_state(out, config, args.domains, trust), ExitCode.CONFIG)
     except CommandError as exc:
         _log.error("%s", exc)
         return exc.exit_code
     except InputError as exc:
         _log.error("%s", exc)
         return ExitCode.DATA_ERROR
-    except OutputDirError as exc:
-        _log.error("%s", exc)
-        return ExitCode.CONFIG if scan_is_started(args.out) else ExitCode.CANT_CREATE
     if resume.attempt > 1 or resume.done_lines.count:
         _log.info("resuming: %s input lines and %s probes already written are kept (removed %d uncommitted files)",
                   f"{resume.done_lines.count:,}", f"{len(resume.probes):,}", resume.removed_files)
@@ -411,9 +417,13 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
     return ExitCode.OK
 
 
-def scan_is_started(out: Path) -> bool:
-    """The directory already holds (part of) a scan: an output-directory error is then a settings clash."""
-    return (out / ".scan").is_dir() if out.is_dir() else False
+def _output_dir(step: Callable[[], _T], code: ExitCode) -> _T:
+    """Run one output-directory step; its ``OutputDirError`` becomes a ``CommandError`` with ``code``
+    (creating the directory failed: CANT_CREATE; it holds a scan with other settings: CONFIG)."""
+    try:
+        return step()
+    except OutputDirError as exc:
+        raise CommandError(str(exc), code) from exc
 
 
 def _progress_view(args: argparse.Namespace, console: Console) -> _ProgressView | _StatusLines | None:
@@ -422,7 +432,7 @@ def _progress_view(args: argparse.Namespace, console: Console) -> _ProgressView 
     total = input_total(args.domains)
     if total is not None and total.how == "estimated":
         _log.info("input total estimated from the compressed size: about %s lines", f"{total.lines:,}")
-    return _ProgressView(console, total) if console.is_terminal else _StatusLines(total)
+    return _ProgressView(console, total) if console.is_terminal else _StatusLines(total, STATUS_EVERY)
 
 
 def check_result(args: argparse.Namespace, console: Console | None = None) -> CheckResult:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from scanner.check import CheckResult, check_exit_code, render_check
+from scanner.checker import CheckResult, check_exit_code, render_check
 from scanner.cli import FLAGS, _rate_text, build_parser, main
 from scanner.config import DnsConfig, OutputConfig, ProbeConfig, ScanConfig, is_fqdn
 from scanner.exit_codes import ExitCode

@@ -1,4 +1,6 @@
-"""``smtp-tls-survey check DOMAIN``: one domain through the same engine as a scan, shown to a person.
+"""``smtp-tls-survey check TARGET``: one domain through the same engine as a scan, shown to a person.
+
+(Named ``checker`` so that ``scanner.check`` stays the API function, never shadowed by a submodule.)
 
 The domain is scanned exactly like a line of a survey (``scanner.pipeline.Scan``, posture enumeration,
 policies, grading) into a temporary dataset; this module only reads those rows back and lays them out:
