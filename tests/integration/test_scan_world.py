@@ -338,6 +338,8 @@ def test_check_one_server_directly(world: World, capsys: pytest.CaptureFixture[s
     # Without --sni an IP gets no name: the certificate name cannot match it.
     data = json.loads(_check(world, capsys, world.host(10), "--json"))
     assert data["mx"][0]["cert_name_match"] != "san"
+    # ... and no SNI in our own hellos either (RFC 6066 §3): the enumeration still runs.
+    assert "TLSv1.3" in data["probes"][0]["versions_accepted"]
     # Nothing listens on [::1]:25 in this world: a real refused connection, so untestable (exit 4).
     data = json.loads(_check(world, capsys, "[::1]:25", "--json", code=ExitCode.CHECK_UNTESTABLE))
     assert [(p["address"], p["status"]) for p in data["probes"]] == [("::1", "unreachable")]
