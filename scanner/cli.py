@@ -48,7 +48,6 @@ from scanner.logs import command_logging, log_level
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
-from scanner.report import ReportError, build_report, write_report
 from scanner.resume import load_resume_state, scan_is_complete
 
 __all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main"]
@@ -481,6 +480,8 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
 
 def run_report(args: argparse.Namespace, console: Console) -> int:
     """DuckDB over the dataset → report.html, report.md, report.json (scanner.report)."""
+    from scanner.report import ReportError, build_report, write_report  # noqa: PLC0415 - DuckDB: only here
+
     dest = args.dest or args.out / "report"
     for what, path in (("scan", args.out), ("--baseline", args.baseline)):
         if path is not None and not Path(path).is_dir():
