@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,8 @@ from scanner.dataset import load
 from scanner.exit_codes import ExitCode
 from scanner.grading import RECOMMENDATIONS, Grade
 from scanner.input import normalize_domain
+from scanner.logs import CONTROLS
+from scanner.logs import inert as clean  # network text for the terminal (rendering also disables markup)
 from scanner.status import DomainStatus, ProbeStatus, StarttlsVerdict
 
 __all__ = ["CheckResult", "CheckTarget", "check_exit_code", "check_rows", "clean", "parse_target", "render_check",
@@ -93,7 +94,7 @@ def _name(text: str, what: str) -> str:
 
 def parse_target(text: str, sni: str | None = None) -> CheckTarget:
     """``DOMAIN``, ``HOST:PORT``, ``IP``, ``IP:PORT`` or ``[IPv6]:PORT``; ``ValueError`` says why not."""
-    if _CONTROLS.search(text):
+    if CONTROLS.search(text):
         raise ValueError(f"target {clean(text)[:80]!r} contains control characters (a newline?)")
     sni_name = _name(sni, "--sni") if sni is not None else None
     bracketed, address = text.startswith("["), _ip(text)
@@ -154,16 +155,6 @@ def check_rows(out_dir: Path) -> CheckResult:
 
 def _yes_no(value: object, yes: str = "yes", no: str = "no", unknown: str = "unknown") -> str:
     return unknown if value is None else (yes if value else no)
-
-
-# C0 and C1 controls and DEL: a server's reply text, a certificate name or an MX name could otherwise
-# move the cursor, retitle the terminal or hide text (ECMA-48). Shown as \xNN instead.
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def clean(value: object) -> str:
-    """Network-controlled text made inert for a terminal: controls escaped (the caller disables markup)."""
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def _cert_text(probe: dict[str, Any], link: dict[str, Any]) -> str:

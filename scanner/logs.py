@@ -19,13 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["JsonFormatter", "TextFormatter", "command_logging", "log_level"]
+__all__ = ["CONTROLS", "JsonFormatter", "TextFormatter", "command_logging", "inert", "log_level"]
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls and DEL: text from the network (a reply, a certificate or MX name) could otherwise
+# move the cursor, retitle the terminal, hide text (ECMA-48) or split one log line into two.
+CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _inert(text: str) -> str:
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def inert(value: object) -> str:
+    """``value`` as text with every control character shown as ``\\xNN``."""
+    return CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 class TextFormatter(logging.Formatter):
@@ -36,9 +39,9 @@ class TextFormatter(logging.Formatter):
         self._timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{record.levelname.lower()}: {_inert(record.getMessage())}"
+        text = f"{record.levelname.lower()}: {inert(record.getMessage())}"
         if record.exc_info:
-            text += " | " + _inert(self.formatException(record.exc_info))
+            text += " | " + inert(self.formatException(record.exc_info))
         if self._timestamps:
             text = f"{datetime.fromtimestamp(record.created, UTC).isoformat(timespec='milliseconds')} {text}"
         return text
@@ -52,10 +55,10 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": _inert(record.getMessage()),
+            "message": inert(record.getMessage()),
         }
         if record.exc_info:
-            data["exception"] = _inert(self.formatException(record.exc_info))
+            data["exception"] = inert(self.formatException(record.exc_info))
         return json.dumps(data, ensure_ascii=True)
 
 
