@@ -5,6 +5,8 @@ Every assertion compares the dataset with what the world was *built* to produce 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import json
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import DomainRow, MxRow, ProbeRow
 from scanner.status import DomainStatus
 from worlds.ports import pick_loopback_block
+from worlds.procs import LoopThread
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
 
 pytestmark = pytest.mark.slow
@@ -343,6 +346,46 @@ def test_check_one_server_directly(world: World, capsys: pytest.CaptureFixture[s
     # Nothing listens on [::1]:25 in this world: a real refused connection, so untestable (exit 4).
     data = json.loads(_check(world, capsys, "[::1]:25", "--json", code=ExitCode.CHECK_UNTESTABLE))
     assert [(p["address"], p["status"]) for p in data["probes"]] == [("::1", "unreachable")]
+
+
+class _MarkupServer:
+    """A server whose replies are Rich markup and terminal escapes (a real socket, one behaviour)."""
+
+    BANNER = b"554-[/] [bold red]x\x1b]0;pwned\x07\x1b[2J\r\n554 go away [/]\r\n"
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._thread = LoopThread("markup-server")
+        self._server: asyncio.AbstractServer | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.BANNER)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while await reader.readline():
+                writer.write(b"503 5.5.1 [/]\x1b[31m no\r\n")
+        writer.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.address, 25)
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def __enter__(self) -> _MarkupServer:
+        self._thread.start(asyncio.new_event_loop(), self._start, 30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.stop(self._stop, 30)
+
+
+def test_check_shows_server_text_inert(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """``[/]`` in a reply crashed check (Rich markup); escape sequences reached the terminal."""
+    with _MarkupServer(world.host(230)):
+        out = _check(world, capsys, f"{world.host(230)}:25", code=ExitCode.CHECK_UNTESTABLE)
+    assert "\x1b" not in out and "\x07" not in out
+    assert "[/]" in out and "\\x1b]0;pwned" in out  # shown, as text
 
 
 def test_check_server_on_loopback_needs_allow_private(world: World, capsys: pytest.CaptureFixture[str]) -> None:
