@@ -53,6 +53,10 @@ __all__ = ["Scan", "ScanStats", "load_trust_store"]
 
 _log = logging.getLogger(__name__)
 
+# DNS outcomes that say nothing about the domain, only that our resolver did not answer well.
+_RESOLVER_TROUBLE = frozenset({DomainStatus.DNS_TIMEOUT, DomainStatus.DNS_SERVFAIL, DomainStatus.DNS_REFUSED,
+                               DomainStatus.DNS_ERROR})
+
 # How many lines the reader handles before yielding to other tasks when its queue has room.
 _READER_YIELD_EVERY = 256
 
@@ -153,6 +157,8 @@ class Scan:
         self.completed = False
         self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
         self._stop_event = asyncio.Event()
+        self._trouble = 0  # domains whose lookups failed on the resolver (timeout, SERVFAIL, REFUSED, error)
+        self._next_trouble_warning = 1
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
@@ -394,12 +400,24 @@ class Scan:
         await self._emit([input_problem_row(self.scan_id, line, DomainStatus.INTERNAL_ERROR, describe_bug(exc),
                                             datetime.now(UTC))])
 
+    def _resolver_trouble(self, row: DomainRow) -> None:
+        """A warning at the 1st, 10th, 100th, ... lookup that failed on our side of DNS: a dying or
+        rate-limiting resolver shows in the log early, without a line per domain."""
+        self._trouble += 1
+        if self._trouble >= self._next_trouble_warning:
+            self._next_trouble_warning *= 10
+            _log.warning("DNS trouble: %d domains failed on the resolver so far (latest %s: %s %s); check "
+                         "--resolver, --dns-qps and --dns-timeout", self._trouble, row.domain, row.status.value,
+                         row.status_detail)
+
     def _count(self, row: DomainRow) -> None:
         stats = self.stats
         stats.domains_done += 1
         stats.verdicts[row.starttls.value] = stats.verdicts.get(row.starttls.value, 0) + 1
         if row.status.value.startswith("dns_"):
             stats.dns_failures += 1
+        if row.status in _RESOLVER_TROUBLE:
+            self._resolver_trouble(row)
         if row.starttls is not StarttlsVerdict.NOT_APPLICABLE:
             stats.with_mail_hosts += 1
         if row.starttls is StarttlsVerdict.ALL:

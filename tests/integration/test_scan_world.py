@@ -430,6 +430,18 @@ def test_status_lines_without_a_terminal_with_gzip_total(world: World, tmp_path:
     assert f"/{len(world.expected):,} rows" in status[-1] and "dom/s" in status[-1]
 
 
+def test_resolver_trouble_is_logged_1_10_100(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SERVFAIL (nsd's broken zone) for 12 domains: a warning at the 1st and 10th, not one per domain."""
+    domains = tmp_path / "in.txt"
+    domains.write_text("".join(f"d{i}.broken.test\n" for i in range(12)), encoding="utf-8")
+    code = main(["scan", str(domains), "-o", str(tmp_path / "out"), "--resolver", world.resolver,
+                 "--ehlo-name", "scanner.test", "--no-progress", "--no-policy"])
+    assert code == ExitCode.OK
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: DNS trouble")]
+    assert len(warnings) == 2 and "1 domains" in warnings[0] and "10 domains" in warnings[1]
+    assert "dns_servfail" in warnings[0]
+
+
 def test_report_dest_that_cannot_be_written_is_one_line(dataset: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "file").write_text("x", encoding="utf-8")
