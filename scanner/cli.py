@@ -361,6 +361,9 @@ class CommandError(Exception):
 
 def _engine_setup(args: argparse.Namespace) -> tuple[ScanConfig, ExcludeList, TrustStore]:
     """Config, opt-out list and trust store of ``scan``/``check``; ``CommandError`` names the option at fault."""
+    for flag, path in (("--exclude", args.exclude), ("--ca-file", args.ca_file)):
+        if path is not None and not Path(path).is_file():
+            raise CommandError(f"{flag}: no such file: {path}", ExitCode.NO_INPUT)
     try:
         config = config_from_args(args)
         check_ehlo_responsibility(args, config)

@@ -151,11 +151,15 @@ def test_is_fqdn() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_missing_files_exit_no_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_files_exit_no_input(domains: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _scan(tmp_path / "absent.txt", tmp_path) == ExitCode.NO_INPUT
     assert main(["report", str(tmp_path / "absent")]) == ExitCode.NO_INPUT
+    assert _scan(domains, tmp_path, "--exclude", str(tmp_path / "absent")) == ExitCode.NO_INPUT
+    assert _scan(domains, tmp_path, "--ca-file", str(tmp_path / "absent.pem")) == ExitCode.NO_INPUT
+    assert main(["check", "example.org", "--ca-file", str(tmp_path / "absent.pem")]) == ExitCode.NO_INPUT
     err = capsys.readouterr().err
-    assert err.count("\n") == 2 and "Traceback" not in err
+    assert err.count("\n") == 5 and "Traceback" not in err
+    assert "error: --exclude: no such file: " in err and "error: --ca-file: no such file: " in err
 
 
 def test_log_file_that_cannot_be_opened_is_one_line(domains: Path, tmp_path: Path,
