@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from scanner.api import ScanResult
+    from scanner.checker import CheckResult
     from scanner.dataset import Dataset
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "check", "load", "scan"]
 
 
 def load(out_dir: str | Path) -> Dataset:
@@ -21,3 +23,17 @@ def load(out_dir: str | Path) -> Dataset:
     from scanner.dataset import load as _load  # noqa: PLC0415
 
     return _load(out_dir)
+
+
+def scan(domains: Any, out: str | Path, **options: Any) -> ScanResult:
+    """Scan domains (a file, or an iterable of names) into the dataset ``out``: ``scanner.api.scan``."""
+    from scanner.api import scan as _scan  # noqa: PLC0415
+
+    return _scan(domains, out, **options)
+
+
+def check(target: str, **options: Any) -> CheckResult:
+    """Check one domain (or ``HOST:PORT`` / IP server), like the command: ``scanner.api.check``."""
+    from scanner.api import check as _check  # noqa: PLC0415
+
+    return _check(target, **options)

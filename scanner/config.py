@@ -7,6 +7,7 @@ Every knob is a field here, never a module global or a free dict. Validation hap
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -22,6 +23,8 @@ __all__ = [
     "ProbeConfig",
     "SafetyConfig",
     "ScanConfig",
+    "check_ehlo_name",
+    "is_fqdn",
     "parse_host_port",
     "result_settings",
     "settings_differences",
@@ -35,7 +38,70 @@ RESULT_NEUTRAL: Mapping[str, Any] = {"result_neutral": True}
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which and why."""
+    """A configuration value is invalid; the message says which and why.
+
+    ``setting`` is the field's dotted path (``probe.max_connections``) when one field is at fault, so
+    that a front end can name the option its user typed (the CLI maps it to ``--concurrency``);
+    ``reason`` is the message without the name.
+    """
+
+    def __init__(self, message: str, setting: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.reason = reason or message
+
+
+# Upper bounds on sizes that allocate per unit (tasks, queue slots, sockets): far above any useful
+# value, low enough that a typo cannot exhaust memory before the first packet (a million probe
+# workers cost gigabytes). 65,535 is also about the most sockets one process can usefully hold.
+MAX_CONNECTIONS = 65_535
+MAX_WORKERS = 65_535
+MAX_DOMAINS_IN_FLIGHT = 1_000_000
+
+
+def _bad(setting: str, reason: str) -> ConfigError:
+    return ConfigError(f"{setting} {reason}", setting, reason)
+
+
+def _finite(setting: str, value: float) -> None:
+    """Timeouts and intervals: a NaN compares false with everything and slips through every bound."""
+    if not math.isfinite(value):
+        raise _bad(setting, f"must be a finite number (got {value})")
+
+
+def _positive(setting: str, value: float) -> None:
+    _finite(setting, value)
+    if value <= 0:
+        raise _bad(setting, f"must be > 0 (got {value})")
+
+
+def _non_negative(setting: str, value: float) -> None:
+    _finite(setting, value)
+    if value < 0:
+        raise _bad(setting, f"must be >= 0 (got {value})")
+
+
+def _count(setting: str, value: int, upper: int) -> None:
+    if not 1 <= value <= upper:
+        raise _bad(setting, f"must be between 1 and {upper:,} (got {value:,})")
+
+
+def check_ehlo_name(name: str) -> None:
+    """RFC 5321 §4.1.1.1: EHLO takes a domain or an address literal, ASCII only (§2.3.5, §4.1.2).
+
+    A name with spaces, controls or non-ASCII characters would be sent on the wire as is and make
+    the greeting a malformed command (or inject a second one after a CR LF).
+    """
+    if not name or len(name) > 255:
+        raise _bad("probe.ehlo_name", f"must be 1-255 characters (got {len(name)})")
+    if any(not 33 <= ord(c) <= 126 for c in name):
+        raise _bad("probe.ehlo_name", f"must be printable ASCII without spaces (got {name!r})")
+
+
+def is_fqdn(name: str) -> bool:
+    """A fully qualified name a server can look up: at least two labels and not localhost."""
+    labels = name.rstrip(".").lower().split(".")
+    return len(labels) >= 2 and all(labels) and labels[-1] not in ("localhost", "localdomain", "local")
 
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -57,11 +123,6 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"bad port in {text!r}")
     return host, int(port_text)
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0 (got {value})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +147,19 @@ class DnsConfig:
     max_mx_addresses: int = 20
 
     def __post_init__(self) -> None:
-        _positive("dns timeout", self.timeout)
-        _positive("dns qps", self.qps)
-        if self.tries < 1 or self.concurrency < 1 or self.workers < 1:
-            raise ConfigError("dns tries, concurrency and workers must be >= 1")
-        if self.max_mx_hosts < 1 or self.max_mx_addresses < 1:
-            raise ConfigError("--max-mx-hosts and --max-mx-addresses must be >= 1")
+        _positive("dns.timeout", self.timeout)
+        _positive("dns.qps", self.qps)
+        _count("dns.tries", self.tries, 10)
+        _count("dns.concurrency", self.concurrency, MAX_CONNECTIONS)
+        _count("dns.workers", self.workers, MAX_WORKERS)
+        _count("dns.max_mx_hosts", self.max_mx_hosts, MAX_WORKERS)
+        _count("dns.max_mx_addresses", self.max_mx_addresses, MAX_WORKERS)
         for server in self.servers:
-            host, _ = parse_host_port(server, 53)
             try:
+                host, _ = parse_host_port(server, 53)
                 ipaddress.ip_address(host)
-            except ValueError as exc:
-                raise ConfigError(f"resolver must be an IP address[:port], got {server!r}") from exc
+            except ValueError as exc:  # ConfigError is a ValueError too
+                raise _bad("dns.servers", f"must be an IP address[:port], got {server!r}") from exc
 
     def resolver_addresses(self) -> list[str]:
         """Servers in the form c-ares accepts: "ip:port" / "[v6]:port"."""
@@ -157,29 +219,31 @@ class ProbeConfig:
     ipv6: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.ipv4 not in ("auto", "on", "off") or self.ipv6 not in ("auto", "on", "off"):
-            raise ConfigError(f"ipv4/ipv6 must be auto, on or off (got {self.ipv4!r}, {self.ipv6!r})")
+        for family in ("ipv4", "ipv6"):
+            if getattr(self, family) not in ("auto", "on", "off"):
+                raise _bad(f"probe.{family}", f"must be auto, on or off (got {getattr(self, family)!r})")
         if not 0 < self.port < 65536:
-            raise ConfigError(f"bad port {self.port}")
+            raise _bad("probe.port", f"must be between 1 and 65535 (got {self.port})")
         for name in ("connect_timeout", "banner_timeout", "command_timeout", "tls_timeout", "probe_deadline"):
-            _positive(name, getattr(self, name))
-        if any(d < 0 for d in self.throttle_retry_delays):
-            raise ConfigError("throttle retry delays must be >= 0")
-        limits = (self.max_connections, self.per_ip_concurrency, self.workers, self.per_prefix_concurrency,
-                  self.summaries_in_memory)
-        if min(limits) < 1:
-            raise ConfigError("max_connections, per_ip_concurrency, per_prefix_concurrency, workers and "
-                              "summaries_in_memory must be >= 1")
-        if self.per_ip_interval < 0:
-            raise ConfigError("per_ip_interval must be >= 0")
-        if not 0.0 <= self.full_sample <= 1.0:
-            raise ConfigError(f"full_sample must be between 0 and 1 (got {self.full_sample})")
+            _positive(f"probe.{name}", getattr(self, name))
+        for delay in self.throttle_retry_delays:
+            _non_negative("probe.throttle_retry_delays", delay)
+        _non_negative("probe.per_ip_interval", self.per_ip_interval)
+        _count("probe.max_connections", self.max_connections, MAX_CONNECTIONS)
+        _count("probe.workers", self.workers, MAX_WORKERS)
+        _count("probe.per_ip_concurrency", self.per_ip_concurrency, MAX_CONNECTIONS)
+        _count("probe.per_prefix_concurrency", self.per_prefix_concurrency, MAX_CONNECTIONS)
+        _count("probe.summaries_in_memory", self.summaries_in_memory, 10_000_000)
+        if not 0.0 <= self.full_sample <= 1.0:  # also false for NaN
+            raise _bad("probe.full_sample", f"must be between 0 and 1 (got {self.full_sample})")
         if self.enumeration not in ("off", "posture", "full"):
-            raise ConfigError(f"enumeration must be off, posture or full (got {self.enumeration!r})")
-        if self.sni_sessions_per_address < 0 or self.sni_same_run < 1 or self.recheck_limit < 0:
-            raise ConfigError("sni_sessions_per_address and recheck_limit must be >= 0, sni_same_run >= 1")
-        if not self.ehlo_name or any(c.isspace() for c in self.ehlo_name):
-            raise ConfigError(f"EHLO name must be a non-empty word, got {self.ehlo_name!r}")
+            raise _bad("probe.enumeration", f"must be off, posture or full (got {self.enumeration!r})")
+        if self.sni_sessions_per_address < 0:
+            raise _bad("probe.sni_sessions_per_address", f"must be >= 0 (got {self.sni_sessions_per_address})")
+        if self.recheck_limit < 0:
+            raise _bad("probe.recheck_limit", f"must be >= 0 (got {self.recheck_limit})")
+        _count("probe.sni_same_run", self.sni_same_run, MAX_WORKERS)
+        check_ehlo_name(self.ehlo_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,11 +271,13 @@ class HealthConfig:
     probe_threshold: float = field(default=0.9, metadata=RESULT_NEUTRAL)
 
     def __post_init__(self) -> None:
-        if self.dns_window < 1 or self.probe_window < 1:
-            raise ConfigError("failure windows must be >= 1")
+        _count("health.dns_window", self.dns_window, MAX_DOMAINS_IN_FLIGHT)
+        _count("health.probe_window", self.probe_window, MAX_DOMAINS_IN_FLIGHT)
         for name in ("dns_threshold", "probe_threshold"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be > 0 and <= 1 (got {getattr(self, name)})")
+            value = getattr(self, name)
+            _finite(f"health.{name}", value)
+            if not 0.0 < value <= 1.0:
+                raise _bad(f"health.{name}", f"must be > 0 and <= 1 (got {value})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +290,10 @@ class OutputConfig:
     flush_interval: float = field(default=30.0, metadata=RESULT_NEUTRAL)
 
     def __post_init__(self) -> None:
-        if self.row_group_size < 1 or self.rows_per_file < self.row_group_size:
-            raise ConfigError("need 1 <= row_group_size <= rows_per_file")
+        _count("output.rows_per_file", self.rows_per_file, 100_000_000)
+        if not 1 <= self.row_group_size <= self.rows_per_file:
+            raise _bad("output.row_group_size", f"must be between 1 and rows_per_file (got {self.row_group_size})")
+        _positive("output.flush_interval", self.flush_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +311,8 @@ class ScanConfig:
     stop_grace: float = field(default=20.0, metadata=RESULT_NEUTRAL)
 
     def __post_init__(self) -> None:
-        if self.max_domains_in_flight < 1:
-            raise ConfigError("max_domains_in_flight must be >= 1")
+        _count("max_domains_in_flight", self.max_domains_in_flight, MAX_DOMAINS_IN_FLIGHT)
+        _non_negative("stop_grace", self.stop_grace)
 
 
 def result_settings(config: Any, prefix: str = "") -> dict[str, Any]:

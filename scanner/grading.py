@@ -39,6 +39,7 @@ from scanner.tls.groups import GroupClass, group_class, group_code
 
 __all__ = [
     "GRADING_VERSION",
+    "RECOMMENDATIONS",
     "RUBRIC",
     "TLS_VERSION_NAMES",
     "DomainGrade",
@@ -55,6 +56,7 @@ __all__ = [
     "grade_domain",
     "grade_for_score",
     "grade_mx",
+    "render_recommendations_table",
     "render_rubric_table",
     "version_facts",
     "worst_grade",
@@ -664,6 +666,12 @@ def _index(rules: Iterable[Rule]) -> Mapping[str, Rule]:
 
 RUBRIC: Final[Mapping[str, Rule]] = _index((_NO_STARTTLS, *(r for r, _ in _MX_RULES), *_DOMAIN_RULES))
 
+# Recommendation code → text, in rubric order: the one place the text lives. The dataset stores
+# only the codes (``domains.recommendations``); ``check`` and schemas/grading.md §6 show this text.
+RECOMMENDATIONS: Final[Mapping[str, str]] = {
+    rule.recommendation.code: rule.recommendation.text for rule in RUBRIC.values() if rule.recommendation
+}
+
 # Score bands (score = 100 - points). Floor E: only no_starttls gives F.
 _BANDS: Final = ((95, Grade.A), (80, Grade.B), (65, Grade.C), (50, Grade.D))
 _FLOOR: Final = Grade.E
@@ -868,4 +876,11 @@ def render_rubric_table() -> str:
             f"| `{rule.code}` | {rule.scope.value} | {rule.severity.value} | {cap} | {rule.points} | "
             f"{rule.summary} | {rule.basis} | {rec} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def render_recommendations_table() -> str:
+    """``RECOMMENDATIONS`` as the Markdown table of schemas/grading.md §6 (a test checks they agree)."""
+    lines = ["| code | text |", "|---|---|"]
+    lines += [f"| `{code}` | {text} |" for code, text in RECOMMENDATIONS.items()]
     return "\n".join(lines) + "\n"

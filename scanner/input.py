@@ -35,10 +35,12 @@ __all__ = [
     "InputError",
     "InputLine",
     "InputTally",
+    "InputTotal",
     "LineSplitter",
     "check_input",
     "count_lines",
     "input_digest",
+    "input_total",
     "is_stream_source",
     "normalize_domain",
     "open_lines",
@@ -391,19 +393,56 @@ async def read_domains_async(
 
 
 def count_lines(source: str | Path) -> int | None:
-    """Number of non-blank, non-comment lines, for the progress bar; None for stream and gzip input.
+    """Number of non-blank, non-comment lines of a plain file, for the progress bar; None for stream and
+    gzip input (see ``input_total`` for a gzip total)."""
+    total = input_total(source, gzip_count_limit=-1)
+    return total.lines if total is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class InputTotal:
+    """How many lines the input has, for progress and ETA: ``counted`` exactly, or ``estimated``."""
+
+    lines: int
+    how: str  # "counted" or "estimated"
+
+
+# Gzip input up to this compressed size is counted in a first pass (decompressing runs at hundreds of
+# MB/s); above it the total is estimated from the compressed size and the first _SAMPLE_BYTES.
+GZIP_COUNT_LIMIT = 64 << 20
+_SAMPLE_BYTES = 4 << 20
+
+
+def _chunks(fh: IO[bytes] | gzip.GzipFile) -> Iterator[bytes]:
+    return iter(lambda: fh.read(_CHUNK), b"")
+
+
+def input_total(source: str | Path, gzip_count_limit: int = GZIP_COUNT_LIMIT) -> InputTotal | None:
+    """Lines of the input that become rows; None for a stream (stdin, FIFO) or an unreadable file.
 
     Reads fixed-size chunks, never a whole line: a file that is one 600 MB line costs 64 KiB here.
+    A negative ``gzip_count_limit`` gives up on gzip input instead of counting or estimating it.
     """
     if is_stream_source(source):
         return None  # it can be read only once, and that read is the scan's
+    path = Path(source)
     try:
-        with Path(source).open("rb") as fh:
-            if fh.read(2) == _GZIP_MAGIC:
+        with path.open("rb") as fh:
+            if fh.read(2) != _GZIP_MAGIC:
+                fh.seek(0)
+                return InputTotal(_count_meaningful(_chunks(fh)), "counted")
+            if gzip_count_limit < 0:
                 return None
+            size = path.stat().st_size
             fh.seek(0)
-            return _count_meaningful(iter(lambda: fh.read(_CHUNK), b""))
-    except OSError:
+            with gzip.open(fh, "rb") as unzipped:
+                if size <= gzip_count_limit:
+                    return InputTotal(_count_meaningful(_chunks(unzipped)), "counted")
+                sample = unzipped.read(_SAMPLE_BYTES)
+                # Compressed bytes consumed so far: the sample's share of the whole file.
+                consumed = max(1, fh.tell())
+                return InputTotal(round(_count_meaningful(iter([sample])) * size / consumed), "estimated")
+    except (OSError, EOFError, gzip.BadGzipFile):
         return None
 
 

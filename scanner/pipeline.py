@@ -20,6 +20,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import logging
 import secrets
 import signal
 import time
@@ -31,7 +32,7 @@ from typing import Any
 
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig, result_settings
-from scanner.dns.lookup import DomainDns, DomainResolver
+from scanner.dns.lookup import DomainDns, DomainResolver, ServerTarget
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
 from scanner.health import Breakdown, HealthWatch
@@ -53,6 +54,12 @@ from scanner.status import AttemptOutcome, DomainStatus, HostStatus, StarttlsVer
 from scanner.verdicts import LinkJudge, LinkViews, build_domain_rows, input_problem_row, mx_tls_compliance
 
 __all__ = ["Scan", "ScanStats", "load_trust_store"]
+
+_log = logging.getLogger(__name__)
+
+# DNS outcomes that say nothing about the domain, only that our resolver did not answer well.
+_RESOLVER_TROUBLE = frozenset({DomainStatus.DNS_TIMEOUT, DomainStatus.DNS_SERVFAIL, DomainStatus.DNS_REFUSED,
+                               DomainStatus.DNS_ERROR})
 
 # How many lines the reader handles before yielding to other tasks when its queue has room.
 _READER_YIELD_EVERY = 256
@@ -160,8 +167,10 @@ class Scan:
         exclude: ExcludeList | None = None,
         resume: ResumeState | None = None,
         vantage: str | None = None,
+        server: ServerTarget | None = None,
     ) -> None:
         self.config = config
+        self.server = server  # one server given directly (check HOST:PORT): no MX lookup
         self.resume = resume
         self.source = source
         record = resume.record if resume else None
@@ -194,6 +203,8 @@ class Scan:
         self._stop_event = asyncio.Event()
         # A route lookup per family (no packet), once: which addresses this vantage can probe at all.
         self.families = detect_families(config.probe.ipv4, config.probe.ipv6)
+        self._trouble = 0  # domains whose lookups failed on the resolver (timeout, SERVFAIL, REFUSED, error)
+        self._next_trouble_warning = 1
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
@@ -282,7 +293,12 @@ class Scan:
         def on_signal() -> None:
             if self.stopping and main is not None and not self.abandoned:
                 self.abandoned = True
+                _log.warning("stopping now: in-flight domains are abandoned (the same command redoes them)")
                 main.cancel()  # a second Ctrl-C: abandon in-flight work at once
+            else:
+                _log.warning("stopping: %d domains in flight get up to %g s to finish; press Ctrl-C again to "
+                             "abandon them (committed rows are kept either way)", self.stats.domains_in_flight,
+                             self.config.stop_grace)
             self.request_stop()
 
         try:
@@ -372,6 +388,11 @@ class Scan:
         await asyncio.gather(*probe_workers)
 
     async def _read_input(self) -> None:
+        if self.server is not None:  # an IP address is not a valid input line: admitted as is
+            self.stats.lines += 1
+            self.stats.domains_queued += 1
+            await self._domain_queue.put(InputLine(1, self.server.name, self.server.name, None))
+            return
         done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
             async for batch in read_domains_async(stream_lines(self.source, _READER_YIELD_EVERY),
@@ -419,7 +440,7 @@ class Scan:
             started = time.monotonic()
             try:
                 assert line.domain is not None
-                dns = await domains.resolve(line.domain)
+                dns = await (domains.server(self.server) if self.server else domains.resolve(line.domain))
                 futures = await self._request_probes(dns)
             except Exception as exc:  # a bug: recorded as an internal_error row, the scan goes on
                 self._release_domain()
@@ -495,12 +516,24 @@ class Scan:
         await self._emit([input_problem_row(self.scan_id, self.attempt, line, DomainStatus.INTERNAL_ERROR,
                                             describe_bug(exc), datetime.now(UTC))])
 
+    def _resolver_trouble(self, row: DomainRow) -> None:
+        """A warning at the 1st, 10th, 100th, ... lookup that failed on our side of DNS: a dying or
+        rate-limiting resolver shows in the log early, without a line per domain."""
+        self._trouble += 1
+        if self._trouble >= self._next_trouble_warning:
+            self._next_trouble_warning *= 10
+            _log.warning("DNS trouble: %d domains failed on the resolver so far (latest %s: %s %s); check "
+                         "--resolver, --dns-qps and --dns-timeout", self._trouble, row.domain, row.status.value,
+                         row.status_detail)
+
     def _count(self, row: DomainRow) -> None:
         stats = self.stats
         stats.domains_done += 1
         stats.verdicts[row.starttls.value] = stats.verdicts.get(row.starttls.value, 0) + 1
         if row.status.value.startswith("dns_"):
             stats.dns_failures += 1
+        if row.status in _RESOLVER_TROUBLE:
+            self._resolver_trouble(row)
         if row.starttls is not StarttlsVerdict.NOT_APPLICABLE:
             stats.with_mail_hosts += 1
         if row.starttls is StarttlsVerdict.ALL:

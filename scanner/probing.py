@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import hashlib
 import ipaddress
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -63,6 +64,8 @@ __all__ = [
     "probe_summary_from_row",
     "session_summary",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 def probe_id(address: str, port: int) -> str:
@@ -330,7 +333,11 @@ class ProbeService:
                 finally:
                     self.in_flight -= 1
             if result.status not in _RETRYABLE or attempt == len(delays):
+                if result.status in _RETRYABLE:
+                    _log.warning("%s (%s) still %s after %d attempts: recorded as such", pending.address, sni,
+                                 result.status.value, attempt + 1)
                 break
+            _log.info("%s (%s) %s: retrying in %g s", pending.address, sni, result.status.value, delays[attempt])
             # 421, a greeting that never came, a drop before STARTTLS: the MTA asks us to slow down.
             # Wait (holding no connection slot) and try again, within a bounded budget; if it never gets
             # through, the row says so ("throttled"/"timeout"), never "no STARTTLS".

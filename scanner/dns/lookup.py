@@ -19,7 +19,7 @@ from scanner.net.addresses import ExcludeList
 from scanner.shared_lookups import SharedLookups
 from scanner.status import DnsOutcome, DomainStatus, HostStatus, MxSource
 
-__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost", "cap_hosts"]
+__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost", "ServerTarget", "cap_hosts"]
 
 _DOMAIN_STATUS = {
     DnsOutcome.NXDOMAIN: DomainStatus.DNS_NXDOMAIN,
@@ -73,6 +73,18 @@ class DomainDns:
     null_mx_mixed: bool = False
     elapsed_ms: float = 0.0
     capped: bool = False  # MX hosts or addresses beyond the configured caps were left out
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTarget:
+    """One mail server named directly (``check HOST:PORT`` / ``check IP``) instead of a domain's MX.
+
+    ``name`` is the name the probe sends as SNI and matches against the certificate; ``address``,
+    when given, is used as is, otherwise ``name`` is resolved to its A/AAAA records.
+    """
+
+    name: str
+    address: str | None = None
 
 
 def _host_resolution(name: str, v4: QueryResult, v6: QueryResult) -> HostResolution:
@@ -133,6 +145,13 @@ class DomainResolver:
         result = await self._from_mx_answer(domain, answer)
         elapsed = (time.perf_counter() - started) * 1000
         return dataclasses.replace(result, elapsed_ms=elapsed)
+
+    async def server(self, target: ServerTarget) -> DomainDns:
+        """A server given directly: its own mail host of preference 0, like an implicit MX (no MX query)."""
+        if target.address is None:
+            return await self._implicit(target.name)
+        host = MailHost(target.name, 0, HostResolution(target.name, HostStatus.OK, (target.address,)))
+        return DomainDns(target.name, DomainStatus.OK, MxSource.IMPLICIT, (host,))
 
     async def _from_mx_answer(self, domain: str, answer: QueryResult) -> DomainDns:
         if answer.outcome is DnsOutcome.SERVFAIL and self._resolver.config.servers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 
@@ -68,13 +69,24 @@ _UNTESTABLE = {
 }
 
 
+def _sni(server_name: str | None) -> str | None:
+    """RFC 6066 §3: SNI carries a host name, never an address (``check IP`` without ``--sni``)."""
+    if server_name is None:
+        return None
+    try:
+        ipaddress.ip_address(server_name)
+    except ValueError:
+        return server_name
+    return None
+
+
 def _hello_bytes(request: HelloRequest, server_name: str | None) -> bytes:
     # RFC 6066 §3: SNI carries a host name, never an address; SSLv3 hellos carry no extensions.
     spec = make_client_hello_spec(
         request.version,
         request.suites,
         os.urandom(32),
-        server_name=server_name if request.version is not TlsVersion.SSL3 else None,
+        server_name=_sni(server_name) if request.version is not TlsVersion.SSL3 else None,
         supported_versions=(request.version,) if request.supported_versions else None,
         legacy_extensions=True,  # SSLv3: EC extensions, so ECDHE suites can be negotiated (RFC 6101 §5.6.1.2)
         groups=request.offered_groups(),

@@ -196,6 +196,8 @@ def test_ctrl_c_stops_in_bounded_time_and_resumes(env: Env, tmp_path: Path) -> N
     assert process.returncode == 130, output[-2000:]
     assert time.monotonic() - started < 25  # stop_grace (20 s) bounds it; in practice much faster
     assert "run the same command again to resume" in " ".join(output.split())
+    # The grace period is announced (it was silent for up to 20 s), with the way out.
+    assert "warning: stopping: " in output and "press Ctrl-C again to abandon them" in output
     before = len(table(out, "domains"))
     assert 0 < before < len(meaningful_lines(env.world.domains_file))
     resumed = subprocess.run(command(env, out), capture_output=True, text=True, timeout=300, check=False)

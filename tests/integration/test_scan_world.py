@@ -5,6 +5,9 @@ Every assertion compares the dataset with what the world was *built* to produce 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +17,14 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from scanner.cli import main
+from scanner.cli import CommandError, main
 from scanner.exit_codes import ExitCode
-from scanner.grading import GRADING_VERSION
+from scanner.grading import GRADING_VERSION, Grade
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import DomainRow, MxRow, ProbeRow
+from scanner.status import DomainStatus
 from worlds.ports import pick_loopback_block
+from worlds.procs import LoopThread
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
 
 pytestmark = pytest.mark.slow
@@ -189,7 +194,7 @@ def test_other_settings_never_mix_into_an_interrupted_scan(world: World, tmp_pat
     out = tmp_path / "out"
     assert _scan(world, out, "--allow-private") == 0
     (out / ".state" / "complete").unlink()  # as if interrupted
-    assert _scan(world, out, "--allow-private", "--port", "2525") == 1  # refused: other settings
+    assert _scan(world, out, "--allow-private", "--port", "2525") == ExitCode.CONFIG  # refused: other settings
 
 
 def test_ipv6_addresses_are_probed(dataset: Path) -> None:
@@ -224,7 +229,7 @@ def test_invalid_duplicate_and_excluded_lines_are_rows(world: World, tmp_path: P
 
 
 def test_missing_input_and_bad_resolver_fail_cleanly(world: World, tmp_path: Path) -> None:
-    assert main(["scan", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o1")]) == 1
+    assert main(["scan", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o1")]) == ExitCode.NO_INPUT
     assert main(["scan", str(world.domains_file), "-o", str(tmp_path / "o2"), "--resolver", "dns.example"]) == 2
     assert main(["scan", str(world.domains_file), "-o", str(tmp_path / "o3"), "--port", "0"]) == 2
 
@@ -280,10 +285,11 @@ def test_grades_and_forced_tls_through_the_scan(dataset: Path) -> None:
     assert mx[("good.world.test", "mx-good.world.test")]["grade"] == "A"
 
 
-def _check(world: World, capsys: pytest.CaptureFixture[str], domain: str, *extra: str) -> str:
-    code = main(["check", domain, "--resolver", world.resolver, "--ca-file", str(world.ca_file), "--allow-private",
-                 "--per-ip-interval", "0", "--banner-timeout", "2", "--throttle-retry", *extra])
-    assert code == 0
+def _check(world: World, capsys: pytest.CaptureFixture[str], domain: str, *extra: str,
+           code: ExitCode = ExitCode.OK) -> str:
+    got = main(["check", domain, "--resolver", world.resolver, "--ca-file", str(world.ca_file), "--allow-private",
+                "--banner-timeout", "2", "--throttle-retry", "--ehlo-name", "scanner.test", *extra])
+    assert got == code
     return capsys.readouterr().out
 
 
@@ -311,9 +317,163 @@ def test_check_bad_domain_json(world: World, capsys: pytest.CaptureFixture[str])
 
 
 def test_check_domains_without_mail(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    assert "status null_mx" in _check(world, capsys, "nullmx.world.test")
-    assert "status dns_no_mail_host" in _check(world, capsys, "nothing.world.test")
-    assert "status invalid_input" in _check(world, capsys, "not a domain")
+    """Scriptable: "no mail host" has its own exit code (README "Exit codes"); it was 0."""
+    assert "status null_mx" in _check(world, capsys, "nullmx.world.test", code=ExitCode.CHECK_NO_MAIL_HOST)
+    assert "status dns_no_mail_host" in _check(world, capsys, "nothing.world.test",
+                                               code=ExitCode.CHECK_NO_MAIL_HOST)
+
+
+@pytest.mark.parametrize("target", ["not a domain", "", "#x", "good.world.test\nmx.evil.test", "[127.0.0.1]:25"])
+def test_check_invalid_target_is_a_usage_error(world: World, capsys: pytest.CaptureFixture[str],
+                                               target: str) -> None:
+    """Invalid input exits 2 with one line and probes nothing (it was exit 0, or a scan of junk)."""
+    assert main(["check", target, "--resolver", world.resolver, "--allow-private"]) == ExitCode.USAGE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_check_exit_codes_for_scripts(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """--fail-under: exit 5 when the grade is worse (notls is F); untestable MX exit 4 (slow: tarpit)."""
+    _check(world, capsys, "notls.world.test", "--fail-under", "C", code=ExitCode.CHECK_GRADE_BELOW)
+    _check(world, capsys, "good.world.test", "--fail-under", "A", code=ExitCode.OK)
+    _check(world, capsys, "slow.world.test", "--banner-timeout", "0.3", code=ExitCode.CHECK_UNTESTABLE)
+
+
+def test_check_one_server_directly(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """HOST:PORT, IP:PORT with --sni, [IPv6]:PORT: one server, no MX lookup (as sslyze and testssl.sh)."""
+    out = _check(world, capsys, f"{world.host(10)}:25", "--sni", "mx-good.world.test")
+    assert "grade A" in out and "mx-good.world.test" in out and "TLSv1.3" in out and "name ok" in out
+    data = json.loads(_check(world, capsys, "mx-good.world.test:25", "--json"))
+    assert (data["domain"]["domain"], data["domain"]["mx_source"]) == ("mx-good.world.test", "implicit")
+    assert [p["address"] for p in data["probes"]] == [world.host(10)]
+    assert [(p["status"], p["sni"]) for p in data["probes"]] == [("starttls_ok", "mx-good.world.test")]
+    # Without --sni an IP gets no name: the certificate name cannot match it.
+    data = json.loads(_check(world, capsys, world.host(10), "--json"))
+    assert data["mx"][0]["cert_name_match"] != "san"
+    # ... and no SNI in our own hellos either (RFC 6066 §3): the enumeration still runs.
+    assert "TLSv1.3" in data["probes"][0]["versions_accepted"]
+    # Nothing listens on [::1]:25 in this world: a real refused connection, so untestable (exit 4).
+    data = json.loads(_check(world, capsys, "[::1]:25", "--json", code=ExitCode.CHECK_UNTESTABLE))
+    assert [(p["address"], p["status"]) for p in data["probes"]] == [("::1", "unreachable")]
+
+
+class _MarkupServer:
+    """A server whose replies are Rich markup and terminal escapes (a real socket, one behaviour)."""
+
+    BANNER = b"554-[/] [bold red]x\x1b]0;pwned\x07\x1b[2J\r\n554 go away [/]\r\n"
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._thread = LoopThread("markup-server")
+        self._server: asyncio.AbstractServer | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.BANNER)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while await reader.readline():
+                writer.write(b"503 5.5.1 [/]\x1b[31m no\r\n")
+        writer.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.address, 25)
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def __enter__(self) -> _MarkupServer:
+        self._thread.start(asyncio.new_event_loop(), self._start, 30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.stop(self._stop, 30)
+
+
+def test_check_shows_server_text_inert(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """``[/]`` in a reply crashed check (Rich markup); escape sequences reached the terminal."""
+    with _MarkupServer(world.host(230)):
+        out = _check(world, capsys, f"{world.host(230)}:25", code=ExitCode.CHECK_UNTESTABLE)
+    assert "\x1b" not in out and "\x07" not in out
+    assert "[/]" in out and "\\x1b]0;pwned" in out  # shown, as text
+
+
+def test_check_server_on_loopback_needs_allow_private(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    assert world.farm is not None
+    before = sum(s.accepted for s in world.farm.stats().values())
+    code = main(["check", f"{world.host(10)}:25", "--resolver", world.resolver, "--ehlo-name", "scanner.test"])
+    assert code == ExitCode.CHECK_UNTESTABLE and "skipped_reserved_address" in capsys.readouterr().out
+    assert sum(s.accepted for s in world.farm.stats().values()) == before
+
+
+def test_check_table_readable_in_80_columns(world: World, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped output is 80 columns (rich's default without a terminal): lines fit, words are whole."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = _check(world, capsys, "mixed.world.test")
+    assert max(len(line) for line in out.splitlines()) <= 80
+    words = set(out.split())
+    assert {"mx-good.world.test", "mx-tlsfail.world.test", "certificate", "enumeration"} <= words
+    text = " ".join(out.split())
+    assert "Enable STARTTLS (RFC 3207) with a working TLS 1.2/1.3 configuration." in text
+
+
+def test_check_warns_about_a_non_fqdn_ehlo_name(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "good.world.test", "--resolver", world.resolver, "--ca-file", str(world.ca_file),
+                 "--allow-private", "--ehlo-name", "box", "--json"]) == ExitCode.OK
+    assert "warning: EHLO name 'box' is not a fully qualified domain name" in capsys.readouterr().err
+
+
+def test_status_lines_without_a_terminal_with_gzip_total(world: World, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr is not a terminal here: plain status lines (zmap-style) with the gzip input's counted total."""
+    monkeypatch.setattr("scanner.cli.STATUS_EVERY", 0.0)
+    source = tmp_path / "in.txt.gz"
+    source.write_bytes(gzip.compress(world.domains_file.read_bytes()))
+    code = main(["scan", str(source), "-o", str(tmp_path / "out"), "--resolver", world.resolver, "--ca-file",
+                 str(world.ca_file), "--allow-private", "--per-ip-interval", "0", "--throttle-retry",
+                 "--banner-timeout", "0.5", "--ehlo-name", "scanner.test", "--no-policy"])
+    assert code == ExitCode.OK
+    status = [line for line in capsys.readouterr().err.splitlines() if line.startswith("info: status: ")]
+    assert status, "no status line"
+    assert f"/{len(world.expected):,} rows" in status[-1] and "dom/s" in status[-1]
+
+
+def test_resolver_trouble_is_logged_1_10_100(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SERVFAIL (nsd's broken zone) for 12 domains: a warning at the 1st and 10th, not one per domain."""
+    domains = tmp_path / "in.txt"
+    domains.write_text("".join(f"d{i}.broken.test\n" for i in range(12)), encoding="utf-8")
+    code = main(["scan", str(domains), "-o", str(tmp_path / "out"), "--resolver", world.resolver,
+                 "--ehlo-name", "scanner.test", "--no-progress", "--no-policy"])
+    assert code == ExitCode.OK
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: DNS trouble")]
+    assert len(warnings) == 2 and "1 domains" in warnings[0] and "10 domains" in warnings[1]
+    assert "dns_servfail" in warnings[0]
+
+
+def test_report_dest_that_cannot_be_written_is_one_line(dataset: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    assert main(["report", str(dataset), "--dest", str(tmp_path / "file" / "r")]) == ExitCode.CANT_CREATE
+    err = capsys.readouterr().err
+    assert err.startswith("error: --dest: ") and err.count("\n") == 1
+
+
+def test_python_api_scan_and_check(world: World, tmp_path: Path) -> None:
+    import scanner
+
+    options: dict[str, Any] = {"resolver": world.resolver, "ca_file": world.ca_file, "allow_private": True,
+                               "ehlo_name": "scanner.test", "throttle_retry": [], "per_ip_interval": 0.0}
+    result = scanner.check("good.world.test", **options)
+    assert result.grade is Grade.A_PLUS and result.status is DomainStatus.OK and result.starttls.value == "all"
+    bad = scanner.check("notls.world.test", **options)
+    assert "enable_starttls" in bad.recommendations and bad.grade is Grade.F
+    done = scanner.scan(["good.world.test", "notls.world.test"], tmp_path / "out", no_policy=True, **options)
+    assert done.completed and done.stats.domains_done == 2
+    assert scanner.load(done.out).domains.num_rows == 2
+    with pytest.raises(CommandError, match="--concurrency"):
+        scanner.check("good.world.test", **{**options, "concurrency": 0})
 
 
 def test_python_api_load(dataset: Path, world: World) -> None:

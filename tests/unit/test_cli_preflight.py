@@ -13,7 +13,7 @@ def _scan(tmp_path: Path, *extra: str, out: Path | None = None) -> int:
     domains.write_text("example.org\n", encoding="utf-8")
     # The resolver is never asked: each check below fails before the resolver check.
     return main(["scan", str(domains), "-o", str(out or tmp_path / "out"), "--resolver", "127.0.0.1:9",
-                 "--no-progress", *extra])
+                 "--no-progress", "--ehlo-name", "scanner.example.org", *extra])
 
 
 def test_unusable_trust_store_is_a_configuration_error(tmp_path: Path) -> None:

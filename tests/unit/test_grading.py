@@ -25,6 +25,7 @@ from scanner.grading import (
     grade_domain,
     grade_for_score,
     grade_mx,
+    render_recommendations_table,
     render_rubric_table,
     version_facts,
     worst_grade,
@@ -546,6 +547,12 @@ def test_forced_tls_reasons_name_the_mx() -> None:
 # --------------------------------------------------------------------------
 # Documentation stays in sync
 # --------------------------------------------------------------------------
+
+
+def test_schema_doc_recommendation_texts_are_the_code_s() -> None:
+    """grading.md §6 is RECOMMENDATIONS (one source of truth: check shows the same text)."""
+    doc = (ROOT / "schemas" / "grading.md").read_text(encoding="utf-8")
+    assert render_recommendations_table() in doc, "regenerate §6 of schemas/grading.md from RECOMMENDATIONS"
 
 
 def test_schema_doc_contains_the_rubric_table_and_version() -> None:

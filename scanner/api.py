@@ -1,0 +1,68 @@
+"""The Python API beside the command line, for notebooks and scripts: ``scan`` and ``check``.
+
+Options are the command line's, with underscores (``per_ip_interval=0``, ``resolver=["127.0.0.1"]``,
+``allow_private=True``) and the same defaults, validation and safety rules (``scan`` keeps the survey's
+politeness defaults, ``check`` its own). A bad option raises ``CommandError`` naming the option, before
+any packet. Both run their own event loop: from a notebook whose loop is running, call them in a
+thread (``await asyncio.to_thread(scanner.check, "example.org")``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scanner.checker import CheckResult
+from scanner.cli import CommandError, _run_loop, build_parser, check_result, scan_setup
+from scanner.exit_codes import ExitCode
+from scanner.pipeline import Scan, ScanStats
+
+__all__ = ["CommandError", "ScanResult", "check", "scan"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    out: Path  # the dataset: open it with ``scanner.load(out)``
+    scan_id: str
+    completed: bool
+    stats: ScanStats
+
+
+def _namespace(argv: list[str], options: dict[str, Any]) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for name, value in options.items():
+        if not hasattr(args, name) or name in ("command", "domain", "domains", "out"):
+            raise CommandError(f"unknown option {name!r}", ExitCode.USAGE)
+        setattr(args, name, [value] if name == "resolver" and isinstance(value, str) else value)
+    return args
+
+
+def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -> ScanResult:
+    """Scan a file of domains (or an iterable of names, written to ``out``/input.txt) into ``out``.
+
+    Resumes an interrupted scan in ``out`` like the command does; ``overwrite=True`` starts over.
+    """
+    out = Path(out)
+    if not isinstance(domains, (str, Path)):
+        out.mkdir(parents=True, exist_ok=True)
+        source = out / "input.txt"
+        source.write_text("".join(f"{d}\n" for d in domains), encoding="utf-8")
+        domains = source
+    args = _namespace(["scan", str(domains), "-o", str(out), "--no-progress"], options)
+    if not Path(domains).is_file():
+        raise CommandError(f"no such input file: {domains}", ExitCode.NO_INPUT)
+    setup = scan_setup(args)
+    if setup is None:
+        raise CommandError(f"{out} already holds a complete scan; pass overwrite=True to scan again", ExitCode.OK)
+    config, exclude, trust, resume = setup
+    job = Scan(config, domains, trust, exclude, resume=resume, vantage=args.vantage)
+    stats = _run_loop(job.run(), not args.no_uvloop)
+    return ScanResult(out, job.scan_id, job.completed, stats)
+
+
+def check(target: str, **options: Any) -> CheckResult:
+    """``smtp-tls-survey check TARGET``: the rows of the domain (or server), its MX and probes."""
+    return check_result(_namespace(["check", target], options))
