@@ -119,15 +119,18 @@ def verdicts(out: Path) -> dict[object, tuple[object, object, object]]:
 
 
 
-def assert_one_scan(out: Path) -> list[dict[str, object]]:
-    """One scan id everywhere, no link lost on (scan_id, probe_id), run totals = table counts. Returns the runs."""
+def assert_one_scan(out: Path, require_links: bool = True) -> list[dict[str, object]]:
+    """One scan id everywhere, no link lost on (scan_id, probe_id), run totals = table counts. Returns the runs.
+
+    ``require_links=False`` for a scan stopped early, whose committed rows may not hold a probed MX yet.
+    """
     tables = {name: table(out, name) for name in ("domains", "mx", "probes", "sessions", "run")}
     ids = {r["scan_id"] for rows in tables.values() for r in rows}
     assert len(ids) == 1, ids
     probe_keys = {(r["scan_id"], r["probe_id"]) for r in tables["probes"]}
     links = [(r["scan_id"], r["probe_id"]) for r in tables["mx"] if r["probe_id"]]
     lost = [k for k in links if k not in probe_keys]
-    assert links and not lost, f"{len(lost)} of {len(links)} MX links lost their probe"
+    assert (links or not require_links) and not lost, f"{len(lost)} of {len(links)} MX links lost their probe"
     runs = sorted(tables["run"], key=lambda r: int(r["attempt"]))  # type: ignore[call-overload]
     assert [r["attempt"] for r in runs] == list(range(1, len(runs) + 1))  # one row per attempt
     for name, column in (("domains", "domain_rows"), ("mx", "mx_rows"), ("probes", "probes")):
@@ -286,7 +289,7 @@ def test_resolver_dying_mid_scan_stops_it_unfinished_and_resumable(env: Env, tmp
     assert process.returncode == ExitCode.UNAVAILABLE, message[-2000:]
     assert f"{address}:{port}" in message and "NOT complete" in message and "same command" in message
     assert not (out / ".state" / "complete").exists()
-    runs = assert_one_scan(out)
+    runs = assert_one_scan(out, require_links=False)
     assert [r["outcome"] for r in runs] == ["unavailable"] and not runs[0]["completed"]
     # Rows finished while our resolver was failing were not written: no DNS failure of ours in the data.
     assert not [r for r in table(out, "domains") if r["status"] in ("dns_error", "dns_timeout", "dns_refused")]

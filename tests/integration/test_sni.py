@@ -192,7 +192,8 @@ def test_starttls_missing_in_one_session_is_inconsistent_and_graded_as_missing(
     assert mx["grade_rules"] == ["no_starttls", "inconsistent_answers"]
 
 
-def test_a_version_accepted_then_refused_is_inconsistent_and_stays_refused(world: World, tmp_path: Path) -> None:
+def test_a_version_accepted_then_refused_is_inconsistent_and_counts_as_negotiated(world: World,
+                                                                                   tmp_path: Path) -> None:
     # Connections 1, 2, 4, 5, ... reach the TLS 1.3 backend, 3, 6, ... the TLS 1.2 one: the probe negotiates
     # TLS 1.3, the enumeration's TLS 1.3 hello (third connection) is refused, the re-ask is accepted.
     tables = scan(world, tmp_path / "out", domains=world.domains_file.with_name("versions.txt"),
@@ -200,6 +201,9 @@ def test_a_version_accepted_then_refused_is_inconsistent_and_stays_refused(world
     mx = by_domain(tables["mx"])["lb3"]
     probe = next(p for p in tables["probes"] if p["probe_id"] == mx["probe_id"])
     assert probe["tls_version"] == "TLSv1.3"
-    assert probe["inconsistent_facts"] == ["version"]
-    assert probe["ver_tls1_3"] != "accepted"  # the worst answer is kept
+    assert probe["inconsistent_facts"] == ["version"]  # the sessions disagreed, and the row says so
+    # A version a session negotiated is accepted: the row never contradicts its own tls_version, and the
+    # same hello accepted on a re-ask needs no other hello shape (no quirk).
+    assert probe["ver_tls1_3"] == "accepted"
+    assert not probe["hello_quirks"]
     assert "inconsistent_answers" in mx["grade_rules"]
