@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from scanner import __version__
@@ -24,7 +25,7 @@ from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, Sa
 from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
-from scanner.pipeline import Scan, ScanStats, load_trust_store
+from scanner.pipeline import Scan, ScanFailed, ScanStats, load_trust_store
 from scanner.report import ReportError, build_report, write_report
 from scanner.resume import load_resume_state, scan_is_complete
 
@@ -221,6 +222,11 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
                 stats = _run_loop(scan.run(view.update), not args.no_uvloop)
     except KeyboardInterrupt:  # a second Ctrl-C: in-flight work abandoned, committed rows are safe
         stats = scan.stats
+    except ScanFailed as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print("the scan stopped; everything committed so far is kept: fix the cause and run the same "
+                      "command again to resume")
+        return exc.exit_code
     except InputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
@@ -253,6 +259,9 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
                 _run_loop(scan.run(), not args.no_uvloop)
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
+        except ScanFailed as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            return exc.exit_code
         result = check_rows(out)
     if args.json:
         print(to_json(result))

@@ -22,6 +22,7 @@ import gc
 import json
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ from scanner.config import ScanConfig
 from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
-from scanner.input import InputLine, InputTally, open_lines, read_domains
+from scanner.exit_codes import ExitCode
+from scanner.input import InputError, InputLine, InputTally, open_lines, read_domains
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.output.parquet import DatasetWriter
@@ -48,7 +50,7 @@ from scanner.seen import SeenDomains
 from scanner.status import DomainStatus, StarttlsVerdict
 from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
 
-__all__ = ["Scan", "ScanStats", "load_trust_store"]
+__all__ = ["Scan", "ScanFailed", "ScanStats", "load_trust_store"]
 
 # How many lines the reader handles before yielding to other tasks when its queue has room.
 _READER_YIELD_EVERY = 256
@@ -70,6 +72,24 @@ def _scan_gc_thresholds() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*previous)
+
+
+class ScanFailed(Exception):
+    """One of the scan's own long-lived tasks failed (the writer, a worker): the scan stopped at once.
+
+    Everything committed before the failure is kept and the same command resumes the scan.
+    ``exit_code`` is ``CANT_CREATE`` when the output could not be written (disk full, I/O error,
+    permissions; any failure of the writer), ``FAILED`` for a bug elsewhere.
+    """
+
+    def __init__(self, task: str, cause: BaseException) -> None:
+        self.output = task == "writer" or isinstance(cause, OSError | sqlite3.OperationalError)
+        self.exit_code = ExitCode.CANT_CREATE if self.output else ExitCode.FAILED
+        what = "the output cannot be written" if self.output else f"the scan's {task} task failed (a bug)"
+        detail = str(cause) if self.output else describe_bug(cause)
+        super().__init__(f"{what}: {type(cause).__name__}: {detail}" if self.output else f"{what}: {detail}")
+        self.task = task
+        self.cause = cause
 
 
 def load_trust_store(config: ScanConfig) -> TrustStore:
@@ -148,6 +168,9 @@ class Scan:
         self.completed = False
         self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
         self._stop_event = asyncio.Event()
+        # The first failure of a supervised task (see _supervise) and the task's name; it stops the scan.
+        self._fatal: tuple[str, BaseException] | None = None
+        self._stages: asyncio.Task[None] | None = None
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
@@ -159,20 +182,56 @@ class Scan:
         out = self.config.output
         first_segment = self.resume.next_segment if self.resume else 0
         writer = DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size, first_segment)
-        writer_task = asyncio.create_task(self._write_rows(writer), name="writer")
-        ticker = asyncio.create_task(self._tick(on_tick), name="progress") if on_tick else None
+        writer_task = self._supervise(asyncio.create_task(self._write_rows(writer), name="writer"))
+        ticker = self._supervise(asyncio.create_task(self._tick(on_tick), name="progress")) if on_tick else None
         self._install_signal_handlers()
+        self._stages = stages = asyncio.create_task(self._run_stages(), name="stages")
         try:
-            await self._run_stages()
-            self.completed = not self.stopping
+            # asyncio.wait, not await: a supervised task's failure cancels ``stages`` (see _supervise),
+            # which must not look like a cancellation of this task.
+            await asyncio.wait({stages})
+            if not stages.cancelled() and (exc := stages.exception()) is not None:
+                self._note_fatal("stages", exc)
+            self.completed = not self.stopping and self._fatal is None
         finally:
             self._remove_signal_handlers()
             if ticker:
                 ticker.cancel()
+            if not stages.done():  # this task was cancelled (a second Ctrl-C): abandon the stages
+                stages.cancel()
+                await asyncio.gather(stages, return_exceptions=True)
             await self._shutdown(writer, writer_task, started_at)
             if on_tick:
                 on_tick(self.stats)
+        self._raise_fatal()
         return self.stats
+
+    def _supervise(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        """Make ``task``'s failure stop the scan: a dead writer or worker must never go unnoticed.
+
+        Without this a writer that hit a full disk died silently and every producer then blocked for
+        ever on the full row queue.
+        """
+        task.add_done_callback(self._on_task_done)
+        return task
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._note_fatal(task.get_name(), exc)
+
+    def _note_fatal(self, task: str, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = (task, exc)
+        if self._stages is not None and not self._stages.done():
+            self._stages.cancel()
+
+    def _raise_fatal(self) -> None:
+        if self._fatal is None:
+            return
+        task, exc = self._fatal
+        if isinstance(exc, InputError):  # the input became unreadable: the caller reports it as such
+            raise exc
+        raise ScanFailed(task, exc) from exc
 
     def request_stop(self) -> None:
         """Stop taking new input; in-flight domains get ``stop_grace`` seconds, then are abandoned.
@@ -220,13 +279,13 @@ class Scan:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:
             self._policies = PolicyChecker(self.config, self._resolver, policy, self._probe_service.connection_slot)
-        probe_workers = [asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}")
+        probe_workers = [self._supervise(asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}"))
                          for i in range(self.config.probe.workers)]
-        dns_workers = [asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}")
+        dns_workers = [self._supervise(asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}"))
                        for i in range(self.config.dns.workers)]
         self._monitor = StageMonitor(self._gauges(self._resolver, self._probe_service),
                                      progress=lambda: self.stats.rows_done)
-        monitor = asyncio.create_task(self._monitor.run(), name="monitor")
+        monitor = self._supervise(asyncio.create_task(self._monitor.run(), name="monitor"))
         try:
             await self._read_input()
             drain = asyncio.create_task(self._drain(dns_workers, probe_workers))
@@ -323,7 +382,7 @@ class Scan:
             finally:
                 stats.dns_busy -= 1
                 stats.dns_seconds += time.monotonic() - started
-            task = asyncio.create_task(self._finish_domain(line, dns, futures))
+            task = self._supervise(asyncio.create_task(self._finish_domain(line, dns, futures), name="finisher"))
             self._finishers.add(task)
             task.add_done_callback(self._finishers.discard)
 
@@ -438,20 +497,32 @@ class Scan:
             self.stats.dns_queries = self._resolver.queries_sent
 
     async def _shutdown(self, writer: DatasetWriter, writer_task: asyncio.Task[None], started_at: datetime) -> None:
-        """Drain the writer, add the run row, finalize every file — also after a cancellation."""
+        """Drain the writer, add the run row, finalize every file — also after a cancellation.
+
+        After a failure of the writer itself nothing more is written (the disk may be full): the open
+        segment is abandoned, so the dataset holds exactly the committed segments and resumes from them.
+        """
         self._sync_stats()
         if self._resolver is not None:
             await self._resolver.close()
         if not writer_task.done():
             await self._row_queue.put(None)
-            await writer_task
-        writer.write([self._run_row(started_at)])
-        writer.close()
-        if self.completed:
-            mark_complete(self.config.output.out_dir)
-        (self.config.output.out_dir / "run.json").write_text(
-            json.dumps(self._run_json(started_at), indent=2, default=str) + "\n", encoding="utf-8"
-        )
+            await asyncio.wait({writer_task})
+        if writer_task.cancelled() or writer_task.exception() is not None:
+            writer.abandon()
+            return
+        try:
+            writer.write([self._run_row(started_at)])
+            writer.close()
+            (self.config.output.out_dir / "run.json").write_text(
+                json.dumps(self._run_json(started_at), indent=2, default=str) + "\n", encoding="utf-8"
+            )
+            if self.completed:
+                mark_complete(self.config.output.out_dir)
+        except Exception as exc:  # disk full at the last commit: still the writer's failure, reported as such
+            self.completed = False
+            self._note_fatal("writer", exc)
+            writer.abandon()
 
     def _run_row(self, started_at: datetime) -> RunRow:
         s = self.stats

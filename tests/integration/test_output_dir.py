@@ -1,0 +1,103 @@
+"""The output directory under stress: a full disk (a real, small tmpfs) and two scans into one directory.
+
+Both run the real command line in a subprocess against a loopback DNS server (every domain is
+NXDOMAIN, so no probes are needed and rows come fast).
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from scanner.exit_codes import ExitCode
+from worlds.dns import FaultyDnsServer
+from worlds.ports import free_port, loopback_host, pick_loopback_block
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[FaultyDnsServer]:
+    address = loopback_host(pick_loopback_block(), 53)
+    with FaultyDnsServer({}, address, free_port(address)) as server:
+        yield server
+
+
+def long_domains(path: Path, count: int, seed: int = 11) -> list[str]:
+    """Long random names (they compress badly, so a small disk fills with few rows)."""
+    rng = random.Random(seed)
+    names = []
+    for i in range(count):
+        labels = ["".join(rng.choices(string.ascii_lowercase, k=60)) for _ in range(3)]
+        names.append(f"d{i}.{'.'.join(labels)}.test")
+    path.write_text("\n".join(names) + "\n", encoding="utf-8")
+    return names
+
+
+def scan_command(dns: FaultyDnsServer, source: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", dns.resolver,
+            "--allow-private", "--no-progress", "--no-policy", "--ehlo-name", "disk.test",
+            "--commit-interval", "0.2", "--rows-per-file", "300", *extra]
+
+
+def domain_lines(out: Path) -> list[int]:
+    return [int(n) for n in pq.read_table(out / "domains", columns=["input_line"]).column("input_line").to_pylist()]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=768k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_stops_the_scan_with_a_clear_error_and_resumes(
+    dns: FaultyDnsServer, tmpfs: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "domains.txt"
+    names = long_domains(source, 12_000)
+    out = tmpfs / "out"
+    started = time.monotonic()
+    # Before the fix the writer died unnoticed and the scan hung for ever on its full row queue.
+    done = subprocess.run(scan_command(dns, source, out), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == ExitCode.CANT_CREATE, done.stderr[-3000:]
+    assert "No space left on device" in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "resume" in done.stderr
+    assert time.monotonic() - started < 180
+    assert not (out / ".state" / "complete").exists()
+    # Give the disk room and run the same command again: every line comes out exactly once.
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tmpfs)], check=True)
+    again = subprocess.run(scan_command(dns, source, out), capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == ExitCode.OK, again.stderr[-3000:]
+    assert "resuming" in again.stderr
+    lines = domain_lines(out)
+    assert sorted(lines) == list(range(1, len(names) + 1))
+
+
+def test_any_writer_failure_is_a_failed_scan_not_a_complete_one(dns: FaultyDnsServer, tmp_path: Path) -> None:
+    """``--commit-interval nan`` killed the writer task; the scan said ``completed`` with zero rows, exit 0."""
+    source = tmp_path / "domains.txt"
+    long_domains(source, 50)
+    out = tmp_path / "out"
+    command = scan_command(dns, source, out)
+    command[command.index("--commit-interval") + 1] = "nan"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != ExitCode.OK, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (out / ".state" / "complete").exists()
