@@ -22,8 +22,10 @@ from scanner import __version__
 from scanner.certs import TrustStoreError
 from scanner.check import check_rows, render_check, temporary_input, to_json
 from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
+from scanner.exit_codes import ExitCode
 from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
+from scanner.output.lock import OutputLock, OutputLocked
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanFailed, ScanStats, load_trust_store
 from scanner.report import ReportError, build_report, write_report
@@ -190,7 +192,25 @@ def print_summary(console: Console, scan: Scan, stats: ScanStats) -> None:
 
 
 def run_scan(args: argparse.Namespace, console: Console) -> int:
-    """Scan, or resume the interrupted scan in the output directory (same command, same settings)."""
+    """Scan, or resume the interrupted scan in the output directory (same command, same settings).
+
+    The output directory is locked for the scan's whole life (``scanner.output.lock``): a second scan
+    into it refuses with one line naming the holder.
+    """
+    lock = OutputLock(args.out)
+    try:
+        lock.acquire()
+    except OutputLocked as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return ExitCode.TEMP_FAIL
+    except OutputDirError as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return ExitCode.CANT_CREATE
+    with lock:
+        return _run_scan_locked(args, console)
+
+
+def _run_scan_locked(args: argparse.Namespace, console: Console) -> int:
     try:
         config = config_from_args(args)
         exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()

@@ -6,7 +6,10 @@ NXDOMAIN, so no probes are needed and rows come fast).
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import socket
 import string
 import subprocess
 import sys
@@ -18,16 +21,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.exit_codes import ExitCode
-from worlds.dns import FaultyDnsServer
+from worlds.dns import Behaviour, FaultyDnsServer
 from worlds.ports import free_port, loopback_host, pick_loopback_block
 
 pytestmark = pytest.mark.slow
 
 
+# Names under slow.test never get an answer: a scan of them lasts about one DNS timeout per name.
+SLOW = {"slow.test": Behaviour.TIMEOUT, **{f"s{i}.slow.test": Behaviour.TIMEOUT for i in range(12)}}
+
+
 @pytest.fixture(scope="module")
 def dns() -> Iterator[FaultyDnsServer]:
     address = loopback_host(pick_loopback_block(), 53)
-    with FaultyDnsServer({}, address, free_port(address)) as server:
+    with FaultyDnsServer(SLOW, address, free_port(address)) as server:
         yield server
 
 
@@ -101,3 +108,47 @@ def test_any_writer_failure_is_a_failed_scan_not_a_complete_one(dns: FaultyDnsSe
     assert done.returncode != ExitCode.OK, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert not (out / ".state" / "complete").exists()
+
+
+def wait_for_lock_holder(out: Path, proc: subprocess.Popen[str]) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the first scan ended before the test could race it"
+        try:
+            text = (out / ".lock").read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            text = ""
+        if text:
+            return text
+        time.sleep(0.05)
+    raise AssertionError("the first scan never took the output directory's lock")
+
+
+def test_a_second_scan_into_a_locked_directory_refuses_and_kill_9_releases_the_lock(
+    dns: FaultyDnsServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "slow.txt"
+    source.write_text("".join(f"s{i}.slow.test\n" for i in range(12)), encoding="utf-8")
+    out = tmp_path / "out"
+    slow = ("--dns-timeout", "1", "--dns-tries", "1", "--dns-workers", "1")
+    first = subprocess.Popen(scan_command(dns, source, out, *slow), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        holder = wait_for_lock_holder(out, first)
+        assert f"pid {first.pid} on {socket.gethostname()}" in holder
+        # Before the fix both scans ran, both said "complete", and every row came out twice.
+        second = subprocess.run(scan_command(dns, source, out, *slow), capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert second.returncode == ExitCode.TEMP_FAIL, second.stderr
+        message = second.stderr.strip()
+        assert "\n" not in message, message
+        assert f"pid {first.pid}" in message and socket.gethostname() in message and "started " in message
+        assert first.poll() is None  # the holder was not disturbed
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=30)
+    # The kernel released the lock of the killed scan: the same command resumes and completes.
+    third = subprocess.run(scan_command(dns, source, out, *slow), capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert third.returncode == ExitCode.OK, third.stderr[-3000:]
+    assert sorted(domain_lines(out)) == list(range(1, 13))
