@@ -162,4 +162,11 @@ class DomainResolver:
 
     async def _resolve_host(self, name: str) -> HostResolution:
         v4, v6 = await asyncio.gather(self._resolver.query(name, "A"), self._resolver.query(name, "AAAA"))
-        return _host_resolution(name, v4, v6)
+        resolution = _host_resolution(name, v4, v6)
+        # An opt-out covers the name wherever a CNAME chain leads to it: a host aliased to an excluded
+        # name is the excluded party's server.
+        excluded = self._exclude.first_excluded(resolution.cnames)
+        if excluded is not None:
+            return HostResolution(name, HostStatus.EXCLUDED, (), resolution.cnames,
+                                  f"CNAME target {excluded} is on the exclude list")
+        return resolution

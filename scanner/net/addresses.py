@@ -76,6 +76,12 @@ class ExcludeList:
         labels = name.lower().rstrip(".").split(".")
         return any(".".join(labels[i:]) in self.suffixes for i in range(len(labels)))
 
+    def first_excluded(self, names: Iterable[str]) -> str | None:
+        """The first excluded name among ``names`` (a host and the CNAME targets it led to), if any."""
+        if not self.suffixes:
+            return None
+        return next((name for name in names if self.excludes_name(name)), None)
+
 
 # IPv6 forms that carry an IPv4 address in their low 32 bits: NAT64's well-known prefix (RFC 6052
 # §2.1), SIIT's IPv4-translated addresses (RFC 2765 §2.1) and the deprecated IPv4-compatible

@@ -613,6 +613,9 @@ async def _resolve_policy_host(host: str, resolver: DnsResolver, policy: Address
         return StsFailure(StsError.ADDRESS_REFUSED, f"{host} is on the exclude list")
     answers: list[QueryResult] = list(await asyncio.gather(resolver.query(host, "A"), resolver.query(host, "AAAA")))
     found = [address for answer in answers for address in answer.addresses]
+    excluded = policy.exclude.first_excluded(cname for answer in answers for cname in answer.cnames)
+    if excluded is not None:  # the opt-out covers every name of the CNAME chain
+        return StsFailure(StsError.ADDRESS_REFUSED, f"{host}: CNAME target {excluded} is on the exclude list")
     if not found:
         failures = [a for a in answers if a.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA)]
         detail = "; ".join(a.detail or a.outcome.value for a in failures) or "no A or AAAA record"

@@ -21,6 +21,7 @@ from scanner.net.addresses import AddressPolicy
 from scanner.policy.mta_sts import StsError, fetch_policy
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
+from worlds.sniff import SynCounter
 
 EMBEDDED = {
     "nat64": "64:ff9b::7f00:1",  # 127.0.0.1 through the well-known NAT64 prefix (RFC 6052)
@@ -39,10 +40,25 @@ def zone() -> dict[str, list[Record]]:
     return records
 
 
+# The opted-out party's servers, on a loopback block of their own where nothing listens.
+OPTOUT_BLOCK = pick_loopback_block()
+OPTOUT_MX, OPTOUT_WEB = f"{OPTOUT_BLOCK}.25", f"{OPTOUT_BLOCK}.43"
+
+
+def alias_zone() -> dict[str, list[Record]]:
+    # mx2 (nothing listens there either) gives the domain an address, so that its policies are checked.
+    return {
+        "alias.test": [Record("@", "MX", "10 mx.alias.test."), Record("mx", "CNAME", "mx.optout.test."),
+                       Record("@", "MX", "20 mx2.alias.test."), Record("mx2", "A", f"{pick_loopback_block()}.2"),
+                       Record("mta-sts", "CNAME", "web.optout.test."), Record("_mta-sts", "TXT", '"v=STSv1; id=1"')],
+        "optout.test": [Record("mx", "A", OPTOUT_MX), Record("web", "A", OPTOUT_WEB)],
+    }
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[FaultyDnsServer]:
     address = f"{pick_loopback_block()}.1"
-    with FaultyDnsServer(zone(), address, free_port(address)) as srv:
+    with FaultyDnsServer({**zone(), **alias_zone()}, address, free_port(address)) as srv:
         yield srv
 
 
@@ -70,3 +86,24 @@ async def test_policy_fetches_refuse_embedded_ipv4_forms(server: FaultyDnsServer
     finally:
         await resolver.close()
     assert result.error is StsError.ADDRESS_REFUSED, result
+
+
+def test_exclude_by_name_applies_to_every_name_of_a_cname_chain(server: FaultyDnsServer, tmp_path: Path) -> None:
+    source = tmp_path / "domains.txt"
+    source.write_text("alias.test\n", encoding="utf-8")
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("optout.test\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with SynCounter(OPTOUT_BLOCK, 25) as smtp, SynCounter(OPTOUT_BLOCK, 443) as https:
+        done = subprocess.run(
+            [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", server.resolver,
+             "--allow-private", "--exclude", str(exclude), "--no-progress", "--ehlo-name", "forms.test",
+             "--enumerate", "off", "--connect-timeout", "1", "--throttle-retry"],
+            capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Before the fix the MX host and the policy host, aliases of excluded names, were both contacted.
+    assert sum(smtp.counts.values()) == 0 and sum(https.counts.values()) == 0
+    mx = pq.read_table(out / "mx").to_pylist()
+    assert [row["host_status"] for row in mx] == ["excluded", "ok"], mx
+    domain = pq.read_table(out / "domains").to_pylist()[0]
+    assert "address_refused" in domain["mta_sts_errors"], domain
