@@ -157,6 +157,8 @@ def _mx_facts(host: str, address: str, summary: ProbeSummary, name: NameMatch | 
 def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[str | None, str | None]:
     if lookup is None:
         return None, None
+    if lookup.name_too_long:
+        return DaneVerdict.NAME_TOO_LONG.value, lookup.dnssec.value
     if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
         return DaneVerdict.LOOKUP_FAILED.value, lookup.dnssec.value
     if not lookup.records:

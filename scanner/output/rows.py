@@ -121,7 +121,7 @@ class MxRow:
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
     dane_verdict: str | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
                                    "ta_chain_invalid, name_mismatch, no_usable_records, no_records, no_certificate, "
-                                   "lookup_failed; null when not checked.")
+                                   "lookup_failed, name_too_long; null when not checked.")
     dane_dnssec: str | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
                                   "not_authenticated, unknown.")
     grade: str | None = col("Grade of this MX address for this host name (null when untested).")
