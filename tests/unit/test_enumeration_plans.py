@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,7 +24,7 @@ from scanner.tls.enumeration import (
     full_plan,
     posture_plan,
 )
-from scanner.tls.probe import drive_plan
+from scanner.tls.probe import RETRY_DELAYS, drive_plan
 
 V = TlsVersion
 
@@ -192,3 +193,25 @@ def test_full_sample_is_a_stable_share_of_addresses() -> None:
     assert all(enumeration_mode("posture", 0.0, a) == "posture" for a in addresses[:50])
     assert all(enumeration_mode("posture", 1.0, a) == "full" for a in addresses[:50])
     assert enumeration_mode("off", 0.5, "192.0.2.1") == "off" and enumeration_mode("full", 0.0, "192.0.2.1") == "full"
+
+
+def test_an_address_untestable_through_its_retries_is_not_retried_again() -> None:
+    """A server that resets every session costs one back-off sequence, not one per question."""
+    async def no_sleep(_: float) -> None:
+        return None
+
+    unretried = FakeServer({V.TLS12: MODERN_12}, flaky=10_000)
+    asyncio.run(drive_plan(posture_plan(), _answering(unretried), sleep=no_sleep, retry_delays=()))
+    server = FakeServer({V.TLS12: MODERN_12}, flaky=10_000)
+    result = run(posture_plan(), server)
+    assert len(unretried.sessions) >= 5  # every version was asked
+    assert len(server.sessions) == len(unretried.sessions) + len(RETRY_DELAYS)
+    assert result.sessions == len(server.sessions)  # type: ignore[attr-defined]
+    assert not result.complete  # type: ignore[attr-defined]
+
+
+def _answering(server: FakeServer) -> Callable[[HelloRequest], Awaitable[HelloAnswer]]:
+    async def session(request: HelloRequest) -> HelloAnswer:
+        return server.answer(request)
+
+    return session
