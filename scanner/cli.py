@@ -247,9 +247,11 @@ def _run_scan_locked(args: argparse.Namespace, console: Console) -> int:
         console.print("the scan stopped; everything committed so far is kept: fix the cause and run the same "
                       "command again to resume")
         return exc.exit_code
-    except InputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return EXIT_FAILED
+    except InputError as exc:  # the input became unreadable part-way: what was read is scanned and kept
+        print_summary(console, scan, scan.stats)
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print("the lines read before the error are scanned and kept (see run.json: input_error)")
+        return ExitCode.DATA_ERROR
     print_summary(console, scan, stats)
     if not scan.completed:
         console.print("interrupted: everything committed so far is kept; run the same command again to resume")

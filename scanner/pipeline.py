@@ -45,7 +45,7 @@ from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService, ProbeSummary
-from scanner.resume import ResumeState, mark_complete
+from scanner.resume import LineSet, ResumeState, mark_complete
 from scanner.seen import SeenDomains
 from scanner.status import DomainStatus, StarttlsVerdict
 from scanner.verdicts import LinkJudge, build_domain_rows, input_problem_row, mx_tls_compliance
@@ -171,6 +171,9 @@ class Scan:
         # The first failure of a supervised task (see _supervise) and the task's name; it stops the scan.
         self._fatal: tuple[str, BaseException] | None = None
         self._stages: asyncio.Task[None] | None = None
+        # The input became unreadable part-way (corrupt gzip, I/O error): lines before it are scanned
+        # and written, the scan is not complete, and the error is raised once everything is committed.
+        self.input_error: InputError | None = None
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
@@ -192,7 +195,7 @@ class Scan:
             await asyncio.wait({stages})
             if not stages.cancelled() and (exc := stages.exception()) is not None:
                 self._note_fatal("stages", exc)
-            self.completed = not self.stopping and self._fatal is None
+            self.completed = not self.stopping and self._fatal is None and self.input_error is None
         finally:
             self._remove_signal_handlers()
             if ticker:
@@ -204,6 +207,8 @@ class Scan:
             if on_tick:
                 on_tick(self.stats)
         self._raise_fatal()
+        if self.input_error is not None:
+            raise self.input_error
         return self.stats
 
     def _supervise(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
@@ -330,19 +335,25 @@ class Scan:
     async def _read_input(self) -> None:
         done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
-            for count, line in enumerate(read_domains(open_lines(self.source), self.input_tally), start=1):
-                if self.stopping:
-                    return
-                self.stats.lines += 1
-                if done is not None and line.line_no in done:
-                    # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
-                    if line.domain is not None:
-                        seen.first_seen(line.domain, line.line_no)
-                    self.stats.resumed += 1
-                    continue
-                await self._admit(line, seen)
-                if count % _READER_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            try:
+                await self._read_lines(seen, done)
+            except InputError as exc:
+                self.input_error = exc  # stop taking input; what was read is finished and written
+
+    async def _read_lines(self, seen: SeenDomains, done: LineSet | None) -> None:
+        for count, line in enumerate(read_domains(open_lines(self.source), self.input_tally), start=1):
+            if self.stopping:
+                return
+            self.stats.lines += 1
+            if done is not None and line.line_no in done:
+                # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
+                if line.domain is not None:
+                    seen.first_seen(line.domain, line.line_no)
+                self.stats.resumed += 1
+                continue
+            await self._admit(line, seen)
+            if count % _READER_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
     async def _admit(self, line: InputLine, seen: SeenDomains) -> None:
         now = datetime.now(UTC)
@@ -542,6 +553,8 @@ class Scan:
         data["config"] = json.loads(data.pop("config_json"))
         data["verdicts"] = dict(self.stats.verdicts)
         data["elapsed_s"] = round(self.stats.elapsed(), 3)
+        if self.input_error is not None:
+            data["input_error"] = str(self.input_error)
         data["timing"] = self._timing_json()
         return data
 
