@@ -7,8 +7,6 @@ IPv4-compatible forms with loopback or private IPv4 inside, and CNAMEs into excl
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from scanner.net.addresses import AddressPolicy
 from scanner.policy.mta_sts import StsError, fetch_policy
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
+from worlds.scancli import run_scan
 from worlds.sniff import SynCounter
 
 EMBEDDED = {
@@ -66,11 +65,8 @@ def test_embedded_ipv4_forms_are_never_probed(server: FaultyDnsServer, tmp_path:
     source = tmp_path / "domains.txt"
     source.write_text("".join(f"{label}.test\n" for label in EMBEDDED), encoding="utf-8")
     out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", server.resolver,
-         "--no-progress", "--no-policy", "--ehlo-name", "forms.test", "--enumerate", "off",
-         "--connect-timeout", "1", "--throttle-retry"],
-        capture_output=True, text=True, timeout=120, check=False)
+    done = run_scan(source, out, server.resolver, "--no-policy", "--enumerate", "off", "--connect-timeout", "1",
+                    "--throttle-retry")
     assert done.returncode == 0, done.stderr[-3000:]
     probes = {row["address"]: row for row in pq.read_table(out / "probes").to_pylist()}
     assert set(probes) == set(EMBEDDED.values())
@@ -95,11 +91,8 @@ def test_exclude_by_name_applies_to_every_name_of_a_cname_chain(server: FaultyDn
     exclude.write_text("optout.test\n", encoding="utf-8")
     out = tmp_path / "out"
     with SynCounter(OPTOUT_BLOCK, 25) as smtp, SynCounter(OPTOUT_BLOCK, 443) as https:
-        done = subprocess.run(
-            [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", server.resolver,
-             "--allow-private", "--exclude", str(exclude), "--no-progress", "--ehlo-name", "forms.test",
-             "--enumerate", "off", "--connect-timeout", "1", "--throttle-retry"],
-            capture_output=True, text=True, timeout=120, check=False)
+        done = run_scan(source, out, server.resolver, "--allow-private", "--exclude", str(exclude),
+                        "--enumerate", "off", "--connect-timeout", "1", "--throttle-retry")
     assert done.returncode == 0, done.stderr[-3000:]
     # Before the fix the MX host and the policy host, aliases of excluded names, were both contacted.
     assert sum(smtp.counts.values()) == 0 and sum(https.counts.values()) == 0

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from scanner.exit_codes import ExitCode
 from worlds.dns import FaultyDnsServer
 from worlds.ports import free_port, pick_loopback_block
+from worlds.scancli import run_scan
 
 LINES = 3000
 
@@ -41,13 +40,6 @@ def readable_lines(data: bytes) -> int:
     return out.count(b"\n")
 
 
-def scan(dns: FaultyDnsServer, source: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", dns.resolver,
-         "--allow-private", "--no-progress", "--no-policy", "--ehlo-name", "gzip.test"],
-        capture_output=True, text=True, timeout=120, check=False)
-
-
 @pytest.mark.parametrize("damage", ["bad_header", "truncated", "trailing_junk"])
 def test_corrupt_gzip_keeps_what_was_read_and_exits_with_data_error(
     dns: FaultyDnsServer, tmp_path: Path, damage: str
@@ -59,7 +51,7 @@ def test_corrupt_gzip_keeps_what_was_read_and_exits_with_data_error(
     source = tmp_path / "domains.txt.gz"
     source.write_bytes(data)
     out = tmp_path / "out"
-    done = scan(dns, source, out)
+    done = run_scan(source, out, dns.resolver, "--allow-private", "--no-policy")
     assert done.returncode == ExitCode.DATA_ERROR, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "unreadable after line" in done.stderr, done.stderr[-3000:]
     expected = readable_lines(data) if damage == "truncated" else {"bad_header": 0, "trailing_junk": LINES}[damage]

@@ -9,8 +9,6 @@ turning them into ``dns_timeout`` (see ``scanner.dns.transport``).
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from scanner.dns.resolver import DnsResolver
 from scanner.status import DnsOutcome
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
+from worlds.scancli import run_scan
 
 FAST = {f"f{i}.test": [Record("@", "A", "192.0.2.1"), Record("@", "MX", "10 f.mail.test.")] for i in range(300)}
 DELAYS = {"s12.test": 1.2, "s18.test": 1.8, "s24.test": 2.4, "s35.test": 3.5}
@@ -81,11 +80,8 @@ def test_a_scan_with_a_slow_resolver_keeps_the_configured_timeout(server: Faulty
     source = tmp_path / "domains.txt"
     source.write_text("".join(f"{name}\n" for name in [*FAST, *DELAYS]), encoding="utf-8")
     out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", server.resolver,
-         "--allow-private", "--no-progress", "--no-policy", "--ehlo-name", "dns.test", "--dns-timeout", "3",
-         "--dns-tries", "2", "--enumerate", "off", "--connect-timeout", "0.5"],
-        capture_output=True, text=True, timeout=120, check=False)
+    done = run_scan(source, out, server.resolver, "--allow-private", "--no-policy", "--dns-timeout", "3",
+                    "--dns-tries", "2", "--enumerate", "off", "--connect-timeout", "0.5")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(out / "domains", columns=["domain", "status"]).to_pylist()
     statuses = {row["domain"]: row["status"] for row in rows}

@@ -6,14 +6,13 @@ now the TLSA lookup has its own verdict (``name_too_long``) and the domain row i
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
+from worlds.scancli import run_scan
 
 LABELS = ["a" * 60, "b" * 60, "c" * 60, "d" * 56]
 HOST = ".".join([*LABELS, "long.test"])
@@ -28,11 +27,8 @@ def test_a_247_character_mx_host_gets_its_own_tlsa_verdict(tmp_path: Path) -> No
     out = tmp_path / "out"
     address = f"{block}.1"
     with FaultyDnsServer(zone, address, free_port(address)) as server:
-        done = subprocess.run(
-            [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", server.resolver,
-             "--allow-private", "--no-progress", "--ehlo-name", "long.test", "--enumerate", "off",
-             "--connect-timeout", "1", "--throttle-retry"],
-            capture_output=True, text=True, timeout=120, check=False)
+        done = run_scan(source, out, server.resolver, "--allow-private", "--enumerate", "off",
+                        "--connect-timeout", "1", "--throttle-retry")
     assert done.returncode == 0, done.stderr[-3000:]
     domain = pq.read_table(out / "domains").to_pylist()[0]
     assert domain["status"] == "ok", domain["status_detail"]

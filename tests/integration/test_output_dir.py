@@ -12,7 +12,6 @@ import signal
 import socket
 import string
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.exit_codes import ExitCode
+from worlds import scancli
 from worlds.dns import Behaviour, FaultyDnsServer
 from worlds.ports import free_port, loopback_host, pick_loopback_block
 
@@ -50,9 +50,8 @@ def long_domains(path: Path, count: int, seed: int = 11) -> list[str]:
 
 
 def scan_command(dns: FaultyDnsServer, source: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", dns.resolver,
-            "--allow-private", "--no-progress", "--no-policy", "--ehlo-name", "disk.test",
-            "--commit-interval", "0.2", "--rows-per-file", "300", *extra]
+    return scancli.scan_command(source, out, dns.resolver, "--allow-private", "--no-policy",
+                                "--commit-interval", "0.2", "--rows-per-file", "300", *extra)
 
 
 def domain_lines(out: Path) -> list[int]:
