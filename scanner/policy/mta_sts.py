@@ -21,7 +21,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
@@ -780,7 +780,11 @@ async def fetch_policy(
     if isinstance(addresses, StsFailure):
         return _fetch_result(url, started, failure=addresses)
     context = policy_ssl_context(trust)
-    response, tried = await _exchange_per_address(url, host, addresses, context, timeout, max_bytes, slot)
+
+    async def exchange(address: str, remaining: float) -> _Response | StsFailure:
+        return await _http_exchange(url, host, (address,), context, remaining, max_bytes)
+
+    response, tried = await _exchange_per_address(host, addresses, exchange, timeout, slot)
     if isinstance(response, StsFailure):
         return _fetch_result(url, started, failure=response, addresses=tried)
     parsed, problem = _judge_response(url, response, max_bytes)
@@ -806,12 +810,10 @@ def fetch_order(addresses: Sequence[str]) -> tuple[str, ...]:
 
 
 async def _exchange_per_address(
-    url: str,
     host: str,
     addresses: Sequence[str],
-    context: ssl.SSLContext,
+    exchange: Callable[[str, float], Awaitable[_Response | StsFailure]],
     timeout: float,
-    max_bytes: int,
     slot: ConnectionSlot | None,
 ) -> tuple[_Response | StsFailure, tuple[str, ...]]:
     """Try the policy host's addresses one at a time until one answers; return what came back and the tried.
@@ -829,7 +831,7 @@ async def _exchange_per_address(
         async with slot(address) if slot else contextlib.nullcontext():
             tried.append(address)
             began = time.monotonic()
-            response = await _http_exchange(url, host, (address,), context, remaining, max_bytes)
+            response = await exchange(address, remaining)
             remaining -= time.monotonic() - began
         if not (isinstance(response, StsFailure) and response.error is StsError.FETCH_CONNECT) or remaining <= 0:
             break
