@@ -52,7 +52,10 @@ class Reply:
 def _encode_name(name: str) -> bytes:
     out = bytearray()
     for label in name.rstrip(".").split("."):
-        raw = label.encode("ascii")
+        try:
+            raw = label.encode("ascii")
+        except UnicodeEncodeError:
+            raise WireError(f"non-ASCII label in {name[:60]!r} (IDNs are queried as A-labels)") from None
         if not 0 < len(raw) <= 63:
             raise WireError(f"bad label length in {name!r}")
         out += bytes((len(raw),)) + raw

@@ -56,3 +56,5 @@ def test_names_that_cannot_be_sent_are_wire_errors() -> None:
         build_query(1, "_25._tcp." + ".".join(["a" * 60] * 5), TYPES["A"])  # longer than 255 octets
     with pytest.raises(WireError):
         build_query(1, "a..example", 1)
+    with pytest.raises(WireError):
+        build_query(1, "bücher.example", 1)
