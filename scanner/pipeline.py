@@ -171,6 +171,7 @@ class Scan:
         # The first failure of a supervised task (see _supervise) and the task's name; it stops the scan.
         self._fatal: tuple[str, BaseException] | None = None
         self._stages: asyncio.Task[None] | None = None
+        self._abandoned = False  # a second Ctrl-C cancelled the scan: an interruption, not an error
         # The input became unreadable part-way (corrupt gzip, I/O error): lines before it are scanned
         # and written, the scan is not complete, and the error is raised once everything is committed.
         self.input_error: InputError | None = None
@@ -196,6 +197,14 @@ class Scan:
             if not stages.cancelled() and (exc := stages.exception()) is not None:
                 self._note_fatal("stages", exc)
             self.completed = not self.stopping and self._fatal is None and self.input_error is None
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            # Our own second-Ctrl-C cancellation: finish like the first one (committed rows kept, the
+            # caller reports an interruption) instead of a CancelledError traceback.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         finally:
             self._remove_signal_handlers()
             if ticker:
@@ -253,6 +262,7 @@ class Scan:
 
         def on_signal() -> None:
             if self.stopping and main is not None:
+                self._abandoned = True
                 main.cancel()  # a second Ctrl-C: abandon in-flight work at once
             self.request_stop()
 

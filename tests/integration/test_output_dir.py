@@ -151,3 +151,27 @@ def test_a_second_scan_into_a_locked_directory_refuses_and_kill_9_releases_the_l
                            check=False)
     assert third.returncode == ExitCode.OK, third.stderr[-3000:]
     assert sorted(domain_lines(out)) == list(range(1, 13))
+
+
+def test_a_second_ctrl_c_is_an_interruption_not_a_traceback(dns: FaultyDnsServer, tmp_path: Path) -> None:
+    source = tmp_path / "slow.txt"
+    source.write_text("".join(f"s{i}.slow.test\n" for i in range(12)), encoding="utf-8")
+    out = tmp_path / "out"
+    slow = ("--dns-timeout", "1", "--dns-tries", "1", "--dns-workers", "1")
+    asked = len(dns.queries)
+    scan = subprocess.Popen(scan_command(dns, source, out, *slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while len(dns.queries) == asked and time.monotonic() < deadline:  # the scan is running
+        time.sleep(0.05)
+    scan.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    scan.send_signal(signal.SIGINT)
+    _, stderr = scan.communicate(timeout=60)
+    # Before the fix the second Ctrl-C ended in an asyncio CancelledError traceback.
+    assert scan.returncode == ExitCode.INTERRUPTED, stderr[-3000:]
+    assert "Traceback" not in stderr and "resume" in stderr, stderr[-3000:]
+    again = subprocess.run(scan_command(dns, source, out, *slow), capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert again.returncode == ExitCode.OK, again.stderr[-3000:]
+    assert sorted(domain_lines(out)) == list(range(1, 13))
