@@ -565,6 +565,8 @@ class Scan:
         data["elapsed_s"] = round(self.stats.elapsed(), 3)
         if self.input_error is not None:
             data["input_error"] = str(self.input_error)
+        if self._resolver is not None:  # malformed or unsolicited DNS datagrams, dropped (dns.transport)
+            data["dns_dropped_datagrams"] = self._resolver.dropped_datagrams
         data["timing"] = self._timing_json()
         return data
 
