@@ -83,11 +83,14 @@ class ScanFailed(Exception):
     """
 
     def __init__(self, task: str, cause: BaseException) -> None:
+        # The writer's failures and the work files' (SQLite in OUT/.work) are the output's.
         self.output = task == "writer" or isinstance(cause, OSError | sqlite3.OperationalError)
         self.exit_code = ExitCode.CANT_CREATE if self.output else ExitCode.FAILED
-        what = "the output cannot be written" if self.output else f"the scan's {task} task failed (a bug)"
-        detail = str(cause) if self.output else describe_bug(cause)
-        super().__init__(f"{what}: {type(cause).__name__}: {detail}" if self.output else f"{what}: {detail}")
+        if self.output:
+            message = f"the output cannot be written: {type(cause).__name__}: {cause}"
+        else:
+            message = f"the scan's {task} task failed (a bug): {describe_bug(cause)}"
+        super().__init__(message)
         self.task = task
         self.cause = cause
 
@@ -240,12 +243,9 @@ class Scan:
             self._stages.cancel()
 
     def _raise_fatal(self) -> None:
-        if self._fatal is None:
-            return
-        task, exc = self._fatal
-        if isinstance(exc, InputError):  # the input became unreadable: the caller reports it as such
-            raise exc
-        raise ScanFailed(task, exc) from exc
+        if self._fatal is not None:
+            task, exc = self._fatal
+            raise ScanFailed(task, exc) from exc
 
     def request_stop(self) -> None:
         """Stop taking new input; in-flight domains get ``stop_grace`` seconds, then are abandoned.
