@@ -471,8 +471,11 @@ async def lookup_tlsa(
             host, server_port = parse_host_port(server, 53)
             try:
                 async with budget() if budget is not None else contextlib.nullcontext():
+                    # A malformed or unsolicited datagram is dropped and the query keeps waiting (RFC
+                    # 5452 §9.1), as in scanner.dns.transport; it used to fail the lookup.
                     reply, _tcp = await dns.asyncquery.udp_with_fallback(
-                        query, host, timeout=dns_config.timeout, port=server_port
+                        query, host, timeout=dns_config.timeout, port=server_port, ignore_unexpected=True,
+                        ignore_errors=True,
                     )
             except dns.exception.Timeout:
                 timeouts += 1

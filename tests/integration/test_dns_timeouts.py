@@ -18,6 +18,7 @@ import pytest
 
 from scanner.config import DnsConfig
 from scanner.dns.resolver import DnsResolver
+from scanner.policy.dane import lookup_tlsa
 from scanner.status import DnsOutcome
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
@@ -33,7 +34,8 @@ def server() -> Iterator[FaultyDnsServer]:
     address = f"{pick_loopback_block()}.1"
     zone = {**FAST, **SLOW, "junk.test": [Record("@", "A", "192.0.2.3")], "f.mail.test": "nodata",
             "s.mail.test": "nodata"}
-    with FaultyDnsServer(zone, address, free_port(address), delays=DELAYS, junk_for=["junk.test"]) as srv:
+    junk = ["junk.test", "_25._tcp.mx.junk.test"]
+    with FaultyDnsServer(zone, address, free_port(address), delays=DELAYS, junk_for=junk) as srv:
         yield srv
 
 
@@ -87,3 +89,9 @@ def test_a_scan_with_a_slow_resolver_keeps_the_configured_timeout(server: Faulty
     statuses = {row["domain"]: row["status"] for row in rows}
     # Their MX hosts have no address (NODATA), like the fast ones': the same status, never dns_timeout.
     assert {statuses[name] for name in [*DELAYS, *FAST]} == {"mx_no_address"}, statuses
+
+
+async def test_a_garbage_datagram_does_not_fail_a_tlsa_lookup(server: FaultyDnsServer) -> None:
+    """TLSA lookups (dnspython, for the AD bit) also drop junk and keep waiting for the answer."""
+    lookup = await lookup_tlsa("mx.junk.test", DnsConfig(servers=(server.resolver,), timeout=3, tries=1))
+    assert lookup.outcome is DnsOutcome.NXDOMAIN, lookup.detail
