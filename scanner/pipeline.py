@@ -533,10 +533,17 @@ class Scan:
             writer.abandon()
             return
         try:
-            writer.write([self._run_row(started_at)])
+            run_row, run_json = self._run_row(started_at), self._run_json(started_at)
+        except Exception as exc:  # a bug in the summary: commit the rows anyway, report the bug
+            self.completed = False
+            self._note_fatal("summary", exc)
+            writer.close()
+            return
+        try:
+            writer.write([run_row])
             writer.close()
             (self.config.output.out_dir / "run.json").write_text(
-                json.dumps(self._run_json(started_at), indent=2, default=str) + "\n", encoding="utf-8"
+                json.dumps(run_json, indent=2, default=str) + "\n", encoding="utf-8"
             )
             if self.completed:
                 mark_complete(self.config.output.out_dir)
