@@ -1,6 +1,7 @@
 """Fuzz the parsers that read what servers and DNS send us (a benchmark-style run, not part of CI).
 
-    python -m benchmarks.fuzz [--target codec|smtp|policy|input|all] [--inputs 1000000] [--engine atheris|hypothesis]
+    python -m benchmarks.fuzz [--target codec|smtp|policy|input|dns|all] [--inputs 1000000]
+                              [--engine atheris|hypothesis]
 
 Targets (each input is raw bytes; every property is checked on every input):
 
@@ -21,6 +22,8 @@ Targets (each input is raw bytes; every property is checked on every input):
   cap; ``read_domains`` yields one record per non-blank, non-comment line, a normalized name or a
   reason, never an exception; the line counter never raises; ``parse_journal`` (the output journal, as
   a damaged file could hold it) never raises and yields only known tables and sizes.
+* ``dns``: ``scanner.dns.wire.parse_reply`` on DNS replies (compression pointers, CNAME/MX/TXT/A/AAAA,
+  truncation): only ``WireError`` may escape; addresses, preferences and names are well-formed.
 
 Inputs are arbitrary bytes and mutations of valid ones (the seed corpus below: ServerHello flights,
 HelloRetryRequest, SSLv2, alerts, EHLO replies, policies, TXT records). The ``atheris`` engine
@@ -45,7 +48,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SEEDS", "TARGETS", "chunked", "codec_target", "input_target", "main", "policy_target", "smtp_target"]
+__all__ = ["SEEDS", "TARGETS", "chunked", "codec_target", "dns_target", "input_target", "main", "policy_target",
+           "smtp_target"]
 
 Target = Callable[[bytes], None]
 _MAX_LEN = 4096
@@ -299,8 +303,31 @@ def input_target() -> Target:
     return target
 
 
+def dns_target() -> Target:
+    """``scanner.dns.wire.parse_reply``: only ``WireError`` escapes; what it returns is well-formed."""
+    import ipaddress
+
+    from scanner.dns import wire
+
+    def target(data: bytes) -> None:
+        try:
+            reply = wire.parse_reply(data)
+        except wire.WireError:
+            return
+        assert 0 <= reply.qid <= 0xFFFF and 0 <= reply.rcode <= 15
+        assert reply.qname == reply.qname.lower() and len(reply.qname) <= 4 * 255
+        for record in reply.answers:
+            if record.rtype in (wire.TYPES["A"], wire.TYPES["AAAA"]):
+                ipaddress.ip_address(record.data)
+            elif record.rtype == wire.TYPES["MX"]:
+                preference, _, _ = record.data.partition(" ")
+                assert 0 <= int(preference) <= 0xFFFF
+
+    return target
+
+
 TARGETS: dict[str, Callable[[], Target]] = {"codec": codec_target, "smtp": smtp_target, "policy": policy_target,
-                                            "input": input_target}
+                                            "input": input_target, "dns": dns_target}
 
 
 # --------------------------------------------------------------------------
@@ -383,8 +410,35 @@ def _input_seeds() -> list[bytes]:
     return [bytes([selector]) + s for s in streams for selector in (0, 7, 200)]
 
 
+def _dns_seeds() -> list[bytes]:
+    """Replies as a resolver sends them: compressed names, CNAME chains, MX, TXT, A, AAAA, truncation."""
+    import dns.flags
+    import dns.message
+    import dns.rrset
+
+    from scanner.dns import wire
+
+    out = []
+    for rtype, answers in (
+        ("MX", [("example.com.", "CNAME", "mx.example.net."), ("mx.example.net.", "MX", "10 mail.example.net.")]),
+        ("TXT", [("_mta-sts.example.com.", "TXT", '"v=STSv1; " "id=2024"')]),
+        ("A", [("mx.example.com.", "A", "192.0.2.1"), ("mx.example.com.", "A", "192.0.2.2")]),
+        ("AAAA", [("mx.example.com.", "AAAA", "2001:db8::1")]),
+        ("MX", [("example.org.", "MX", "0 .")]),
+    ):
+        query = dns.message.from_wire(wire.build_query(4660, answers[0][0], wire.TYPES[rtype]))
+        reply = dns.message.make_response(query)
+        for owner, kind, data in answers:
+            reply.answer.append(dns.rrset.from_text(owner, 300, "IN", kind, data))
+        out.append(reply.to_wire())
+    truncated = dns.message.make_response(dns.message.from_wire(wire.build_query(1, "big.example", 1)))
+    truncated.flags |= dns.flags.TC
+    out.append(truncated.to_wire())
+    return out
+
+
 SEEDS: dict[str, Callable[[], list[bytes]]] = {"codec": _codec_seeds, "smtp": _smtp_seeds, "policy": _policy_seeds,
-                                               "input": _input_seeds}
+                                               "input": _input_seeds, "dns": _dns_seeds}
 
 
 # --------------------------------------------------------------------------

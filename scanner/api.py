@@ -18,6 +18,7 @@ from typing import Any
 from scanner.checker import CheckResult
 from scanner.cli import CommandError, _run_loop, build_parser, check_result, scan_setup
 from scanner.exit_codes import ExitCode
+from scanner.output.lock import OutputLock
 from scanner.pipeline import Scan, ScanStats
 
 __all__ = ["CommandError", "ScanResult", "check", "scan"]
@@ -54,12 +55,14 @@ def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -
     args = _namespace(["scan", str(domains), "-o", str(out), "--no-progress"], options)
     if not Path(domains).is_file():
         raise CommandError(f"no such input file: {domains}", ExitCode.NO_INPUT)
-    setup = scan_setup(args)
-    if setup is None:
-        raise CommandError(f"{out} already holds a complete scan; pass overwrite=True to scan again", ExitCode.OK)
-    config, exclude, trust, resume = setup
-    job = Scan(config, domains, trust, exclude, resume=resume, vantage=args.vantage)
-    stats = _run_loop(job.run(), not args.no_uvloop)
+    with OutputLock(out) as lock:  # the same one-scan-per-directory lock as the command
+        setup = scan_setup(args, lock)
+        if setup is None:
+            raise CommandError(f"{out} already holds a complete scan; pass overwrite=True to scan again",
+                               ExitCode.OK)
+        config, exclude, trust, resume = setup
+        job = Scan(config, domains, trust, exclude, resume=resume, vantage=args.vantage)
+        stats = _run_loop(job.run(), not args.no_uvloop)
     return ScanResult(out, job.scan_id, job.completed, stats)
 
 

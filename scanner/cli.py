@@ -47,8 +47,9 @@ from scanner.grading import Grade
 from scanner.input import InputError, InputTotal, check_input, input_total, is_stream_source
 from scanner.logs import command_logging, log_level
 from scanner.net.addresses import ExcludeList, ExcludeListError
+from scanner.output.lock import OutputLock, OutputLocked
 from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, prepare_output_dir
-from scanner.pipeline import Scan, ScanStats, load_trust_store
+from scanner.pipeline import Scan, ScanFailed, ScanStats, load_trust_store
 from scanner.preflight import PreflightError, check_output_writable, check_resolvers
 from scanner.resume import ResumeState, load_resume_state, scan_is_complete
 
@@ -440,9 +441,21 @@ def _engine_setup(args: argparse.Namespace) -> tuple[ScanConfig, ExcludeList, Tr
 
 
 def run_scan(args: argparse.Namespace, console: Console) -> int:
-    """Scan, or resume the interrupted scan in the output directory (same command, same settings)."""
+    """Scan, or resume the interrupted scan in the output directory (same command, same settings).
+
+    The output directory is locked for the scan's whole life (``scanner.output.lock``): a second scan
+    into it refuses with one line naming the holder (the kernel releases the lock however we end).
+    """
+    lock = OutputLock(args.out)
     try:
-        setup = scan_setup(args)
+        return _run_scan_locked(args, console, lock)
+    finally:
+        lock.release()
+
+
+def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLock) -> int:
+    try:
+        setup = scan_setup(args, lock)
     except CommandError as exc:
         _log.error("%s", exc)
         return exc.exit_code
@@ -469,8 +482,15 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
         console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
                       soft_wrap=True)
         return ExitCode.INTERRUPTED
-    except InputError as exc:
+    except ScanFailed as exc:
         _log.error("%s", exc)
+        _log.error("the scan stopped; everything committed so far is kept: fix the cause and run the same "
+                   "command again to resume")
+        return exc.exit_code
+    except InputError as exc:  # the input became unreadable part-way: what was read is scanned and kept
+        print_summary(console, scan, scan.stats)
+        _log.error("%s", exc)
+        _log.error("the lines read before the error are scanned and kept (see run.json: input_error)")
         return ExitCode.DATA_ERROR
     if scan.abandoned:  # a second Ctrl-C: one line, no summary
         console.print(f"{scan.stop_message}; {_resume_hint(str(args.domains))}", soft_wrap=True)
@@ -486,17 +506,26 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
     return ExitCode.OK
 
 
-def scan_setup(args: argparse.Namespace) -> tuple[ScanConfig, ExcludeList, TrustStore, ResumeState] | None:
+def scan_setup(args: argparse.Namespace,
+               lock: OutputLock) -> tuple[ScanConfig, ExcludeList, TrustStore, ResumeState] | None:
     """Everything a scan needs before it reads input, for the CLI and ``scanner.scan`` alike: the input
-    is readable, the options are valid, the output is writable, the resolvers answer, and the state of
+    is readable, the options are valid, the output directory is ours (``lock``, held until the caller
+    releases it: a second scan into it refuses), writable, the resolvers answer, and the state of
     earlier attempts. None when the output already holds a complete scan (and no ``--overwrite``).
-    Raises ``CommandError`` with the documented exit code."""
+    Raises ``CommandError`` with the documented exit code; nothing is created before the options are valid.
+    """
     try:
         check_input(args.domains)
     except InputError as exc:
         raise CommandError(str(exc), ExitCode.NO_INPUT) from exc
     config, exclude, trust = _engine_setup(args)
     out = config.output.out_dir
+    try:
+        lock.acquire()
+    except OutputLocked as exc:
+        raise CommandError(str(exc), ExitCode.TEMP_FAIL) from exc
+    except OutputDirError as exc:
+        raise CommandError(str(exc), ExitCode.CANT_CREATE) from exc
     if scan_is_complete(out) and not args.overwrite:
         return None
     _preflight(config, args.overwrite)
@@ -566,7 +595,7 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
     """``check``: the result shown to a person (or as JSON), and its exit code for scripts."""
     try:
         result = check_result(args, console)
-    except CommandError as exc:
+    except (CommandError, ScanFailed) as exc:
         _log.error("%s", exc)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ import selectors
 import stat
 import sys
 import threading
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,13 +189,21 @@ def open_lines(source: str | Path) -> Iterator[str]:
         raw = path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot open {path}: {exc.strerror or exc}") from exc
-    with raw:
-        head = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
-        if head == _GZIP_MAGIC:
-            with gzip.open(raw, "rb") as unzipped:
-                yield from _decode_stream(unzipped)
-        else:
-            yield from _decode_stream(raw)
+    read = 0
+    try:
+        with raw:
+            head = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
+            if head == _GZIP_MAGIC:
+                with gzip.open(raw, "rb") as unzipped:
+                    for read, line in enumerate(_decode_stream(unzipped), start=1):  # noqa: B007 - read after
+                        yield line
+            else:
+                for read, line in enumerate(_decode_stream(raw), start=1):  # noqa: B007 - read after
+                    yield line
+    except (OSError, EOFError, zlib.error) as exc:
+        # A bad gzip header, a truncated stream, trailing junk or an I/O error: the lines read so far
+        # stand (they were yielded); the caller records the failure and stops taking input.
+        raise InputError(f"{path}: unreadable after line {read}: {exc}") from exc
 
 
 def _decode_line(line: bytes, first: bool) -> str:

@@ -23,6 +23,7 @@ import gc
 import logging
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ from scanner.config import ScanConfig, result_settings
 from scanner.dns.lookup import DomainDns, DomainResolver, ServerTarget
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
+from scanner.exit_codes import ExitCode
 from scanner.health import Breakdown, HealthWatch
-from scanner.input import InputLine, InputTally, read_domains_async, stream_lines
+from scanner.input import InputError, InputLine, InputTally, read_domains_async, stream_lines
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.net.families import detect_families
@@ -47,13 +49,13 @@ from scanner.preflight import resolver_label
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService, ProbeSummary
 from scanner.provenance import collect as collect_provenance
-from scanner.resume import ResumeState, mark_complete
+from scanner.resume import LineSet, ResumeState, mark_complete
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains
 from scanner.status import AttemptOutcome, DomainStatus, HostStatus, StarttlsVerdict
 from scanner.verdicts import LinkJudge, LinkViews, build_domain_rows, input_problem_row, mx_tls_compliance
 
-__all__ = ["Scan", "ScanStats", "load_trust_store"]
+__all__ = ["Scan", "ScanFailed", "ScanStats", "load_trust_store"]
 
 _log = logging.getLogger(__name__)
 
@@ -106,6 +108,27 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
+
+
+class ScanFailed(Exception):
+    """One of the scan's own long-lived tasks failed (the writer, a worker): the scan stopped at once.
+
+    Everything committed before the failure is kept and the same command resumes the scan.
+    ``exit_code`` is ``CANT_CREATE`` when the output could not be written (disk full, I/O error,
+    permissions; any failure of the writer), ``FAILED`` for a bug elsewhere.
+    """
+
+    def __init__(self, task: str, cause: BaseException) -> None:
+        # The writer's failures and the work files' (SQLite in OUT/.work) are the output's.
+        self.output = task == "writer" or isinstance(cause, OSError | sqlite3.OperationalError)
+        self.exit_code = ExitCode.CANT_CREATE if self.output else ExitCode.FAILED
+        if self.output:
+            message = f"the output cannot be written: {type(cause).__name__}: {cause}"
+        else:
+            message = f"the scan's {task} task failed (a bug): {describe_bug(cause)}"
+        super().__init__(message)
+        self.task = task
+        self.cause = cause
 
 
 def load_trust_store(config: ScanConfig) -> TrustStore:
@@ -183,7 +206,6 @@ class Scan:
         self.health = HealthWatch(config.health, self._on_breakdown)
         self.breakdown: Breakdown | None = None  # set when our side looked broken (scanner.health)
         self.abandoned = False  # a second Ctrl-C: in-flight work was dropped at once
-        self.failure: str | None = None  # an unexpected error ended the attempt
         self._held: collections.deque[tuple[int, list[Any]]] = collections.deque()  # see _emit_domain
         self.stats = ScanStats()
         self._trust = trust
@@ -205,6 +227,12 @@ class Scan:
         self.families = detect_families(config.probe.ipv4, config.probe.ipv6)
         self._trouble = 0  # domains whose lookups failed on the resolver (timeout, SERVFAIL, REFUSED, error)
         self._next_trouble_warning = 1
+        # The first failure of a supervised task (see _supervise) and the task's name; it stops the scan.
+        self._fatal: tuple[str, BaseException] | None = None
+        self._stages: asyncio.Task[None] | None = None
+        # The input became unreadable part-way (corrupt gzip, I/O error): lines before it are scanned
+        # and written, the scan is not complete, and the error is raised once everything is committed.
+        self.input_error: InputError | None = None
 
     async def run(self, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
         """Run to the end of the input (or until cancelled); the dataset is valid either way."""
@@ -216,26 +244,38 @@ class Scan:
         first_segment = self.resume.next_segment if self.resume else 0
         writer = DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size, first_segment)
         attempt = self._begin_attempt(writer)
-        writer_task = asyncio.create_task(self._write_rows(writer), name="writer")
-        ticker = asyncio.create_task(self._tick(on_tick), name="progress") if on_tick else None
+        writer_task = self._supervise(asyncio.create_task(self._write_rows(writer), name="writer"))
+        ticker = self._supervise(asyncio.create_task(self._tick(on_tick), name="progress")) if on_tick else None
         self._install_signal_handlers()
+        self._stages = stages = asyncio.create_task(self._run_stages(), name="stages")
         try:
-            await self._run_stages()
-            self.completed = not self.stopping
+            # asyncio.wait, not await: a supervised task's failure cancels ``stages`` (see _supervise),
+            # which must not look like a cancellation of this task.
+            await asyncio.wait({stages})
+            if not stages.cancelled() and (exc := stages.exception()) is not None:
+                self._note_fatal("stages", exc)
+            self.completed = not self.stopping and self._fatal is None and self.input_error is None
         except asyncio.CancelledError:
             if not self.abandoned:
                 raise
-            # A second Ctrl-C cancelled the stages: what was emitted is still written and committed below.
-        except Exception as exc:
-            self.failure = f"{type(exc).__name__}: {exc}"  # the attempt's run row says it failed, and why
-            raise
+            # Our own second-Ctrl-C cancellation: finish like the first one (committed rows kept, the
+            # caller reports an interruption) instead of a CancelledError traceback.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         finally:
             self._remove_signal_handlers()
             if ticker:
                 ticker.cancel()
+            if not stages.done():  # this task was cancelled (a second Ctrl-C): abandon the stages
+                stages.cancel()
+                await asyncio.gather(stages, return_exceptions=True)
             await self._shutdown(writer, writer_task, attempt)
             if on_tick:
                 on_tick(self.stats)
+        self._raise_fatal()
+        if self.input_error is not None:
+            raise self.input_error
         return self.stats
 
     def _begin_attempt(self, writer: DatasetWriter) -> Attempt:
@@ -273,9 +313,43 @@ class Scan:
             return self.breakdown.describe(resolver_label(self.config.dns))
         if self.failure is not None:
             return f"failed: {self.failure}"
+        if self.input_error is not None:
+            return f"the input became unreadable: {self.input_error}"
         if self.abandoned:
             return "stopped at once (second Ctrl-C): in-flight domains were dropped, everything committed is kept"
         return "interrupted: everything committed so far is kept"
+
+    @property
+    def failure(self) -> str | None:
+        """What failed when one of the scan's own tasks failed (the attempt's run row says so), else None."""
+        if self._fatal is None:
+            return None
+        task, exc = self._fatal
+        return f"{task}: {type(exc).__name__}: {exc}"
+
+    def _supervise(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        """Make ``task``'s failure stop the scan: a dead writer or worker must never go unnoticed.
+
+        Without this a writer that hit a full disk died silently and every producer then blocked for
+        ever on the full row queue.
+        """
+        task.add_done_callback(self._on_task_done)
+        return task
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._note_fatal(task.get_name(), exc)
+
+    def _note_fatal(self, task: str, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = (task, exc)
+        if self._stages is not None and not self._stages.done():
+            self._stages.cancel()
+
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            task, exc = self._fatal
+            raise ScanFailed(task, exc) from exc
 
     def request_stop(self) -> None:
         """Stop taking new input; in-flight domains get ``stop_grace`` seconds, then are abandoned.
@@ -330,13 +404,13 @@ class Scan:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:
             self._policies = PolicyChecker(self.config, self._resolver, policy, self._probe_service.connection_slot)
-        probe_workers = [asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}")
+        probe_workers = [self._supervise(asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}"))
                          for i in range(self.config.probe.workers)]
-        dns_workers = [asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}")
+        dns_workers = [self._supervise(asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}"))
                        for i in range(self.config.dns.workers)]
         self._monitor = StageMonitor(self._gauges(self._resolver, self._probe_service),
                                      progress=lambda: self.stats.rows_done)
-        monitor = asyncio.create_task(self._monitor.run(), name="monitor")
+        monitor = self._supervise(asyncio.create_task(self._monitor.run(), name="monitor"))
         stop = asyncio.create_task(self._stop_event.wait())
         try:
             # The reader may wait on a slow stream (stdin, a pipe) for ever: a stop request ends the wait.
@@ -395,19 +469,24 @@ class Scan:
             return
         done = self.resume.done_lines if self.resume else None
         with SeenDomains(self.config.output.out_dir / ".work" / "seen.sqlite") as seen:
-            async for batch in read_domains_async(stream_lines(self.source, _READER_YIELD_EVERY),
-                                                  self.input_tally):
-                for line in batch:
-                    if self.stopping:
-                        return
-                    self.stats.lines += 1
-                    if done is not None and line.line_no in done:
-                        # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
-                        if line.domain is not None:
-                            seen.first_seen(line.domain, line.line_no)
-                        self.stats.resumed += 1
-                        continue
-                    await self._admit(line, seen)
+            try:
+                await self._read_lines(seen, done)
+            except InputError as exc:
+                self.input_error = exc  # stop taking input; what was read is finished and written
+
+    async def _read_lines(self, seen: SeenDomains, done: LineSet | None) -> None:
+        async for batch in read_domains_async(stream_lines(self.source, _READER_YIELD_EVERY), self.input_tally):
+            for line in batch:
+                if self.stopping:
+                    return
+                self.stats.lines += 1
+                if done is not None and line.line_no in done:
+                    # Written by an earlier attempt. Still "seen", so a later repeat stays a duplicate.
+                    if line.domain is not None:
+                        seen.first_seen(line.domain, line.line_no)
+                    self.stats.resumed += 1
+                    continue
+                await self._admit(line, seen)
                 await asyncio.sleep(0)
 
     async def _admit(self, line: InputLine, seen: SeenDomains) -> None:
@@ -449,7 +528,7 @@ class Scan:
             finally:
                 stats.dns_busy -= 1
                 stats.dns_seconds += time.monotonic() - started
-            task = asyncio.create_task(self._finish_domain(line, dns, futures))
+            task = self._supervise(asyncio.create_task(self._finish_domain(line, dns, futures), name="finisher"))
             self._finishers.add(task)
             task.add_done_callback(self._finishers.discard)
 
@@ -615,6 +694,8 @@ class Scan:
 
         The record is saved before the final commit and again after it: whichever moment a kill lands,
         the next attempt finds this one either finished or ``running`` (then counted from its rows).
+        After a failure of the writer itself nothing more is written (the disk may be full): the open
+        segment is abandoned, so the dataset holds exactly the committed segments and resumes from them.
         """
         self._sync_stats()
         if self._resolver is not None:
@@ -622,15 +703,26 @@ class Scan:
         if not writer_task.done():
             await self._release_held(everything=True)  # dropped by _emit after a breakdown
             await self._row_queue.put(None)
-            await writer_task
-        self._finish_attempt(attempt)
+            await asyncio.wait({writer_task})
         out_dir = self.config.output.out_dir
-        self.record.save(out_dir)
-        writer.write([attempt.run_row(self.scan_id, str(self.source))])
-        writer.close()
-        if self.completed:
-            mark_complete(out_dir)
-        self.record.save(out_dir, {"elapsed_s": round(self.stats.elapsed(), 3), "timing": self._timing_json()})
+        if writer_task.cancelled() or writer_task.exception() is not None:
+            writer.abandon()
+            self._finish_attempt(attempt)
+            with contextlib.suppress(OSError):  # the disk may be full: the next attempt then counts it killed
+                self.record.save(out_dir)
+            return
+        try:
+            self._finish_attempt(attempt)
+            self.record.save(out_dir)
+            writer.write([attempt.run_row(self.scan_id, str(self.source))])
+            writer.close()
+            if self.completed:
+                mark_complete(out_dir)
+            self.record.save(out_dir, self._run_extra())
+        except Exception as exc:  # disk full at the last commit: still the writer's failure, reported as such
+            self.completed = False
+            self._note_fatal("writer", exc)
+            writer.abandon()
 
     def _finish_attempt(self, attempt: Attempt) -> None:
         s = self.stats
@@ -648,6 +740,16 @@ class Scan:
         counts.input_lines, counts.dns_queries = s.lines, s.dns_queries
         counts.resumed_lines, counts.skipped_lines = s.resumed, self.input_tally.skipped
         attempt.counts = counts
+
+
+    def _run_extra(self) -> dict[str, Any]:
+        """What run.json says beside the scan record: time, where it went, input and DNS trouble."""
+        extra: dict[str, Any] = {"elapsed_s": round(self.stats.elapsed(), 3), "timing": self._timing_json()}
+        if self.input_error is not None:
+            extra["input_error"] = str(self.input_error)
+        if self._resolver is not None:  # malformed or unsolicited DNS datagrams, dropped (dns.transport)
+            extra["dns_dropped_datagrams"] = self._resolver.dropped_datagrams
+        return extra
 
     def _timing_json(self) -> dict[str, Any]:
         """Where the time went: per-domain phase means, the writer's share, and the stage monitor."""

@@ -242,6 +242,8 @@ def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[
         return None, None
     if lookup.dnssec is DnssecStatus.BOGUS:
         return DaneVerdict.BOGUS.value, lookup.dnssec.value
+    if lookup.name_too_long:
+        return DaneVerdict.NAME_TOO_LONG.value, lookup.dnssec.value
     if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
         return DaneVerdict.LOOKUP_FAILED.value, lookup.dnssec.value
     if not lookup.records:

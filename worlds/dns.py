@@ -668,8 +668,10 @@ def _udp_limit(request: DNSRecord) -> int:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, answerer: _Answerer) -> None:
+    def __init__(self, answerer: _Answerer, delays: Mapping[str, float], junk_for: frozenset[str]) -> None:
         self._answerer = answerer
+        self._delays = delays
+        self._junk_for = junk_for
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -679,8 +681,25 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         reply = self._answerer.answer(data, "udp")
-        if reply is not None and self._transport is not None:
+        if reply is None or self._transport is None:
+            return
+        if self._junk_for and _qname_of(reply) in self._junk_for:
+            # Malformed datagrams before the answer: random bytes, and random bytes under the query's ID.
+            self._transport.sendto(os.urandom(48), addr)
+            self._transport.sendto(reply[:2] + bytes([0x81, 0x80]) + os.urandom(40), addr)
+        delay = self._delays.get(_qname_of(reply), 0.0) if self._delays else 0.0
+        if delay > 0:  # a slow upstream (a recursive resolver with a cold cache): answer late
+            asyncio.get_running_loop().call_later(delay, self._send, reply, addr)
+        else:
             self._transport.sendto(reply, addr)
+
+    def _send(self, reply: bytes, addr: tuple[str | object, ...]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(reply, addr)
+
+
+def _qname_of(reply: bytes) -> str:
+    return absolute(str(DNSRecord.parse(reply).q.qname)).lower()
 
 
 class FaultyDnsServer(ServerLifecycle):
@@ -691,7 +710,9 @@ class FaultyDnsServer(ServerLifecycle):
     relative to the map key (``"@"`` is the key itself) and each record
     answers queries for its own owner name; records whose type does not
     match the query are left out, except CNAME; none left = NODATA.
-    Names not in the map get ``default``.  It runs its own asyncio loop in a
+    Names not in the map get ``default``; ``delays`` maps a name to seconds
+    its UDP answers are held back; ``junk_for`` names get two malformed
+    datagrams before their answer.  It runs its own asyncio loop in a
     thread, so synchronous and asynchronous tests can use it alike.
     """
 
@@ -702,8 +723,14 @@ class FaultyDnsServer(ServerLifecycle):
         port: int = 53,
         *,
         default: Behaviour | str = Behaviour.NXDOMAIN,
+        delays: Mapping[str, float] | None = None,
+        junk_for: Sequence[str] = (),
     ) -> None:
         self.address = address
+        # Seconds to wait before answering a name over UDP (each copy of a re-sent query is answered).
+        self._delays = {absolute(name).lower(): seconds for name, seconds in (delays or {}).items()}
+        # Names whose UDP answer is preceded by two malformed datagrams to the asking socket.
+        self._junk_for = frozenset(absolute(name).lower() for name in junk_for)
         self.port = port
         self._answerer = _Answerer(behaviours, Behaviour(default))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -741,7 +768,7 @@ class FaultyDnsServer(ServerLifecycle):
             self._serve_tcp, self.address, self.port, family=family, reuse_address=True
         )
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self._answerer),
+            lambda: _UdpProtocol(self._answerer, self._delays, self._junk_for),
             local_addr=(self.address, self.port),
             family=family,
         )

@@ -125,10 +125,14 @@ class Behaviour(str, Enum):
     """Accepts the TCP connection and never says anything (until idle timeout)."""
     RESET_AFTER_EHLO = "reset_after_ehlo"
     """Banner as NORMAL; on EHLO/HELO the connection is reset (SO_LINGER 0 + close → RST)."""
+    RESET_EVERY_OTHER_TLS = "reset_every_other_tls"
+    """NORMAL, but every second STARTTLS on the listener reads the ClientHello and resets (an overloaded
+    server or a flaky middlebox: the reset says nothing about the TLS versions or suites offered)."""
 
 
 # Behaviours that answer STARTTLS with a real handshake when a certificate is set.
-_TLS_CAPABLE = frozenset({Behaviour.NORMAL, Behaviour.SLOW_BANNER, Behaviour.MULTILINE_BANNER})
+_TLS_CAPABLE = frozenset({Behaviour.NORMAL, Behaviour.SLOW_BANNER, Behaviour.MULTILINE_BANNER,
+                          Behaviour.RESET_EVERY_OTHER_TLS})
 # Behaviours that advertise STARTTLS without being able to complete it.
 _FAKE_TLS = frozenset({Behaviour.TLS_FAIL_AFTER_220, Behaviour.STARTTLS_454})
 
@@ -319,6 +323,7 @@ class ListenerStats:
     current: int = 0
     max_concurrent: int = 0
     starttls_handshakes: int = 0
+    starttls_accepted: int = 0  # STARTTLS commands answered 220
     tls_handshake_failures: int = 0
     resets_sent: int = 0
     idle_timeouts: int = 0
@@ -397,6 +402,7 @@ class _Session:
         self.ctx = ctx
         self.stats = stats
         self.writer = writer
+        self.reader = reader
         self.lines = _LineReader(reader, line_limit)
         self.idle_timeout = idle_timeout
         self.greeted = False
@@ -596,6 +602,11 @@ class _Session:
         if spec.behaviour is Behaviour.TLS_FAIL_AFTER_220:
             self.writer.write(TLS_GARBAGE)
             await self.writer.drain()
+            return False
+        self.stats.starttls_accepted += 1
+        if spec.behaviour is Behaviour.RESET_EVERY_OTHER_TLS and self.stats.starttls_accepted % 2 == 0:
+            await self.reader.read(1)  # the ClientHello has started to arrive
+            self._reset()
             return False
         if self.ctx is None:
             raise RuntimeError(f"{listener_key(spec.address, spec.port)}: no SSLContext")

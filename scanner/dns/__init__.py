@@ -1,1 +1,1 @@
-"""DNS stage: MX planning (pure), the aiodns adapter, and per-domain resolution with a host cache."""
+"""DNS stage: MX planning (pure), the wire codec and stub transport, the resolver, per-domain resolution."""

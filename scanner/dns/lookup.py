@@ -141,7 +141,7 @@ class DomainResolver:
         started = time.perf_counter()
         # Only a NOERROR answer without MX records leads to the implicit MX (RFC 5321 §5.1); c-ares also
         # reports rcodes 6-11 and 16 that way, so the rcode is checked before contacting anything.
-        answer = await self._resolver.query_strict(domain, "MX")
+        answer = await self._resolver.query(domain, "MX")
         result = await self._from_mx_answer(domain, answer)
         elapsed = (time.perf_counter() - started) * 1000
         return dataclasses.replace(result, elapsed_ms=elapsed)
@@ -220,4 +220,11 @@ class DomainResolver:
 
     async def _resolve_host(self, name: str) -> HostResolution:
         v4, v6 = await asyncio.gather(self._resolver.query(name, "A"), self._resolver.query(name, "AAAA"))
-        return _host_resolution(name, v4, v6)
+        resolution = _host_resolution(name, v4, v6)
+        # An opt-out covers the name wherever a CNAME chain leads to it: a host aliased to an excluded
+        # name is the excluded party's server.
+        excluded = self._exclude.first_excluded(resolution.cnames)
+        if excluded is not None:
+            return HostResolution(name, HostStatus.EXCLUDED, (), resolution.cnames,
+                                  f"CNAME target {excluded} is on the exclude list")
+        return resolution

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scanner.status import FailureClass
 
-__all__ = ["AddressPolicy", "ExcludeList", "ExcludeListError", "IpAddress"]
+__all__ = ["AddressPolicy", "ExcludeList", "ExcludeListError", "IpAddress", "embedded_ipv4"]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -76,6 +76,35 @@ class ExcludeList:
         labels = name.lower().rstrip(".").split(".")
         return any(".".join(labels[i:]) in self.suffixes for i in range(len(labels)))
 
+    def first_excluded(self, names: Iterable[str]) -> str | None:
+        """The first excluded name among ``names`` (a host and the CNAME targets it led to), if any."""
+        if not self.suffixes:
+            return None
+        return next((name for name in names if self.excludes_name(name)), None)
+
+
+# IPv6 forms that carry an IPv4 address in their low 32 bits: NAT64's well-known prefix (RFC 6052
+# §2.1), SIIT's IPv4-translated addresses (RFC 2765 §2.1) and the deprecated IPv4-compatible
+# addresses (RFC 4291 §2.5.5.1). A packet to one of them can reach the IPv4 address inside
+# (through a NAT64 or a stack that still honours the old forms), so that address is judged.
+_LOW32_EMBEDDING = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96"))
+# RFC 8215: the local-use NAT64 prefix. Where the IPv4 address sits depends on a prefix length only the
+# local operator knows (RFC 6052 §2.2), and IANA lists the block as not globally reachable.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, NAT64, SIIT, IPv4-compatible, 6to4), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:  # RFC 3056 §2: 2002:V4ADDR::/48
+        return ip.sixtofour
+    if int(ip) >> 32 != 0 or int(ip) > 1:  # ::/96 holds :: and ::1, which are not IPv4-compatible
+        for network in _LOW32_EMBEDDING:
+            if ip in network:
+                return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class AddressPolicy:
@@ -89,8 +118,12 @@ class AddressPolicy:
         # Never, even with allow_private: these cannot be a mail server's unicast address.
         if ip.is_multicast or ip.is_unspecified:
             return FailureClass.RESERVED_ADDRESS
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            return self.refusal(ip.ipv4_mapped)
+        if isinstance(ip, ipaddress.IPv6Address):
+            inner = embedded_ipv4(ip)
+            if inner is not None and (reason := self.refusal(inner)) is not None:
+                return reason
+            if ip in _LOCAL_NAT64 and not self.allow_private:
+                return FailureClass.RESERVED_ADDRESS
         # is_global is False for loopback, RFC 1918, link-local, CGNAT (100.64/10), documentation,
         # benchmarking (198.18/15) and the other IANA special-purpose blocks.
         if not self.allow_private and not ip.is_global:

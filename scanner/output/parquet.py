@@ -277,3 +277,18 @@ class DatasetWriter:
 
     def close(self) -> None:
         self.commit(empty_tables=True)
+
+    def abandon(self) -> None:
+        """Give up the open segment after a failure (disk full): close its files, commit nothing.
+
+        Its temporary files stay behind; ``recover`` deletes them when the scan is resumed. Closing may
+        fail again on a full disk, which changes nothing: the segment was never journaled.
+        """
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except OSError:  # nothing to keep: the segment is abandoned whole
+                continue
+        self._writers = {}
+        self._buffers = {row_class: [] for row_class in self._buffers}
+        self._segment_count = 0

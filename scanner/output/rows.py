@@ -163,7 +163,8 @@ class MxRow:
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
     dane_verdict: str | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
                                    "ta_chain_invalid, name_mismatch, no_usable_records, no_records, no_certificate, "
-                                   "lookup_failed, bogus (DNSSEC validation failed); null when not checked.")
+                                   "lookup_failed, bogus (DNSSEC validation failed), name_too_long (_25._tcp.<host> "
+                                   "longer than 255 octets: no TLSA can exist); null when not checked.")
     dane_dnssec: str | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
                                   "not_authenticated (unsigned zone), unknown, bogus (the validator's SERVFAIL "
                                   "is a validation failure: the data comes with checking disabled).")

@@ -27,6 +27,7 @@ import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 from cryptography import x509
@@ -102,6 +103,9 @@ class DaneVerdict(str, Enum):
     NO_CERTIFICATE = "no_certificate"  # usable records but no chain to check (no TLS session)
     LOOKUP_FAILED = "lookup_failed"  # the TLSA query failed (SERVFAIL, timeout, ...): nothing known
     BOGUS = "bogus"  # the TLSA RRset failed DNSSEC validation: DANE senders skip the MX (RFC 7672 §2.2)
+    # _25._tcp.<host> exceeds 255 octets (RFC 1035 §3.1) although the host name itself is valid: no
+    # TLSA record can exist there, so DANE cannot apply to this MX; nothing is queried.
+    NAME_TOO_LONG = "name_too_long"
 
 
 class DnssecStatus(str, Enum):
@@ -176,6 +180,7 @@ class TlsaLookup:
     detail: str = ""
     server: str | None = None  # the resolver that answered
     elapsed_ms: float = 0.0
+    name_too_long: bool = False  # the TLSA owner name cannot exist (see DaneVerdict.NAME_TOO_LONG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,7 +613,11 @@ async def lookup_tlsa(
     if not dns_config.servers:
         raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
     name = tlsa_name(mx_host, port)
-    query = dns.message.make_query(name + ".", dns.rdatatype.TLSA, want_dnssec=True, payload=_EDNS_PAYLOAD)
+    try:
+        query = dns.message.make_query(name + ".", dns.rdatatype.TLSA, want_dnssec=True, payload=_EDNS_PAYLOAD)
+    except dns.exception.DNSException as exc:  # NameTooLong for a valid host of 247+ characters
+        return TlsaLookup(name[:300], DnsOutcome.ERROR, detail=f"TLSA name cannot be queried: {exc}",
+                          name_too_long=isinstance(exc, dns.name.NameTooLong))
     # RFC 6840 §5.7: setting AD in a query asks for the AD bit in the answer without needing DO's RRSIGs.
     query.flags |= dns.flags.AD
     started = time.perf_counter()
@@ -619,8 +628,11 @@ async def lookup_tlsa(
             host, server_port = parse_host_port(server, 53)
             try:
                 async with budget() if budget is not None else contextlib.nullcontext():
+                    # A malformed or unsolicited datagram is dropped and the query keeps waiting (RFC
+                    # 5452 §9.1), as in scanner.dns.transport; it used to fail the lookup.
                     reply, _tcp = await dns.asyncquery.udp_with_fallback(
-                        query, host, timeout=dns_config.timeout, port=server_port
+                        query, host, timeout=dns_config.timeout, port=server_port, ignore_unexpected=True,
+                        ignore_errors=True,
                     )
             except dns.exception.Timeout:
                 timeouts += 1
@@ -664,6 +676,8 @@ async def check_dane(
     lookup = await lookup_tlsa(mx_host, dns_config)
     if lookup.dnssec is DnssecStatus.BOGUS:
         return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.BOGUS, lookup.detail))
+    if lookup.name_too_long:
+        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.NAME_TOO_LONG, lookup.detail))
     if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
         return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.LOOKUP_FAILED, lookup.detail))
     names = tuple(reference_names) if reference_names is not None else (normalize_host(mx_host) or mx_host,)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import os
 import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
@@ -41,6 +42,7 @@ ConnectionSlot = Callable[[str], AbstractAsyncContextManager[None]]
 
 __all__ = [
     "MAX_AGE_LIMIT",
+    "MAX_FETCH_ADDRESSES",
     "MAX_POLICY_BYTES",
     "FetchResult",
     "MtaStsResult",
@@ -71,6 +73,11 @@ MAX_AGE_LIMIT: Final = 31_557_600
 MAX_POLICY_BYTES: Final = 64 * 1024
 DEFAULT_FETCH_TIMEOUT: Final = 60.0
 POLICY_PATH: Final = "/.well-known/mta-sts.txt"
+# Addresses of the policy host tried per fetch, each at most once, the next only after the previous
+# one refused or was unreachable (as a browser or an MTA moves on to the next address, RFC 8305 §3).
+# A policy host has one to a few addresses; without a cap a host with 250 A records cost 31,375
+# connection attempts in one fetch (aiohttp retries the whole remaining list after each failure).
+MAX_FETCH_ADDRESSES: Final = 4
 
 _STS_VERSION: Final = "v=STSv1"
 _WSP: Final = " \t"
@@ -606,6 +613,9 @@ async def _resolve_policy_host(host: str, resolver: DnsResolver, policy: Address
         return StsFailure(StsError.ADDRESS_REFUSED, f"{host} is on the exclude list")
     answers: list[QueryResult] = list(await asyncio.gather(resolver.query(host, "A"), resolver.query(host, "AAAA")))
     found = [address for answer in answers for address in answer.addresses]
+    excluded = policy.exclude.first_excluded(cname for answer in answers for cname in answer.cnames)
+    if excluded is not None:  # the opt-out covers every name of the CNAME chain
+        return StsFailure(StsError.ADDRESS_REFUSED, f"{host}: CNAME target {excluded} is on the exclude list")
     if not found:
         failures = [a for a in answers if a.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA)]
         detail = "; ".join(a.detail or a.outcome.value for a in failures) or "no A or AAAA record"
@@ -770,24 +780,62 @@ async def fetch_policy(
     if isinstance(addresses, StsFailure):
         return _fetch_result(url, started, failure=addresses)
     context = policy_ssl_context(trust)
-    # The scan's politeness limits (per-address concurrency and interval, global connection cap) apply
-    # to policy hosts too: a hosting provider's policy server sees one fetch at a time from us.
-    async with slot(addresses[0]) if slot else contextlib.nullcontext():
-        response = await _http_exchange(url, host, addresses, context, timeout, max_bytes)
+
+    async def exchange(address: str, remaining: float) -> _Response | StsFailure:
+        return await _http_exchange(url, host, (address,), context, remaining, max_bytes)
+
+    response, tried = await _exchange_per_address(host, addresses, exchange, timeout, slot)
     if isinstance(response, StsFailure):
-        return _fetch_result(url, started, failure=response, addresses=addresses)
+        return _fetch_result(url, started, failure=response, addresses=tried)
     parsed, problem = _judge_response(url, response, max_bytes)
     return FetchResult(
         url=url,
         policy=parsed,
         error=problem.error if problem else None,
         detail=problem.detail if problem else "",
-        addresses=addresses,
+        addresses=tried,
         http_status=response.status,
         content_type=response.content_type,
         body_bytes=len(response.body) if response.body is not None and response.status == 200 else None,
         elapsed_ms=(time.perf_counter() - started) * 1000,
     )
+
+
+def fetch_order(addresses: Sequence[str]) -> tuple[str, ...]:
+    """The first ``MAX_FETCH_ADDRESSES`` addresses, alternating IPv6 and IPv4 (RFC 8305 §4), IPv6 first."""
+    v6 = [a for a in addresses if ":" in a]
+    v4 = [a for a in addresses if ":" not in a]
+    mixed = [a for pair in itertools.zip_longest(v6, v4) for a in pair if a is not None]
+    return tuple(mixed[:MAX_FETCH_ADDRESSES])
+
+
+async def _exchange_per_address(
+    host: str,
+    addresses: Sequence[str],
+    exchange: Callable[[str, float], Awaitable[_Response | StsFailure]],
+    timeout: float,
+    slot: ConnectionSlot | None,
+) -> tuple[_Response | StsFailure, tuple[str, ...]]:
+    """Try the policy host's addresses one at a time until one answers; return what came back and the tried.
+
+    Each address gets one connection, under its own politeness slot (per-address concurrency and
+    interval, global connection cap: a hosting provider's policy server sees one fetch at a time from
+    us). ``timeout`` bounds the HTTP time of the whole fetch, summed over the addresses; waiting for a
+    slot does not count. Only a failure to connect moves on to the next address: anything the server
+    said (a TLS alert, an HTTP status, a timeout mid-exchange) is its answer.
+    """
+    tried: list[str] = []
+    remaining = timeout
+    response: _Response | StsFailure = StsFailure(StsError.FETCH_CONNECT, f"{host}: no address to try")
+    for address in fetch_order(addresses):
+        async with slot(address) if slot else contextlib.nullcontext():
+            tried.append(address)
+            began = time.monotonic()
+            response = await exchange(address, remaining)
+            remaining -= time.monotonic() - began
+        if not (isinstance(response, StsFailure) and response.error is StsError.FETCH_CONNECT) or remaining <= 0:
+            break
+    return response, tuple(tried)
 
 
 def _fetch_result(url: str, started: float, *, failure: StsFailure, addresses: tuple[str, ...] = ()) -> FetchResult:
@@ -809,7 +857,7 @@ def _fetch_result(url: str, started: float, *, failure: StsFailure, addresses: t
 async def lookup_sts_txt(domain: str, resolver: DnsResolver) -> StsTxtResult:
     """Query ``_mta-sts.<domain>`` TXT and parse it; resolver failures become DNS_ERROR."""
     name = f"_mta-sts.{normalize_host(domain) or domain}"
-    answer = await resolver.query_strict(name, "TXT")  # an empty answer must be NOERROR to mean "none"
+    answer = await resolver.query(name, "TXT")  # an empty answer must be NOERROR to mean "none"
     if answer.outcome is DnsOutcome.ANSWER:
         return parse_sts_txt(answer.texts)
     if answer.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NODATA):

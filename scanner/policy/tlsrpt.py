@@ -191,7 +191,7 @@ def parse_tlsrpt(texts: Iterable[TxtRecord]) -> TlsRptResult:
 async def check_tlsrpt(domain: str, resolver: DnsResolver) -> TlsRptResult:
     """Query ``_smtp._tls.<domain>`` TXT through the scanner's resolver and parse it."""
     name = f"_smtp._tls.{normalize_host(domain) or domain}"
-    answer = await resolver.query_strict(name, "TXT")  # an empty answer must be NOERROR to mean "none"
+    answer = await resolver.query(name, "TXT")  # an empty answer must be NOERROR to mean "none"
     if answer.outcome is DnsOutcome.ANSWER:
         return parse_tlsrpt(answer.texts)
     if answer.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NODATA):

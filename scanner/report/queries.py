@@ -398,7 +398,7 @@ WHERE (status = 'ok' AND dane_mx_with_tlsa IS NOT NULL) OR status = 'dns_bogus'
 DANE_HOSTS: Final = """
 WITH h AS (SELECT DISTINCT mx_host, address, dane_verdict, dane_dnssec FROM mx WHERE dane_verdict IS NOT NULL)
 SELECT count(*) AS checked_d,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')) AS tlsa_n,
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')) AS tlsa_n,
        count(*) FILTER (WHERE dane_verdict = 'lookup_failed') AS lookup_failed_n,
        count(*) FILTER (WHERE dane_verdict = 'match') AS match_n,
        count(*) FILTER (WHERE dane_verdict = 'no_match') AS no_match_n,
@@ -408,11 +408,11 @@ SELECT count(*) AS checked_d,
        count(*) FILTER (WHERE dane_verdict = 'no_certificate') AS no_certificate_n,
        count(*) FILTER (WHERE dane_verdict IN ('match', 'no_match', 'ta_chain_invalid', 'name_mismatch'))
            AS compared_d,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')
                          AND dane_dnssec = 'authenticated') AS dnssec_auth_n,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')
                          AND dane_dnssec = 'not_authenticated') AS dnssec_not_auth_n,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed')
+       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')
                          AND coalesce(dane_dnssec, 'unknown') = 'unknown') AS dnssec_unknown_n
 FROM h
 """

@@ -98,8 +98,8 @@ class AnswerKind(str, Enum):
 
     ACCEPTED = "accepted"  # a ServerHello (or HelloRetryRequest) naming a suite we offered
     REJECTED_ALERT = "rejected_alert"
-    REJECTED_CLOSE = "rejected_close"  # FIN or RST instead of a ServerHello
-    UNTESTABLE = "untestable"  # timeout, throttled, unreachable, STARTTLS gone: no answer at all
+    REJECTED_CLOSE = "rejected_close"  # FIN instead of a ServerHello
+    UNTESTABLE = "untestable"  # timeout, reset, throttled, unreachable, STARTTLS gone: no answer at all
     PROTOCOL_ERROR = "protocol_error"  # garbage, or a suite/version we did not offer
 
 

@@ -224,7 +224,10 @@ async def probe_hello(
             failure, detail = classify(exc)
             if warning is not None and failure in _SILENCE_AFTER_WARNING:
                 return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"{_alert_detail(warning)}, then {failure.value}")
-            if failure in (FailureClass.RESET, FailureClass.CLOSED, FailureClass.TLS_CLOSED):
+            # A FIN instead of a ServerHello is how some servers refuse an offer. A reset (RST) is not:
+            # overload, a middlebox or a crash reset a session whatever it offered, so it is retried
+            # like a timeout; read as a refusal it made a supported version look rejected.
+            if failure in (FailureClass.CLOSED, FailureClass.TLS_CLOSED):
                 return HelloAnswer(AnswerKind.REJECTED_CLOSE, detail=detail)
             return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{failure.value}: {detail}")
 
@@ -237,9 +240,13 @@ async def drive_plan(
 ) -> EnumerationResult:
     """Run ``plan`` to completion, one session per request, retrying untestable sessions after a pause.
 
-    The result's ``sessions`` counts every session opened, retries included.
+    Once one session stayed untestable through every retry, the address is consistently unanswerable
+    (it resets or drops every session): later untestable answers are taken as they are, so such an
+    address costs one back-off sequence, not one per question. The result's ``sessions`` counts every
+    session opened, retries included.
     """
     sessions = 0
+    delays = retry_delays
     try:
         request = next(plan)
     except StopIteration as nothing_to_ask:  # a plan may have no question at all (nothing to reconcile)
@@ -248,12 +255,14 @@ async def drive_plan(
     while True:
         answer = await run_session(request)
         sessions += 1
-        for delay in retry_delays:
+        for delay in delays:
             if answer.kind is not AnswerKind.UNTESTABLE:
                 break
             await sleep(delay)  # back off: a throttling MTA is asking us to slow down
             answer = await run_session(request)
             sessions += 1
+        if answer.kind is AnswerKind.UNTESTABLE:
+            delays = ()
         try:
             request = plan.send(answer)
         except StopIteration as done:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from scanner.net.addresses import AddressPolicy, ExcludeList, ExcludeListError
+from scanner.net.addresses import AddressPolicy, ExcludeList, ExcludeListError, embedded_ipv4
 from scanner.net.limits import KeyedLimiter, TokenBucket
 from scanner.status import FailureClass
 
@@ -85,3 +85,20 @@ async def test_token_bucket_rate() -> None:
     for _ in range(41):
         await bucket.acquire()
     assert time.monotonic() - t0 >= 0.18  # 40 tokens at 200/s after the first
+
+
+@pytest.mark.parametrize(
+    ("address", "inner"),
+    [("64:ff9b::7f00:1", "127.0.0.1"), ("2002:a00:1::1", "10.0.0.1"), ("::7f00:1", "127.0.0.1"),
+     ("::ffff:0:c0a8:101", "192.168.1.1"), ("::ffff:7f00:1", "127.0.0.1"), ("2001:db8::1", None), ("::1", None),
+     ("::", None)],
+)
+def test_embedded_ipv4(address: str, inner: str | None) -> None:
+    found = embedded_ipv4(ipaddress.IPv6Address(address))
+    assert (str(found) if found else None) == inner
+
+
+def test_embedded_global_ipv4_is_allowed_and_an_excluded_one_is_excluded() -> None:
+    assert AddressPolicy().refusal(ipaddress.ip_address("64:ff9b::808:808")) is None  # 8.8.8.8 via NAT64
+    excluded = AddressPolicy(exclude=ExcludeList.from_lines(["8.8.8.0/24"]))
+    assert excluded.refusal(ipaddress.ip_address("2002:808:808::1")) is FailureClass.EXCLUDED

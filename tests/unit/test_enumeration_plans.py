@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -28,7 +29,7 @@ from scanner.tls.enumeration import (
     reconcile_plan,
 )
 from scanner.tls.groups import TLS13_GROUPS_ALL
-from scanner.tls.probe import drive_plan
+from scanner.tls.probe import RETRY_DELAYS, drive_plan
 
 V = TlsVersion
 
@@ -364,3 +365,23 @@ def test_anonymous_dh_primes_do_not_count() -> None:
     result = run(full_plan(), server)
     assert WeakClass.ANON in result.weak_classes  # type: ignore[attr-defined]
     assert result.kx.dh_bits == 2048 and result.kx.dh_group is None  # type: ignore[attr-defined]
+def test_an_address_untestable_through_its_retries_is_not_retried_again() -> None:
+    """A server that resets every session costs one back-off sequence, not one per question."""
+    async def no_sleep(_: float) -> None:
+        return None
+
+    unretried = FakeServer({V.TLS12: MODERN_12}, flaky=10_000)
+    asyncio.run(drive_plan(posture_plan(), _answering(unretried), sleep=no_sleep, retry_delays=()))
+    server = FakeServer({V.TLS12: MODERN_12}, flaky=10_000)
+    result = run(posture_plan(), server)
+    assert len(unretried.sessions) >= 5  # every version was asked
+    assert len(server.sessions) == len(unretried.sessions) + len(RETRY_DELAYS)
+    assert result.sessions == len(server.sessions)  # type: ignore[attr-defined]
+    assert not result.complete  # type: ignore[attr-defined]
+
+
+def _answering(server: FakeServer) -> Callable[[HelloRequest], Awaitable[HelloAnswer]]:
+    async def session(request: HelloRequest) -> HelloAnswer:
+        return server.answer(request)
+
+    return session

@@ -1,0 +1,60 @@
+"""The DNS wire codec (scanner.dns.wire) against dnspython's encoder and hand-made malformations."""
+
+from __future__ import annotations
+
+import dns.message
+import dns.rrset
+import pytest
+
+from scanner.dns.wire import TYPES, WireError, build_query, parse_reply
+
+
+def reply_to(name: str, rtype: str, *answers: tuple[str, str, str]) -> bytes:
+    reply = dns.message.make_response(dns.message.from_wire(build_query(77, name, TYPES[rtype])))
+    for owner, kind, data in answers:
+        reply.answer.append(dns.rrset.from_text(owner, 60, "IN", kind, data))
+    return reply.to_wire()  # type: ignore[no-any-return]
+
+
+def test_query_is_a_recursive_edns_question() -> None:
+    message = dns.message.from_wire(build_query(513, "Mx.Example.com", TYPES["AAAA"]))
+    assert message.id == 513 and message.flags & dns.flags.RD and message.payload == 1232
+    assert str(message.question[0].name) == "Mx.Example.com." and message.question[0].rdtype == 28
+
+
+def test_reply_records_with_compression() -> None:
+    data = reply_to("example.com", "MX", ("example.com.", "CNAME", "alias.example.net."),
+                    ("alias.example.net.", "MX", "10 MX1.example.net."), ("alias.example.net.", "MX", "0 ."),
+                    ("alias.example.net.", "TXT", '"a" "b"'))
+    reply = parse_reply(data)
+    assert (reply.qid, reply.rcode, reply.qname, reply.qtype, reply.truncated) == (77, 0, "example.com", 15, False)
+    assert [(r.owner, r.rtype, r.data) for r in reply.answers] == [
+        ("example.com", 5, "alias.example.net"), ("alias.example.net", 15, "10 mx1.example.net"),
+        ("alias.example.net", 15, "0 "), ("alias.example.net", 16, "ab")]
+
+
+@pytest.mark.parametrize("cut", [1, 11, 12, 20, 30, 40, 44])  # within the header, question or answer
+def test_truncated_messages_raise_wire_error(cut: int) -> None:
+    data = reply_to("example.com", "A", ("example.com.", "A", "192.0.2.1"))
+    with pytest.raises(WireError):
+        parse_reply(data[:cut])
+
+
+def test_a_compression_loop_is_a_wire_error() -> None:
+    header = (1).to_bytes(2, "big") + b"\x81\x80" + b"\x00\x01\x00\x00\x00\x00\x00\x00"
+    with pytest.raises(WireError):
+        parse_reply(header + b"\xc0\x0c" + b"\x00\x01\x00\x01")
+
+
+def test_a_query_is_not_a_reply() -> None:
+    with pytest.raises(WireError):
+        parse_reply(build_query(1, "example.com", 1))
+
+
+def test_names_that_cannot_be_sent_are_wire_errors() -> None:
+    with pytest.raises(WireError):
+        build_query(1, "_25._tcp." + ".".join(["a" * 60] * 5), TYPES["A"])  # longer than 255 octets
+    with pytest.raises(WireError):
+        build_query(1, "a..example", 1)
+    with pytest.raises(WireError):
+        build_query(1, "bücher.example", 1)
