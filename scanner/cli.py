@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset")
     report.add_argument("out", type=Path, help="the scan's output directory")
     report.add_argument("--baseline", type=Path, help="an older scan to compare with")
+    report.add_argument("--allow-different-settings", action="store_true",
+                        help="compare scans whose verdict-relevant settings differ (the report says so at the top)")
     report.add_argument("--dest", type=Path, help="where to write the report files (default: OUT/report)")
     report.add_argument("--json", action="store_true", help="also print the figures as JSON on stdout")
     check = sub.add_parser("check", help="check one domain and show the result to a person (or --json)")
@@ -266,7 +268,8 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
     """DuckDB over the dataset → report.html, report.md, report.json (scanner.report)."""
     dest = args.dest or args.out / "report"
     try:
-        report = build_report(args.out, baseline=args.baseline)
+        report = build_report(args.out, baseline=args.baseline,
+                              allow_different_settings=args.allow_different_settings)
         files = write_report(report, dest)
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -33,6 +33,7 @@ from scanner.report.model import (
     Section,
 )
 from scanner.report.providers import ProviderMapper
+from scanner.report.settings import check_comparable
 from scanner.report.stats import Share
 
 __all__ = ["CHANGES_LIMIT", "PROVIDERS_LIMIT", "build_report"]
@@ -548,7 +549,9 @@ def _domain_changes(new_dir: Path, old_dir: Path) -> tuple[tuple[DomainChange, .
     return changes, counts
 
 
-def _baseline(new: Report, old: Report, new_dir: Path, old_dir: Path) -> BaselineDiff:
+def _baseline(
+    new: Report, old: Report, new_dir: Path, old_dir: Path, differences: Sequence[str] = (),
+) -> BaselineDiff:
     changes, counts = _domain_changes(new_dir, old_dir)
     versions_old, versions_new = old.scan.grading_versions, new.scan.grading_versions
     return BaselineDiff(
@@ -557,6 +560,7 @@ def _baseline(new: Report, old: Report, new_dir: Path, old_dir: Path) -> Baselin
         comparable_grades=len(versions_old) <= 1 and len(versions_new) <= 1 and versions_old == versions_new,
         deltas=_deltas(old, new), changes=changes, changes_total=counts["total"], changes_limit=CHANGES_LIMIT,
         grade_changes=counts["grade_changes"], starttls_changes=counts["starttls_changes"],
+        settings_differences=tuple(differences),
     )
 
 
@@ -595,18 +599,22 @@ def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] 
     )
 
 
-def build_report(out_dir: Path, *, baseline: Path | None = None) -> Report:
+def build_report(out_dir: Path, *, baseline: Path | None = None, allow_different_settings: bool = False) -> Report:
     """Every figure of the population report for the scan in ``out_dir``.
 
-    With ``baseline`` (an older scan's output directory): each figure's change, the baseline's shares
-    of this scan's top providers, and the domains whose grade or STARTTLS verdict changed.
+    With ``baseline`` (an older scan's output directory): each figure's change with its 95 % Newcombe
+    interval, the baseline's shares of this scan's top providers, and the domains whose grade or STARTTLS
+    verdict changed. Scans with different verdict-relevant settings raise ``SettingsMismatchError``
+    unless ``allow_different_settings`` (then the differences are carried in the report).
     Raises ``ReportError`` when a directory holds no scan tables.
     """
     started = time.perf_counter()
+    differences = () if baseline is None else check_comparable(
+        Path(out_dir), Path(baseline), allow_different=allow_different_settings)
     mapper = ProviderMapper()
     report = _build(Path(out_dir), mapper)
     if baseline is None:
         return report
     old = _build(Path(baseline), mapper, [r.provider for r in report.providers])
-    diff = _baseline(report, old, Path(out_dir), Path(baseline))
+    diff = _baseline(report, old, Path(out_dir), Path(baseline), differences)
     return replace(report, baseline=diff, build_seconds=time.perf_counter() - started)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 
-from scanner.report.stats import Share
+from scanner.report.stats import DifferenceInterval, Share, newcombe_difference
 
 __all__ = [
     "BaselineDiff",
@@ -162,6 +162,19 @@ class Delta:
             return None
         return (self.new.value - self.old.value) * 100.0
 
+    @property
+    def interval(self) -> DifferenceInterval | None:
+        """95 % Newcombe interval of new − old, for shares that estimate proportions (None otherwise)."""
+        if self.old is None or self.new is None or self.old.ci is None or self.new.ci is None:
+            return None
+        return newcombe_difference(self.new.numerator, self.new.denominator, self.old.numerator, self.old.denominator)
+
+    @property
+    def significant(self) -> bool:
+        """The change's 95 % interval excludes zero."""
+        interval = self.interval
+        return interval is not None and interval.excludes_zero
+
 
 @dataclass(frozen=True, slots=True)
 class DomainChange:
@@ -189,6 +202,9 @@ class BaselineDiff:
     changes_limit: int
     grade_changes: int  # domains present in both scans whose grade changed
     starttls_changes: int  # ... whose STARTTLS verdict changed
+    # verdict-relevant settings that differ ("setting: baseline -> this scan"); non-empty only when the
+    # comparison was allowed anyway (--allow-different-settings)
+    settings_differences: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,14 @@ from scanner.report.model import (
     ReportFiles,
     Section,
 )
-from scanner.report.stats import Share, format_ci, format_count, format_percent, format_points
+from scanner.report.stats import (
+    Share,
+    format_ci,
+    format_count,
+    format_percent,
+    format_points,
+    format_points_interval,
+)
 
 __all__ = ["REPORT_FORMAT_VERSION", "key_figures", "render_html", "render_json", "render_markdown", "report_to_dict",
            "write_report"]
@@ -174,7 +181,8 @@ def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool
     estimate = table.basis is Basis.ESTIMATE
     head = "<th>figure</th><th class=num>n</th><th class=num>of</th><th class=num>share</th>"
     head += "<th class=num>95% CI</th>" if estimate else ""
-    head += "<th class=num>baseline</th><th class=num>change</th>" if with_baseline else ""
+    head += ("<th class=num>baseline</th><th class=num>change</th><th class=num>95% CI of change</th>"
+             if with_baseline else "")
     rows = []
     for fig in table.figures:
         cells = f"<td>{escape(fig.label)}</td>" + _num(format_count(fig.share.numerator))
@@ -183,7 +191,7 @@ def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool
         cells += _delta_cells(deltas.get((table.key, fig.key))) if with_baseline else ""
         rows.append(f"<tr>{cells}</tr>")
     if not rows:
-        span = 4 + estimate + 2 * with_baseline
+        span = 4 + estimate + 3 * with_baseline
         rows.append(f'<tr><td colspan="{span}">none ({format_count(0)} {escape(table.unit)})</td></tr>')
     caption = (f'{escape(table.title)} <span class="unit">— {escape(table.unit)}; denominator: '
                f'{escape(table.denominator)}</span>')
@@ -299,8 +307,11 @@ _METHODS: Final = (
      "package) of the domain's first MX host in preference order."),
     ("Grades", "rubric of schemas/grading.md (version stored per row); F means no STARTTLS, E is the floor of "
      "any working TLS."),
-    ("Baseline", "with --baseline, each table gives the baseline scan's share for the same row and the change in "
-     "percentage points; 'not listed' means the baseline's table has no such row (e.g. a class outside its top "
+    ("Baseline", "with --baseline, each table gives the baseline scan's share for the same row, the change in "
+     "percentage points and its 95% interval (Newcombe 1998, hybrid score method 10, built from the two Wilson "
+     "intervals); * marks a change whose interval excludes zero. Scans whose verdict-relevant settings differ "
+     "are refused unless --allow-different-settings is given, and then listed at the top; "
+     "'not listed' means the baseline's table has no such row (e.g. a class outside its top "
      "list). In the list of changed domains, '—' is 'no grade' and 'absent' a domain missing from that scan."),
     ("Published values", "from shared/reference/standards.md §5 with its tags: [V] verified in a primary source, "
      "[S] secondary source or abstract, [M] from memory. Populations, years and units differ: context, not "
@@ -321,6 +332,25 @@ def _html_meta(report: Report) -> str:
         ("scanner", s.tool_version),
     ]
     return '<p class="meta">' + " · ".join(f"{escape(k)} <b>{escape(v)}</b>" for k, v in items) + "</p>"
+
+
+def settings_warning(differences: Sequence[str]) -> str:
+    """The sentence put at the top of a comparison whose scans ran with different verdict-relevant settings."""
+    return ("These scans ran with different verdict-relevant settings (compared anyway, "
+            "--allow-different-settings): changes may come from the settings, not from the servers. "
+            "Differences (baseline -> this scan): " + "; ".join(differences) + ".")
+
+
+def _html_settings_warning(report: Report) -> str:
+    if report.baseline is None or not report.baseline.settings_differences:
+        return ""
+    return f'<p class="warn" id="settings-warning">{escape(settings_warning(report.baseline.settings_differences))}</p>'
+
+
+def _md_settings_warning(report: Report) -> list[str]:
+    if report.baseline is None or not report.baseline.settings_differences:
+        return []
+    return [f"**Warning:** {_md(settings_warning(report.baseline.settings_differences))}", ""]
 
 
 def _html_key_figures(report: Report, deltas: DeltaMap) -> str:
@@ -360,7 +390,8 @@ def render_html(report: Report) -> str:
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "img-src data:\">"
         f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{_CSS}</style></head><body>'
-        f"<header><h1>SMTP STARTTLS population report</h1>{_html_meta(report)}</header>"
+        f"<header><h1>SMTP STARTTLS population report</h1>{_html_meta(report)}{_html_settings_warning(report)}"
+        "</header>"
         f'<nav><ol>{"".join(nav)}</ol></nav>'
         f'<section id="key"><h2>Key figures</h2>{_html_key_figures(report, deltas)}</section>'
         + "".join(sections)
@@ -391,15 +422,16 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from
 def _md_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool) -> list[str]:
     estimate = table.basis is Basis.ESTIMATE
     header = ["figure", "n", "of", "share"] + (["95% CI"] if estimate else []) + (
-        ["baseline", "change"] if with_baseline else [])
+        ["baseline", "change", "95% CI of change"] if with_baseline else [])
     rows = []
     for fig in table.figures:
         row = [fig.label, format_count(fig.share.numerator), format_count(fig.share.denominator),
                format_percent(fig.share.value)] + ([format_ci(fig.share)] if estimate else [])
         if with_baseline:
             d = deltas.get((table.key, fig.key))
-            row += ["n/a", "n/a"] if d is None else [
-                "not listed" if d.old is None else format_percent(d.old.value), format_points(d.points)]
+            row += ["n/a", "n/a", "n/a"] if d is None else [
+                "not listed" if d.old is None else format_percent(d.old.value),
+                format_points(d.points) + (" *" if d.significant else ""), format_points_interval(d.interval)]
         rows.append(row)
     lines = [f"### {table.title}", "", f"*{table.unit}; denominator: {table.denominator}*", ""]
     lines += _md_table(header, rows) if rows else [f"none ({table.unit})"]
@@ -462,6 +494,7 @@ def render_markdown(report: Report) -> str:
         f"{'completed' if s.completed else 'INTERRUPTED'} · input {s.input} · {format_count(s.input_lines)} input "
         f"lines · {format_count(s.probes)} probes · enumeration {s.enumeration or '—'} · policy checks "
         f"{'yes' if s.policy_checks else 'no'} · grading {', '.join(s.grading_versions) or '—'}", "",
+        *_md_settings_warning(report),
         "## Key figures", "",
     ]
     figures = key_figures(report)
@@ -495,8 +528,10 @@ def _jsonable(value: Any) -> Any:
         ci = None if value.ci is None else [value.ci.low, value.ci.high]
         return {"numerator": value.numerator, "denominator": value.denominator, "value": value.value, "ci95": ci}
     if isinstance(value, Delta):
+        interval = value.interval
         return {**{f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)},
-                "points": value.points}
+                "points": value.points, "ci95_difference": None if interval is None else [interval.low, interval.high],
+                "significant": value.significant}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):

@@ -26,7 +26,7 @@ import pytest
 
 from scanner.cli import main
 from scanner.report import Basis, FigureTable, Report, Share, build_report, write_report
-from scanner.report.stats import wilson_interval
+from scanner.report.stats import newcombe_difference, wilson_interval
 from worlds.ports import pick_loopback_block
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
 
@@ -70,18 +70,19 @@ def report(dataset: Path) -> Report:
 
 @pytest.fixture(scope="module")
 def second_scan(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The world again, without one domain, with one new (non-existent) domain and without policy checks."""
+    """The world again, without one domain, with one new (non-existent) domain, without policy checks and with
+    a longer banner timeout (still shorter than the slow server's delay): settings that differ."""
     work = tmp_path_factory.mktemp("second")
     lines = [d for d in world.expected if d != "refused.world.test"] + ["added.world.test"]
     domains = work / "domains.txt"
     domains.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _scan(world, domains, work / "out", "--no-policy")
+    _scan(world, domains, work / "out", "--no-policy", "--banner-timeout", str(SLOW_BANNER_DELAY / 2))
     return work / "out"
 
 
 @pytest.fixture(scope="module")
 def compared(dataset: Path, second_scan: Path) -> Report:
-    return build_report(second_scan, baseline=dataset)
+    return build_report(second_scan, baseline=dataset, allow_different_settings=True)
 
 
 # --- independent counts (pandas on the Parquet files) ----------------------------------------------
@@ -410,6 +411,30 @@ def test_baseline_changed_domains(compared: Report, dataset: Path, second_scan: 
     assert base.comparable_grades
 
 
+def test_baseline_with_different_settings_refused_unless_allowed(
+    dataset: Path, second_scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    dest = tmp_path / "rep"
+    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"probe.banner_timeout: {SLOW_BANNER_DELAY / 3!r} -> {SLOW_BANNER_DELAY / 2!r}" in err
+    assert "policy_checks: True -> False" in err and "--allow-different-settings" in err
+    assert not dest.exists()
+    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest),
+                 "--allow-different-settings"]) == 0
+    html, markdown = (dest / "report.html").read_text(), (dest / "report.md").read_text()
+    assert 'id="settings-warning"' in html and "probe.banner_timeout" in html.split("</header>")[0]
+    assert markdown.split("## Key figures")[0].count("probe.banner_timeout") == 1
+    data = json.loads((dest / "report.json").read_text())
+    assert sorted(data["baseline"]["settings_differences"]) == sorted([
+        f"probe.banner_timeout: {SLOW_BANNER_DELAY / 3!r} -> {SLOW_BANNER_DELAY / 2!r}",
+        "policy_checks: True -> False"])
+    # The same scan as its own baseline: nothing differs, no warning, no change excludes zero.
+    assert main(["report", str(dataset), "--baseline", str(dataset), "--dest", str(tmp_path / "self")]) == 0
+    same = json.loads((tmp_path / "self" / "report.json").read_text())["baseline"]
+    assert same["settings_differences"] == [] and not any(d["significant"] for d in same["deltas"])
+
+
 def test_baseline_deltas(compared: Report, report: Report) -> None:
     base = compared.baseline
     assert base is not None
@@ -421,6 +446,11 @@ def test_baseline_deltas(compared: Report, report: Report) -> None:
             assert delta.new == compared.table(table).get(fig.key)
     mta = deltas[("policy.mta_sts", "txt")]
     assert mta.new is not None and mta.new.denominator == 0 and mta.points is None  # --no-policy: n/a
+    for delta in deltas.values():  # every change of two estimates carries its Newcombe interval
+        if delta.old is not None and delta.new is not None and delta.old.ci is not None and delta.new.ci is not None:
+            interval = newcombe_difference(delta.new.numerator, delta.new.denominator,
+                                           delta.old.numerator, delta.old.denominator)
+            assert delta.interval == interval and delta.significant == (interval is not None and interval.excludes_zero)
     plus = deltas[("grades.domain", "A+")]
     assert plus.old is not None and plus.new is not None and plus.new.numerator == plus.old.numerator - 1
     assert plus.points is not None and plus.points < 0

@@ -265,3 +265,38 @@ def test_not_a_dataset(tmp_path: Path) -> None:
         build_report(tmp_path)
     with pytest.raises(ReportError, match="no scan tables"):
         build_report(tmp_path / "missing")
+
+
+# Newcombe (1998), "Interval estimation for the difference between independent proportions: comparison of
+# eleven methods", Statistics in Medicine 17:873-890, Table II, method 10 (hybrid score, no continuity
+# correction): (m, n, x, y, lower, upper) for p1 = m/n minus p2 = x/y.
+NEWCOMBE_DIFFERENCE_1998 = [
+    (56, 70, 48, 80, 0.0524, 0.3339),
+    (9, 10, 3, 10, 0.1705, 0.8090),
+]
+
+
+@pytest.mark.parametrize(("m", "n", "x", "y", "low", "high"), NEWCOMBE_DIFFERENCE_1998)
+def test_newcombe_difference_matches_published_table(m: int, n: int, x: int, y: int, low: float, high: float) -> None:
+    from scanner.report.stats import newcombe_difference  # noqa: PLC0415
+
+    interval = newcombe_difference(m, n, x, y)
+    assert interval is not None
+    assert (round(interval.low, 4), round(interval.high, 4)) == (low, high)
+    assert interval.excludes_zero == (low > 0 or high < 0)
+
+
+@given(st.integers(0, 60), st.integers(1, 60), st.integers(0, 60), st.integers(1, 60))
+def test_newcombe_difference_contains_the_difference(m: int, n: int, x: int, y: int) -> None:
+    from scanner.report.stats import newcombe_difference  # noqa: PLC0415
+
+    m, x = min(m, n), min(x, y)
+    interval = newcombe_difference(m, n, x, y)
+    assert interval is not None
+    assert -1.0 <= interval.low <= m / n - x / y <= interval.high <= 1.0
+
+
+def test_newcombe_difference_undefined_without_trials() -> None:
+    from scanner.report.stats import newcombe_difference  # noqa: PLC0415
+
+    assert newcombe_difference(0, 0, 3, 10) is None and newcombe_difference(3, 10, 0, 0) is None

@@ -1,0 +1,98 @@
+"""Which verdict-relevant settings a scan ran with, and whether two scans may be compared.
+
+One source of truth for "which settings can change results": ``scanner.config.result_settings`` (fields
+without ``RESULT_NEUTRAL`` metadata) and ``settings_differences``. A scan's mapping is read from its run
+record: the ``result_settings`` key when the scan wrote one, else derived from the stored configuration
+(``config`` in run.json, ``config_json`` in the run table) of an older scan, the same flattening applied
+to the same dataclass fields. The grading rubric version, stored per domain row, is added as
+``grading.rubric_version``: grades from two rubrics are not comparable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, Final, get_type_hints
+
+import pyarrow.compute as pc
+
+from scanner.config import ScanConfig, settings_differences
+from scanner.dataset import DatasetError, load
+from scanner.report.queries import ReportError
+
+__all__ = ["RUBRIC_KEY", "SettingsMismatchError", "check_comparable", "scan_settings"]
+
+RUBRIC_KEY: Final = "grading.rubric_version"
+
+
+class SettingsMismatchError(ReportError):
+    """Two scans ran with different verdict-relevant settings; the message names each difference."""
+
+    def __init__(self, message: str, differences: Sequence[str]) -> None:
+        super().__init__(message)
+        self.differences = tuple(differences)
+
+
+def _flatten(config_type: type, stored: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``result_settings`` of a configuration stored as ``dataclasses.asdict`` JSON (older run records)."""
+    out: dict[str, Any] = {}
+    hints = get_type_hints(config_type)
+    for f in fields(config_type):
+        if f.metadata.get("result_neutral") or f.name not in stored:
+            continue
+        value, key = stored[f.name], f"{prefix}{f.name}"
+        nested = hints.get(f.name)
+        if is_dataclass(nested) and isinstance(nested, type) and isinstance(value, Mapping):
+            out.update(_flatten(nested, value, f"{key}."))
+        elif isinstance(value, (list, tuple)):
+            out[key] = [v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for v in value]
+        else:
+            out[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return out
+
+
+def _run_record(out_dir: Path) -> dict[str, Any]:
+    """The last attempt's run record: run.json when present, else the run table's newest row."""
+    path = out_dir / "run.json"
+    if path.is_file():
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
+    try:
+        run = load(out_dir).run
+    except DatasetError as exc:
+        raise ReportError(str(exc)) from exc
+    if run.num_rows == 0:
+        return {}
+    row = run.take([int(pc.index(run["finished_at"], pc.max(run["finished_at"])).as_py())]).to_pylist()[0]
+    row["config"] = json.loads(row.pop("config_json") or "{}")
+    return dict(row)
+
+
+def scan_settings(out_dir: Path) -> dict[str, Any]:
+    """The verdict-relevant settings of the scan in ``out_dir`` (see the module docstring)."""
+    record = _run_record(out_dir)
+    stored = record.get("result_settings")
+    settings = dict(stored) if isinstance(stored, Mapping) else _flatten(ScanConfig, record.get("config") or {})
+    if RUBRIC_KEY not in settings:
+        try:
+            versions = load(out_dir).domains.column("grading_version").unique().drop_null().to_pylist()
+        except DatasetError as exc:
+            raise ReportError(str(exc)) from exc
+        settings[RUBRIC_KEY] = ",".join(sorted(str(v) for v in versions)) or None
+    return settings
+
+
+def check_comparable(ours: Path, theirs: Path, *, allow_different: bool) -> tuple[str, ...]:
+    """Differences between two scans' settings (``older -> newer`` per line); raises
+    ``SettingsMismatchError`` naming them unless ``allow_different``."""
+    differences = settings_differences(scan_settings(ours), scan_settings(theirs))
+    if differences and not allow_different:
+        raise SettingsMismatchError(
+            f"{theirs} and {ours} were scanned with different verdict-relevant settings, so their figures are not "
+            "comparable:\n  " + "\n  ".join(differences)
+            + "\n(give --allow-different-settings to compare them anyway; the report then says so at the top)",
+            differences,
+        )
+    return tuple(differences)
