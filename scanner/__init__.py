@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from scanner.dataset import Dataset
+    from scanner.series import Series
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "load", "load_series"]
 
 
 def load(out_dir: str | Path) -> Dataset:
@@ -21,3 +24,11 @@ def load(out_dir: str | Path) -> Dataset:
     from scanner.dataset import load as _load  # noqa: PLC0415
 
     return _load(out_dir)
+
+
+def load_series(paths: Iterable[str | Path]) -> Series:
+    """Open several scans as one series ordered by start: tables with ``scan_id`` and ``scan_started``
+    columns, and ``.duckdb()`` with views over them (see ``scanner.series``)."""
+    from scanner.series import load_series as _load_series  # noqa: PLC0415
+
+    return _load_series(paths)

@@ -25,7 +25,7 @@ from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.pipeline import Scan, ScanStats, load_trust_store
-from scanner.report import ReportError, build_report, write_report
+from scanner.report import ReportError, build_report, build_series, write_report, write_series
 from scanner.resume import load_resume_state, scan_is_complete
 
 __all__ = ["build_parser", "main"]
@@ -53,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     misc.add_argument("--summaries-in-memory", type=int, default=25_000,
                       help="finished probe summaries kept in memory; older ones are spilled to disk")
     misc.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset")
-    report.add_argument("out", type=Path, help="the scan's output directory")
+    report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset, or a "
+                                           "series report of several scans")
+    report.add_argument("out", type=Path, nargs="+",
+                        help="the scan's output directory; two or more: a series report (ordered by scan start)")
     report.add_argument("--baseline", type=Path, help="an older scan to compare with")
     report.add_argument("--allow-different-settings", action="store_true",
                         help="compare scans whose verdict-relevant settings differ (the report says so at the top)")
-    report.add_argument("--dest", type=Path, help="where to write the report files (default: OUT/report)")
+    report.add_argument("--dest", type=Path,
+                        help="where to write the report files (default: OUT/report; a series: the latest OUT/series)")
     report.add_argument("--json", action="store_true", help="also print the figures as JSON on stdout")
     check = sub.add_parser("check", help="check one domain and show the result to a person (or --json)")
     check.add_argument("domain", help="the domain to check")
@@ -265,10 +268,17 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_report(args: argparse.Namespace, console: Console) -> int:
-    """DuckDB over the dataset → report.html, report.md, report.json (scanner.report)."""
-    dest = args.dest or args.out / "report"
+    """DuckDB over the dataset → report.html, report.md, report.json (scanner.report); several datasets →
+    series.html, series.md, series.json."""
+    if len(args.out) > 1:
+        if args.baseline is not None:
+            console.print("[red]usage error:[/red] --baseline compares one scan; a series compares its own scans")
+            return EXIT_USAGE
+        return _run_series_report(args, console)
+    out = args.out[0]
+    dest = args.dest or out / "report"
     try:
-        report = build_report(args.out, baseline=args.baseline,
+        report = build_report(out, baseline=args.baseline,
                               allow_different_settings=args.allow_different_settings)
         files = write_report(report, dest)
     except ReportError as exc:
@@ -277,6 +287,19 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(files.json.read_text(encoding="utf-8"))
     console.print(f"report written: {files.html}, {files.markdown}, {files.json}")
+    return EXIT_OK
+
+
+def _run_series_report(args: argparse.Namespace, console: Console) -> int:
+    try:
+        series = build_series(args.out, allow_different_settings=args.allow_different_settings)
+        files = write_series(series, args.dest or Path(series.scans[-1].out_dir) / "series")
+    except ReportError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_FAILED
+    if args.json:
+        print(files.json.read_text(encoding="utf-8"))
+    console.print(f"series report written: {files.html}, {files.markdown}, {files.json}")
     return EXIT_OK
 
 

@@ -26,6 +26,8 @@ from scanner.report.model import (
 )
 from scanner.report.queries import ReportError
 from scanner.report.render import write_report
+from scanner.report.series import SeriesReport, build_series
+from scanner.report.series_render import write_series
 from scanner.report.stats import Interval, Share
 
 __all__ = [
@@ -45,7 +47,10 @@ __all__ = [
     "ReportFiles",
     "ScanInfo",
     "Section",
+    "SeriesReport",
     "Share",
     "build_report",
+    "build_series",
     "write_report",
+    "write_series",
 ]

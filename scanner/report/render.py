@@ -38,12 +38,12 @@ from scanner.report.stats import (
     format_points_interval,
 )
 
-__all__ = ["REPORT_FORMAT_VERSION", "key_figures", "render_html", "render_json", "render_markdown", "report_to_dict",
-           "write_report"]
+__all__ = ["PAGE_CSS", "REPORT_FORMAT_VERSION", "jsonable", "key_figures", "render_html", "render_json",
+           "render_markdown", "report_to_dict", "settings_warning", "write_atomic", "write_report"]
 
-REPORT_FORMAT_VERSION: Final = "1"  # bump when report.json changes shape
+REPORT_FORMAT_VERSION: Final = "2"  # bump when report.json changes shape (2: change intervals, settings)
 
-_CSS: Final = """
+PAGE_CSS: Final = """
 :root { --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --band: #f6f8fa; --pub: #fff8e1; --accent: #3b6fb6; }
 * { box-sizing: border-box; }
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: var(--ink);
@@ -389,7 +389,7 @@ def render_html(report: Report) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "img-src data:\">"
-        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{_CSS}</style></head><body>'
+        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{PAGE_CSS}</style></head><body>'
         f"<header><h1>SMTP STARTTLS population report</h1>{_html_meta(report)}{_html_settings_warning(report)}"
         "</header>"
         f'<nav><ol>{"".join(nav)}</ol></nav>'
@@ -523,29 +523,29 @@ def render_markdown(report: Report) -> str:
 # --- JSON ------------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, Share):
         ci = None if value.ci is None else [value.ci.low, value.ci.high]
         return {"numerator": value.numerator, "denominator": value.denominator, "value": value.value, "ci95": ci}
     if isinstance(value, Delta):
         interval = value.interval
-        return {**{f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)},
+        return {**{f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)},
                 "points": value.points, "ci95_difference": None if interval is None else [interval.low, interval.high],
                 "significant": value.significant}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
     """The whole report as JSON-ready data (shares carry numerator, denominator, value and ci95)."""
     data: dict[str, Any] = {"report_format": REPORT_FORMAT_VERSION}
-    data.update(_jsonable(report))
-    data["key_figures"] = _jsonable(key_figures(report))
+    data.update(jsonable(report))
+    data["key_figures"] = jsonable(key_figures(report))
     return data
 
 
@@ -556,7 +556,7 @@ def render_json(report: Report) -> str:
 # --- files -----------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write beside the target, then rename: a reader never sees a half-written report."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -571,6 +571,6 @@ def write_report(report: Report, dest: Path) -> ReportFiles:
     renderers: tuple[tuple[Path, Callable[[Report], str]], ...] = (
         (files.html, render_html), (files.markdown, render_markdown), (files.json, render_json))
     for path, render in renderers:
-        _write_atomic(path, render(report))
+        write_atomic(path, render(report))
     return files
 
