@@ -21,9 +21,13 @@ from scanner import __version__
 from scanner.certs import TrustStoreError
 from scanner.check import check_rows, render_check, temporary_input, to_json
 from scanner.config import ConfigError, DnsConfig, OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
+from scanner.dataset import DatasetError
+from scanner.derived import EXPORT_DIR, REPORT_DIR, SERIES_DIR, remove_derived
+from scanner.export import CertEncoding, ExportError, ExportFormat, export_dataset
 from scanner.input import InputError, count_lines
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
+from scanner.output.rows import TABLES
 from scanner.pipeline import Scan, ScanStats, load_trust_store
 from scanner.report import ReportError, build_report, build_series, write_report, write_series
 from scanner.resume import load_resume_state, scan_is_complete
@@ -63,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--dest", type=Path,
                         help="where to write the report files (default: OUT/report; a series: the latest OUT/series)")
     report.add_argument("--json", action="store_true", help="also print the figures as JSON on stdout")
+    export = sub.add_parser("export", help="export a scan's tables as JSON Lines or CSV")
+    export.add_argument("out", type=Path, help="the scan's output directory")
+    export.add_argument("--format", choices=[f.value for f in ExportFormat], default="jsonl")
+    export.add_argument("--table", action="append", default=[], choices=list(TABLES),
+                        help="table to export (repeatable; default: all)")
+    export.add_argument("--certs", choices=[c.value for c in CertEncoding], default="base64",
+                        help="certificates as base64 DER or PEM text")
+    export.add_argument("--dest", type=Path, help="directory for the files (default: OUT/export)")
     check = sub.add_parser("check", help="check one domain and show the result to a person (or --json)")
     check.add_argument("domain", help="the domain to check")
     check.add_argument("--json", action="store_true", help="print the rows as JSON instead of tables")
@@ -206,6 +218,8 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
             console.print(f"{out} already holds a complete scan; use --overwrite to scan again")
             return EXIT_OK
         prepare_output_dir(out, args.overwrite)
+        if args.overwrite:
+            remove_derived(out)  # a report of the previous scan must not pass for one of this scan
         resume = load_resume_state(out, config, args.domains, trust)
     except (ConfigError, ExcludeListError) as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
@@ -276,7 +290,7 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
             return EXIT_USAGE
         return _run_series_report(args, console)
     out = args.out[0]
-    dest = args.dest or out / "report"
+    dest = args.dest or out / REPORT_DIR
     try:
         report = build_report(out, baseline=args.baseline,
                               allow_different_settings=args.allow_different_settings)
@@ -290,10 +304,22 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def run_export(args: argparse.Namespace, console: Console) -> int:
+    """One ``<table>.jsonl`` / ``.csv`` per table (scanner.export)."""
+    dest = args.dest or args.out / EXPORT_DIR
+    try:
+        written = export_dataset(args.out, dest, ExportFormat(args.format), args.table, CertEncoding(args.certs))
+    except (ExportError, DatasetError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_FAILED
+    console.print("exported: " + ", ".join(f"{t} {n:,} rows" for t, n in written.items()) + f" into {dest}")
+    return EXIT_OK
+
+
 def _run_series_report(args: argparse.Namespace, console: Console) -> int:
     try:
         series = build_series(args.out, allow_different_settings=args.allow_different_settings)
-        files = write_series(series, args.dest or Path(series.scans[-1].out_dir) / "series")
+        files = write_series(series, args.dest or Path(series.scans[-1].out_dir) / SERIES_DIR)
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
@@ -312,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_report(args, console)
     if args.command == "check":
         return run_check(args, console)
+    if args.command == "export":
+        return run_export(args, console)
     return EXIT_USAGE  # pragma: no cover - argparse enforces the sub-command
 
 
