@@ -11,6 +11,7 @@ from scanner.report.build import build_report
 from scanner.report.model import (
     BaselineDiff,
     Basis,
+    Citation,
     Comparison,
     Delta,
     DomainChange,
@@ -33,6 +34,7 @@ from scanner.report.stats import Interval, Share
 __all__ = [
     "BaselineDiff",
     "Basis",
+    "Citation",
     "Comparison",
     "Delta",
     "DomainChange",

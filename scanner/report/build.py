@@ -479,9 +479,9 @@ def _failures(con: duckdb.DuckDBPyConnection, domain_status: FigureTable) -> tup
     return dns, hosts, probes
 
 
-def _comparisons(
-    funnel: FigureTable, decided: FigureTable, certs: FigureTable, mta_sts: FigureTable, dane: FigureTable,
-) -> tuple[Comparison, ...]:
+def _comparisons(funnel: FigureTable, decided: FigureTable, dane: FigureTable) -> tuple[Comparison, ...]:
+    """Our figures beside the published ones of ``scanner.report.published`` (verified citations only:
+    certificates and MTA-STS have no such figure, so no comparison)."""
     def ours(table: FigureTable, key: str, label: str) -> Figure:
         return Figure(f"{table.key}.{key}", label, table.get(key))
 
@@ -493,15 +493,6 @@ def _comparisons(
             ours(funnel, "tls_ok_definitive", "addresses completing STARTTLS, of addresses that answered"),
             ours(decided, "all", "mail domains with STARTTLS on every MX, of domains with a verdict"),
         ), published.STARTTLS),
-        Comparison("certificates", "Certificates of STARTTLS servers: ours vs published", (
-            ours(certs, "self_signed", "TLS addresses with a self-signed leaf"),
-            ours(certs, "trusted", "TLS addresses with a trusted, unexpired chain"),
-        ), published.CERTIFICATES),
-        Comparison("mta_sts", "MTA-STS: ours vs published", (
-            ours(mta_sts, "txt", "mail domains publishing an _mta-sts TXT record"),
-            ours(mta_sts, "misconfigured", "misconfigured, of domains with a TXT record"),
-            ours(mta_sts, "delivery_risk", "enforced policy that fails an MX, of domains with a TXT record"),
-        ), published.MTA_STS),
         Comparison("dane", "DANE: ours vs published", (
             Figure("policy.dane_hosts.not_matching", "MX host addresses whose TLSA does not match, of compared",
                    dane_mismatch),
@@ -593,7 +584,7 @@ def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] 
         grade_rules=rules, forced_tls=forced, forced_tls_reasons=reasons, provider_shares=p_shares,
         provider_concentration=p_concentration, providers=providers, dns_failures=dns, host_failures=hosts,
         probe_failures=probe_failures,
-        comparisons=_comparisons(funnel, decided, c_address, mta_sts, dane_hosts),
+        comparisons=_comparisons(funnel, decided, dane_hosts),
         baseline=None, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=time.perf_counter() - started,
     )

@@ -16,6 +16,7 @@ from scanner.report.stats import DifferenceInterval, Share, newcombe_difference
 __all__ = [
     "BaselineDiff",
     "Basis",
+    "Citation",
     "Comparison",
     "Delta",
     "DomainChange",
@@ -103,11 +104,25 @@ class ProviderRow:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishedValue:
-    """A number from a published study, quoted from standards.md §5 with its confidence tag."""
+class Citation:
+    """A publication, cited in full."""
 
-    study: str
-    tag: str  # "[V]", "[S]" or "[M]" as in standards.md
+    authors: str
+    title: str
+    venue: str
+    year: int
+    short: str  # "Durumeric et al., IMC 2015"
+
+    def text(self) -> str:
+        return f"{self.authors}. {self.title}. {self.venue}, {self.year}."
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedValue:
+    """A number from a published study, with where in the publication it is stated."""
+
+    citation: Citation
+    where: str  # section or table of the publication ("abstract", "Table 3", "§5.2")
     population: str
     value: float | None  # as a proportion, when the study gives one
     text: str  # the value as published (with its unit)

@@ -19,6 +19,7 @@ from scanner import __version__
 from scanner.report.charts import bar_chart, bars_from_table
 from scanner.report.model import (
     Basis,
+    Citation,
     Comparison,
     Delta,
     Figure,
@@ -246,9 +247,21 @@ def _html_comparison(comparison: Comparison) -> str:
 
 def _html_published(p: PublishedValue) -> str:
     note = f" ({escape(p.note)})" if p.note else ""
-    return (f'<tr class="published"><td>published {escape(p.tag)}: {escape(p.study)}</td>'
+    return (f'<tr class="published"><td>published: {escape(p.citation.short)} ({escape(p.where)})</td>'
             f"<td>{escape(p.population)}: {escape(p.text)}{note}</td>" + _num(_published_value(p))
             + _num("—") + _num("—") + "</tr>")
+
+
+def _citations(report: Report) -> list[Citation]:
+    """The publications quoted by the comparisons, in order of first use."""
+    seen: list[Citation] = []
+    for comparison in report.comparisons:
+        seen += [p.citation for p in comparison.published if p.citation not in seen]
+    return seen
+
+
+def _html_references(report: Report) -> str:
+    return "".join(f"<li>{escape(c.text())}</li>" for c in _citations(report))
 
 
 def _published_value(p: PublishedValue) -> str:
@@ -313,9 +326,8 @@ _METHODS: Final = (
      "are refused unless --allow-different-settings is given, and then listed at the top; "
      "'not listed' means the baseline's table has no such row (e.g. a class outside its top "
      "list). In the list of changed domains, '—' is 'no grade' and 'absent' a domain missing from that scan."),
-    ("Published values", "from shared/reference/standards.md §5 with its tags: [V] verified in a primary source, "
-     "[S] secondary source or abstract, [M] from memory. Populations, years and units differ: context, not "
-     "targets."),
+    ("Published values", "each quoted from the publication itself, at the place named in the row (see References); "
+     "populations, years and units differ from ours: context, not targets."),
 )
 
 
@@ -396,8 +408,9 @@ def render_html(report: Report) -> str:
         f'<section id="key"><h2>Key figures</h2>{_html_key_figures(report, deltas)}</section>'
         + "".join(sections)
         + f'<section id="published"><h2>Comparison with published studies</h2><p class="note">Rows marked '
-        f"<i>published</i> quote standards.md §5 with its confidence tag; their populations, years and units "
-        f"differ from ours.</p>{comparisons}</section>"
+        f"<i>published</i> quote the publication at the place given; their populations, years and units "
+        f"differ from ours.</p>{comparisons}<h3>References</h3><ol class=\"refs\">{_html_references(report)}</ol>"
+        "</section>"
         + _html_baseline(report)
         + f'<section id="methods"><h2>Definitions</h2><dl>{methods}</dl></section>'
         f"<footer>smtp-tls-survey {escape(__version__)} · report format {REPORT_FORMAT_VERSION} · generated "
@@ -456,8 +469,9 @@ def _md_comparison(c: Comparison) -> list[str]:
     rows = [["this scan", f.label, format_percent(f.share.value),
              f"{format_count(f.share.numerator)} / {format_count(f.share.denominator)}", format_ci(f.share)]
             for f in c.ours]
-    rows += [[f"published {p.tag}: {p.study}", f"{p.population}: {p.text}" + (f" ({p.note})" if p.note else ""),
-              _published_value(p), "—", "—"] for p in c.published]
+    rows += [[f"published: {p.citation.short} ({p.where})",
+              f"{p.population}: {p.text}" + (f" ({p.note})" if p.note else ""), _published_value(p), "—", "—"]
+             for p in c.published]
     lines = [f"### {c.title}", "", *_md_table(["source", "population / unit", "value", "n / N", "95% CI"], rows, 2)]
     return [*lines, *(["", c.note] if c.note else []), ""]
 
@@ -509,10 +523,11 @@ def render_markdown(report: Report) -> str:
         if section is Section.PROVIDERS:
             lines += _md_providers(report.providers)
     lines += ["## Comparison with published studies", "",
-              "Rows marked *published* quote standards.md §5 with its confidence tag ([V] verified, [S] secondary "
-              "or abstract, [M] memory); their populations, years and units differ from ours.", ""]
+              "Rows marked *published* quote the publication at the place given; their populations, years and units "
+              "differ from ours.", ""]
     for comparison in report.comparisons:
         lines += _md_comparison(comparison)
+    lines += ["### References", "", *(f"{i}. {c.text()}" for i, c in enumerate(_citations(report), start=1)), ""]
     lines += _md_baseline(report)
     lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in _METHODS]
     lines += ["", f"*smtp-tls-survey {__version__} · report format {REPORT_FORMAT_VERSION} · generated "

@@ -9,17 +9,12 @@ over the DevTools protocol: no console error, charts drawn, screenshot saved und
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow.parquet as pq
 import pytest
@@ -27,13 +22,12 @@ import pytest
 from scanner.cli import main
 from scanner.report import Basis, FigureTable, Report, Share, build_report, write_report
 from scanner.report.stats import newcombe_difference, wilson_interval
+from tests.integration.browser import ARTIFACTS, CHROMIUM, WIDTHS, inspect_page
 from worlds.ports import pick_loopback_block
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian package "chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 GRADES = ("A+", "A", "B", "C", "D", "E", "F")
 VERSION_RANK = {"TLSv1.3": 5, "TLSv1.2": 4, "TLSv1.1": 3, "TLSv1.0": 2, "SSLv3": 1}
 
@@ -337,12 +331,18 @@ def test_failures(report: Report, frames: Frames) -> None:
     assert {"timeout / timeout", "throttled / smtp_421", "unreachable / refused"} <= set(keys)
 
 
-def test_comparisons_carry_published_tags(report: Report) -> None:
+def test_comparisons_carry_full_citations(report: Report, tmp_path: Path) -> None:
     by_key = {c.key: c for c in report.comparisons}
-    assert set(by_key) == {"starttls", "certificates", "mta_sts", "dane", "injection"}
+    assert set(by_key) == {"starttls", "dane", "injection"}  # only figures with a verified citation
     durumeric = by_key["starttls"].published[0]
-    assert (durumeric.tag, durumeric.value) == ("[S]", 0.35) and "Durumeric" in durumeric.study
-    assert all(p.tag in ("[V]", "[S]", "[M]") for c in report.comparisons for p in c.published)
+    assert (durumeric.value, durumeric.where) == (0.35, "abstract") and durumeric.citation.year == 2015
+    for p in (p for c in report.comparisons for p in c.published):
+        cite = p.citation
+        assert cite.authors and cite.title and cite.venue and 2000 < cite.year < 2100 and p.where
+    files = write_report(report, tmp_path)
+    for text in (files.html.read_text(), files.markdown.read_text()):
+        assert "unverified" not in text and "standards.md" not in text and "shared/" not in text
+        assert "Neither Snow Nor Rain Nor MITM" in text  # the reference list
     ours = by_key["starttls"].ours[0].share
     assert ours == report.probe_funnel.get("tls_ok_definitive")
 
@@ -461,149 +461,18 @@ def test_baseline_deltas(compared: Report, report: Report) -> None:
 # --- the page in a real browser --------------------------------------------------------------------
 
 
-class _Cdp:
-    """A minimal Chrome DevTools Protocol client over one page's websocket."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
-        self._next = 0
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.events: list[dict[str, Any]] = []
-        self._event = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for msg in self._ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            if "id" in data and data["id"] in self._pending:
-                self._pending.pop(data["id"]).set_result(data)
-            elif "method" in data:
-                self.events.append(data)
-                self._event.set()
-
-    async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        self._next += 1
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[self._next] = future
-        await self._ws.send_json({"id": self._next, "method": method, "params": params or {}})
-        reply = await asyncio.wait_for(future, 30)
-        assert "error" not in reply, reply
-        return reply["result"]  # type: ignore[no-any-return]
-
-    async def wait_for_event(self, method: str, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while not any(e["method"] == method for e in self.events):
-                self._event.clear()
-                await self._event.wait()
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        assert "exceptionDetails" not in result, result
-        return result["result"]["value"]
-
-    def errors(self) -> list[dict[str, Any]]:
-        out = []
-        for e in self.events:
-            params = e.get("params", {})
-            if (e["method"] == "Runtime.exceptionThrown"
-                    or (e["method"] == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"))
-                    or (e["method"] == "Log.entryAdded" and params.get("entry", {}).get("level") == "error")):
-                out.append(e)
-        return out
-
-    async def close(self) -> None:
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
-
-
-async def _devtools_port(profile: Path, proc: asyncio.subprocess.Process) -> int:
-    """Chromium writes the port it picked for --remote-debugging-port=0 into DevToolsActivePort."""
-    marker = profile / "DevToolsActivePort"
-    async with asyncio.timeout(30):
-        while not marker.exists() or not marker.read_text(encoding="utf-8").strip():
-            assert proc.returncode is None, "chromium exited before opening its DevTools port"
-            await asyncio.sleep(0.1)
-    return int(marker.read_text(encoding="utf-8").splitlines()[0])
-
-
-async def _inspect_page(url: str, screenshot: Path) -> dict[str, Any]:
-    profile = Path(tempfile.mkdtemp(prefix="report-chromium-"))
-    log = (profile.parent / f"{profile.name}.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-        f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-        "--window-size=1280,1000", "about:blank", stdout=subprocess.DEVNULL, stderr=log,
-    )
-    try:
-        port = await _devtools_port(profile, proc)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                targets = await resp.json()
-            page = next(t for t in targets if t["type"] == "page")
-            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                cdp = _Cdp(ws)
-                try:
-                    return await _check_page(cdp, url, screenshot)
-                finally:
-                    await cdp.close()
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
-        await asyncio.to_thread(shutil.rmtree, profile, True)
-        await asyncio.to_thread(Path(log.name).unlink, True)
-
-
-_CHART_BOXES = """Array.from(document.querySelectorAll('svg.chart')).map(s => {
-  const r = s.getBoundingClientRect();
-  const bars = Array.from(s.querySelectorAll('rect')).filter(b => b.getBBox().width > 0).length;
-  return {id: s.id, width: r.width, height: r.height, bars: bars};
-})"""
-
-
-async def _check_page(cdp: _Cdp, url: str, screenshot: Path) -> dict[str, Any]:
-    for domain in ("Runtime", "Log", "Page"):
-        await cdp.send(f"{domain}.enable")
-    await cdp.send("Page.navigate", {"url": url})
-    await cdp.wait_for_event("Page.loadEventFired", 30)
-    await asyncio.sleep(0.5)  # late console messages (CSP reports, layout) arrive after the load event
-    facts = {
-        "rects": await cdp.evaluate("document.querySelectorAll('svg rect').length"),
-        "charts": await cdp.evaluate(_CHART_BOXES),
-        "tables": await cdp.evaluate("document.querySelectorAll('table').length"),
-        "title": await cdp.evaluate("document.title"),
-        "resources": await cdp.evaluate("performance.getEntriesByType('resource').length"),
-    }
-    metrics = await cdp.send("Page.getLayoutMetrics")
-    size = metrics["cssContentSize"]
-    shot = await cdp.send("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-    })
-    await asyncio.to_thread(screenshot.parent.mkdir, parents=True, exist_ok=True)
-    await asyncio.to_thread(screenshot.write_bytes, base64.b64decode(shot["data"]))
-    facts["errors"] = cdp.errors()
-    return facts
-
-
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package (/usr/bin/chromium)")
-async def test_html_in_headless_chromium(compared: Report, tmp_path: Path) -> None:
+@pytest.mark.parametrize("width", WIDTHS)
+async def test_html_in_headless_chromium(compared: Report, tmp_path: Path, width: int) -> None:
     files = write_report(compared, tmp_path / "rep")
-    screenshot = ARTIFACTS / "report.png"
-    facts = await asyncio.wait_for(_inspect_page(files.html.as_uri(), screenshot), 90)
+    screenshot = ARTIFACTS / f"report-{width}.png"
+    facts = await asyncio.wait_for(inspect_page(files.html.as_uri(), screenshot, width), 90)
     assert facts["errors"] == []
+    assert facts["overlaps"] == []
     assert facts["rects"] > 0 and facts["resources"] == 0  # nothing loaded besides the page itself
     assert len(facts["charts"]) == 8
     for chart in facts["charts"]:
         assert chart["width"] > 0 and chart["height"] > 0, chart
-        assert chart["bars"] > 0, chart  # every chart of this scan has data
+        assert chart["marks"] > 0, chart  # every chart of this scan has data
     assert facts["tables"] >= 30 and compared.scan.scan_id in facts["title"]
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
