@@ -66,7 +66,8 @@ tbody tr:nth-child(even) td { background: #fbfcfd; }
 tr.published td { background: var(--pub) !important; font-style: italic; }
 tr.ours td:first-child { font-weight: 600; }
 p.note { color: var(--muted); font-size: 13px; margin: 2px 0 14px; }
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 16px; margin: 10px 0; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(440px, 100%), 1fr)); gap: 16px;
+          margin: 10px 0; }
 svg.chart { width: 100%; height: auto; background: #fff; border: 1px solid var(--line); border-radius: 4px;
             padding: 6px; }
 svg.chart text { font: 12px system-ui, "DejaVu Sans", sans-serif; fill: var(--ink); }
@@ -76,6 +77,11 @@ svg.chart .chart-title { font-weight: 600; font-size: 13px; } svg.chart .chart-v
          font-weight: 600; }
 .pair { white-space: nowrap; margin-right: 6px; } dt { font-weight: 600; margin-top: 6px; } dd { margin-left: 18px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
+/* Phones: each table scrolls sideways on its own (columns keep their natural width, text never overlaps). */
+@media (max-width: 700px) {
+  body { padding: 12px 10px 40px; } nav ol { columns: 1; } h1 { font-size: 22px; }
+  table { display: block; overflow-x: auto; width: auto; max-width: 100%; }
+}
 """
 
 _GRADE_CSS_COLOURS: Final = {

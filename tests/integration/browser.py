@@ -118,6 +118,10 @@ OVERLAPS = """(() => {
     for (let i = 0; i + 1 < boxes.length; i++)
       if (hit(boxes[i], boxes[i + 1])) out.push('cells: ' + cells[i].textContent + ' / ' + cells[i + 1].textContent);
   });
+  document.querySelectorAll('td, th, caption').forEach(c => {
+    if (c.offsetParent !== null && c.scrollWidth > c.clientWidth + 1 && getComputedStyle(c).overflowX === 'visible')
+      out.push('text overflows its cell: ' + c.textContent.slice(0, 60));
+  });
   const page = document.documentElement.clientWidth;
   document.querySelectorAll('h1, h2, h3, p, caption, li, dt, dd, header, nav').forEach(e => {
     const r = e.getBoundingClientRect();

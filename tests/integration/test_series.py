@@ -265,7 +265,9 @@ def test_export_csv(scans: list[Path], tmp_path: Path) -> None:
         assert json.loads(got["mx_hosts"]) == want["mx_hosts"]  # lists are JSON arrays
         assert got["grade"] == (want["grade"] or "")
         assert got["starttls_all"] == ("" if want["starttls_all"] is None else str(want["starttls_all"]).lower())
-    assert main(["export", str(out), "--table", "nosuch"]) == 2  # argparse: not a table
+    with pytest.raises(SystemExit) as usage:  # argparse: not a table
+        main(["export", str(out), "--table", "nosuch"])
+    assert usage.value.code == 2
 
 
 _DRILL = """(async () => {
