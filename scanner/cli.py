@@ -29,7 +29,14 @@ from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.parquet import OutputDirError, prepare_output_dir
 from scanner.output.rows import TABLES
 from scanner.pipeline import Scan, ScanStats, load_trust_store
-from scanner.report import ReportError, build_report, build_series, write_report, write_series
+from scanner.report import (
+    ReportError,
+    build_report,
+    build_series,
+    write_domains_sidecar,
+    write_report,
+    write_series,
+)
 from scanner.resume import load_resume_state, scan_is_complete
 
 __all__ = ["build_parser", "main"]
@@ -295,6 +302,7 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
         report = build_report(out, baseline=args.baseline,
                               allow_different_settings=args.allow_different_settings)
         files = write_report(report, dest)
+        write_domains_sidecar(out, report, dest)  # the domains not inline in the page's drill-down
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED

@@ -45,6 +45,7 @@ class InputLine:
     raw: str  # the line as read (trimmed, capped at RAW_KEEP characters)
     domain: str | None  # normalized A-label form, lower case, no trailing dot
     error: str | None  # why the line is not a valid domain
+    rank: int | None = None  # the list's rank of a Tranco-style "rank,domain" line (None for a bare domain)
 
 
 @dataclass(slots=True)
@@ -142,13 +143,14 @@ def _decode_stream(stream: IO[bytes] | gzip.GzipFile) -> Iterator[str]:
         yield text.rstrip("\r\n")
 
 
-def _domain_field(line: str) -> str:
-    """The domain part of a line: the whole line, or the second field of a Tranco ``rank,domain`` row."""
+def _domain_field(line: str) -> tuple[str, int | None]:
+    """The domain part of a line and its rank: the whole line (no rank), or the second field of a Tranco
+    ``rank,domain`` row and its first."""
     if "," in line:
         first, _, rest = line.partition(",")
         if first.strip().isdigit():
-            return rest.split(",", 1)[0]
-    return line
+            return rest.split(",", 1)[0], int(first.strip())
+    return line, None
 
 
 def read_domains(lines: Iterator[str], tally: InputTally | None = None) -> Iterator[InputLine]:
@@ -165,12 +167,13 @@ def read_domains(lines: Iterator[str], tally: InputTally | None = None) -> Itera
             tally.skipped += 1
             continue
         raw = stripped[:RAW_KEEP]
+        field, rank = _domain_field(stripped)
         try:
-            domain = normalize_domain(_domain_field(stripped))
+            domain = normalize_domain(field)
         except ValueError as exc:
-            yield InputLine(line_no, raw, None, str(exc))
+            yield InputLine(line_no, raw, None, str(exc), rank)
         else:
-            yield InputLine(line_no, raw, domain, None)
+            yield InputLine(line_no, raw, domain, None, rank)
 
 
 def count_lines(source: str | Path) -> int | None:

@@ -43,6 +43,7 @@ from scanner.output.rows import SCHEMA_VERSION, DomainRow, ProbeRow, RunRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService, ProbeSummary
+from scanner.providers import psl_version
 from scanner.resume import ResumeState, mark_complete
 from scanner.seen import SeenDomains
 from scanner.status import DomainStatus, StarttlsVerdict
@@ -462,7 +463,7 @@ class Scan:
             input_lines=s.lines, domains=s.domains_queued, invalid_lines=s.invalid, duplicate_lines=s.duplicates,
             probes=s.probes_done, dns_queries=s.dns_queries, completed=self.completed,
             attempt=self.resume.attempt if self.resume else 1, resumed_lines=s.resumed,
-            skipped_lines=self.input_tally.skipped,
+            skipped_lines=self.input_tally.skipped, psl_version=psl_version(),
         )
 
     def _run_json(self, started_at: datetime) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from scanner.output.rows import DomainRow, MxRow
 from scanner.policy.dane import DaneVerdict, DnssecStatus, TlsaLookup, match_tlsa
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
+from scanner.providers import ProviderMapper
 from scanner.status import DnsOutcome, DomainStatus, MxSource, ProbeStatus, StarttlsVerdict
 
 __all__ = ["LinkJudge", "LinkJudgement", "Tally", "build_domain_rows", "input_problem_row", "mx_tls_compliance",
@@ -99,6 +100,14 @@ class LinkJudge:
     def __init__(self, capacity: int = 20_000) -> None:  # ~1.7 KB a link: ~34 MB at most
         self._capacity = capacity
         self._memo: dict[tuple[str, str], tuple[ProbeSummary, LinkJudgement]] = {}
+        self._providers: ProviderMapper | None = None
+
+    @property
+    def providers(self) -> ProviderMapper:
+        """The scan's MX host → provider mapper (the Public Suffix List is parsed on first use, once)."""
+        if self._providers is None:
+            self._providers = ProviderMapper()
+        return self._providers
 
     def judge(self, host: str, address: str, summary: ProbeSummary) -> LinkJudgement:
         key = (host, summary.probe_id)
@@ -169,13 +178,14 @@ def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summarie
                port: int, policies: DomainPolicies | None, judge: LinkJudge) -> tuple[list[MxRow], list[MxFacts]]:
     res = host.resolution
     common: dict[str, Any] = {
-        "scan_id": scan_id, "domain": dns.domain, "mx_host": host.name, "mx_preference": host.preference,
+        "scan_id": scan_id, "domain": dns.domain, "mx_host": host.name, "provider": judge.providers.provider(host.name),
+        "mx_preference": host.preference,
         "mx_rank": rank, "host_status": res.status, "host_detail": res.detail, "host_cnames": list(res.cnames),
     }
     if not res.addresses:
         return [MxRow(**common, address=None, ip_version=None, port=None, probe_id=None, probe_status=None,
                       cert_name_match=None, cert_valid=None, dane_verdict=None, dane_dnssec=None, grade=None,
-                      grade_rules=[])], []
+                      grade_ordinal=None, grade_rules=[])], []
     rows, facts = [], []
     lookup = policies.tlsa.get(host.name) if policies else None
     for address in res.addresses:
@@ -188,7 +198,8 @@ def _link_rows(scan_id: str, dns: DomainDns, rank: int, host: MailHost, summarie
             probe_id=probe_id(address, port), probe_status=summary.status,
             cert_name_match=link.name_match.value if link.name_match else None, cert_valid=link.cert_valid,
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
-            grade=graded.grade.value if graded.grade else None, grade_rules=[h.code for h in graded.hits],
+            grade=graded.grade.value if graded.grade else None,
+            grade_ordinal=graded.grade.rank if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
         facts.append(link.facts)
     return rows, facts
@@ -268,14 +279,17 @@ def build_domain_rows(
     dane_valid = _dane_valid(mx_rows) if policies else None
     graded = grade_domain(facts, _policy_facts(policies, dane_valid)) if facts else None
     row = DomainRow(
-        scan_id=scan_id, domain=dns.domain, input_line=line.line_no, input_raw=line.raw, status=dns.status,
-        status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source, mx_count=len(dns.hosts),
-        mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed, address_count=len(summaries),
+        scan_id=scan_id, domain=dns.domain, input_line=line.line_no, input_raw=line.raw, input_rank=line.rank,
+        status=dns.status, status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source,
+        mx_count=len(dns.hosts), mx_hosts=[h.name for h in dns.hosts],
+        mx_provider=judge.providers.first(h.name for h in dns.hosts), null_mx_mixed=dns.null_mx_mixed,
+        address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
         starttls=tally.verdict, starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=all(cert_checks) if cert_checks else None,
         **_policy_columns(policies, dane_valid),
         grade=graded.grade.value if graded and graded.grade else None,
+        grade_ordinal=graded.grade.rank if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
         grading_version=GRADING_VERSION if graded else None,
         forced_tls_safe=graded.forced_tls_safe if graded else None,
@@ -296,10 +310,12 @@ def input_problem_row(
 ) -> DomainRow:
     """A domain row for a line that was not scanned: invalid, duplicate, excluded, or a bug."""
     return DomainRow(
-        scan_id=scan_id, domain=line.domain, input_line=line.line_no, input_raw=line.raw, status=status,
-        status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
-        mx_hosts=[], null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0, untested_count=0,
+        scan_id=scan_id, domain=line.domain, input_line=line.line_no, input_raw=line.raw, input_rank=line.rank,
+        status=status, status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
+        mx_hosts=[], mx_provider=None, null_mx_mixed=False, address_count=0, probed_count=0, starttls_ok_count=0,
+        untested_count=0,
         starttls=StarttlsVerdict.NOT_APPLICABLE, starttls_all=None, starttls_any=None, certs_valid_all=None,
-        **_policy_columns(None, None), grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
+        **_policy_columns(None, None), grade=None, grade_ordinal=None, grade_rules=[], grading_version=None,
+        forced_tls_safe=None,
         forced_tls_reasons=[], recommendations=[], dns_ms=None, finished_at=finished_at,
     )

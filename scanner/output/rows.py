@@ -33,7 +33,7 @@ from scanner.tls.enumeration import VersionVerdict
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow"]
 
 # Bump on any change of column name, type or enum value; stored in every run row.
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 
 
 def col(doc: str) -> Any:
@@ -49,6 +49,7 @@ class DomainRow:
     domain: str | None = col("Normalized domain (A-label, lower case, no trailing dot); null for invalid input.")
     input_line: int = col("1-based line number in the input file where the domain (first) appeared.")
     input_raw: str = col("The input line as read (trimmed, at most 300 characters).")
+    input_rank: int | None = col("Rank given by a Tranco-style 'rank,domain' input line; null for a bare domain.")
     status: DomainStatus = col("What happened to this domain: see schemas/README.md for the values.")
     status_detail: str = col("Human-readable detail of the status (empty when ok).")
     duplicate_of_line: int | None = col("For status 'duplicate': the line where the domain first appeared.")
@@ -56,6 +57,9 @@ class DomainRow:
                               "'null_mx' (RFC 7505) or 'none'.")
     mx_count: int = col("Number of distinct MX hosts (implicit MX counts as 1).")
     mx_hosts: list[str] = col("MX host names in preference order.")
+    mx_provider: str | None = col("Provider of the first MX host: its registered domain under the Public Suffix List "
+                                  "(ICANN section; version in run.psl_version), '(IP literal)' for an address; null "
+                                  "without MX host.")
     null_mx_mixed: bool = col("A null MX record was published alongside other MX records (RFC 7505 §3 violation).")
     address_count: int = col("Distinct MX addresses (IPv4 and IPv6) found for the domain.")
     probed_count: int = col("Addresses for which a probe gave a definitive STARTTLS answer.")
@@ -89,6 +93,8 @@ class DomainRow:
     dane_mx_with_tlsa: int | None = col("MX hosts publishing usable TLSA records.")
     grade: str | None = col("Domain grade A+..F = its worst tested MX address, then domain rules (schemas/grading.md); "
                             "null when no MX address could be tested.")
+    grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+, 5 for A, ... 0 for F (null: no "
+                                    "grade), so that ORDER BY grade_ordinal DESC puts A+ above A.")
     grade_rules: list[str] = col("Rule codes that lowered (or explain) the grade.")
     grading_version: str | None = col("Version of the grading rubric used.")
     forced_tls_safe: bool | None = col("Can a sender force TLS to this domain: every MX does STARTTLS, TLS 1.2+ and a "
@@ -106,6 +112,8 @@ class MxRow:
     scan_id: str = col("Identifier of the scan.")
     domain: str = col("The domain (joins domains.domain).")
     mx_host: str = col("MX host name (for implicit MX, the domain itself).")
+    provider: str = col("Registered domain of the MX host under the Public Suffix List (ICANN section; version in "
+                        "run.psl_version); '(IP literal)' for an address.")
     mx_preference: int = col("MX preference (0 for implicit MX).")
     mx_rank: int = col("0-based position of the host in preference order.")
     host_status: HostStatus = col("Resolution status of the MX host name.")
@@ -125,6 +133,7 @@ class MxRow:
     dane_dnssec: str | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
                                   "not_authenticated, unknown.")
     grade: str | None = col("Grade of this MX address for this host name (null when untested).")
+    grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+ ... 0 for F (null: no grade).")
     grade_rules: list[str] = col("Rule codes that lowered the grade.")
 
 
@@ -236,6 +245,7 @@ class RunRow:
     resumed_lines: int = col("Input lines skipped because an earlier attempt had already written them.")
     skipped_lines: int = col("Blank and comment lines: not domains, so no row. Physical lines of the input = "
                              "input_lines + skipped_lines.")
+    psl_version: str = col("Public Suffix List that mapped MX hosts to providers (package, list version and commit).")
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from scanner.report.build import build_report
+from scanner.report.build import build_report, write_domains_sidecar
 from scanner.report.model import (
     BaselineDiff,
     Basis,
@@ -15,6 +15,8 @@ from scanner.report.model import (
     Comparison,
     Delta,
     DomainChange,
+    DomainDrill,
+    DomainLine,
     Figure,
     FigureTable,
     GradeCount,
@@ -38,6 +40,8 @@ __all__ = [
     "Comparison",
     "Delta",
     "DomainChange",
+    "DomainDrill",
+    "DomainLine",
     "Figure",
     "FigureTable",
     "GradeCount",
@@ -53,6 +57,7 @@ __all__ = [
     "Share",
     "build_report",
     "build_series",
+    "write_domains_sidecar",
     "write_report",
     "write_series",
 ]

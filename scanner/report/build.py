@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import duckdb
 
+from scanner.providers import ProviderMapper
 from scanner.report import published
 from scanner.report import queries as q
 from scanner.report.model import (
@@ -24,6 +25,8 @@ from scanner.report.model import (
     Comparison,
     Delta,
     DomainChange,
+    DomainDrill,
+    DomainLine,
     Figure,
     FigureTable,
     GradeCount,
@@ -32,15 +35,17 @@ from scanner.report.model import (
     ScanInfo,
     Section,
 )
-from scanner.report.providers import ProviderMapper
 from scanner.report.settings import check_comparable
 from scanner.report.stats import Share
 
-__all__ = ["CHANGES_LIMIT", "PROVIDERS_LIMIT", "build_report"]
+__all__ = ["CHANGES_LIMIT", "DOMAINS_SIDECAR", "DRILL_INLINE_LIMIT", "PROVIDERS_LIMIT", "build_report",
+           "write_domains_sidecar"]
 
 PROVIDERS_LIMIT: Final = 10  # providers listed with their posture
 TOP_LIMIT: Final = 12  # rows of open-ended tables (suites, key types, failure classes, ...)
 CHANGES_LIMIT: Final = 5000  # changed domains listed against a baseline (the total is always given)
+DRILL_INLINE_LIMIT: Final = 2000  # domains in the page's drill-down table; the others go to the sidecar
+DOMAINS_SIDECAR: Final = "report-domains.jsonl"  # beside report.html (scanner.derived removes it on --overwrite)
 
 # (figure key, label, numerator column, denominator column) of a wide query
 RowSpec = tuple[str, str, str, str]
@@ -555,10 +560,54 @@ def _baseline(
     )
 
 
+# --- drill-down ------------------------------------------------------------------------------------
+
+
+def _open_drill(con: duckdb.DuckDBPyConnection, out_dir: Path, changed: Sequence[str]) -> None:
+    q.open_dataset(con, out_dir)
+    q.register_table(con, "drill_changed", {"domain": list(changed)})
+    con.execute(q.CREATE_DRILL)
+
+
+def _drill(out_dir: Path, changed: Sequence[str], limit: int) -> DomainDrill:
+    """The domains shown inline (failing, changed, then a sample) and how many the sidecar holds."""
+    con = duckdb.connect()
+    try:
+        _open_drill(con, out_dir, changed)
+        rows = q.fetch_rows(con, q.DRILL_INLINE, {"limit": limit})
+        total = q.fetch_scalar(con, q.DRILL_TOTAL)
+    finally:
+        con.close()
+    inline = tuple(DomainLine(str(d), g, tuple(r or ()), str(s), str(m), str(w)) for d, g, r, s, m, w in rows)
+    rest = total - len(inline)
+    return DomainDrill(inline, total, DOMAINS_SIDECAR if rest else "", rest)
+
+
+def write_domains_sidecar(out_dir: Path, report: Report, dest: Path) -> Path | None:
+    """Write the domains not shown inline as JSON Lines beside the report (``report.drill.sidecar``),
+    streamed by DuckDB so a million-domain scan needs no memory for it. None when every domain is inline."""
+    if not report.drill.sidecar:
+        return None
+    path = Path(dest) / report.drill.sidecar
+    tmp = path.with_name(f".{path.name}.tmp")
+    changed = [c.domain for c in report.baseline.changes] if report.baseline else []
+    con = duckdb.connect()
+    try:
+        _open_drill(con, out_dir, changed)
+        q.register_table(con, "drill_inline", {"domain": [line.domain for line in report.drill.inline]})
+        con.execute(f"COPY ({q.DRILL_REST}) TO {q.sql_string(str(tmp))} (FORMAT JSON)")
+    finally:
+        con.close()
+    tmp.replace(path)
+    return path
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 
-def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] = ()) -> Report:
+def _build(
+    out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] = (), drill_inline: int = DRILL_INLINE_LIMIT,
+) -> Report:
     started = time.perf_counter()
     con = duckdb.connect()
     try:
@@ -585,27 +634,34 @@ def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] 
         provider_concentration=p_concentration, providers=providers, dns_failures=dns, host_failures=hosts,
         probe_failures=probe_failures,
         comparisons=_comparisons(funnel, decided, dane_hosts),
-        baseline=None, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        baseline=None, drill=_drill(out_dir, (), drill_inline),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=time.perf_counter() - started,
     )
 
 
-def build_report(out_dir: Path, *, baseline: Path | None = None, allow_different_settings: bool = False) -> Report:
+def build_report(
+    out_dir: Path, *, baseline: Path | None = None, allow_different_settings: bool = False,
+    drill_inline: int = DRILL_INLINE_LIMIT,
+) -> Report:
     """Every figure of the population report for the scan in ``out_dir``.
 
     With ``baseline`` (an older scan's output directory): each figure's change with its 95 % Newcombe
     interval, the baseline's shares of this scan's top providers, and the domains whose grade or STARTTLS
     verdict changed. Scans with different verdict-relevant settings raise ``SettingsMismatchError``
     unless ``allow_different_settings`` (then the differences are carried in the report).
+    The per-domain drill-down lists at most ``drill_inline`` domains inline (failing, changed, sampled);
+    ``write_domains_sidecar`` writes the others beside the page.
     Raises ``ReportError`` when a directory holds no scan tables.
     """
     started = time.perf_counter()
     differences = () if baseline is None else check_comparable(
         Path(out_dir), Path(baseline), allow_different=allow_different_settings)
     mapper = ProviderMapper()
-    report = _build(Path(out_dir), mapper)
+    report = _build(Path(out_dir), mapper, drill_inline=drill_inline)
     if baseline is None:
         return report
-    old = _build(Path(baseline), mapper, [r.provider for r in report.providers])
+    old = _build(Path(baseline), mapper, [r.provider for r in report.providers], drill_inline=0)
     diff = _baseline(report, old, Path(out_dir), Path(baseline), differences)
-    return replace(report, baseline=diff, build_seconds=time.perf_counter() - started)
+    drill = _drill(Path(out_dir), [c.domain for c in diff.changes], drill_inline)
+    return replace(report, baseline=diff, drill=drill, build_seconds=time.perf_counter() - started)

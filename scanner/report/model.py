@@ -20,6 +20,8 @@ __all__ = [
     "Comparison",
     "Delta",
     "DomainChange",
+    "DomainDrill",
+    "DomainLine",
     "Figure",
     "FigureTable",
     "GradeCount",
@@ -223,6 +225,28 @@ class BaselineDiff:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainLine:
+    """One domain of the drill-down table (also one line of the JSONL sidecar, same keys)."""
+
+    domain: str
+    grade: str | None
+    grade_rules: tuple[str, ...]
+    starttls: str
+    mx: str  # MX posture: "host grade probe-status" per MX address, "; "-joined
+    why: str  # why the row is inline: "failing", "changed" or "sample"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDrill:
+    """The per-domain drill-down: the rows shown inline and how many more the sidecar holds."""
+
+    inline: tuple[DomainLine, ...]  # failing first, then changed (against a baseline), then a sample
+    total: int  # distinct domains of the scan
+    sidecar: str  # file name of the JSONL beside the page with the other domains ("" when none)
+    sidecar_rows: int
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     scan: ScanInfo
     domain_status: FigureTable
@@ -258,6 +282,7 @@ class Report:
     probe_failures: FigureTable
     comparisons: tuple[Comparison, ...]
     baseline: BaselineDiff | None
+    drill: DomainDrill
     generated_at: str
     build_seconds: float
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from scanner import __version__
-from scanner.report.charts import bar_chart, bars_from_table
+from scanner.report.charts import Bar, bar_chart, bars_from_table
+from scanner.report.drill import DRILL_CSS, DRILL_SCRIPT, drill_table, script_csp_source
 from scanner.report.model import (
     Basis,
     Citation,
@@ -55,13 +56,15 @@ h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 21px; margin: 36px 0 8p
 nav ol { columns: 3; margin: 8px 0 0; padding-left: 20px; } nav a { color: var(--accent); text-decoration: none; }
 table { border-collapse: collapse; margin: 6px 0 4px; width: 100%; font-size: 14px; table-layout: fixed; }
 table.figures th:first-child { width: 46%; } table.changes th:first-child { width: 40%; }
+table.figures.with-baseline th:first-child { width: 30%; }
+td.num.ci-change, .with-baseline td.num { white-space: normal; }
 table.compare th:first-child { width: 24%; } table.compare th:nth-child(2) { width: 46%; }
-table.providers th:first-child { width: 17%; } table.providers th:last-child { width: 22%; }
+table.providers { table-layout: auto; } .wide { overflow-x: auto; }
 td { overflow-wrap: anywhere; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; } caption .unit { font-weight: 400; color: var(--muted); }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; vertical-align: top; }
 th { text-align: left; background: var(--band); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; } td.num { white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fbfcfd; }
 tr.published td { background: var(--pub) !important; font-style: italic; }
 tr.ours td:first-child { font-weight: 600; }
@@ -154,12 +157,17 @@ def _charts(report: Report) -> dict[Section, list[str]]:
             bar_chart("chart-versions", "Highest TLS version per address", bars_from_table(report.versions_address)),
             bar_chart("chart-versions-domain", "Highest TLS version per domain",
                       bars_from_table(report.versions_domain)),
+            bar_chart("chart-version-support", "Versions accepted (enumerated addresses)",
+                      _share_bars(report.version_support)),
         ],
         Section.GRADES: [bar_chart("chart-grades", "Grade per domain",
                                    bars_from_table(grades, [g.key for g in grades.figures if g.key != "ungraded"],
                                                    colours=True))],
-        Section.PROVIDERS: [bar_chart("chart-providers", "Top MX providers (share of mail domains)",
-                                      bars_from_table(report.provider_shares))],
+        Section.PROVIDERS: [
+            bar_chart("chart-providers", "Top MX providers (share of mail domains)",
+                      bars_from_table(report.provider_shares)),
+            bar_chart("chart-provider-posture", "STARTTLS on every MX, per top provider", _posture_bars(report)),
+        ],
         Section.FAILURES: [
             bar_chart("chart-probe-failures", "Probe failures by status / class",
                       bars_from_table(report.probe_failures)),
@@ -167,6 +175,16 @@ def _charts(report: Report) -> dict[Section, list[str]]:
                       [b for b in bars_from_table(dns) if b.value > 0] or bars_from_table(dns)),
         ],
     }
+
+
+def _share_bars(table: FigureTable) -> list[Bar]:
+    """One bar per figure valued by its share (for tables whose rows have different denominators)."""
+    return [Bar(f.label, 100.0 * (f.share.value or 0.0), f"{format_percent(f.share.value)} "
+                f"({format_count(f.share.numerator)}/{format_count(f.share.denominator)})") for f in table.figures]
+
+
+def _posture_bars(report: Report) -> list[Bar]:
+    return [Bar(r.provider, 100.0 * (r.starttls_all.value or 0.0), _pct_of(r.starttls_all)) for r in report.providers]
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -203,7 +221,8 @@ def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool
     caption = (f'{escape(table.title)} <span class="unit">— {escape(table.unit)}; denominator: '
                f'{escape(table.denominator)}</span>')
     note = f'<p class="note">{escape(table.note)}</p>' if table.note else ""
-    return (f'<table class="figures" id="t-{escape(table.key)}"><caption>{caption}</caption>'
+    kind = "figures with-baseline" if with_baseline else "figures"
+    return (f'<table class="{kind}" id="t-{escape(table.key)}"><caption>{caption}</caption>'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
 
 
@@ -228,8 +247,8 @@ def _html_providers(rows: Sequence[ProviderRow]) -> str:
     ) or '<tr><td colspan="9">no mail domains</td></tr>'
     caption = ('Posture of the top providers <span class="unit">— STARTTLS all and forced TLS: of the '
                "provider's mail domains; TLS 1.3: of its domains with a TLS address</span>")
-    return (f'<table class="providers" id="t-providers.posture"><caption>{caption}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return (f'<div class="wide"><table class="providers" id="t-providers.posture"><caption>{caption}</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _pct_of(share: Share) -> str:
@@ -337,6 +356,25 @@ _METHODS: Final = (
 )
 
 
+DRILL_COLUMNS: Final = ("domain", "grade", "grade_rules", "starttls", "mx", "why")  # sidecar JSON keys
+
+
+def _html_drill(report: Report) -> str:
+    drill = report.drill
+    rows = [[line.domain, line.grade or "—", " ".join(line.grade_rules), line.starttls, line.mx, line.why]
+            for line in drill.inline]
+    kinds = ", ".join(f"{format_count(sum(1 for line in drill.inline if line.why == w))} {w}"
+                      for w in ("failing", "changed", "sample"))
+    more = (f" The other {format_count(drill.sidecar_rows)} are in <b>{escape(drill.sidecar)}</b> beside this page: "
+            "pick it with the file button to search them here too (read locally, nothing is sent anywhere)."
+            if drill.sidecar else " That is every domain of the scan.")
+    table = drill_table("drill-domains", "Domains: grade, rules, STARTTLS verdict and MX posture",
+                        ["domain", "grade", "rules", "STARTTLS", "MX (host grade status)", "shown because"], rows,
+                        sidecar=drill.sidecar or None, columns=DRILL_COLUMNS)
+    return (f'<section id="domains"><h2>Domains (drill-down)</h2><p>Inline: {format_count(len(drill.inline))} of '
+            f"{format_count(drill.total)} domains ({kinds}).{more}</p>{table}</section>")
+
+
 def _html_meta(report: Report) -> str:
     s = report.scan
     duration = "" if s.duration_s is None else f" ({s.duration_s:,.0f} s)"
@@ -398,6 +436,7 @@ def render_html(report: Report) -> str:
     nav.append('<li><a href="#published">Comparison with published studies</a></li>')
     if with_baseline:
         nav.append('<li><a href="#baseline">Changes since the baseline</a></li>')
+    nav.append('<li><a href="#domains">Domains (drill-down)</a></li>')
     nav.append('<li><a href="#methods">Definitions</a></li>')
     comparisons = "".join(_html_comparison(c) for c in report.comparisons)
     methods = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _METHODS)
@@ -406,8 +445,9 @@ def render_html(report: Report) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "img-src data:\">"
-        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{PAGE_CSS}</style></head><body>'
+        f"img-src data:; script-src {script_csp_source()}\">"
+        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{PAGE_CSS}{DRILL_CSS}</style>'
+        "</head><body>"
         f"<header><h1>SMTP STARTTLS population report</h1>{_html_meta(report)}{_html_settings_warning(report)}"
         "</header>"
         f'<nav><ol>{"".join(nav)}</ol></nav>'
@@ -418,9 +458,11 @@ def render_html(report: Report) -> str:
         f"differ from ours.</p>{comparisons}<h3>References</h3><ol class=\"refs\">{_html_references(report)}</ol>"
         "</section>"
         + _html_baseline(report)
+        + _html_drill(report)
         + f'<section id="methods"><h2>Definitions</h2><dl>{methods}</dl></section>'
         f"<footer>smtp-tls-survey {escape(__version__)} · report format {REPORT_FORMAT_VERSION} · generated "
-        f"{escape(report.generated_at)} in {report.build_seconds:.2f} s</footer></body></html>\n"
+        f"{escape(report.generated_at)} in {report.build_seconds:.2f} s</footer>"
+        f"<script>{DRILL_SCRIPT}</script></body></html>\n"
     )
 
 
@@ -535,6 +577,10 @@ def render_markdown(report: Report) -> str:
         lines += _md_comparison(comparison)
     lines += ["### References", "", *(f"{i}. {c.text()}" for i, c in enumerate(_citations(report), start=1)), ""]
     lines += _md_baseline(report)
+    drill = report.drill
+    lines += ["## Domains", "", f"The HTML page lists {format_count(len(drill.inline))} of {format_count(drill.total)} "
+              "domains (failing, changed, sampled) in a searchable table"
+              + (f"; the others are in {drill.sidecar} beside it." if drill.sidecar else "."), ""]
     lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in _METHODS]
     lines += ["", f"*smtp-tls-survey {__version__} · report format {REPORT_FORMAT_VERSION} · generated "
               f"{report.generated_at} in {report.build_seconds:.2f} s*", ""]

@@ -123,17 +123,32 @@ OVERLAPS = """(() => {
       out.push('text overflows its cell: ' + c.textContent.slice(0, 60));
   });
   const page = document.documentElement.clientWidth;
+  const scrolls = e => {  // inside a box that scrolls sideways: reachable, not cut off or overlapping
+    for (let a = e.parentElement; a; a = a.parentElement)
+      if (['auto', 'scroll'].includes(getComputedStyle(a).overflowX)) return true;
+    return false;
+  };
   document.querySelectorAll('h1, h2, h3, p, caption, li, dt, dd, header, nav').forEach(e => {
     const r = e.getBoundingClientRect();
-    if (e.offsetParent !== null && r.right > page + 1 && !e.closest('.wide, .drill-scroll'))
+    if (e.offsetParent !== null && r.right > page + 1 && !scrolls(e))
       out.push('overflows the page: ' + e.tagName + ' ' + e.textContent.slice(0, 60));
   });
   return out;
 })()"""
 
 
-async def _check_page(cdp: Cdp, url: str, screenshot: Path, width: int, script: str | None) -> dict[str, Any]:
-    for domain in ("Runtime", "Log", "Page"):
+async def _upload(cdp: Cdp, selector: str, path: Path) -> None:
+    """Pick ``path`` in the file input ``selector``, as a reader would (Chromium fires its change event)."""
+    root = await cdp.send("DOM.getDocument")
+    node = await cdp.send("DOM.querySelector", {"nodeId": root["root"]["nodeId"], "selector": selector})
+    await cdp.send("DOM.setFileInputFiles", {"files": [str(path)], "nodeId": node["nodeId"]})
+    await asyncio.sleep(0.5)  # the page reads the file asynchronously
+
+
+async def _check_page(
+    cdp: Cdp, url: str, screenshot: Path, width: int, script: str | None, upload: tuple[str, Path] | None,
+) -> dict[str, Any]:
+    for domain in ("Runtime", "Log", "Page", "DOM"):
         await cdp.send(f"{domain}.enable")
     await cdp.send("Emulation.setDeviceMetricsOverride",
                    {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": width < 600})
@@ -150,6 +165,8 @@ async def _check_page(cdp: Cdp, url: str, screenshot: Path, width: int, script: 
         "scroll_width": await cdp.evaluate("document.documentElement.scrollWidth"),
         "client_width": await cdp.evaluate("document.documentElement.clientWidth"),
     }
+    if upload is not None:
+        await _upload(cdp, *upload)
     if script is not None:
         facts["script"] = await cdp.evaluate(script)
     metrics = await cdp.send("Page.getLayoutMetrics")
@@ -164,8 +181,11 @@ async def _check_page(cdp: Cdp, url: str, screenshot: Path, width: int, script: 
     return facts
 
 
-async def inspect_page(url: str, screenshot: Path, width: int = 1280, script: str | None = None) -> dict[str, Any]:
-    """Open ``url`` at ``width`` CSS pixels; return facts (and ``script``'s value), save a screenshot."""
+async def inspect_page(
+    url: str, screenshot: Path, width: int = 1280, script: str | None = None, upload: tuple[str, Path] | None = None,
+) -> dict[str, Any]:
+    """Open ``url`` at ``width`` CSS pixels; return facts (and ``script``'s value, run after picking the file of
+    ``upload`` = (selector of a file input, path)), save a screenshot."""
     profile = Path(tempfile.mkdtemp(prefix="report-chromium-"))
     log = (profile.parent / f"{profile.name}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
@@ -184,7 +204,7 @@ async def inspect_page(url: str, screenshot: Path, width: int = 1280, script: st
             async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 cdp = Cdp(ws)
                 try:
-                    return await _check_page(cdp, url, screenshot, width, script)
+                    return await _check_page(cdp, url, screenshot, width, script, upload)
                 finally:
                     await cdp.close()
     finally:

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
-from scanner.report import Basis, FigureTable, Report, Share, build_report, write_report
+from scanner.report import Basis, FigureTable, Report, Share, build_report, write_domains_sidecar, write_report
+from scanner.report.render import DRILL_COLUMNS
 from scanner.report.stats import newcombe_difference, wilson_interval
 from tests.integration.browser import ARTIFACTS, CHROMIUM, WIDTHS, inspect_page
 from worlds.ports import pick_loopback_block
@@ -353,19 +354,30 @@ def test_comparisons_carry_full_citations(report: Report, tmp_path: Path) -> Non
 def test_written_files(report: Report, tmp_path: Path) -> None:
     files = write_report(report, tmp_path / "rep")
     data = json.loads(files.json.read_text(encoding="utf-8"))
-    assert data["report_format"] == "1" and data["scan"]["scan_id"] == report.scan.scan_id
+    assert data["report_format"] == "2" and data["scan"]["scan_id"] == report.scan.scan_id
     all_mx = data["starttls"]["figures"][0]
     assert all_mx["key"] == "all" and all_mx["share"]["numerator"] == report.starttls.get("all").numerator
     ci = report.starttls.get("all").ci
     assert ci is not None and all_mx["share"]["ci95"] == [ci.low, ci.high]
     html = files.html.read_text(encoding="utf-8")
-    assert html.count('<svg class="chart"') == 8 and "<script" not in html
+    assert html.count('<svg class="chart"') == 10 and html.count("<script") == 1  # the drill-down's, by hash
     # Self-contained: the only URL is the SVG namespace; the CSP forbids every load.
     assert re.findall(r"[a-z]+://[^\s\"'<]+", html) == ["http://www.w3.org/2000/svg"] * 8
     assert "default-src 'none'" in html
     markdown = files.markdown.read_text(encoding="utf-8")
-    assert "| published [S]: Durumeric et al., IMC 2015 |" in markdown
+    assert "| published: Durumeric et al., IMC 2015 (abstract) |" in markdown
     assert "### STARTTLS per mail domain" in markdown and "95% CI" in markdown
+
+
+def test_overwrite_removes_the_previous_scans_report(world: World, tmp_path: Path) -> None:
+    domains = tmp_path / "one.txt"
+    domains.write_text("good.world.test\n", encoding="utf-8")
+    out = tmp_path / "out"
+    _scan(world, domains, out)
+    assert main(["report", str(out)]) == 0 and main(["export", str(out), "--table", "run"]) == 0
+    assert (out / "report" / "report.html").is_file() and (out / "export" / "run.jsonl").is_file()
+    _scan(world, domains, out, "--overwrite")
+    assert not (out / "report").exists() and not (out / "export").exists()  # nothing describes the old scan
 
 
 def test_empty_scan_reports_na(world: World, tmp_path: Path) -> None:
@@ -458,19 +470,77 @@ def test_baseline_deltas(compared: Report, report: Report) -> None:
     assert deltas[("providers.share", "world.test")].old == report.provider_shares.get("world.test")
 
 
+# --- per-domain drill-down -------------------------------------------------------------------------
+
+
+def _failing(f: Frames) -> list[str]:
+    d = f.domains[f.domains.domain.notna() & (f.domains.status != "duplicate")]
+    mask = d.starttls.isin(["none", "some", "incomplete"]) | d.grade.isin(["E", "F"])
+    return sorted(d[mask].domain)
+
+
+def test_drill_down_inline_and_sidecar(dataset: Path, report: Report, frames: Frames, tmp_path: Path) -> None:
+    everything = set(frames.domains[frames.domains.domain.notna()].domain)
+    drill = report.drill
+    assert drill.total == len(everything) and drill.sidecar == "" and len(drill.inline) == drill.total
+    failing = _failing(frames)
+    assert [line.domain for line in drill.inline[:len(failing)]] == failing
+    assert all(line.why == "failing" for line in drill.inline[:len(failing)])
+    assert all(line.why == "sample" for line in drill.inline[len(failing):])
+    good = next(line for line in drill.inline if line.domain == "good.world.test")
+    # the domain earns A+ with its enforced MTA-STS policy; the link itself grades A
+    assert (good.grade, good.starttls, good.mx) == ("A+", "all", "mx-good.world.test A starttls_ok")
+    # A small page: five domains inline, the others in the sidecar, every domain exactly once.
+    small = build_report(dataset, drill_inline=5)
+    assert [line.domain for line in small.drill.inline] == failing[:5]
+    files = write_report(small, tmp_path)
+    sidecar = write_domains_sidecar(dataset, small, tmp_path)
+    assert sidecar == tmp_path / "report-domains.jsonl" and small.drill.sidecar_rows == len(everything) - 5
+    rest = [json.loads(line) for line in sidecar.read_text().splitlines()]
+    assert len(rest) == small.drill.sidecar_rows and set(rest[0]) == set(DRILL_COLUMNS)
+    assert {r["domain"] for r in rest} | set(failing[:5]) == everything
+    assert "report-domains.jsonl" in files.html.read_text()
+
+
 # --- the page in a real browser --------------------------------------------------------------------
+
+
+_DRILL = """(() => {
+  const box = document.querySelector('#drill-domains');
+  const visible = () => Array.from(box.querySelectorAll('tbody tr')).filter(r => !r.hidden);
+  const rows = box.querySelectorAll('tbody tr').length;
+  const input = box.querySelector('input.drill-search');
+  input.value = 'good.world.test'; input.dispatchEvent(new Event('input'));
+  const found = visible().map(r => r.cells[0].textContent);
+  input.value = ''; input.dispatchEvent(new Event('input'));
+  return {ready: box.classList.contains('drill-ready'), rows: rows, found: found, shown: visible().length};
+})()"""
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package (/usr/bin/chromium)")
 @pytest.mark.parametrize("width", WIDTHS)
-async def test_html_in_headless_chromium(compared: Report, tmp_path: Path, width: int) -> None:
+async def test_html_in_headless_chromium(dataset: Path, compared: Report, tmp_path: Path, width: int) -> None:
+    small = build_report(dataset, drill_inline=5)  # the page's drill-down loads the other domains from the sidecar
+    drill_dir = tmp_path / "drill"
+    drill_page = write_report(small, drill_dir).html
+    sidecar = write_domains_sidecar(dataset, small, drill_dir)
+    assert sidecar is not None
+    drill = await asyncio.wait_for(inspect_page(
+        drill_page.as_uri(), ARTIFACTS / f"report-drill-{width}.png", width, _DRILL,
+        ("#drill-domains input.drill-sidecar", sidecar)), 90)
+    assert drill["errors"] == [] and drill["overlaps"] == []
+    assert drill["script"]["ready"] and drill["script"]["rows"] == small.drill.total  # 5 inline + the sidecar
+    assert "good.world.test" not in {line.domain for line in small.drill.inline}
+    assert "good.world.test" in drill["script"]["found"]  # found although it was only in the sidecar
+    assert drill["script"]["shown"] == min(50, small.drill.total)  # one page
+
     files = write_report(compared, tmp_path / "rep")
     screenshot = ARTIFACTS / f"report-{width}.png"
     facts = await asyncio.wait_for(inspect_page(files.html.as_uri(), screenshot, width), 90)
     assert facts["errors"] == []
     assert facts["overlaps"] == []
     assert facts["rects"] > 0 and facts["resources"] == 0  # nothing loaded besides the page itself
-    assert len(facts["charts"]) == 8
+    assert len(facts["charts"]) == 10
     for chart in facts["charts"]:
         assert chart["width"] > 0 and chart["height"] > 0, chart
         assert chart["marks"] > 0, chart  # every chart of this scan has data

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import ipaddress
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pandas as pd  # type: ignore[import-untyped]
 import polars as pl
 import pyarrow as pa
 import pytest
+from publicsuffixlist import PublicSuffixList
 
 import scanner
 from scanner.cli import main
@@ -42,9 +44,9 @@ GRADE_RANK = {"A+": 7, "A": 6, "B": 5, "C": 4, "D": 3, "E": 2, "F": 1}
 STARTTLS_RANK = {"all": 3, "some": 2, "none": 1}
 
 
-def _scan(world: World, out: Path, *extra: str) -> None:
+def _scan(world: World, domains: Path, out: Path, *extra: str) -> None:
     code = main([
-        "scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver, "--ca-file",
+        "scan", str(domains), "-o", str(out), "--resolver", world.resolver, "--ca-file",
         str(world.ca_file), "--ehlo-name", "scanner.test", "--banner-timeout", str(SLOW_BANNER_DELAY / 3),
         "--per-ip-interval", "0", "--no-progress", "--dns-timeout", "1", "--throttle-retry", "0.1",
         "--allow-private", *extra,
@@ -54,15 +56,17 @@ def _scan(world: World, out: Path, *extra: str) -> None:
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
-    """scans/s0, s1, s2: the world at epochs 0, 1 and 2."""
+    """scans/s0, s1, s2: the world at epochs 0, 1 and 2; the last scan reads the list as a Tranco-style CSV."""
     folder = tmp_path_factory.mktemp("scans")
     with standard_world(tmp_path_factory.mktemp("world"), pick_loopback_block()) as world:
+        ranked = folder.parent / "ranked.csv"
+        ranked.write_text("".join(f"{i},{d}\n" for i, d in enumerate(world.expected, start=1)), encoding="utf-8")
         outs = []
         for epoch in range(3):
             if epoch:
                 world.set_epoch(epoch)
             outs.append(folder / f"s{epoch}")
-            _scan(world, outs[-1])
+            _scan(world, ranked if epoch == 2 else world.domains_file, outs[-1])
         yield outs
 
 
@@ -196,6 +200,37 @@ def test_series_with_different_settings_refused_unless_allowed(scans: list[Path]
         assert "probe.connect_timeout: 10.0 -&gt; 99.0" in header
     finally:
         run_json.write_text(original)
+
+
+def test_provider_rank_and_grade_ordinal_columns(scans: list[Path]) -> None:
+    psl = PublicSuffixList(accept_unknown=True, only_icann=True)
+
+    def provider(host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return psl.privatesuffix(host) or host
+        return "(IP literal)"
+
+    for out in scans:
+        mx, domains = pd.read_parquet(out / "mx"), pd.read_parquet(out / "domains")
+        assert (mx.provider == mx.mx_host.map(provider)).all()
+        first = domains.mx_hosts.map(lambda hosts: provider(hosts[0]) if len(hosts) else None)
+        assert (domains.mx_provider.fillna("-") == first.fillna("-")).all()
+        assert set(mx.provider) >= {"world.test"}
+        ranks = {"A+": 6, "A": 5, "B": 4, "C": 3, "D": 2, "E": 1, "F": 0}
+        assert (domains.grade_ordinal.astype("Int64") == domains.grade.map(ranks).astype("Int64")).fillna(True).all()
+        assert domains.grade_ordinal.isna().equals(domains.grade.isna())
+        graded = domains[domains.grade.notna()].sort_values("grade_ordinal", ascending=False)
+        assert list(dict.fromkeys(graded.grade)) == sorted(set(graded.grade), key=lambda g: -ranks[g])
+        psl_version = pd.read_parquet(out / "run").psl_version.iloc[0]
+        assert psl_version.startswith("publicsuffixlist ") and "list version" in psl_version
+        assert json.loads((out / "run.json").read_text())["psl_version"] == psl_version
+    plain, ranked = pd.read_parquet(scans[0] / "domains"), pd.read_parquet(scans[2] / "domains")
+    assert plain.input_rank.isna().all()
+    in_order = plain.sort_values("input_line").domain  # rows are written as domains finish, not in input order
+    expected = {d: i for i, d in enumerate(in_order, start=1)}
+    assert dict(zip(ranked.domain, ranked.input_rank.astype(int), strict=True)) == expected
 
 
 def test_load_series(scans: list[Path]) -> None:

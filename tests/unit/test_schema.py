@@ -24,7 +24,7 @@ def _run_row(i: int) -> RunRow:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return RunRow(scan_id="s", tool_version="t", schema_version="1", started_at=now, finished_at=now, input="x",
                   config_json="{}", input_lines=i, domains=i, invalid_lines=0, duplicate_lines=0, probes=0,
-                  dns_queries=0, completed=True, attempt=1, resumed_lines=0, skipped_lines=0)
+                  dns_queries=0, completed=True, attempt=1, resumed_lines=0, skipped_lines=0, psl_version="p")
 
 
 def test_segments_commit_all_tables_together(tmp_path: Path) -> None:
