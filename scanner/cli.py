@@ -31,6 +31,7 @@ from scanner.output.rows import TABLES
 from scanner.pipeline import Scan, ScanStats, load_trust_store
 from scanner.report import (
     ReportError,
+    ReportFiles,
     build_report,
     build_series,
     write_domains_sidecar,
@@ -302,13 +303,17 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
         report = build_report(out, baseline=args.baseline,
                               allow_different_settings=args.allow_different_settings)
         files = write_report(report, dest)
-        write_domains_sidecar(out, report, dest)  # the domains not inline in the page's drill-down
+        write_domains_sidecar(out, report.drill, dest)  # the domains not inline in the page's drill-down
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
-    if args.json:
+    return _announce(files, "report", args.json, console)
+
+
+def _announce(files: ReportFiles, what: str, json_out: bool, console: Console) -> int:
+    if json_out:
         print(files.json.read_text(encoding="utf-8"))
-    console.print(f"report written: {files.html}, {files.markdown}, {files.json}")
+    console.print(f"{what} written: {files.html}, {files.markdown}, {files.json}")
     return EXIT_OK
 
 
@@ -331,10 +336,7 @@ def _run_series_report(args: argparse.Namespace, console: Console) -> int:
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_FAILED
-    if args.json:
-        print(files.json.read_text(encoding="utf-8"))
-    console.print(f"series report written: {files.html}, {files.markdown}, {files.json}")
-    return EXIT_OK
+    return _announce(files, "series report", args.json, console)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,28 +21,20 @@ import pyarrow.parquet as pq
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import TABLES
 
-__all__ = ["Dataset", "DatasetError", "load"]
+__all__ = ["Dataset", "DatasetError", "TableAccess", "load"]
 
 
 class DatasetError(ValueError):
     """The directory is not a scan output (no tables), or a table cannot be read."""
 
 
-@dataclass(frozen=True, slots=True)
-class Dataset:
-    path: Path
+class TableAccess:
+    """``.domains``, ``.mx``, ``.probes`` and ``.run`` of anything that reads a table by name."""
 
-    def files(self, table: str) -> list[Path]:
-        if table not in TABLES:
-            raise DatasetError(f"unknown table {table!r}; tables are {', '.join(TABLES)}")
-        return sorted((self.path / table).glob("part-*.parquet"))
+    __slots__ = ()
 
     def table(self, name: str) -> pa.Table:
-        """One table; empty (with the declared schema) when no part file is finished yet."""
-        files = self.files(name)
-        if not files:
-            return arrow_schema(TABLES[name]).empty_table()
-        return pq.read_table([str(f) for f in files], schema=arrow_schema(TABLES[name]))
+        raise NotImplementedError
 
     @property
     def domains(self) -> pa.Table:
@@ -59,6 +51,24 @@ class Dataset:
     @property
     def run(self) -> pa.Table:
         return self.table("run")
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset(TableAccess):
+    path: Path
+
+    def files(self, table: str) -> list[Path]:
+        if table not in TABLES:
+            raise DatasetError(f"unknown table {table!r}; tables are {', '.join(TABLES)}")
+        return sorted((self.path / table).glob("part-*.parquet"))
+
+    def table(self, name: str) -> pa.Table:
+        """One table; empty (with the declared schema) when no part file is finished yet."""
+        files = self.files(name)
+        if not files:
+            return arrow_schema(TABLES[name]).empty_table()
+        return pq.read_table([str(f) for f in files], schema=arrow_schema(TABLES[name]))
+
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per table (domains, mx, probes, run)."""

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scanner.dataset import Dataset, DatasetError, load
+from scanner.dataset import Dataset, DatasetError, TableAccess, load
 from scanner.output.rows import TABLES
 
 __all__ = ["SCAN_STARTED", "ScanRef", "Series", "load_series"]
@@ -49,7 +49,7 @@ def _scan_ref(dataset: Dataset) -> ScanRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Series:
+class Series(TableAccess):
     """Scans ordered by start; ``table(name)`` concatenates a table over all of them."""
 
     scans: tuple[ScanRef, ...]
@@ -64,21 +64,6 @@ class Series:
             parts.append(table.append_column(SCAN_STARTED, started))
         return pa.concat_tables(parts, promote_options="default")
 
-    @property
-    def domains(self) -> pa.Table:
-        return self.table("domains")
-
-    @property
-    def mx(self) -> pa.Table:
-        return self.table("mx")
-
-    @property
-    def probes(self) -> pa.Table:
-        return self.table("probes")
-
-    @property
-    def run(self) -> pa.Table:
-        return self.table("run")
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection: views ``domains``, ``mx``, ``probes``, ``run`` over every scan's

@@ -39,7 +39,7 @@ from scanner.report.settings import check_comparable
 from scanner.report.stats import Share
 
 __all__ = ["CHANGES_LIMIT", "DOMAINS_SIDECAR", "DRILL_INLINE_LIMIT", "PROVIDERS_LIMIT", "build_report",
-           "write_domains_sidecar"]
+           "domain_drill", "write_domains_sidecar"]
 
 PROVIDERS_LIMIT: Final = 10  # providers listed with their posture
 TOP_LIMIT: Final = 12  # rows of open-ended tables (suites, key types, failure classes, ...)
@@ -569,7 +569,7 @@ def _open_drill(con: duckdb.DuckDBPyConnection, out_dir: Path, changed: Sequence
     con.execute(q.CREATE_DRILL)
 
 
-def _drill(out_dir: Path, changed: Sequence[str], limit: int) -> DomainDrill:
+def domain_drill(out_dir: Path, changed: Sequence[str], limit: int) -> DomainDrill:
     """The domains shown inline (failing, changed, then a sample) and how many the sidecar holds."""
     con = duckdb.connect()
     try:
@@ -583,18 +583,18 @@ def _drill(out_dir: Path, changed: Sequence[str], limit: int) -> DomainDrill:
     return DomainDrill(inline, total, DOMAINS_SIDECAR if rest else "", rest)
 
 
-def write_domains_sidecar(out_dir: Path, report: Report, dest: Path) -> Path | None:
-    """Write the domains not shown inline as JSON Lines beside the report (``report.drill.sidecar``),
-    streamed by DuckDB so a million-domain scan needs no memory for it. None when every domain is inline."""
-    if not report.drill.sidecar:
+def write_domains_sidecar(out_dir: Path, drill: DomainDrill, dest: Path) -> Path | None:
+    """Write the domains of ``out_dir`` not shown inline (``drill.inline``) as JSON Lines beside the report
+    (``drill.sidecar``), streamed by DuckDB so a million-domain scan needs no memory for it. None when every
+    domain is inline."""
+    if not drill.sidecar:
         return None
-    path = Path(dest) / report.drill.sidecar
+    path = Path(dest) / drill.sidecar
     tmp = path.with_name(f".{path.name}.tmp")
-    changed = [c.domain for c in report.baseline.changes] if report.baseline else []
     con = duckdb.connect()
     try:
-        _open_drill(con, out_dir, changed)
-        q.register_table(con, "drill_inline", {"domain": [line.domain for line in report.drill.inline]})
+        _open_drill(con, out_dir, ())
+        q.register_table(con, "drill_inline", {"domain": [line.domain for line in drill.inline]})
         con.execute(f"COPY ({q.DRILL_REST}) TO {q.sql_string(str(tmp))} (FORMAT JSON)")
     finally:
         con.close()
@@ -634,7 +634,7 @@ def _build(
         provider_concentration=p_concentration, providers=providers, dns_failures=dns, host_failures=hosts,
         probe_failures=probe_failures,
         comparisons=_comparisons(funnel, decided, dane_hosts),
-        baseline=None, drill=_drill(out_dir, (), drill_inline),
+        baseline=None, drill=domain_drill(out_dir, (), drill_inline),
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=time.perf_counter() - started,
     )
@@ -663,5 +663,5 @@ def build_report(
         return report
     old = _build(Path(baseline), mapper, [r.provider for r in report.providers], drill_inline=0)
     diff = _baseline(report, old, Path(out_dir), Path(baseline), differences)
-    drill = _drill(Path(out_dir), [c.domain for c in diff.changes], drill_inline)
+    drill = domain_drill(Path(out_dir), [c.domain for c in diff.changes], drill_inline)
     return replace(report, baseline=diff, drill=drill, build_seconds=time.perf_counter() - started)

@@ -362,7 +362,7 @@ def test_written_files(report: Report, tmp_path: Path) -> None:
     html = files.html.read_text(encoding="utf-8")
     assert html.count('<svg class="chart"') == 10 and html.count("<script") == 1  # the drill-down's, by hash
     # Self-contained: the only URL is the SVG namespace; the CSP forbids every load.
-    assert re.findall(r"[a-z]+://[^\s\"'<]+", html) == ["http://www.w3.org/2000/svg"] * 8
+    assert re.findall(r"[a-z]+://[^\s\"'<]+", html) == ["http://www.w3.org/2000/svg"] * 10
     assert "default-src 'none'" in html
     markdown = files.markdown.read_text(encoding="utf-8")
     assert "| published: Durumeric et al., IMC 2015 (abstract) |" in markdown
@@ -494,7 +494,7 @@ def test_drill_down_inline_and_sidecar(dataset: Path, report: Report, frames: Fr
     small = build_report(dataset, drill_inline=5)
     assert [line.domain for line in small.drill.inline] == failing[:5]
     files = write_report(small, tmp_path)
-    sidecar = write_domains_sidecar(dataset, small, tmp_path)
+    sidecar = write_domains_sidecar(dataset, small.drill, tmp_path)
     assert sidecar == tmp_path / "report-domains.jsonl" and small.drill.sidecar_rows == len(everything) - 5
     rest = [json.loads(line) for line in sidecar.read_text().splitlines()]
     assert len(rest) == small.drill.sidecar_rows and set(rest[0]) == set(DRILL_COLUMNS)
@@ -523,7 +523,7 @@ async def test_html_in_headless_chromium(dataset: Path, compared: Report, tmp_pa
     small = build_report(dataset, drill_inline=5)  # the page's drill-down loads the other domains from the sidecar
     drill_dir = tmp_path / "drill"
     drill_page = write_report(small, drill_dir).html
-    sidecar = write_domains_sidecar(dataset, small, drill_dir)
+    sidecar = write_domains_sidecar(dataset, small.drill, drill_dir)
     assert sidecar is not None
     drill = await asyncio.wait_for(inspect_page(
         drill_page.as_uri(), ARTIFACTS / f"report-drill-{width}.png", width, _DRILL,
