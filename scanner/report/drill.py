@@ -23,35 +23,48 @@ document.querySelectorAll('div.drill').forEach(function (box) {
   var info = box.querySelector('.drill-info'), prev = box.querySelector('button.drill-prev');
   var next = box.querySelector('button.drill-next'), file = box.querySelector('input.drill-sidecar');
   var columns = (box.dataset.columns || '').split(',');
-  var size = parseInt(box.dataset.pageSize || '50', 10), page = 0;
-  var rows = Array.prototype.slice.call(body.rows), shown = rows;
+  var size = parseInt(box.dataset.pageSize || '50', 10), page = 0, visible = [];
+  // Rows are data; a <tr> is made only when its page is shown, so a sidecar of a million domains
+  // costs one string per domain, not a million table rows.
+  var items = Array.prototype.slice.call(body.rows).map(function (tr) {
+    tr.hidden = true;
+    return {tr: tr, cells: null, text: tr.textContent.toLowerCase()};
+  });
+  var shown = items;
+  function cell(v) { return v === null || v === undefined ? '\u2014' : (Array.isArray(v) ? v.join(' ') : String(v)); }
+  function row(item) {
+    if (!item.tr) {
+      item.tr = document.createElement('tr');
+      item.cells.forEach(function (c) {
+        var td = document.createElement('td'); td.textContent = c; item.tr.appendChild(td);
+      });
+    }
+    return item.tr;
+  }
   function filter() {
     var q = input.value.trim().toLowerCase();
-    shown = q ? rows.filter(function (r) { return r.textContent.toLowerCase().indexOf(q) >= 0; }) : rows;
+    shown = q ? items.filter(function (it) { return it.text.indexOf(q) >= 0; }) : items;
     page = 0; draw();
   }
   function draw() {
     var pages = Math.max(1, Math.ceil(shown.length / size));
     page = Math.max(0, Math.min(page, pages - 1));
-    rows.forEach(function (r) { r.hidden = true; });
-    shown.slice(page * size, (page + 1) * size).forEach(function (r) { r.hidden = false; });
-    info.textContent = shown.length + ' of ' + rows.length + ' rows \\u00b7 page ' + (page + 1) + ' of ' + pages;
-    prev.disabled = page === 0; next.disabled = page >= pages - 1;
-  }
-  function addRecord(record) {
-    var tr = document.createElement('tr');
-    columns.forEach(function (c) {
-      var td = document.createElement('td'), v = record[c];
-      td.textContent = v === null || v === undefined ? '\\u2014' : (Array.isArray(v) ? v.join(' ') : String(v));
-      tr.appendChild(td);
+    visible.forEach(function (tr) { tr.hidden = true; });
+    visible = shown.slice(page * size, (page + 1) * size).map(function (it) {
+      var tr = row(it); tr.hidden = false; body.appendChild(tr); return tr;
     });
-    body.appendChild(tr); rows.push(tr);
+    info.textContent = shown.length + ' of ' + items.length + ' rows \u00b7 page ' + (page + 1) + ' of ' + pages;
+    prev.disabled = page === 0; next.disabled = page >= pages - 1;
   }
   if (file) {
     file.addEventListener('change', function () {
       if (!file.files.length) { return; }
       file.files[0].text().then(function (text) {
-        text.split('\\n').forEach(function (line) { if (line.trim()) { addRecord(JSON.parse(line)); } });
+        text.split('\\n').forEach(function (line) {
+          if (!line.trim()) { return; }
+          var record = JSON.parse(line), cells = columns.map(function (c) { return cell(record[c]); });
+          items.push({tr: null, cells: cells, text: cells.join(' ').toLowerCase()});
+        });
         filter();
       });
     });
