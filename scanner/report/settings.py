@@ -5,7 +5,9 @@ without ``RESULT_NEUTRAL`` metadata) and ``settings_differences``. A scan's mapp
 record: the ``result_settings`` key when the scan wrote one, else derived from the stored configuration
 (``config`` in run.json, ``config_json`` in the run table) of an older scan, the same flattening applied
 to the same dataclass fields. The grading rubric version, stored per domain row, is added as
-``grading.rubric_version``: grades from two rubrics are not comparable.
+``grading.rubric_version`` (grades from two rubrics are not comparable), and the trust store's SHA-256,
+when the run record's provenance has one, as ``trust_store.sha256`` (a scan without it is compared on
+the ``ca_file`` setting only).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from scanner.config import ScanConfig, settings_differences
 from scanner.dataset import DatasetError, load
 from scanner.report.queries import ReportError
 
-__all__ = ["RUBRIC_KEY", "SettingsMismatchError", "check_comparable", "scan_settings"]
+__all__ = ["RUBRIC_KEY", "TRUST_STORE_KEY", "SettingsMismatchError", "check_comparable", "scan_settings"]
 
 RUBRIC_KEY: Final = "grading.rubric_version"
+TRUST_STORE_KEY: Final = "trust_store.sha256"
+_DIGEST_FIELD: Final = "trust_store_sha256"  # where a run record's provenance keeps the trust store's digest
 
 
 class SettingsMismatchError(ReportError):
@@ -70,11 +74,25 @@ def _run_record(out_dir: Path) -> dict[str, Any]:
     return dict(row)
 
 
+def _trust_store_digest(record: Mapping[str, Any]) -> str | None:
+    """The SHA-256 of the trust store actually used, when the run record's provenance has one (top level or
+    one section down): the same ``--ca-file`` path may hold another bundle in another scan."""
+    if isinstance(record.get(_DIGEST_FIELD), str):
+        return str(record[_DIGEST_FIELD])
+    for value in record.values():
+        if isinstance(value, Mapping) and isinstance(value.get(_DIGEST_FIELD), str):
+            return str(value[_DIGEST_FIELD])
+    return None
+
+
 def scan_settings(out_dir: Path) -> dict[str, Any]:
     """The verdict-relevant settings of the scan in ``out_dir`` (see the module docstring)."""
     record = _run_record(out_dir)
     stored = record.get("result_settings")
     settings = dict(stored) if isinstance(stored, Mapping) else _flatten(ScanConfig, record.get("config") or {})
+    digest = _trust_store_digest(record)
+    if digest is not None and TRUST_STORE_KEY not in settings:
+        settings[TRUST_STORE_KEY] = digest
     if RUBRIC_KEY not in settings:
         try:
             versions = load(out_dir).domains.column("grading_version").unique().drop_null().to_pylist()
@@ -87,7 +105,11 @@ def scan_settings(out_dir: Path) -> dict[str, Any]:
 def check_comparable(ours: Path, theirs: Path, *, allow_different: bool) -> tuple[str, ...]:
     """Differences between two scans' settings (``older -> newer`` per line); raises
     ``SettingsMismatchError`` naming them unless ``allow_different``."""
-    differences = settings_differences(scan_settings(ours), scan_settings(theirs))
+    mine, other = scan_settings(ours), scan_settings(theirs)
+    if (TRUST_STORE_KEY in mine) != (TRUST_STORE_KEY in other):  # an older record without the digest
+        mine.pop(TRUST_STORE_KEY, None)
+        other.pop(TRUST_STORE_KEY, None)
+    differences = settings_differences(mine, other)
     if differences and not allow_different:
         raise SettingsMismatchError(
             f"{theirs} and {ours} were scanned with different verdict-relevant settings, so their figures are not "

@@ -50,3 +50,18 @@ def test_result_neutral_settings_do_not_block(tmp_path: Path) -> None:
     _write_scan(tmp_path / "old", _config(tmp_path / "old", max_connections=10, workers=10), with_settings=False)
     _write_scan(tmp_path / "new", _config(tmp_path / "new", max_connections=300, workers=300), with_settings=True)
     assert check_comparable(tmp_path / "new", tmp_path / "old", allow_different=False) == ()
+
+
+def test_trust_store_digest_from_provenance_compared(tmp_path: Path) -> None:
+    """Same --ca-file path, another bundle: the digest in the run record's provenance tells them apart."""
+    for name, digest in (("old", "aa" * 32), ("new", "bb" * 32)):
+        _write_scan(tmp_path / name, _config(tmp_path / name), with_settings=True)
+        record = json.loads((tmp_path / name / "run.json").read_text())
+        record["provenance"] = {"trust_store_sha256": digest}
+        (tmp_path / name / "run.json").write_text(json.dumps(record))
+    with pytest.raises(SettingsMismatchError) as err:
+        check_comparable(tmp_path / "new", tmp_path / "old", allow_different=False)
+    assert err.value.differences == (f"trust_store.sha256: {'aa' * 32!r} -> {'bb' * 32!r}",)
+    # An older scan whose record has no digest is compared on the ca_file setting alone.
+    _write_scan(tmp_path / "older", _config(tmp_path / "older"), with_settings=False)
+    assert check_comparable(tmp_path / "new", tmp_path / "older", allow_different=False) == ()
