@@ -63,6 +63,8 @@ SERIES_FIGURES: Final[tuple[tuple[str, str, str, str], ...]] = (
     ("mta_sts_enforce", "… in enforce mode", "mta_sts_active AND mta_sts_mode = 'enforce'", _POLICIES_CHECKED),
     ("tlsrpt_valid", "Domains with a valid TLS-RPT record (of domains checked)", "tlsrpt_status = 'valid'",
      _POLICIES_CHECKED),
+    ("dane_tlsa", "Domains with TLSA records on an MX (of domains checked)", "dane_mx_with_tlsa > 0",
+     _POLICIES_CHECKED),
     ("forced_tls_safe", "Mail domains to which TLS can safely be forced", "forced_tls_safe", _MAIL),
 )
 

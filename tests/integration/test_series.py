@@ -97,6 +97,7 @@ PANDAS_FIGURES: dict[str, Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]]]
     "mta_sts_enforce": lambda d: (_b(d.mta_sts_active) & (d.mta_sts_mode == "enforce"),
                                   (d.status == "ok") & d.mta_sts_txt.notna()),
     "tlsrpt_valid": lambda d: (d.tlsrpt_status == "valid", (d.status == "ok") & d.mta_sts_txt.notna()),
+    "dane_tlsa": lambda d: (d.dane_mx_with_tlsa.fillna(0) > 0, (d.status == "ok") & d.mta_sts_txt.notna()),
     "forced_tls_safe": lambda d: (_b(d.forced_tls_safe), d.status == "ok"),
 }
 
