@@ -20,7 +20,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from scanner.dataset import Dataset, DatasetError, TableAccess, load
 from scanner.output.rows import TABLES
@@ -43,7 +42,7 @@ def _scan_ref(dataset: Dataset) -> ScanRef:
     run = dataset.run
     if run.num_rows == 0:
         raise DatasetError(f"{dataset.path} has no run record (a scan that never finished an attempt)")
-    started = pc.min(run["started_at"]).as_py()
+    started = min(run.column("started_at").to_pylist())
     scan_id = run["scan_id"][0].as_py()
     return ScanRef(dataset.path, str(scan_id), started)
 

@@ -18,8 +18,6 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Final, get_type_hints
 
-import pyarrow.compute as pc
-
 from scanner.config import ScanConfig, settings_differences
 from scanner.dataset import DatasetError, load
 from scanner.report.queries import ReportError
@@ -64,12 +62,12 @@ def _run_record(out_dir: Path) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
     try:
-        run = load(out_dir).run
+        rows = load(out_dir).run.to_pylist()  # one row per attempt: a handful
     except DatasetError as exc:
         raise ReportError(str(exc)) from exc
-    if run.num_rows == 0:
+    if not rows:
         return {}
-    row = run.take([int(pc.index(run["finished_at"], pc.max(run["finished_at"])).as_py())]).to_pylist()[0]
+    row = max(rows, key=lambda r: r["finished_at"])
     row["config"] = json.loads(row.pop("config_json") or "{}")
     return dict(row)
 

@@ -65,3 +65,26 @@ def test_trust_store_digest_from_provenance_compared(tmp_path: Path) -> None:
     # An older scan whose record has no digest is compared on the ca_file setting alone.
     _write_scan(tmp_path / "older", _config(tmp_path / "older"), with_settings=False)
     assert check_comparable(tmp_path / "new", tmp_path / "older", allow_different=False) == ()
+
+
+def test_settings_read_from_the_run_table_without_run_json(tmp_path: Path) -> None:
+    """A dataset copied without run.json: the newest attempt's row of the run table holds the config."""
+    from datetime import UTC, datetime, timedelta
+
+    from scanner.output.parquet import DatasetWriter
+    from scanner.output.rows import RunRow
+
+    old_config, new_config = _config(tmp_path, banner_timeout=5.0), _config(tmp_path, banner_timeout=7.0)
+    writer = DatasetWriter(tmp_path, segment_rows=10, row_group_size=10)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for attempt, config in ((1, old_config), (2, new_config)):
+        writer.write([RunRow(
+            scan_id="s", tool_version="t", schema_version="7", started_at=now, finished_at=now + timedelta(attempt),
+            input="x", config_json=json.dumps(dataclasses.asdict(config), default=str), input_lines=0, domains=0,
+            invalid_lines=0, duplicate_lines=0, probes=0, dns_queries=0, completed=True, attempt=attempt,
+            resumed_lines=0, skipped_lines=0, psl_version="p")])
+    writer.close()
+    (tmp_path / "domains").mkdir(exist_ok=True)
+    settings = scan_settings(tmp_path)
+    assert settings["probe.banner_timeout"] == 7.0 and settings.pop(RUBRIC_KEY) is None
+    assert settings == result_settings(new_config)
