@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from scanner.api import ScanResult
     from scanner.checker import CheckResult
     from scanner.dataset import Dataset
+    from scanner.series import Series
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "check", "load", "scan"]
+__all__ = ["__version__", "check", "load", "load_series", "scan"]
 
 
 def load(out_dir: str | Path) -> Dataset:
@@ -37,3 +40,9 @@ def check(target: str, **options: Any) -> CheckResult:
     from scanner.api import check as _check  # noqa: PLC0415
 
     return _check(target, **options)
+def load_series(paths: Iterable[str | Path]) -> Series:
+    """Open several scans as one series ordered by start: tables with ``scan_id`` and ``scan_started``
+    columns, and ``.duckdb()`` with views over them (see ``scanner.series``)."""
+    from scanner.series import load_series as _load_series  # noqa: PLC0415
+
+    return _load_series(paths)

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -41,6 +41,7 @@ from scanner.config import (
     ScanConfig,
     is_fqdn,
 )
+from scanner.derived import EXPORT_DIR, REPORT_DIR, SERIES_DIR, remove_derived
 from scanner.dns.lookup import ServerTarget
 from scanner.exit_codes import ExitCode
 from scanner.grading import Grade
@@ -49,9 +50,13 @@ from scanner.logs import command_logging, log_level
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.lock import OutputLock, OutputLocked
 from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, prepare_output_dir
+from scanner.output.rows import TABLES
 from scanner.pipeline import Scan, ScanFailed, ScanStats, load_trust_store
 from scanner.preflight import PreflightError, check_output_writable, check_resolvers
 from scanner.resume import ResumeState, load_resume_state, scan_is_complete
+
+if TYPE_CHECKING:
+    from scanner.report import ReportFiles
 
 __all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main"]
 
@@ -142,12 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="probes in the sliding window")
     health.add_argument("--probe-failure-threshold", type=float, default=defaults.probe_threshold, metavar="SHARE",
                         help="share of no_route and network_error probes in the window that stops the scan")
-    report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset")
-    report.add_argument("out", type=Path, help="the scan's output directory")
+    report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset, or a "
+                                           "series report of several scans")
+    report.add_argument("out", type=Path, nargs="+",
+                        help="the scan's output directory; two or more: a series report (ordered by scan start)")
     report.add_argument("--baseline", type=Path, help="an older scan to compare with")
-    report.add_argument("--dest", type=Path, help="where to write the report files (default: OUT/report)")
+    report.add_argument("--allow-different-settings", action="store_true",
+                        help="compare scans whose verdict-relevant settings differ (the report says so at the top)")
+    report.add_argument("--dest", type=Path,
+                        help="where to write the report files (default: OUT/report; a series: the latest OUT/series)")
     report.add_argument("--json", action="store_true", help="also print the figures as JSON on stdout")
     _add_log_options(report)
+    export = sub.add_parser("export", help="export a scan's tables as JSON Lines or CSV")
+    export.add_argument("out", type=Path, help="the scan's output directory")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="one file per table")
+    export.add_argument("--table", action="append", default=[], choices=list(TABLES),
+                        help="table to export (repeatable) (default: all)")
+    export.add_argument("--certs", choices=("base64", "pem"), default="base64",
+                        help="certificates as base64 DER or PEM text")
+    export.add_argument("--dest", type=Path, help="directory for the files (default: OUT/export)")
+    _add_log_options(export)
     check = sub.add_parser("check", help="check one domain, or one server, and show the result to a person (or --json)")
     check.add_argument("domain", metavar="TARGET",
                        help="a domain (its MX hosts), or one server: HOST:PORT, IP, IP:PORT or [IPv6]:PORT")
@@ -536,6 +555,8 @@ def _preflight(config: ScanConfig, overwrite: bool) -> None:
     """Before the input is read: the output is writable and every resolver answers (scanner.preflight)."""
     try:
         prepare_output_dir(config.output.out_dir, overwrite)
+        if overwrite:
+            remove_derived(config.output.out_dir)  # a report of the previous scan must not pass for this one's
         check_output_writable(config.output.out_dir, STATE_DIR)
         asyncio.run(check_resolvers(config.dns))
     except OutputDirError as exc:
@@ -608,30 +629,83 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_report(args: argparse.Namespace, console: Console) -> int:
-    """DuckDB over the dataset → report.html, report.md, report.json (scanner.report)."""
-    from scanner.report import ReportError, build_report, write_report  # noqa: PLC0415 - DuckDB: only here
+    """DuckDB over the dataset → report.html, report.md, report.json (scanner.report); several datasets →
+    series.html, series.md, series.json."""
+    from scanner.report import ReportError, build_report, write_domains_sidecar, write_report  # noqa: PLC0415
 
-    dest = args.dest or args.out / "report"
-    for what, path in (("scan", args.out), ("--baseline", args.baseline)):
+    for what, path in [*(("scan", out) for out in args.out), ("--baseline", args.baseline)]:
         if path is not None and not Path(path).is_dir():
             _log.error("%s: no such scan directory: %s", what, path)
             return ExitCode.NO_INPUT
+    if len(args.out) > 1:
+        if args.baseline is not None:
+            _log.error("--baseline compares one scan; a series compares its own scans")
+            return ExitCode.USAGE
+        return _run_series_report(args, console)
+    out = args.out[0]
+    dest = args.dest or out / REPORT_DIR
     try:
-        report = build_report(args.out, baseline=args.baseline)
+        report = build_report(out, baseline=args.baseline, allow_different_settings=args.allow_different_settings)
     except ReportError as exc:
         _log.error("%s", exc)
         return exc.exit_code
     try:
         files = write_report(report, dest)
+        write_domains_sidecar(out, report.drill, dest)  # the domains not inline in the page's drill-down
     except ReportError as exc:
         _log.error("%s", exc)
         return exc.exit_code
     except OSError as exc:
         _log.error("--dest: cannot write the report into %s: %s", dest, exc.strerror or exc)
         return ExitCode.CANT_CREATE
-    if args.json:
+    return _announce(files, "report", args.json, console)
+
+
+def _announce(files: ReportFiles, what: str, json_out: bool, console: Console) -> int:
+    if json_out:
         print(files.json.read_text(encoding="utf-8"))
-    console.print(f"report written: {files.html}, {files.markdown}, {files.json}")
+    console.print(f"{what} written: {files.html}, {files.markdown}, {files.json}")
+    return ExitCode.OK
+
+
+def _run_series_report(args: argparse.Namespace, console: Console) -> int:
+    from scanner.report import ReportError, build_series, write_series  # noqa: PLC0415 - DuckDB: only here
+
+    try:
+        series = build_series(args.out, allow_different_settings=args.allow_different_settings)
+    except ReportError as exc:
+        _log.error("%s", exc)
+        return exc.exit_code
+    dest = args.dest or Path(series.scans[-1].out_dir) / SERIES_DIR
+    try:
+        files = write_series(series, dest)
+    except ReportError as exc:
+        _log.error("%s", exc)
+        return exc.exit_code
+    except OSError as exc:
+        _log.error("--dest: cannot write the series report into %s: %s", dest, exc.strerror or exc)
+        return ExitCode.CANT_CREATE
+    return _announce(files, "series report", args.json, console)
+
+
+def run_export(args: argparse.Namespace, console: Console) -> int:
+    """One ``<table>.jsonl`` / ``.csv`` per table (scanner.export)."""
+    from scanner.dataset import DatasetError  # noqa: PLC0415
+    from scanner.export import CertEncoding, ExportError, ExportFormat, export_dataset  # noqa: PLC0415
+
+    if not Path(args.out).is_dir():
+        _log.error("no such scan directory: %s", args.out)
+        return ExitCode.NO_INPUT
+    dest = args.dest or args.out / EXPORT_DIR
+    try:
+        written = export_dataset(args.out, dest, ExportFormat(args.format), args.table, CertEncoding(args.certs))
+    except (ExportError, DatasetError) as exc:
+        _log.error("%s", exc)
+        return ExitCode.DATA_ERROR
+    except OSError as exc:
+        _log.error("--dest: cannot write the export into %s: %s", dest, exc.strerror or exc)
+        return ExitCode.CANT_CREATE
+    console.print("exported: " + ", ".join(f"{t} {n:,} rows" for t, n in written.items()) + f" into {dest}")
     return ExitCode.OK
 
 
@@ -640,6 +714,8 @@ def _run_command(args: argparse.Namespace, console: Console) -> int:
         return run_scan(args, console)
     if args.command == "report":
         return run_report(args, console)
+    if args.command == "export":
+        return run_export(args, console)
     return run_check(args, console)
 
 

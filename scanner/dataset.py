@@ -25,15 +25,40 @@ from scanner.output.rows import TABLES
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["Dataset", "DatasetError", "load"]
+__all__ = ["Dataset", "DatasetError", "TableAccess", "load"]
 
 
 class DatasetError(ValueError):
     """The directory is not a scan output (no tables), or a table cannot be read."""
 
 
+class TableAccess:
+    """``.domains``, ``.mx``, ``.probes`` and ``.run`` of anything that reads a table by name."""
+
+    __slots__ = ()
+
+    def table(self, name: str) -> pa.Table:
+        raise NotImplementedError
+
+    @property
+    def domains(self) -> pa.Table:
+        return self.table("domains")
+
+    @property
+    def mx(self) -> pa.Table:
+        return self.table("mx")
+
+    @property
+    def probes(self) -> pa.Table:
+        return self.table("probes")
+
+    @property
+    def run(self) -> pa.Table:
+        return self.table("run")
+
+
 @dataclass(frozen=True, slots=True)
-class Dataset:
+class Dataset(TableAccess):
     path: Path
 
     def files(self, table: str) -> list[Path]:
@@ -56,22 +81,6 @@ class Dataset:
             return pq.read_table([str(f) for f in files], schema=arrow_schema(TABLES[name]))
         except (OSError, ValueError) as exc:  # ArrowInvalid (a ValueError): bad pages, a column of another type
             raise DatasetError(f"cannot read table {name} in {self.path}: {exc}") from exc
-
-    @property
-    def domains(self) -> pa.Table:
-        return self.table("domains")
-
-    @property
-    def mx(self) -> pa.Table:
-        return self.table("mx")
-
-    @property
-    def probes(self) -> pa.Table:
-        return self.table("probes")
-
-    @property
-    def run(self) -> pa.Table:
-        return self.table("run")
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per table (domains, mx, probes, run)."""

@@ -77,6 +77,7 @@ class InputLine:
     raw: str  # the line as read (trimmed, capped at RAW_KEEP characters)
     domain: str | None  # normalized A-label form, lower case, no trailing dot
     error: str | None  # why the line is not a valid domain
+    rank: int | None = None  # the list's rank of a Tranco-style "rank,domain" line (None for a bare domain)
 
 
 @dataclass(slots=True)
@@ -350,13 +351,20 @@ async def _open_stream(source: str | Path) -> IO[bytes]:
     return os.fdopen(await opened, "rb", buffering=0)
 
 
-def _domain_field(line: str) -> str:
-    """The domain part of a line: the whole line, or the second field of a Tranco ``rank,domain`` row."""
+_MAX_RANK_DIGITS = 18  # < 2**63
+
+
+def _domain_field(line: str) -> tuple[str, int | None]:
+    """The domain part of a line and its rank: the whole line (no rank), or the second field of a Tranco
+    ``rank,domain`` row and its first."""
     if "," in line:
         first, _, rest = line.partition(",")
-        if first.strip().isdigit():
-            return rest.split(",", 1)[0]
-    return line
+        digits = first.strip()
+        # ASCII digits only (str.isdigit also takes "²", which int() refuses), and few enough for the
+        # int64 input_rank column: a longer "rank" is no Tranco rank, and the line is read as it is.
+        if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_RANK_DIGITS:
+            return rest.split(",", 1)[0], int(digits)
+    return line, None
 
 
 def _parse_line(line_no: int, line: str, tally: InputTally) -> InputLine | None:
@@ -367,11 +375,12 @@ def _parse_line(line_no: int, line: str, tally: InputTally) -> InputLine | None:
         tally.skipped += 1
         return None
     raw = stripped[:RAW_KEEP]
+    field, rank = _domain_field(stripped)
     try:
-        domain = normalize_domain(_domain_field(stripped))
+        domain = normalize_domain(field)
     except ValueError as exc:
-        return InputLine(line_no, raw, None, str(exc))
-    return InputLine(line_no, raw, domain, None)
+        return InputLine(line_no, raw, None, str(exc), rank)
+    return InputLine(line_no, raw, domain, None, rank)
 
 
 def read_domains(lines: Iterator[str], tally: InputTally | None = None) -> Iterator[InputLine]:

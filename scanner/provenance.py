@@ -18,17 +18,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import aiodns
 import certifi
 import cryptography
+import dns.version
 import publicsuffixlist
 import pyarrow
-import pycares
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
 
 from scanner import __version__
 from scanner.config import ScanConfig
 from scanner.input import GZIP_MAGIC
+from scanner.providers import psl_version
 
 __all__ = ["collect", "file_digest", "trust_store_path"]
 
@@ -70,10 +70,11 @@ def _git_describe() -> str | None:
 
 
 def _psl() -> dict[str, Any]:
-    """The Public Suffix List shipped in ``publicsuffixlist`` (its version carries the list's date)."""
+    """The Public Suffix List shipped in ``publicsuffixlist``: package version, the list's own VERSION and
+    COMMIT lines (``list``, also the run table's ``psl_version``) and the file's SHA-256."""
     data = Path(publicsuffixlist.__file__).with_name("public_suffix_list.dat")
     return {"package": "publicsuffixlist", "version": metadata.version("publicsuffixlist"),
-            "sha256": file_digest(data)[0] if data.exists() else None}
+            "list": psl_version(), "sha256": file_digest(data)[0] if data.exists() else None}
 
 
 def libraries() -> dict[str, Any]:
@@ -85,9 +86,11 @@ def libraries() -> dict[str, Any]:
         "cryptography": cryptography.__version__,
         "cryptography_openssl": openssl_backend.openssl_version_text(),  # certificate parsing and checks
         "pyarrow": pyarrow.__version__,
-        "aiodns": aiodns.__version__,
-        "pycares": pycares.__version__,
-        "c_ares": pycares.ARES_VERSION,
+        # DNS: our own stub resolver (scanner.dns.transport and wire) asks every query but TLSA, which
+        # dnspython asks (it reads the AD bit); c-ares is no longer used by the scan (its adaptive
+        # timeouts ignored --dns-timeout).
+        "dns_client": f"smtp-tls-survey {__version__} stub resolver",
+        "dnspython": dns.version.version,
         "certifi": certifi.__version__,
         "public_suffix_list": _psl(),
     }

@@ -142,6 +142,7 @@ class Attempt:
             provenance_json=json.dumps(self.provenance, sort_keys=True, default=str),
             ipv4_reachable=self.families.get("ipv4"), ipv6_reachable=self.families.get("ipv6"),
             families_detail=self.families.get("detail"),
+            psl_version=self.provenance.get("libraries", {}).get("public_suffix_list", {}).get("list"),
         )
 
 

@@ -29,6 +29,7 @@ from scanner.policy.dane import (
 )
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
+from scanner.providers import ProviderMapper
 from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
 from scanner.tls.enumeration import KeyExchangeResult
 from scanner.tls.groups import group_name
@@ -162,6 +163,14 @@ class LinkJudge:
     def __init__(self, capacity: int = 20_000) -> None:  # ~1.7 KB a link: ~34 MB at most
         self._capacity = capacity
         self._memo: dict[tuple[str, str], tuple[ProbeSummary, LinkJudgement]] = {}
+        self._providers: ProviderMapper | None = None
+
+    @property
+    def providers(self) -> ProviderMapper:
+        """The scan's MX host → provider mapper (the Public Suffix List is parsed on first use, once)."""
+        if self._providers is None:
+            self._providers = ProviderMapper()
+        return self._providers
 
     def judge(self, host: str, address: str, summary: ProbeSummary) -> LinkJudgement:
         key = (host, summary.probe_id)
@@ -258,14 +267,14 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
     res = host.resolution
     common: dict[str, Any] = {
         "scan_id": scan_id, "attempt": attempt, "domain": dns.domain, "mx_host": host.name,
-        "mx_preference": host.preference, "mx_rank": rank, "host_status": res.status, "host_detail": res.detail,
-        "host_cnames": list(res.cnames),
+        "provider": judge.providers.provider(host.name), "mx_preference": host.preference, "mx_rank": rank,
+        "host_status": res.status, "host_detail": res.detail, "host_cnames": list(res.cnames),
     }
     if not res.addresses:
         return [MxRow(**common, address=None, ip_version=None, port=None, probe_id=None, probe_status=None,
                       cert_name_match=None, cert_source=None, cert_sha256=None,
                       cert_valid=None, dane_verdict=None, dane_dnssec=None, grade=None,
-                      grade_rules=[])], []
+                      grade_ordinal=None, grade_rules=[])], []
     rows, facts = [], []
     lookup = policies.tlsa.get(host.name) if policies else None
     for address in res.addresses:
@@ -282,7 +291,8 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
             cert_source=summary.cert_source if summary.status is ProbeStatus.STARTTLS_OK else None,
             cert_sha256=summary.leaf.sha256 if summary.leaf else None, cert_valid=link.cert_valid,
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
-            grade=graded.grade.value if graded.grade else None, grade_rules=[h.code for h in graded.hits],
+            grade=graded.grade.value if graded.grade else None,
+            grade_ordinal=graded.grade.rank if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
     return rows, facts
 
@@ -399,8 +409,9 @@ def build_domain_rows(
     graded = grade_domain(facts, _policy_facts(policies, dane_valid, dane)) if facts else None
     row = DomainRow(
         scan_id=scan_id, attempt=attempt, domain=dns.domain, input_line=line.line_no, input_raw=line.raw,
-        status=dns.status, status_detail=dns.detail, duplicate_of_line=None, mx_source=dns.mx_source,
-        mx_count=len(dns.hosts), mx_hosts=[h.name for h in dns.hosts], null_mx_mixed=dns.null_mx_mixed,
+        input_rank=line.rank, status=dns.status, status_detail=dns.detail, duplicate_of_line=None,
+        mx_source=dns.mx_source, mx_count=len(dns.hosts), mx_hosts=[h.name for h in dns.hosts],
+        mx_provider=judge.providers.first(h.name for h in dns.hosts), null_mx_mixed=dns.null_mx_mixed,
         mx_capped=dns.capped, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
         not_covered_count=cover.not_covered, families_covered=list(cover.families),
@@ -411,6 +422,7 @@ def build_domain_rows(
         dane_delivery=dane.delivery.value if dane else None,
         dane_delivery_reasons=list(dane.reasons) if dane else [],
         grade=graded.grade.value if graded and graded.grade else None,
+        grade_ordinal=graded.grade.rank if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
         grading_version=GRADING_VERSION if graded else None,
         forced_tls_safe=graded.forced_tls_safe if graded else None,
@@ -433,12 +445,13 @@ def input_problem_row(
     """A domain row for a line that was not scanned: invalid, duplicate, excluded, or a bug."""
     return DomainRow(
         scan_id=scan_id, attempt=attempt, domain=line.domain, input_line=line.line_no, input_raw=line.raw,
-        status=status, status_detail=detail, duplicate_of_line=duplicate_of_line, mx_source=MxSource.NONE, mx_count=0,
-        mx_hosts=[], null_mx_mixed=False, mx_capped=False, address_count=0, probed_count=0, starttls_ok_count=0,
+        input_rank=line.rank, status=status, status_detail=detail, duplicate_of_line=duplicate_of_line,
+        mx_source=MxSource.NONE, mx_count=0, mx_hosts=[], mx_provider=None, null_mx_mixed=False, mx_capped=False,
+        address_count=0, probed_count=0, starttls_ok_count=0,
         untested_count=0, not_covered_count=0, families_covered=[], starttls=StarttlsVerdict.NOT_APPLICABLE,
         starttls_ipv4=StarttlsVerdict.NOT_APPLICABLE, starttls_ipv6=StarttlsVerdict.NOT_APPLICABLE,
         starttls_all=None, starttls_any=None, certs_valid_all=None,
         **_policy_columns(None, None), dane_delivery=None, dane_delivery_reasons=[],
-        grade=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
+        grade=None, grade_ordinal=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
         forced_tls_reasons=[], recommendations=[], dns_ms=None, finished_at=finished_at,
     )

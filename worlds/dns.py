@@ -477,6 +477,15 @@ class NsdServer(ServerLifecycle):
         except (OSError, DNSError) as exc:
             raise self._fail(f"nsd does not answer over TCP on {self.resolver}: {exc}") from exc
 
+    def replace_zones(self, zones: Sequence[Zone | ZoneFile]) -> None:
+        """Serve other zone contents (same origins): a world that changes between two scans. NSD is
+        restarted on the same address, which answers again before this returns."""
+        if sorted(absolute(z.origin).lower() for z in zones) != sorted(absolute(z.origin).lower() for z in self._zones):
+            raise ValueError("replace_zones keeps the same zone origins")
+        self.stop()
+        self._zones = list(zones)
+        self.start()
+
     def stop(self) -> None:
         """Stop NSD and every process it forked; safe to call twice."""
         proc, self._proc = self._proc, None

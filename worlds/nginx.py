@@ -281,6 +281,14 @@ class NginxServer(ServerLifecycle):
                 raise NginxStartError(f"nginx did not listen on {self.address}:{self.port}\n{self._log_tail()}")
             time.sleep(0.02)
 
+    def replace_sites(self, sites: Sequence[Site]) -> None:
+        """Serve other sites (e.g. a policy that moved to enforce): restart on the same address."""
+        if not sites:
+            raise ValueError("NginxServer needs at least one site")
+        self.stop()
+        self.sites = tuple(sites)
+        self.start()
+
     def stop(self) -> None:
         """Fast shutdown (SIGTERM closes open, even throttled, connections); safe to call twice."""
         proc, self._proc = self._proc, None

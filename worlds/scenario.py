@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +34,7 @@ from worlds.ports import loopback_host
 from worlds.postfix import PostfixInstance
 from worlds.smtp import Behaviour, SmtpFarm, SmtpServerSpec
 
-__all__ = ["SLOW_BANNER_DELAY", "Expected", "ScanWorld", "World", "standard_world"]
+__all__ = ["EPOCH_CHANGES", "SLOW_BANNER_DELAY", "Expected", "ScanWorld", "World", "standard_world"]
 
 ZONE = "world.test"
 BROKEN_ZONE = "broken.test"  # configured in nsd with an invalid zone file: answers SERVFAIL
@@ -71,9 +71,19 @@ class World:
     domains_file: Path
     expected: dict[str, Expected] = field(default_factory=dict)
     farm: SmtpFarm | None = None
+    _set_epoch: Callable[[int], None] | None = None
+    epoch: int = 0
 
     def host(self, index: int) -> str:
         return loopback_host(self.block, index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move the world to ``epoch`` (see ``EPOCH_CHANGES``): DNS and policy hosts are rewritten and
+        restarted; ``expected`` keeps describing epoch 0."""
+        if self._set_epoch is None:
+            raise RuntimeError("this world cannot change")
+        self._set_epoch(epoch)
+        self.epoch = epoch
 
 
 # name → (host index, behaviour, certificate kind)
@@ -101,6 +111,21 @@ _POLICIES = {
     # enforce with a pattern that covers neither MX
     "mixed": "version: STSv1\nmode: enforce\nmx: mail.elsewhere.test\nmax_age: 86400\n",
 }
+# What changes in later epochs of the world (for series of scans), cumulatively:
+#   1: the server at mx-multiline loses STARTTLS (its name now points at the no-STARTTLS server's address)
+#   2: shared2's MX moves to mx-expired (its certificate has expired), and the "ordered" domain's MTA-STS
+#      policy moves from testing to enforce (new policy text and a new TXT id, RFC 8461 §3.1)
+EPOCH_CHANGES = {1: ("multiline.world.test: mx-multiline loses STARTTLS",),
+                 2: ("shared2.world.test: certificate expired", "ordered.world.test: MTA-STS policy to enforce")}
+
+
+def _policies(epoch: int) -> dict[str, str]:
+    policies = dict(_POLICIES)
+    if epoch >= 2:
+        policies["ordered"] = policies["ordered"].replace("mode: testing", "mode: enforce")
+    return policies
+
+
 # Real Postfix instances: name → (host index, STARTTLS on, smtpd_tls_protocols)
 _POSTFIX: dict[str, tuple[int, bool, str | None]] = {
     "mx-postfix": (30, True, None),
@@ -168,12 +193,13 @@ class _AbsoluteZone(Zone):
         return self
 
 
-def _zone(block: str, certs: dict[str, CertFiles | None]) -> Zone:
+def _zone(block: str, certs: dict[str, CertFiles | None], epoch: int = 0) -> Zone:
     zone = _AbsoluteZone(ZONE, [])
-    _add_policies(zone, block, certs)
+    _add_policies(zone, block, certs, epoch)
     host = lambda index: loopback_host(block, index)  # noqa: E731 - a local shorthand
     for label, (index, _, _) in _SERVERS.items():
-        zone.a(_fqdn(label), host(index))
+        moved = epoch >= 1 and label == "mx-multiline"
+        zone.a(_fqdn(label), host(_SERVERS["mx-notls"][0] if moved else index))
     zone.a(_fqdn(_REFUSED[0]), host(_REFUSED[1]))
     for label, (index, _, _) in _POSTFIX.items():
         zone.a(_fqdn(label), host(index))
@@ -184,7 +210,7 @@ def _zone(block: str, certs: dict[str, CertFiles | None]) -> Zone:
     zone.mx(_fqdn("banner421"), 10, _fqdn("mx-421"))
     zone.mx(_fqdn("refused"), 10, _fqdn("mx-refused"))
     zone.mx(_fqdn("shared1"), 10, _fqdn("mx-good"))
-    zone.mx(_fqdn("shared2"), 5, _fqdn("mx-good"))
+    zone.mx(_fqdn("shared2"), 5, _fqdn("mx-expired" if epoch >= 2 else "mx-good"))
     # Published out of order on purpose: the scanner must sort by preference.
     zone.mx(_fqdn("ordered"), 20, _fqdn("mx-notls"))
     zone.mx(_fqdn("ordered"), 10, _fqdn("mx-good2"))
@@ -248,10 +274,11 @@ def _spki_sha256(leaf_der: bytes) -> bytes:
     return hashlib.sha256(spki).digest()
 
 
-def _add_policies(zone: Zone, block: str, certs: dict[str, CertFiles | None]) -> None:
+def _add_policies(zone: Zone, block: str, certs: dict[str, CertFiles | None], epoch: int = 0) -> None:
     """MTA-STS (TXT + nginx policy host), TLS-RPT and TLSA records for a few domains."""
-    for domain in _POLICIES:
-        zone.txt(f"_mta-sts.{_fqdn(domain)}", "v=STSv1; id=20261122T000000;")
+    for domain, text in _POLICIES.items():
+        changed = _policies(epoch)[domain] != text
+        zone.txt(f"_mta-sts.{_fqdn(domain)}", f"v=STSv1; id=20261122T00000{epoch if changed else 0};")
         zone.a(f"mta-sts.{_fqdn(domain)}", loopback_host(block, _NGINX_INDEX))
     zone.txt(f"_smtp._tls.{_fqdn('good')}", f"v=TLSRPTv1; rua=mailto:tlsrpt@{_fqdn('good')}")
     zone.txt(f"_smtp._tls.{_fqdn('wrongname')}", "v=TLSRPTv1; rua=ftp://reports.example")  # invalid scheme
@@ -261,9 +288,9 @@ def _add_policies(zone: Zone, block: str, certs: dict[str, CertFiles | None]) ->
     zone.tlsa(f"_25._tcp.{_fqdn('mx-selfsigned')}", 3, 1, 1, bytes(32))  # stale: does not match
 
 
-def _policy_sites(ca: TestCA) -> list[Site]:
+def _policy_sites(ca: TestCA, epoch: int = 0) -> list[Site]:
     cert = ca.issue([f"mta-sts.{_fqdn(d)}" for d in _POLICIES])
-    return [Site(f"mta-sts.{_fqdn(d)}", cert.cert_file, cert.key_file, text) for d, text in _POLICIES.items()]
+    return [Site(f"mta-sts.{_fqdn(d)}", cert.cert_file, cert.key_file, text) for d, text in _policies(epoch).items()]
 
 
 @contextmanager
@@ -300,4 +327,9 @@ def standard_world(workdir: Path, block: str) -> Iterator[World]:
             )
             postfix.start()
             stack.callback(postfix.stop)
-        yield World(block, nsd.resolver, ca.ca_file, domains_file, expected, farm)
+
+        def set_epoch(epoch: int) -> None:
+            nsd.replace_zones([_zone(block, certs, epoch)])
+            nginx.replace_sites(_policy_sites(ca, epoch))
+
+        yield World(block, nsd.resolver, ca.ca_file, domains_file, expected, farm, set_epoch)

@@ -58,6 +58,7 @@ class DomainRow:
     domain: str | None = col("Normalized domain (A-label, lower case, no trailing dot); null for invalid input.")
     input_line: int = col("1-based line number in the input file where the domain (first) appeared.")
     input_raw: str = col("The input line as read (trimmed, at most 300 characters).")
+    input_rank: int | None = col("Rank given by a Tranco-style 'rank,domain' input line; null for a bare domain.")
     status: DomainStatus = col("What happened to this domain: see schemas/README.md for the values.")
     status_detail: str = col("Human-readable detail of the status (empty when ok).")
     duplicate_of_line: int | None = col("For status 'duplicate': the line where the domain first appeared.")
@@ -65,6 +66,9 @@ class DomainRow:
                               "'null_mx' (RFC 7505) or 'none'.")
     mx_count: int = col("Number of distinct MX hosts (implicit MX counts as 1), at most --max-mx-hosts.")
     mx_hosts: list[str] = col("MX host names in preference order.")
+    mx_provider: str | None = col("Provider of the first MX host: its registered domain under the Public Suffix List "
+                                  "(ICANN section; version in run.psl_version), '(IP literal)' for an address; null "
+                                  "without MX host.")
     null_mx_mixed: bool = col("A null MX record was published alongside other MX records (RFC 7505 §3 violation).")
     mx_capped: bool = col("More MX hosts or addresses were published than --max-mx-hosts / --max-mx-addresses "
                           "allow: only the first ones (preference order) were resolved and probed.")
@@ -122,6 +126,8 @@ class DomainRow:
                                            "not_tested, no_certificate, no_mx_address.")
     grade: str | None = col("Domain grade A+..F = its worst tested MX address, then domain rules (schemas/grading.md); "
                             "null when no MX address could be tested.")
+    grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+, 5 for A, ... 0 for F (null: no "
+                                    "grade), so that ORDER BY grade_ordinal DESC puts A+ above A.")
     grade_rules: list[str] = col("Rule codes that lowered (or explain) the grade.")
     grading_version: str | None = col("Version of the grading rubric used.")
     forced_tls_safe: bool | None = col("Can a sender force TLS to this domain: every MX does STARTTLS, TLS 1.2+ and a "
@@ -141,6 +147,8 @@ class MxRow:
                        "earlier attempt: join probes on (scan_id, probe_id)).")
     domain: str = col("The domain (joins domains.domain).")
     mx_host: str = col("MX host name (for implicit MX, the domain itself).")
+    provider: str = col("Registered domain of the MX host under the Public Suffix List (ICANN section; version in "
+                        "run.psl_version); '(IP literal)' for an address.")
     mx_preference: int = col("MX preference (0 for implicit MX).")
     mx_rank: int = col("0-based position of the host in preference order.")
     host_status: HostStatus = col("Resolution status of the MX host name.")
@@ -169,6 +177,7 @@ class MxRow:
                                   "not_authenticated (unsigned zone), unknown, bogus (the validator's SERVFAIL "
                                   "is a validation failure: the data comes with checking disabled).")
     grade: str | None = col("Grade of this MX address for this host name (null when untested).")
+    grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+ ... 0 for F (null: no grade).")
     grade_rules: list[str] = col("Rule codes that lowered the grade.")
 
 
@@ -367,6 +376,8 @@ class RunRow:
     ipv6_reachable: bool | None = col("IPv6 addresses were probed (as ipv4_reachable; --ipv6 on/off forces it).")
     families_detail: str | None = col("How the families were decided (route found from which source address, or "
                                       "forced).")
+    psl_version: str | None = col("Public Suffix List that mapped MX hosts to providers (package, list version and "
+                                   "commit); from provenance.")
 
 
 # Table name → row class; the order is the order of docs in schemas/. Read-only.

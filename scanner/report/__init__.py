@@ -7,13 +7,16 @@
 
 from __future__ import annotations
 
-from scanner.report.build import build_report
+from scanner.report.build import build_report, write_domains_sidecar
 from scanner.report.model import (
     BaselineDiff,
     Basis,
+    Citation,
     Comparison,
     Delta,
     DomainChange,
+    DomainDrill,
+    DomainLine,
     Figure,
     FigureTable,
     GradeCount,
@@ -26,14 +29,19 @@ from scanner.report.model import (
 )
 from scanner.report.queries import ReportError
 from scanner.report.render import write_report
+from scanner.report.series import SeriesReport, build_series
+from scanner.report.series_render import write_series
 from scanner.report.stats import Interval, Share
 
 __all__ = [
     "BaselineDiff",
     "Basis",
+    "Citation",
     "Comparison",
     "Delta",
     "DomainChange",
+    "DomainDrill",
+    "DomainLine",
     "Figure",
     "FigureTable",
     "GradeCount",
@@ -45,7 +53,11 @@ __all__ = [
     "ReportFiles",
     "ScanInfo",
     "Section",
+    "SeriesReport",
     "Share",
     "build_report",
+    "build_series",
+    "write_domains_sidecar",
     "write_report",
+    "write_series",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import duckdb
 
+from scanner.providers import ProviderMapper
 from scanner.report import published
 from scanner.report import queries as q
 from scanner.report.model import (
@@ -24,6 +25,8 @@ from scanner.report.model import (
     Comparison,
     Delta,
     DomainChange,
+    DomainDrill,
+    DomainLine,
     Figure,
     FigureTable,
     GradeCount,
@@ -32,15 +35,18 @@ from scanner.report.model import (
     ScanInfo,
     Section,
 )
-from scanner.report.providers import ProviderMapper
+from scanner.report.settings import check_comparable
 from scanner.report.stats import Share
 from scanner.tls.groups import DEPRECATED_EC_GROUPS, group_name
 
-__all__ = ["CHANGES_LIMIT", "PROVIDERS_LIMIT", "build_report"]
+__all__ = ["CHANGES_LIMIT", "DOMAINS_SIDECAR", "DRILL_INLINE_LIMIT", "PROVIDERS_LIMIT", "build_report",
+           "domain_drill", "write_domains_sidecar"]
 
 PROVIDERS_LIMIT: Final = 10  # providers listed with their posture
 TOP_LIMIT: Final = 12  # rows of open-ended tables (suites, key types, failure classes, ...)
 CHANGES_LIMIT: Final = 5000  # changed domains listed against a baseline (the total is always given)
+DRILL_INLINE_LIMIT: Final = 2000  # domains in the page's drill-down table; the others go to the sidecar
+DOMAINS_SIDECAR: Final = "report-domains.jsonl"  # beside report.html (scanner.derived removes it on --overwrite)
 
 # (figure key, label, numerator column, denominator column) of a wide query
 RowSpec = tuple[str, str, str, str]
@@ -559,9 +565,9 @@ def _failures(con: duckdb.DuckDBPyConnection, domain_status: FigureTable) -> tup
     return dns, hosts, probes
 
 
-def _comparisons(
-    funnel: FigureTable, decided: FigureTable, certs: FigureTable, mta_sts: FigureTable, dane: FigureTable,
-) -> tuple[Comparison, ...]:
+def _comparisons(funnel: FigureTable, decided: FigureTable, dane: FigureTable) -> tuple[Comparison, ...]:
+    """Our figures beside the published ones of ``scanner.report.published`` (verified citations only:
+    certificates and MTA-STS have no such figure, so no comparison)."""
     def ours(table: FigureTable, key: str, label: str) -> Figure:
         return Figure(f"{table.key}.{key}", label, table.get(key))
 
@@ -573,15 +579,6 @@ def _comparisons(
             ours(funnel, "tls_ok_definitive", "addresses completing STARTTLS, of addresses that answered"),
             ours(decided, "all", "mail domains with STARTTLS on every MX, of domains with a verdict"),
         ), published.STARTTLS),
-        Comparison("certificates", "Certificates of STARTTLS servers: ours vs published", (
-            ours(certs, "self_signed", "TLS addresses with a self-signed leaf"),
-            ours(certs, "trusted", "TLS addresses with a trusted, unexpired chain"),
-        ), published.CERTIFICATES),
-        Comparison("mta_sts", "MTA-STS: ours vs published", (
-            ours(mta_sts, "txt", "mail domains publishing an _mta-sts TXT record"),
-            ours(mta_sts, "misconfigured", "misconfigured, of domains with a TXT record"),
-            ours(mta_sts, "delivery_risk", "enforced policy that fails an MX, of domains with a TXT record"),
-        ), published.MTA_STS),
         Comparison("dane", "DANE: ours vs published", (
             Figure("policy.dane_hosts.not_matching", "MX host addresses whose TLSA does not match, of compared",
                    dane_mismatch),
@@ -629,7 +626,9 @@ def _domain_changes(new_dir: Path, old_dir: Path) -> tuple[tuple[DomainChange, .
     return changes, counts
 
 
-def _baseline(new: Report, old: Report, new_dir: Path, old_dir: Path) -> BaselineDiff:
+def _baseline(
+    new: Report, old: Report, new_dir: Path, old_dir: Path, differences: Sequence[str] = (),
+) -> BaselineDiff:
     changes, counts = _domain_changes(new_dir, old_dir)
     versions_old, versions_new = old.scan.grading_versions, new.scan.grading_versions
     return BaselineDiff(
@@ -638,13 +637,58 @@ def _baseline(new: Report, old: Report, new_dir: Path, old_dir: Path) -> Baselin
         comparable_grades=len(versions_old) <= 1 and len(versions_new) <= 1 and versions_old == versions_new,
         deltas=_deltas(old, new), changes=changes, changes_total=counts["total"], changes_limit=CHANGES_LIMIT,
         grade_changes=counts["grade_changes"], starttls_changes=counts["starttls_changes"],
+        settings_differences=tuple(differences),
     )
+
+
+# --- drill-down ------------------------------------------------------------------------------------
+
+
+def _open_drill(con: duckdb.DuckDBPyConnection, out_dir: Path, changed: Sequence[str]) -> None:
+    q.open_dataset(con, out_dir)
+    q.register_table(con, "drill_changed", {"domain": list(changed)})
+    con.execute(q.CREATE_DRILL)
+
+
+def domain_drill(out_dir: Path, changed: Sequence[str], limit: int) -> DomainDrill:
+    """The domains shown inline (failing, changed, then a sample) and how many the sidecar holds."""
+    con = duckdb.connect()
+    try:
+        _open_drill(con, out_dir, changed)
+        rows = q.fetch_rows(con, q.DRILL_INLINE, {"limit": limit})
+        total = q.fetch_scalar(con, q.DRILL_TOTAL)
+    finally:
+        con.close()
+    inline = tuple(DomainLine(str(d), g, tuple(r or ()), str(s), str(m), str(w)) for d, g, r, s, m, w in rows)
+    rest = total - len(inline)
+    return DomainDrill(inline, total, DOMAINS_SIDECAR if rest else "", rest)
+
+
+def write_domains_sidecar(out_dir: Path, drill: DomainDrill, dest: Path) -> Path | None:
+    """Write the domains of ``out_dir`` not shown inline (``drill.inline``) as JSON Lines beside the report
+    (``drill.sidecar``), streamed by DuckDB so a million-domain scan needs no memory for it. None when every
+    domain is inline."""
+    if not drill.sidecar:
+        return None
+    path = Path(dest) / drill.sidecar
+    tmp = path.with_name(f".{path.name}.tmp")
+    con = duckdb.connect()
+    try:
+        _open_drill(con, out_dir, ())
+        q.register_table(con, "drill_inline", {"domain": [line.domain for line in drill.inline]})
+        con.execute(f"COPY ({q.DRILL_REST}) TO {q.sql_string(str(tmp))} (FORMAT JSON)")
+    finally:
+        con.close()
+    tmp.replace(path)
+    return path
 
 
 # --- entry point -----------------------------------------------------------------------------------
 
 
-def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] = ()) -> Report:
+def _build(
+    out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] = (), drill_inline: int = DRILL_INLINE_LIMIT,
+) -> Report:
     started = time.perf_counter()
     con = duckdb.connect()
     try:
@@ -672,34 +716,46 @@ def _build(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] 
         grade_rules=rules, forced_tls=forced, forced_tls_reasons=reasons, provider_shares=p_shares,
         provider_concentration=p_concentration, providers=providers, dns_failures=dns, host_failures=hosts,
         probe_failures=probe_failures,
-        comparisons=_comparisons(funnel, decided, c_address, mta_sts, dane_hosts),
-        baseline=None, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        comparisons=_comparisons(funnel, decided, dane_hosts),
+        baseline=None, drill=domain_drill(out_dir, (), drill_inline),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=time.perf_counter() - started,
     )
 
 
-def _build_checked(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] = ()) -> Report:
+def _build_checked(out_dir: Path, mapper: ProviderMapper, keep_providers: Sequence[str] = (),
+                   drill_inline: int = DRILL_INLINE_LIMIT) -> Report:
     """``_build``, with DuckDB's failures on a damaged part (bad pages behind a good footer, a column
     of another type) turned into one ``ReportError`` line."""
     try:
-        return _build(out_dir, mapper, keep_providers)
+        return _build(out_dir, mapper, keep_providers, drill_inline=drill_inline)
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise q.ReportError(f"cannot read the dataset in {out_dir}: {first}") from exc
 
 
-def build_report(out_dir: Path, *, baseline: Path | None = None) -> Report:
+def build_report(
+    out_dir: Path, *, baseline: Path | None = None, allow_different_settings: bool = False,
+    drill_inline: int = DRILL_INLINE_LIMIT,
+) -> Report:
     """Every figure of the population report for the scan in ``out_dir``.
 
-    With ``baseline`` (an older scan's output directory): each figure's change, the baseline's shares
-    of this scan's top providers, and the domains whose grade or STARTTLS verdict changed.
+    With ``baseline`` (an older scan's output directory): each figure's change with its 95 % Newcombe
+    interval, the baseline's shares of this scan's top providers, and the domains whose grade or STARTTLS
+    verdict changed. Scans with different verdict-relevant settings raise ``SettingsMismatchError``
+    unless ``allow_different_settings`` (then the differences are carried in the report).
+    The per-domain drill-down lists at most ``drill_inline`` domains inline (failing, changed, sampled);
+    ``write_domains_sidecar`` writes the others beside the page.
     Raises ``ReportError`` when a directory holds no scan tables or a part file is damaged or foreign.
     """
     started = time.perf_counter()
+    differences = () if baseline is None else check_comparable(
+        Path(out_dir), Path(baseline), allow_different=allow_different_settings)
     mapper = ProviderMapper()
-    report = _build_checked(Path(out_dir), mapper)
+    report = _build_checked(Path(out_dir), mapper, drill_inline=drill_inline)
     if baseline is None:
         return report
-    old = _build_checked(Path(baseline), mapper, [r.provider for r in report.providers])
-    diff = _baseline(report, old, Path(out_dir), Path(baseline))
-    return replace(report, baseline=diff, build_seconds=time.perf_counter() - started)
+    old = _build_checked(Path(baseline), mapper, [r.provider for r in report.providers], drill_inline=0)
+    diff = _baseline(report, old, Path(out_dir), Path(baseline), differences)
+    drill = domain_drill(Path(out_dir), [c.domain for c in diff.changes], drill_inline)
+    return replace(report, baseline=diff, drill=drill, build_seconds=time.perf_counter() - started)

@@ -15,7 +15,7 @@ from typing import Final
 from scanner.report.model import FigureTable
 from scanner.report.stats import format_count, format_percent
 
-__all__ = ["GRADE_COLOURS", "Bar", "bar_chart", "bars_from_table"]
+__all__ = ["GRADE_COLOURS", "Bar", "Point", "bar_chart", "bars_from_table", "line_chart"]
 
 DEFAULT_COLOUR: Final = "#3b6fb6"
 # Green (A+) to dark red (F); F (no STARTTLS) is set apart from the E floor of weak TLS.
@@ -81,3 +81,76 @@ def bar_chart(chart_id: str, title: str, bars: Sequence[Bar]) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One scan's share on a series chart: value and 95 % interval as proportions (None: no estimate)."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+_LINE_WIDTH: Final = 440  # px of the whole chart
+_LINE_HEIGHT: Final = 190
+_PLOT_LEFT: Final = 44  # px for the y-axis labels
+_PLOT_RIGHT: Final = 16
+_PLOT_TOP: Final = 34  # px for the title
+_PLOT_BOTTOM: Final = 30  # px for the x-axis labels
+
+
+def line_chart(chart_id: str, title: str, points: Sequence[Point], x_labels: Sequence[str]) -> str:
+    """An ``<svg>`` line chart of shares over scans (y from 0 to 100 %), with the 95 % interval as a band.
+
+    The x labels are short (scan numbers): the page lists each scan's date and id beside the charts, so
+    labels never collide however many scans a series holds.
+    """
+    plot_w = _LINE_WIDTH - _PLOT_LEFT - _PLOT_RIGHT
+    plot_h = _LINE_HEIGHT - _PLOT_TOP - _PLOT_BOTTOM
+
+    def x(i: int) -> float:
+        return _PLOT_LEFT + (plot_w * i / (len(points) - 1) if len(points) > 1 else plot_w / 2)
+
+    def y(v: float) -> float:
+        return _PLOT_TOP + plot_h * (1.0 - v)
+
+    parts = [
+        f'<svg class="chart line-chart" id="{escape(chart_id)}" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'aria-labelledby="{escape(chart_id)}-title" viewBox="0 0 {_LINE_WIDTH} {_LINE_HEIGHT}" '
+        f'width="{_LINE_WIDTH}" height="{_LINE_HEIGHT}" preserveAspectRatio="xMinYMin meet">',
+        f'<title id="{escape(chart_id)}-title">{escape(title)}</title>',
+        f'<text class="chart-title" x="0" y="18">{escape(_short_title(title))}</text>',
+    ]
+    for tick in (0.0, 0.5, 1.0):
+        parts.append(f'<line class="grid" x1="{_PLOT_LEFT}" x2="{_LINE_WIDTH - _PLOT_RIGHT}" y1="{y(tick):.1f}" '
+                     f'y2="{y(tick):.1f}" stroke="#d1d9e0"/>'
+                     f'<text class="axis" x="{_PLOT_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">'
+                     f"{tick * 100:.0f}%</text>")
+    band = [(i, p) for i, p in enumerate(points) if p.low is not None and p.high is not None]
+    if len(band) > 1:
+        upper = " ".join(f"{x(i):.1f},{y(p.high or 0.0):.1f}" for i, p in band)
+        lower = " ".join(f"{x(i):.1f},{y(p.low or 0.0):.1f}" for i, p in reversed(band))
+        parts.append(f'<polygon class="ci-band" points="{upper} {lower}" fill="{DEFAULT_COLOUR}" fill-opacity="0.18"/>')
+    line = [(i, p.value) for i, p in enumerate(points) if p.value is not None]
+    if len(line) > 1:
+        path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in line)
+        parts.append(f'<polyline class="series-line" points="{path}" fill="none" stroke="{DEFAULT_COLOUR}" '
+                     'stroke-width="2"/>')
+    for i, p in enumerate(points):
+        if p.value is not None:
+            parts.append(f'<circle cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="3.5" fill="{DEFAULT_COLOUR}">'
+                         f"<title>{escape(x_labels[i])}: {escape(format_percent(p.value))}</title></circle>")
+        parts.append(f'<text class="axis" x="{x(i):.1f}" y="{_LINE_HEIGHT - 10}" text-anchor="middle">'
+                     f"{escape(x_labels[i])}</text>")
+    if not line:
+        parts.append(f'<text class="chart-empty" x="{_PLOT_LEFT}" y="{_PLOT_TOP + 20}">no data</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_TITLE_CHARS: Final = 62  # a title longer than this is shortened on the chart (the full text is its <title>)
+
+
+def _short_title(title: str) -> str:
+    return title if len(title) <= _TITLE_CHARS else title[: _TITLE_CHARS - 1] + "…"

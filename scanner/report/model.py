@@ -11,14 +11,17 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 
-from scanner.report.stats import Share
+from scanner.report.stats import DifferenceInterval, Share, newcombe_difference
 
 __all__ = [
     "BaselineDiff",
     "Basis",
+    "Citation",
     "Comparison",
     "Delta",
     "DomainChange",
+    "DomainDrill",
+    "DomainLine",
     "Figure",
     "FigureTable",
     "GradeCount",
@@ -103,11 +106,25 @@ class ProviderRow:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishedValue:
-    """A number from a published study, quoted from standards.md §5 with its confidence tag."""
+class Citation:
+    """A publication, cited in full."""
 
-    study: str
-    tag: str  # "[V]", "[S]" or "[M]" as in standards.md
+    authors: str
+    title: str
+    venue: str
+    year: int
+    short: str  # "Durumeric et al., IMC 2015"
+
+    def text(self) -> str:
+        return f"{self.authors}. {self.title}. {self.venue}, {self.year}."
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedValue:
+    """A number from a published study, with where in the publication it is stated."""
+
+    citation: Citation
+    where: str  # section or table of the publication ("abstract", "Table 3", "§5.2")
     population: str
     value: float | None  # as a proportion, when the study gives one
     text: str  # the value as published (with its unit)
@@ -164,6 +181,19 @@ class Delta:
             return None
         return (self.new.value - self.old.value) * 100.0
 
+    @property
+    def interval(self) -> DifferenceInterval | None:
+        """95 % Newcombe interval of new − old, for shares that estimate proportions (None otherwise)."""
+        if self.old is None or self.new is None or self.old.ci is None or self.new.ci is None:
+            return None
+        return newcombe_difference(self.new.numerator, self.new.denominator, self.old.numerator, self.old.denominator)
+
+    @property
+    def significant(self) -> bool:
+        """The change's 95 % interval excludes zero."""
+        interval = self.interval
+        return interval is not None and interval.excludes_zero
+
 
 @dataclass(frozen=True, slots=True)
 class DomainChange:
@@ -191,6 +221,31 @@ class BaselineDiff:
     changes_limit: int
     grade_changes: int  # domains present in both scans whose grade changed
     starttls_changes: int  # ... whose STARTTLS verdict changed
+    # verdict-relevant settings that differ ("setting: baseline -> this scan"); non-empty only when the
+    # comparison was allowed anyway (--allow-different-settings)
+    settings_differences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DomainLine:
+    """One domain of the drill-down table (also one line of the JSONL sidecar, same keys)."""
+
+    domain: str
+    grade: str | None
+    grade_rules: tuple[str, ...]
+    starttls: str
+    mx: str  # MX posture: "host grade probe-status" per MX address, "; "-joined
+    why: str  # why the row is inline: "failing", "changed" or "sample"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDrill:
+    """The per-domain drill-down: the rows shown inline and how many more the sidecar holds."""
+
+    inline: tuple[DomainLine, ...]  # failing first, then changed (against a baseline), then a sample
+    total: int  # distinct domains of the scan
+    sidecar: str  # file name of the JSONL beside the page with the other domains ("" when none)
+    sidecar_rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +286,7 @@ class Report:
     probe_failures: FigureTable
     comparisons: tuple[Comparison, ...]
     baseline: BaselineDiff | None
+    drill: DomainDrill
     generated_at: str
     build_seconds: float
 

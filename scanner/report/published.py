@@ -1,65 +1,52 @@
-"""Published population figures the report sets beside its own (shared/reference/standards.md §5).
+"""Published population figures the report sets beside its own, each with a full citation.
 
-Each value keeps the confidence tag standards.md gives it: [V] verified in a primary source, [S] from a
-secondary source or an abstract, [M] from memory. Populations, years and units differ from ours (Alexa
-or zone-file lists, whole IPv4 space, mail volume at Gmail), so these rows are context for the reader,
-not a pass/fail target. Tuples of frozen dataclasses: read-only.
+Only figures checked against the publication itself are kept (authors, title, venue, year and where in
+the paper the number is); figures whose source could not be checked were dropped rather than tagged.
+Populations, years and units differ from ours (Alexa lists, zone files, Internet-wide scans), so these
+rows are context for the reader, not a pass/fail target. Tuples of frozen dataclasses: read-only.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from scanner.report.model import PublishedValue
+from scanner.report.model import Citation, PublishedValue
 
-__all__ = ["CERTIFICATES", "DANE", "INJECTION", "MTA_STS", "STARTTLS"]
+__all__ = ["CITATIONS", "DANE", "INJECTION", "STARTTLS"]
 
-_DURUMERIC = "Durumeric et al., IMC 2015"
-_GOOGLE = "Google, Email encryption in transit"
-_HOLZ = "Holz et al., NDSS 2016"
-_MAYER = "Mayer et al., ARES 2016"
-_TATANG = "Tatang, Flume & Holz, DIMVA 2021"
-_ASHIQ = "Ashiq, Fiebig & Chung, 2025"
-_LEE = "Lee et al., USENIX Security 2020"
-_PODDEBNIAK = "Poddebniak et al., USENIX Security 2021"
+DURUMERIC_2015: Final = Citation(
+    authors="Z. Durumeric, D. Adrian, A. Mirian, J. Kasten, E. Bursztein, N. Lidzborski, K. Thomas, V. Eranti, "
+            "M. Bailey, J. A. Halderman",
+    title="Neither Snow Nor Rain Nor MITM... An Empirical Analysis of Email Delivery Security",
+    venue="ACM Internet Measurement Conference (IMC), pp. 27-39, doi:10.1145/2815675.2815695", year=2015,
+    short="Durumeric et al., IMC 2015",
+)
+LEE_2020: Final = Citation(
+    authors="H. Lee, A. Girish, R. van Rijswijk-Deij, T. Kwon, T. Chung",
+    title="A Longitudinal and Comprehensive Study of the DANE Ecosystem in Email",
+    venue="USENIX Security Symposium", year=2020, short="Lee et al., USENIX Security 2020",
+)
+PODDEBNIAK_2021: Final = Citation(
+    authors="D. Poddebniak, F. Ising, H. Böck, S. Schinzel",
+    title="Why TLS is better without STARTTLS: A Security Analysis of STARTTLS in the Email Context",
+    venue="30th USENIX Security Symposium", year=2021, short="Poddebniak et al., USENIX Security 2021",
+)
+CITATIONS: Final = (DURUMERIC_2015, LEE_2020, PODDEBNIAK_2021)
 
 STARTTLS: Final = (
-    PublishedValue(_DURUMERIC, "[S]", "long tail of >700,000 SMTP servers (Alexa Top Million MX, 2015)", 0.35,
-                   "35% successfully configure encryption", "abstract"),
-    PublishedValue(_GOOGLE, "[S]", "mail arriving at Gmail from other providers, 2013", 0.33,
-                   "33% encrypted", "mail volume, not servers"),
-    PublishedValue(_GOOGLE, "[S]", "mail arriving at Gmail from other providers, 2015", 0.61,
-                   "61% encrypted", "mail volume, not servers"),
-    PublishedValue(_GOOGLE, "[S]", "Gmail traffic, around 2023", 0.90, "around 90% TLS-protected",
-                   "mail volume; cited by a 2023 IEEE paper"),
-)
-
-CERTIFICATES: Final = (
-    PublishedValue(_MAYER, "[S]", "SMTP hosts, whole IPv4 space, 2015", 0.65,
-                   "~65% present self-signed certificates", "third-party note, unverified"),
-    PublishedValue(_HOLZ, "[S]", "SMTP/IMAP/POP3 servers, IPv4-wide scans, 2015", None,
-                   "weak authentication dominates (certificates not verifiable, self-signed)",
-                   "per-port percentages are not in the stored excerpts"),
-)
-
-MTA_STS: Final = (
-    PublishedValue(_TATANG, "[S]", "1.76 million scanned domains", 0.000124, "0.0124% use MTA-STS", "abstract"),
-    PublishedValue(_ASHIQ, "[S]", "domains with an MTA-STS record (68K, four TLDs)", 0.296,
-                   "29.6% misconfigured", "abstract; venue to verify"),
-    PublishedValue(_ASHIQ, "[S]", "domains with an MTA-STS record (68K, four TLDs)", 0.032,
-                   "3.2% would see delivery failures from enforcing senders", "abstract; venue to verify"),
-    PublishedValue("third-party note", "[S]", ".com domains", 0.0007, "~0.07% publish MTA-STS", "unverified"),
+    PublishedValue(DURUMERIC_2015, "abstract", "long tail of over 700,000 SMTP servers (MX of the Alexa Top Million)",
+                   0.35, "35% successfully configure encryption"),
 )
 
 DANE: Final = (
-    PublishedValue(_LEE, "[S]", "TLSA records, SLDs of .com/.net/.org/.nl/.se, 24 months", 0.1417,
-                   "14.17% do not match the server certificate", "abstract; unit is TLSA records"),
-    PublishedValue(_LEE, "[S]", "TLSA records, SLDs of .com/.net/.org/.nl/.se, 24 months", 0.36,
-                   "36% cannot be validated (missing or incorrect DNSSEC)", "abstract; unit is TLSA records"),
+    PublishedValue(LEE_2020, "abstract", "TLSA records of second-level domains under .com/.net/.org/.nl/.se, 24 months",
+                   0.1417, "14.17% are inconsistent with their certificates", "unit: TLSA records"),
+    PublishedValue(LEE_2020, "abstract", "TLSA records of second-level domains under .com/.net/.org/.nl/.se, 24 months",
+                   0.36, "36% cannot be validated (missing or incorrect DNSSEC records)", "unit: TLSA records"),
 )
 
 INJECTION: Final = (
-    PublishedValue(_PODDEBNIAK, "[V]", "mail servers, Internet-wide scan", 0.02,
-                   "≈320,000 mail servers (2%) vulnerable to STARTTLS command injection",
-                   "abstract; our figure only flags bytes sent after the 220 (a symptom, not the exploit)"),
+    PublishedValue(PODDEBNIAK_2021, "abstract", "email servers, Internet-wide scan", 0.02,
+                   "320,000 email servers (2%) vulnerable to command injection",
+                   "our figure only flags bytes sent after the 220 to STARTTLS (a symptom, not the exploit)"),
 )

@@ -40,6 +40,7 @@ __all__ = [
     "grade_column",
     "open_dataset",
     "register_table",
+    "sql_string",
 ]
 
 
@@ -566,7 +567,7 @@ SELECT count(*) AS total,
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _sql_string(text: str) -> str:
+def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -590,7 +591,7 @@ def open_dataset(con: duckdb.DuckDBPyConnection, out_dir: Path, prefix: str = ""
         if not files:
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}__declared")
             continue
-        file_list = ", ".join(_sql_string(str(f)) for f in files)
+        file_list = ", ".join(sql_string(str(f)) for f in files)
         con.execute(
             f"CREATE VIEW {view} AS SELECT * FROM {view}__declared "
             f"UNION ALL BY NAME SELECT * FROM read_parquet([{file_list}], union_by_name = true)"
@@ -638,3 +639,37 @@ def fetch_rows(
 def fetch_scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     row = con.execute(sql).fetchone()
     return int(row[0] or 0) if row else 0
+
+
+# --- per-domain drill-down -------------------------------------------------------------------------
+
+# One row per distinct domain with its MX posture; ``failing`` marks what a reader looks for first.
+CREATE_DRILL: Final = """
+CREATE OR REPLACE TEMP VIEW drill AS
+SELECT d.domain, d.grade, d.grade_rules, CAST(d.starttls AS VARCHAR) AS starttls, coalesce(m.mx, '') AS mx,
+       coalesce(d.starttls IN ('none', 'some', 'incomplete') OR d.grade IN ('E', 'F'), false) AS failing,
+       d.domain IN (SELECT domain FROM drill_changed) AS changed,
+       hash(d.domain) AS h
+FROM (SELECT * FROM domains WHERE domain IS NOT NULL AND status <> 'duplicate') d
+LEFT JOIN (
+    SELECT domain, string_agg(mx_host || ' ' || coalesce(grade, '—') || ' '
+                              || coalesce(CAST(probe_status AS VARCHAR), CAST(host_status AS VARCHAR)), '; '
+                              ORDER BY mx_rank, address) AS mx
+    FROM mx GROUP BY domain
+) m USING (domain)
+"""
+# Failing domains first, then changed ones, then a sample (by a hash of the name: the same sample in
+# every rendering of one scan), at most $limit rows.
+DRILL_INLINE: Final = """
+SELECT domain, grade, grade_rules, starttls, mx,
+       CASE WHEN failing THEN 'failing' WHEN changed THEN 'changed' ELSE 'sample' END AS why
+FROM drill
+ORDER BY CASE WHEN failing THEN 0 WHEN changed THEN 1 ELSE 2 END, CASE WHEN failing OR changed THEN 0 ELSE h END,
+         domain
+LIMIT $limit
+"""
+DRILL_TOTAL: Final = "SELECT count(*) FROM drill"
+DRILL_REST: Final = """
+SELECT domain, grade, grade_rules, starttls, mx, 'other' AS why FROM drill
+WHERE domain NOT IN (SELECT domain FROM drill_inline) ORDER BY domain
+"""

@@ -17,9 +17,11 @@ from typing import Any, Final
 
 from scanner import __version__
 from scanner.exit_codes import ExitCode
-from scanner.report.charts import bar_chart, bars_from_table
+from scanner.report.charts import Bar, bar_chart, bars_from_table
+from scanner.report.drill import DRILL_CSS, DRILL_SCRIPT, drill_table, script_csp_source
 from scanner.report.model import (
     Basis,
+    Citation,
     Comparison,
     Delta,
     Figure,
@@ -31,14 +33,21 @@ from scanner.report.model import (
     Section,
 )
 from scanner.report.queries import ReportError
-from scanner.report.stats import Share, format_ci, format_count, format_percent, format_points
+from scanner.report.stats import (
+    Share,
+    format_ci,
+    format_count,
+    format_percent,
+    format_points,
+    format_points_interval,
+)
 
-__all__ = ["REPORT_FORMAT_VERSION", "key_figures", "render_html", "render_json", "render_markdown", "report_to_dict",
-           "write_report"]
+__all__ = ["PAGE_CSS", "REPORT_FORMAT_VERSION", "jsonable", "key_figures", "render_html", "render_json",
+           "render_markdown", "report_to_dict", "settings_warning", "write_atomic", "write_report"]
 
-REPORT_FORMAT_VERSION: Final = "1"  # bump when report.json changes shape
+REPORT_FORMAT_VERSION: Final = "2"  # bump when report.json changes shape (2: change intervals, settings)
 
-_CSS: Final = """
+PAGE_CSS: Final = """
 :root { --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --band: #f6f8fa; --pub: #fff8e1; --accent: #3b6fb6; }
 * { box-sizing: border-box; }
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: var(--ink);
@@ -49,18 +58,21 @@ h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 21px; margin: 36px 0 8p
 nav ol { columns: 3; margin: 8px 0 0; padding-left: 20px; } nav a { color: var(--accent); text-decoration: none; }
 table { border-collapse: collapse; margin: 6px 0 4px; width: 100%; font-size: 14px; table-layout: fixed; }
 table.figures th:first-child { width: 46%; } table.changes th:first-child { width: 40%; }
+table.figures.with-baseline th:first-child { width: 30%; }
+td.num.ci-change, .with-baseline td.num { white-space: normal; }
 table.compare th:first-child { width: 24%; } table.compare th:nth-child(2) { width: 46%; }
-table.providers th:first-child { width: 17%; } table.providers th:last-child { width: 22%; }
+table.providers { table-layout: auto; } .wide { overflow-x: auto; }
 td { overflow-wrap: anywhere; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; } caption .unit { font-weight: 400; color: var(--muted); }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; vertical-align: top; }
 th { text-align: left; background: var(--band); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; } td.num { white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fbfcfd; }
 tr.published td { background: var(--pub) !important; font-style: italic; }
 tr.ours td:first-child { font-weight: 600; }
 p.note { color: var(--muted); font-size: 13px; margin: 2px 0 14px; }
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 16px; margin: 10px 0; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(440px, 100%), 1fr)); gap: 16px;
+          margin: 10px 0; }
 svg.chart { width: 100%; height: auto; background: #fff; border: 1px solid var(--line); border-radius: 4px;
             padding: 6px; }
 svg.chart text { font: 12px system-ui, "DejaVu Sans", sans-serif; fill: var(--ink); }
@@ -70,6 +82,11 @@ svg.chart .chart-title { font-weight: 600; font-size: 13px; } svg.chart .chart-v
          font-weight: 600; }
 .pair { white-space: nowrap; margin-right: 6px; } dt { font-weight: 600; margin-top: 6px; } dd { margin-left: 18px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
+/* Phones: each table scrolls sideways on its own (columns keep their natural width, text never overlaps). */
+@media (max-width: 700px) {
+  body { padding: 12px 10px 40px; } nav ol { columns: 1; } h1 { font-size: 22px; }
+  table { display: block; overflow-x: auto; width: auto; max-width: 100%; }
+}
 """
 
 _GRADE_CSS_COLOURS: Final = {
@@ -142,12 +159,17 @@ def _charts(report: Report) -> dict[Section, list[str]]:
             bar_chart("chart-versions", "Highest TLS version per address", bars_from_table(report.versions_address)),
             bar_chart("chart-versions-domain", "Highest TLS version per domain",
                       bars_from_table(report.versions_domain)),
+            bar_chart("chart-version-support", "Versions accepted (enumerated addresses)",
+                      _share_bars(report.version_support)),
         ],
         Section.GRADES: [bar_chart("chart-grades", "Grade per domain",
                                    bars_from_table(grades, [g.key for g in grades.figures if g.key != "ungraded"],
                                                    colours=True))],
-        Section.PROVIDERS: [bar_chart("chart-providers", "Top MX providers (share of mail domains)",
-                                      bars_from_table(report.provider_shares))],
+        Section.PROVIDERS: [
+            bar_chart("chart-providers", "Top MX providers (share of mail domains)",
+                      bars_from_table(report.provider_shares)),
+            bar_chart("chart-provider-posture", "STARTTLS on every MX, per top provider", _posture_bars(report)),
+        ],
         Section.FAILURES: [
             bar_chart("chart-probe-failures", "Probe failures by status / class",
                       bars_from_table(report.probe_failures)),
@@ -155,6 +177,16 @@ def _charts(report: Report) -> dict[Section, list[str]]:
                       [b for b in bars_from_table(dns) if b.value > 0] or bars_from_table(dns)),
         ],
     }
+
+
+def _share_bars(table: FigureTable) -> list[Bar]:
+    """One bar per figure valued by its share (for tables whose rows have different denominators)."""
+    return [Bar(f.label, 100.0 * (f.share.value or 0.0), f"{format_percent(f.share.value)} "
+                f"({format_count(f.share.numerator)}/{format_count(f.share.denominator)})") for f in table.figures]
+
+
+def _posture_bars(report: Report) -> list[Bar]:
+    return [Bar(r.provider, 100.0 * (r.starttls_all.value or 0.0), _pct_of(r.starttls_all)) for r in report.providers]
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -176,7 +208,8 @@ def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool
     estimate = table.basis is Basis.ESTIMATE
     head = "<th>figure</th><th class=num>n</th><th class=num>of</th><th class=num>share</th>"
     head += "<th class=num>95% CI</th>" if estimate else ""
-    head += "<th class=num>baseline</th><th class=num>change</th>" if with_baseline else ""
+    head += ("<th class=num>baseline</th><th class=num>change</th><th class=num>95% CI of change</th>"
+             if with_baseline else "")
     rows = []
     for fig in table.figures:
         cells = f"<td>{escape(fig.label)}</td>" + _num(format_count(fig.share.numerator))
@@ -185,13 +218,14 @@ def _html_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool
         cells += _delta_cells(deltas.get((table.key, fig.key))) if with_baseline else ""
         rows.append(f"<tr>{cells}</tr>")
     if not rows:
-        span = 4 + estimate + 2 * with_baseline
+        span = 4 + estimate + 3 * with_baseline
         rows.append(f'<tr><td colspan="{span}">none ({format_count(0)} {escape(table.unit)})</td></tr>')
     covers = f"; coverage: {coverage}" if coverage else ""
     caption = (f'{escape(table.title)} <span class="unit">— {escape(table.unit)}; denominator: '
                f'{escape(table.denominator)}{escape(covers)}</span>')
     note = f'<p class="note">{escape(table.note)}</p>' if table.note else ""
-    return (f'<table class="figures" id="t-{escape(table.key)}"><caption>{caption}</caption>'
+    kind = "figures with-baseline" if with_baseline else "figures"
+    return (f'<table class="{kind}" id="t-{escape(table.key)}"><caption>{caption}</caption>'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
 
 
@@ -216,8 +250,8 @@ def _html_providers(rows: Sequence[ProviderRow]) -> str:
     ) or '<tr><td colspan="9">no mail domains</td></tr>'
     caption = ('Posture of the top providers <span class="unit">— STARTTLS all and forced TLS: of the '
                "provider's mail domains; TLS 1.3: of its domains with a TLS address</span>")
-    return (f'<table class="providers" id="t-providers.posture"><caption>{caption}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return (f'<div class="wide"><table class="providers" id="t-providers.posture"><caption>{caption}</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _pct_of(share: Share) -> str:
@@ -241,9 +275,21 @@ def _html_comparison(comparison: Comparison) -> str:
 
 def _html_published(p: PublishedValue) -> str:
     note = f" ({escape(p.note)})" if p.note else ""
-    return (f'<tr class="published"><td>published {escape(p.tag)}: {escape(p.study)}</td>'
+    return (f'<tr class="published"><td>published: {escape(p.citation.short)} ({escape(p.where)})</td>'
             f"<td>{escape(p.population)}: {escape(p.text)}{note}</td>" + _num(_published_value(p))
             + _num("—") + _num("—") + "</tr>")
+
+
+def _citations(report: Report) -> list[Citation]:
+    """The publications quoted by the comparisons, in order of first use."""
+    seen: list[Citation] = []
+    for comparison in report.comparisons:
+        seen += [p.citation for p in comparison.published if p.citation not in seen]
+    return seen
+
+
+def _html_references(report: Report) -> str:
+    return "".join(f"<li>{escape(c.text())}</li>" for c in _citations(report))
 
 
 def _published_value(p: PublishedValue) -> str:
@@ -302,13 +348,34 @@ _METHODS: Final = (
      "package) of the domain's first MX host in preference order."),
     ("Grades", "rubric of schemas/grading.md (version stored per row); F means no STARTTLS, E is the floor of "
      "any working TLS."),
-    ("Baseline", "with --baseline, each table gives the baseline scan's share for the same row and the change in "
-     "percentage points; 'not listed' means the baseline's table has no such row (e.g. a class outside its top "
+    ("Baseline", "with --baseline, each table gives the baseline scan's share for the same row, the change in "
+     "percentage points and its 95% interval (Newcombe 1998, hybrid score method 10, built from the two Wilson "
+     "intervals); * marks a change whose interval excludes zero. Scans whose verdict-relevant settings differ "
+     "are refused unless --allow-different-settings is given, and then listed at the top; "
+     "'not listed' means the baseline's table has no such row (e.g. a class outside its top "
      "list). In the list of changed domains, '—' is 'no grade' and 'absent' a domain missing from that scan."),
-    ("Published values", "from shared/reference/standards.md §5 with its tags: [V] verified in a primary source, "
-     "[S] secondary source or abstract, [M] from memory. Populations, years and units differ: context, not "
-     "targets."),
+    ("Published values", "each quoted from the publication itself, at the place named in the row (see References); "
+     "populations, years and units differ from ours: context, not targets."),
 )
+
+
+DRILL_COLUMNS: Final = ("domain", "grade", "grade_rules", "starttls", "mx", "why")  # sidecar JSON keys
+
+
+def _html_drill(report: Report) -> str:
+    drill = report.drill
+    rows = [[line.domain, line.grade or "—", " ".join(line.grade_rules), line.starttls, line.mx, line.why]
+            for line in drill.inline]
+    kinds = ", ".join(f"{format_count(sum(1 for line in drill.inline if line.why == w))} {w}"
+                      for w in ("failing", "changed", "sample"))
+    more = (f" The other {format_count(drill.sidecar_rows)} are in <b>{escape(drill.sidecar)}</b> beside this page: "
+            "pick it with the file button to search them here too (read locally, nothing is sent anywhere)."
+            if drill.sidecar else " That is every domain of the scan.")
+    table = drill_table("drill-domains", "Domains: grade, rules, STARTTLS verdict and MX posture",
+                        ["domain", "grade", "rules", "STARTTLS", "MX (host grade status)", "shown because"], rows,
+                        sidecar=drill.sidecar or None, columns=DRILL_COLUMNS)
+    return (f'<section id="domains"><h2>Domains (drill-down)</h2><p>Inline: {format_count(len(drill.inline))} of '
+            f"{format_count(drill.total)} domains ({kinds}).{more}</p>{table}</section>")
 
 
 def _html_meta(report: Report) -> str:
@@ -325,6 +392,25 @@ def _html_meta(report: Report) -> str:
         ("scanner", s.tool_version),
     ]
     return '<p class="meta">' + " · ".join(f"{escape(k)} <b>{escape(v)}</b>" for k, v in items) + "</p>"
+
+
+def settings_warning(differences: Sequence[str]) -> str:
+    """The sentence put at the top of a comparison whose scans ran with different verdict-relevant settings."""
+    return ("These scans ran with different verdict-relevant settings (compared anyway, "
+            "--allow-different-settings): changes may come from the settings, not from the servers. "
+            "Differences (baseline -> this scan): " + "; ".join(differences) + ".")
+
+
+def _html_settings_warning(report: Report) -> str:
+    if report.baseline is None or not report.baseline.settings_differences:
+        return ""
+    return f'<p class="warn" id="settings-warning">{escape(settings_warning(report.baseline.settings_differences))}</p>'
+
+
+def _md_settings_warning(report: Report) -> list[str]:
+    if report.baseline is None or not report.baseline.settings_differences:
+        return []
+    return [f"**Warning:** {_md(settings_warning(report.baseline.settings_differences))}", ""]
 
 
 def _html_key_figures(report: Report, deltas: DeltaMap) -> str:
@@ -356,6 +442,7 @@ def render_html(report: Report) -> str:
     nav.append('<li><a href="#published">Comparison with published studies</a></li>')
     if with_baseline:
         nav.append('<li><a href="#baseline">Changes since the baseline</a></li>')
+    nav.append('<li><a href="#domains">Domains (drill-down)</a></li>')
     nav.append('<li><a href="#methods">Definitions</a></li>')
     comparisons = "".join(_html_comparison(c) for c in report.comparisons)
     methods = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _METHODS)
@@ -364,19 +451,24 @@ def render_html(report: Report) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "img-src data:\">"
-        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{_CSS}</style></head><body>'
-        f"<header><h1>SMTP STARTTLS population report</h1>{_html_meta(report)}</header>"
+        f"img-src data:; script-src {script_csp_source()}\">"
+        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{PAGE_CSS}{DRILL_CSS}</style>'
+        "</head><body>"
+        f"<header><h1>SMTP STARTTLS population report</h1>{_html_meta(report)}{_html_settings_warning(report)}"
+        "</header>"
         f'<nav><ol>{"".join(nav)}</ol></nav>'
         f'<section id="key"><h2>Key figures</h2>{_html_key_figures(report, deltas)}</section>'
         + "".join(sections)
         + f'<section id="published"><h2>Comparison with published studies</h2><p class="note">Rows marked '
-        f"<i>published</i> quote standards.md §5 with its confidence tag; their populations, years and units "
-        f"differ from ours.</p>{comparisons}</section>"
+        f"<i>published</i> quote the publication at the place given; their populations, years and units "
+        f"differ from ours.</p>{comparisons}<h3>References</h3><ol class=\"refs\">{_html_references(report)}</ol>"
+        "</section>"
         + _html_baseline(report)
+        + _html_drill(report)
         + f'<section id="methods"><h2>Definitions</h2><dl>{methods}</dl></section>'
         f"<footer>smtp-tls-survey {escape(__version__)} · report format {REPORT_FORMAT_VERSION} · generated "
-        f"{escape(report.generated_at)} in {report.build_seconds:.2f} s</footer></body></html>\n"
+        f"{escape(report.generated_at)} in {report.build_seconds:.2f} s</footer>"
+        f"<script>{DRILL_SCRIPT}</script></body></html>\n"
     )
 
 
@@ -397,15 +489,16 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from
 def _md_figure_table(table: FigureTable, deltas: DeltaMap, with_baseline: bool, coverage: str = "") -> list[str]:
     estimate = table.basis is Basis.ESTIMATE
     header = ["figure", "n", "of", "share"] + (["95% CI"] if estimate else []) + (
-        ["baseline", "change"] if with_baseline else [])
+        ["baseline", "change", "95% CI of change"] if with_baseline else [])
     rows = []
     for fig in table.figures:
         row = [fig.label, format_count(fig.share.numerator), format_count(fig.share.denominator),
                format_percent(fig.share.value)] + ([format_ci(fig.share)] if estimate else [])
         if with_baseline:
             d = deltas.get((table.key, fig.key))
-            row += ["n/a", "n/a"] if d is None else [
-                "not listed" if d.old is None else format_percent(d.old.value), format_points(d.points)]
+            row += ["n/a", "n/a", "n/a"] if d is None else [
+                "not listed" if d.old is None else format_percent(d.old.value),
+                format_points(d.points) + (" *" if d.significant else ""), format_points_interval(d.interval)]
         rows.append(row)
     covers = f"; coverage: {coverage}" if coverage else ""
     lines = [f"### {table.title}", "", f"*{table.unit}; denominator: {table.denominator}{covers}*", ""]
@@ -431,8 +524,9 @@ def _md_comparison(c: Comparison) -> list[str]:
     rows = [["this scan", f.label, format_percent(f.share.value),
              f"{format_count(f.share.numerator)} / {format_count(f.share.denominator)}", format_ci(f.share)]
             for f in c.ours]
-    rows += [[f"published {p.tag}: {p.study}", f"{p.population}: {p.text}" + (f" ({p.note})" if p.note else ""),
-              _published_value(p), "—", "—"] for p in c.published]
+    rows += [[f"published: {p.citation.short} ({p.where})",
+              f"{p.population}: {p.text}" + (f" ({p.note})" if p.note else ""), _published_value(p), "—", "—"]
+             for p in c.published]
     lines = [f"### {c.title}", "", *_md_table(["source", "population / unit", "value", "n / N", "95% CI"], rows, 2)]
     return [*lines, *(["", c.note] if c.note else []), ""]
 
@@ -470,6 +564,7 @@ def render_markdown(report: Report) -> str:
         f"lines · {format_count(s.probes)} probes · enumeration {s.enumeration or '—'} · policy checks "
         f"{'yes' if s.policy_checks else 'no'} · grading {', '.join(s.grading_versions) or '—'} · "
         f"address families {s.coverage}", "",
+        *_md_settings_warning(report),
         "## Key figures", "",
     ]
     figures = key_figures(report)
@@ -484,11 +579,16 @@ def render_markdown(report: Report) -> str:
         if section is Section.PROVIDERS:
             lines += _md_providers(report.providers)
     lines += ["## Comparison with published studies", "",
-              "Rows marked *published* quote standards.md §5 with its confidence tag ([V] verified, [S] secondary "
-              "or abstract, [M] memory); their populations, years and units differ from ours.", ""]
+              "Rows marked *published* quote the publication at the place given; their populations, years and units "
+              "differ from ours.", ""]
     for comparison in report.comparisons:
         lines += _md_comparison(comparison)
+    lines += ["### References", "", *(f"{i}. {c.text()}" for i, c in enumerate(_citations(report), start=1)), ""]
     lines += _md_baseline(report)
+    drill = report.drill
+    lines += ["## Domains", "", f"The HTML page lists {format_count(len(drill.inline))} of {format_count(drill.total)} "
+              "domains (failing, changed, sampled) in a searchable table"
+              + (f"; the others are in {drill.sidecar} beside it." if drill.sidecar else "."), ""]
     lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in _METHODS]
     lines += ["", f"*smtp-tls-survey {__version__} · report format {REPORT_FORMAT_VERSION} · generated "
               f"{report.generated_at} in {report.build_seconds:.2f} s*", ""]
@@ -498,27 +598,29 @@ def render_markdown(report: Report) -> str:
 # --- JSON ------------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, Share):
         ci = None if value.ci is None else [value.ci.low, value.ci.high]
         return {"numerator": value.numerator, "denominator": value.denominator, "value": value.value, "ci95": ci}
     if isinstance(value, Delta):
-        return {**{f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)},
-                "points": value.points}
+        interval = value.interval
+        return {**{f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)},
+                "points": value.points, "ci95_difference": None if interval is None else [interval.low, interval.high],
+                "significant": value.significant}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
     """The whole report as JSON-ready data (shares carry numerator, denominator, value and ci95)."""
     data: dict[str, Any] = {"report_format": REPORT_FORMAT_VERSION}
-    data.update(_jsonable(report))
-    data["key_figures"] = _jsonable(key_figures(report))
+    data.update(jsonable(report))
+    data["key_figures"] = jsonable(key_figures(report))
     return data
 
 
@@ -529,7 +631,7 @@ def render_json(report: Report) -> str:
 # --- files -----------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write beside the target, then rename: a reader never sees a half-written report."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -545,7 +647,7 @@ def write_report(report: Report, dest: Path) -> ReportFiles:
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for path, render in renderers:
-            _write_atomic(path, render(report))
+            write_atomic(path, render(report))
     except OSError as exc:  # --dest is a file, a read-only place, a full disk
         raise ReportError(f"cannot write the report into {dest}: {exc.strerror or exc}", ExitCode.CANT_CREATE) from exc
     return files

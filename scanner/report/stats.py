@@ -15,13 +15,16 @@ from typing import Final
 
 __all__ = [
     "Z_95",
+    "DifferenceInterval",
     "Interval",
     "Share",
     "format_ci",
     "format_count",
     "format_percent",
     "format_points",
+    "format_points_interval",
     "format_share",
+    "newcombe_difference",
     "wilson_interval",
 ]
 
@@ -54,6 +57,39 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> Interval | 
     half = z / denominator * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
     # Clamp rounding noise only: mathematically the interval is inside [0, 1] and contains p.
     return Interval(max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p)))
+
+
+@dataclass(frozen=True, slots=True)
+class DifferenceInterval:
+    """A 95 % interval for a difference of two proportions (new − old), both ends in [-1, 1]."""
+
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        """The change is unlikely to be sampling noise alone (the interval lies on one side of 0)."""
+        return self.low > 0.0 or self.high < 0.0
+
+
+def newcombe_difference(
+    new_successes: int, new_trials: int, old_successes: int, old_trials: int, z: float = Z_95,
+) -> DifferenceInterval | None:
+    """Newcombe's hybrid score interval for p_new − p_old (None when either side has no trials).
+
+    Newcombe (1998), "Interval estimation for the difference between independent proportions: comparison of
+    eleven methods", Statistics in Medicine 17:873-890, method 10: with Wilson intervals (l1, u1) for p1 and
+    (l2, u2) for p2, δ = p1 − p2 has  L = δ − sqrt((p1 − l1)² + (u2 − p2)²),  U = δ + sqrt((u1 − p1)² + (p2 − l2)²).
+    Like Wilson's, it stays inside [-1, 1] and keeps near-nominal coverage at shares close to 0 or 1.
+    """
+    first, second = wilson_interval(new_successes, new_trials, z), wilson_interval(old_successes, old_trials, z)
+    if first is None or second is None:
+        return None
+    p1, p2 = new_successes / new_trials, old_successes / old_trials
+    delta = p1 - p2
+    low = delta - math.sqrt((p1 - first.low) ** 2 + (second.high - p2) ** 2)
+    high = delta + math.sqrt((first.high - p1) ** 2 + (p2 - second.low) ** 2)
+    return DifferenceInterval(max(-1.0, min(low, delta)), min(1.0, max(high, delta)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +148,13 @@ def format_ci(share: Share) -> str:
         return "n/a" if share.denominator == 0 else "—"
     low, high = format_percent(share.ci.low), format_percent(share.ci.high)
     return f"{low.removesuffix('%')}–{high}"
+
+
+def format_points_interval(interval: DifferenceInterval | None) -> str:
+    """``+0.5 to +4.1 pp`` (the interval of a change, in percentage points); ``n/a`` when undefined."""
+    if interval is None:
+        return "n/a"
+    return f"{interval.low * 100:+.1f} to {interval.high * 100:+.1f} pp"
 
 
 def format_points(delta: float | None) -> str:

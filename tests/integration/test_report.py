@@ -9,31 +9,26 @@ over the DevTools protocol: no console error, charts drawn, screenshot saved und
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
-from scanner.report import Basis, FigureTable, Report, Share, build_report, write_report
-from scanner.report.stats import wilson_interval
+from scanner.report import Basis, FigureTable, Report, Share, build_report, write_domains_sidecar, write_report
+from scanner.report.render import DRILL_COLUMNS
+from scanner.report.stats import newcombe_difference, wilson_interval
+from tests.integration.browser import ARTIFACTS, CHROMIUM, WIDTHS, inspect_page
 from worlds.ports import pick_loopback_block
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian package "chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 GRADES = ("A+", "A", "B", "C", "D", "E", "F")
 VERSION_RANK = {"TLSv1.3": 5, "TLSv1.2": 4, "TLSv1.1": 3, "TLSv1.0": 2, "SSLv3": 1}
 
@@ -70,18 +65,19 @@ def report(dataset: Path) -> Report:
 
 @pytest.fixture(scope="module")
 def second_scan(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The world again, without one domain, with one new (non-existent) domain and without policy checks."""
+    """The world again, without one domain, with one new (non-existent) domain, without policy checks and with
+    a longer banner timeout (still shorter than the slow server's delay): settings that differ."""
     work = tmp_path_factory.mktemp("second")
     lines = [d for d in world.expected if d != "refused.world.test"] + ["added.world.test"]
     domains = work / "domains.txt"
     domains.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _scan(world, domains, work / "out", "--no-policy")
+    _scan(world, domains, work / "out", "--no-policy", "--banner-timeout", str(SLOW_BANNER_DELAY / 2))
     return work / "out"
 
 
 @pytest.fixture(scope="module")
 def compared(dataset: Path, second_scan: Path) -> Report:
-    return build_report(second_scan, baseline=dataset)
+    return build_report(second_scan, baseline=dataset, allow_different_settings=True)
 
 
 # --- independent counts (pandas on the Parquet files) ----------------------------------------------
@@ -360,12 +356,18 @@ def test_failures(report: Report, frames: Frames) -> None:
     assert {"timeout / timeout", "throttled / smtp_421", "unreachable / refused"} <= set(keys)
 
 
-def test_comparisons_carry_published_tags(report: Report) -> None:
+def test_comparisons_carry_full_citations(report: Report, tmp_path: Path) -> None:
     by_key = {c.key: c for c in report.comparisons}
-    assert set(by_key) == {"starttls", "certificates", "mta_sts", "dane", "injection"}
+    assert set(by_key) == {"starttls", "dane", "injection"}  # only figures with a verified citation
     durumeric = by_key["starttls"].published[0]
-    assert (durumeric.tag, durumeric.value) == ("[S]", 0.35) and "Durumeric" in durumeric.study
-    assert all(p.tag in ("[V]", "[S]", "[M]") for c in report.comparisons for p in c.published)
+    assert (durumeric.value, durumeric.where) == (0.35, "abstract") and durumeric.citation.year == 2015
+    for p in (p for c in report.comparisons for p in c.published):
+        cite = p.citation
+        assert cite.authors and cite.title and cite.venue and 2000 < cite.year < 2100 and p.where
+    files = write_report(report, tmp_path)
+    for text in (files.html.read_text(), files.markdown.read_text()):
+        assert "unverified" not in text and "standards.md" not in text and "shared/" not in text
+        assert "Neither Snow Nor Rain Nor MITM" in text  # the reference list
     ours = by_key["starttls"].ours[0].share
     assert ours == report.probe_funnel.get("tls_ok_definitive")
 
@@ -376,19 +378,30 @@ def test_comparisons_carry_published_tags(report: Report) -> None:
 def test_written_files(report: Report, tmp_path: Path) -> None:
     files = write_report(report, tmp_path / "rep")
     data = json.loads(files.json.read_text(encoding="utf-8"))
-    assert data["report_format"] == "1" and data["scan"]["scan_id"] == report.scan.scan_id
+    assert data["report_format"] == "2" and data["scan"]["scan_id"] == report.scan.scan_id
     all_mx = data["starttls"]["figures"][0]
     assert all_mx["key"] == "all" and all_mx["share"]["numerator"] == report.starttls.get("all").numerator
     ci = report.starttls.get("all").ci
     assert ci is not None and all_mx["share"]["ci95"] == [ci.low, ci.high]
     html = files.html.read_text(encoding="utf-8")
-    assert html.count('<svg class="chart"') == 8 and "<script" not in html
+    assert html.count('<svg class="chart"') == 10 and html.count("<script") == 1  # the drill-down's, by hash
     # Self-contained: the only URL is the SVG namespace; the CSP forbids every load.
-    assert re.findall(r"[a-z]+://[^\s\"'<]+", html) == ["http://www.w3.org/2000/svg"] * 8
+    assert re.findall(r"[a-z]+://[^\s\"'<]+", html) == ["http://www.w3.org/2000/svg"] * 10
     assert "default-src 'none'" in html
     markdown = files.markdown.read_text(encoding="utf-8")
-    assert "| published [S]: Durumeric et al., IMC 2015 |" in markdown
+    assert "| published: Durumeric et al., IMC 2015 (abstract) |" in markdown
     assert "### STARTTLS per mail domain" in markdown and "95% CI" in markdown
+
+
+def test_overwrite_removes_the_previous_scans_report(world: World, tmp_path: Path) -> None:
+    domains = tmp_path / "one.txt"
+    domains.write_text("good.world.test\n", encoding="utf-8")
+    out = tmp_path / "out"
+    _scan(world, domains, out)
+    assert main(["report", str(out)]) == 0 and main(["export", str(out), "--table", "run"]) == 0
+    assert (out / "report" / "report.html").is_file() and (out / "export" / "run.jsonl").is_file()
+    _scan(world, domains, out, "--overwrite")
+    assert not (out / "report").exists() and not (out / "export").exists()  # nothing describes the old scan
 
 
 def test_empty_scan_reports_na(world: World, tmp_path: Path) -> None:
@@ -434,6 +447,30 @@ def test_baseline_changed_domains(compared: Report, dataset: Path, second_scan: 
     assert base.comparable_grades
 
 
+def test_baseline_with_different_settings_refused_unless_allowed(
+    dataset: Path, second_scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    dest = tmp_path / "rep"
+    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"probe.banner_timeout: {SLOW_BANNER_DELAY / 3!r} -> {SLOW_BANNER_DELAY / 2!r}" in err
+    assert "policy_checks: True -> False" in err and "--allow-different-settings" in err
+    assert not dest.exists()
+    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest),
+                 "--allow-different-settings"]) == 0
+    html, markdown = (dest / "report.html").read_text(), (dest / "report.md").read_text()
+    assert 'id="settings-warning"' in html and "probe.banner_timeout" in html.split("</header>")[0]
+    assert markdown.split("## Key figures")[0].count("probe.banner_timeout") == 1
+    data = json.loads((dest / "report.json").read_text())
+    assert sorted(data["baseline"]["settings_differences"]) == sorted([
+        f"probe.banner_timeout: {SLOW_BANNER_DELAY / 3!r} -> {SLOW_BANNER_DELAY / 2!r}",
+        "policy_checks: True -> False"])
+    # The same scan as its own baseline: nothing differs, no warning, no change excludes zero.
+    assert main(["report", str(dataset), "--baseline", str(dataset), "--dest", str(tmp_path / "self")]) == 0
+    same = json.loads((tmp_path / "self" / "report.json").read_text())["baseline"]
+    assert same["settings_differences"] == [] and not any(d["significant"] for d in same["deltas"])
+
+
 def test_baseline_deltas(compared: Report, report: Report) -> None:
     base = compared.baseline
     assert base is not None
@@ -445,6 +482,11 @@ def test_baseline_deltas(compared: Report, report: Report) -> None:
             assert delta.new == compared.table(table).get(fig.key)
     mta = deltas[("policy.mta_sts", "txt")]
     assert mta.new is not None and mta.new.denominator == 0 and mta.points is None  # --no-policy: n/a
+    for delta in deltas.values():  # every change of two estimates carries its Newcombe interval
+        if delta.old is not None and delta.new is not None and delta.old.ci is not None and delta.new.ci is not None:
+            interval = newcombe_difference(delta.new.numerator, delta.new.denominator,
+                                           delta.old.numerator, delta.old.denominator)
+            assert delta.interval == interval and delta.significant == (interval is not None and interval.excludes_zero)
     plus = deltas[("grades.domain", "A+")]
     assert plus.old is not None and plus.new is not None and plus.new.numerator == plus.old.numerator - 1
     assert plus.points is not None and plus.points < 0
@@ -452,152 +494,79 @@ def test_baseline_deltas(compared: Report, report: Report) -> None:
     assert deltas[("providers.share", "world.test")].old == report.provider_shares.get("world.test")
 
 
+# --- per-domain drill-down -------------------------------------------------------------------------
+
+
+def _failing(f: Frames) -> list[str]:
+    d = f.domains[f.domains.domain.notna() & (f.domains.status != "duplicate")]
+    mask = d.starttls.isin(["none", "some", "incomplete"]) | d.grade.isin(["E", "F"])
+    return sorted(d[mask].domain)
+
+
+def test_drill_down_inline_and_sidecar(dataset: Path, report: Report, frames: Frames, tmp_path: Path) -> None:
+    everything = set(frames.domains[frames.domains.domain.notna()].domain)
+    drill = report.drill
+    assert drill.total == len(everything) and drill.sidecar == "" and len(drill.inline) == drill.total
+    failing = _failing(frames)
+    assert [line.domain for line in drill.inline[:len(failing)]] == failing
+    assert all(line.why == "failing" for line in drill.inline[:len(failing)])
+    assert all(line.why == "sample" for line in drill.inline[len(failing):])
+    good = next(line for line in drill.inline if line.domain == "good.world.test")
+    # the domain earns A+ with its enforced MTA-STS policy; the link itself grades A
+    assert (good.grade, good.starttls, good.mx) == ("A+", "all", "mx-good.world.test A starttls_ok")
+    # A small page: five domains inline, the others in the sidecar, every domain exactly once.
+    small = build_report(dataset, drill_inline=5)
+    assert [line.domain for line in small.drill.inline] == failing[:5]
+    files = write_report(small, tmp_path)
+    sidecar = write_domains_sidecar(dataset, small.drill, tmp_path)
+    assert sidecar == tmp_path / "report-domains.jsonl" and small.drill.sidecar_rows == len(everything) - 5
+    rest = [json.loads(line) for line in sidecar.read_text().splitlines()]
+    assert len(rest) == small.drill.sidecar_rows and set(rest[0]) == set(DRILL_COLUMNS)
+    assert {r["domain"] for r in rest} | set(failing[:5]) == everything
+    assert "report-domains.jsonl" in files.html.read_text()
+
+
 # --- the page in a real browser --------------------------------------------------------------------
 
 
-class _Cdp:
-    """A minimal Chrome DevTools Protocol client over one page's websocket."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
-        self._next = 0
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.events: list[dict[str, Any]] = []
-        self._event = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for msg in self._ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            if "id" in data and data["id"] in self._pending:
-                self._pending.pop(data["id"]).set_result(data)
-            elif "method" in data:
-                self.events.append(data)
-                self._event.set()
-
-    async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        self._next += 1
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[self._next] = future
-        await self._ws.send_json({"id": self._next, "method": method, "params": params or {}})
-        reply = await asyncio.wait_for(future, 30)
-        assert "error" not in reply, reply
-        return reply["result"]  # type: ignore[no-any-return]
-
-    async def wait_for_event(self, method: str, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while not any(e["method"] == method for e in self.events):
-                self._event.clear()
-                await self._event.wait()
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        assert "exceptionDetails" not in result, result
-        return result["result"]["value"]
-
-    def errors(self) -> list[dict[str, Any]]:
-        out = []
-        for e in self.events:
-            params = e.get("params", {})
-            if (e["method"] == "Runtime.exceptionThrown"
-                    or (e["method"] == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"))
-                    or (e["method"] == "Log.entryAdded" and params.get("entry", {}).get("level") == "error")):
-                out.append(e)
-        return out
-
-    async def close(self) -> None:
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
-
-
-async def _devtools_port(profile: Path, proc: asyncio.subprocess.Process) -> int:
-    """Chromium writes the port it picked for --remote-debugging-port=0 into DevToolsActivePort."""
-    marker = profile / "DevToolsActivePort"
-    async with asyncio.timeout(30):
-        while not marker.exists() or not marker.read_text(encoding="utf-8").strip():
-            assert proc.returncode is None, "chromium exited before opening its DevTools port"
-            await asyncio.sleep(0.1)
-    return int(marker.read_text(encoding="utf-8").splitlines()[0])
-
-
-async def _inspect_page(url: str, screenshot: Path) -> dict[str, Any]:
-    profile = Path(tempfile.mkdtemp(prefix="report-chromium-"))
-    log = (profile.parent / f"{profile.name}.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-        f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-        "--window-size=1280,1000", "about:blank", stdout=subprocess.DEVNULL, stderr=log,
-    )
-    try:
-        port = await _devtools_port(profile, proc)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                targets = await resp.json()
-            page = next(t for t in targets if t["type"] == "page")
-            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                cdp = _Cdp(ws)
-                try:
-                    return await _check_page(cdp, url, screenshot)
-                finally:
-                    await cdp.close()
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
-        await asyncio.to_thread(shutil.rmtree, profile, True)
-        await asyncio.to_thread(Path(log.name).unlink, True)
-
-
-_CHART_BOXES = """Array.from(document.querySelectorAll('svg.chart')).map(s => {
-  const r = s.getBoundingClientRect();
-  const bars = Array.from(s.querySelectorAll('rect')).filter(b => b.getBBox().width > 0).length;
-  return {id: s.id, width: r.width, height: r.height, bars: bars};
-})"""
-
-
-async def _check_page(cdp: _Cdp, url: str, screenshot: Path) -> dict[str, Any]:
-    for domain in ("Runtime", "Log", "Page"):
-        await cdp.send(f"{domain}.enable")
-    await cdp.send("Page.navigate", {"url": url})
-    await cdp.wait_for_event("Page.loadEventFired", 30)
-    await asyncio.sleep(0.5)  # late console messages (CSP reports, layout) arrive after the load event
-    facts = {
-        "rects": await cdp.evaluate("document.querySelectorAll('svg rect').length"),
-        "charts": await cdp.evaluate(_CHART_BOXES),
-        "tables": await cdp.evaluate("document.querySelectorAll('table').length"),
-        "title": await cdp.evaluate("document.title"),
-        "resources": await cdp.evaluate("performance.getEntriesByType('resource').length"),
-    }
-    metrics = await cdp.send("Page.getLayoutMetrics")
-    size = metrics["cssContentSize"]
-    shot = await cdp.send("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-    })
-    await asyncio.to_thread(screenshot.parent.mkdir, parents=True, exist_ok=True)
-    await asyncio.to_thread(screenshot.write_bytes, base64.b64decode(shot["data"]))
-    facts["errors"] = cdp.errors()
-    return facts
+_DRILL = """(() => {
+  const box = document.querySelector('#drill-domains');
+  const visible = () => Array.from(box.querySelectorAll('tbody tr')).filter(r => !r.hidden);
+  const rows = parseInt(box.querySelector('.drill-info').textContent.split(' of ')[1], 10);
+  const input = box.querySelector('input.drill-search');
+  input.value = 'good.world.test'; input.dispatchEvent(new Event('input'));
+  const found = visible().map(r => r.cells[0].textContent);
+  input.value = ''; input.dispatchEvent(new Event('input'));
+  return {ready: box.classList.contains('drill-ready'), rows: rows, found: found, shown: visible().length};
+})()"""
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package (/usr/bin/chromium)")
-async def test_html_in_headless_chromium(compared: Report, tmp_path: Path) -> None:
+@pytest.mark.parametrize("width", WIDTHS)
+async def test_html_in_headless_chromium(dataset: Path, compared: Report, tmp_path: Path, width: int) -> None:
+    small = build_report(dataset, drill_inline=5)  # the page's drill-down loads the other domains from the sidecar
+    drill_dir = tmp_path / "drill"
+    drill_page = write_report(small, drill_dir).html
+    sidecar = write_domains_sidecar(dataset, small.drill, drill_dir)
+    assert sidecar is not None
+    drill = await asyncio.wait_for(inspect_page(
+        drill_page.as_uri(), ARTIFACTS / f"report-drill-{width}.png", width, _DRILL,
+        ("#drill-domains input.drill-sidecar", sidecar)), 90)
+    assert drill["errors"] == [] and drill["overlaps"] == []
+    assert drill["script"]["ready"] and drill["script"]["rows"] == small.drill.total  # 5 inline + the sidecar
+    assert "good.world.test" not in {line.domain for line in small.drill.inline}
+    assert "good.world.test" in drill["script"]["found"]  # found although it was only in the sidecar
+    assert drill["script"]["shown"] == min(50, small.drill.total)  # one page
+
     files = write_report(compared, tmp_path / "rep")
-    screenshot = ARTIFACTS / "report.png"
-    facts = await asyncio.wait_for(_inspect_page(files.html.as_uri(), screenshot), 90)
+    screenshot = ARTIFACTS / f"report-{width}.png"
+    facts = await asyncio.wait_for(inspect_page(files.html.as_uri(), screenshot, width), 90)
     assert facts["errors"] == []
+    assert facts["overlaps"] == []
     assert facts["rects"] > 0 and facts["resources"] == 0  # nothing loaded besides the page itself
-    assert len(facts["charts"]) == 8
+    assert len(facts["charts"]) == 10
     for chart in facts["charts"]:
         assert chart["width"] > 0 and chart["height"] > 0, chart
-        assert chart["bars"] > 0, chart  # every chart of this scan has data
+        assert chart["marks"] > 0, chart  # every chart of this scan has data
     assert facts["tables"] >= 30 and compared.scan.scan_id in facts["title"]
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

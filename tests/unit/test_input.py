@@ -101,7 +101,13 @@ def test_tranco_csv_and_gzip(tmp_path: Path) -> None:
         fh.write(b"1,google.com\n2,Example.NET\n3,not a domain\n")
     lines = list(read_domains(open_lines(path)))
     assert [ln.domain for ln in lines] == ["google.com", "example.net", None]
+    assert [ln.rank for ln in lines] == [1, 2, 3]  # the list's rank is kept, also for an invalid name
     assert count_lines(path) is None  # unknown for gzip: the bar shows no total
+
+
+def test_bare_domains_have_no_rank(tmp_path: Path) -> None:
+    lines = list(read_domains(open_lines(_write(tmp_path / "plain.txt", b"a.com\n12,b.com\nx,c.com\n"))))
+    assert [(ln.domain, ln.rank) for ln in lines] == [("a.com", None), ("b.com", 12), (None, None)]
 
 
 def test_overlong_line_is_one_invalid_line(tmp_path: Path) -> None:
@@ -182,3 +188,11 @@ def test_stream_sources(tmp_path: Path) -> None:
         check_input(tmp_path)
     with pytest.raises(InputError, match="no such input file"):
         check_input(tmp_path / "missing")
+
+
+def test_a_rank_is_only_ascii_digits_that_fit_the_rank_column() -> None:
+    """A Tranco rank must be an int64: "²" passes str.isdigit but not int(), and 24 digits overflow."""
+    lines = ["1,a.example", "\u00b2,b.example", "999999999999999999999999,c.example", "d.example"]
+    records = list(read_domains(iter(lines)))
+    assert [(r.domain, r.rank) for r in records] == [("a.example", 1), (None, None), (None, None),
+                                                     ("d.example", None)]

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import TABLES
+from scanner.providers import IP_LITERAL, ProviderMapper
 from scanner.report import Delta, ReportError, Share, build_report, write_report
 from scanner.report.charts import Bar, bar_chart
-from scanner.report.providers import IP_LITERAL, ProviderMapper
+from scanner.report.drill import script_csp_source
 from scanner.report.render import render_html, render_markdown
 from scanner.report.stats import (
     Interval,
@@ -25,6 +26,7 @@ from scanner.report.stats import (
     format_percent,
     format_points,
     format_share,
+    newcombe_difference,
     wilson_interval,
 )
 
@@ -256,8 +258,9 @@ def test_empty_dataset_reports_na(tmp_path: Path) -> None:
     files = write_report(report, tmp_path / "rep")
     assert "n/a" in files.markdown.read_text(encoding="utf-8")
     html = render_html(report)
-    assert html.count("no data") == 8 and "<script" not in html
-    assert "| published [S]: Durumeric et al., IMC 2015 |" in render_markdown(report)
+    assert html.count("no data") == 10 and html.count("<script") == 1  # the drill-down, allowed by its hash
+    assert script_csp_source() in html and "<script src" not in html
+    assert "| published: Durumeric et al., IMC 2015 (abstract) |" in render_markdown(report)
 
 
 def test_not_a_dataset(tmp_path: Path) -> None:
@@ -265,3 +268,32 @@ def test_not_a_dataset(tmp_path: Path) -> None:
         build_report(tmp_path)
     with pytest.raises(ReportError, match="no such dataset directory"):
         build_report(tmp_path / "missing")
+
+
+# Newcombe (1998), "Interval estimation for the difference between independent proportions: comparison of
+# eleven methods", Statistics in Medicine 17:873-890, Table II, method 10 (hybrid score, no continuity
+# correction): (m, n, x, y, lower, upper) for p1 = m/n minus p2 = x/y.
+NEWCOMBE_DIFFERENCE_1998 = [
+    (56, 70, 48, 80, 0.0524, 0.3339),
+    (9, 10, 3, 10, 0.1705, 0.8090),
+]
+
+
+@pytest.mark.parametrize(("m", "n", "x", "y", "low", "high"), NEWCOMBE_DIFFERENCE_1998)
+def test_newcombe_difference_matches_published_table(m: int, n: int, x: int, y: int, low: float, high: float) -> None:
+    interval = newcombe_difference(m, n, x, y)
+    assert interval is not None
+    assert (round(interval.low, 4), round(interval.high, 4)) == (low, high)
+    assert interval.excludes_zero == (low > 0 or high < 0)
+
+
+@given(st.integers(0, 60), st.integers(1, 60), st.integers(0, 60), st.integers(1, 60))
+def test_newcombe_difference_contains_the_difference(m: int, n: int, x: int, y: int) -> None:
+    m, x = min(m, n), min(x, y)
+    interval = newcombe_difference(m, n, x, y)
+    assert interval is not None
+    assert -1.0 <= interval.low <= m / n - x / y <= interval.high <= 1.0
+
+
+def test_newcombe_difference_undefined_without_trials() -> None:
+    assert newcombe_difference(0, 0, 3, 10) is None and newcombe_difference(3, 10, 0, 0) is None

@@ -38,7 +38,7 @@ def _run_row(i: int) -> RunRow:
                   config_json="{}", input_lines=i, domains=i, invalid_lines=0, duplicate_lines=0, probes=0,
                   dns_queries=0, completed=True, attempt=1, resumed_lines=0, skipped_lines=0,
                   outcome=AttemptOutcome.COMPLETED, domain_rows=i, mx_rows=0, provenance_json="{}",
-                  ipv4_reachable=True, ipv6_reachable=True, families_detail="")
+                  ipv4_reachable=True, ipv6_reachable=True, families_detail="", psl_version="p")
 
 
 def test_segments_commit_all_tables_together(tmp_path: Path) -> None:

@@ -8,16 +8,33 @@ operator (e.g. ``google.com`` for ``aspmx.l.google.com``) is what a concentratio
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.resources
 import ipaddress
 from collections.abc import Iterable
 from typing import Final
 
 from publicsuffixlist import PublicSuffixList
 
-__all__ = ["IP_LITERAL", "ProviderMapper"]
+__all__ = ["IP_LITERAL", "ProviderMapper", "psl_version"]
 
 # Label for MX "hosts" that are address literals (RFC 5321 §5.1 forbids them; the scanner keeps them).
 IP_LITERAL: Final = "(IP literal)"
+
+
+def psl_version() -> str:
+    """Which Public Suffix List decides the providers: the package version and the list's own VERSION and
+    COMMIT header lines (stored in the run record, so a provider column can be reproduced)."""
+    package = importlib.metadata.version("publicsuffixlist")
+    header: dict[str, str] = {}
+    data = importlib.resources.files("publicsuffixlist").joinpath("public_suffix_list.dat")
+    with data.open("r", encoding="utf-8") as stream:
+        for _, line in zip(range(40), stream, strict=False):  # the header is in the first lines
+            key, sep, value = line.removeprefix("//").strip().partition(": ")
+            if sep and key in ("VERSION", "COMMIT"):
+                header[key] = value.strip()
+    listed = " ".join(f"{k.lower()} {v}" for k, v in sorted(header.items(), reverse=True))
+    return f"publicsuffixlist {package}" + (f" (list {listed})" if listed else "")
 
 
 class ProviderMapper:
@@ -39,6 +56,12 @@ class ProviderMapper:
         registered = self._psl.privatesuffix(name)
         # A host that is itself a public suffix (or empty) has no registered domain: keep the name.
         return registered if registered else name
+
+    def first(self, hosts: Iterable[str]) -> str | None:
+        """Provider of the first host (the domain's most preferred MX), None without hosts."""
+        for host in hosts:
+            return self.provider(host)
+        return None
 
     def map(self, hosts: Iterable[str]) -> dict[str, str]:
         return {host: self.provider(host) for host in hosts}
