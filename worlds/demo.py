@@ -83,7 +83,7 @@ def main() -> int:
         return code
     show(args.out.resolve())
     report = subprocess.run([sys.executable, "-m", "scanner", "report", str(args.out.resolve())], check=False)
-    print(f"\nDataset: {args.out}/ (tables domains, mx, probes, run; schema in schemas/tables.md)")
+    print(f"\nDataset: {args.out}/ (tables domains, mx, probes, sessions, run; schema in schemas/tables.md)")
     print(f"Report:  {args.out}/report/report.html (and report.md, report.json)")
     return report.returncode
 
