@@ -628,7 +628,7 @@ def _preferred_group(state: _State) -> int | None:
 
 
 def _fallback_required(state: _State) -> bool:
-    """Posture mode asks RFC 7507 only of the servers NIST SP 800-52r2 (§3.4.2, conditional extensions)
+    """Posture mode asks RFC 7507 only of the servers NIST SP 800-52r2 (§3.4, TLS extension support)
     requires it of: some version below TLS 1.2 accepted and no TLS 1.3. A TLS 1.3 server protects
     TLS 1.3 clients by its downgrade sentinel (RFC 8446 §4.1.3), and one with TLS 1.2 as its lowest
     version has no fallback below TLS 1.2 to refuse; full mode asks every server with two versions."""

@@ -262,7 +262,7 @@ def test_posture_eliminates_curves_only_while_the_grade_can_change() -> None:
 
 
 def test_posture_asks_fallback_only_where_nist_requires_the_scsv() -> None:
-    # NIST SP 800-52r2 §3.4.2: servers with a version below TLS 1.2 and no TLS 1.3.
+    # NIST SP 800-52r2 §3.4 (TLS extension support): servers with a version below TLS 1.2 and no TLS 1.3.
     for versions, asked in (((V.TLS13, V.TLS12, V.TLS10), False), ((V.TLS13, V.TLS12), False),
                             ((V.TLS12, V.TLS10), True), ((V.TLS11, V.TLS10), True)):
         server = FakeServer({v: MODERN_12 if v is V.TLS12 else TLS13 if v is V.TLS13 else LEGACY for v in versions})
