@@ -7,8 +7,7 @@
 key-exchange question only (a DHE-only, fallback-SCSV or curve-elimination hello; the DHE suites also ride
 on the weak-class hellos, so a DHE pick there counts as a weak-class session), the full-mode sessions, and
 the connections testssl.sh ``-f -R`` and sslyze ``--elliptic_curves --reneg --compression --fallback``
-need for the same facts. The posture sessions before issue 12 (commit 3000ca0) are in
-benchmarks/README.md.
+need for the same facts. Earlier counts (before issue 12, and its first cut) are in benchmarks/README.md.
 
 Each server sits behind a delaying relay (worlds/relay.py) that adds the requested round-trip time
 and counts connections, so every tool's session count is measured the same way, on the server side.
