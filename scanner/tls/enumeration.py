@@ -355,7 +355,8 @@ def _probe_weak(
         request = HelloRequest(version, offer, Purpose.WEAK)
         answer = yield request
         state.note(answer, request)
-        picked = lookup_suite(answer.suite) if answer.kind is AnswerKind.ACCEPTED and answer.suite else None
+        accepted = answer.kind is AnswerKind.ACCEPTED
+        picked = lookup_suite(answer.suite) if accepted and answer.suite is not None else None
         if picked is None or answer.suite not in offer:
             refused = answer.kind in _REFUSED
             if refused and fits and dhe_extra:
