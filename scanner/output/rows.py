@@ -266,11 +266,13 @@ class ProbeRow:
                                                 "highest version.")
     kx_groups: list[str] | None = col("Key-exchange groups (IANA names) the server accepted: elliptic curves below TLS "
                                       "1.3 (deprecated ones included), else TLS 1.3 groups; found by elimination.")
-    kx_groups_complete: bool | None = col("The group elimination ended with a refusal (false: posture mode stopped at "
-                                          "its session cap, so kx_groups may be partial).")
+    kx_groups_complete: bool | None = col("The group elimination ended with a refusal (false: kx_groups may be "
+                                          "partial; posture mode eliminates curves only while 'only deprecated "
+                                          "curves' is undecided, and never on a TLS 1.3 server).")
     kx_preferred_group: str | None = col("Group the server picked from our full list at its highest version (TLS 1.3 "
                                          "HelloRetryRequest, or the ECDHE ServerKeyExchange curve).")
-    dhe_accepted: bool | None = col("A finite-field DHE suite is accepted below TLS 1.3 (null: not asked).")
+    dhe_accepted: bool | None = col("A finite-field DHE suite is accepted below TLS 1.3 (null: not asked; posture "
+                                    "mode asks about the DHE suites with AES, ChaCha20 or Camellia and the weak ones).")
     dh_bits: int | None = col("Smallest finite-field DH prime the server sent for a server-authenticated DHE "
                               "suite, bits (anonymous DH is the weak class anon); null when it has no DHE suite.")
     dh_group: str | None = col("Name of that prime when it is a published group (rfc2409-oakley2, rfc3526-modp2048, "
@@ -285,7 +287,9 @@ class ProbeRow:
                                      "1.2 and below).")
     fallback_scsv: bool | None = col("RFC 7507: a hello one version below the highest carrying TLS_FALLBACK_SCSV was "
                                      "refused (inappropriate_fallback, or a close) though the same hello without it "
-                                     "was accepted (null: one version only, or no answer).")
+                                     "was accepted (null: one version only, or no answer, or posture mode on a "
+                                     "server with TLS 1.3 or none below TLS 1.2, where NIST SP 800-52r2 does not "
+                                     "require the SCSV).")
     connect_ms: float | None = col("Time to establish TCP, milliseconds.")
     banner_ms: float | None = col("Time from connection to complete greeting.")
     ehlo_ms: float | None = col("EHLO round trip (plus HELO when used).")

@@ -296,7 +296,7 @@ def _key_exchange(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, FigureTa
         ("dh_above_2048", "DH prime > 2048 bits", "dh_above_2048_n", "dh_d"),
         ("dh_common", "published prime of <= 1024 bits (Logjam)", "dh_common_n", "dh_d"),
         ("dh_published", "published prime (RFC 2409/3526/5114/7919)", "dh_published_n", "dh_d"),
-        ("only_deprecated", "ECDHE only with deprecated curves", "only_deprecated_n", "groups_complete_d"),
+        ("only_deprecated", "ECDHE only with deprecated curves", "only_deprecated_n", "groups_decided_d"),
         ("no_reneg", "no RFC 5746 secure renegotiation", "no_reneg_n", "reneg_d"),
         ("compression", "TLS compression on", "compression_n", "compression_d"),
         ("no_ems", "no extended master secret", "no_ems_n", "ems_d"),
@@ -310,13 +310,15 @@ def _key_exchange(con: duckdb.DuckDBPyConnection) -> tuple[FigureTable, FigureTa
         "enumerated addresses where the fact was observed", Basis.ESTIMATE, data, rows,
         "DH rows: addresses whose DHE support is known (size classes partition them with 'no DHE suite'). "
         "Each other row has its own denominator: the addresses where that fact was observed (hygiene facts "
-        "come from the highest version below TLS 1.3; fallback needs two versions or more).",
+        "come from the highest version below TLS 1.3; fallback needs two versions or more, and posture mode "
+        "asks it only with a version below TLS 1.2 and no TLS 1.3, as NIST SP 800-52r2 does).",
     )
     groups = _long_table(
         "tls.groups", Section.TLS, "Key-exchange groups accepted", "addresses",
         "enumerated addresses with at least one group found", Basis.ESTIMATE,
         q.fetch_long(con, q.GROUPS, TOP_LIMIT), q.fetch_scalar(con, q.GROUPS_TOTAL),
-        "Posture mode stops curve elimination at its session cap, so shares are lower bounds.",
+        "Posture mode lists the groups its hellos happened to show (it eliminates curves only while "
+        "'ECDHE only with deprecated curves' is undecided), so shares are lower bounds.",
     )
     return key_exchange, groups
 

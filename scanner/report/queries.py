@@ -264,7 +264,9 @@ SELECT count(*) FILTER (WHERE dhe_accepted IS NOT NULL OR dh_bits IS NOT NULL) A
        count(*) FILTER (WHERE fallback_scsv) AS fallback_n, count(fallback_scsv) AS fallback_d,
        count(*) FILTER (WHERE kx_groups_complete AND len(kx_groups) > 0
                         AND list_has_all($deprecated, kx_groups)) AS only_deprecated_n,
-       count(*) FILTER (WHERE kx_groups_complete) AS groups_complete_d
+       -- decided: a complete list, or one with a curve RFC 8422 does not deprecate (posture mode stops there)
+       count(*) FILTER (WHERE kx_groups_complete OR (len(kx_groups) > 0
+                        AND NOT list_has_all($deprecated, kx_groups))) AS groups_decided_d
 FROM probes WHERE enum_mode IS NOT NULL
 """
 

@@ -10,13 +10,16 @@ Economics (peers need 40 to 400 sessions per server, see shared/reference/peer-t
   names one accepted weak suite per session; we drop every suite that would teach no new class),
   NIST SP 800-52 r1/r2 membership only when the preferred suite does not already answer it, and one
   reversed offer to see whether the server imposes its own order; then key exchange (below): at most
-  MAX_POSTURE_SESSIONS (12) in all;
+  MAX_POSTURE_SESSIONS (12) in all (7 to 8 on the test servers with TLS 1.3, 12 on exim with 3 weak classes);
 - full mode: the version hellos, then per accepted version "offer a bundle, remove what the server
   picked, repeat" (sessions = accepted suites + bundles), then one swapped pair for server order.
 Both modes end with key exchange and hygiene: curves and DH primes come free from the
 ServerKeyExchange of every ephemeral pick and the hygiene facts from the ServerHello at the best legacy
-version; new sessions only for a DHE-only offer (when no pick was DHE), one TLS_FALLBACK_SCSV hello
-(RFC 7507) and group elimination (posture: at most MAX_GROUP_SESSIONS and within the 12-session cap).
+version; new sessions only for a DHE-only offer (when no pick was DHE; posture mode asks it inside the
+weak-class hellos instead), one TLS_FALLBACK_SCSV hello (RFC 7507; posture mode only where NIST
+SP 800-52r2 requires the SCSV) and group elimination (posture mode only while it can change the grade
+``only_deprecated_curves``, at most MAX_GROUP_SESSIONS and within the 12-session cap; the list is then
+flagged partial).
 Only a real refusal (alert, close, or a lower version) counts as "not supported"; a timeout or a
 throttle leaves that question unanswered.
 """
@@ -32,7 +35,7 @@ from typing import Final
 from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
 from scanner.tls.ciphers import suite as lookup_suite
 from scanner.tls.codec import AlertDescription, HelloFacts, TlsVersion
-from scanner.tls.groups import ALL_EC_GROUPS, TLS13_GROUPS_ALL, well_known_prime
+from scanner.tls.groups import ALL_EC_GROUPS, TLS13_GROUPS_ALL, GroupClass, group_class, well_known_prime
 
 __all__ = [
     "MAX_SUITES_PER_HELLO",
@@ -335,26 +338,57 @@ def _combine(verdicts: list[VersionVerdict]) -> VersionVerdict:
 
 
 def _probe_weak(
-    state: _State, version: TlsVersion
-) -> Generator[HelloRequest, HelloAnswer, tuple[frozenset[WeakClass], bool]]:
-    """Elimination over weak classes: each session either reveals a new class or ends the search."""
+    state: _State, version: TlsVersion, dhe_question: bool = False
+) -> Generator[HelloRequest, HelloAnswer, tuple[frozenset[WeakClass], bool, bool | None]]:
+    """Elimination over weak classes: each session either reveals a new class or ends the search.
+
+    With ``dhe_question`` (posture mode, no DHE pick yet) the hellos also carry _posture_dhe_suites after
+    the weak ones, so the final refusal also answers "no DHE suite", and a DHE pick shows the prime (it
+    costs one session then, as a DHE-only offer would). Returns (classes, complete, DHE accepted).
+    """
     known: set[WeakClass] = set()
     candidates = [s for s in _usable(version) if s.weak]
-    for _ in range(MAX_WEAK_SESSIONS):
-        teaching = [s for s in candidates if s.weak - known]
-        if not teaching:
-            return frozenset(known), True
-        request = HelloRequest(version, tuple(s.code for s in teaching[:MAX_SUITES_PER_HELLO]), Purpose.WEAK)
+    dhe_extra = _posture_dhe_suites(version) if dhe_question and not state.dh_primes else ()
+    dhe: bool | None = True if state.dh_primes else None
+    weak_sessions = 0
+    while weak_sessions < MAX_WEAK_SESSIONS:
+        teaching = [s.code for s in candidates if s.weak - known]
+        if not teaching and not dhe_extra:
+            return frozenset(known), True, dhe
+        weak_offer = teaching[:MAX_SUITES_PER_HELLO]
+        extra = tuple(c for c in dhe_extra if c not in weak_offer)
+        fits = len(weak_offer) + len(extra) <= MAX_SUITES_PER_HELLO
+        offer = (*weak_offer, *extra) if fits else tuple(weak_offer)
+        request = HelloRequest(version, offer, Purpose.WEAK)
         answer = yield request
         state.note(answer, request)
-        if answer.kind is not AnswerKind.ACCEPTED or answer.suite is None:
-            finished = answer.kind in (AnswerKind.REJECTED_ALERT, AnswerKind.REJECTED_CLOSE)
-            return frozenset(known), finished and len(teaching) <= MAX_SUITES_PER_HELLO
-        picked = lookup_suite(answer.suite)
-        if picked is None or not picked.weak - known:
-            return frozenset(known), False  # a suite outside the offer or teaching nothing: stop honestly
+        accepted = answer.kind is AnswerKind.ACCEPTED
+        picked = lookup_suite(answer.suite) if accepted and answer.suite is not None else None
+        if picked is None or answer.suite not in offer:
+            refused = answer.kind in _REFUSED
+            if refused and fits and dhe_extra:
+                dhe = False  # every DHE suite asked about was in the refused offer
+            finished = refused and len(teaching) <= MAX_SUITES_PER_HELLO
+            return frozenset(known), finished, dhe
+        if picked.kx is KeyExchange.DHE and picked.au is not Authentication.ANON:
+            dhe, dhe_extra = True, ()  # the prime came with the ServerKeyExchange (_State.note)
+        if not picked.weak - known:
+            if picked.code in extra:
+                continue  # the DHE pick taught no class: not a weak session
+            return frozenset(known), False, dhe  # a suite teaching nothing: stop honestly
         known |= picked.weak
-    return frozenset(known), not [s for s in candidates if s.weak - known]
+        weak_sessions += 1
+    return frozenset(known), not [s for s in candidates if s.weak - known], dhe
+
+
+@functools.cache
+def _posture_dhe_suites(version: TlsVersion) -> tuple[int, ...]:
+    """The DHE suites posture mode asks about: server-authenticated, with AES (but CCM_8), ChaCha20 or
+    Camellia, plus the weak ones. At TLS 1.2 that is 33 of 45 and, beside the 100 weak suites, still fits
+    one 128-suite hello; a server whose only DHE suites are ARIA, SEED or CCM_8 ones is left to full mode."""
+    chosen = [s for s in _usable(version) if s.kx is KeyExchange.DHE and s.au is not Authentication.ANON
+              and (s.weak or (s.enc.startswith(("AES", "CHACHA20", "CAMELLIA")) and not s.enc.endswith("CCM_8")))]
+    return tuple(s.code for s in chosen)
 
 
 def _probe_nist(
@@ -386,8 +420,8 @@ def _probe_nist(
 def _probe_preference(state: _State) -> Generator[HelloRequest, HelloAnswer, bool | None]:
     """Offer the version probe's suites reversed: the same pick means the server decides."""
     version = state.best_version
-    if version is None or version not in state.picks:
-        return None
+    if version is None or version not in state.picks or state.sessions >= MAX_POSTURE_SESSIONS:
+        return None  # (the cap is only reached by a server needing every weak and NIST session)
     offer = _version_offer(version)
     if len(offer) < 2:
         return None
@@ -400,19 +434,20 @@ def _probe_preference(state: _State) -> Generator[HelloRequest, HelloAnswer, boo
 
 
 def posture_plan() -> Plan:
-    """The cheap picture used by default in scans (7 to 12 sessions)."""
+    """The cheap picture used by default in scans (6 to 12 sessions)."""
     state = _State()
     yield from _probe_versions(state)
     legacy = state.best_legacy_version
     weak: frozenset[WeakClass] = frozenset()
     weak_complete = True
+    dhe: bool | None = None
     if legacy is not None:
-        weak, weak_complete = yield from _probe_weak(state, legacy)
+        weak, weak_complete, dhe = yield from _probe_weak(state, legacy, dhe_question=True)
     # NIST r1 predates TLS 1.3: only legacy versions can answer it; r2 also counts 1.3 suites.
     nist_r1 = yield from _probe_nist(state, legacy, Purpose.NIST_R1)
     nist_r2 = yield from _probe_nist(state, legacy or state.best_version, Purpose.NIST_R2)
     server_order = yield from _probe_preference(state)
-    kx = yield from _probe_key_exchange(state, MAX_POSTURE_SESSIONS)
+    kx = yield from _probe_key_exchange(state, MAX_POSTURE_SESSIONS, dhe)
     best = state.best_version
     return EnumerationResult(
         mode=EnumMode.POSTURE, sessions=state.sessions, versions=dict(state.versions), weak_classes=weak,
@@ -538,7 +573,9 @@ def _probe_fallback(state: _State) -> Generator[HelloRequest, HelloAnswer, bool 
     return True if answer.kind in _REFUSED else None
 
 
-def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, HelloAnswer, bool | None]:
+def _probe_groups(
+    state: _State, cap: int | None, stop_when_decided: bool = False
+) -> Generator[HelloRequest, HelloAnswer, bool | None]:
     """Group elimination: offer the groups not yet seen; the server names one per session, until it
     refuses (then the list is complete) or ``cap`` sessions were spent.
 
@@ -547,7 +584,9 @@ def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, Hel
     best legacy version with every curve, the deprecated ones included (a server with TLS 1.3 has a
     recommended group anyway). Below TLS 1.3 an ECDSA certificate's own curve must be offered for its
     suites to be usable (RFC 8422 §5.1), so once a found curve is left out a refusal proves nothing for
-    such a server: the list is then reported incomplete.
+    such a server: the list is then reported incomplete. With ``stop_when_decided`` (posture mode) it
+    stops, list incomplete, as soon as a curve settles ``only_deprecated_curves`` (see
+    _groups_can_change_grading).
     """
     candidates: tuple[int, ...]
     if state.best_version is TlsVersion.TLS13:
@@ -570,6 +609,8 @@ def _probe_groups(state: _State, cap: int | None) -> Generator[HelloRequest, Hel
         spent += 1
         if answer.kind is AnswerKind.ACCEPTED and answer.group in remaining:
             remaining.remove(answer.group)
+            if stop_when_decided and not _groups_can_change_grading(state):
+                return False
             continue
         if answer.kind not in _REFUSED:
             return None
@@ -594,19 +635,49 @@ def _preferred_group(state: _State) -> int | None:
     return answer.group if answer is not None else None
 
 
+def _fallback_required(state: _State) -> bool:
+    """Posture mode asks RFC 7507 only of the servers NIST SP 800-52r2 (§3.4, TLS extension support)
+    requires it of: some version below TLS 1.2 accepted and no TLS 1.3. A TLS 1.3 server protects
+    TLS 1.3 clients by its downgrade sentinel (RFC 8446 §4.1.3), and one with TLS 1.2 as its lowest
+    version has no fallback below TLS 1.2 to refuse; full mode asks every server with two versions."""
+    legacy = (TlsVersion.TLS11, TlsVersion.TLS10, TlsVersion.SSL3)
+    return state.versions.get(TlsVersion.TLS13) is not VersionVerdict.ACCEPTED and any(
+        state.versions.get(v) is VersionVerdict.ACCEPTED for v in legacy)
+
+
+def _groups_can_change_grading(state: _State) -> bool:
+    """Posture mode eliminates curves only while the list could still make ``only_deprecated_curves``
+    (scanner.grading, the one rule the group list decides) fire: never for a TLS 1.3 server (it has a
+    TLS 1.3 group, RFC 8446 §9.1), and not once a curve RFC 8422 §5.1.1 does not deprecate was seen.
+    The list is then partial and flagged so (groups_complete False); full mode lists every group."""
+    if state.best_version is TlsVersion.TLS13:
+        return False
+    return all(group_class(g) is GroupClass.DEPRECATED for g in state.groups)
+
+
 def _probe_key_exchange(
-    state: _State, limit: int | None
+    state: _State, limit: int | None, dhe_known: bool | None = None
 ) -> Generator[HelloRequest, HelloAnswer, KeyExchangeResult]:
     """DHE, fallback and curves, after the suite questions. Posture mode passes ``limit``: no session
-    beyond it (a question it leaves out stays None), and at most MAX_GROUP_SESSIONS for curves."""
+    beyond it (a question it leaves out stays None), the fallback hello only where NIST requires the SCSV
+    and curve elimination (at most MAX_GROUP_SESSIONS) only where it can change a grade."""
+    posture = limit is not None
 
     def room() -> bool:
         return limit is None or state.sessions < limit
 
-    dhe = (yield from _probe_dhe(state)) if room() else (True if state.dh_primes else None)
-    fallback = (yield from _probe_fallback(state)) if room() else None
-    cap = None if limit is None else max(0, min(MAX_GROUP_SESSIONS, limit - state.sessions))
-    groups_complete = yield from _probe_groups(state, cap)
+    dhe = True if state.dh_primes else dhe_known
+    if dhe is None and room():
+        dhe = yield from _probe_dhe(state)  # the weak-class hellos could not answer it (or full mode)
+    fallback: bool | None = None
+    if room() and (not posture or _fallback_required(state)):
+        fallback = yield from _probe_fallback(state)
+    groups_complete: bool | None
+    if posture and not _groups_can_change_grading(state):
+        groups_complete = False
+    else:
+        cap = None if limit is None else max(0, min(MAX_GROUP_SESSIONS, limit - state.sessions))
+        groups_complete = yield from _probe_groups(state, cap, stop_when_decided=posture)
     legacy = state.best_legacy_version
     facts = state.answers[legacy].facts if legacy is not None else None
     dh_bits, dh_group = _smallest_dh(state)

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from scanner.tls.enumeration import MAX_POSTURE_SESSIONS, EnumerationResult, full_plan, posture_plan
+from scanner.tls.enumeration import (
+    MAX_POSTURE_SESSIONS,
+    EnumerationResult,
+    HelloAnswer,
+    Plan,
+    Purpose,
+    full_plan,
+    posture_plan,
+)
 from scanner.tls.groups import GroupClass, group_class, group_name, well_known_primes
 from tests.integration.test_enumeration import enumerate_
 from worlds.ca import TestCA
@@ -92,6 +100,7 @@ def test_full_mode_equals_testssl(servers: dict[str, Server], name: str) -> None
     assert _curves(ours) == peer.curves, (name, ours.kx.groups, peer.curves)
     assert ours.kx.dh_bits == peer.dh_bits, (name, ours.kx, peer.dh_group)
     assert ours.kx.secure_renegotiation == peer.secure_renegotiation, (name, ours.kx, peer.findings)
+    assert ours.kx.fallback_scsv is True, (name, ours.kx)  # full mode asks every server with two versions
 
 
 def test_the_servers_are_what_they_claim(servers: dict[str, Server]) -> None:
@@ -102,20 +111,48 @@ def test_the_servers_are_what_they_claim(servers: dict[str, Server]) -> None:
     assert (servers["modern"].peer.dh_group or "").startswith("ffdhe2048")
 
 
+def _recording(plan: Plan, purposes: list[Purpose]) -> Plan:
+    """The same plan, noting each request's purpose (the plan stays pure; this only watches it)."""
+    request = next(plan)
+    try:
+        while True:
+            purposes.append(request.purpose)
+            answer: HelloAnswer = yield request
+            request = plan.send(answer)
+    except StopIteration as stop:
+        result: EnumerationResult = stop.value
+        return result
+
+
+# Posture mode asks RFC 7507 only where NIST SP 800-52r2 requires the SCSV: a version below TLS 1.2 and no
+# TLS 1.3 (of these servers, exim only).
+FALLBACK_ASKED = {"postfix-dh1024": False, "postfix-p384": False, "exim-legacy": True, "modern": False}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_posture_mode_agrees_within_its_cap(servers: dict[str, Server], name: str) -> None:
     server = servers[name]
-    posture = enumerate_(server.address, posture_plan())
-    assert posture.sessions <= MAX_POSTURE_SESSIONS, (name, posture.sessions)
+    purposes: list[Purpose] = []
+    posture = enumerate_(server.address, _recording(posture_plan(), purposes))
+    assert posture.sessions == len(purposes) <= MAX_POSTURE_SESSIONS, (name, posture.sessions)
     assert _curves(posture) <= server.peer.curves
     if posture.kx.groups_complete:
         assert _curves(posture) == server.peer.curves
-    # A TLS 1.3 server's RFC 7919 groups come last in curve elimination, which posture mode may cut short.
-    if posture.kx.dhe or posture.kx.groups_complete:
+    # Posture mode eliminates curves only while only_deprecated_curves could still fire: never here (every
+    # server's first curve is a recommended one), so each list is partial and says so.
+    assert Purpose.GROUPS not in purposes and posture.kx.groups_complete is False, (name, purposes)
+    assert posture.kx.preferred_group is not None and _curves(posture) <= server.peer.curves
+    # The DHE question rides on the weak-class hellos: no DHE-only hello, and the DH size equals the peer's
+    # wherever there is a DHE suite (the ECDSA server has none below TLS 1.3: dhe False).
+    assert Purpose.DHE not in purposes, (name, purposes)
+    if posture.kx.dhe:
         assert posture.kx.dh_bits == server.peer.dh_bits, (name, posture.kx)
+    else:
+        assert posture.kx.dhe is False and name == "modern", (name, posture.kx)
     # Every one of these servers speaks two versions or more and refuses a fallback (the Python/asyncio one
-    # closes without flushing its inappropriate_fallback alert).
-    assert posture.kx.fallback_scsv is True, (name, posture.kx)
+    # closes without flushing its inappropriate_fallback alert); posture mode asks only where NIST requires.
+    assert (Purpose.FALLBACK in purposes) is FALLBACK_ASKED[name], (name, purposes)
+    assert posture.kx.fallback_scsv is (True if FALLBACK_ASKED[name] else None), (name, posture.kx)
     assert posture.kx.secure_renegotiation == server.peer.secure_renegotiation
 
 
@@ -124,7 +161,7 @@ def test_logjam_server_named_and_graded(servers: dict[str, Server]) -> None:
 
     kx = enumerate_(servers["postfix-dh1024"].address, posture_plan()).kx
     assert (kx.dh_bits, kx.dh_group) == (1024, "rfc2409-oakley2")
-    assert kx.fallback_scsv is True and kx.compression is False and kx.extended_master_secret is True
+    assert kx.fallback_scsv is None and kx.compression is False and kx.extended_master_secret is True
     facts = MxFacts(mx_host=HOST, address="192.0.2.1", tested=True, starttls=True,
                     tls_versions=frozenset({"TLSv1.2", "TLSv1.3"}), versions_known=True, weak_classes=frozenset(),
                     nist_r1=True, nist_r2=True, cert_trusted=True, cert_expired=False, cert_name_valid=True,
@@ -135,6 +172,8 @@ def test_logjam_server_named_and_graded(servers: dict[str, Server]) -> None:
     assert {"dh_group_below_2048", "dh_common_1024_prime"} <= hits
 
 
-def test_restricted_curve_server_needs_no_more_than_one_elimination_session(servers: dict[str, Server]) -> None:
+def test_restricted_curve_server_posture_partial_full_complete(servers: dict[str, Server]) -> None:
     posture = enumerate_(servers["postfix-p384"].address, posture_plan())
-    assert posture.kx.groups == (24,) and posture.kx.groups_complete and posture.kx.preferred_group == 24
+    assert posture.kx.groups == (24,) and posture.kx.groups_complete is False and posture.kx.preferred_group == 24
+    full = enumerate_(servers["postfix-p384"].address, full_plan())
+    assert full.kx.groups == (24,) and full.kx.groups_complete is True

@@ -23,6 +23,7 @@ from scanner.cli import main
 from scanner.report import Basis, FigureTable, Report, Share, build_report, write_domains_sidecar, write_report
 from scanner.report.render import DRILL_COLUMNS
 from scanner.report.stats import newcombe_difference, wilson_interval
+from scanner.tls.groups import DEPRECATED_EC_GROUPS, group_name
 from tests.integration.browser import ARTIFACTS, CHROMIUM, WIDTHS, inspect_page
 from worlds.ports import pick_loopback_block
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
@@ -232,7 +233,16 @@ def test_key_exchange(report: Report, frames: Frames) -> None:
         "no_reneg": observed("secure_renegotiation", False), "compression": observed("tls_compression", True),
         "no_ems": observed("extended_master_secret", False), "fallback": observed("fallback_scsv", True),
     }
+    # "ECDHE only with deprecated curves" over the addresses where it is decided: a complete list, or one
+    # holding a curve RFC 8422 does not deprecate (where posture mode stops eliminating).
+    deprecated = {group_name(g) for g in DEPRECATED_EC_GROUPS}
+    groups = e.kx_groups.map(lambda v: set(v) if v is not None and len(v) else set())
+    complete = e.kx_groups_complete.fillna(False).astype(bool)
+    only_deprecated = complete & groups.map(lambda g: bool(g) and g <= deprecated)
+    decided = complete | groups.map(lambda g: bool(g - deprecated))
+    expected["only_deprecated"] = (_n(only_deprecated), _n(decided))
     assert_table(report.key_exchange, expected)
+    assert _n(decided) > _n(complete)  # posture-mode addresses count once a recommended curve was seen
     # The size classes and "no DHE suite" partition the addresses whose DHE support is known.
     classes = ("dh_none", "dh_below_1024", "dh_1024", "dh_below_2048", "dh_2048", "dh_above_2048")
     assert sum(report.key_exchange.get(k).numerator for k in classes) == len(known) > 0

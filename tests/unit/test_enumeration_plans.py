@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scanner.tls.ciphers import KeyExchange, WeakClass, suite, suites_for
 from scanner.tls.codec import AlertDescription, TlsVersion
 from scanner.tls.enumeration import (
+    MAX_GROUP_SESSIONS,
     MAX_POSTURE_SESSIONS,
     MAX_SUITES_PER_HELLO,
     AnswerKind,
@@ -287,14 +288,66 @@ DHE_12 = [0x009F, 0x009E]  # DHE-RSA-AES256/128-GCM
 OAKLEY2 = 0xFFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF  # noqa: E501
 
 
+KX_PURPOSES = (Purpose.GROUPS, Purpose.DHE, Purpose.FALLBACK)
+
+
 def test_posture_restricted_curve_and_a_common_1024_bit_prime() -> None:
     server = FakeServer({V.TLS12: MODERN_12 + DHE_12, V.TLS13: TLS13}, groups=[24], dh_prime=OAKLEY2)
     result = run(posture_plan(), server)
     kx = result.kx  # type: ignore[attr-defined]
-    assert kx.groups == (24,) and kx.groups_complete is True and kx.preferred_group == 24
+    # A TLS 1.3 server cannot have only deprecated curves: posture mode lists what it saw, flagged partial.
+    assert kx.groups == (24,) and kx.groups_complete is False and kx.preferred_group == 24
+    # The weak-class hello also offered the DHE suites: the server picked one and showed its prime.
     assert kx.dhe is True and kx.dh_bits == 1024 and kx.dh_group == "rfc2409-oakley2"
-    assert kx.fallback_scsv is True
-    assert result.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
+    assert kx.fallback_scsv is None  # TLS 1.3 and nothing below 1.2: not asked in posture mode
+    assert not [r for r in server.sessions if r.purpose in KX_PURPOSES]
+    assert result.sessions == 5 + 2 + 1  # type: ignore[attr-defined]  # versions, weak (the DHE pick, refusal), order
+    full = run(full_plan(), FakeServer({V.TLS12: MODERN_12 + DHE_12, V.TLS13: TLS13}, groups=[24], dh_prime=OAKLEY2))
+    assert full.kx.groups == (24,) and full.kx.groups_complete is True  # type: ignore[attr-defined]
+    assert full.kx.fallback_scsv is True  # type: ignore[attr-defined]
+
+
+def test_posture_eliminates_curves_only_while_the_grade_can_change() -> None:
+    rsa_only = [0xC030, 0xC02F]
+    # A deprecated curve first: elimination until a curve RFC 8422 does not deprecate settles
+    # only_deprecated_curves, then it stops (list flagged partial).
+    server = FakeServer({V.TLS12: rsa_only}, groups=[19, 23, 21])
+    kx = run(posture_plan(), server).kx  # type: ignore[attr-defined]
+    assert kx.groups == (19, 23) and kx.groups_complete is False and kx.preferred_group == 19
+    assert sum(r.purpose is Purpose.GROUPS for r in server.sessions) == 1
+    # A recommended curve first: nothing to eliminate.
+    server = FakeServer({V.TLS12: rsa_only}, groups=[29, 19])
+    kx = run(posture_plan(), server).kx  # type: ignore[attr-defined]
+    assert kx.groups == (29,) and kx.groups_complete is False
+    assert not any(r.purpose is Purpose.GROUPS for r in server.sessions)
+
+
+def test_posture_asks_fallback_only_where_nist_requires_the_scsv() -> None:
+    # NIST SP 800-52r2 §3.4 (TLS extension support): servers with a version below TLS 1.2 and no TLS 1.3.
+    for versions, asked in (((V.TLS13, V.TLS12, V.TLS10), False), ((V.TLS13, V.TLS12), False),
+                            ((V.TLS12, V.TLS10), True), ((V.TLS11, V.TLS10), True)):
+        server = FakeServer({v: MODERN_12 if v is V.TLS12 else TLS13 if v is V.TLS13 else LEGACY for v in versions})
+        kx = run(posture_plan(), server).kx  # type: ignore[attr-defined]
+        assert any(r.purpose is Purpose.FALLBACK for r in server.sessions) is asked, versions
+        assert kx.fallback_scsv is (True if asked else None), versions
+        full = run(full_plan(), FakeServer({v: MODERN_12 if v is V.TLS12 else TLS13 if v is V.TLS13 else LEGACY
+                                            for v in versions}))
+        assert full.kx.fallback_scsv is True, versions  # type: ignore[attr-defined]
+
+
+def test_posture_asks_dhe_inside_the_weak_class_hellos() -> None:
+    # No DHE suite: the final weak-class refusal also carried the DHE suites, so no DHE-only hello is needed.
+    server = FakeServer({V.TLS12: MODERN_12, V.TLS13: TLS13})
+    result = run(posture_plan(), server)
+    assert result.kx.dhe is False and result.weak_complete  # type: ignore[attr-defined]
+    assert not any(r.purpose is Purpose.DHE for r in server.sessions)
+    assert max(len(r.suites) for r in server.sessions) <= MAX_SUITES_PER_HELLO
+    # DHE below ECDHE in the server's order: the weak-class hello shows it (one session, not a weak one).
+    server = FakeServer({V.TLS12: MODERN_12 + DHE_12 + LEGACY}, dh_prime=OAKLEY2)
+    result = run(posture_plan(), server)
+    assert result.kx.dhe is True and result.kx.dh_group == "rfc2409-oakley2"  # type: ignore[attr-defined]
+    assert result.weak_classes == {WeakClass.TRIPLE_DES, WeakClass.RC4} and result.weak_complete  # type: ignore[attr-defined]
+    assert not any(r.purpose is Purpose.DHE for r in server.sessions)
 
 
 def test_posture_curve_elimination_is_bounded_full_mode_is_not() -> None:
@@ -339,6 +392,21 @@ def test_posture_never_exceeds_its_budget_and_never_invents_a_group(
     result = run(posture_plan(), server)
     assert result.sessions <= MAX_POSTURE_SESSIONS  # type: ignore[attr-defined]
     assert set(result.kx.groups) <= set(groups)  # type: ignore[attr-defined]
+    # The key-exchange budget: curve elimination only without TLS 1.3 and while every curve seen is
+    # deprecated (a recommended first curve costs nothing), at most MAX_GROUP_SESSIONS; the fallback hello
+    # only with a version below 1.2 and no 1.3; a DHE-only hello only when the weak-class hellos (which
+    # carry the DHE suites) stopped before a refusal.
+    kx_sessions = [r.purpose for r in server.sessions if r.purpose in KX_PURPOSES]
+    tls13 = V.TLS13 in server.suites
+    below_12 = any(v in server.suites for v in (V.TLS11, V.TLS10, V.SSL3))
+    fallback_due = below_12 and not tls13 and len(server.suites) > 1
+    assert kx_sessions.count(Purpose.FALLBACK) <= fallback_due
+    if fallback_due and result.sessions < MAX_POSTURE_SESSIONS:  # type: ignore[attr-defined]
+        assert kx_sessions.count(Purpose.FALLBACK) == 1  # asked whenever the cap left room
+    assert kx_sessions.count(Purpose.GROUPS) <= (0 if tls13 else MAX_GROUP_SESSIONS)
+    assert kx_sessions.count(Purpose.DHE) <= (0 if result.weak_complete else 1)  # type: ignore[attr-defined]
+    if tls13:
+        assert len(kx_sessions) <= 1
     # The curves only count where a suite uses them: ECDHE below TLS 1.3 (every curve), any suite in 1.3
     # (TLS 1.3 groups only). Servers with ECDHE at some legacy versions only are left out: there the
     # elimination speaks for the version it ran at, which the model does not track.
