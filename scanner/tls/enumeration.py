@@ -679,7 +679,8 @@ def _probe_key_exchange(
         cap = None if limit is None else max(0, min(MAX_GROUP_SESSIONS, limit - state.sessions))
         groups_complete = yield from _probe_groups(state, cap, stop_when_decided=posture)
     legacy = state.best_legacy_version
-    facts = state.answers[legacy].facts if legacy is not None else None
+    answer = state.answers[legacy] if legacy is not None else None
+    facts = answer.facts if answer is not None else None
     dh_bits, dh_group = _smallest_dh(state)
     return KeyExchangeResult(
         groups=tuple(state.groups), groups_complete=groups_complete, preferred_group=_preferred_group(state),
@@ -687,11 +688,23 @@ def _probe_key_exchange(
         secure_renegotiation=facts.secure_renegotiation if facts else None,
         compression=facts.compression != 0 if facts else None,
         extended_master_secret=facts.extended_master_secret if facts else None,
-        encrypt_then_mac=facts.encrypt_then_mac if facts else None,
+        encrypt_then_mac=_encrypt_then_mac(facts, answer.suite if answer is not None else None),
         heartbeat=facts.heartbeat if facts else None,
         ocsp_stapling=facts.status_request if facts else None,
         fallback_scsv=fallback,
     )
+
+
+def _encrypt_then_mac(facts: HelloFacts | None, suite: int | None) -> bool | None:
+    """Encrypt-then-MAC as one ServerHello shows it. RFC 7366 §3: a server that picks an AEAD or stream
+    suite MUST NOT echo the extension, so its absence then says nothing (None); only the answer to a
+    hello that picked a CBC suite, or the extension seen, is a fact."""
+    if facts is None:
+        return None
+    if facts.encrypt_then_mac:
+        return True
+    picked = lookup_suite(suite) if suite is not None else None
+    return False if picked is not None and picked.enc.endswith("_CBC") else None
 
 
 def version_hello(version: TlsVersion) -> HelloRequest:

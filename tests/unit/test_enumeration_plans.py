@@ -453,3 +453,19 @@ def _answering(server: FakeServer) -> Callable[[HelloRequest], Awaitable[HelloAn
         return server.answer(request)
 
     return session
+
+
+def test_encrypt_then_mac_is_unknown_when_the_server_picked_an_aead_suite() -> None:
+    """RFC 7366 §3: no echo after an AEAD or stream pick is no answer, not a "no"."""
+    from scanner.tls.codec import HelloFacts
+    from scanner.tls.enumeration import _encrypt_then_mac
+
+    def facts(etm: bool) -> HelloFacts:
+        return HelloFacts(secure_renegotiation=True, compression=0, extended_master_secret=True,
+                          encrypt_then_mac=etm, heartbeat=False, status_request=False)
+
+    assert _encrypt_then_mac(facts(False), 0xC02F) is None  # ECDHE-RSA-AES128-GCM-SHA256
+    assert _encrypt_then_mac(facts(False), 0xCCA8) is None  # ChaCha20-Poly1305
+    assert _encrypt_then_mac(facts(False), 0xC013) is False  # a CBC pick without the echo: a real "no"
+    assert _encrypt_then_mac(facts(True), 0xC013) is True
+    assert _encrypt_then_mac(None, 0xC013) is None
