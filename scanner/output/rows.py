@@ -281,7 +281,8 @@ class ProbeRow:
                                             "TLS 1.3).")
     tls_compression: bool | None = col("The ServerHello chose a compression method other than null (CRIME).")
     extended_master_secret: bool | None = col("RFC 7627 extended_master_secret agreed in the ServerHello.")
-    encrypt_then_mac: bool | None = col("RFC 7366 encrypt_then_mac agreed in the ServerHello; null when that hello picked an AEAD or stream suite (the server must not echo it then, §3).")
+    encrypt_then_mac: bool | None = col("RFC 7366 encrypt_then_mac agreed in the ServerHello; null when that hello "
+                                        "picked an AEAD or stream suite (the server must not echo it then, §3).")
     heartbeat: bool | None = col("RFC 6520 heartbeat extension in the ServerHello.")
     ocsp_stapling: bool | None = col("status_request in the ServerHello: the server staples OCSP (RFC 6066 §8; TLS "
                                      "1.2 and below).")
