@@ -17,7 +17,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import itertools
 import os
 import re
 import selectors
@@ -306,7 +305,20 @@ async def stream_lines(source: str | Path, batch: int = 256) -> AsyncIterator[li
 
 
 def _batched(lines: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(itertools.islice(lines, size)):
+    """``size`` lines at a time. When the input becomes unreadable part-way (``InputError``), the lines
+    read before the damage are still handed over, then the error: none of them is lost."""
+    batch: list[str] = []
+    try:
+        for line in lines:
+            batch.append(line)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    except InputError:
+        if batch:
+            yield batch
+        raise
+    if batch:
         yield batch
 
 

@@ -487,7 +487,7 @@ class Scan:
                     self.stats.resumed += 1
                     continue
                 await self._admit(line, seen)
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn per batch: DNS and probe tasks run between batches
 
     async def _admit(self, line: InputLine, seen: SeenDomains) -> None:
         now = datetime.now(UTC)
@@ -706,6 +706,7 @@ class Scan:
             await asyncio.wait({writer_task})
         out_dir = self.config.output.out_dir
         if writer_task.cancelled() or writer_task.exception() is not None:
+            self.completed = False  # computed before the drain; the writer died while draining
             writer.abandon()
             self._finish_attempt(attempt)
             with contextlib.suppress(OSError):  # the disk may be full: the next attempt then counts it killed
@@ -716,13 +717,16 @@ class Scan:
             self.record.save(out_dir)
             writer.write([attempt.run_row(self.scan_id, str(self.source))])
             writer.close()
-            if self.completed:
-                mark_complete(out_dir)
             self.record.save(out_dir, self._run_extra())
+            if self.completed:
+                mark_complete(out_dir)  # last: "complete" only once everything else is on disk
         except Exception as exc:  # disk full at the last commit: still the writer's failure, reported as such
             self.completed = False
             self._note_fatal("writer", exc)
             writer.abandon()
+            self._finish_attempt(attempt)  # now failed, with the writer's message
+            with contextlib.suppress(OSError):
+                self.record.save(out_dir)
 
     def _finish_attempt(self, attempt: Attempt) -> None:
         s = self.stats
@@ -731,7 +735,7 @@ class Scan:
             attempt.outcome = AttemptOutcome.COMPLETED
         elif self.breakdown is not None:
             attempt.outcome = AttemptOutcome.UNAVAILABLE
-        elif self.failure is not None:
+        elif self.failure is not None or self.input_error is not None:
             attempt.outcome = AttemptOutcome.FAILED
         else:
             attempt.outcome = AttemptOutcome.INTERRUPTED

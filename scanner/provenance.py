@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import zlib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from cryptography.hazmat.backends.openssl.backend import backend as openssl_back
 
 from scanner import __version__
 from scanner.config import ScanConfig
-from scanner.input import GZIP_MAGIC
+from scanner.input import GZIP_MAGIC, is_stream_source
 from scanner.providers import psl_version
 
 __all__ = ["collect", "file_digest", "trust_store_path"]
@@ -36,8 +37,9 @@ _CHUNK = 1 << 20
 _CHECKOUT = Path(__file__).resolve().parents[1]  # the repository root, when run from a checkout
 
 
-def file_digest(path: Path) -> tuple[str, int]:
-    """SHA-256 (hex) of the file's bytes as stored, and its number of physical lines (decompressed for gzip)."""
+def file_digest(path: Path) -> tuple[str, int | None]:
+    """SHA-256 (hex) of the file's bytes as stored, and its number of physical lines (decompressed for gzip;
+    None when the gzip stream is damaged: the scan itself then says where, as ``input_error``)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         head = fh.read(2)
@@ -46,10 +48,13 @@ def file_digest(path: Path) -> tuple[str, int]:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
             lines += chunk.count(b"\n")
-    if head == GZIP_MAGIC:
+    if head != GZIP_MAGIC:
+        return digest.hexdigest(), lines
+    try:
         with gzip.open(path, "rb") as gz:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: gz.read(_CHUNK), b""))
-    return digest.hexdigest(), lines
+            return digest.hexdigest(), sum(chunk.count(b"\n") for chunk in iter(lambda: gz.read(_CHUNK), b""))
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
+        return digest.hexdigest(), None
 
 
 def trust_store_path(config: ScanConfig) -> Path:
@@ -99,8 +104,8 @@ def libraries() -> dict[str, Any]:
 def collect(config: ScanConfig, source: str | Path, vantage: str | None) -> dict[str, Any]:
     """The provenance of one attempt (see the module docstring); JSON-safe."""
     trust = trust_store_path(config)
-    if str(source) == "-":
-        input_info: dict[str, Any] = {"path": "-", "sha256": None, "lines": None}
+    if is_stream_source(source):  # stdin, a FIFO, <(...): readable once, and that read is the scan's
+        input_info: dict[str, Any] = {"path": str(source), "sha256": None, "lines": None}
     else:
         digest, lines = file_digest(Path(source))
         input_info = {"path": str(Path(source).resolve()), "sha256": digest, "lines": lines}
