@@ -181,7 +181,7 @@ class AttemptOutcome(str, Enum):
     COMPLETED = "completed"  # reached the end of the input
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: the same command resumes
     UNAVAILABLE = "unavailable"  # our side was broken (resolver dead, no route): the same command resumes
-    FAILED = "failed"  # an unexpected error ended the attempt (the message said which)
+    FAILED = "failed"  # an unexpected error, or input unreadable part-way, ended the attempt (the message says)
     KILLED = "killed"  # ended without a word (SIGKILL, power loss): counted from its committed rows
 
 

@@ -155,7 +155,7 @@ def parse_reply(data: bytes) -> Reply:
     """Parse a reply; raises ``WireError`` for anything malformed (or a query instead of a reply)."""
     if len(data) < _HEADER.size:
         raise WireError("shorter than a DNS header")
-    qid, flags, qdcount, ancount, _, _ = _HEADER.unpack_from(data)
+    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     if not flags & 0x8000:
         raise WireError("not a reply (QR=0)")
     if qdcount != 1:
@@ -182,4 +182,24 @@ def parse_reply(data: bytes) -> Reply:
             if value is not None:
                 answers.append(Record(owner, rtype, value))
         offset += length
-    return Reply(qid, flags & 0x000F, truncated, qname, qtype, tuple(answers))
+    rcode = flags & 0x000F
+    extended = _extended_rcode(data, offset, nscount, arcount)
+    return Reply(qid, rcode | (extended << 4), truncated, qname, qtype, tuple(answers))
+
+
+def _extended_rcode(data: bytes, offset: int, nscount: int, arcount: int) -> int:
+    """The upper 8 bits of the RCODE, from the OPT record's TTL field (RFC 6891 §6.1.3): BADVERS (16)
+    exists only there. 0 when there is no OPT record, or the sections after the answers are cut short
+    (they decide no answer: a damaged tail must not turn a good reply into an error)."""
+    try:
+        for index in range(nscount + arcount):
+            _, offset = _read_name(data, offset)
+            if offset + _RR_FIXED.size > len(data):
+                return 0
+            rtype, _, ttl, length = _RR_FIXED.unpack_from(data, offset)
+            offset += _RR_FIXED.size + length
+            if rtype == _TYPE_OPT and index >= nscount:
+                return (ttl >> 24) & 0xFF
+    except WireError:
+        return 0
+    return 0

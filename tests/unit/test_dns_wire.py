@@ -58,3 +58,17 @@ def test_names_that_cannot_be_sent_are_wire_errors() -> None:
         build_query(1, "a..example", 1)
     with pytest.raises(WireError):
         build_query(1, "bücher.example", 1)
+
+
+def test_the_extended_rcode_of_the_opt_record_counts() -> None:
+    """RFC 6891 §6.1.3: BADVERS (16) lives in the OPT record's TTL; a cut tail after the answers is ignored."""
+    import dns.rcode
+
+    query = dns.message.from_wire(build_query(7, "x.example", TYPES["MX"]))
+    reply = dns.message.make_response(query)
+    reply.set_rcode(dns.rcode.BADVERS)
+    assert parse_reply(reply.to_wire()).rcode == 16
+    plain = dns.message.make_response(query)
+    plain.set_rcode(dns.rcode.NXDOMAIN)
+    assert parse_reply(plain.to_wire()).rcode == 3
+    assert parse_reply(dns.message.make_response(query).to_wire()[:-3]).rcode == 0
