@@ -40,6 +40,8 @@ def check(target: str, **options: Any) -> CheckResult:
     from scanner.api import check as _check  # noqa: PLC0415
 
     return _check(target, **options)
+
+
 def load_series(paths: Iterable[str | Path]) -> Series:
     """Open several scans as one series ordered by start: tables with ``scan_id`` and ``scan_started``
     columns, and ``.duckdb()`` with views over them (see ``scanner.series``)."""

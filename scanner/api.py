@@ -55,7 +55,8 @@ def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -
     args = _namespace(["scan", str(domains), "-o", str(out), "--no-progress"], options)
     if not Path(domains).is_file():
         raise CommandError(f"no such input file: {domains}", ExitCode.NO_INPUT)
-    with OutputLock(out) as lock:  # the same one-scan-per-directory lock as the command
+    lock = OutputLock(out)  # acquired by scan_setup once the options are valid, as for the command
+    try:
         setup = scan_setup(args, lock)
         if setup is None:
             raise CommandError(f"{out} already holds a complete scan; pass overwrite=True to scan again",
@@ -63,6 +64,8 @@ def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -
         config, exclude, trust, resume = setup
         job = Scan(config, domains, trust, exclude, resume=resume, vantage=args.vantage)
         stats = _run_loop(job.run(), not args.no_uvloop)
+    finally:
+        lock.release()
     return ScanResult(out, job.scan_id, job.completed, stats)
 
 

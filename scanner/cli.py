@@ -239,7 +239,9 @@ def _add_probe_options(group: argparse._ArgumentGroup, per_ip_interval: float) -
                        help="seconds to wait for the reply to EHLO, STARTTLS, QUIT")
     group.add_argument("--tls-timeout", type=float, default=15.0, help="seconds for the TLS handshake")
     group.add_argument("--probe-deadline", type=float, default=90.0,
-                       help="hard cap on one probe, its enumeration sessions included, seconds")
+                       help="seconds from the start of an address's STARTTLS probe to the end of its enumeration "
+                            "and re-asks; the no-SNI handshake and further names' SNI handshakes are bounded by "
+                            "their own timeouts instead")
     group.add_argument("--enumerate", choices=("off", "posture", "full"), default="posture",
                        help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
     group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",
@@ -609,6 +611,12 @@ def check_result(args: argparse.Namespace, console: Console | None = None) -> Ch
         scan = Scan(config, source, trust, exclude, server=server)
         with console.status(f"checking {target.name} ...") if console else contextlib.nullcontext():
             _run_loop(scan.run(), not args.no_uvloop)
+        # The scan's own SIGINT handler turns Ctrl-C into a stop, and a breakdown drops the domain's rows:
+        # either way there is no result to show.
+        if scan.breakdown is not None:
+            raise CommandError(scan.stop_message, ExitCode.UNAVAILABLE)
+        if not scan.completed:
+            raise CommandError(scan.stop_message or "interrupted", ExitCode.INTERRUPTED)
         return check_rows(out)
 
 

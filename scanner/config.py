@@ -134,7 +134,7 @@ class DnsConfig:
 
     servers: tuple[str, ...] = ()
     timeout: float = 3.0  # per try, seconds
-    tries: int = 2  # c-ares retries each query this many times in all
+    tries: int = 2  # each query is sent this many times in all, each try waiting ``timeout``
     qps: float = field(default=2000.0, metadata=RESULT_NEUTRAL)  # global queries-per-second limit (token bucket)
     concurrency: int = field(default=500, metadata=RESULT_NEUTRAL)  # queries in flight at once
     workers: int = field(default=256, metadata=RESULT_NEUTRAL)  # domains being resolved at once
@@ -160,14 +160,6 @@ class DnsConfig:
                 ipaddress.ip_address(host)
             except ValueError as exc:  # ConfigError is a ValueError too
                 raise _bad("dns.servers", f"must be an IP address[:port], got {server!r}") from exc
-
-    def resolver_addresses(self) -> list[str]:
-        """Servers in the form c-ares accepts: "ip:port" / "[v6]:port"."""
-        out = []
-        for server in self.servers:
-            host, port = parse_host_port(server, 53)
-            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-        return out
 
 
 def default_ehlo_name() -> str:

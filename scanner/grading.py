@@ -366,6 +366,8 @@ def _check_inconsistent(f: MxFacts) -> str | None:
     if not f.inconsistent:
         return None
     return f"sessions disagreed on {_listed(sorted(f.inconsistent))}; graded on the worst answer seen"
+
+
 def _check_dh_small(f: MxFacts) -> str | None:
     if f.dh_bits is None or f.dh_bits >= 2048:
         return None
@@ -654,6 +656,7 @@ _DOMAIN_RULES: Final = (
 )
 # DANE findings after which a DANE sender refuses the MX: forced TLS is never "safe" with them.
 _DANE_REFUSING: Final = frozenset({"tlsa_no_match", "tlsa_starttls_failed", "tlsa_bogus"})
+
 
 def _index(rules: Iterable[Rule]) -> Mapping[str, Rule]:
     table: dict[str, Rule] = {}

@@ -297,6 +297,8 @@ async def stream_lines(source: str | Path, batch: int = 256) -> AsyncIterator[li
                 first = False
         if raws := splitter.finish():
             yield [_decode_line(raws[0], first)]
+    except OSError as exc:  # the lines handed over stand; the scan records the failure (as for a file)
+        raise InputError(f"{source}: unreadable part-way: {exc.strerror or exc}") from exc
     finally:
         transport.close()
         if str(source) == "-":

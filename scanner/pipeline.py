@@ -745,7 +745,6 @@ class Scan:
         counts.resumed_lines, counts.skipped_lines = s.resumed, self.input_tally.skipped
         attempt.counts = counts
 
-
     def _run_extra(self) -> dict[str, Any]:
         """What run.json says beside the scan record: time, where it went, input and DNS trouble."""
         extra: dict[str, Any] = {"elapsed_s": round(self.stats.elapsed(), 3), "timing": self._timing_json()}

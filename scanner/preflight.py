@@ -53,7 +53,8 @@ async def _check_one(dns: DnsConfig, server: str | None) -> str | None:
 
 
 async def check_resolvers(dns: DnsConfig) -> None:
-    """Every configured resolver answers one query (each is asked on its own: c-ares would hide a dead one)."""
+    """Every configured resolver answers one query (each on its own: a client that moves on to the next
+    server would hide a dead one)."""
     servers: tuple[str | None, ...] = dns.servers or (None,)
     problems = [p for p in await asyncio.gather(*(_check_one(dns, s) for s in servers)) if p]
     if problems:

@@ -408,11 +408,12 @@ class ProbeService:
         if version is None or verdict_ is None or verdict_.supported is not False:
             return enumeration
         offer = version_hello(version)
-        session = self._hello_session(pending, sni, deadline)
+        unopened = [0]
+        session = self._hello_session(pending, sni, deadline, None, unopened)
         for _ in range(self._config.probe.recheck_limit):
             answer = await session(offer)
-            if answer.kind is AnswerKind.UNTESTABLE:
-                break  # past the probe's deadline (or the server went away): no contradiction shown
+            if unopened[0]:
+                break  # past the probe's deadline: nothing more is asked
             check.rechecks += 1
             if answer.kind is AnswerKind.ACCEPTED and answer.version == version:
                 check.facts.add(SessionFact.VERSION)
@@ -434,14 +435,10 @@ class ProbeService:
         mode = enumeration_mode(self._config.probe.enumeration, self._config.probe.full_sample, pending.address)
         if mode == "off" or result.status not in (ProbeStatus.STARTTLS_OK, ProbeStatus.TLS_HANDSHAKE_FAILED):
             return None
-        loop = asyncio.get_running_loop()
-
-        async def sleep(delay: float) -> None:
-            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
-
         unopened = [0]
         plan = full_plan() if mode == "full" else posture_plan()
-        found = await drive_plan(plan, self._hello_session(pending, sni, deadline, check, unopened), sleep)
+        found = await drive_plan(plan, self._hello_session(pending, sni, deadline, check, unopened),
+                                 _sleep_until(deadline))
         return dataclasses.replace(found, sessions=found.sessions - unopened[0])
 
     def _hello_session(self, pending: _Pending, sni: str, deadline: float, check: AddressCheck | None = None,
@@ -484,8 +481,11 @@ class ProbeService:
             return enumeration
         known = suite_by_name(result.tls.cipher)
         plan = reconcile_plan(enumeration, OBSERVED_VERSIONS.get(result.tls.version), known.code if known else None)
-        reconciled = await drive_plan(plan, self._hello_session(pending, sni, deadline))
-        return dataclasses.replace(reconciled, sessions=enumeration.sessions + reconciled.sessions)
+        unopened = [0]
+        reconciled = await drive_plan(plan, self._hello_session(pending, sni, deadline, None, unopened),
+                                      _sleep_until(deadline))
+        return dataclasses.replace(reconciled,
+                                   sessions=enumeration.sessions + reconciled.sessions - unopened[0])
 
     async def _record(
         self,
@@ -758,6 +758,17 @@ def _seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], ve
         cert_expired=verdict.expired or verdict.not_yet_valid, cert_self_signed=verdict.self_signed,
         sni=sni, inconsistent=inconsistent, cert_source=source,
     )
+
+
+def _sleep_until(deadline: float) -> Callable[[float], Awaitable[None]]:
+    """A back-off sleep that never runs past the probe's deadline (event-loop time): past it, the
+    plan's remaining questions are answered "untestable" at once (``_hello_session``)."""
+
+    async def sleep(delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+
+    return sleep
 
 
 def build_session_row(scan_id: str, attempt: int, port: int, outcome: SessionOutcome, probe_sha256: str | None,

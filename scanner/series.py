@@ -63,7 +63,6 @@ class Series(TableAccess):
             parts.append(table.append_column(SCAN_STARTED, started))
         return pa.concat_tables(parts, promote_options="default")
 
-
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection: views ``domains``, ``mx``, ``probes``, ``run`` over every scan's
         part files (with ``scan_started``) and ``scans`` (scan_id, scan_started, path, position)."""

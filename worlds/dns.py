@@ -494,7 +494,6 @@ class NsdServer(ServerLifecycle):
         _stop_process_group(proc, grace=10.0)
 
 
-
 def _live_group_members(pgid: int) -> list[int]:
     """Pids in process group ``pgid`` that have not exited yet (Linux /proc).
 
@@ -833,7 +832,6 @@ class FaultyDnsServer(ServerLifecycle):
             loop.close()
             self._udp = None
             self._tcp = None
-
 
 
 __all__ = [

@@ -237,10 +237,6 @@ def ensure_exim_user() -> None:
         )  # fmt: skip
 
 
-
-
-
-
 class EximInstance(ServerLifecycle):
     """One exim daemon listening on ``address:port`` with STARTTLS.
 
@@ -466,7 +462,6 @@ class EximInstance(ServerLifecycle):
             with contextlib.suppress(FileNotFoundError):
                 parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-max_chars:]}")
         return "\n".join(parts) if parts else f"(no logs in {self.log_dir})"
-
 
 
 def main() -> None:

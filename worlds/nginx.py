@@ -307,5 +307,4 @@ class NginxServer(ServerLifecycle):
         # now unless the master had to be killed (handled above).
 
 
-
 __all__ = ["NginxServer", "NginxStartError", "Request", "Site", "find_nginx"]

@@ -479,11 +479,6 @@ class PostfixInstance(ServerLifecycle):
             return f"(no maillog at {self.maillog}: {exc})"
 
 
-
-
-
-
-
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, 9)

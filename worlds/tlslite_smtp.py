@@ -314,7 +314,6 @@ class TlsliteSmtpServer(ServerLifecycle):
     def stats(self) -> TlsliteStats:
         return self._counters.snapshot()
 
-
     # --- serving --------------------------------------------------------
 
     def _accept_loop(self) -> None:

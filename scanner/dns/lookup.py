@@ -139,8 +139,8 @@ class DomainResolver:
 
     async def resolve(self, domain: str) -> DomainDns:
         started = time.perf_counter()
-        # Only a NOERROR answer without MX records leads to the implicit MX (RFC 5321 §5.1); c-ares also
-        # reports rcodes 6-11 and 16 that way, so the rcode is checked before contacting anything.
+        # Only a NOERROR answer without MX records leads to the implicit MX (RFC 5321 §5.1): the resolver
+        # reads the rcode from the reply, so YXDOMAIN, NOTAUTH, BADVERS and the like are failures here.
         answer = await self._resolver.query(domain, "MX")
         result = await self._from_mx_answer(domain, answer)
         elapsed = (time.perf_counter() - started) * 1000

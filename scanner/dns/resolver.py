@@ -126,8 +126,8 @@ class DnsResolver:
         Any DNS reply (an answer, NODATA, NXDOMAIN, REFUSED, SERVFAIL) proves something listens and
         speaks DNS; only a timeout or a network error (nothing listening) means it does not.
         """
-        result = await self._query_once(".", "NS")
-        return result if isinstance(result, QueryResult) else QueryResult(DnsOutcome.ANSWER)
+        reply = await self._reply(".", "NS")  # any rcode (NOTIMP, FORMERR, REFUSED, ...) is an answer
+        return reply if isinstance(reply, QueryResult) else QueryResult(DnsOutcome.ANSWER)
 
     async def query(self, name: str, rtype: QueryType) -> QueryResult:
         """Query ``name``/``rtype``, following CNAMEs the server left unresolved.
@@ -169,6 +169,15 @@ class DnsResolver:
         return result
 
     async def _exchange(self, name: str, rtype: QueryType) -> Reply | QueryResult:
+        """The reply when its rcode is NOERROR, else the failure (network, or the rcode named)."""
+        reply = await self._reply(name, rtype)
+        if isinstance(reply, QueryResult) or reply.rcode == RCODE_NOERROR:
+            return reply
+        outcome = _RCODE_OUTCOMES.get(reply.rcode, DnsOutcome.ERROR)
+        return QueryResult(outcome, f"{rtype} {name}: rcode {_rcode_text(reply.rcode)} ({reply.rcode})")
+
+    async def _reply(self, name: str, rtype: QueryType) -> Reply | QueryResult:
+        """Whatever the resolver replied, or why nothing came (timeout, a name we cannot ask, a socket error)."""
         async with self._budget:
             try:
                 # asyncio.timeout, not wait_for: wait_for wraps the awaitable in a task of its own.
@@ -181,10 +190,7 @@ class DnsResolver:
                 return QueryResult(DnsOutcome.ERROR, f"{rtype} {name}: {exc}")
             except OSError as exc:
                 return QueryResult(DnsOutcome.ERROR, f"{rtype} {name}: {exc.strerror or exc}")
-        if reply.rcode == RCODE_NOERROR:
-            return reply
-        outcome = _RCODE_OUTCOMES.get(reply.rcode, DnsOutcome.ERROR)
-        return QueryResult(outcome, f"{rtype} {name}: rcode {_rcode_text(reply.rcode)} ({reply.rcode})")
+        return reply
 
 
 def _rcode_text(rcode: int) -> str:

@@ -199,7 +199,7 @@ def _extended_rcode(data: bytes, offset: int, nscount: int, arcount: int) -> int
             rtype, _, ttl, length = _RR_FIXED.unpack_from(data, offset)
             offset += _RR_FIXED.size + length
             if rtype == _TYPE_OPT and index >= nscount:
-                return (ttl >> 24) & 0xFF
+                return int(ttl >> 24) & 0xFF
     except WireError:
         return 0
     return 0

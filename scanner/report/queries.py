@@ -56,7 +56,6 @@ class ReportError(Exception):
         self.exit_code = exit_code
 
 
-
 # Probe statuses that answer "does this address do STARTTLS?" (scanner.status.ProbeStatus.is_definitive).
 DEFINITIVE_PROBE_STATUSES: Final = ("starttls_ok", "no_starttls", "starttls_rejected", "tls_handshake_failed")
 _DEFINITIVE_SQL: Final = ", ".join(f"'{s}'" for s in DEFINITIVE_PROBE_STATUSES)

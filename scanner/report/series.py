@@ -243,6 +243,9 @@ def build_series(paths: Sequence[Path], *, allow_different_settings: bool = Fals
         figures = _figures(con, len(refs))
         transitions = _transitions(con, ids)
         regressions, total = _regressions(con, ids)
+    except duckdb.Error as exc:  # bad pages behind a good footer, a column of another type
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReportError(f"cannot read the series' datasets: {first}") from exc
     finally:
         con.close()
     scans = tuple(

@@ -714,6 +714,7 @@ def version_hello(version: TlsVersion) -> HelloRequest:
 # Agreeing with the observation handshake
 # --------------------------------------------------------------------------
 
+
 QUIRK_NEEDS_SUPPORTED_VERSIONS = "version_needs_supported_versions"  # accepted only with that extension
 QUIRK_VERSION_OBSERVED_ONLY = "version_seen_only_by_observation"  # no crafted hello got it accepted
 QUIRK_SUITE_ON_REASK = "suite_found_on_reask"  # the enumeration missed it; offered alone it was accepted

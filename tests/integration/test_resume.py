@@ -116,8 +116,6 @@ def verdicts(out: Path) -> dict[object, tuple[object, object, object]]:
     return {r["input_line"]: (r["status"], r["starttls"], r["certs_valid_all"]) for r in table(out, "domains")}
 
 
-
-
 def assert_one_scan(out: Path, require_links: bool = True) -> list[dict[str, object]]:
     """One scan id everywhere, no link lost on (scan_id, probe_id), run totals = table counts. Returns the runs.
 

@@ -284,6 +284,7 @@ def test_an_observed_weak_suite_refutes_a_complete_weak_search() -> None:
     assert result.quirks == ("suite_seen_only_by_observation:TLS_RSA_WITH_3DES_EDE_CBC_SHA",)
 # --- key exchange and fallback ------------------------------------------------------------------------------
 
+
 DHE_12 = [0x009F, 0x009E]  # DHE-RSA-AES256/128-GCM
 OAKLEY2 = 0xFFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF  # noqa: E501
 
@@ -433,6 +434,8 @@ def test_anonymous_dh_primes_do_not_count() -> None:
     result = run(full_plan(), server)
     assert WeakClass.ANON in result.weak_classes  # type: ignore[attr-defined]
     assert result.kx.dh_bits == 2048 and result.kx.dh_group is None  # type: ignore[attr-defined]
+
+
 def test_an_address_untestable_through_its_retries_is_not_retried_again() -> None:
     """A server that resets every session costs one back-off sequence, not one per question."""
     async def no_sleep(_: float) -> None:

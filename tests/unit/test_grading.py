@@ -635,7 +635,6 @@ DEFECTS: list[Defect] = [
 ]
 
 
-
 def _apply(base: MxFacts, defects: list[Defect]) -> MxFacts:
     for defect in defects:
         base = defect(base)
