@@ -661,7 +661,7 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
         files = write_report(report, dest)
         write_domains_sidecar(out, report.drill, dest)  # the domains not inline in the page's drill-down
     except ReportError as exc:
-        _log.error("%s", exc)
+        _log.error("--dest: %s" if exc.exit_code is ExitCode.CANT_CREATE else "%s", exc)
         return exc.exit_code
     except OSError as exc:
         _log.error("--dest: cannot write the report into %s: %s", dest, exc.strerror or exc)

@@ -27,7 +27,6 @@ __all__ = ["RUBRIC_KEY", "TRUST_STORE_KEY", "SettingsMismatchError", "check_comp
 
 RUBRIC_KEY: Final = "grading.rubric_version"
 TRUST_STORE_KEY: Final = "trust_store.sha256"
-_DIGEST_FIELD: Final = "trust_store_sha256"  # where a run record's provenance keeps the trust store's digest
 
 
 class SettingsMismatchError(ReportError):
@@ -57,7 +56,8 @@ def _flatten(config_type: type, stored: Mapping[str, Any], prefix: str = "") -> 
 
 
 def _run_record(out_dir: Path) -> dict[str, Any]:
-    """The last attempt's run record: run.json when present, else the run table's newest row."""
+    """The scan record: run.json when present (``scanner.scan_record``: ``result_settings`` and
+    ``attempts``), else the run table's newest attempt (its ``config_json`` and ``provenance_json``)."""
     path = out_dir / "run.json"
     if path.is_file():
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -68,20 +68,20 @@ def _run_record(out_dir: Path) -> dict[str, Any]:
         raise ReportError(str(exc)) from exc
     if not rows:
         return {}
-    row = max(rows, key=lambda r: r["finished_at"])
-    row["config"] = json.loads(row.pop("config_json") or "{}")
-    return dict(row)
+    row = max(rows, key=lambda r: int(r["attempt"]))  # a killed attempt has no finished_at
+    return {"config": json.loads(row.get("config_json") or "{}"),
+            "attempts": [{"provenance": json.loads(row.get("provenance_json") or "{}")}]}
 
 
 def _trust_store_digest(record: Mapping[str, Any]) -> str | None:
-    """The SHA-256 of the trust store actually used, when the run record's provenance has one (top level or
-    one section down): the same ``--ca-file`` path may hold another bundle in another scan."""
-    if isinstance(record.get(_DIGEST_FIELD), str):
-        return str(record[_DIGEST_FIELD])
-    for value in record.values():
-        if isinstance(value, Mapping) and isinstance(value.get(_DIGEST_FIELD), str):
-            return str(value[_DIGEST_FIELD])
-    return None
+    """The SHA-256 of the trust store the newest attempt actually used (its provenance, ``scanner.provenance``):
+    the same ``--ca-file`` path may hold another bundle in another scan."""
+    attempts = record.get("attempts")
+    newest = attempts[-1] if isinstance(attempts, list) and attempts and isinstance(attempts[-1], Mapping) else {}
+    store = newest.get("provenance", {}).get("trust_store", {}) if isinstance(newest.get("provenance"), Mapping) \
+        else {}
+    digest = store.get("sha256") if isinstance(store, Mapping) else None
+    return digest if isinstance(digest, str) else None
 
 
 def scan_settings(out_dir: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import asyncio
 import dataclasses
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from scanner.certs import TrustStore
 from scanner.cli import main
 from scanner.config import OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
 from scanner.net.addresses import AddressPolicy
-from scanner.output.rows import ProbeRow
+from scanner.output.rows import ProbeRow, SessionRow
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp
@@ -385,11 +385,11 @@ async def test_probe_deadline_bounds_the_enumeration(hostile: HostileServerProce
                         safety=SafetyConfig(allow_private=True))
     rows: list[ProbeRow] = []
 
-    async def emit(row: ProbeRow) -> None:
-        rows.append(row)
+    async def emit(batch: Sequence[ProbeRow | SessionRow]) -> None:  # the probe row and its sessions' rows
+        rows.extend(r for r in batch if isinstance(r, ProbeRow))
 
     with SummaryCache(tmp_path / "probes.sqlite", 100) as done:
-        service = ProbeService(config, AddressPolicy(allow_private=True), TrustStore.from_certifi(), emit, "s", done)
+        service = ProbeService(config, AddressPolicy(allow_private=True), TrustStore.from_certifi(), emit, "s", 1, done)
         worker = asyncio.create_task(service.worker())
         future = await service.request(hostile.addresses[Hostile.GREETING_UNDER], HOSTNAME)
         summary = await future

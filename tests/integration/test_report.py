@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
+from scanner.exit_codes import ExitCode
 from scanner.report import Basis, FigureTable, Report, Share, build_report, write_domains_sidecar, write_report
 from scanner.report.render import DRILL_COLUMNS
 from scanner.report.stats import newcombe_difference, wilson_interval
@@ -461,7 +462,7 @@ def test_baseline_with_different_settings_refused_unless_allowed(
     dataset: Path, second_scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     dest = tmp_path / "rep"
-    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest)]) == 1
+    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest)]) == ExitCode.CONFIG
     err = " ".join(capsys.readouterr().err.split())
     assert f"probe.banner_timeout: {SLOW_BANNER_DELAY / 3!r} -> {SLOW_BANNER_DELAY / 2!r}" in err
     assert "policy_checks: True -> False" in err and "--allow-different-settings" in err

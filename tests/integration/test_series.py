@@ -187,7 +187,7 @@ def test_series_with_different_settings_refused_unless_allowed(scans: list[Path]
     run_json = scans[1] / "run.json"
     original = run_json.read_text()
     record = json.loads(original)
-    record["config"]["probe"]["connect_timeout"] = 99.0  # as if scan 2 had run with --connect-timeout 99
+    record["result_settings"]["probe.connect_timeout"] = 99.0  # as if scan 2 had run with --connect-timeout 99
     run_json.write_text(json.dumps(record))
     try:
         with pytest.raises(SettingsMismatchError) as err:
@@ -226,7 +226,8 @@ def test_provider_rank_and_grade_ordinal_columns(scans: list[Path]) -> None:
         assert list(dict.fromkeys(graded.grade)) == sorted(set(graded.grade), key=lambda g: -ranks[g])
         psl_version = pd.read_parquet(out / "run").psl_version.iloc[0]
         assert psl_version.startswith("publicsuffixlist ") and "list version" in psl_version
-        assert json.loads((out / "run.json").read_text())["psl_version"] == psl_version
+        attempts = json.loads((out / "run.json").read_text())["attempts"]  # one source: the attempt's provenance
+        assert attempts[-1]["provenance"]["libraries"]["public_suffix_list"]["list"] == psl_version
     plain, ranked = pd.read_parquet(scans[0] / "domains"), pd.read_parquet(scans[2] / "domains")
     assert plain.input_rank.isna().all()
     in_order = plain.sort_values("input_line").domain  # rows are written as domains finish, not in input order

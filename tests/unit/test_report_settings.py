@@ -57,7 +57,7 @@ def test_trust_store_digest_from_provenance_compared(tmp_path: Path) -> None:
     for name, digest in (("old", "aa" * 32), ("new", "bb" * 32)):
         _write_scan(tmp_path / name, _config(tmp_path / name), with_settings=True)
         record = json.loads((tmp_path / name / "run.json").read_text())
-        record["provenance"] = {"trust_store_sha256": digest}
+        record["attempts"] = [{"provenance": {"trust_store": {"sha256": digest}}}]  # scanner.provenance's place
         (tmp_path / name / "run.json").write_text(json.dumps(record))
     with pytest.raises(SettingsMismatchError) as err:
         check_comparable(tmp_path / "new", tmp_path / "old", allow_different=False)
@@ -90,3 +90,13 @@ def test_settings_read_from_the_run_table_without_run_json(tmp_path: Path) -> No
     settings = scan_settings(tmp_path)
     assert settings["probe.banner_timeout"] == 7.0 and settings.pop(RUBRIC_KEY) is None
     assert settings == result_settings(new_config)
+
+
+def test_the_trust_store_digest_comes_from_the_newest_attempts_provenance() -> None:
+    """The scan record keeps each attempt's provenance (scanner.provenance); the newest one's counts."""
+    from scanner.report.settings import _trust_store_digest
+
+    record = {"attempts": [{"provenance": {"trust_store": {"sha256": "old"}}},
+                           {"provenance": {"trust_store": {"sha256": "new"}}}]}
+    assert _trust_store_digest(record) == "new"
+    assert _trust_store_digest({"attempts": []}) is None and _trust_store_digest({}) is None
