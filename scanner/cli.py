@@ -52,7 +52,7 @@ from scanner.output.lock import OutputLock, OutputLocked
 from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, prepare_output_dir
 from scanner.output.rows import TABLES
 from scanner.pipeline import Scan, ScanFailed, ScanStats, load_trust_store
-from scanner.preflight import PreflightError, check_output_writable, check_resolvers
+from scanner.preflight import PreflightError, check_output_writable, check_resolvers, check_routes
 from scanner.resume import ResumeState, load_resume_state, scan_is_complete
 
 if TYPE_CHECKING:
@@ -560,6 +560,7 @@ def _preflight(config: ScanConfig, overwrite: bool) -> None:
         if overwrite:
             remove_derived(config.output.out_dir)  # a report of the previous scan must not pass for this one's
         check_output_writable(config.output.out_dir, STATE_DIR)
+        check_routes(config.probe)
         asyncio.run(check_resolvers(config.dns))
     except OutputDirError as exc:
         raise CommandError(str(exc), ExitCode.CANT_CREATE) from exc

@@ -214,6 +214,8 @@ class ProbeConfig:
         for family in ("ipv4", "ipv6"):
             if getattr(self, family) not in ("auto", "on", "off"):
                 raise _bad(f"probe.{family}", f"must be auto, on or off (got {getattr(self, family)!r})")
+        if self.ipv4 == self.ipv6 == "off":
+            raise _bad("probe.ipv6", "off together with --ipv4 off leaves nothing to probe")
         if not 0 < self.port < 65536:
             raise _bad("probe.port", f"must be between 1 and 65535 (got {self.port})")
         for name in ("connect_timeout", "banner_timeout", "command_timeout", "tls_timeout", "probe_deadline"):

@@ -1,4 +1,4 @@
-"""Checks before a scan reads its input: the resolver answers, the output is writable.
+"""Checks before a scan reads its input: the resolver answers, the output is writable, a route exists.
 
 A scan that cannot resolve or cannot write would otherwise run to its end and record every domain as
 a DNS failure (or lose every row): a "complete" dataset that measured nothing. Each check fails with a
@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
-from scanner.config import DnsConfig
+from scanner.config import DnsConfig, ProbeConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.exit_codes import ExitCode
+from scanner.net.families import Reachability, detect_families, has_route
 from scanner.status import DnsOutcome
 
-__all__ = ["PreflightError", "check_output_writable", "check_resolvers", "resolver_label"]
+__all__ = ["PreflightError", "check_output_writable", "check_resolvers", "check_routes", "resolver_label"]
 
 # A reply of any kind proves a DNS server listens; these outcomes mean nothing answered at all.
 _SILENT = frozenset({DnsOutcome.TIMEOUT, DnsOutcome.ERROR})
@@ -74,3 +77,21 @@ def check_output_writable(out_dir: Path, state_dir: str) -> None:
         probe.unlink()
     except OSError as exc:
         raise PreflightError(f"the output directory {out_dir} is not writable: {exc}", ExitCode.CANT_CREATE) from exc
+
+
+def check_routes(probe: ProbeConfig,
+                 route: Callable[[socket.AddressFamily], tuple[bool, str]] = has_route) -> Reachability:
+    """At least one address family this scan may probe has a route (a route lookup, no packet).
+
+    A host with no route at all would mark every address ``skipped_family_unreachable`` and finish a
+    "complete" scan that measured nothing: that is our side being broken (exit 69, resumable), not
+    the Internet's state. A family forced on (``--ipv4 on``) is believed: the probe window then watches.
+    """
+    families = detect_families(probe.ipv4, probe.ipv6, route)
+    if not families.families:
+        raise PreflightError(
+            f"this host's network found no route for IPv4 or IPv6 ({families.detail}). Nothing was scanned: fix "
+            "the network (or force a family with --ipv4 on / --ipv6 on), then run the same command again.",
+            ExitCode.UNAVAILABLE)
+    return families
+

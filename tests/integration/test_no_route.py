@@ -32,7 +32,10 @@ def test_no_route_stops_the_scan_and_names_our_network(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = ["unshare", "-rn", sys.executable, "-m", "worlds.no_route", str(tmp_path), "200", "--",
                "-o", str(out), "--allow-private", "--no-policy", "--enumerate", "off", "--per-ip-interval", "0",
-               "--throttle-retry", "--no-progress", "--probe-failure-window", "20", "--probe-failure-threshold", "0.9"]
+               "--throttle-retry", "--no-progress", "--probe-failure-window", "20", "--probe-failure-threshold", "0.9",
+               # A route lost mid-scan: IPv4 forced on, as if the route lookup at the start had found one
+               # (without it the start finds no route at all and refuses: test_no_route_at_all_refuses_at_start).
+               "--ipv4", "on"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     message = " ".join(done.stderr.split())
     assert done.returncode == ExitCode.UNAVAILABLE, message[-2000:]
@@ -41,3 +44,15 @@ def test_no_route_stops_the_scan_and_names_our_network(tmp_path: Path) -> None:
     (run,) = pq.read_table(out / "run").to_pylist()
     assert run["outcome"] == "unavailable" and not run["completed"]
     assert len(pq.read_table(out / "domains")) < 200  # work in flight at the stop was dropped: a resume redoes it
+
+
+def test_no_route_at_all_refuses_at_start(tmp_path: Path) -> None:
+    """No family has a route: nothing is scanned and nothing is recorded as the Internet's state (exit 69)."""
+    out = tmp_path / "out"
+    command = ["unshare", "-rn", sys.executable, "-m", "worlds.no_route", str(tmp_path), "20", "--",
+               "-o", str(out), "--allow-private", "--no-policy", "--enumerate", "off", "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == ExitCode.UNAVAILABLE, message[-2000:]
+    assert "no route for IPv4 or IPv6" in message and "same command" in message
+    assert not (out / "domains").exists() or not list((out / "domains").glob("*.parquet"))
