@@ -489,8 +489,9 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
                   "uncommitted files)", resume.attempt, f"{resume.done_lines.count:,}", f"{len(resume.probes):,}",
                   resume.removed_files)
     if is_stream_source(args.domains):
-        _log.warning("reading domains from a stream (%s): if this scan is interrupted it cannot be resumed "
-                     "(pass the input as a file to be able to resume)", args.domains)
+        _log.warning("reading domains from %s: if this scan is interrupted it cannot be resumed (a stream is read "
+                     "once; pass the input as a file to be able to resume)",
+                     "stdin" if str(args.domains) == "-" else f"a stream ({args.domains})")
     scan = Scan(config, args.domains, trust, exclude, resume=resume, vantage=args.vantage)
     view = _progress_view(args, console)
     try:
