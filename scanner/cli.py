@@ -561,7 +561,7 @@ def _preflight(config: ScanConfig, overwrite: bool) -> None:
         if overwrite:
             remove_derived(config.output.out_dir)  # a report of the previous scan must not pass for this one's
         check_output_writable(config.output.out_dir, STATE_DIR)
-        check_routes(config.probe)
+        check_routes(config.probe, lab=config.safety.allow_private)
         asyncio.run(check_resolvers(config.dns))
     except OutputDirError as exc:
         raise CommandError(str(exc), ExitCode.CANT_CREATE) from exc

@@ -224,7 +224,7 @@ class Scan:
         self.stopping = False  # set by request_stop(): intake stops, in-flight work gets a grace period
         self._stop_event = asyncio.Event()
         # A route lookup per family (no packet), once: which addresses this vantage can probe at all.
-        self.families = detect_families(config.probe.ipv4, config.probe.ipv6)
+        self.families = detect_families(config.probe.ipv4, config.probe.ipv6, lab=config.safety.allow_private)
         self._trouble = 0  # domains whose lookups failed on the resolver (timeout, SERVFAIL, REFUSED, error)
         self._next_trouble_warning = 1
         # The first failure of a supervised task (see _supervise) and the task's name; it stops the scan.

@@ -79,15 +79,16 @@ def check_output_writable(out_dir: Path, state_dir: str) -> None:
         raise PreflightError(f"the output directory {out_dir} is not writable: {exc}", ExitCode.CANT_CREATE) from exc
 
 
-def check_routes(probe: ProbeConfig,
+def check_routes(probe: ProbeConfig, lab: bool,
                  route: Callable[[socket.AddressFamily], tuple[bool, str]] = has_route) -> Reachability:
     """At least one address family this scan may probe has a route (a route lookup, no packet).
 
     A host with no route at all would mark every address ``skipped_family_unreachable`` and finish a
     "complete" scan that measured nothing: that is our side being broken (exit 69, resumable), not
-    the Internet's state. A family forced on (``--ipv4 on``) is believed: the probe window then watches.
+    the Internet's state. A family forced on (``--ipv4 on``) is believed, and so is a lab scan
+    (``lab``: ``--allow-private``, whose targets may need no route): the probe window then watches.
     """
-    families = detect_families(probe.ipv4, probe.ipv6, route)
+    families = detect_families(probe.ipv4, probe.ipv6, route, lab)
     if not families.families:
         raise PreflightError(
             f"this host's network found no route for IPv4 or IPv6 ({families.detail}). Nothing was scanned: fix "

@@ -76,8 +76,18 @@ def _decide(name: str, setting: str, family: socket.AddressFamily,
 
 
 def detect_families(ipv4: str = "auto", ipv6: str = "auto",
-                    probe: Callable[[socket.AddressFamily], tuple[bool, str]] = has_route) -> Reachability:
-    """Decide per family: forced on/off, or (``auto``) whether the kernel has a route for it."""
+                    probe: Callable[[socket.AddressFamily], tuple[bool, str]] = has_route,
+                    lab: bool = False) -> Reachability:
+    """Decide per family: forced on/off, or (``auto``) whether the kernel has a route for it.
+
+    ``lab`` (``--allow-private``): when no family has a route to the Internet, the targets are lab
+    addresses (loopback, a private network) that need none, so every family not forced off is tried
+    and the kernel decides per address; if nothing answers, the probe failure window stops the scan
+    (scanner.health). A public scan on such a host is refused before it starts (scanner.preflight).
+    """
     v4, why4 = _decide("IPv4", ipv4, socket.AF_INET, probe)
     v6, why6 = _decide("IPv6", ipv6, socket.AF_INET6, probe)
+    if lab and not (v4 or v6):
+        return Reachability(ipv4 != "off", ipv6 != "off",
+                            f"{why4}; {why6}; lab scan (--allow-private): every address is tried")
     return Reachability(v4, v6, f"{why4}; {why6}")

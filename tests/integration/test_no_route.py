@@ -32,10 +32,9 @@ def test_no_route_stops_the_scan_and_names_our_network(tmp_path: Path) -> None:
     out = tmp_path / "out"
     command = ["unshare", "-rn", sys.executable, "-m", "worlds.no_route", str(tmp_path), "200", "--",
                "-o", str(out), "--allow-private", "--no-policy", "--enumerate", "off", "--per-ip-interval", "0",
-               "--throttle-retry", "--no-progress", "--probe-failure-window", "20", "--probe-failure-threshold", "0.9",
-               # A route lost mid-scan: IPv4 forced on, as if the route lookup at the start had found one
-               # (without it the start finds no route at all and refuses: test_no_route_at_all_refuses_at_start).
-               "--ipv4", "on"]
+               "--throttle-retry", "--no-progress", "--probe-failure-window", "20", "--probe-failure-threshold", "0.9"]
+    # A lab scan (--allow-private) on a host without any route: every address is tried (lab targets may
+    # need no route), each fails with "no route", and the probe window stops the scan.
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     message = " ".join(done.stderr.split())
     assert done.returncode == ExitCode.UNAVAILABLE, message[-2000:]
@@ -46,11 +45,12 @@ def test_no_route_stops_the_scan_and_names_our_network(tmp_path: Path) -> None:
     assert len(pq.read_table(out / "domains")) < 200  # work in flight at the stop was dropped: a resume redoes it
 
 
-def test_no_route_at_all_refuses_at_start(tmp_path: Path) -> None:
-    """No family has a route: nothing is scanned and nothing is recorded as the Internet's state (exit 69)."""
+def test_no_route_at_all_refuses_a_public_scan_at_start(tmp_path: Path) -> None:
+    """A public scan (no --allow-private) on a host where no family has a route: nothing is scanned and
+    nothing is recorded as the Internet's state (exit 69, before any input is read)."""
     out = tmp_path / "out"
     command = ["unshare", "-rn", sys.executable, "-m", "worlds.no_route", str(tmp_path), "20", "--",
-               "-o", str(out), "--allow-private", "--no-policy", "--enumerate", "off", "--no-progress"]
+               "-o", str(out), "--no-policy", "--enumerate", "off", "--no-progress", "--ehlo-name", "scanner.example"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     message = " ".join(done.stderr.split())
     assert done.returncode == ExitCode.UNAVAILABLE, message[-2000:]

@@ -126,3 +126,25 @@ def test_detect_families(v4: str, v6: str, routes: dict[int, bool], expected: tu
     got = detect_families(v4, v6, probe)
     assert (got.ipv4, got.ipv6) == expected
     assert got.covers("2001:db8::1") is expected[1] and got.covers("192.0.2.1") is expected[0]
+
+
+def test_a_lab_scan_without_any_route_tries_every_family() -> None:
+    """--allow-private on a host with no route at all: lab targets (loopback) need none, so every family
+    not forced off is tried; a public scan there keeps both unreachable (and preflight refuses it)."""
+    from scanner.net.families import detect_families
+
+    def no_route(_: object) -> tuple[bool, str]:
+        return False, "no route"
+
+    public = detect_families("auto", "auto", no_route)
+    assert (public.ipv4, public.ipv6) == (False, False)
+    lab = detect_families("auto", "off", no_route, lab=True)
+    assert (lab.ipv4, lab.ipv6) == (True, False) and "lab scan" in lab.detail
+
+    def v4_only(family: object) -> tuple[bool, str]:
+        import socket
+
+        return family == socket.AF_INET, "route"
+
+    mixed = detect_families("auto", "auto", v4_only, lab=True)  # a route exists: families as detected
+    assert (mixed.ipv4, mixed.ipv6) == (True, False)
