@@ -47,9 +47,13 @@ class SynCounter:
             return Counter(self._counts)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.05)
+        # After the stop request, keep reading until the socket stays quiet: a SYN sent just before the
+        # ``with`` block ended may still wait in the socket's queue, and must be counted.
+        while True:
+            ready, _, _ = select.select([self._sock], [], [], 0.2 if self._stop.is_set() else 0.05)
             if not ready:
+                if self._stop.is_set():
+                    return
                 continue
             frame, meta = self._sock.recvfrom(65535)
             if meta[2] == socket.PACKET_OUTGOING:  # lo shows each packet twice: count the incoming copy
