@@ -13,7 +13,7 @@ How a grade is computed (design reasons in schemas/grading.md):
 2. Tested without a working STARTTLS → F (``no_starttls``), nothing else is looked at.
 3. Otherwise score = 100 − Σ points → A ≥ 95, B ≥ 80, C ≥ 65, D ≥ 50, else E; then the lowest cap of
    the rules that fired. F is reserved for "no TLS at all": any TLS beats plaintext for opportunistic
-   SMTP (RFC 7435; standards.md §4.8 "report weak TLS separately from no TLS"), so a server that
+   SMTP (RFC 7435 §1: keep "weak TLS" apart from "no TLS"), so a server that
    does TLS never falls below E.
 4. A rule whose input is unknown (None / not enumerated) does not fire: only observations deduct.
    An "info" hit records what was unknown, and blocks A+ (A+ asserts that everything is right).
@@ -265,7 +265,7 @@ def _nist_suite(facts: MxFacts) -> bool | None:
 
     r1 (2014) predates TLS 1.3, so the enumeration reports nist_r1=False for a TLS 1.3-only server;
     r2 supersedes r1 and every r2 suite is either in r1 (≤1.2) or a TLS 1.3 AES suite. So r2 accepted
-    ⇒ an approved suite is available (standards.md §1.3).
+    ⇒ an approved suite is available (NIST SP 800-52r2 §3.3.1).
     """
     if facts.nist_r1 or facts.nist_r2:
         return True
@@ -469,7 +469,7 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
           _REC_TRUSTED_CERT),
      _check_untrusted),
     (Rule("no_nist_r1_suite", Scope.MX, Severity.HIGH, Grade.C, 15,
-          "No NIST-approved suite", "SP 800-52r1/r2 §3.3.1 (standards.md §1)",
+          "No NIST-approved suite", "NIST SP 800-52r1/r2 §3.3.1",
           _rec("enable_nist_suites", "Enable ECDHE with AES-GCM suites (TLS 1.2) and TLS 1.3 AES-GCM suites.")),
      _check_nist_r1),
     (Rule("insecure_suites", Scope.MX, Severity.MEDIUM, None, 25,

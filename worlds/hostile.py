@@ -3,7 +3,7 @@
 The survey meets servers that are slow on purpose (tarpits, greeting delays), overloaded (421),
 misconfigured (an HTTP proxy on port 25, a port forward that echoes) or simply buggy (TLS stacks
 that lie about lengths, pick suites nobody offered, or send megabytes of certificates). Peers'
-trackers are full of them (shared/reference/peer-tools.md: sslyze #385/#589/#606, testssl.sh
+trackers are full of them (sslyze #385/#589/#606, testssl.sh
 #2089/#2098, Internet.nl #153/#339/#1183, EFF starttls-everywhere #69). Each behaviour here is one
 small coroutine; :class:`HostileServer` binds one listener per behaviour on ``127.A.B.<10+i>:25`` and
 serves them all from one event loop, in the caller's loop, a background thread, or a child process

@@ -1,11 +1,11 @@
 """Cipher-suite registry: every IANA TLS cipher suite as immutable data.
 
 The data lives in ``data/cipher_suites.csv`` (the project's checked copy of the
-shared reference table, see standards.md §2.3).  It is parsed exactly once, at
+IANA "TLS Cipher Suites" registry in the TLS Parameters group).  It is parsed exactly once, at
 import, into a read-only mapping; nothing here is mutable afterwards.
 
-Weakness classes follow standards.md §2.2/§2.3 (BCP 195, RFC 7465, RFC 5469,
-RFC 4346): they describe the *suite*, not a server's configuration.  Static
+Weakness classes follow BCP 195 (RFC 9325), RFC 7465, RFC 5469 and
+RFC 4346: they describe the *suite*, not a server's configuration.  Static
 RSA/DH (no forward secrecy), CBC and SHA-1 HMAC are deliberately not weakness
 classes; derive them from ``kx``/``enc``/``mac`` where a grader needs them.
 """
@@ -317,7 +317,7 @@ def weak_suites(cls: WeakClass) -> tuple[CipherSuite, ...]:
 
 
 def nist_r1() -> tuple[CipherSuite, ...]:
-    """SP 800-52r1 §3.3.1 (reconstructed list, standards.md §1.2)."""
+    """SP 800-52r1 §3.3.1 (reconstructed list)."""
     return tuple(s for s in _REGISTRY.values() if s.nist_r1)
 
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 
 class TlsVersion(IntEnum):
-    """Protocol version code points (standards.md §3.1)."""
+    """Protocol version code points (RFC 5246 §6.2.1, RFC 8446 §4.2.1; SSL 2.0/3.0: RFC 6101 §5.2.1)."""
 
     SSL2 = 0x0002
     SSL3 = 0x0300
@@ -102,7 +102,7 @@ class AlertLevel(IntEnum):
 
 
 class AlertDescription(IntEnum):
-    """Common alert descriptions (standards.md §3.4); others stay ints."""
+    """Common alert descriptions (RFC 5246 §7.2, RFC 8446 §6, RFC 7507 §2); others stay ints."""
 
     CLOSE_NOTIFY = 0
     UNEXPECTED_MESSAGE = 10
@@ -176,7 +176,7 @@ TLS13_SIGNATURE_ALGORITHMS: Final = (
 )  # fmt: skip
 
 # The F5 hang: ClientHello handshake messages (header included, record
-# header excluded) of 256..511 bytes (standards.md §3.5, RFC 7685 §4).
+# header excluded) of 256..511 bytes (RFC 7685 §4).
 _F5_LOW: Final = 256
 _F5_HIGH: Final = 511
 _F5_TARGET: Final = 512
@@ -420,7 +420,7 @@ class ClientHelloSpec:
 
     ``key_shares``: None omits the extension; an empty tuple sends an empty
     client_shares list, which makes a TLS 1.3 server answer with a
-    HelloRetryRequest naming its group (standards.md §3.2).
+    HelloRetryRequest naming its group (RFC 8446 §4.1.4).
     ``avoid_f5_bug``: pad (RFC 7685) any TLS hello whose handshake message
     would be 256..511 bytes; SSLv3 hellos cannot carry the padding extension,
     so such a hello is refused and the caller must offer fewer suites.

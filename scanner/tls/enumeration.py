@@ -5,7 +5,7 @@ back the ``HelloAnswer`` the server gave; when it has seen enough it returns an
 ``EnumerationResult``. No sockets and no clock here, so plans can be replayed against scripted
 answers in tests (``scanner.tls.probe`` drives them over the network).
 
-Economics (peers need 40 to 400 sessions per server, see shared/reference/peer-tools.md §9):
+Economics (peers need 40 to 400 sessions per server: benchmarks/bench_enum.py counts them):
 - posture mode: one hello per protocol version (5), weak suites by elimination over classes (the server
   names one accepted weak suite per session; we drop every suite that would teach no new class),
   NIST SP 800-52 r1/r2 membership only when the preferred suite does not already answer it, and one
@@ -56,7 +56,7 @@ __all__ = [
     "version_hello",
 ]
 
-# Old server stacks are known to choke on very long ClientHellos (standards.md §3.5); 128 suites keeps
+# Old server stacks are known to choke on very long ClientHellos (RFC 7685 §4); 128 suites keeps
 # a TLS 1.2 hello near 300 bytes plus extensions, which every stack we know accepts.
 MAX_SUITES_PER_HELLO = 128
 _MAINSTREAM_KX = frozenset({"ECDHE", "DHE", "RSA", "ANY"})

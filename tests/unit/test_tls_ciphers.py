@@ -12,7 +12,7 @@ from scanner.tls import ciphers
 from scanner.tls.ciphers import Authentication, KeyExchange, Mac, RegistryDataError, WeakClass
 from scanner.tls.codec import TlsVersion
 
-# NIST SP 800-52r2 §3.3.1, typed in from standards.md §1.1 (independent of the CSV).
+# NIST SP 800-52r2 §3.3.1, typed in from the publication (independent of the CSV).
 NIST_R2 = frozenset(
     {
         # ECDSA certificates
@@ -126,7 +126,7 @@ def real_suites() -> list[ciphers.CipherSuite]:
 
 def test_registry_size_and_order() -> None:
     suites = ciphers.all_suites()
-    assert len(suites) == 352  # every TLS_* code point of the IANA registry (standards.md §2.3)
+    assert len(suites) == 352  # every TLS_* code point of the IANA registry (the IANA "TLS Cipher Suites" registry)
     assert [s.code for s in suites] == sorted({s.code for s in suites})  # unique and sorted
     assert len({s.iana_name for s in suites}) == len(suites)
     assert all(s.iana_name.startswith("TLS_") for s in suites)
