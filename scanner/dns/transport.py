@@ -173,7 +173,9 @@ class StubTransport:
         """The reply to ``name``/``qtype``; raises ``DnsTimeout``, ``OSError`` or ``WireError``."""
         qname = name.rstrip(".").lower()
         wire_name = name.rstrip(".")
-        build_query(0, wire_name, qtype)  # a name that cannot be encoded fails here, before any packet
+        # Built once (a name that cannot be encoded fails here, before any packet); each try only
+        # changes the 16-bit ID in the first two octets (RFC 1035 §4.1.1).
+        query = bytearray(build_query(0, wire_name, qtype))
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         pending = _Pending(qname, qtype, future)
         registered: list[tuple[_UdpSocket, int]] = []
@@ -185,7 +187,8 @@ class StubTransport:
                 qid = udp.register(pending)
                 registered.append((udp, qid))
                 assert udp.transport is not None
-                udp.transport.sendto(build_query(qid, wire_name, qtype))
+                query[0:2] = qid.to_bytes(2, "big")
+                udp.transport.sendto(bytes(query))
                 # Every try waits the full configured timeout; an answer to an earlier transmission
                 # still counts (all of this query's IDs stay registered until it ends).
                 done, _ = await asyncio.wait((future,), timeout=self._timeout)
