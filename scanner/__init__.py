@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from scanner.dataset import Dataset
     from scanner.series import Series
 
-__version__ = "0.1.0"
+from scanner.version import __version__
 
 __all__ = ["__version__", "check", "load", "load_series", "scan"]
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from scanner import __version__
 from scanner.certs import TrustStore, TrustStoreError
 from scanner.checker import (
     CheckResult,
@@ -54,6 +53,7 @@ from scanner.output.rows import TABLES
 from scanner.pipeline import Scan, ScanFailed, ScanStats, load_trust_store
 from scanner.preflight import PreflightError, check_output_writable, check_resolvers, check_routes
 from scanner.resume import ResumeState, load_resume_state, scan_is_complete
+from scanner.version import __version__
 
 if TYPE_CHECKING:
     from scanner.report import ReportFiles

@@ -26,10 +26,10 @@ import publicsuffixlist
 import pyarrow
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
 
-from scanner import __version__
 from scanner.config import ScanConfig
 from scanner.input import GZIP_MAGIC, is_stream_source
 from scanner.providers import psl_version
+from scanner.version import __version__
 
 __all__ = ["collect", "file_digest", "trust_store_path"]
 

@@ -32,10 +32,10 @@ import certifi
 import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from scanner import __version__
 from scanner.dns.resolver import DnsResolver, QueryResult
 from scanner.net.addresses import AddressPolicy
 from scanner.status import DnsOutcome
+from scanner.version import __version__
 
 # A connection slot for one address (the scan's politeness limiter): ``async with slot(address): ...``.
 ConnectionSlot = Callable[[str], AbstractAsyncContextManager[None]]

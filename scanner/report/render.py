@@ -15,7 +15,6 @@ from html import escape
 from pathlib import Path
 from typing import Any, Final
 
-from scanner import __version__
 from scanner.exit_codes import ExitCode
 from scanner.report.charts import Bar, bar_chart, bars_from_table
 from scanner.report.drill import DRILL_CSS, DRILL_SCRIPT, drill_table, script_csp_source
@@ -41,6 +40,7 @@ from scanner.report.stats import (
     format_points,
     format_points_interval,
 )
+from scanner.version import __version__
 
 __all__ = ["PAGE_CSS", "REPORT_FORMAT_VERSION", "jsonable", "key_figures", "render_html", "render_json",
            "render_markdown", "report_to_dict", "settings_warning", "write_atomic", "write_report"]

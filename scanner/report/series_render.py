@@ -9,13 +9,13 @@ from html import escape
 from pathlib import Path
 from typing import Any, Final
 
-from scanner import __version__
 from scanner.report.charts import Point, line_chart
 from scanner.report.drill import DRILL_CSS, DRILL_SCRIPT, drill_table, script_csp_source
 from scanner.report.model import Delta, ReportFiles
 from scanner.report.render import PAGE_CSS, jsonable, settings_warning, write_atomic
 from scanner.report.series import SeriesFigure, SeriesReport, Transition
 from scanner.report.stats import format_ci, format_count, format_percent, format_points, format_points_interval
+from scanner.version import __version__
 
 __all__ = ["SERIES_FORMAT_VERSION", "render_series_html", "render_series_json", "render_series_markdown",
            "write_series"]
