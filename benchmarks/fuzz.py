@@ -84,9 +84,10 @@ def chunked(data: bytes) -> tuple[bytes, list[bytes]]:
 
 def _hello_roundtrip() -> Target:
     from scanner.tls import codec
+    from scanner.tls.versions import TlsVersion
 
-    versions = (codec.TlsVersion.SSL3, codec.TlsVersion.TLS10, codec.TlsVersion.TLS11, codec.TlsVersion.TLS12,
-                codec.TlsVersion.TLS13)
+    versions = (TlsVersion.SSL3, TlsVersion.TLS10, TlsVersion.TLS11, TlsVersion.TLS12,
+                TlsVersion.TLS13)
 
     def roundtrip(data: bytes) -> None:
         """What we send: a hello built from the input parses back to what was asked, and is never in
@@ -337,9 +338,10 @@ TARGETS: dict[str, Callable[[], Target]] = {"codec": codec_target, "smtp": smtp_
 
 def _codec_seeds() -> list[bytes]:
     from scanner.tls import codec
+    from scanner.tls.versions import TlsVersion
 
     rnd = bytes(range(32))
-    hs, v12 = codec.ContentType.HANDSHAKE, codec.TlsVersion.TLS12
+    hs, v12 = codec.ContentType.HANDSHAKE, TlsVersion.TLS12
 
     def record(message: bytes) -> bytes:
         return codec.encode_record(hs, v12, message)
@@ -357,7 +359,7 @@ def _codec_seeds() -> list[bytes]:
                                      extensions=[(codec.ExtensionType.SUPPORTED_VERSIONS, b"\x03\x04"),
                                                  (codec.ExtensionType.KEY_SHARE, b"\x00\x17")])
     sslv2_body = b"\x04\x00\x01\x00\x02\x00\x04\x00\x03\x00\x10" + b"\x30\x02\x05\x00" + b"\x01\x00\x80" + rnd[:16]
-    spec = codec.make_client_hello_spec(codec.TlsVersion.TLS12, [0xC02F, 0x009C], rnd, server_name="mx.example")
+    spec = codec.make_client_hello_spec(TlsVersion.TLS12, [0xC02F, 0x009C], rnd, server_name="mx.example")
     prime = (1 << 1023) | 1
     ske_dhe = codec.encode_handshake(codec.HandshakeType.SERVER_KEY_EXCHANGE,
                                      b"\x00\x80" + prime.to_bytes(128, "big") + b"\x00\x01\x02\x00\x01\x05"

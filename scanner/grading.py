@@ -33,9 +33,9 @@ from typing import Final
 from scanner.certs import KeyType
 from scanner.policy.mta_sts import StsMode
 from scanner.tls.ciphers import WeakClass
-from scanner.tls.codec import TlsVersion
-from scanner.tls.enumeration import POSTURE_VERSIONS, VERSION_NAMES, VersionVerdict
+from scanner.tls.enumeration import POSTURE_VERSIONS, VersionVerdict
 from scanner.tls.groups import GroupClass, group_class, group_code
+from scanner.tls.versions import VERSION_NAMES, TlsVersion
 
 __all__ = [
     "GRADING_VERSION",

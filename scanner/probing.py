@@ -36,12 +36,9 @@ from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, d
 from scanner.status import CertSource, FailureClass, Phase, ProbeStatus, SessionFact, SessionKind
 from scanner.tls.ciphers import WeakClass, suite_by_name
 from scanner.tls.ciphers import suite as lookup_suite
-from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import (
-    VERSION_NAMES,
     AnswerKind,
     EnumerationResult,
-    EnumMode,
     HelloAnswer,
     HelloRequest,
     KeyExchangeResult,
@@ -53,6 +50,7 @@ from scanner.tls.enumeration import (
 )
 from scanner.tls.groups import group_code, group_name
 from scanner.tls.probe import drive_plan, probe_hello
+from scanner.tls.versions import VERSION_NAMES, EnumMode, TlsVersion
 
 __all__ = [
     "ProbeService",

@@ -53,7 +53,6 @@ from scanner.tls.codec import (
     HandshakeType,
     NamedGroup,
     TlsCodecError,
-    TlsVersion,
     encode_alert,
     encode_handshake,
     encode_record,
@@ -61,6 +60,7 @@ from scanner.tls.codec import (
     encode_server_hello,
     parse_client_hello,
 )
+from scanner.tls.versions import TlsVersion
 from worlds.ports import loopback_host
 from worlds.procs import LoopThread
 

@@ -20,7 +20,7 @@ from enum import Enum
 from importlib import resources
 from types import MappingProxyType
 
-from scanner.tls.codec import TlsVersion
+from scanner.tls.versions import TlsVersion
 
 __all__ = [
     "Authentication",

@@ -26,20 +26,11 @@ from typing import Final, NoReturn, TypeAlias
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from scanner.tls.versions import TlsVersion
+
 # --------------------------------------------------------------------------
 # Code points
 # --------------------------------------------------------------------------
-
-
-class TlsVersion(IntEnum):
-    """Protocol version code points (RFC 5246 §6.2.1, RFC 8446 §4.2.1; SSL 2.0/3.0: RFC 6101 §5.2.1)."""
-
-    SSL2 = 0x0002
-    SSL3 = 0x0300
-    TLS10 = 0x0301
-    TLS11 = 0x0302
-    TLS12 = 0x0303
-    TLS13 = 0x0304
 
 
 class ContentType(IntEnum):

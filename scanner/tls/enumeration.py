@@ -34,14 +34,14 @@ from typing import Final
 
 from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
 from scanner.tls.ciphers import suite as lookup_suite
-from scanner.tls.codec import AlertDescription, HelloFacts, TlsVersion
+from scanner.tls.codec import AlertDescription, HelloFacts
 from scanner.tls.groups import ALL_EC_GROUPS, TLS13_GROUPS_ALL, GroupClass, group_class, well_known_prime
+from scanner.tls.versions import VERSION_NAMES, EnumMode, TlsVersion
 
 __all__ = [
     "MAX_SUITES_PER_HELLO",
     "POSTURE_VERSIONS",
     "AnswerKind",
-    "EnumMode",
     "EnumerationResult",
     "HelloAnswer",
     "HelloRequest",
@@ -68,21 +68,6 @@ MAX_WEAK_SESSIONS = 4
 MAX_POSTURE_SESSIONS = 12
 MAX_GROUP_SESSIONS = 3
 POSTURE_VERSIONS = (TlsVersion.TLS13, TlsVersion.TLS12, TlsVersion.TLS11, TlsVersion.TLS10, TlsVersion.SSL3)
-VERSION_NAMES = {
-    TlsVersion.SSL3: "SSLv3",
-    TlsVersion.TLS10: "TLSv1.0",
-    TlsVersion.TLS11: "TLSv1.1",
-    TlsVersion.TLS12: "TLSv1.2",
-    TlsVersion.TLS13: "TLSv1.3",
-}
-
-
-class EnumMode(str, Enum):
-    OFF = "off"
-    POSTURE = "posture"
-    FULL = "full"
-
-
 class Purpose(str, Enum):
     VERSION = "version"
     WEAK = "weak"

@@ -37,13 +37,13 @@ from scanner.tls.codec import (
     SSLv2Error,
     SSLv2ServerHello,
     TlsCodecError,
-    TlsVersion,
     build_client_hello,
     hello_facts,
     make_client_hello_spec,
     parse_server_key_exchange,
 )
 from scanner.tls.enumeration import AnswerKind, EnumerationResult, HelloAnswer, HelloRequest, Plan
+from scanner.tls.versions import TlsVersion
 
 __all__ = ["SessionRunner", "drive_plan", "probe_hello"]
 

@@ -20,8 +20,9 @@ import pytest
 
 from scanner.config import ProbeConfig
 from scanner.tls.ciphers import WeakClass
-from scanner.tls.enumeration import VERSION_NAMES, EnumerationResult, Plan, VersionVerdict, full_plan, posture_plan
+from scanner.tls.enumeration import EnumerationResult, Plan, VersionVerdict, full_plan, posture_plan
 from scanner.tls.probe import drive_plan, probe_hello
+from scanner.tls.versions import VERSION_NAMES
 from worlds.ca import TestCA
 from worlds.exim import POSTURES, EximInstance
 from worlds.peers import PeerResult, run_sslyze, run_testssl

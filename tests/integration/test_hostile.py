@@ -44,9 +44,9 @@ from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp
 from scanner.status import FailureClass, Phase, ProbeStatus
-from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import AnswerKind, HelloAnswer, HelloRequest, posture_plan
 from scanner.tls.probe import probe_hello
+from scanner.tls.versions import TlsVersion
 from worlds.dns import NsdServer, Zone
 from worlds.hostile import HOSTNAME, Hostile, HostileConfig, HostileServer, HostileServerProcess
 from worlds.ports import loopback_host, pick_loopback_block

@@ -37,11 +37,11 @@ from scanner.tls.codec import (
     NamedGroup,
     ServerHello,
     ServerResponseParser,
-    TlsVersion,
     build_client_hello,
     key_share_entry,
     make_client_hello_spec,
 )
+from scanner.tls.versions import TlsVersion
 from worlds.ca import CertFiles, TestCA
 from worlds.exim import POSTURES, EximInstance, ensure_exim
 from worlds.peers import PeerError, PeerResult, parse_sslyze_json, parse_testssl_json, run_sslyze, run_testssl

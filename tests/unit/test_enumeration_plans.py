@@ -11,14 +11,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scanner.tls.ciphers import KeyExchange, WeakClass, suite, suites_for
-from scanner.tls.codec import AlertDescription, TlsVersion
+from scanner.tls.codec import AlertDescription
 from scanner.tls.enumeration import (
     MAX_GROUP_SESSIONS,
     MAX_POSTURE_SESSIONS,
     MAX_SUITES_PER_HELLO,
     AnswerKind,
     EnumerationResult,
-    EnumMode,
     HelloAnswer,
     HelloRequest,
     Plan,
@@ -31,6 +30,7 @@ from scanner.tls.enumeration import (
 )
 from scanner.tls.groups import TLS13_GROUPS_ALL
 from scanner.tls.probe import RETRY_DELAYS, drive_plan
+from scanner.tls.versions import EnumMode, TlsVersion
 
 V = TlsVersion
 

@@ -32,8 +32,8 @@ from scanner.grading import (
 )
 from scanner.policy.mta_sts import StsMode
 from scanner.tls.ciphers import WeakClass
-from scanner.tls.codec import TlsVersion
-from scanner.tls.enumeration import VERSION_NAMES, VersionVerdict
+from scanner.tls.enumeration import VersionVerdict
+from scanner.tls.versions import VERSION_NAMES, TlsVersion
 
 G = Grade
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from scanner.certs import TrustStore
 from scanner.probing import build_probe_row, probe_summary_from_row
 from scanner.smtp.session import skipped_result
 from scanner.status import FailureClass
-from scanner.tls.codec import TlsVersion
-from scanner.tls.enumeration import EnumerationResult, EnumMode, KeyExchangeResult, VersionVerdict
+from scanner.tls.enumeration import EnumerationResult, KeyExchangeResult, VersionVerdict
+from scanner.tls.versions import EnumMode, TlsVersion
 
 
 def _enumeration(kx: KeyExchangeResult) -> EnumerationResult:

@@ -10,7 +10,7 @@ import pytest
 
 from scanner.tls import ciphers
 from scanner.tls.ciphers import Authentication, KeyExchange, Mac, RegistryDataError, WeakClass
-from scanner.tls.codec import TlsVersion
+from scanner.tls.versions import TlsVersion
 
 # NIST SP 800-52r2 §3.3.1, typed in from the publication (independent of the CSV).
 NIST_R2 = frozenset(

@@ -43,9 +43,9 @@ from scanner.tls.codec import (
     SSLv2Record,
     SSLv2ServerHello,
     TlsCodecError,
-    TlsVersion,
     TruncatedStream,
 )
+from scanner.tls.versions import TlsVersion
 
 RANDOM = bytes(range(32))
 SERVER_RANDOM = bytes(range(100, 132))

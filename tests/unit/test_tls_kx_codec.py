@@ -18,13 +18,13 @@ from scanner.tls.codec import (
     OtherHandshake,
     ServerHello,
     ServerResponseParser,
-    TlsVersion,
     build_client_hello,
     hello_facts,
     make_client_hello_spec,
     parse_client_hello,
     parse_server_key_exchange,
 )
+from scanner.tls.versions import TlsVersion
 
 
 def u16(v: int) -> bytes:
