@@ -12,10 +12,12 @@ import asyncio
 import dataclasses
 import ipaddress
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 from scanner.config import ProbeConfig
-from scanner.errors import classify
+from scanner.errors import describe_bug
+from scanner.net.stream import READ_CHUNK, ByteStream, StreamError, StreamOpener, open_tcp_stream
 from scanner.smtp.session import RawStarttls
 from scanner.status import FailureClass, ProbeStatus
 from scanner.tls.ciphers import KeyExchange
@@ -47,7 +49,6 @@ from scanner.tls.versions import TlsVersion
 
 __all__ = ["SessionRunner", "drive_plan", "probe_hello"]
 
-READ_CHUNK = 4096
 # Back-off after a throttled or untestable session (421, disconnect before STARTTLS, timeout):
 # wait, then try the same hello again, at most this many times.
 RETRY_DELAYS = (2.0, 8.0)
@@ -150,10 +151,10 @@ def _key_exchange_follows(answer: HelloAnswer) -> bool:
             and answer.version < TlsVersion.TLS13 and _kx_kind(answer.suite) is not None)
 
 
-async def _next_event(parser: ServerResponseParser, reader: asyncio.StreamReader) -> object:
+async def _next_event(parser: ServerResponseParser, stream: ByteStream, deadline: float) -> object:
     event = parser.next_event()
     while isinstance(event, NeedData):
-        data = await reader.read(READ_CHUNK)
+        data = await stream.read(READ_CHUNK, max(0.0, deadline - time.monotonic()))
         if data:
             parser.feed(data)
         else:
@@ -163,19 +164,19 @@ async def _next_event(parser: ServerResponseParser, reader: asyncio.StreamReader
 
 
 async def _with_key_exchange(
-    answer: HelloAnswer, parser: ServerResponseParser, reader: asyncio.StreamReader
+    answer: HelloAnswer, parser: ServerResponseParser, stream: ByteStream, deadline: float
 ) -> HelloAnswer:
     """Read on to the ServerKeyExchange (RFC 5246 §7.4.3) for its curve or prime.
 
     The acceptance is already known and is never lost: a flight that ends, stalls or breaks before the
     ServerKeyExchange leaves the group unknown and says why in the detail. Runs inside the caller's
-    timeout, and a cancellation from it is the caller's to handle.
+    timeout: its expiry is the caller's to handle (the hello's answer is then untestable).
     """
     kind = _kx_kind(answer.suite or 0)
     assert kind is not None
     try:
         for _ in range(MAX_IGNORED_EVENTS):
-            event = await _next_event(parser, reader)
+            event = await _next_event(parser, stream, deadline)
             if isinstance(event, OtherHandshake) and event.msg_type == HandshakeType.SERVER_KEY_EXCHANGE:
                 params = parse_server_key_exchange(event.body, kind)
                 if isinstance(params, DhParams):
@@ -184,52 +185,63 @@ async def _with_key_exchange(
                 return dataclasses.replace(answer, group=params.named_curve)
             if isinstance(event, ServerHelloDone | ConnectionClosed | Alert):
                 break
-    except (TlsCodecError, OSError) as exc:
+    except TlsCodecError as exc:
         return dataclasses.replace(answer, detail=f"no ServerKeyExchange: {type(exc).__name__}: {exc}"[:300])
+    except StreamError as exc:
+        if exc.failure_class is FailureClass.TIMEOUT:
+            raise
+        cause = exc.__cause__ or exc  # the socket error itself, as the detail always named it
+        return dataclasses.replace(answer, detail=f"no ServerKeyExchange: {type(cause).__name__}: {cause}"[:300])
     return dataclasses.replace(answer, detail="no ServerKeyExchange before the end of the server's flight")
 
 
 async def probe_hello(
-    address: str, port: int, server_name: str | None, config: ProbeConfig, request: HelloRequest
+    address: str, port: int, server_name: str | None, config: ProbeConfig, request: HelloRequest,
+    open_stream: StreamOpener = open_tcp_stream,
 ) -> HelloAnswer:
     """One STARTTLS session, one ClientHello, one answer. Never raises except on cancellation."""
-    async with RawStarttls(address, port, config) as channel:
+    async with RawStarttls(address, port, config, open_stream) as channel:
         if channel.early_alert is not None:  # refused before our hello: that alert is its answer
             return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=channel.early_alert.detail)
         if channel.status is not None:
             detail = channel.failure.detail if channel.failure else _UNTESTABLE.get(channel.status, "")
             return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{channel.status.value}: {detail}")
-        reader, writer = channel.streams
-        parser = ServerResponseParser()
-        warning: Alert | None = None  # the last warning alert, kept in case nothing else follows
-        try:
-            writer.write(_hello_bytes(request, server_name))
-            await writer.drain()
-            async with asyncio.timeout(config.tls_timeout):
-                for _ in range(MAX_IGNORED_EVENTS + 1):
-                    event = await _next_event(parser, reader)
-                    answer = _answer_from_event(request, event, warning)
-                    if answer is not None:
-                        if _key_exchange_follows(answer):
-                            return await _with_key_exchange(answer, parser, reader)
-                        return answer
-                    if _is_warning(event):
-                        assert isinstance(event, Alert)
-                        warning = event
-                return HelloAnswer(AnswerKind.PROTOCOL_ERROR,
-                                   detail=f"{MAX_IGNORED_EVENTS} records without a ServerHello or a fatal alert")
-        except TlsCodecError as exc:
-            return HelloAnswer(AnswerKind.PROTOCOL_ERROR, detail=f"{type(exc).__name__}: {exc}"[:300])
-        except Exception as exc:  # socket errors, timeouts: classified, never swallowed
-            failure, detail = classify(exc)
-            if warning is not None and failure in _SILENCE_AFTER_WARNING:
-                return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"{_alert_detail(warning)}, then {failure.value}")
-            # A FIN instead of a ServerHello is how some servers refuse an offer. A reset (RST) is not:
-            # overload, a middlebox or a crash reset a session whatever it offered, so it is retried
-            # like a timeout; read as a refusal it made a supported version look rejected.
-            if failure in (FailureClass.CLOSED, FailureClass.TLS_CLOSED):
-                return HelloAnswer(AnswerKind.REJECTED_CLOSE, detail=detail)
-            return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{failure.value}: {detail}")
+        return await _ask(channel.stream, server_name, config, request)
+
+
+async def _ask(stream: ByteStream, server_name: str | None, config: ProbeConfig, request: HelloRequest) -> HelloAnswer:
+    """Send the hello and read the server's answer, within ``tls_timeout`` from the hello being written."""
+    parser = ServerResponseParser()
+    warning: Alert | None = None  # the last warning alert, kept in case nothing else follows
+    try:
+        await stream.write(_hello_bytes(request, server_name), None)
+        deadline = time.monotonic() + config.tls_timeout
+        for _ in range(MAX_IGNORED_EVENTS + 1):
+            event = await _next_event(parser, stream, deadline)
+            answer = _answer_from_event(request, event, warning)
+            if answer is not None:
+                if _key_exchange_follows(answer):
+                    return await _with_key_exchange(answer, parser, stream, deadline)
+                return answer
+            if _is_warning(event):
+                assert isinstance(event, Alert)
+                warning = event
+        return HelloAnswer(AnswerKind.PROTOCOL_ERROR,
+                           detail=f"{MAX_IGNORED_EVENTS} records without a ServerHello or a fatal alert")
+    except TlsCodecError as exc:
+        return HelloAnswer(AnswerKind.PROTOCOL_ERROR, detail=f"{type(exc).__name__}: {exc}"[:300])
+    except StreamError as exc:  # socket errors, timeouts: classified by the stream, never swallowed
+        failure, detail = exc.failure_class, exc.detail
+        if warning is not None and failure in _SILENCE_AFTER_WARNING:
+            return HelloAnswer(AnswerKind.REJECTED_ALERT, detail=f"{_alert_detail(warning)}, then {failure.value}")
+        # A FIN instead of a ServerHello is how some servers refuse an offer. A reset (RST) is not:
+        # overload, a middlebox or a crash reset a session whatever it offered, so it is retried
+        # like a timeout; read as a refusal it made a supported version look rejected.
+        if failure in (FailureClass.CLOSED, FailureClass.TLS_CLOSED):
+            return HelloAnswer(AnswerKind.REJECTED_CLOSE, detail=detail)
+        return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{failure.value}: {detail}")
+    except Exception as exc:  # a bug: recorded with its traceback, the enumeration goes on
+        return HelloAnswer(AnswerKind.UNTESTABLE, detail=f"{FailureClass.INTERNAL.value}: {describe_bug(exc)}")
 
 
 async def drive_plan(

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scanner.smtp.dialogue import early_tls_alert
 from scanner.smtp.reply import MAX_LINE_BYTES, NEED_DATA, Reply, ReplyError, ReplyReader, parse_ehlo
-from scanner.smtp.session import early_tls_alert
 from scanner.status import FailureClass
 
 
