@@ -12,6 +12,7 @@ with a backlog of 0 whose one queue place is taken, so Linux drops further SYNs.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from types import TracebackType
@@ -46,10 +47,8 @@ class StallingSmtpServer:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept() (Linux)
-        except OSError:
-            pass
         self._listener.close()
         self._accepting.join(5)
         for thread in self._threads:
