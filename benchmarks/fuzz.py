@@ -5,7 +5,7 @@
 
 Targets (each input is raw bytes; every property is checked on every input):
 
-* ``codec``: ``scanner.tls.codec.ServerResponseParser`` fed the stream whole and in the chunking the
+* ``codec``: ``scanner.tls.parser.ServerResponseParser`` fed the stream whole and in the chunking the
   input's first byte selects. Only ``TlsCodecError`` subclasses may escape; a dead parser stays dead;
   the buffer never exceeds its cap; every chunking yields exactly the events and error of the whole
   feed; every ServerHello gives its hygiene facts and every ServerKeyExchange parses (as DHE and as
@@ -83,8 +83,9 @@ def chunked(data: bytes) -> tuple[bytes, list[bytes]]:
 
 
 def _hello_roundtrip() -> Target:
-    from scanner.tls import codec
+    from scanner.tls import builder, messages
     from scanner.tls.versions import TlsVersion
+    from worlds import tls_server
 
     versions = (TlsVersion.SSL3, TlsVersion.TLS10, TlsVersion.TLS11, TlsVersion.TLS12,
                 TlsVersion.TLS13)
@@ -99,16 +100,16 @@ def _hello_roundtrip() -> Target:
         suites = [int.from_bytes(data[i : i + 2], "big") for i in range(3, min(len(data) - 1, 3 + 2 * count), 2)]
         name = data[3 + 2 * count : 3 + 2 * count + data[2] % 64].decode("latin-1") or None
         try:
-            spec = codec.make_client_hello_spec(version, suites, bytes(32), server_name=name,
+            spec = builder.make_client_hello_spec(version, suites, bytes(32), server_name=name,
                                                 legacy_extensions=bool(data[2] & 0x80))
-            raw = codec.build_client_hello(spec)
-        except codec.InvalidClientHelloSpec:
+            raw = builder.build_client_hello(spec)
+        except messages.InvalidClientHelloSpec:
             return
-        hello = codec.parse_client_hello(raw)
+        hello = tls_server.parse_client_hello(raw)
         assert (hello.client_version, hello.cipher_suites, hello.random, hello.session_id) == (
             spec.client_version, spec.cipher_suites, spec.random, spec.session_id), (spec, hello)
         assert not 256 <= hello.message_length <= 511, hello.message_length
-        sni = hello.extension(codec.ExtensionType.SERVER_NAME)
+        sni = hello.extension(messages.ExtensionType.SERVER_NAME)
         assert (sni is None) == (spec.server_name is None)
         if sni is not None and spec.server_name is not None:
             assert sni[5:].decode("ascii") == spec.server_name
@@ -117,35 +118,38 @@ def _hello_roundtrip() -> Target:
 
 
 def codec_target() -> Target:
-    from scanner.tls import codec
+    from scanner import sansio
+    from scanner.tls import messages
+    from scanner.tls import parser as tls_parser
+    from worlds import tls_server
 
-    def drain(parser: codec.ServerResponseParser, events: list[object]) -> None:
+    def drain(parser: tls_parser.ServerResponseParser, events: list[object]) -> None:
         for _ in range(_EVENT_LIMIT):
             event = parser.next_event()
-            if isinstance(event, codec.NeedData):
+            if isinstance(event, sansio.NeedData):
                 return
             events.append(event)
-            if isinstance(event, codec.ConnectionClosed):
+            if isinstance(event, messages.ConnectionClosed):
                 return
         raise AssertionError("parser produced events without consuming input")
 
     def run(chunks: Iterable[bytes]) -> tuple[list[object], str | None]:
-        parser = codec.ServerResponseParser()
+        parser = tls_parser.ServerResponseParser()
         events: list[object] = []
         try:
             for chunk in chunks:
                 parser.feed(chunk)
                 drain(parser, events)
-                assert parser.buffered <= codec.DEFAULT_MAX_BUFFERED, parser.buffered
+                assert parser.buffered <= tls_parser.DEFAULT_MAX_BUFFERED, parser.buffered
             parser.feed_eof()
             drain(parser, events)
-        except codec.TlsCodecError as exc:
+        except messages.TlsCodecError as exc:
             try:
                 parser.next_event()
-            except codec.ParserStateError:
+            except messages.ParserStateError:
                 return events, type(exc).__name__
             raise AssertionError(f"parser still alive after {exc!r}") from exc
-        assert events and isinstance(events[-1], codec.ConnectionClosed), events[-1:]
+        assert events and isinstance(events[-1], messages.ConnectionClosed), events[-1:]
         return events, None
 
     roundtrip = _hello_roundtrip()
@@ -153,15 +157,16 @@ def codec_target() -> Target:
     def key_exchange(events: list[object]) -> None:
         # What probe.py reads after a <= 1.2 ServerHello: hygiene facts and ServerKeyExchange parameters.
         for event in events:
-            if isinstance(event, codec.ServerHello):
-                codec.hello_facts(event)
-            if isinstance(event, codec.OtherHandshake) and event.msg_type == codec.HandshakeType.SERVER_KEY_EXCHANGE:
-                for kind in codec.KeyExchangeKind:
+            if isinstance(event, messages.ServerHello):
+                tls_parser.hello_facts(event)
+            key_exchange_message = messages.HandshakeType.SERVER_KEY_EXCHANGE
+            if isinstance(event, messages.OtherHandshake) and event.msg_type == key_exchange_message:
+                for kind in messages.KeyExchangeKind:
                     try:
-                        params = codec.parse_server_key_exchange(event.body, kind)
-                    except codec.BadHandshake:
+                        params = tls_parser.parse_server_key_exchange(event.body, kind)
+                    except messages.BadHandshake:
                         continue
-                    if isinstance(params, codec.DhParams):
+                    if isinstance(params, messages.DhParams):
                         assert params.prime >= 3 and params.bits <= 8 * len(event.body)
 
     def target(data: bytes) -> None:
@@ -172,8 +177,8 @@ def codec_target() -> Target:
         key_exchange(whole[0])
         roundtrip(stream)
         try:
-            hello = codec.parse_client_hello(stream)
-        except codec.TlsCodecError:
+            hello = tls_server.parse_client_hello(stream)
+        except messages.TlsCodecError:
             return
         assert hello.message_length >= 4 and len(hello.random) == 32
 
@@ -181,6 +186,7 @@ def codec_target() -> Target:
 
 
 def smtp_target() -> Target:
+    from scanner import sansio
     from scanner.smtp import reply as smtp
     from scanner.status import FailureClass
 
@@ -206,7 +212,7 @@ def smtp_target() -> Target:
                 reader.feed(chunk)
                 for _ in range(_EVENT_LIMIT):
                     got = reader.next_reply()
-                    if got is smtp.NEED_DATA:
+                    if got is sansio.NEED_DATA:
                         break
                     assert isinstance(got, smtp.Reply)
                     check(got)
@@ -337,48 +343,49 @@ TARGETS: dict[str, Callable[[], Target]] = {"codec": codec_target, "smtp": smtp_
 
 
 def _codec_seeds() -> list[bytes]:
-    from scanner.tls import codec
+    from scanner.tls import builder, messages
     from scanner.tls.versions import TlsVersion
+    from worlds import tls_server
 
     rnd = bytes(range(32))
-    hs, v12 = codec.ContentType.HANDSHAKE, TlsVersion.TLS12
+    hs, v12 = messages.ContentType.HANDSHAKE, TlsVersion.TLS12
 
     def record(message: bytes) -> bytes:
-        return codec.encode_record(hs, v12, message)
+        return messages.encode_record(hs, v12, message)
 
-    sh12 = codec.encode_server_hello(version=v12, random=rnd, cipher_suite=0xC02F,
-                                     extensions=[(codec.ExtensionType.RENEGOTIATION_INFO, b"\x00")])
-    cert = codec.encode_handshake(codec.HandshakeType.CERTIFICATE,
+    sh12 = tls_server.encode_server_hello(version=v12, random=rnd, cipher_suite=0xC02F,
+                                     extensions=[(messages.ExtensionType.RENEGOTIATION_INFO, b"\x00")])
+    cert = messages.encode_handshake(messages.HandshakeType.CERTIFICATE,
                                   (7).to_bytes(3, "big") + (4).to_bytes(3, "big") + b"\x30\x02\x05\x00")
-    done = codec.encode_handshake(codec.HandshakeType.SERVER_HELLO_DONE, b"")
-    sh13 = codec.encode_server_hello(version=v12, random=rnd, cipher_suite=0x1301, session_id=rnd,
-                                     extensions=[(codec.ExtensionType.SUPPORTED_VERSIONS, b"\x03\x04"),
-                                                 (codec.ExtensionType.KEY_SHARE, b"\x00\x1d\x00\x20" + rnd)])
-    hrr = codec.encode_server_hello(version=v12, random=codec.HELLO_RETRY_REQUEST_RANDOM, cipher_suite=0x1302,
+    done = messages.encode_handshake(messages.HandshakeType.SERVER_HELLO_DONE, b"")
+    sh13 = tls_server.encode_server_hello(version=v12, random=rnd, cipher_suite=0x1301, session_id=rnd,
+                                     extensions=[(messages.ExtensionType.SUPPORTED_VERSIONS, b"\x03\x04"),
+                                                 (messages.ExtensionType.KEY_SHARE, b"\x00\x1d\x00\x20" + rnd)])
+    hrr = tls_server.encode_server_hello(version=v12, random=messages.HELLO_RETRY_REQUEST_RANDOM, cipher_suite=0x1302,
                                      session_id=rnd,
-                                     extensions=[(codec.ExtensionType.SUPPORTED_VERSIONS, b"\x03\x04"),
-                                                 (codec.ExtensionType.KEY_SHARE, b"\x00\x17")])
+                                     extensions=[(messages.ExtensionType.SUPPORTED_VERSIONS, b"\x03\x04"),
+                                                 (messages.ExtensionType.KEY_SHARE, b"\x00\x17")])
     sslv2_body = b"\x04\x00\x01\x00\x02\x00\x04\x00\x03\x00\x10" + b"\x30\x02\x05\x00" + b"\x01\x00\x80" + rnd[:16]
-    spec = codec.make_client_hello_spec(TlsVersion.TLS12, [0xC02F, 0x009C], rnd, server_name="mx.example")
+    spec = builder.make_client_hello_spec(TlsVersion.TLS12, [0xC02F, 0x009C], rnd, server_name="mx.example")
     prime = (1 << 1023) | 1
-    ske_dhe = codec.encode_handshake(codec.HandshakeType.SERVER_KEY_EXCHANGE,
+    ske_dhe = messages.encode_handshake(messages.HandshakeType.SERVER_KEY_EXCHANGE,
                                      b"\x00\x80" + prime.to_bytes(128, "big") + b"\x00\x01\x02\x00\x01\x05"
                                      + b"\x04\x01\x00\x02ss")
-    ske_ecdhe = codec.encode_handshake(codec.HandshakeType.SERVER_KEY_EXCHANGE,
+    ske_ecdhe = messages.encode_handshake(messages.HandshakeType.SERVER_KEY_EXCHANGE,
                                        b"\x03\x00\x1d\x20" + rnd + b"\x04\x03\x00\x02ss")
     streams = [
         record(sh12) + record(cert + ske_dhe + done),
         record(sh12 + cert) + record(ske_ecdhe) + record(done),
         record(sh12) + record(cert + done),
-        record(sh12 + cert + done) + codec.encode_record(codec.ContentType.CHANGE_CIPHER_SPEC, v12, b"\x01")
-        + codec.encode_record(hs, v12, b"\x00" * 40),
-        record(sh13) + codec.encode_record(codec.ContentType.CHANGE_CIPHER_SPEC, v12, b"\x01")
-        + codec.encode_record(codec.ContentType.APPLICATION_DATA, v12, b"\x17" * 48),
+        record(sh12 + cert + done) + messages.encode_record(messages.ContentType.CHANGE_CIPHER_SPEC, v12, b"\x01")
+        + messages.encode_record(hs, v12, b"\x00" * 40),
+        record(sh13) + messages.encode_record(messages.ContentType.CHANGE_CIPHER_SPEC, v12, b"\x01")
+        + messages.encode_record(messages.ContentType.APPLICATION_DATA, v12, b"\x17" * 48),
         record(hrr),
-        codec.encode_alert(2, 40) + codec.encode_alert(1, 112),
+        tls_server.encode_alert(2, 40) + tls_server.encode_alert(1, 112),
         (0x8000 | len(sslv2_body)).to_bytes(2, "big") + sslv2_body,
         b"\x80\x03\x00\x00\x01",  # SSLv2 MSG-ERROR
-        codec.build_client_hello(spec),
+        builder.build_client_hello(spec),
     ]
     return [bytes([selector]) + s for s in streams for selector in (0, 7, 200)]
 

@@ -10,9 +10,10 @@ serves them all from one event loop, in the caller's loop, a background thread, 
 (:class:`HostileServerProcess`, ``python -m worlds.hostile``) so that a test measuring the scanner's
 memory does not count the server's buffers.
 
-TLS-level misbehaviour is built with the project's own codec (``scanner.tls.codec``): the server reads
-the scanner's ClientHello, then answers with crafted records. Behaviours that must complete a real
-handshake use the standard library's server side (OpenSSL) with certificates generated at start-up.
+TLS-level misbehaviour is built with the project's own codec (``scanner.tls.messages``,
+``worlds.tls_server``): the server reads the scanner's ClientHello, then answers with crafted records.
+Behaviours that must complete a real handshake use the standard library's server side (OpenSSL) with
+certificates generated at start-up.
 
 Only loopback addresses are accepted.
 """
@@ -44,25 +45,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scanner.tls.codec import (
+from scanner.tls.messages import (
     HELLO_RETRY_REQUEST_RANDOM,
     AlertLevel,
-    ClientHello,
     ContentType,
     ExtensionType,
     HandshakeType,
     NamedGroup,
     TlsCodecError,
-    encode_alert,
     encode_handshake,
     encode_record,
     encode_records,
-    encode_server_hello,
-    parse_client_hello,
 )
 from scanner.tls.versions import TlsVersion
 from worlds.ports import loopback_host
 from worlds.procs import LoopThread
+from worlds.tls_server import ClientHello, encode_alert, encode_server_hello, parse_client_hello
 
 __all__ = [
     "FIRST_INDEX",

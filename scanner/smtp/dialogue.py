@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final, TypeAlias
 
-from scanner.smtp.reply import NEED_DATA, EhloInfo, NeedData, Reply, ReplyError, ReplyReader, parse_ehlo
+from scanner.sansio import NEED_DATA, NeedData
+from scanner.smtp.reply import EhloInfo, Reply, ReplyError, ReplyReader, parse_ehlo
 from scanner.status import FailureClass, Phase
-from scanner.tls.codec import AlertDescription, AlertLevel, ContentType
+from scanner.tls.messages import AlertDescription, AlertLevel, ContentType
 
 __all__ = [
     "START_TLS",

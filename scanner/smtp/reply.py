@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final
 
 from aiosmtplib.esmtp import parse_esmtp_extensions
 
+from scanner.sansio import NEED_DATA, NeedData
 from scanner.status import FailureClass
 
-__all__ = ["NEED_DATA", "EhloInfo", "NeedData", "Reply", "ReplyError", "ReplyReader", "parse_ehlo"]
+__all__ = ["EhloInfo", "Reply", "ReplyError", "ReplyReader", "parse_ehlo"]
 
 # RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets; real servers exceed it a little (long
 # banners), so we allow four times that before calling it hostile.
@@ -24,13 +24,6 @@ MAX_LINE_BYTES: Final = 2048
 MAX_REPLY_LINES: Final = 100
 # What we keep of a reply's text in the output.
 MAX_TEXT_CHARS: Final = 4096
-
-
-class NeedData(Enum):
-    NEED_DATA = "need_data"
-
-
-NEED_DATA: Final = NeedData.NEED_DATA
 
 
 class ReplyError(Exception):

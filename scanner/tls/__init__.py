@@ -1,1 +1,3 @@
-"""Pure TLS pieces: the sans-IO codec (``codec``) and the cipher-suite registry (``ciphers``)."""
+"""Pure TLS pieces: versions (``versions``), the sans-IO codec (``messages``, ``builder``, ``parser``), the cipher-suite
+and group registries (``ciphers``, ``groups``), the enumeration planner; ``probe`` alone does I/O (through
+``scanner.net.stream``)."""

@@ -34,8 +34,8 @@ from typing import Final
 
 from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
 from scanner.tls.ciphers import suite as lookup_suite
-from scanner.tls.codec import AlertDescription, HelloFacts
 from scanner.tls.groups import ALL_EC_GROUPS, TLS13_GROUPS_ALL, GroupClass, group_class, well_known_prime
+from scanner.tls.messages import AlertDescription, HelloFacts
 from scanner.tls.versions import VERSION_NAMES, EnumMode, TlsVersion
 
 __all__ = [

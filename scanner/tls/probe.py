@@ -2,7 +2,8 @@
 
 A probe needs the ServerHello (or HelloRetryRequest), an alert, or the close — never a finished
 handshake — so it works for protocol versions and suites that this machine's OpenSSL refuses to speak
-(SSLv3, EXPORT, RC4, ...). Bytes go through the pure codec (``scanner.tls.codec``); this module only
+(SSLv3, EXPORT, RC4, ...). Bytes go through the pure codec (``builder``, ``parser``) and the stream seam
+(``scanner.net.stream``, after the shared SMTP dialogue up to STARTTLS); this module only
 moves them and keeps the clock.
 """
 
@@ -18,11 +19,14 @@ from collections.abc import Awaitable, Callable
 from scanner.config import ProbeConfig
 from scanner.errors import describe_bug
 from scanner.net.stream import READ_CHUNK, ByteStream, StreamError, StreamOpener, open_tcp_stream
+from scanner.sansio import NeedData
 from scanner.smtp.session import RawStarttls
 from scanner.status import FailureClass, ProbeStatus
+from scanner.tls.builder import build_client_hello, make_client_hello_spec
 from scanner.tls.ciphers import KeyExchange
 from scanner.tls.ciphers import suite as lookup_suite
-from scanner.tls.codec import (
+from scanner.tls.enumeration import AnswerKind, EnumerationResult, HelloAnswer, HelloRequest, Plan
+from scanner.tls.messages import (
     Alert,
     AlertDescription,
     AlertLevel,
@@ -31,20 +35,14 @@ from scanner.tls.codec import (
     EcParams,
     HandshakeType,
     KeyExchangeKind,
-    NeedData,
     OtherHandshake,
     ServerHello,
     ServerHelloDone,
-    ServerResponseParser,
     SSLv2Error,
     SSLv2ServerHello,
     TlsCodecError,
-    build_client_hello,
-    hello_facts,
-    make_client_hello_spec,
-    parse_server_key_exchange,
 )
-from scanner.tls.enumeration import AnswerKind, EnumerationResult, HelloAnswer, HelloRequest, Plan
+from scanner.tls.parser import ServerResponseParser, hello_facts, parse_server_key_exchange
 from scanner.tls.versions import TlsVersion
 
 __all__ = ["SessionRunner", "drive_plan", "probe_hello"]

@@ -1,7 +1,7 @@
 """TLS postures of the exim and tlslite-ng test servers, and the peer tools' view of them.
 
 Every posture is checked with clients that do not share code with the server
-under test: our raw ClientHello codec (scanner/tls/codec.py: elimination,
+under test: our raw ClientHello codec (scanner/tls/builder.py and parser.py: elimination,
 one STARTTLS session per accepted suite plus one per version), GnuTLS's
 gnutls-cli (3DES, RC4, TLS 1.0 -- which OpenSSL 3 cannot offer) and OpenSSL's
 s_client.  Then testssl.sh and sslyze scan one exim and one postfix posture
@@ -29,18 +29,11 @@ from pathlib import Path
 
 import pytest
 
+from scanner.sansio import NEED_DATA
+from scanner.tls.builder import build_client_hello, key_share_entry, make_client_hello_spec
 from scanner.tls.ciphers import suites_for
-from scanner.tls.codec import (
-    NEED_DATA,
-    Alert,
-    ConnectionClosed,
-    NamedGroup,
-    ServerHello,
-    ServerResponseParser,
-    build_client_hello,
-    key_share_entry,
-    make_client_hello_spec,
-)
+from scanner.tls.messages import Alert, ConnectionClosed, NamedGroup, ServerHello
+from scanner.tls.parser import ServerResponseParser
 from scanner.tls.versions import TlsVersion
 from worlds.ca import CertFiles, TestCA
 from worlds.exim import POSTURES, EximInstance, ensure_exim

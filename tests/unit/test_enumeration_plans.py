@@ -11,7 +11,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scanner.tls.ciphers import KeyExchange, WeakClass, suite, suites_for
-from scanner.tls.codec import AlertDescription
 from scanner.tls.enumeration import (
     MAX_GROUP_SESSIONS,
     MAX_POSTURE_SESSIONS,
@@ -29,6 +28,7 @@ from scanner.tls.enumeration import (
     reconcile_plan,
 )
 from scanner.tls.groups import TLS13_GROUPS_ALL
+from scanner.tls.messages import AlertDescription
 from scanner.tls.probe import RETRY_DELAYS, drive_plan
 from scanner.tls.versions import EnumMode, TlsVersion
 
@@ -460,8 +460,8 @@ def _answering(server: FakeServer) -> Callable[[HelloRequest], Awaitable[HelloAn
 
 def test_encrypt_then_mac_is_unknown_when_the_server_picked_an_aead_suite() -> None:
     """RFC 7366 §3: no echo after an AEAD or stream pick is no answer, not a "no"."""
-    from scanner.tls.codec import HelloFacts
     from scanner.tls.enumeration import _encrypt_then_mac
+    from scanner.tls.messages import HelloFacts
 
     def facts(etm: bool) -> HelloFacts:
         return HelloFacts(secure_renegotiation=True, compression=0, extended_master_secret=True,

@@ -10,22 +10,16 @@ import pytest
 
 from scanner.config import ProbeConfig
 from scanner.net.stream import StreamError
+from scanner.sansio import NEED_DATA
 from scanner.smtp.dialogue import START_TLS, TAKE_BUFFERED, Done, Failed, Send, SmtpDialogue
-from scanner.smtp.reply import NEED_DATA
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp
 from scanner.status import FailureClass, Phase, ProbeStatus
-from scanner.tls.codec import (
-    ContentType,
-    ExtensionType,
-    HandshakeType,
-    encode_handshake,
-    encode_record,
-    encode_server_hello,
-)
 from scanner.tls.enumeration import AnswerKind, version_hello
+from scanner.tls.messages import ContentType, ExtensionType, HandshakeType, encode_handshake, encode_record
 from scanner.tls.probe import probe_hello
 from scanner.tls.versions import TlsVersion
 from worlds.scripted_stream import STALL, ScriptedStream, Stall, scripted_opener
+from worlds.tls_server import encode_server_hello
 
 CONFIG = ProbeConfig(ehlo_name="scanner.test", connect_timeout=0.05, banner_timeout=0.05, command_timeout=0.05,
                      tls_timeout=0.05, probe_deadline=30.0)

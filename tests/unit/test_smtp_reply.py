@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scanner.sansio import NEED_DATA
 from scanner.smtp.dialogue import early_tls_alert
-from scanner.smtp.reply import MAX_LINE_BYTES, NEED_DATA, Reply, ReplyError, ReplyReader, parse_ehlo
+from scanner.smtp.reply import MAX_LINE_BYTES, Reply, ReplyError, ReplyReader, parse_ehlo
 from scanner.status import FailureClass
 
 

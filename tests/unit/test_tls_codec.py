@@ -1,4 +1,5 @@
-"""Byte-level tests for scanner.tls.codec (ClientHello builder, server parser)."""
+"""Byte-level tests for the TLS codec: scanner.tls.builder (ClientHello), scanner.tls.parser (server
+responses) and worlds.tls_server (the test servers' side)."""
 
 from __future__ import annotations
 
@@ -12,25 +13,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanner.tls import codec
-from scanner.tls.codec import (
-    NEED_DATA,
+from scanner.sansio import NEED_DATA, NeedData
+from scanner.tls import builder, messages
+from scanner.tls.builder import ClientHelloSpec, KeyShareEntry
+from scanner.tls.messages import (
     Alert,
     BadHandshake,
     BadRecord,
     BufferLimitExceeded,
     Certificate,
     ChangeCipherSpec,
-    ClientHelloSpec,
     ConnectionClosed,
     DowngradeSentinel,
     EncryptedRecord,
     Event,
     HandshakeMessageTooLarge,
     InvalidClientHelloSpec,
-    KeyShareEntry,
     NamedGroup,
-    NeedData,
     NotTls,
     OtherHandshake,
     OtherRecord,
@@ -38,14 +37,15 @@ from scanner.tls.codec import (
     RecordTooLarge,
     ServerHello,
     ServerHelloDone,
-    ServerResponseParser,
     SSLv2Error,
     SSLv2Record,
     SSLv2ServerHello,
     TlsCodecError,
     TruncatedStream,
 )
+from scanner.tls.parser import ServerResponseParser
 from scanner.tls.versions import TlsVersion
+from worlds import tls_server
 
 RANDOM = bytes(range(32))
 SERVER_RANDOM = bytes(range(100, 132))
@@ -200,33 +200,33 @@ def test_tls12_client_hello_exact_bytes() -> None:
     body += u16(50) + exts
     assert len(body) == 97
     expected = bytes.fromhex("16 0301 0065 01 000061".replace(" ", "")) + body
-    assert codec.build_client_hello(spec) == expected
-    assert codec.encode_client_hello(spec) == expected[5:]
+    assert builder.build_client_hello(spec) == expected
+    assert builder.encode_client_hello(spec) == expected[5:]
 
 
 def test_client_hello_parses_back() -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS12, [0xC02B, 0xC02F], RANDOM, server_name=HOST)
-    hello = codec.parse_client_hello(codec.build_client_hello(spec))
+    spec = builder.make_client_hello_spec(TlsVersion.TLS12, [0xC02B, 0xC02F], RANDOM, server_name=HOST)
+    hello = tls_server.parse_client_hello(builder.build_client_hello(spec))
     assert hello.record_version == 0x0301
     assert hello.client_version == 0x0303
     assert hello.random == RANDOM
     assert hello.session_id == b""
-    assert hello.cipher_suites == (0xC02B, 0xC02F, codec.TLS_EMPTY_RENEGOTIATION_INFO_SCSV)
+    assert hello.cipher_suites == (0xC02B, 0xC02F, messages.TLS_EMPTY_RENEGOTIATION_INFO_SCSV)
     assert hello.compression_methods == (0,)
     assert hello.extension(0) == u16(len(HOST) + 3) + b"\x00" + u16(len(HOST)) + HOST.encode()
     assert hello.extension(11) == b"\x01\x00"
     sigalgs = hello.extension(13)
-    assert sigalgs is not None and sigalgs[:2] == u16(2 * len(codec.TLS12_SIGNATURE_ALGORITHMS))
+    assert sigalgs is not None and sigalgs[:2] == u16(2 * len(builder.TLS12_SIGNATURE_ALGORITHMS))
     assert hello.extension(43) is None  # no supported_versions below 1.3
     assert hello.extension(51) is None
 
 
 def test_tls13_client_hello_fields() -> None:
-    share = codec.key_share_entry(NamedGroup.X25519, bytes(range(1, 33)))
-    spec = codec.make_client_hello_spec(
+    share = builder.key_share_entry(NamedGroup.X25519, bytes(range(1, 33)))
+    spec = builder.make_client_hello_spec(
         TlsVersion.TLS13, [0x1301, 0x1302, 0x1303], RANDOM, server_name=HOST, key_shares=[share]
     )
-    hello = codec.parse_client_hello(codec.build_client_hello(spec))
+    hello = tls_server.parse_client_hello(builder.build_client_hello(spec))
     assert hello.record_version == 0x0301
     assert hello.client_version == 0x0303  # legacy_version (RFC 8446 §4.1.2)
     assert len(hello.session_id) == 32  # middlebox compatibility mode
@@ -236,16 +236,16 @@ def test_tls13_client_hello_fields() -> None:
     assert hello.extension(51) == u16(36) + u16(0x001D) + u16(32) + share.key_exchange
     assert hello.extension(11) is None  # ec_point_formats is ≤1.2 only here
     # Deterministic: same inputs, same bytes.
-    assert codec.build_client_hello(spec) == codec.build_client_hello(
-        codec.make_client_hello_spec(
+    assert builder.build_client_hello(spec) == builder.build_client_hello(
+        builder.make_client_hello_spec(
             TlsVersion.TLS13, [0x1301, 0x1302, 0x1303], RANDOM, server_name=HOST, key_shares=[share]
         )
     )
 
 
 def test_empty_key_share_list_is_sent() -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS13, [0x1301], RANDOM)
-    hello = codec.parse_client_hello(codec.build_client_hello(spec))
+    spec = builder.make_client_hello_spec(TlsVersion.TLS13, [0x1301], RANDOM)
+    hello = tls_server.parse_client_hello(builder.build_client_hello(spec))
     assert hello.extension(51) == b"\x00\x00"
 
 
@@ -253,7 +253,7 @@ def test_x25519_key_share_matches_rfc7748_vector() -> None:
     # RFC 7748 §6.1, Alice's key pair.
     private = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
     public = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
-    assert codec.key_share_entry(NamedGroup.X25519, private) == KeyShareEntry(0x001D, public)
+    assert builder.key_share_entry(NamedGroup.X25519, private) == KeyShareEntry(0x001D, public)
 
 
 @pytest.mark.parametrize(
@@ -266,29 +266,29 @@ def test_x25519_key_share_matches_rfc7748_vector() -> None:
 )
 def test_nist_curve_key_share_is_a_valid_point(group: int, curve: ec.EllipticCurve, size: int) -> None:
     seed = bytes(range(7, 7 + 66))
-    share = codec.key_share_entry(group, seed)
+    share = builder.key_share_entry(group, seed)
     assert share.group == group
     assert len(share.key_exchange) == size and share.key_exchange[0] == 4
     ec.EllipticCurvePublicKey.from_encoded_point(curve, share.key_exchange)  # raises if off-curve
-    assert codec.key_share_entry(group, seed) == share
-    assert codec.key_share_entry(group, bytes(66)) != share
+    assert builder.key_share_entry(group, seed) == share
+    assert builder.key_share_entry(group, bytes(66)) != share
 
 
 def test_key_share_rejects_bad_seed_and_unknown_group() -> None:
     with pytest.raises(InvalidClientHelloSpec):
-        codec.key_share_entry(NamedGroup.X25519, bytes(31))
+        builder.key_share_entry(NamedGroup.X25519, bytes(31))
     with pytest.raises(InvalidClientHelloSpec):
-        codec.key_share_entry(NamedGroup.SECP384R1, bytes(32))
+        builder.key_share_entry(NamedGroup.SECP384R1, bytes(32))
     with pytest.raises(InvalidClientHelloSpec):
-        codec.key_share_entry(0x0100, bytes(32))
+        builder.key_share_entry(0x0100, bytes(32))
 
 
 def test_sslv3_hello_has_no_extension_block() -> None:
     suites = [0x000A, 0x0005, 0x002F]
-    spec = codec.make_client_hello_spec(TlsVersion.SSL3, suites, RANDOM)
-    raw = codec.build_client_hello(spec)
+    spec = builder.make_client_hello_spec(TlsVersion.SSL3, suites, RANDOM)
+    raw = builder.build_client_hello(spec)
     assert raw[:3] == b"\x16\x03\x00"
-    hello = codec.parse_client_hello(raw)
+    hello = tls_server.parse_client_hello(raw)
     assert hello.extensions is None
     assert hello.client_version == 0x0300
     assert hello.cipher_suites == (*suites, 0x00FF)  # RFC 5746 SCSV instead of the extension
@@ -302,8 +302,8 @@ def test_sslv3_spec_refuses_extensions() -> None:
 
 
 def test_sslv3_hello_with_legacy_extensions_carries_ec_extensions_and_can_be_padded() -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.SSL3, range(1, 150), RANDOM, legacy_extensions=True)
-    hello = codec.parse_client_hello(codec.build_client_hello(spec))
+    spec = builder.make_client_hello_spec(TlsVersion.SSL3, range(1, 150), RANDOM, legacy_extensions=True)
+    hello = tls_server.parse_client_hello(builder.build_client_hello(spec))
     assert hello.client_version == 0x0300 and hello.extensions is not None
     types = [t for t, _ in hello.extensions]
     assert {10, 11} <= set(types)  # supported_groups, ec_point_formats
@@ -311,7 +311,7 @@ def test_sslv3_hello_with_legacy_extensions_carries_ec_extensions_and_can_be_pad
 
 
 def _tls12_spec(n_suites: int, *, avoid_f5_bug: bool = True) -> ClientHelloSpec:
-    base = codec.make_client_hello_spec(TlsVersion.TLS12, range(0x1000, 0x1000 + n_suites), RANDOM, server_name=HOST)
+    base = builder.make_client_hello_spec(TlsVersion.TLS12, range(0x1000, 0x1000 + n_suites), RANDOM, server_name=HOST)
     return ClientHelloSpec(
         record_version=base.record_version,
         client_version=base.client_version,
@@ -329,12 +329,12 @@ def test_f5_padding_keeps_hellos_out_of_256_to_511() -> None:
     padded = 0
     for n in range(1, 260):
         spec = _tls12_spec(n)
-        raw = codec.build_client_hello(spec)
-        hello = codec.parse_client_hello(raw)
+        raw = builder.build_client_hello(spec)
+        hello = tls_server.parse_client_hello(raw)
         assert not 256 <= hello.message_length <= 511, n
         assert hello.cipher_suites[:-1] == tuple(range(0x1000, 0x1000 + n))
         pad = hello.extension(21)
-        unpadded = len(codec.encode_client_hello(_tls12_spec(n, avoid_f5_bug=False)))
+        unpadded = len(builder.encode_client_hello(_tls12_spec(n, avoid_f5_bug=False)))
         if pad is not None:
             padded += 1
             # Exactly 512, unless even an empty padding extension overshoots.
@@ -348,7 +348,7 @@ def test_f5_padding_keeps_hellos_out_of_256_to_511() -> None:
 
 def test_f5_padding_can_be_disabled() -> None:
     lengths = {
-        codec.parse_client_hello(codec.build_client_hello(_tls12_spec(n, avoid_f5_bug=False))).message_length
+        tls_server.parse_client_hello(builder.build_client_hello(_tls12_spec(n, avoid_f5_bug=False))).message_length
         for n in range(1, 260)
     }
     assert any(256 <= n <= 511 for n in lengths)
@@ -356,38 +356,38 @@ def test_f5_padding_can_be_disabled() -> None:
 
 def test_f5_padding_for_bare_tls10_hello_adds_extension_block() -> None:
     spec = ClientHelloSpec(0x0301, 0x0301, tuple(range(1, 120)), RANDOM)
-    hello = codec.parse_client_hello(codec.build_client_hello(spec))
+    hello = tls_server.parse_client_hello(builder.build_client_hello(spec))
     assert hello.message_length == 512
     assert hello.extensions is not None and [t for t, _ in hello.extensions] == [21]
 
 
 def test_sslv3_in_f5_range_is_refused() -> None:
     with pytest.raises(InvalidClientHelloSpec, match="F5"):
-        codec.build_client_hello(codec.make_client_hello_spec(TlsVersion.SSL3, range(1, 150), RANDOM))
-    small = codec.build_client_hello(codec.make_client_hello_spec(TlsVersion.SSL3, range(1, 64), RANDOM))
+        builder.build_client_hello(builder.make_client_hello_spec(TlsVersion.SSL3, range(1, 150), RANDOM))
+    small = builder.build_client_hello(builder.make_client_hello_spec(TlsVersion.SSL3, range(1, 64), RANDOM))
     assert len(small) - 5 < 256
 
 
 def test_large_hello_is_fragmented_into_records() -> None:
     spec = ClientHelloSpec(0x0301, 0x0303, (0xC02F,), RANDOM, extra_extensions=((0x7777, b"x" * 20000),))
-    raw = codec.build_client_hello(spec)
+    raw = builder.build_client_hello(spec)
     first_len = int.from_bytes(raw[3:5], "big")
     assert first_len == 2**14
     assert raw[5 + first_len] == 22
-    hello = codec.parse_client_hello(raw)
+    hello = tls_server.parse_client_hello(raw)
     assert hello.extension(0x7777) == b"x" * 20000
 
 
 def test_make_spec_scsvs_and_versions() -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS11, [0x002F], RANDOM, fallback_scsv=True)
+    spec = builder.make_client_hello_spec(TlsVersion.TLS11, [0x002F], RANDOM, fallback_scsv=True)
     assert spec.cipher_suites == (0x002F, 0x00FF, 0x5600)
     assert spec.client_version == 0x0302
     assert spec.signature_algorithms == ()  # RFC 5246: not before TLS 1.2
-    spec13 = codec.make_client_hello_spec(TlsVersion.TLS13, [0x1301], RANDOM, supported_versions=[0x0304, 0x0303])
+    spec13 = builder.make_client_hello_spec(TlsVersion.TLS13, [0x1301], RANDOM, supported_versions=[0x0304, 0x0303])
     assert spec13.cipher_suites == (0x1301,)
     assert spec13.supported_versions == (0x0304, 0x0303)
     with pytest.raises(InvalidClientHelloSpec):
-        codec.make_client_hello_spec(TlsVersion.SSL2, [1], RANDOM)
+        builder.make_client_hello_spec(TlsVersion.SSL2, [1], RANDOM)
 
 
 @pytest.mark.parametrize(
@@ -432,7 +432,7 @@ def test_spec_is_frozen_and_coerces_lists() -> None:
 
 def test_sslv2_client_hello_bytes() -> None:
     challenge = bytes(range(16))
-    raw = codec.build_sslv2_client_hello([0x0700C0, 0x010080], challenge)
+    raw = builder.build_sslv2_client_hello([0x0700C0, 0x010080], challenge)
     body = b"\x01" + b"\x00\x02" + u16(6) + u16(0) + u16(16) + bytes.fromhex("0700c0010080") + challenge
     assert raw == u16(0x8000 | len(body)) + body
 
@@ -505,7 +505,7 @@ def test_downgrade_sentinel(tail: bytes, expected: DowngradeSentinel | None) -> 
 
 def test_hello_retry_request_then_plaintext_server_hello() -> None:
     hrr = server_hello_body(
-        random=codec.HELLO_RETRY_REQUEST_RANDOM,
+        random=messages.HELLO_RETRY_REQUEST_RANDOM,
         suite=0x1302,
         session_id=bytes(32),
         extensions=ext(43, b"\x03\x04") + ext(51, b"\x00\x17") + ext(44, u16(3) + b"ck!"),
@@ -650,9 +650,9 @@ def test_truncated_stream_at_eof() -> None:
 
 
 def test_buffer_cap() -> None:
-    parser = ServerResponseParser(max_buffered=codec.MAX_RECORD_LENGTH + 5)
+    parser = ServerResponseParser(max_buffered=messages.MAX_RECORD_LENGTH + 5)
     parser.feed(b"\x17\x03\x03\x48\x00")  # announces a full 18432-byte record
-    parser.feed(b"x" * codec.MAX_RECORD_LENGTH)
+    parser.feed(b"x" * messages.MAX_RECORD_LENGTH)
     with pytest.raises(BufferLimitExceeded):
         parser.feed(b"x")
     with pytest.raises(ParserStateError):
@@ -807,9 +807,9 @@ def test_client_hello_round_trip(
     if version is TlsVersion.SSL3:
         host = None
         suites = suites[:100]  # keep SSLv3 hellos below the unpaddable F5 range
-    spec = codec.make_client_hello_spec(version, suites, random, server_name=host, session_id=session_id)
-    raw = codec.build_client_hello(spec)
-    hello = codec.parse_client_hello(raw)
+    spec = builder.make_client_hello_spec(version, suites, random, server_name=host, session_id=session_id)
+    raw = builder.build_client_hello(spec)
+    hello = tls_server.parse_client_hello(raw)
     assert (hello.record_version, hello.client_version) == (spec.record_version, spec.client_version)
     assert (hello.random, hello.session_id, hello.cipher_suites) == (random, session_id, spec.cipher_suites)
     assert not 256 <= hello.message_length <= 511
@@ -818,8 +818,8 @@ def test_client_hello_round_trip(
         assert hello.extension(0) == u16(len(host) + 3) + b"\x00" + u16(len(host)) + host.encode()
 
 
-_VALID_HELLO = codec.build_client_hello(
-    codec.make_client_hello_spec(TlsVersion.TLS12, [0xC02F, 0x009C], RANDOM, server_name=HOST)
+_VALID_HELLO = builder.build_client_hello(
+    builder.make_client_hello_spec(TlsVersion.TLS12, [0xC02F, 0x009C], RANDOM, server_name=HOST)
 )
 
 
@@ -832,10 +832,10 @@ _VALID_HELLO = codec.build_client_hello(
 )
 def test_parse_client_hello_garbage_raises_only_codec_errors(data: bytes) -> None:
     try:
-        hello = codec.parse_client_hello(data)
+        hello = tls_server.parse_client_hello(data)
     except TlsCodecError:
         return
-    assert isinstance(hello, codec.ClientHello)
+    assert isinstance(hello, tls_server.ClientHello)
 
 
 def _flip(data: bytes, pos: int, xor: int) -> bytes:
@@ -888,9 +888,9 @@ def openssl_tls12_suites() -> list[int]:
 
 def test_openssl_accepts_padded_tls12_hello(server_cert: trustme.LeafCert) -> None:
     suites = openssl_tls12_suites()
-    spec = codec.make_client_hello_spec(TlsVersion.TLS12, suites, RANDOM, server_name=HOST)
-    hello = codec.build_client_hello(spec)
-    assert codec.parse_client_hello(hello).message_length == 512  # padded out of the F5 range
+    spec = builder.make_client_hello_spec(TlsVersion.TLS12, suites, RANDOM, server_name=HOST)
+    hello = builder.build_client_hello(spec)
+    assert tls_server.parse_client_hello(hello).message_length == 512  # padded out of the F5 range
     answer = openssl_answer(server_cert, hello, maximum=ssl.TLSVersion.TLSv1_2)
     events = parse_all(answer, [1] * len(answer))
     assert isinstance(events[0], ServerHello)
@@ -904,8 +904,8 @@ def test_openssl_accepts_padded_tls12_hello(server_cert: trustme.LeafCert) -> No
 
 
 def test_openssl_tls13_capable_server_sets_tls12_sentinel(server_cert: trustme.LeafCert) -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS12, [0xC02B, 0xC02F, 0xC030], RANDOM, server_name=HOST)
-    (sh, *_rest) = parse_all(openssl_answer(server_cert, codec.build_client_hello(spec)))
+    spec = builder.make_client_hello_spec(TlsVersion.TLS12, [0xC02B, 0xC02F, 0xC030], RANDOM, server_name=HOST)
+    (sh, *_rest) = parse_all(openssl_answer(server_cert, builder.build_client_hello(spec)))
     assert isinstance(sh, ServerHello)
     assert sh.downgrade_sentinel is DowngradeSentinel.TLS12
     assert sh.cipher_suite in (0xC02B, 0xC02F, 0xC030)
@@ -914,8 +914,8 @@ def test_openssl_tls13_capable_server_sets_tls12_sentinel(server_cert: trustme.L
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_openssl_tls11_answer_carries_tls11_sentinel(server_cert: trustme.LeafCert) -> None:
     # trustme issues ECDSA certificates, so offer ECDHE-ECDSA CBC suites.
-    spec = codec.make_client_hello_spec(TlsVersion.TLS11, [0xC009, 0xC00A], RANDOM)
-    answer = openssl_answer(server_cert, codec.build_client_hello(spec), minimum=ssl.TLSVersion.TLSv1_1)
+    spec = builder.make_client_hello_spec(TlsVersion.TLS11, [0xC009, 0xC00A], RANDOM)
+    answer = openssl_answer(server_cert, builder.build_client_hello(spec), minimum=ssl.TLSVersion.TLSv1_1)
     (sh, *_rest) = parse_all(answer)
     assert isinstance(sh, ServerHello)
     assert sh.version == 0x0302 and sh.downgrade_sentinel is DowngradeSentinel.TLS11
@@ -924,9 +924,9 @@ def test_openssl_tls11_answer_carries_tls11_sentinel(server_cert: trustme.LeafCe
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_openssl_fallback_scsv_gets_inappropriate_fallback(server_cert: trustme.LeafCert) -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS11, [0xC013, 0x002F], RANDOM, fallback_scsv=True)
-    answer = openssl_answer(server_cert, codec.build_client_hello(spec), minimum=ssl.TLSVersion.TLSv1_1)
-    assert no_close(parse_all(answer)) == [Alert(2, codec.AlertDescription.INAPPROPRIATE_FALLBACK, 0x0302)]
+    spec = builder.make_client_hello_spec(TlsVersion.TLS11, [0xC013, 0x002F], RANDOM, fallback_scsv=True)
+    answer = openssl_answer(server_cert, builder.build_client_hello(spec), minimum=ssl.TLSVersion.TLSv1_1)
+    assert no_close(parse_all(answer)) == [Alert(2, messages.AlertDescription.INAPPROPRIATE_FALLBACK, 0x0302)]
 
 
 @pytest.mark.parametrize(
@@ -936,9 +936,9 @@ def test_openssl_accepts_tls13_hello_with_real_key_share(
     server_cert: trustme.LeafCert, group: int, seed: bytes
 ) -> None:
     offered = [0x1301, 0x1302, 0x1303]
-    share = codec.key_share_entry(group, seed)
-    spec = codec.make_client_hello_spec(TlsVersion.TLS13, offered, RANDOM, server_name=HOST, key_shares=[share])
-    answer = openssl_answer(server_cert, codec.build_client_hello(spec))
+    share = builder.key_share_entry(group, seed)
+    spec = builder.make_client_hello_spec(TlsVersion.TLS13, offered, RANDOM, server_name=HOST, key_shares=[share])
+    answer = openssl_answer(server_cert, builder.build_client_hello(spec))
     events = no_close(parse_all(answer, [3] * len(answer)))
     sh = events[0]
     assert isinstance(sh, ServerHello)
@@ -951,44 +951,44 @@ def test_openssl_accepts_tls13_hello_with_real_key_share(
 
 
 def test_openssl_empty_key_share_gets_hello_retry_request(server_cert: trustme.LeafCert) -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS13, [0x1302], RANDOM, server_name=HOST)
-    events = no_close(parse_all(openssl_answer(server_cert, codec.build_client_hello(spec))))
+    spec = builder.make_client_hello_spec(TlsVersion.TLS13, [0x1302], RANDOM, server_name=HOST)
+    events = no_close(parse_all(openssl_answer(server_cert, builder.build_client_hello(spec))))
     hrr = events[0]
     assert isinstance(hrr, ServerHello)
-    assert hrr.is_hello_retry_request and hrr.random == codec.HELLO_RETRY_REQUEST_RANDOM
+    assert hrr.is_hello_retry_request and hrr.random == messages.HELLO_RETRY_REQUEST_RANDOM
     assert hrr.cipher_suite == 0x1302 and hrr.selected_version == 0x0304
-    assert hrr.selected_group in tuple(codec.TLS13_GROUPS)
+    assert hrr.selected_group in tuple(builder.TLS13_GROUPS)
     assert events[1:] == [ChangeCipherSpec(0x0303)]  # and nothing protected yet
 
 
 @pytest.mark.parametrize(
     ("version", "expected_description"),
     [
-        (TlsVersion.TLS11, codec.AlertDescription.PROTOCOL_VERSION),
+        (TlsVersion.TLS11, messages.AlertDescription.PROTOCOL_VERSION),
         # OpenSSL 3 built without SSLv3 answers handshake_failure, at record version 0x0300.
-        (TlsVersion.SSL3, codec.AlertDescription.HANDSHAKE_FAILURE),
+        (TlsVersion.SSL3, messages.AlertDescription.HANDSHAKE_FAILURE),
     ],
 )
 def test_openssl_refuses_old_versions_with_an_alert(
     server_cert: trustme.LeafCert, version: TlsVersion, expected_description: int
 ) -> None:
-    spec = codec.make_client_hello_spec(version, [0xC013, 0x002F, 0x000A], RANDOM)
-    (alert,) = no_close(parse_all(openssl_answer(server_cert, codec.build_client_hello(spec))))
+    spec = builder.make_client_hello_spec(version, [0xC013, 0x002F, 0x000A], RANDOM)
+    (alert,) = no_close(parse_all(openssl_answer(server_cert, builder.build_client_hello(spec))))
     assert isinstance(alert, Alert)
     assert (alert.level, alert.description, alert.record_version) == (2, expected_description, version)
 
 
 def test_openssl_no_shared_cipher_alert(server_cert: trustme.LeafCert) -> None:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS12, [0x0005, 0xABCD], RANDOM)
-    assert no_close(parse_all(openssl_answer(server_cert, codec.build_client_hello(spec)))) == [
-        Alert(2, codec.AlertDescription.HANDSHAKE_FAILURE, 0x0303)
+    spec = builder.make_client_hello_spec(TlsVersion.TLS12, [0x0005, 0xABCD], RANDOM)
+    assert no_close(parse_all(openssl_answer(server_cert, builder.build_client_hello(spec)))) == [
+        Alert(2, messages.AlertDescription.HANDSHAKE_FAILURE, 0x0303)
     ]
 
 
 @pytest.fixture(scope="module")
 def openssl_flight(server_cert: trustme.LeafCert) -> bytes:
-    spec = codec.make_client_hello_spec(TlsVersion.TLS12, [0xC02B, 0xC02F], RANDOM, server_name=HOST)
-    return openssl_answer(server_cert, codec.build_client_hello(spec), maximum=ssl.TLSVersion.TLSv1_2)
+    spec = builder.make_client_hello_spec(TlsVersion.TLS12, [0xC02B, 0xC02F], RANDOM, server_name=HOST)
+    return openssl_answer(server_cert, builder.build_client_hello(spec), maximum=ssl.TLSVersion.TLSv1_2)
 
 
 @settings(max_examples=40, deadline=None)

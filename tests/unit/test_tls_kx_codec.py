@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.tls.codec import (
+from scanner.tls.builder import build_client_hello, make_client_hello_spec
+from scanner.tls.messages import (
     BadHandshake,
     DhParams,
     EcParams,
@@ -17,14 +18,10 @@ from scanner.tls.codec import (
     KeyExchangeKind,
     OtherHandshake,
     ServerHello,
-    ServerResponseParser,
-    build_client_hello,
-    hello_facts,
-    make_client_hello_spec,
-    parse_client_hello,
-    parse_server_key_exchange,
 )
+from scanner.tls.parser import ServerResponseParser, hello_facts, parse_server_key_exchange
 from scanner.tls.versions import TlsVersion
+from worlds.tls_server import parse_client_hello
 
 
 def u16(v: int) -> bytes:
