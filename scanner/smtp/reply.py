@@ -6,11 +6,10 @@ oversized reply raises ``ReplyError`` (our own type, carrying its failure class)
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from typing import Final
-
-from aiosmtplib.esmtp import parse_esmtp_extensions
 
 from scanner.sansio import NEED_DATA, NeedData
 from scanner.status import FailureClass
@@ -136,14 +135,38 @@ class EhloInfo:
 def parse_ehlo(reply: Reply) -> EhloInfo:
     """Extract the extension keywords of a 250 EHLO reply (RFC 5321 §4.1.1.1).
 
-    The keyword/parameter split is aiosmtplib's parser (it copes with old-style ``AUTH=`` lines);
-    we keep the server's order and upper-case the keywords for stable queries.
+    We keep the server's order and upper-case the keywords for stable queries.
     """
-    extensions, _auth = parse_esmtp_extensions("\n".join(reply.lines))
     ordered = []
-    for keyword, params in extensions.items():
+    for keyword, params in _esmtp_extensions(reply.lines).items():
         ordered.append(f"{_ascii_upper(keyword)} {params}".strip())
     return EhloInfo(reply.lines[0] if reply.lines else "", tuple(ordered))
+
+
+# Old-style "AUTH=method ..." lines (pre-RFC 4954 servers) count as the AUTH extension.
+_OLDSTYLE_AUTH: Final = re.compile("auth=(?P<auth>.*)", re.IGNORECASE)
+
+
+def _esmtp_extensions(lines: tuple[str, ...]) -> dict[str, str]:
+    """{keyword: params} of the EHLO reply lines after the greeting, in the server's order (a repeated
+    keyword keeps its first place and its last parameters). RFC 5321 §4.1.1.1: "KEYWORD [params]",
+    separated by a space (RFC 1869).
+
+    The same reading as aiosmtplib's ``parse_esmtp_extensions`` (5.x), which this replaces so that the
+    pure dialogue imports no asyncio client; ``tests/unit/test_smtp_reply.py`` checks the two agree.
+    """
+    extensions: dict[str, str] = {}
+    for raw in lines[1:]:
+        line = raw.strip()
+        if not line:
+            continue
+        oldstyle = _OLDSTYLE_AUTH.fullmatch(line)
+        if oldstyle is not None:
+            extensions["auth"] = oldstyle["auth"]
+            continue
+        keyword, _, params = line.partition(" ")
+        extensions[keyword.lower()] = params
+    return extensions
 
 
 _ASCII_UPPER: Final = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)

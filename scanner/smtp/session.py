@@ -9,8 +9,8 @@ phase fails (the banner and EHLO of a server whose handshake breaks), (2) see th
 after its 220 to STARTTLS (RFC 3207 §4.2 command-injection check) instead of having them silently
 dropped, (3) run the handshake with verification off and still obtain the whole presented chain, and
 (4) time each phase separately, with hard caps on what the server may send. aiosmtplib's client raises on
-the first non-2xx reply and hides its buffers; we reuse its EHLO extension parser, the part of it that
-fits (``scanner.smtp.reply``). The probe never sends MAIL, RCPT, VRFY or DATA.
+the first non-2xx reply and hides its buffers; only its reading of EHLO extension lines is kept
+(``scanner.smtp.reply``, checked against it by a test). The probe never sends MAIL, RCPT, VRFY or DATA.
 """
 
 from __future__ import annotations

@@ -112,3 +112,20 @@ def test_early_tls_alert(data: bytes, expected: tuple[int, int] | None) -> None:
     assert (None if alert is None else (alert.level, alert.description)) == expected
     if alert is not None and alert.description == 70:
         assert alert.detail.startswith("fatal alert protocol_version (70)")
+
+
+_EHLO_WORDS = st.sampled_from(["STARTTLS", "starttls", "AUTH", "auth", "AUTH=LOGIN PLAIN", "auth=login", "SIZE",
+                               "8BITMIME", "\u017fTARTTLS", "\u212aEY", "PIPELINING", "X-EXPS=LOGIN", ""])
+_EHLO_LINE = st.lists(st.one_of(_EHLO_WORDS, st.text(max_size=12)), max_size=4).map(" ".join)
+
+
+@given(st.lists(_EHLO_LINE, min_size=1, max_size=8))
+def test_ehlo_extensions_read_as_aiosmtplib_reads_them(lines: list[str]) -> None:
+    """Our EHLO keyword parser replaced aiosmtplib's (so the dialogue imports no asyncio client): same
+    keywords, same parameters, same order, for any reply."""
+    esmtp = pytest.importorskip("aiosmtplib.esmtp")
+    lines = [line.replace("\n", " ") for line in lines]
+    expected, _auth = esmtp.parse_esmtp_extensions("\n".join(lines))
+    from scanner.smtp.reply import _esmtp_extensions
+
+    assert list(_esmtp_extensions(tuple(lines)).items()) == list(expected.items())
