@@ -5,20 +5,22 @@ and its one asyncio adapter (model: httpcore's ``_backends/base.py`` ``AsyncNetw
 write, start TLS, take what is buffered, close. ``AsyncioStream`` is the only code that calls
 ``asyncio.open_connection``, reaches into the ``StreamReader`` buffer (the STARTTLS workaround) or sees a
 foreign exception: every ``OSError``, ``ssl.SSLError`` and ``TimeoutError`` of a stream operation leaves
-this module as a ``StreamError`` carrying our ``FailureClass`` and a detail (classified by
-``scanner.errors.classify``). Cancellation is never converted: it propagates, after the socket is closed.
-Tests swap in a scripted stream (``tests/unit/scripted_stream.py``) and drive the same code.
+this module as a ``StreamError`` carrying our ``FailureClass`` and a detail (``classify``, the one place
+where foreign exceptions become a failure class). Cancellation is never converted: it propagates, after
+the socket is closed. Tests swap in a scripted stream (``worlds/scripted_stream.py``) and drive the same
+code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from scanner.errors import classify
+from scanner.errors import describe_bug
 from scanner.status import FailureClass
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "StreamError",
     "StreamOpener",
     "TlsInfo",
+    "classify",
     "open_tcp_stream",
 ]
 
@@ -38,6 +41,26 @@ READ_CHUNK: Final = 4096
 CLOSE_TIMEOUT: Final = 2.0
 # asyncio's own handshake timeout fires this much after ours (see AsyncioStream.start_tls).
 HANDSHAKE_TIMEOUT_BACKSTOP: Final = 5.0
+
+_NO_ROUTE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+# OpenSSL reasons that mean "what came back is not (valid) TLS", as opposed to a refusal by alert.
+_TLS_PROTOCOL_REASONS = (
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "RECORD_LAYER_FAILURE",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_TOO_LARGE",
+    "UNEXPECTED_MESSAGE",
+    "UNEXPECTED_RECORD",
+    "BAD_PACKET",
+    "LENGTH_MISMATCH",
+    "BAD_LENGTH",
+    "DECODE_ERROR",
+    "WRONG_CIPHER_RETURNED",
+    "UNKNOWN_CIPHER_RETURNED",  # the ServerHello names a suite OpenSSL does not know (so was not offered)
+    "UNSUPPORTED_PROTOCOL",
+)
+
 
 
 class StreamError(Exception):
@@ -202,3 +225,43 @@ def _presented_chain(ssl_object: ssl.SSLObject) -> tuple[tuple[bytes, ...], bool
             return der, True
     leaf = ssl_object.getpeercert(binary_form=True)
     return ((leaf,) if leaf else ()), False
+
+
+def _classify_ssl(exc: ssl.SSLError) -> FailureClass:
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return FailureClass.TLS_CLOSED
+    reason = (getattr(exc, "reason", None) or str(exc)).upper()
+    if "ALERT" in reason:
+        return FailureClass.TLS_ALERT
+    if "UNEXPECTED_EOF" in reason or "EOF" in reason:
+        return FailureClass.TLS_CLOSED
+    if any(marker in reason for marker in _TLS_PROTOCOL_REASONS):
+        return FailureClass.TLS_PROTOCOL_ERROR
+    return FailureClass.TLS_ERROR
+
+
+def classify(exc: BaseException) -> tuple[FailureClass, str]:
+    """Map an exception raised during network I/O to (failure class, detail). The one such mapping."""
+    if isinstance(exc, TimeoutError):
+        return FailureClass.TIMEOUT, "timed out"
+    if isinstance(exc, ssl.SSLError):  # before OSError: SSLError is an OSError
+        return _classify_ssl(exc), f"{getattr(exc, 'reason', None) or ''} {exc}".strip()
+    if isinstance(exc, ConnectionResetError) and not exc.args:
+        # asyncio's and uvloop's SSL protocol raise the bare class when the peer sends EOF (FIN) during
+        # the handshake; a real RST always carries errno ECONNRESET. Keep the two apart.
+        return FailureClass.TLS_CLOSED, "connection closed by server during the TLS handshake"
+    if isinstance(exc, ConnectionRefusedError):
+        return FailureClass.REFUSED, "connection refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return FailureClass.RESET, "connection reset by peer"
+    if isinstance(exc, ConnectionAbortedError):
+        return FailureClass.RESET, "connection aborted"
+    if isinstance(exc, OSError):
+        if exc.errno in _NO_ROUTE_ERRNOS:
+            return FailureClass.NO_ROUTE, exc.strerror or str(exc)
+        if exc.errno == errno.ETIMEDOUT:
+            return FailureClass.TIMEOUT, exc.strerror or "timed out"
+        return FailureClass.NETWORK_ERROR, exc.strerror or str(exc)
+    if isinstance(exc, EOFError):
+        return FailureClass.CLOSED, "connection closed"
+    return FailureClass.INTERNAL, describe_bug(exc)
