@@ -53,7 +53,7 @@ class ScriptedStream:
 
     @property
     def commands(self) -> list[bytes]:
-        """The SMTP command lines written (without CRLF), up to the TLS upgrade."""
+        """Every line written, without its CRLF (the SMTP commands; a crafted ClientHello shows as bytes)."""
         return [line for chunk in self.written for line in chunk.split(b"\r\n") if line]
 
     async def _stall(self, timeout: float | None) -> None:

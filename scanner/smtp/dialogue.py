@@ -39,7 +39,6 @@ __all__ = [
     "Send",
     "SmtpDialogue",
     "early_tls_alert",
-    "reply_failure",
 ]
 
 # Bytes kept of what arrived after the 220 to STARTTLS: enough to recognise a TLS alert record.
@@ -104,7 +103,7 @@ def early_tls_alert(data: bytes) -> EarlyAlert | None:
     return EarlyAlert(data[5], data[6])
 
 
-def reply_failure(phase: Phase, reply: Reply) -> Failed:
+def _reply_failure(phase: Phase, reply: Reply) -> Failed:
     """A negative reply as a failure: 421 (RFC 5321 §3.8, a throttle), other 4xx, or 5xx."""
     if reply.code == 421:
         failure = FailureClass.SMTP_421
@@ -198,10 +197,6 @@ class SmtpDialogue:
             self._next = NEED_DATA  # a command goes out once; then its reply is awaited
         return action
 
-    @property
-    def finished(self) -> bool:
-        return isinstance(self._next, Done | Failed)
-
     # ---- decisions ------------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
@@ -217,7 +212,7 @@ class SmtpDialogue:
     def _on_banner(self, reply: Reply) -> None:
         self.banner = reply
         if reply.code != 220:
-            self._finish(reply_failure(Phase.BANNER, reply))
+            self._finish(_reply_failure(Phase.BANNER, reply))
             return
         self._command(Phase.EHLO, f"EHLO {self._ehlo_name}")
 
@@ -231,7 +226,7 @@ class SmtpDialogue:
                 self._quit()
             return
         if reply.code == 421 or reply.code < 500:
-            self._finish(reply_failure(Phase.EHLO, reply))
+            self._finish(_reply_failure(Phase.EHLO, reply))
             return
         # RFC 5321 §3.2: a server that rejects EHLO may still speak plain SMTP. HELO has no extensions,
         # so STARTTLS is unavailable: the probe still answers the question ("no STARTTLS").
@@ -240,14 +235,14 @@ class SmtpDialogue:
 
     def _on_helo(self, reply: Reply) -> None:
         if reply.code != 250:
-            self._finish(reply_failure(Phase.HELO, reply))
+            self._finish(_reply_failure(Phase.HELO, reply))
             return
         self._quit()
 
     def _on_starttls(self, reply: Reply) -> None:
         self.starttls_reply = reply
         if reply.code != 220:
-            self._finish(reply_failure(Phase.STARTTLS, reply))
+            self._finish(_reply_failure(Phase.STARTTLS, reply))
             return
         self.phase = Phase.TLS_HANDSHAKE
         self._decide(TAKE_BUFFERED, _Await.UNPROTECTED)
