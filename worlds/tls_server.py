@@ -21,17 +21,10 @@ from scanner.tls.messages import (
     put_uint,
     put_vector,
 )
-from scanner.tls.parser import (
-    parse_extension_block,
-)
+from scanner.tls.parser import parse_extension_block
 from scanner.tls.versions import TlsVersion
 
-__all__ = [
-    "ClientHello",
-    "encode_alert",
-    "encode_server_hello",
-    "parse_client_hello",
-]
+__all__ = ["ClientHello", "encode_alert", "encode_server_hello", "parse_client_hello"]
 
 
 def encode_alert(level: int, description: int, version: int = TlsVersion.TLS12) -> bytes:
