@@ -16,7 +16,8 @@ import pytest
 from scanner.config import DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy
-from scanner.policy.mta_sts import StsError, fetch_policy
+from scanner.policy.mta_sts import StsError
+from scanner.policy.sts_fetch import fetch_policy
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
 from worlds.scancli import run_scan

@@ -31,12 +31,15 @@ from scanner.certs import NameMatch
 from scanner.config import ConfigError, DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy, ExcludeList
-from scanner.policy.dane import DaneVerdict, DnssecStatus, check_dane, lookup_tlsa
-from scanner.policy.domain import DomainPolicies
-from scanner.policy.mta_sts import StsError, StsMode, check_mta_sts, fetch_policy
-from scanner.policy.tlsrpt import TlsRptStatus, check_tlsrpt
+from scanner.policy.dane import DaneVerdict, DnssecStatus
+from scanner.policy.domain import check_mta_sts, check_tlsrpt, fetch_mta_sts, lookup_txt
+from scanner.policy.facts import DomainPolicyFacts
+from scanner.policy.judge import judge_policies
+from scanner.policy.mta_sts import StsError, StsMode
+from scanner.policy.sts_fetch import fetch_policy
+from scanner.policy.tlsa_lookup import check_dane, lookup_tlsa
+from scanner.policy.tlsrpt import TlsRptStatus
 from scanner.status import DnsOutcome
-from scanner.verdicts import _policy_columns
 from worlds.ca import CertFiles, TestCA, self_signed
 from worlds.dns import Behaviour, FaultyDnsServer, NsdServer, Zone
 from worlds.nginx import NginxServer, Site
@@ -219,6 +222,14 @@ async def _check(world: PolicyWorld, resolver: DnsResolver, label: str, mx: Sequ
     )
 
 
+async def _judged(world: PolicyWorld, resolver: DnsResolver, label: str) -> Any:
+    """The scan's judgement of a domain's fetched facts (no MX, so nothing but the policies to judge)."""
+    sts_txt, document = await fetch_mta_sts(d(label), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                            timeout=FETCH_TIMEOUT)
+    rpt = await lookup_txt(f"_smtp._tls.{d(label)}", resolver)
+    return judge_policies(d(label), [], [], DomainPolicyFacts(d(label), sts_txt, document, rpt, {}))
+
+
 # --------------------------------------------------------------------------
 # MTA-STS: valid policies
 # --------------------------------------------------------------------------
@@ -309,10 +320,9 @@ async def test_two_txt_records(world: PolicyWorld, resolver: DnsResolver) -> Non
     assert result.error_classes == (StsError.TXT_MULTIPLE,) and not result.active
     # RFC 8461 §3.1: with two v=STSv1 records no policy applies, so the domain row has no mode; the
     # fetched file's enforce is kept apart, under its own name.
-    tlsrpt = await check_tlsrpt(d("twotxt"), resolver)
-    columns = _policy_columns(DomainPolicies(result, tlsrpt, {}), None)
+    columns = (await _judged(world, resolver, "twotxt")).columns()
     assert (columns["mta_sts_mode"], columns["mta_sts_fetched_mode"]) == (None, "enforce")
-    enforced = _policy_columns(DomainPolicies(await _check(world, resolver, "enforce"), tlsrpt, {}), None)
+    enforced = (await _judged(world, resolver, "enforce")).columns()
     assert (enforced["mta_sts_mode"], enforced["mta_sts_fetched_mode"]) == ("enforce", "enforce")
 
 
