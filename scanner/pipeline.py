@@ -176,7 +176,7 @@ class ScanStats:
     # and the writer's own time on the event loop.
     dns_seconds: float = 0.0
     probe_wait_seconds: float = 0.0
-    policy_seconds: float = 0.0
+    policy_seconds: float = 0.0  # waiting for the policy facts once the probes are in (fetched beside them)
     verdict_seconds: float = 0.0
     writer_seconds: float = 0.0
     domains_in_flight: int = 0
