@@ -84,6 +84,7 @@ SITES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "html": (ENFORCE, {"content_type": "text/html"}),
     "charset": (ENFORCE, {"content_type": "text/plain; charset=utf-8"}),
     "badsyntax": (_policy("reject", d("mx1.badsyntax")), {}),
+    "beside": (_policy("enforce", d("mx.beside")), {}),  # its MX holds its banner (test_policy_fetch_beside_probe)
 }
 # Sites whose certificate is not the CA-issued, correctly named, valid one.
 CERT_PROBLEMS = ("untrusted", "wrongname", "expired")
@@ -95,6 +96,7 @@ class PolicyWorld:
     nginx: NginxServer
     ca: TestCA
     web: str  # address of the nginx policy host
+    gate: str  # address of the MX of "beside" (port 25 is free for a test's own server)
     mx_certs: dict[str, CertFiles]  # MX host label -> its certificate files
     other_cert: CertFiles
 
@@ -118,8 +120,9 @@ def _spki_sha256(der: bytes) -> bytes:
     return hashlib.sha256(spki).digest()
 
 
-def _build_zone(web: str, mx_certs: dict[str, CertFiles], other: CertFiles) -> Zone:
+def _build_zone(web: str, mx_certs: dict[str, CertFiles], other: CertFiles, gate: str) -> Zone:
     zone = Zone(ZONE)
+    zone.mx("beside", 10, "mx.beside").a("mx.beside", gate)
     for label in (*SITES, *CERT_PROBLEMS):
         zone.a(f"mta-sts.{label}", web)
     for label in (*SITES, *CERT_PROBLEMS, "nohost"):
@@ -167,12 +170,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyWorld]:
         sites.append(Site(d(f"mta-sts.{label}"), cert.cert_file, cert.key_file, ENFORCE))
     mx_certs = {label: ca.issue([d(f"{label}.enforce")]) for label in ("mx1", "mx2", "mxta", "mxpkix")}
     other = ca.issue([d("mx2.enforce")])
-    zone = _build_zone(web, mx_certs, other)
+    gate = loopback_host(block, 25)
+    zone = _build_zone(web, mx_certs, other, gate)
     with (
         NsdServer(root / "nsd", [zone], address=loopback_host(block, 1)) as nsd,
         NginxServer(root / "nginx", web, sites) as nginx,
     ):
-        yield PolicyWorld(nsd, nginx, ca, web, mx_certs, other)
+        yield PolicyWorld(nsd, nginx, ca, web, gate, mx_certs, other)
 
 
 @pytest.fixture
@@ -598,6 +602,56 @@ async def test_ad_bit_is_read_from_a_recursive_resolver(world: PolicyWorld) -> N
         "authoritative.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, None),
         "olddns.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, None),
     }
+
+
+# --------------------------------------------------------------------------
+# The scan fetches a domain's policies beside its probes
+# --------------------------------------------------------------------------
+
+GATE_WAIT = 10.0  # seconds the MX holds its banner waiting for the policy fetch; the scan waits longer
+
+
+def _gate(listener: socket.socket, seen: list[bool], policy_fetched: Any) -> None:
+    """An MX that, before its banner, waits (at most GATE_WAIT) for the domain's policy fetch to reach
+    nginx, notes whether it did, then says 421 and closes."""
+    with contextlib.suppress(OSError):
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                deadline = time.monotonic() + GATE_WAIT
+                while not policy_fetched() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                seen.append(policy_fetched())
+                conn.sendall(b"421 4.3.2 closing for the test\r\n")
+
+
+def test_policy_fetch_beside_probe(world: PolicyWorld, tmp_path: Path) -> None:
+    """The scan fetches the MTA-STS policy while the domain's MX is still to answer its probe (the
+    fetch needs nothing from the probes); it used to wait for the probe first."""
+    import threading
+
+    from scanner.cli import main
+
+    listener = socket.create_server((world.gate, 25))
+    seen: list[bool] = []
+
+    def fetched() -> bool:
+        return d("mta-sts.beside") in world.requested_hosts()
+
+    thread = threading.Thread(target=_gate, args=(listener, seen, fetched), daemon=True)
+    thread.start()
+    domains = tmp_path / "domains.txt"
+    domains.write_text(d("beside") + "\n", encoding="utf-8")
+    try:
+        code = main(["scan", str(domains), "-o", str(tmp_path / "out"), "--resolver", world.nsd.resolver,
+                     "--ca-file", str(world.ca.ca_file), "--ehlo-name", "scanner.test", "--per-ip-interval", "0",
+                     "--no-progress", "--dns-timeout", "1", "--allow-private", "--banner-timeout",
+                     str(GATE_WAIT * 2), "--throttle-retry", "0.1"])
+    finally:
+        listener.close()
+        thread.join(GATE_WAIT + 5)
+    assert code == 0
+    assert seen and seen[0] is True, seen
 
 
 # --------------------------------------------------------------------------
