@@ -12,8 +12,6 @@ judgement, for one-off checks and tests.
 from __future__ import annotations
 
 import asyncio
-import os
-import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,13 +21,8 @@ from scanner.net.addresses import AddressPolicy
 from scanner.policy.dane import TlsaLookup
 from scanner.policy.facts import DomainPolicyFacts
 from scanner.policy.judge import MtaStsResult, judge_mta_sts
-from scanner.policy.mta_sts import MAX_POLICY_BYTES, PolicyDocument, StsTxtResult, read_sts_txt
-from scanner.policy.sts_fetch import (
-    DEFAULT_FETCH_TIMEOUT,
-    ConnectionSlot,
-    fetch_policy_document,
-    policy_ssl_context,
-)
+from scanner.policy.mta_sts import PolicyDocument, StsTxtResult, read_sts_txt
+from scanner.policy.sts_fetch import ConnectionSlot, StsFetch, fetch_policy_document, policy_ssl_context
 from scanner.policy.tlsa_lookup import lookup_tlsa
 from scanner.policy.tlsrpt import TlsRptResult, read_tlsrpt
 from scanner.policy.txt import TxtAnswer, txt_owner
@@ -46,26 +39,15 @@ async def lookup_txt(name: str, resolver: DnsResolver) -> TxtAnswer:
                      answer.detail)
 
 
-async def fetch_mta_sts(
-    domain: str,
-    *,
-    resolver: DnsResolver,
-    policy: AddressPolicy,
-    trust: ssl.SSLContext | str | os.PathLike[str] | None = None,
-    timeout: float = DEFAULT_FETCH_TIMEOUT,
-    max_bytes: int = MAX_POLICY_BYTES,
-    slot: ConnectionSlot | None = None,
-) -> tuple[TxtAnswer, PolicyDocument | None]:
+async def fetch_mta_sts(domain: str, fetch: StsFetch) -> tuple[TxtAnswer, PolicyDocument | None]:
     """The ``_mta-sts`` TXT answer and, when some record there begins with ``v=STSv1`` (even an invalid
     or duplicated one, which no sender would use), the policy document: the survey wants to know what
     the policy host serves. Without any such record nothing is fetched (no HTTPS connection to every
     surveyed domain)."""
-    txt = await lookup_txt(txt_owner("_mta-sts", domain), resolver)
+    txt = await lookup_txt(txt_owner("_mta-sts", domain), fetch.resolver)
     if not read_sts_txt(txt).present:
         return txt, None
-    document = await fetch_policy_document(domain, resolver=resolver, policy=policy, trust=trust, timeout=timeout,
-                                           max_bytes=max_bytes, slot=slot)
-    return txt, document
+    return txt, await fetch_policy_document(domain, fetch)
 
 
 class PolicyChecker:
@@ -76,18 +58,16 @@ class PolicyChecker:
         self, config: ScanConfig, resolver: DnsResolver, address_policy: AddressPolicy, slot: ConnectionSlot
     ) -> None:
         self._config = config
-        self._slot = slot  # the scan's politeness limits, shared with the probes
         self._resolver = resolver
-        self._address_policy = address_policy
-        # One context for every policy fetch: loading the trust store per fetch would dominate.
-        self._https: ssl.SSLContext = policy_ssl_context(config.ca_file)
+        # One context for every policy fetch (loading the trust store per fetch would dominate); the
+        # slot is the scan's politeness limits, shared with the probes.
+        self._sts = StsFetch(resolver, address_policy, policy_ssl_context(config.ca_file), slot=slot)
         # Per MX host for the whole scan (a provider's MX is looked up once), bounded like the host cache.
         self._tlsa: SharedLookups[TlsaLookup] = SharedLookups(50_000)
 
     async def fetch(self, domain: str, mx_hosts: Sequence[str]) -> DomainPolicyFacts:
         """The domain's policy facts. The lookups are independent round trips, so they all overlap."""
-        sts = asyncio.ensure_future(fetch_mta_sts(domain, resolver=self._resolver, policy=self._address_policy,
-                                                  trust=self._https, slot=self._slot))
+        sts = asyncio.ensure_future(fetch_mta_sts(domain, self._sts))
         rpt = asyncio.ensure_future(lookup_txt(txt_owner("_smtp._tls", domain), self._resolver))
         tlsa = {host: asyncio.ensure_future(self.tlsa(host)) for host in dict.fromkeys(mx_hosts)}
         tasks: list[asyncio.Future[Any]] = [sts, rpt, *tlsa.values()]
@@ -126,21 +106,9 @@ async def check_tlsrpt(domain: str, resolver: DnsResolver) -> TlsRptResult:
     return read_tlsrpt(await lookup_txt(txt_owner("_smtp._tls", domain), resolver))
 
 
-async def check_mta_sts(
-    domain: str,
-    mx_hosts: Sequence[str],
-    *,
-    resolver: DnsResolver,
-    policy: AddressPolicy,
-    trust: ssl.SSLContext | str | os.PathLike[str] | None = None,
-    timeout: float = DEFAULT_FETCH_TIMEOUT,
-    max_bytes: int = MAX_POLICY_BYTES,
-    per_mx_tls_ok: Mapping[str, bool] | None = None,
-    slot: ConnectionSlot | None = None,
-) -> MtaStsResult:
+async def check_mta_sts(domain: str, mx_hosts: Sequence[str], fetch: StsFetch,
+                        per_mx_tls_ok: Mapping[str, bool] | None = None) -> MtaStsResult:
     """TXT lookup, policy fetch (:func:`fetch_mta_sts`) and the scan's judgement of them
     (:func:`~scanner.policy.judge.judge_mta_sts`, with ``per_mx_tls_ok`` for the MX evaluation)."""
-    txt, document = await fetch_mta_sts(domain, resolver=resolver, policy=policy, trust=trust, timeout=timeout,
-                                        max_bytes=max_bytes, slot=slot)
+    txt, document = await fetch_mta_sts(domain, fetch)
     return judge_mta_sts(domain, txt, document, mx_hosts, per_mx_tls_ok)
-

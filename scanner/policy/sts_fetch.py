@@ -24,6 +24,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_FETCH_TIMEOUT",
     "MAX_FETCH_ADDRESSES",
     "ConnectionSlot",
+    "StsFetch",
     "fetch_document",
     "fetch_order",
     "fetch_policy",
@@ -298,43 +300,39 @@ async def fetch_document(
     )
 
 
-async def fetch_policy_document(
-    domain: str,
-    *,
-    resolver: DnsResolver,
-    policy: AddressPolicy,
-    trust: ssl.SSLContext | str | os.PathLike[str] | None = None,
-    timeout: float = DEFAULT_FETCH_TIMEOUT,
-    max_bytes: int = MAX_POLICY_BYTES,
-    slot: ConnectionSlot | None = None,
-) -> PolicyDocument:
-    """Resolve ``mta-sts.<domain>`` with ``resolver`` (never the system resolver), keep the addresses
-    ``policy`` allows, and fetch the policy document from them (:func:`fetch_document`)."""
+@dataclass(frozen=True, slots=True)
+class StsFetch:
+    """How policy documents are fetched: the resolver for the policy host (never the system resolver),
+    which addresses may be contacted, the trust anchors (a context, a PEM CA file, or None for certifi's
+    roots: :func:`policy_ssl_context`), the limits, and the injected connection slot."""
+
+    resolver: DnsResolver
+    policy: AddressPolicy
+    trust: ssl.SSLContext | str | os.PathLike[str] | None = None
+    timeout: float = DEFAULT_FETCH_TIMEOUT
+    max_bytes: int = MAX_POLICY_BYTES
+    slot: ConnectionSlot | None = None
+
+
+async def fetch_policy_document(domain: str, fetch: StsFetch) -> PolicyDocument:
+    """Resolve ``mta-sts.<domain>``, keep the addresses the address policy allows, and fetch the policy
+    document from them (:func:`fetch_document`)."""
     started = time.perf_counter()
     host = policy_host(domain)
-    addresses = await resolve_policy_host(host, resolver, policy)
+    addresses = await resolve_policy_host(host, fetch.resolver, fetch.policy)
     if isinstance(addresses, StsFailure):
-        return PolicyDocument(url=f"https://{host}{POLICY_PATH}", max_bytes=max_bytes, response=None,
+        return PolicyDocument(url=f"https://{host}{POLICY_PATH}", max_bytes=fetch.max_bytes, response=None,
                               failure=addresses, elapsed_ms=(time.perf_counter() - started) * 1000)
-    document = await fetch_document(host, addresses, trust=policy_ssl_context(trust), timeout=timeout,
-                                    max_bytes=max_bytes, slot=slot)
+    document = await fetch_document(host, addresses, trust=policy_ssl_context(fetch.trust), timeout=fetch.timeout,
+                                    max_bytes=fetch.max_bytes, slot=fetch.slot)
     return dataclasses.replace(document, elapsed_ms=(time.perf_counter() - started) * 1000)
 
 
-async def fetch_policy(
-    domain: str,
-    *,
-    resolver: DnsResolver,
-    policy: AddressPolicy,
-    trust: ssl.SSLContext | str | os.PathLike[str] | None = None,
-    timeout: float = DEFAULT_FETCH_TIMEOUT,
-    max_bytes: int = MAX_POLICY_BYTES,
-    slot: ConnectionSlot | None = None,
-) -> FetchResult:
+async def fetch_policy(domain: str, fetch: StsFetch) -> FetchResult:
     """Fetch ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` and read it (RFC 8461 §3.3): the
     fetch of :func:`fetch_policy_document`, read by :func:`~scanner.policy.mta_sts.read_document`."""
-    return read_document(await fetch_policy_document(
-        domain, resolver=resolver, policy=policy, trust=trust, timeout=timeout, max_bytes=max_bytes, slot=slot))
+    return read_document(await fetch_policy_document(domain, fetch))
+
 
 def fetch_order(addresses: Sequence[str]) -> tuple[str, ...]:
     """The first ``MAX_FETCH_ADDRESSES`` addresses, alternating IPv6 and IPv4 (RFC 8305 §4), IPv6 first."""

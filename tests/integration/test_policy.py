@@ -36,7 +36,7 @@ from scanner.policy.domain import check_mta_sts, check_tlsrpt, fetch_mta_sts, lo
 from scanner.policy.facts import DomainPolicyFacts
 from scanner.policy.judge import judge_policies
 from scanner.policy.mta_sts import StsError, StsMode
-from scanner.policy.sts_fetch import fetch_policy
+from scanner.policy.sts_fetch import StsFetch, fetch_policy
 from scanner.policy.tlsa_lookup import check_dane, lookup_tlsa
 from scanner.policy.tlsrpt import TlsRptStatus
 from scanner.status import DnsOutcome
@@ -215,21 +215,15 @@ def no_system_resolver(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def _check(world: PolicyWorld, resolver: DnsResolver, label: str, mx: Sequence[str] = (), **kwargs: Any) -> Any:
-    return await check_mta_sts(
-        d(label),
-        mx,
-        resolver=resolver,
-        policy=kwargs.pop("policy", ALLOW),
-        trust=world.ca.ca_file,
-        timeout=kwargs.pop("timeout", FETCH_TIMEOUT),
-        **kwargs,
-    )
+    fetch = StsFetch(resolver=resolver, policy=kwargs.pop("policy", ALLOW), trust=world.ca.ca_file,
+                     timeout=kwargs.pop("timeout", FETCH_TIMEOUT), slot=kwargs.pop("slot", None))
+    return await check_mta_sts(d(label), mx, fetch, **kwargs)
 
 
 async def _judged(world: PolicyWorld, resolver: DnsResolver, label: str) -> Any:
     """The scan's judgement of a domain's fetched facts (no MX, so nothing but the policies to judge)."""
-    sts_txt, document = await fetch_mta_sts(d(label), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
-                                            timeout=FETCH_TIMEOUT)
+    sts_txt, document = await fetch_mta_sts(d(label), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                               timeout=FETCH_TIMEOUT))
     rpt = await lookup_txt(f"_smtp._tls.{d(label)}", resolver)
     return judge_policies(d(label), [], [], DomainPolicyFacts(d(label), sts_txt, document, rpt, {}))
 
@@ -341,7 +335,7 @@ async def test_txt_lookup_failure_is_a_dns_error(world: PolicyWorld) -> None:
     with FaultyDnsServer({f"_mta-sts.{d('enforce')}": Behaviour.SERVFAIL}, loopback_host(block_host, 53)) as faulty:
         res = DnsResolver(DnsConfig(servers=(faulty.resolver,), timeout=1.0, tries=1))
         try:
-            result = await check_mta_sts(d("enforce"), [], resolver=res, policy=ALLOW, trust=world.ca.ca_file)
+            result = await check_mta_sts(d("enforce"), [], StsFetch(resolver=res, policy=ALLOW, trust=world.ca.ca_file))
         finally:
             await res.close()
     assert result.error_classes == (StsError.DNS_ERROR,) and not result.txt_present
@@ -378,17 +372,18 @@ async def test_fetch_failures(
 
 
 async def test_redirect_is_not_followed(world: PolicyWorld, resolver: DnsResolver) -> None:
-    result = await fetch_policy(d("redirect"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file, timeout=5)
+    result = await fetch_policy(d("redirect"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                        timeout=5))
     assert result.error is StsError.HTTP_REDIRECT and d("mta-sts.target") in result.detail
     assert d("mta-sts.target") not in world.requested_hosts()
 
 
 async def test_oversized_body_read_is_capped(world: PolicyWorld, resolver: DnsResolver) -> None:
-    result = await fetch_policy(d("big"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file, max_bytes=4096)
+    result = await fetch_policy(d("big"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                   max_bytes=4096))
     assert (result.error, result.body_bytes) == (StsError.TOO_LARGE, 4097)
-    small = await fetch_policy(
-        d("enforce"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file, max_bytes=len(ENFORCE)
-    )
+    small = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                      max_bytes=len(ENFORCE)))
     assert small.error is None and small.body_bytes == len(ENFORCE)
 
 
@@ -401,7 +396,7 @@ async def test_slow_server_times_out(world: PolicyWorld, resolver: DnsResolver) 
 
 
 async def test_certifi_default_does_not_trust_the_test_ca(world: PolicyWorld, resolver: DnsResolver) -> None:
-    result = await fetch_policy(d("enforce"), resolver=resolver, policy=ALLOW, timeout=5)
+    result = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=ALLOW, timeout=5))
     assert result.error is StsError.TLS_UNTRUSTED
 
 
@@ -412,9 +407,8 @@ async def test_connection_refused(world: PolicyWorld, tmp_path: Path) -> None:
     with NsdServer(tmp_path / "nsd", [zone], address=loopback_host(block, 2)) as nsd:
         res = DnsResolver(DnsConfig(servers=(nsd.resolver,), timeout=1.0, tries=1))
         try:
-            result = await check_mta_sts(
-                "refused.test", [], resolver=res, policy=ALLOW, trust=world.ca.ca_file, timeout=5
-            )
+            result = await check_mta_sts("refused.test", [], StsFetch(resolver=res, policy=ALLOW,
+                                                                      trust=world.ca.ca_file, timeout=5))
         finally:
             await res.close()
     assert result.error_classes == (StsError.FETCH_CONNECT,)
@@ -422,13 +416,14 @@ async def test_connection_refused(world: PolicyWorld, tmp_path: Path) -> None:
 
 async def test_reserved_and_excluded_addresses_are_never_contacted(world: PolicyWorld, resolver: DnsResolver) -> None:
     before = world.requested_hosts().count(d("mta-sts.enforce"))
-    default = await fetch_policy(d("enforce"), resolver=resolver, policy=AddressPolicy(), trust=world.ca.ca_file)
+    default = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=AddressPolicy(),
+                                                        trust=world.ca.ca_file))
     assert default.error is StsError.ADDRESS_REFUSED and "reserved_address" in default.detail
     excluded = AddressPolicy(allow_private=True, exclude=ExcludeList.from_lines([f"{world.web}/32"]))
-    by_cidr = await fetch_policy(d("enforce"), resolver=resolver, policy=excluded, trust=world.ca.ca_file)
+    by_cidr = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=excluded, trust=world.ca.ca_file))
     assert by_cidr.error is StsError.ADDRESS_REFUSED and "excluded" in by_cidr.detail
     by_name = AddressPolicy(allow_private=True, exclude=ExcludeList.from_lines([ZONE]))
-    named = await fetch_policy(d("enforce"), resolver=resolver, policy=by_name, trust=world.ca.ca_file)
+    named = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=by_name, trust=world.ca.ca_file))
     assert named.error is StsError.ADDRESS_REFUSED
     assert world.requested_hosts().count(d("mta-sts.enforce")) == before
 
@@ -437,7 +432,7 @@ async def test_fetches_never_use_the_system_resolver(
     world: PolicyWorld, resolver: DnsResolver, no_system_resolver: list[str]
 ) -> None:
     # The guard raises inside aiohttp if it is ever consulted; also prove the guard is live.
-    result = await fetch_policy(d("testing"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file)
+    result = await fetch_policy(d("testing"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file))
     assert result.error is None and result.addresses == (world.web,)
     with pytest.raises(AssertionError):
         socket.getaddrinfo("example.invalid", 443)
