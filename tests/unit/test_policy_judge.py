@@ -9,6 +9,7 @@ rows carry exactly the DANE decision ``judge_dane`` (the function ``check_dane``
 from __future__ import annotations
 
 import hashlib
+import pickle
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -348,3 +349,13 @@ def test_pure_policy_modules_import_no_io(module: str) -> None:
              "'scanner.policy.tlsa_lookup'))))")
     loaded = subprocess.run([sys.executable, "-c", probe, module], capture_output=True, text=True, check=True).stdout
     assert loaded.split() == []
+
+
+def test_facts_cross_a_process_boundary_as_they_are(pki: Pki) -> None:
+    """The stage's facts are plain values: pickled (as a process pool or Ray would) they judge the same."""
+    facts = _facts(document=_document(), tlsa={MX1: _lookup(MX1, _ee(pki.chain1[0])), MX2: None})
+    copy = pickle.loads(pickle.dumps(facts))
+    assert copy == facts
+    links = [_link(MX1, A1, chain=pki.chain1), _link(MX2, A2, cert_valid=False)]
+    assert judge_policies(DOMAIN, [MX1, MX2], links, copy).columns() == \
+        judge_policies(DOMAIN, [MX1, MX2], links, facts).columns()
