@@ -234,11 +234,12 @@ def smtp_target() -> Target:
 
 
 def policy_target() -> Target:
-    from scanner.policy import mta_sts, tlsrpt
+    from scanner.policy import judge, mta_sts, names, tlsrpt
+    from scanner.policy.txt import TxtRecord
 
-    def records(data: bytes) -> list[mta_sts.TxtRecord]:
+    def records(data: bytes) -> list[TxtRecord]:
         """TXT records in every shape resolvers hand over: bytes, str, and lists of character-strings."""
-        out: list[mta_sts.TxtRecord] = []
+        out: list[TxtRecord] = []
         for i, raw in enumerate(data.split(b"\x00")):
             shape = i % 3
             if shape == 0:
@@ -272,8 +273,8 @@ def policy_target() -> Target:
         if rpt.status is tlsrpt.TlsRptStatus.VALID:
             assert rpt.rua and all(uri.valid for uri in rpt.rua), rpt
         pattern, _, host = text.partition("\x00")
-        assert isinstance(mta_sts.mx_matches(pattern, host), bool)
-        normal = mta_sts.normalize_host(host)
+        assert isinstance(judge.mx_matches(pattern, host), bool)
+        normal = names.normalize_host(host)
         assert normal is None or (normal.isascii() and normal == normal.lower())
 
     return target

@@ -9,7 +9,8 @@ Shape::
 
     reader ──(domain_queue)──> DNS workers ──request──> ProbeService queue ──> probe workers
        │                           │                                              │
-       │                           └── finisher task per domain (awaits probes)   │
+       │                           ├── policy fetch per domain (beside probes)    │
+       │                           └── finisher task per domain (awaits both)     │
        └──────────────────────────────────(row_queue)─────────────────────────────┴──> writer
 """
 
@@ -44,7 +45,8 @@ from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.net.families import detect_families
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import DomainRow, ProbeRow, SessionRow
-from scanner.policy.domain import DomainPolicies, PolicyChecker
+from scanner.policy.domain import PolicyChecker
+from scanner.policy.facts import DomainPolicyFacts
 from scanner.preflight import resolver_label
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService, ProbeSummary
@@ -53,7 +55,7 @@ from scanner.resume import LineSet, ResumeState, mark_complete
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains
 from scanner.status import AttemptOutcome, DomainStatus, HostStatus, StarttlsVerdict
-from scanner.verdicts import LinkJudge, LinkViews, build_domain_rows, input_problem_row, mx_tls_compliance
+from scanner.verdicts import LinkJudge, LinkViews, build_domain_rows, input_problem_row
 
 __all__ = ["Scan", "ScanFailed", "ScanStats", "load_trust_store"]
 
@@ -110,6 +112,19 @@ def _jsonable(value: Any) -> Any:
     return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
 
 
+async def _cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` if it is still running and wait for it: no fetch outlives its domain. A failure it
+    ended with is taken (the domain already records a bug of its own) instead of logged as never retrieved."""
+    if task is None:
+        return
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+        return
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 class ScanFailed(Exception):
     """One of the scan's own long-lived tasks failed (the writer, a worker): the scan stopped at once.
 
@@ -161,7 +176,7 @@ class ScanStats:
     # and the writer's own time on the event loop.
     dns_seconds: float = 0.0
     probe_wait_seconds: float = 0.0
-    policy_seconds: float = 0.0
+    policy_seconds: float = 0.0  # waiting for the policy facts once the probes are in (fetched beside them)
     verdict_seconds: float = 0.0
     writer_seconds: float = 0.0
     domains_in_flight: int = 0
@@ -517,18 +532,25 @@ class Scan:
             stats.domains_in_flight += 1
             stats.dns_busy += 1
             started = time.monotonic()
+            policies: asyncio.Task[DomainPolicyFacts] | None = None
             try:
                 assert line.domain is not None
                 dns = await (domains.server(self.server) if self.server else domains.resolve(line.domain))
+                policies = self._start_policies(dns)  # the policy facts need no probe: fetched beside them
                 futures = await self._request_probes(dns)
             except Exception as exc:  # a bug: recorded as an internal_error row, the scan goes on
+                await _cancel(policies)
                 self._release_domain()
                 await self._finish_with_bug(line, exc)
                 continue
+            except BaseException:  # cancelled while requesting the probes: the fetch goes with the domain
+                await _cancel(policies)
+                raise
             finally:
                 stats.dns_busy -= 1
                 stats.dns_seconds += time.monotonic() - started
-            task = self._supervise(asyncio.create_task(self._finish_domain(line, dns, futures), name="finisher"))
+            task = self._supervise(asyncio.create_task(self._finish_domain(line, dns, futures, policies),
+                                                       name="finisher"))
             self._finishers.add(task)
             task.add_done_callback(self._finishers.discard)
 
@@ -542,7 +564,8 @@ class Scan:
         return futures
 
     async def _finish_domain(
-        self, line: InputLine, dns: DomainDns, futures: dict[str, asyncio.Future[ProbeSummary]]
+        self, line: InputLine, dns: DomainDns, futures: dict[str, asyncio.Future[ProbeSummary]],
+        policy_task: asyncio.Task[DomainPolicyFacts] | None,
     ) -> None:
         stats = self.stats
         try:
@@ -553,7 +576,8 @@ class Scan:
                 summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
             views = await self._link_views(dns, summaries)
             t1 = time.monotonic()
-            policies = await self._check_policies(dns, summaries, views)
+            # Started with the probes: what is left to wait for once they are done (often nothing).
+            policies = await policy_task if policy_task is not None else None
             t2 = time.monotonic()
             row, mx_rows = build_domain_rows(self.scan_id, self.attempt, line, dns, summaries, self.config.probe.port,
                                              datetime.now(UTC), policies, self._links, views)
@@ -566,6 +590,7 @@ class Scan:
         except Exception as exc:
             await self._finish_with_bug(line, exc)
         finally:
+            await _cancel(policy_task)  # a bug or a cancellation before the policies were awaited
             self._release_domain()
 
     def _release_domain(self) -> None:
@@ -581,13 +606,12 @@ class Scan:
                 views[(host.name, address)] = await self._probe_service.link(address, host.name, summaries[address])
         return views
 
-    async def _check_policies(self, dns: DomainDns, summaries: dict[str, ProbeSummary],
-                              views: LinkViews) -> DomainPolicies | None:
-        """MTA-STS, TLS-RPT and TLSA for a domain that has mail hosts (after its probes: see policy.domain)."""
+    def _start_policies(self, dns: DomainDns) -> asyncio.Task[DomainPolicyFacts] | None:
+        """Fetch the MTA-STS, TLS-RPT and TLSA facts of a domain that has mail hosts, as soon as its DNS
+        is done: they need nothing from the probes (their judgement does: scanner.policy.judge)."""
         if self._policies is None or dns.status is not DomainStatus.OK:
             return None
-        hosts = [h.name for h in dns.hosts]
-        return await self._policies.check(dns.domain, hosts, mx_tls_compliance(dns, summaries, self._links, views))
+        return asyncio.create_task(self._policies.fetch(dns.domain, [h.name for h in dns.hosts]), name="policies")
 
     async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
         self.stats.internal_errors += 1

@@ -2,7 +2,8 @@
 
 The domain verdict rule (``starttls_verdict``) is the heart of the headline figure, so it is kept
 small and table-tested: an address that could not be tested never counts as "no STARTTLS". Grades
-come from ``scanner.grading`` (one rubric), DANE matching from ``scanner.policy.dane``.
+come from ``scanner.grading`` (one rubric); every policy judgement (MTA-STS, TLS-RPT, DANE, what the
+rubric sees of them) from the fold ``scanner.policy.judge.judge_policies``, fed the links' facts here.
 """
 
 from __future__ import annotations
@@ -14,23 +15,14 @@ from typing import Any
 
 from scanner.certs import NameMatch, TrustStatus, match_hostname
 from scanner.dns.lookup import DomainDns, MailHost
-from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, PolicyFacts, grade_domain, grade_mx, version_facts
+from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, grade_domain, grade_mx, version_facts
 from scanner.input import InputLine
 from scanner.output.rows import DomainRow, MxRow
-from scanner.policy.dane import (
-    DaneLink,
-    DaneSenderVerdict,
-    DaneVerdict,
-    DnssecStatus,
-    TlsaLookup,
-    dane_sender_verdict,
-    match_tlsa,
-    mx_bogus_verdict,
-)
-from scanner.policy.domain import DomainPolicies
+from scanner.policy.facts import DomainPolicyFacts
+from scanner.policy.judge import NOT_CHECKED, LinkEvidence, PolicyJudgement, judge_policies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.providers import ProviderMapper
-from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
+from scanner.status import CertSource, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
 from scanner.tls.enumeration import KeyExchangeResult
 from scanner.tls.groups import group_name
 
@@ -40,7 +32,7 @@ LinkViews = Mapping[tuple[str, str], ProbeSummary]
 _UNJUDGED = {CertSource.NOT_CHECKED: "not_checked", CertSource.SESSION_FAILED: "session_failed"}
 
 __all__ = ["Coverage", "LinkJudge", "LinkJudgement", "LinkViews", "Tally", "build_domain_rows", "coverage",
-           "covered", "input_problem_row", "mx_tls_compliance", "starttls_verdict"]
+           "covered", "input_problem_row", "link_evidence", "starttls_verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +189,17 @@ def _view(views: LinkViews | None, host: str, address: str, summaries: Mapping[s
     return views.get((host, address), summaries[address]) if views else summaries[address]
 
 
-def mx_tls_compliance(dns: DomainDns, summaries: Mapping[str, ProbeSummary], judge: LinkJudge,
-                      views: LinkViews | None = None) -> dict[str, bool]:
-    """Per MX host: would an MTA-STS enforcing sender deliver (RFC 8461 §5)? Untested hosts are left out."""
-    out: dict[str, bool] = {}
+def link_evidence(dns: DomainDns, summaries: Mapping[str, ProbeSummary], judge: LinkJudge,
+                  views: LinkViews | None = None) -> list[LinkEvidence]:
+    """Every (MX host, address) link of the domain, in MX order, as the policy judgement reads it."""
+    out: list[LinkEvidence] = []
     for host in dns.hosts:
-        addresses = [a for a in host.resolution.addresses if covered(summaries[a])]
-        results = [summaries[a] for a in addresses]
-        if results and all(s.status.is_definitive for s in results):
-            out[host.name] = all(judge.judge(host.name, a, _view(views, host.name, a, summaries)).cert_valid is True
-                                 for a in addresses)
+        for address in host.resolution.addresses:
+            summary = _view(views, host.name, address, summaries)
+            out.append(LinkEvidence(
+                host.name, address, covered=covered(summary), tested=summary.status.is_definitive,
+                tls_ok=summary.status is ProbeStatus.STARTTLS_OK,
+                cert_valid=judge.judge(host.name, address, summary).cert_valid, chain=summary.chain))
     return out
 
 
@@ -246,23 +239,8 @@ def _kx_facts(kx: KeyExchangeResult | None) -> dict[str, Any]:
     }
 
 
-def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[str | None, str | None]:
-    if lookup is None:
-        return None, None
-    if lookup.dnssec is DnssecStatus.BOGUS:
-        return DaneVerdict.BOGUS.value, lookup.dnssec.value
-    if lookup.name_too_long:
-        return DaneVerdict.NAME_TOO_LONG.value, lookup.dnssec.value
-    if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
-        return DaneVerdict.LOOKUP_FAILED.value, lookup.dnssec.value
-    if not lookup.records:
-        return DaneVerdict.NO_RECORDS.value, lookup.dnssec.value
-    match = match_tlsa(lookup.records, summary.chain or None, reference_names=(host,))
-    return match.verdict.value, lookup.dnssec.value
-
-
 def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: MailHost,
-               summaries: Mapping[str, ProbeSummary], port: int, policies: DomainPolicies | None,
+               summaries: Mapping[str, ProbeSummary], port: int, policies: PolicyJudgement,
                judge: LinkJudge, views: LinkViews | None) -> tuple[list[MxRow], list[MxFacts]]:
     res = host.resolution
     common: dict[str, Any] = {
@@ -276,12 +254,11 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
                       cert_valid=None, dane_verdict=None, dane_dnssec=None, grade=None,
                       grade_ordinal=None, grade_rules=[])], []
     rows, facts = [], []
-    lookup = policies.tlsa.get(host.name) if policies else None
     for address in res.addresses:
         summary = _view(views, host.name, address, summaries)
         link = judge.judge(host.name, address, summary)
         graded = link.grade
-        dane_verdict, dane_dnssec = _dane(lookup, summary, host.name)
+        dane_verdict, dane_dnssec = policies.link_dane(host.name, address)
         if covered(summary):  # grades and forced TLS speak for the covered families only
             facts.append(link.facts)
         rows.append(MxRow(
@@ -303,78 +280,6 @@ def _all_valid(checks: list[bool], unjudged: bool) -> bool | None:
     return None if unjudged or not checks else True
 
 
-def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
-    probed = [r for r in mx_rows
-              if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE]
-    if not probed or any(r.dane_verdict is None for r in probed):
-        return None
-    if any(r.dane_verdict != DaneVerdict.MATCH.value for r in probed):
-        return False
-    if any(r.dane_dnssec != DnssecStatus.AUTHENTICATED.value for r in probed):
-        return None if any(r.dane_dnssec == DnssecStatus.UNKNOWN.value for r in probed) else False
-    return True
-
-
-def _dane_sender(dns: DomainDns, mx_rows: list[MxRow], policies: DomainPolicies | None) -> DaneSenderVerdict | None:
-    """Would a DANE sender deliver (RFC 7672)? None when the policies were not checked."""
-    if dns.status is DomainStatus.DNS_BOGUS:
-        return mx_bogus_verdict(dns.domain, dns.detail)
-    if policies is None:
-        return None
-    links = [
-        DaneLink(r.mx_host, r.address, DaneVerdict(r.dane_verdict) if r.dane_verdict else None,
-                 DnssecStatus(r.dane_dnssec) if r.dane_dnssec else None,
-                 tested=r.probe_status is not None and r.probe_status.is_definitive,
-                 tls_ok=r.probe_status is ProbeStatus.STARTTLS_OK)
-        for r in mx_rows if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE
-    ]
-    return dane_sender_verdict(links)
-
-
-def _policy_facts(policies: DomainPolicies | None, dane_valid: bool | None,
-                  dane: DaneSenderVerdict | None = None) -> PolicyFacts:
-    findings = tuple((f.value, where) for f, where in dane.findings) if dane else ()
-    if policies is None:
-        return PolicyFacts(None, None, None, None, None, findings)
-    sts = policies.mta_sts
-    active = sts.active and sts.mode is not None
-    compliant = [v.compliant for v in sts.mx_verdicts]
-    return PolicyFacts(
-        mta_sts_mode=sts.mode.value if active and sts.mode else None,
-        mta_sts_matches_all_mx=(not sts.unmatched_mx) if active else None,
-        mta_sts_all_mx_pass=(None if None in compliant else all(compliant)) if active else None,
-        dane_valid=dane_valid,
-        tlsrpt_valid=policies.tlsrpt.valid,
-        dane_findings=findings,
-    )
-
-
-def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) -> dict[str, Any]:
-    """Domain-row policy columns (all null when the policies were not checked)."""
-    if policies is None:
-        keys = ("mta_sts_txt", "mta_sts_active", "mta_sts_mode", "mta_sts_fetched_mode", "mta_sts_id",
-                "mta_sts_max_age",
-                "mta_sts_mx_patterns", "mta_sts_unmatched_mx", "mta_sts_mx_fail", "mta_sts_errors",
-                "mta_sts_error_detail", "tlsrpt_status", "tlsrpt_rua", "dane_valid", "dane_mx_with_tlsa")
-        return dict.fromkeys(keys)
-    sts, rpt = policies.mta_sts, policies.tlsrpt
-    usable_tlsa = sum(1 for lookup in policies.tlsa.values() if lookup is not None and lookup.records)
-    return {
-        "mta_sts_txt": sts.txt_present, "mta_sts_active": sts.active,
-        # RFC 8461 §3.1-§3.3: a sender applies the policy only when the TXT record is valid and single
-        # and the policy fetched; otherwise there is no mode, whatever the fetched file says.
-        "mta_sts_mode": sts.mode.value if sts.active and sts.mode else None,
-        "mta_sts_fetched_mode": sts.mode.value if sts.mode else None, "mta_sts_id": sts.txt_id,
-        "mta_sts_max_age": sts.max_age, "mta_sts_mx_patterns": list(sts.mx_patterns),
-        "mta_sts_unmatched_mx": list(sts.unmatched_mx),
-        "mta_sts_mx_fail": [v.mx_host for v in sts.mx_verdicts if v.matched_pattern and v.tls_ok is False],
-        "mta_sts_errors": [e.value for e in sts.error_classes],
-        "mta_sts_error_detail": "; ".join(detail for _, detail in sts.errors),
-        "tlsrpt_status": rpt.status.value, "tlsrpt_rua": [u.uri for u in rpt.rua],
-        "dane_valid": dane_valid, "dane_mx_with_tlsa": usable_tlsa,
-    }
-
-
 def build_domain_rows(
     scan_id: str,
     attempt: int,
@@ -383,20 +288,23 @@ def build_domain_rows(
     summaries: Mapping[str, ProbeSummary],
     port: int,
     finished_at: datetime,
-    policies: DomainPolicies | None = None,
+    policies: DomainPolicyFacts | None = None,
     judge: LinkJudge | None = None,
     views: LinkViews | None = None,
 ) -> tuple[DomainRow, list[MxRow]]:
-    """The domain row and its MX link rows. ``summaries`` maps every address in ``dns`` to its probe.
+    """The domain row and its MX link rows. ``summaries`` maps every address in ``dns`` to its probe;
+    ``policies`` are the domain's fetched policy facts (None: not checked), judged here by the fold.
 
     ``judge`` is the scan's link memo (a fresh one when omitted); ``views`` holds each link's view of its
     address (its own SNI's certificate); a link without one is judged on the address's probe.
     """
     judge = judge if judge is not None else LinkJudge()
+    judged = judge_policies(dns.domain, [h.name for h in dns.hosts], link_evidence(dns, summaries, judge, views),
+                            policies, mx_bogus=dns.detail if dns.status is DomainStatus.DNS_BOGUS else None)
     mx_rows: list[MxRow] = []
     facts: list[MxFacts] = []
     for rank, host in enumerate(dns.hosts):
-        rows, host_facts = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, policies, judge, views)
+        rows, host_facts = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, judged, judge, views)
         mx_rows += rows
         facts += host_facts
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
@@ -404,9 +312,7 @@ def build_domain_rows(
     unjudged = any(r.cert_source in _UNJUDGED for r in mx_rows)
     cover = coverage(summaries)
     tally = cover.tally
-    dane_valid = _dane_valid(mx_rows) if policies else None
-    dane = _dane_sender(dns, mx_rows, policies)
-    graded = grade_domain(facts, _policy_facts(policies, dane_valid, dane)) if facts else None
+    graded = grade_domain(facts, judged.grading) if facts else None
     row = DomainRow(
         scan_id=scan_id, attempt=attempt, domain=dns.domain, input_line=line.line_no, input_raw=line.raw,
         input_rank=line.rank, status=dns.status, status_detail=dns.detail, duplicate_of_line=None,
@@ -418,9 +324,7 @@ def build_domain_rows(
         starttls=tally.verdict, starttls_ipv4=cover.ipv4, starttls_ipv6=cover.ipv6,
         starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=_all_valid(cert_checks, unjudged),
-        **_policy_columns(policies, dane_valid),
-        dane_delivery=dane.delivery.value if dane else None,
-        dane_delivery_reasons=list(dane.reasons) if dane else [],
+        **judged.columns(),
         grade=graded.grade.value if graded and graded.grade else None,
         grade_ordinal=graded.grade.rank if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
@@ -451,7 +355,7 @@ def input_problem_row(
         untested_count=0, not_covered_count=0, families_covered=[], starttls=StarttlsVerdict.NOT_APPLICABLE,
         starttls_ipv4=StarttlsVerdict.NOT_APPLICABLE, starttls_ipv6=StarttlsVerdict.NOT_APPLICABLE,
         starttls_all=None, starttls_any=None, certs_valid_all=None,
-        **_policy_columns(None, None), dane_delivery=None, dane_delivery_reasons=[],
+        **NOT_CHECKED.columns(),
         grade=None, grade_ordinal=None, grade_rules=[], grading_version=None, forced_tls_safe=None,
         forced_tls_reasons=[], recommendations=[], dns_ms=None, finished_at=finished_at,
     )

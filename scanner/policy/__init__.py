@@ -1,76 +1,13 @@
 """Domain mail-security policies: MTA-STS (RFC 8461), TLS-RPT (RFC 8460) and DANE TLSA (RFC 7672).
 
-One module per check, each with a typed, frozen result. Parsing is pure and kept apart from I/O:
-``parse_*`` / ``match_*`` / ``evaluate`` functions take text or bytes and never touch the network,
-while the ``check_*`` / ``fetch_*`` / ``lookup_*`` coroutines do the DNS and HTTPS work.
+Fetching facts is kept apart from judging them (sslyze's network jobs vs its pure result fold):
+
+- I/O, facts only: ``domain`` (the stage: TXT lookups, :class:`~scanner.policy.domain.PolicyChecker`),
+  ``sts_fetch`` (the MTA-STS policy fetch over HTTPS), ``tlsa_lookup`` (TLSA with its DNSSEC status);
+- the contract between them: ``facts`` (:class:`~scanner.policy.facts.DomainPolicyFacts`);
+- pure: ``judge`` (the one fold over DNS, probe and policy facts), ``mta_sts`` (RFC 8461 §3 grammar and
+  the fetched document), ``tlsrpt`` (RFC 8460 §3), ``txt`` (the TXT record grammar both share),
+  ``dane`` (TLSA records, matching, the one DANE decision), ``names`` (host-name normalisation).
+
+Nothing is re-exported here, so importing a pure module never loads aiohttp or a DNS client.
 """
-
-from __future__ import annotations
-
-from scanner.policy.dane import (
-    DaneResult,
-    DaneVerdict,
-    DnssecStatus,
-    TlsaLookup,
-    TlsaMatch,
-    TlsaProblem,
-    TlsaRecord,
-    check_dane,
-    lookup_tlsa,
-    match_tlsa,
-    parse_tlsa_text,
-    tlsa_problem,
-)
-from scanner.policy.mta_sts import (
-    FetchResult,
-    MtaStsResult,
-    MxVerdict,
-    StsError,
-    StsFailure,
-    StsMode,
-    StsPolicy,
-    StsTxtResult,
-    check_mta_sts,
-    evaluate,
-    fetch_policy,
-    mx_matches,
-    parse_policy,
-    parse_sts_txt,
-    policy_ssl_context,
-)
-from scanner.policy.tlsrpt import RuaUri, TlsRptResult, TlsRptStatus, check_tlsrpt, parse_tlsrpt
-
-__all__ = [
-    "DaneResult",
-    "DaneVerdict",
-    "DnssecStatus",
-    "FetchResult",
-    "MtaStsResult",
-    "MxVerdict",
-    "RuaUri",
-    "StsError",
-    "StsFailure",
-    "StsMode",
-    "StsPolicy",
-    "StsTxtResult",
-    "TlsRptResult",
-    "TlsRptStatus",
-    "TlsaLookup",
-    "TlsaMatch",
-    "TlsaProblem",
-    "TlsaRecord",
-    "check_dane",
-    "check_mta_sts",
-    "check_tlsrpt",
-    "evaluate",
-    "fetch_policy",
-    "lookup_tlsa",
-    "match_tlsa",
-    "mx_matches",
-    "parse_policy",
-    "parse_sts_txt",
-    "parse_tlsa_text",
-    "parse_tlsrpt",
-    "policy_ssl_context",
-    "tlsa_problem",
-]

@@ -1,43 +1,30 @@
-"""DANE for SMTP (RFC 7672, with RFC 6698 and RFC 7671): TLSA records at ``_25._tcp.<MX host>``.
+"""DANE for SMTP (RFC 7672, with RFC 6698 and RFC 7671): TLSA records at ``_25._tcp.<MX host>``. Pure.
 
-Pure part: :func:`tlsa_problem`, :func:`parse_tlsa_text`, :func:`match_tlsa`, :func:`dnssec_status`.
-I/O part: :func:`lookup_tlsa` (one TLSA query with the EDNS DO bit, reading the AD bit of the
-answer) and :func:`check_dane` (lookup + match).
-
-Why dnspython for the lookup: aiodns 4's ``query_dns`` has no TLSA type, and pycares 5's
-``DNSResult`` exposes only the answer/authority/additional sections, not the header flags, so the AD
-bit cannot be read through the scanner's c-ares resolver. dnspython's ``asyncquery`` talks to the
-configured resolver address directly (never to resolv.conf) and returns the whole message.
+The TLSA lookup (``scanner.policy.tlsa_lookup``) hands over a :class:`TlsaLookup` fact: the RRset and
+what the resolver said about its authenticity. Everything decided from it is here, on one path:
+:func:`judge_dane` is the one DANE decision per MX host and certificate chain (lookup failed, bogus,
+no records, or :func:`match_tlsa`), giving a :class:`DaneResult`; :func:`dane_valid` folds a domain's
+results, and :func:`dane_sender_verdict` says whether a DANE sender would deliver. The scan
+(``scanner.policy.judge``) and ``check_dane`` both go through :func:`judge_dane`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Final
 
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from scanner.certs import NameMatch, TrustStatus, TrustStore, check_chain, match_hostname
-from scanner.config import ConfigError, DnsConfig, parse_host_port
-from scanner.dns.dnssec import Budget, ede_text, validation_failure
-from scanner.policy.mta_sts import normalize_host
+from scanner.policy.names import normalize_host
 from scanner.status import DnsOutcome
 
 __all__ = [
@@ -54,10 +41,11 @@ __all__ = [
     "TlsaProblem",
     "TlsaRecord",
     "TlsaSyntaxError",
-    "check_dane",
+    "dane_link",
     "dane_sender_verdict",
+    "dane_valid",
     "dnssec_status",
-    "lookup_tlsa",
+    "judge_dane",
     "match_tlsa",
     "mx_bogus_verdict",
     "parse_tlsa_text",
@@ -76,8 +64,6 @@ MATCH_FULL: Final = 0
 MATCH_SHA256: Final = 1
 MATCH_SHA512: Final = 2
 _DIGEST_LENGTHS: Final = {MATCH_SHA256: 32, MATCH_SHA512: 64}
-# A TLSA answer of a few records fits comfortably; 1232 is the DNS Flag Day 2020 EDNS buffer size.
-_EDNS_PAYLOAD: Final = 1232
 
 
 class TlsaProblem(str, Enum):
@@ -404,6 +390,60 @@ def match_tlsa(
 
 
 # --------------------------------------------------------------------------
+# The one DANE decision per MX host (pure)
+# --------------------------------------------------------------------------
+
+# Lookup outcomes that say what the RRset is (records, none at all); any other says nothing.
+_LOOKED_UP: Final = frozenset({DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN})
+
+
+def judge_dane(
+    mx_host: str,
+    lookup: TlsaLookup,
+    chain_der: Sequence[bytes] | None,
+    *,
+    reference_names: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> DaneResult:
+    """Judge an MX host's TLSA lookup against the chain it presented (RFC 7672 §2.2, §3).
+
+    A bogus RRset (DNSSEC validation failed) is BOGUS whatever it holds; an owner name that cannot
+    exist is NAME_TOO_LONG; a failed lookup (SERVFAIL, timeout, ...) is LOOKUP_FAILED; otherwise the
+    records are matched (:func:`match_tlsa`). ``chain_der`` is the STARTTLS chain (leaf first), or
+    None/empty without a TLS session. ``reference_names`` defaults to the MX host name (RFC 7672
+    §3.2.3). Never raises.
+    """
+    if lookup.dnssec is DnssecStatus.BOGUS:
+        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.BOGUS, lookup.detail))
+    if lookup.name_too_long:
+        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.NAME_TOO_LONG, lookup.detail))
+    if lookup.outcome not in _LOOKED_UP:
+        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.LOOKUP_FAILED, lookup.detail))
+    names = tuple(reference_names) if reference_names is not None else (normalize_host(mx_host) or mx_host,)
+    return DaneResult(mx_host, lookup, match_tlsa(lookup.records, chain_der, reference_names=names, now=now))
+
+
+def dane_valid(results: Sequence[DaneResult | None]) -> bool | None:
+    """Does every MX address of a domain authenticate by DANE (a domain's ``dane_valid``)?
+
+    ``results`` has one entry per MX address the vantage covers, None where TLSA was not looked up.
+    False when some chain does not match its TLSA (or there is none to match); when every one matches,
+    True only if every RRset is DNSSEC-authenticated (RFC 7672 §2.2), None if the resolver could not
+    tell for some, else False. None without addresses or with one not looked up.
+    """
+    if not results:
+        return None
+    judged = [r for r in results if r is not None]
+    if len(judged) < len(results):
+        return None
+    if any(r.verdict is not DaneVerdict.MATCH for r in judged):
+        return False
+    if any(r.dnssec is not DnssecStatus.AUTHENTICATED for r in judged):
+        return None if any(r.dnssec is DnssecStatus.UNKNOWN for r in judged) else False
+    return True
+
+
+# --------------------------------------------------------------------------
 # Would a DANE sender deliver? (pure)
 # --------------------------------------------------------------------------
 
@@ -549,8 +589,17 @@ def mx_bogus_verdict(domain: str, detail: str) -> DaneSenderVerdict:
                              ((DaneFinding.MX_BOGUS, why),))
 
 
+
+
+def dane_link(mx_host: str, address: str, result: DaneResult | None, *, tested: bool, tls_ok: bool) -> DaneLink:
+    """One MX address as a DANE sender meets it: its :func:`judge_dane` result (None: TLSA not
+    looked up) and what the probe found (a definitive STARTTLS answer, a completed handshake)."""
+    return DaneLink(mx_host, address, result.verdict if result else None, result.dnssec if result else None,
+                    tested=tested, tls_ok=tls_ok)
+
+
 # --------------------------------------------------------------------------
-# Lookup
+# Reading a resolver's answer header (pure)
 # --------------------------------------------------------------------------
 
 
@@ -565,120 +614,3 @@ def dnssec_status(*, answered: bool, ad: bool, ra: bool, do_echoed: bool) -> Dns
         return DnssecStatus.UNKNOWN
     return DnssecStatus.AUTHENTICATED if ad else DnssecStatus.NOT_AUTHENTICATED
 
-
-_RCODE_OUTCOMES: Final = {
-    dns.rcode.NXDOMAIN: DnsOutcome.NXDOMAIN,
-    dns.rcode.SERVFAIL: DnsOutcome.SERVFAIL,
-    dns.rcode.REFUSED: DnsOutcome.REFUSED,
-}
-
-
-def _from_message(name: str, server: str, reply: dns.message.Message, started: float) -> TlsaLookup:
-    rcode = reply.rcode()
-    elapsed = (time.perf_counter() - started) * 1000
-    answered = rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
-    status = dnssec_status(
-        answered=answered,
-        ad=bool(reply.flags & dns.flags.AD),
-        ra=bool(reply.flags & dns.flags.RA),
-        do_echoed=reply.edns >= 0 and bool(reply.ednsflags & dns.flags.DO),
-    )
-    if rcode != dns.rcode.NOERROR:
-        outcome = _RCODE_OUTCOMES.get(rcode, DnsOutcome.ERROR)
-        ede = ede_text(reply)
-        detail = f"TLSA {name}: {dns.rcode.to_text(rcode)}" + (f" ({ede})" if ede else "")
-        return TlsaLookup(name, outcome, (), status, detail, server, elapsed)
-    # CNAME-expanded answers carry the TLSA RRset under the target's name; take TLSA RRsets only.
-    records = tuple(
-        TlsaRecord(int(rd.usage), int(rd.selector), int(rd.mtype), bytes(rd.cert))
-        for rrset in reply.answer
-        if rrset.rdtype == dns.rdatatype.TLSA
-        for rd in rrset
-    )
-    outcome = DnsOutcome.ANSWER if records else DnsOutcome.NODATA
-    return TlsaLookup(name, outcome, records, status, "", server, elapsed)
-
-
-async def lookup_tlsa(
-    mx_host: str, dns_config: DnsConfig, *, port: int = 25,
-    budget: Budget | None = None,
-) -> TlsaLookup:
-    """Query the TLSA RRset of an MX host at the configured resolvers, with EDNS DO and AD set.
-
-    Each server in ``dns_config.servers`` is tried in turn, ``dns_config.tries`` rounds, each query
-    waiting ``dns_config.timeout`` seconds (UDP, retried over TCP when truncated). There is no
-    fallback to the system resolver: an empty server list is a configuration error. ``budget``, when
-    given, is entered around every query sent (the scan's DNS rate and in-flight limits).
-    """
-    if not dns_config.servers:
-        raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
-    name = tlsa_name(mx_host, port)
-    try:
-        query = dns.message.make_query(name + ".", dns.rdatatype.TLSA, want_dnssec=True, payload=_EDNS_PAYLOAD)
-    except dns.exception.DNSException as exc:  # NameTooLong for a valid host of 247+ characters
-        return TlsaLookup(name[:300], DnsOutcome.ERROR, detail=f"TLSA name cannot be queried: {exc}",
-                          name_too_long=isinstance(exc, dns.name.NameTooLong))
-    # RFC 6840 §5.7: setting AD in a query asks for the AD bit in the answer without needing DO's RRSIGs.
-    query.flags |= dns.flags.AD
-    started = time.perf_counter()
-    problems: list[str] = []
-    timeouts = 0
-    for _ in range(dns_config.tries):
-        for server in dns_config.servers:
-            host, server_port = parse_host_port(server, 53)
-            try:
-                async with budget() if budget is not None else contextlib.nullcontext():
-                    # A malformed or unsolicited datagram is dropped and the query keeps waiting (RFC
-                    # 5452 §9.1), as in scanner.dns.transport; it used to fail the lookup.
-                    reply, _tcp = await dns.asyncquery.udp_with_fallback(
-                        query, host, timeout=dns_config.timeout, port=server_port, ignore_unexpected=True,
-                        ignore_errors=True,
-                    )
-            except dns.exception.Timeout:
-                timeouts += 1
-                problems.append(f"{server}: timeout")
-                continue
-            except (OSError, dns.exception.DNSException) as exc:
-                problems.append(f"{server}: {type(exc).__name__}: {exc}")
-                continue
-            found = _from_message(name, server, reply, started)
-            if found.outcome is DnsOutcome.SERVFAIL:
-                return await _bogus_or(found, reply, dns_config, budget)
-            return found
-    outcome = DnsOutcome.TIMEOUT if timeouts == len(problems) else DnsOutcome.ERROR
-    detail = f"TLSA {name}: " + "; ".join(dict.fromkeys(problems))
-    return TlsaLookup(name, outcome, (), DnssecStatus.UNKNOWN, detail, None, (time.perf_counter() - started) * 1000)
-
-
-async def _bogus_or(
-    lookup: TlsaLookup, reply: dns.message.Message, dns_config: DnsConfig, budget: Budget | None
-) -> TlsaLookup:
-    """A SERVFAIL TLSA answer: bogus (DNSSEC validation failed) or an ordinary failure (RFC 4035 §3.2.2)."""
-    bogus = await validation_failure(lookup.name, "TLSA", dns_config, budget=budget, ede=ede_text(reply))
-    if bogus is None:
-        return lookup
-    return TlsaLookup(lookup.name, lookup.outcome, (), DnssecStatus.BOGUS, bogus, lookup.server, lookup.elapsed_ms)
-
-
-async def check_dane(
-    mx_host: str,
-    chain_der: Sequence[bytes] | None,
-    dns_config: DnsConfig,
-    *,
-    reference_names: Sequence[str] | None = None,
-    now: datetime | None = None,
-) -> DaneResult:
-    """Look up the MX host's TLSA records and match them against the chain it presented.
-
-    ``chain_der`` is the STARTTLS certificate chain (leaf first), or None/empty if no TLS session
-    was made. ``reference_names`` defaults to the MX host name (RFC 7672 §3.2.3).
-    """
-    lookup = await lookup_tlsa(mx_host, dns_config)
-    if lookup.dnssec is DnssecStatus.BOGUS:
-        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.BOGUS, lookup.detail))
-    if lookup.name_too_long:
-        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.NAME_TOO_LONG, lookup.detail))
-    if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
-        return DaneResult(mx_host, lookup, TlsaMatch(DaneVerdict.LOOKUP_FAILED, lookup.detail))
-    names = tuple(reference_names) if reference_names is not None else (normalize_host(mx_host) or mx_host,)
-    return DaneResult(mx_host, lookup, match_tlsa(lookup.records, chain_der, reference_names=names, now=now))

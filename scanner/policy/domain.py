@@ -1,62 +1,88 @@
-"""One domain's policy checks, run after its probes: MTA-STS, TLS-RPT, and TLSA per MX host.
+"""The policy stage's I/O: one domain's MTA-STS, TLS-RPT and TLSA facts, fetched and not judged.
 
-MTA-STS runs after the probes on purpose: RFC 8461 §5 compliance of each MX (STARTTLS + a trusted,
-unexpired, name-valid certificate) is known only then. TLSA lookups are cached per MX host for the
-whole scan (a provider's MX is looked up once), like the MX host addresses.
+The fetches need nothing from the probes, so the scan starts them as soon as the domain's DNS is done,
+beside its probes; the judgement (MTA-STS compliance of each MX needs the probes) is
+``scanner.policy.judge``'s pure fold over the facts. TLSA lookups are cached per MX host for the whole
+scan (a provider's MX is looked up once), like the MX host addresses.
+
+``check_mta_sts`` / ``check_tlsrpt`` / ``lookup_sts_txt`` are the same fetches followed by the same
+judgement, for one-off checks and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 from scanner.config import ScanConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy
-from scanner.policy.dane import TlsaLookup, lookup_tlsa
-from scanner.policy.mta_sts import ConnectionSlot, MtaStsResult, check_mta_sts, policy_ssl_context
-from scanner.policy.tlsrpt import TlsRptResult, check_tlsrpt
+from scanner.policy.dane import TlsaLookup
+from scanner.policy.facts import DomainPolicyFacts
+from scanner.policy.judge import MtaStsResult, judge_mta_sts
+from scanner.policy.mta_sts import PolicyDocument, StsTxtResult, read_sts_txt
+from scanner.policy.sts_fetch import ConnectionSlot, StsFetch, fetch_policy_document, policy_ssl_context
+from scanner.policy.tlsa_lookup import lookup_tlsa
+from scanner.policy.tlsrpt import TlsRptResult, read_tlsrpt
+from scanner.policy.txt import TxtAnswer, txt_owner
 from scanner.shared_lookups import SharedLookups
+from scanner.status import DnsOutcome
 
-__all__ = ["DomainPolicies", "PolicyChecker"]
+__all__ = ["PolicyChecker", "check_mta_sts", "check_tlsrpt", "fetch_mta_sts", "lookup_sts_txt", "lookup_txt"]
 
 
-@dataclass(frozen=True, slots=True)
-class DomainPolicies:
-    mta_sts: MtaStsResult
-    tlsrpt: TlsRptResult
-    tlsa: Mapping[str, TlsaLookup | None]  # MX host → TLSA lookup (None: not checked, no explicit resolver)
+async def lookup_txt(name: str, resolver: DnsResolver) -> TxtAnswer:
+    """The TXT records of ``name`` through the scanner's resolver, as a fact."""
+    answer = await resolver.query(name, "TXT")
+    return TxtAnswer(name, answer.outcome, answer.texts if answer.outcome is DnsOutcome.ANSWER else (),
+                     answer.detail)
+
+
+async def fetch_mta_sts(domain: str, fetch: StsFetch) -> tuple[TxtAnswer, PolicyDocument | None]:
+    """The ``_mta-sts`` TXT answer and, when some record there begins with ``v=STSv1`` (even an invalid
+    or duplicated one, which no sender would use), the policy document: the survey wants to know what
+    the policy host serves. Without any such record nothing is fetched (no HTTPS connection to every
+    surveyed domain)."""
+    txt = await lookup_txt(txt_owner("_mta-sts", domain), fetch.resolver)
+    if not read_sts_txt(txt).present:
+        return txt, None
+    return txt, await fetch_policy_document(domain, fetch)
 
 
 class PolicyChecker:
-    """Owns the HTTPS context for policy fetches and the per-host TLSA cache. One per scan."""
+    """Fetches each domain's policy facts. Owns the HTTPS context for policy fetches and the per-host TLSA
+    cache. One per scan; connections go through the injected ``slot`` (the scan's politeness limits)."""
 
     def __init__(
         self, config: ScanConfig, resolver: DnsResolver, address_policy: AddressPolicy, slot: ConnectionSlot
     ) -> None:
         self._config = config
-        self._slot = slot  # the scan's politeness limits, shared with the probes
         self._resolver = resolver
-        self._address_policy = address_policy
-        # One context for every policy fetch: loading the trust store per fetch would dominate.
-        self._https: ssl.SSLContext = policy_ssl_context(config.ca_file)
+        # One context for every policy fetch (loading the trust store per fetch would dominate); the
+        # slot is the scan's politeness limits, shared with the probes.
+        self._sts = StsFetch(resolver, address_policy, policy_ssl_context(config.ca_file), slot=slot)
         # Per MX host for the whole scan (a provider's MX is looked up once), bounded like the host cache.
         self._tlsa: SharedLookups[TlsaLookup] = SharedLookups(50_000)
 
-    async def check(self, domain: str, mx_hosts: Sequence[str], per_mx_tls_ok: Mapping[str, bool]) -> DomainPolicies:
-        # The three lookups are independent round trips, so they overlap; TLS-RPT runs as a task of
-        # its own while this one does MTA-STS and then the TLSA lookups (usually cached per MX host).
-        tlsrpt_task = asyncio.create_task(check_tlsrpt(domain, self._resolver))
+    async def fetch(self, domain: str, mx_hosts: Sequence[str]) -> DomainPolicyFacts:
+        """The domain's policy facts. The lookups are independent round trips, so they all overlap."""
+        sts = asyncio.ensure_future(fetch_mta_sts(domain, self._sts))
+        rpt = asyncio.ensure_future(lookup_txt(txt_owner("_smtp._tls", domain), self._resolver))
+        tlsa = {host: asyncio.ensure_future(self.tlsa(host)) for host in dict.fromkeys(mx_hosts)}
+        tasks: list[asyncio.Future[Any]] = [sts, rpt, *tlsa.values()]
         try:
-            mta_sts = await check_mta_sts(domain, mx_hosts, resolver=self._resolver, policy=self._address_policy,
-                                          trust=self._https, per_mx_tls_ok=per_mx_tls_ok, slot=self._slot)
-            tlsa = {host: await self.tlsa(host) for host in mx_hosts}
+            await asyncio.gather(*tasks)
         except BaseException:
-            tlsrpt_task.cancel()
+            # A bug in one fetch (or our cancellation): the others stop too, and the bug itself is raised
+            # as it is (it becomes the domain's internal_error row).
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return DomainPolicies(mta_sts, await tlsrpt_task, tlsa)
+        sts_txt, document = sts.result()
+        return DomainPolicyFacts(domain, sts_txt, document, rpt.result(),
+                                 {host: task.result() for host, task in tlsa.items()})
 
     async def tlsa(self, mx_host: str) -> TlsaLookup | None:
         """TLSA RRset of ``_25._tcp.<mx_host>``, cached; None when no resolver was configured.
@@ -68,3 +94,21 @@ class PolicyChecker:
             return None
         return await self._tlsa.get(
             mx_host, lambda: lookup_tlsa(mx_host, self._config.dns, budget=self._resolver.budget))
+
+
+async def lookup_sts_txt(domain: str, resolver: DnsResolver) -> StsTxtResult:
+    """Query ``_mta-sts.<domain>`` TXT and read it (resolver failures become DNS_ERROR)."""
+    return read_sts_txt(await lookup_txt(txt_owner("_mta-sts", domain), resolver))
+
+
+async def check_tlsrpt(domain: str, resolver: DnsResolver) -> TlsRptResult:
+    """Query ``_smtp._tls.<domain>`` TXT through the scanner's resolver and read it."""
+    return read_tlsrpt(await lookup_txt(txt_owner("_smtp._tls", domain), resolver))
+
+
+async def check_mta_sts(domain: str, mx_hosts: Sequence[str], fetch: StsFetch,
+                        per_mx_tls_ok: Mapping[str, bool] | None = None) -> MtaStsResult:
+    """TXT lookup, policy fetch (:func:`fetch_mta_sts`) and the scan's judgement of them
+    (:func:`~scanner.policy.judge.judge_mta_sts`, with ``per_mx_tls_ok`` for the MX evaluation)."""
+    txt, document = await fetch_mta_sts(domain, fetch)
+    return judge_mta_sts(domain, txt, document, mx_hosts, per_mx_tls_ok)

@@ -1,6 +1,7 @@
-"""SMTP TLS Reporting (RFC 8460): the ``_smtp._tls`` TXT record.
+"""SMTP TLS Reporting (RFC 8460): the ``_smtp._tls`` TXT record. Pure, no I/O.
 
-:func:`parse_tlsrpt` is pure and never raises; :func:`check_tlsrpt` does the one DNS query.
+:func:`parse_tlsrpt` never raises; :func:`read_tlsrpt` reads the TXT answer fact the policy stage
+fetched (``scanner.policy.domain``). The record grammar shared with MTA-STS is ``scanner.policy.txt``'s.
 """
 
 from __future__ import annotations
@@ -13,32 +14,19 @@ from enum import Enum
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from scanner.dns.resolver import DnsResolver
-from scanner.policy.mta_sts import (
-    TxtRecord,
-    loose_record_text,
-    normalize_host,
-    split_fields,
-    starts_record,
-    txt_record_text,
-)
+from scanner.policy.names import LABEL_RE, normalize_host
+from scanner.policy.txt import WSP, TxtAnswer, TxtRecord, extension, select_records, split_fields
 from scanner.status import DnsOutcome
 
-__all__ = ["RuaUri", "TlsRptResult", "TlsRptStatus", "check_tlsrpt", "parse_tlsrpt"]
+__all__ = ["RuaUri", "TlsRptResult", "TlsRptStatus", "parse_tlsrpt", "read_tlsrpt"]
 
 _VERSION: Final = "v=TLSRPTv1"
-_WSP: Final = " \t"
-# RFC 8460 §3 ABNF: tlsrpt-ext-name = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".");
-# tlsrpt-ext-value = 1*(%x21-3A / %x3C / %x3E-7E).
-_EXT_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
-_EXT_VALUE_RE: Final = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")
 # RFC 3986 characters (unreserved, reserved, "%") minus ",", "!" and ";", which RFC 8460 §3 requires
 # to be percent-encoded inside a tlsrpt-uri.
 _URI_CHARS_RE: Final = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+")
 _PCT_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # RFC 5322 dot-atom local part (the common case; quoted local parts are percent-encoded in a URI).
 _LOCAL_RE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_LABEL_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class TlsRptStatus(str, Enum):
@@ -84,7 +72,7 @@ class TlsRptResult:
 def _valid_host(host: str) -> bool:
     """A host name of LDH labels (IDNs accepted and converted); address literals are not."""
     name = normalize_host(host)
-    return name is not None and len(name) <= 253 and all(_LABEL_RE.fullmatch(label) for label in name.split("."))
+    return name is not None and len(name) <= 253 and all(LABEL_RE.fullmatch(label) for label in name.split("."))
 
 
 def _mailto_problem(rest: str) -> str | None:
@@ -141,14 +129,14 @@ def _parse_fields(fields: list[str]) -> tuple[tuple[RuaUri, ...], tuple[tuple[st
         name, sep, value = field.partition("=")
         if name == "rua" and sep:
             if rua is None:  # a repeated rua: the first one counts
-                uris = [uri.strip(_WSP) for uri in value.split(",")]
+                uris = [uri.strip(WSP) for uri in value.split(",")]
                 if any(not uri for uri in uris):
                     return f"empty URI in {field!r}"
                 rua = tuple(_check_uri(uri) for uri in uris)
-        elif not sep or not _EXT_NAME_RE.fullmatch(name) or not _EXT_VALUE_RE.fullmatch(value):
+        elif (ext := extension(field)) is None:
             return f"malformed field {field!r}"
         else:
-            extensions.append((name, value))
+            extensions.append(ext)
     if rua is None:
         return "no rua= field"
     return rua, tuple(extensions)
@@ -161,13 +149,7 @@ def parse_tlsrpt(texts: Iterable[TxtRecord]) -> TlsRptResult:
     no TLS-RPT policy. The record is VALID only if its syntax is right and every ``rua`` URI is a
     well-formed ``mailto:`` or ``https:`` URI; otherwise INVALID, with each URI's problem in ``rua``.
     """
-    candidates: list[str | None] = []
-    ignored = 0
-    for record in texts:
-        if starts_record(loose_record_text(record), _VERSION):
-            candidates.append(txt_record_text(record))
-        else:
-            ignored += 1
+    candidates, ignored = select_records(texts, _VERSION)
     if not candidates:
         return TlsRptResult(TlsRptStatus.MISSING, "no TXT record begins with v=TLSRPTv1", ignored=ignored)
     if len(candidates) > 1:
@@ -188,12 +170,11 @@ def parse_tlsrpt(texts: Iterable[TxtRecord]) -> TlsRptResult:
     return TlsRptResult(TlsRptStatus.VALID, "", rua, 1, ignored, extensions)
 
 
-async def check_tlsrpt(domain: str, resolver: DnsResolver) -> TlsRptResult:
-    """Query ``_smtp._tls.<domain>`` TXT through the scanner's resolver and parse it."""
-    name = f"_smtp._tls.{normalize_host(domain) or domain}"
-    answer = await resolver.query(name, "TXT")  # an empty answer must be NOERROR to mean "none"
+def read_tlsrpt(answer: TxtAnswer) -> TlsRptResult:
+    """The ``_smtp._tls`` TXT answer read: its records parsed, or why there are none (a failed lookup
+    is DNS_ERROR, not "missing": it says nothing about the domain)."""
     if answer.outcome is DnsOutcome.ANSWER:
         return parse_tlsrpt(answer.texts)
-    if answer.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NODATA):
-        return TlsRptResult(TlsRptStatus.MISSING, f"{name}: {answer.outcome.value}")
-    return TlsRptResult(TlsRptStatus.DNS_ERROR, answer.detail or f"{name}: {answer.outcome.value}")
+    if answer.absent:
+        return TlsRptResult(TlsRptStatus.MISSING, answer.why_absent)
+    return TlsRptResult(TlsRptStatus.DNS_ERROR, answer.why_failed)

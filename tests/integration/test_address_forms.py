@@ -16,7 +16,8 @@ import pytest
 from scanner.config import DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy
-from scanner.policy.mta_sts import StsError, fetch_policy
+from scanner.policy.mta_sts import StsError
+from scanner.policy.sts_fetch import StsFetch, fetch_policy
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
 from worlds.scancli import run_scan
@@ -78,7 +79,7 @@ def test_embedded_ipv4_forms_are_never_probed(server: FaultyDnsServer, tmp_path:
 async def test_policy_fetches_refuse_embedded_ipv4_forms(server: FaultyDnsServer, label: str) -> None:
     resolver = DnsResolver(DnsConfig(servers=(server.resolver,), timeout=2, tries=1))
     try:
-        result = await fetch_policy(f"{label}.test", resolver=resolver, policy=AddressPolicy(), timeout=2)
+        result = await fetch_policy(f"{label}.test", StsFetch(resolver=resolver, policy=AddressPolicy(), timeout=2))
     finally:
         await resolver.close()
     assert result.error is StsError.ADDRESS_REFUSED, result

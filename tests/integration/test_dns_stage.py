@@ -10,8 +10,9 @@ from scanner.config import DnsConfig
 from scanner.dns.lookup import DomainDns, DomainResolver
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import ExcludeList
-from scanner.policy.mta_sts import StsError, lookup_sts_txt
-from scanner.policy.tlsrpt import TlsRptStatus, check_tlsrpt
+from scanner.policy.domain import check_tlsrpt, lookup_sts_txt
+from scanner.policy.mta_sts import StsError
+from scanner.policy.tlsrpt import TlsRptStatus
 from scanner.status import DomainStatus, HostStatus, MxSource
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block

@@ -18,7 +18,7 @@ import pytest
 
 from scanner.config import DnsConfig
 from scanner.dns.resolver import DnsResolver
-from scanner.policy.dane import lookup_tlsa
+from scanner.policy.tlsa_lookup import lookup_tlsa
 from scanner.status import DnsOutcome
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block

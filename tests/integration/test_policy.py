@@ -31,12 +31,15 @@ from scanner.certs import NameMatch
 from scanner.config import ConfigError, DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy, ExcludeList
-from scanner.policy.dane import DaneVerdict, DnssecStatus, check_dane, lookup_tlsa
-from scanner.policy.domain import DomainPolicies
-from scanner.policy.mta_sts import StsError, StsMode, check_mta_sts, fetch_policy
-from scanner.policy.tlsrpt import TlsRptStatus, check_tlsrpt
+from scanner.policy.dane import DaneVerdict, DnssecStatus
+from scanner.policy.domain import check_mta_sts, check_tlsrpt, fetch_mta_sts, lookup_txt
+from scanner.policy.facts import DomainPolicyFacts
+from scanner.policy.judge import judge_policies
+from scanner.policy.mta_sts import StsError, StsMode
+from scanner.policy.sts_fetch import StsFetch, fetch_policy
+from scanner.policy.tlsa_lookup import check_dane, lookup_tlsa
+from scanner.policy.tlsrpt import TlsRptStatus
 from scanner.status import DnsOutcome
-from scanner.verdicts import _policy_columns
 from worlds.ca import CertFiles, TestCA, self_signed
 from worlds.dns import Behaviour, FaultyDnsServer, NsdServer, Zone
 from worlds.nginx import NginxServer, Site
@@ -81,6 +84,7 @@ SITES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "html": (ENFORCE, {"content_type": "text/html"}),
     "charset": (ENFORCE, {"content_type": "text/plain; charset=utf-8"}),
     "badsyntax": (_policy("reject", d("mx1.badsyntax")), {}),
+    "beside": (_policy("enforce", d("mx.beside")), {}),  # its MX holds its banner (test_policy_fetch_beside_probe)
 }
 # Sites whose certificate is not the CA-issued, correctly named, valid one.
 CERT_PROBLEMS = ("untrusted", "wrongname", "expired")
@@ -92,6 +96,7 @@ class PolicyWorld:
     nginx: NginxServer
     ca: TestCA
     web: str  # address of the nginx policy host
+    gate: str  # address of the MX of "beside" (port 25 is free for a test's own server)
     mx_certs: dict[str, CertFiles]  # MX host label -> its certificate files
     other_cert: CertFiles
 
@@ -115,8 +120,9 @@ def _spki_sha256(der: bytes) -> bytes:
     return hashlib.sha256(spki).digest()
 
 
-def _build_zone(web: str, mx_certs: dict[str, CertFiles], other: CertFiles) -> Zone:
+def _build_zone(web: str, mx_certs: dict[str, CertFiles], other: CertFiles, gate: str) -> Zone:
     zone = Zone(ZONE)
+    zone.mx("beside", 10, "mx.beside").a("mx.beside", gate)
     for label in (*SITES, *CERT_PROBLEMS):
         zone.a(f"mta-sts.{label}", web)
     for label in (*SITES, *CERT_PROBLEMS, "nohost"):
@@ -164,12 +170,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyWorld]:
         sites.append(Site(d(f"mta-sts.{label}"), cert.cert_file, cert.key_file, ENFORCE))
     mx_certs = {label: ca.issue([d(f"{label}.enforce")]) for label in ("mx1", "mx2", "mxta", "mxpkix")}
     other = ca.issue([d("mx2.enforce")])
-    zone = _build_zone(web, mx_certs, other)
+    gate = loopback_host(block, 25)
+    zone = _build_zone(web, mx_certs, other, gate)
     with (
         NsdServer(root / "nsd", [zone], address=loopback_host(block, 1)) as nsd,
         NginxServer(root / "nginx", web, sites) as nginx,
     ):
-        yield PolicyWorld(nsd, nginx, ca, web, mx_certs, other)
+        yield PolicyWorld(nsd, nginx, ca, web, gate, mx_certs, other)
 
 
 @pytest.fixture
@@ -208,15 +215,17 @@ def no_system_resolver(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def _check(world: PolicyWorld, resolver: DnsResolver, label: str, mx: Sequence[str] = (), **kwargs: Any) -> Any:
-    return await check_mta_sts(
-        d(label),
-        mx,
-        resolver=resolver,
-        policy=kwargs.pop("policy", ALLOW),
-        trust=world.ca.ca_file,
-        timeout=kwargs.pop("timeout", FETCH_TIMEOUT),
-        **kwargs,
-    )
+    fetch = StsFetch(resolver=resolver, policy=kwargs.pop("policy", ALLOW), trust=world.ca.ca_file,
+                     timeout=kwargs.pop("timeout", FETCH_TIMEOUT), slot=kwargs.pop("slot", None))
+    return await check_mta_sts(d(label), mx, fetch, **kwargs)
+
+
+async def _judged(world: PolicyWorld, resolver: DnsResolver, label: str) -> Any:
+    """The scan's judgement of a domain's fetched facts (no MX, so nothing but the policies to judge)."""
+    sts_txt, document = await fetch_mta_sts(d(label), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                               timeout=FETCH_TIMEOUT))
+    rpt = await lookup_txt(f"_smtp._tls.{d(label)}", resolver)
+    return judge_policies(d(label), [], [], DomainPolicyFacts(d(label), sts_txt, document, rpt, {}))
 
 
 # --------------------------------------------------------------------------
@@ -309,10 +318,9 @@ async def test_two_txt_records(world: PolicyWorld, resolver: DnsResolver) -> Non
     assert result.error_classes == (StsError.TXT_MULTIPLE,) and not result.active
     # RFC 8461 §3.1: with two v=STSv1 records no policy applies, so the domain row has no mode; the
     # fetched file's enforce is kept apart, under its own name.
-    tlsrpt = await check_tlsrpt(d("twotxt"), resolver)
-    columns = _policy_columns(DomainPolicies(result, tlsrpt, {}), None)
+    columns = (await _judged(world, resolver, "twotxt")).columns()
     assert (columns["mta_sts_mode"], columns["mta_sts_fetched_mode"]) == (None, "enforce")
-    enforced = _policy_columns(DomainPolicies(await _check(world, resolver, "enforce"), tlsrpt, {}), None)
+    enforced = (await _judged(world, resolver, "enforce")).columns()
     assert (enforced["mta_sts_mode"], enforced["mta_sts_fetched_mode"]) == ("enforce", "enforce")
 
 
@@ -327,7 +335,7 @@ async def test_txt_lookup_failure_is_a_dns_error(world: PolicyWorld) -> None:
     with FaultyDnsServer({f"_mta-sts.{d('enforce')}": Behaviour.SERVFAIL}, loopback_host(block_host, 53)) as faulty:
         res = DnsResolver(DnsConfig(servers=(faulty.resolver,), timeout=1.0, tries=1))
         try:
-            result = await check_mta_sts(d("enforce"), [], resolver=res, policy=ALLOW, trust=world.ca.ca_file)
+            result = await check_mta_sts(d("enforce"), [], StsFetch(resolver=res, policy=ALLOW, trust=world.ca.ca_file))
         finally:
             await res.close()
     assert result.error_classes == (StsError.DNS_ERROR,) and not result.txt_present
@@ -364,17 +372,18 @@ async def test_fetch_failures(
 
 
 async def test_redirect_is_not_followed(world: PolicyWorld, resolver: DnsResolver) -> None:
-    result = await fetch_policy(d("redirect"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file, timeout=5)
+    result = await fetch_policy(d("redirect"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                        timeout=5))
     assert result.error is StsError.HTTP_REDIRECT and d("mta-sts.target") in result.detail
     assert d("mta-sts.target") not in world.requested_hosts()
 
 
 async def test_oversized_body_read_is_capped(world: PolicyWorld, resolver: DnsResolver) -> None:
-    result = await fetch_policy(d("big"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file, max_bytes=4096)
+    result = await fetch_policy(d("big"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                   max_bytes=4096))
     assert (result.error, result.body_bytes) == (StsError.TOO_LARGE, 4097)
-    small = await fetch_policy(
-        d("enforce"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file, max_bytes=len(ENFORCE)
-    )
+    small = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file,
+                                                      max_bytes=len(ENFORCE)))
     assert small.error is None and small.body_bytes == len(ENFORCE)
 
 
@@ -387,7 +396,7 @@ async def test_slow_server_times_out(world: PolicyWorld, resolver: DnsResolver) 
 
 
 async def test_certifi_default_does_not_trust_the_test_ca(world: PolicyWorld, resolver: DnsResolver) -> None:
-    result = await fetch_policy(d("enforce"), resolver=resolver, policy=ALLOW, timeout=5)
+    result = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=ALLOW, timeout=5))
     assert result.error is StsError.TLS_UNTRUSTED
 
 
@@ -398,9 +407,8 @@ async def test_connection_refused(world: PolicyWorld, tmp_path: Path) -> None:
     with NsdServer(tmp_path / "nsd", [zone], address=loopback_host(block, 2)) as nsd:
         res = DnsResolver(DnsConfig(servers=(nsd.resolver,), timeout=1.0, tries=1))
         try:
-            result = await check_mta_sts(
-                "refused.test", [], resolver=res, policy=ALLOW, trust=world.ca.ca_file, timeout=5
-            )
+            result = await check_mta_sts("refused.test", [], StsFetch(resolver=res, policy=ALLOW,
+                                                                      trust=world.ca.ca_file, timeout=5))
         finally:
             await res.close()
     assert result.error_classes == (StsError.FETCH_CONNECT,)
@@ -408,13 +416,14 @@ async def test_connection_refused(world: PolicyWorld, tmp_path: Path) -> None:
 
 async def test_reserved_and_excluded_addresses_are_never_contacted(world: PolicyWorld, resolver: DnsResolver) -> None:
     before = world.requested_hosts().count(d("mta-sts.enforce"))
-    default = await fetch_policy(d("enforce"), resolver=resolver, policy=AddressPolicy(), trust=world.ca.ca_file)
+    default = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=AddressPolicy(),
+                                                        trust=world.ca.ca_file))
     assert default.error is StsError.ADDRESS_REFUSED and "reserved_address" in default.detail
     excluded = AddressPolicy(allow_private=True, exclude=ExcludeList.from_lines([f"{world.web}/32"]))
-    by_cidr = await fetch_policy(d("enforce"), resolver=resolver, policy=excluded, trust=world.ca.ca_file)
+    by_cidr = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=excluded, trust=world.ca.ca_file))
     assert by_cidr.error is StsError.ADDRESS_REFUSED and "excluded" in by_cidr.detail
     by_name = AddressPolicy(allow_private=True, exclude=ExcludeList.from_lines([ZONE]))
-    named = await fetch_policy(d("enforce"), resolver=resolver, policy=by_name, trust=world.ca.ca_file)
+    named = await fetch_policy(d("enforce"), StsFetch(resolver=resolver, policy=by_name, trust=world.ca.ca_file))
     assert named.error is StsError.ADDRESS_REFUSED
     assert world.requested_hosts().count(d("mta-sts.enforce")) == before
 
@@ -423,7 +432,7 @@ async def test_fetches_never_use_the_system_resolver(
     world: PolicyWorld, resolver: DnsResolver, no_system_resolver: list[str]
 ) -> None:
     # The guard raises inside aiohttp if it is ever consulted; also prove the guard is live.
-    result = await fetch_policy(d("testing"), resolver=resolver, policy=ALLOW, trust=world.ca.ca_file)
+    result = await fetch_policy(d("testing"), StsFetch(resolver=resolver, policy=ALLOW, trust=world.ca.ca_file))
     assert result.error is None and result.addresses == (world.web,)
     with pytest.raises(AssertionError):
         socket.getaddrinfo("example.invalid", 443)
@@ -588,6 +597,56 @@ async def test_ad_bit_is_read_from_a_recursive_resolver(world: PolicyWorld) -> N
         "authoritative.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, None),
         "olddns.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, None),
     }
+
+
+# --------------------------------------------------------------------------
+# The scan fetches a domain's policies beside its probes
+# --------------------------------------------------------------------------
+
+GATE_WAIT = 10.0  # seconds the MX holds its banner waiting for the policy fetch; the scan waits longer
+
+
+def _gate(listener: socket.socket, seen: list[bool], policy_fetched: Any) -> None:
+    """An MX that, before its banner, waits (at most GATE_WAIT) for the domain's policy fetch to reach
+    nginx, notes whether it did, then says 421 and closes."""
+    with contextlib.suppress(OSError):
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                deadline = time.monotonic() + GATE_WAIT
+                while not policy_fetched() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                seen.append(policy_fetched())
+                conn.sendall(b"421 4.3.2 closing for the test\r\n")
+
+
+def test_policy_fetch_beside_probe(world: PolicyWorld, tmp_path: Path) -> None:
+    """The scan fetches the MTA-STS policy while the domain's MX is still to answer its probe (the
+    fetch needs nothing from the probes); it used to wait for the probe first."""
+    import threading
+
+    from scanner.cli import main
+
+    listener = socket.create_server((world.gate, 25))
+    seen: list[bool] = []
+
+    def fetched() -> bool:
+        return d("mta-sts.beside") in world.requested_hosts()
+
+    thread = threading.Thread(target=_gate, args=(listener, seen, fetched), daemon=True)
+    thread.start()
+    domains = tmp_path / "domains.txt"
+    domains.write_text(d("beside") + "\n", encoding="utf-8")
+    try:
+        code = main(["scan", str(domains), "-o", str(tmp_path / "out"), "--resolver", world.nsd.resolver,
+                     "--ca-file", str(world.ca.ca_file), "--ehlo-name", "scanner.test", "--per-ip-interval", "0",
+                     "--no-progress", "--dns-timeout", "1", "--allow-private", "--banner-timeout",
+                     str(GATE_WAIT * 2), "--throttle-retry", "0.1"])
+    finally:
+        listener.close()
+        thread.join(GATE_WAIT + 5)
+    assert code == 0
+    assert seen and seen[0] is True, seen
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import pytest
 from scanner.config import DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy
-from scanner.policy.mta_sts import MAX_FETCH_ADDRESSES, StsError, fetch_policy
+from scanner.policy.mta_sts import StsError
+from scanner.policy.sts_fetch import MAX_FETCH_ADDRESSES, StsFetch, fetch_policy
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
 from worlds.sniff import SynCounter
@@ -44,8 +45,9 @@ async def test_a_fetch_tries_few_addresses_once_each_under_their_own_slots(world
     resolver = DnsResolver(DnsConfig(servers=(server.resolver,), timeout=2, tries=2))
     try:
         with SynCounter(web_block, 443) as syns:
-            result = await fetch_policy("many.test", resolver=resolver, policy=AddressPolicy(allow_private=True),
-                                        timeout=20, slot=slot)
+            result = await fetch_policy("many.test", StsFetch(resolver=resolver,
+                                                              policy=AddressPolicy(allow_private=True), timeout=20,
+                                                              slot=slot))
     finally:
         await resolver.close()
     attempts = syns.counts

@@ -35,19 +35,18 @@ from scanner.policy.dane import (
     tlsa_name,
     tlsa_problem,
 )
+from scanner.policy.judge import evaluate, mx_matches
 from scanner.policy.mta_sts import (
     MAX_AGE_LIMIT,
     StsError,
     StsFailure,
     StsMode,
     StsPolicy,
-    TxtRecord,
-    evaluate,
-    mx_matches,
     parse_policy,
     parse_sts_txt,
 )
 from scanner.policy.tlsrpt import TlsRptStatus, parse_tlsrpt
+from scanner.policy.txt import TxtRecord
 from worlds.ca import TestCA
 
 # --------------------------------------------------------------------------
