@@ -30,14 +30,23 @@ from scanner.policy.dane import (
 from scanner.policy.domain import DomainPolicies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.providers import ProviderMapper
-from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
+from scanner.status import (
+    CertSource,
+    DnsOutcome,
+    DomainStatus,
+    Family,
+    MxSource,
+    ProbeStatus,
+    SessionFact,
+    StarttlsVerdict,
+)
 from scanner.tls.enumeration import KeyExchangeResult
 from scanner.tls.groups import group_name
 
 # (MX host, address) → the address as a sender sending SNI = that host sees it (ProbeService.link).
 LinkViews = Mapping[tuple[str, str], ProbeSummary]
 # Links whose own certificate is unknown: no name verdict, never "mismatch" (scanner.sni).
-_UNJUDGED = {CertSource.NOT_CHECKED: "not_checked", CertSource.SESSION_FAILED: "session_failed"}
+_UNJUDGED = {CertSource.NOT_CHECKED: NameMatch.NOT_CHECKED, CertSource.SESSION_FAILED: NameMatch.SESSION_FAILED}
 
 __all__ = ["Coverage", "LinkJudge", "LinkJudgement", "LinkViews", "Tally", "build_domain_rows", "coverage",
            "covered", "input_problem_row", "mx_tls_compliance", "starttls_verdict"]
@@ -91,7 +100,7 @@ def starttls_verdict(statuses: list[ProbeStatus]) -> Tally:
     return Tally(verdict, len(answered), ok, untested)
 
 
-def _unjudged(summary: ProbeSummary) -> str | None:
+def _unjudged(summary: ProbeSummary) -> NameMatch | None:
     return _UNJUDGED.get(summary.cert_source) if summary.cert_source is not None else None
 
 
@@ -107,7 +116,7 @@ class Coverage:
     tally: Tally
     ipv4: StarttlsVerdict
     ipv6: StarttlsVerdict
-    families: tuple[str, ...]
+    families: tuple[Family, ...]
     not_covered: int
 
 
@@ -123,16 +132,16 @@ def coverage(summaries: Mapping[str, ProbeSummary]) -> Coverage:
     A dual-stack domain scanned from an IPv4-only host is "all" over IPv4 with IPv6 "not_covered",
     never "incomplete" because of addresses it could not route to.
     """
-    by_family: dict[str, list[ProbeStatus]] = {"ipv4": [], "ipv6": []}
+    by_family: dict[Family, list[ProbeStatus]] = {Family.IPV4: [], Family.IPV6: []}
     for address, summary in summaries.items():
-        by_family["ipv6" if ":" in address else "ipv4"].append(summary.status)
+        by_family[Family.IPV6 if ":" in address else Family.IPV4].append(summary.status)
     tested = [s.status for s in summaries.values() if covered(s)]
     tally = starttls_verdict(tested)
     if summaries and not tested:
         tally = Tally(StarttlsVerdict.NOT_COVERED, 0, 0, 0)
     families = tuple(f for f, statuses in by_family.items()
                      if any(s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses))
-    return Coverage(tally, _family_verdict(by_family["ipv4"]), _family_verdict(by_family["ipv6"]), families,
+    return Coverage(tally, _family_verdict(by_family[Family.IPV4]), _family_verdict(by_family[Family.IPV6]), families,
                     len(summaries) - len(tested))
 
 
@@ -246,19 +255,20 @@ def _kx_facts(kx: KeyExchangeResult | None) -> dict[str, Any]:
     }
 
 
-def _dane(lookup: TlsaLookup | None, summary: ProbeSummary, host: str) -> tuple[str | None, str | None]:
+def _dane(lookup: TlsaLookup | None, summary: ProbeSummary,
+          host: str) -> tuple[DaneVerdict | None, DnssecStatus | None]:
     if lookup is None:
         return None, None
     if lookup.dnssec is DnssecStatus.BOGUS:
-        return DaneVerdict.BOGUS.value, lookup.dnssec.value
+        return DaneVerdict.BOGUS, lookup.dnssec
     if lookup.name_too_long:
-        return DaneVerdict.NAME_TOO_LONG.value, lookup.dnssec.value
+        return DaneVerdict.NAME_TOO_LONG, lookup.dnssec
     if lookup.outcome not in (DnsOutcome.ANSWER, DnsOutcome.NODATA, DnsOutcome.NXDOMAIN):
-        return DaneVerdict.LOOKUP_FAILED.value, lookup.dnssec.value
+        return DaneVerdict.LOOKUP_FAILED, lookup.dnssec
     if not lookup.records:
-        return DaneVerdict.NO_RECORDS.value, lookup.dnssec.value
+        return DaneVerdict.NO_RECORDS, lookup.dnssec
     match = match_tlsa(lookup.records, summary.chain or None, reference_names=(host,))
-    return match.verdict.value, lookup.dnssec.value
+    return match.verdict, lookup.dnssec
 
 
 def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: MailHost,
@@ -287,11 +297,11 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
         rows.append(MxRow(
             **common, address=address, ip_version=6 if ":" in address else 4, port=port,
             probe_id=probe_id(address, port), probe_status=summary.status,
-            cert_name_match=link.name_match.value if link.name_match else _unjudged(summary),
+            cert_name_match=link.name_match or _unjudged(summary),
             cert_source=summary.cert_source if summary.status is ProbeStatus.STARTTLS_OK else None,
             cert_sha256=summary.leaf.sha256 if summary.leaf else None, cert_valid=link.cert_valid,
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
-            grade=graded.grade.value if graded.grade else None,
+            grade=graded.grade,
             grade_ordinal=graded.grade.rank if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
     return rows, facts
@@ -308,10 +318,10 @@ def _dane_valid(mx_rows: list[MxRow]) -> bool | None:
               if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE]
     if not probed or any(r.dane_verdict is None for r in probed):
         return None
-    if any(r.dane_verdict != DaneVerdict.MATCH.value for r in probed):
+    if any(r.dane_verdict is not DaneVerdict.MATCH for r in probed):
         return False
-    if any(r.dane_dnssec != DnssecStatus.AUTHENTICATED.value for r in probed):
-        return None if any(r.dane_dnssec == DnssecStatus.UNKNOWN.value for r in probed) else False
+    if any(r.dane_dnssec is not DnssecStatus.AUTHENTICATED for r in probed):
+        return None if any(r.dane_dnssec is DnssecStatus.UNKNOWN for r in probed) else False
     return True
 
 
@@ -322,8 +332,7 @@ def _dane_sender(dns: DomainDns, mx_rows: list[MxRow], policies: DomainPolicies 
     if policies is None:
         return None
     links = [
-        DaneLink(r.mx_host, r.address, DaneVerdict(r.dane_verdict) if r.dane_verdict else None,
-                 DnssecStatus(r.dane_dnssec) if r.dane_dnssec else None,
+        DaneLink(r.mx_host, r.address, r.dane_verdict, r.dane_dnssec,
                  tested=r.probe_status is not None and r.probe_status.is_definitive,
                  tls_ok=r.probe_status is ProbeStatus.STARTTLS_OK)
         for r in mx_rows if r.address is not None and r.probe_status is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE
@@ -363,14 +372,14 @@ def _policy_columns(policies: DomainPolicies | None, dane_valid: bool | None) ->
         "mta_sts_txt": sts.txt_present, "mta_sts_active": sts.active,
         # RFC 8461 §3.1-§3.3: a sender applies the policy only when the TXT record is valid and single
         # and the policy fetched; otherwise there is no mode, whatever the fetched file says.
-        "mta_sts_mode": sts.mode.value if sts.active and sts.mode else None,
-        "mta_sts_fetched_mode": sts.mode.value if sts.mode else None, "mta_sts_id": sts.txt_id,
+        "mta_sts_mode": sts.mode if sts.active and sts.mode else None,
+        "mta_sts_fetched_mode": sts.mode, "mta_sts_id": sts.txt_id,
         "mta_sts_max_age": sts.max_age, "mta_sts_mx_patterns": list(sts.mx_patterns),
         "mta_sts_unmatched_mx": list(sts.unmatched_mx),
         "mta_sts_mx_fail": [v.mx_host for v in sts.mx_verdicts if v.matched_pattern and v.tls_ok is False],
-        "mta_sts_errors": [e.value for e in sts.error_classes],
+        "mta_sts_errors": list(sts.error_classes),
         "mta_sts_error_detail": "; ".join(detail for _, detail in sts.errors),
-        "tlsrpt_status": rpt.status.value, "tlsrpt_rua": [u.uri for u in rpt.rua],
+        "tlsrpt_status": rpt.status, "tlsrpt_rua": [u.uri for u in rpt.rua],
         "dane_valid": dane_valid, "dane_mx_with_tlsa": usable_tlsa,
     }
 
@@ -419,9 +428,9 @@ def build_domain_rows(
         starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=_all_valid(cert_checks, unjudged),
         **_policy_columns(policies, dane_valid),
-        dane_delivery=dane.delivery.value if dane else None,
+        dane_delivery=dane.delivery if dane else None,
         dane_delivery_reasons=list(dane.reasons) if dane else [],
-        grade=graded.grade.value if graded and graded.grade else None,
+        grade=graded.grade if graded else None,
         grade_ordinal=graded.grade.rank if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
         grading_version=GRADING_VERSION if graded else None,

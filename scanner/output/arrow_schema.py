@@ -71,24 +71,44 @@ class ColumnBuilder:
 
     def __init__(self, row_class: type) -> None:
         self.schema = arrow_schema(row_class)
-        self._columns = [(f.name, isinstance(inner, type) and issubclass(inner, enum.Enum))
-                         for f, inner, _ in _fields(row_class)]
+        self._columns = [(f.name, _closed_set(inner)) for f, inner, _ in _fields(row_class)]
 
     def table(self, rows: list[Any]) -> pa.Table:
         data: dict[str, list[Any]] = {}
-        for name, is_enum in self._columns:
+        for name, closed in self._columns:
             values = [getattr(row, name) for row in rows]
-            if is_enum:
-                values = [None if v is None else v.value for v in values]
+            if closed is not None:
+                # The enum's class is checked, not only its value: a plain string (or another enum's member)
+                # in a closed-set column is a producer bug that would let the column drift from its value set.
+                cls, is_list = closed
+                values = ([None if v is None else [_value(cls, name, m) for m in v] for v in values] if is_list
+                          else [None if v is None else _value(cls, name, v) for v in values])
             data[name] = values
         return pa.Table.from_pydict(data, schema=self.schema)
 
 
-def enum_values(annotation: Any) -> list[str] | None:
-    inner, _ = _unwrap_optional(annotation)
+def _closed_set(annotation: Any) -> tuple[type[enum.Enum], bool] | None:
+    """The enum of a closed-set column, and whether the column is a list of its members."""
+    is_list = typing.get_origin(annotation) is list
+    inner = typing.get_args(annotation)[0] if is_list else annotation
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
-        return [str(member.value) for member in inner]
+        return inner, is_list
     return None
+
+
+def _value(cls: type[enum.Enum], column: str, member: Any) -> Any:
+    if not isinstance(member, cls):
+        raise TypeError(f"column {column}: {member!r} is not a {cls.__name__} member")
+    return member.value
+
+
+def enum_values(annotation: Any) -> list[str] | None:
+    """The allowed values of a closed-set column (an enum, or a list of one), in the enum's order."""
+    inner, _ = _unwrap_optional(annotation)
+    closed = _closed_set(inner)
+    if closed is None:
+        return None
+    return [str(member.value) for member in closed[0]]
 
 
 def render_json() -> str:

@@ -9,7 +9,6 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
@@ -22,7 +21,7 @@ from scanner.policy.mta_sts import (
     starts_record,
     txt_record_text,
 )
-from scanner.status import DnsOutcome
+from scanner.status import DnsOutcome, TlsRptStatus
 
 __all__ = ["RuaUri", "TlsRptResult", "TlsRptStatus", "check_tlsrpt", "parse_tlsrpt"]
 
@@ -39,14 +38,6 @@ _PCT_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # RFC 5322 dot-atom local part (the common case; quoted local parts are percent-encoded in a URI).
 _LOCAL_RE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _LABEL_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
-class TlsRptStatus(str, Enum):
-    VALID = "valid"
-    MISSING = "missing"  # no record beginning with v=TLSRPTv1 (or the name does not exist)
-    INVALID = "invalid"  # exactly one such record, breaking the §3 syntax or with a bad rua URI
-    MULTIPLE = "multiple"  # more than one v=TLSRPTv1 record: no TLS-RPT policy (§3)
-    DNS_ERROR = "dns_error"  # the TXT query failed (SERVFAIL, timeout, refused, ...)
 
 
 @dataclass(frozen=True, slots=True)
