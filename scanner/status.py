@@ -7,7 +7,7 @@ renaming one is a schema change (bump ``SCHEMA_VERSION`` in ``scanner.output.row
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "AttemptOutcome",
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-class DomainStatus(str, Enum):
+class DomainStatus(StrEnum):
     """What happened to one input line, as a domain."""
 
     OK = "ok"  # MX (or implicit MX) resolved to at least one address; probes ran (see probe rows)
@@ -58,7 +58,7 @@ class DomainStatus(str, Enum):
     INTERNAL_ERROR = "internal_error"  # a bug in the scanner; detail holds the traceback summary
 
 
-class MxSource(str, Enum):
+class MxSource(StrEnum):
     """Where the mail hosts of a domain came from (RFC 5321 §5.1, RFC 7505)."""
 
     MX = "mx"
@@ -67,7 +67,7 @@ class MxSource(str, Enum):
     NONE = "none"  # DNS did not say (failure, invalid input, exclusion)
 
 
-class DnsOutcome(str, Enum):
+class DnsOutcome(StrEnum):
     """Outcome of a single DNS query, translated once from the resolver library's error codes."""
 
     ANSWER = "answer"
@@ -79,7 +79,7 @@ class DnsOutcome(str, Enum):
     ERROR = "error"
 
 
-class HostStatus(str, Enum):
+class HostStatus(StrEnum):
     """Resolution status of one MX host name."""
 
     OK = "ok"  # at least one address
@@ -93,7 +93,7 @@ class HostStatus(str, Enum):
     EXCLUDED = "excluded"  # host name matched the opt-out list
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Phase of the SMTP/TLS dialogue in which a probe ended (or failed)."""
 
     ADDRESS = "address"  # the address was refused before any packet (reserved, excluded)
@@ -107,7 +107,7 @@ class Phase(str, Enum):
     DONE = "done"
 
 
-class FailureClass(str, Enum):
+class FailureClass(StrEnum):
     """Why a probe (or one of its phases) failed. One classifier maps exceptions to these."""
 
     REFUSED = "refused"  # TCP RST to our SYN
@@ -131,7 +131,7 @@ class FailureClass(str, Enum):
     INTERNAL = "internal"  # a bug in the scanner
 
 
-class ProbeStatus(str, Enum):
+class ProbeStatus(StrEnum):
     """Conclusion of one probe of one (address, port)."""
 
     STARTTLS_OK = "starttls_ok"  # STARTTLS advertised, accepted, TLS handshake completed
@@ -173,7 +173,7 @@ _DEFINITIVE = frozenset(
 )
 
 
-class StarttlsVerdict(str, Enum):
+class StarttlsVerdict(StrEnum):
     """Domain-level answer to "does every MX address accept STARTTLS with a working handshake?"."""
 
     ALL = "all"  # every address answered, and every one completed STARTTLS + handshake
@@ -184,7 +184,7 @@ class StarttlsVerdict(str, Enum):
     NOT_APPLICABLE = "not_applicable"  # nothing to test (no MX address, null MX, DNS failure, invalid)
 
 
-class AttemptOutcome(str, Enum):
+class AttemptOutcome(StrEnum):
     """How one attempt of a scan ended (``run.outcome``). Only ``completed`` marks the scan complete."""
 
     RUNNING = "running"  # in run.json while the attempt runs; never written to the run table
@@ -195,7 +195,7 @@ class AttemptOutcome(str, Enum):
     KILLED = "killed"  # ended without a word (SIGKILL, power loss): counted from its committed rows
 
 
-class CertSource(str, Enum):
+class CertSource(StrEnum):
     """Which certificate an (MX host, address) link was judged on (RFC 7672 §8.1, RFC 8461 §4: a
     validating sender sends SNI = the MX host name and validates what the server presents for it)."""
 
@@ -206,7 +206,7 @@ class CertSource(str, Enum):
     SESSION_FAILED = "session_failed"  # the SNI session for this name failed (see the sessions table)
 
 
-class SessionKind(str, Enum):
+class SessionKind(StrEnum):
     """Why a handshake-only STARTTLS session beyond the full probe was opened."""
 
     NO_SNI = "no_sni"  # the certificate a sender that sends no SNI receives
@@ -214,7 +214,7 @@ class SessionKind(str, Enum):
     RECHECK = "recheck"  # a question re-asked because two sessions of the address disagreed
 
 
-class SessionFact(str, Enum):
+class SessionFact(StrEnum):
     """Facts that two sessions of one address can contradict (load balancers mixing configurations)."""
 
     CERTIFICATE = "certificate"  # another leaf certificate for the same SNI (or the same absence of SNI)
@@ -225,7 +225,7 @@ class SessionFact(str, Enum):
 # --- Address families -----------------------------------------------------------------------------
 
 
-class Family(str, Enum):
+class Family(StrEnum):
     """An address family (``domains.families_covered``, the run's reachability)."""
 
     IPV4 = "ipv4"
@@ -235,7 +235,7 @@ class Family(str, Enum):
 # --- Certificates (scanner.certs) -----------------------------------------------------------------
 
 
-class TrustStatus(str, Enum):
+class TrustStatus(StrEnum):
     """Outcome of chain verification, independent of the host name."""
 
     TRUSTED = "trusted"
@@ -250,7 +250,7 @@ class TrustStatus(str, Enum):
     PARSE_ERROR = "parse_error"
 
 
-class NameMatch(str, Enum):
+class NameMatch(StrEnum):
     """How (or whether) the leaf certificate names the MX host."""
 
     SAN = "san"
@@ -264,7 +264,7 @@ class NameMatch(str, Enum):
     SESSION_FAILED = "session_failed"
 
 
-class KeyType(str, Enum):
+class KeyType(StrEnum):
     """Public key algorithm of a certificate."""
 
     RSA = "rsa"
@@ -278,7 +278,7 @@ class KeyType(str, Enum):
 # --- MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) (scanner.policy) -----------------------------------
 
 
-class StsMode(str, Enum):
+class StsMode(StrEnum):
     """Policy mode (RFC 8461 §5)."""
 
     ENFORCE = "enforce"
@@ -286,7 +286,7 @@ class StsMode(str, Enum):
     NONE = "none"
 
 
-class StsError(str, Enum):
+class StsError(StrEnum):
     """Why a domain has no usable MTA-STS policy (or why part of the check failed)."""
 
     DNS_ERROR = "dns_error"  # the _mta-sts TXT query failed (SERVFAIL, timeout, refused, ...)
@@ -309,7 +309,7 @@ class StsError(str, Enum):
     POLICY_SYNTAX = "policy_syntax"  # body fetched but not a valid policy (§3.2)
 
 
-class TlsRptStatus(str, Enum):
+class TlsRptStatus(StrEnum):
     """The domain's TLS-RPT record (RFC 8460 §3)."""
 
     VALID = "valid"
@@ -322,7 +322,7 @@ class TlsRptStatus(str, Enum):
 # --- DANE (RFC 7672) (scanner.policy.dane) --------------------------------------------------------
 
 
-class DaneVerdict(str, Enum):
+class DaneVerdict(StrEnum):
     """Does the presented chain authenticate against the TLSA RRset?"""
 
     MATCH = "match"  # a DANE-EE record matches the leaf, or a DANE-TA record a chain the leaf verifies to
@@ -339,7 +339,7 @@ class DaneVerdict(str, Enum):
     NAME_TOO_LONG = "name_too_long"
 
 
-class DnssecStatus(str, Enum):
+class DnssecStatus(StrEnum):
     """What the resolver said about the authenticity of an answer (the AD bit, RFC 4035 §3.2.3)."""
 
     AUTHENTICATED = "authenticated"  # AD=1 from a recursive, DNSSEC-aware resolver
@@ -348,7 +348,7 @@ class DnssecStatus(str, Enum):
     BOGUS = "bogus"  # SERVFAIL from the validator, but the data comes with CD=1: validation failed (RFC 4035 §5.5)
 
 
-class DaneDelivery(str, Enum):
+class DaneDelivery(StrEnum):
     """Would a DANE sender (RFC 7672: Postfix/Exim with DANE, large mailbox providers) deliver?"""
 
     YES = "yes"  # every MX address passes (authenticated by TLSA, or a non-DANE MX reached normally)

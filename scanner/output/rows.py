@@ -49,7 +49,7 @@ from scanner.status import (
     TrustStatus,
 )
 from scanner.tls.ciphers import WeakClass
-from scanner.tls.enumeration import EnumMode, VersionVerdict
+from scanner.tls.enumeration import EnumMode, VersionName, VersionVerdict
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow", "SessionRow"]
 
@@ -262,13 +262,13 @@ class ProbeRow:
     ver_tls1_1: VersionVerdict | None = col("TLS 1.1 support and how it was decided.")
     ver_tls1_2: VersionVerdict | None = col("TLS 1.2 support and how it was decided.")
     ver_tls1_3: VersionVerdict | None = col("TLS 1.3 support and how it was decided.")
-    versions_accepted: list[str] | None = col("Protocol versions accepted, highest first.")
+    versions_accepted: list[VersionName] | None = col("Protocol versions accepted, highest first.")
     weak_classes: list[WeakClass] | None = col("Weak cipher-suite classes the server accepted.")
     weak_complete: bool | None = col("The weak-suite search covered every class (false: stopped early).")
     nist_r1: bool | None = col("At least one NIST SP 800-52r1 suite is accepted.")
     nist_r2: bool | None = col("At least one NIST SP 800-52r2 suite is accepted.")
     preferred_suite: str | None = col("Suite the server picks from a modern-first offer at its highest version (IANA).")
-    preferred_version: str | None = col("Highest accepted protocol version.")
+    preferred_version: VersionName | None = col("Highest accepted protocol version.")
     server_order: bool | None = col("The server imposes its own suite order (null: could not be decided).")
     suites_ssl3: list[str] | None = col("Full mode: every SSLv3 suite accepted (IANA names); null in posture mode.")
     suites_tls1_0: list[str] | None = col("Full mode: every TLS 1.0 suite accepted.")

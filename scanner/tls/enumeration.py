@@ -27,9 +27,10 @@ throttle leaves that question unanswered.
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
+from types import MappingProxyType
 from typing import Final
 
 from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
@@ -48,6 +49,7 @@ __all__ = [
     "KeyExchangeResult",
     "Plan",
     "Purpose",
+    "VersionName",
     "VersionVerdict",
     "full_plan",
     "offer_order",
@@ -68,16 +70,31 @@ MAX_WEAK_SESSIONS = 4
 MAX_POSTURE_SESSIONS = 12
 MAX_GROUP_SESSIONS = 3
 POSTURE_VERSIONS = (TlsVersion.TLS13, TlsVersion.TLS12, TlsVersion.TLS11, TlsVersion.TLS10, TlsVersion.SSL3)
-VERSION_NAMES = {
-    TlsVersion.SSL3: "SSLv3",
-    TlsVersion.TLS10: "TLSv1.0",
-    TlsVersion.TLS11: "TLSv1.1",
-    TlsVersion.TLS12: "TLSv1.2",
-    TlsVersion.TLS13: "TLSv1.3",
-}
 
 
-class EnumMode(str, Enum):
+class VersionName(StrEnum):
+    """Our names of the protocol versions (probes.versions_accepted, preferred_version; the rubric).
+
+    Not OpenSSL's: it calls TLS 1.0 "TLSv1" (probes.tls_version is what the library said).
+    """
+
+    SSL3 = "SSLv3"
+    TLS10 = "TLSv1.0"
+    TLS11 = "TLSv1.1"
+    TLS12 = "TLSv1.2"
+    TLS13 = "TLSv1.3"
+
+
+VERSION_NAMES: Final[Mapping[TlsVersion, VersionName]] = MappingProxyType({
+    TlsVersion.SSL3: VersionName.SSL3,
+    TlsVersion.TLS10: VersionName.TLS10,
+    TlsVersion.TLS11: VersionName.TLS11,
+    TlsVersion.TLS12: VersionName.TLS12,
+    TlsVersion.TLS13: VersionName.TLS13,
+})
+
+
+class EnumMode(StrEnum):
     OFF = "off"
     POSTURE = "posture"
     FULL = "full"
@@ -106,7 +123,7 @@ class AnswerKind(str, Enum):
     PROTOCOL_ERROR = "protocol_error"  # garbage, or a suite/version we did not offer
 
 
-class VersionVerdict(str, Enum):
+class VersionVerdict(StrEnum):
     """How support for one protocol version was decided."""
 
     ACCEPTED = "accepted"
