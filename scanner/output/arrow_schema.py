@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from scanner.output.rows import SCHEMA_VERSION, TABLES
 
-__all__ = ["ColumnBuilder", "arrow_schema", "enum_values", "render_json", "render_markdown"]
+__all__ = ["ColumnBuilder", "arrow_schema", "closed_sets", "enum_values", "render_json", "render_markdown"]
 
 _SCALARS: dict[type, pa.DataType] = {
     str: pa.string(),
@@ -100,6 +100,15 @@ def _value(cls: type[enum.Enum], column: str, member: Any) -> Any:
     if not isinstance(member, cls):
         raise TypeError(f"column {column}: {member!r} is not a {cls.__name__} member")
     return member.value
+
+
+def closed_sets(row_class: type) -> dict[str, type[enum.Enum]]:
+    """Column name → the enum its values (or its list's items) come from, for every closed-set column."""
+    out = {}
+    for f, inner, _ in _fields(row_class):
+        if (closed := _closed_set(inner)) is not None:
+            out[f.name] = closed[0]
+    return out
 
 
 def enum_values(annotation: Any) -> list[str] | None:
