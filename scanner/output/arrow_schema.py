@@ -78,11 +78,7 @@ class ColumnBuilder:
         for name, closed in self._columns:
             values = [getattr(row, name) for row in rows]
             if closed is not None:
-                # The enum's class is checked, not only its value: a plain string (or another enum's member)
-                # in a closed-set column is a producer bug that would let the column drift from its value set.
-                cls, is_list = closed
-                values = ([None if v is None else [_value(cls, name, m) for m in v] for v in values] if is_list
-                          else [None if v is None else _value(cls, name, v) for v in values])
+                values = _member_values(name, *closed, values)
             data[name] = values
         return pa.Table.from_pydict(data, schema=self.schema)
 
@@ -96,10 +92,22 @@ def _closed_set(annotation: Any) -> tuple[type[enum.Enum], bool] | None:
     return None
 
 
-def _value(cls: type[enum.Enum], column: str, member: Any) -> Any:
-    if not isinstance(member, cls):
-        raise TypeError(f"column {column}: {member!r} is not a {cls.__name__} member")
-    return member.value
+def _member_values(column: str, cls: type[enum.Enum], is_list: bool, values: list[Any]) -> list[Any]:
+    """The values to write for a closed-set column, after checking that each is a member of its enum.
+
+    The class is checked, not only the value: a plain string (or another enum's member) in a closed-set
+    column is a producer bug that would let the column drift from its value set unseen.
+    """
+    members = [m for v in values if v for m in v] if is_list else values
+    strays = set(map(type, members)) - {cls, type(None)}
+    if strays:
+        stray = next(m for m in members if type(m) in strays)
+        raise TypeError(f"column {column}: {stray!r} is not a {cls.__name__} member")
+    if issubclass(cls, str):
+        return values  # a str-valued member is its value to Arrow: no per-value conversion
+    if is_list:
+        return [None if v is None else [m.value for m in v] for v in values]
+    return [None if v is None else v.value for v in values]
 
 
 def closed_sets(row_class: type) -> dict[str, type[enum.Enum]]:
