@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 REGRESSIONS_LIMIT: Final = 5000  # regressed domains listed per report (the total is always given)
-STARTTLS_STATES: Final = tuple(v.value for v in (StarttlsVerdict.ALL, StarttlsVerdict.SOME, StarttlsVerdict.NONE,
-                                                   StarttlsVerdict.INCOMPLETE, StarttlsVerdict.NOT_APPLICABLE))
+# Every verdict is a state, not_covered (a vantage without the family, schema 7) included.
+STARTTLS_STATES: Final = tuple(v.value for v in StarttlsVerdict)
 GRADE_STATES: Final = (*(g.value for g in Grade), "ungraded")
 # Better verdicts rank higher; 'incomplete' (not measured) and 'not_applicable' are no regression.
 _RANKED_STARTTLS: Final = (StarttlsVerdict.ALL, StarttlsVerdict.SOME, StarttlsVerdict.NONE)
