@@ -28,7 +28,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from types import MappingProxyType
 from typing import Final
 
@@ -47,6 +46,8 @@ from cryptography.x509.verification import (
     PolicyBuilder,
     Store,
 )
+
+from scanner.status import KeyType, NameMatch, TrustStatus
 
 __all__ = [
     "MAX_CERTIFICATES",
@@ -110,43 +111,6 @@ _SIGNATURE_NAMES: Final = MappingProxyType(
         SignatureAlgorithmOID.ED448: "ED448",
     }
 )
-
-
-class TrustStatus(str, Enum):
-    """Outcome of chain verification, independent of the host name."""
-
-    TRUSTED = "trusted"
-    SELF_SIGNED = "self_signed"
-    UNKNOWN_ISSUER = "unknown_issuer"
-    # The chain verifies to a trusted root at some instant inside the
-    # certificates' validity, but not at the scan time (expired or not yet
-    # valid; ChainVerdict.trust_detail says which certificate).
-    EXPIRED = "expired"
-    INVALID_CHAIN = "invalid_chain"
-    NO_CERTIFICATE = "no_certificate"
-    PARSE_ERROR = "parse_error"
-
-
-class NameMatch(str, Enum):
-    """How (or whether) the leaf certificate names the MX host."""
-
-    SAN = "san"
-    # Only used when the leaf has no SAN dNSName at all (RFC 6125 s. 6.4.4).
-    COMMON_NAME = "common_name"
-    MISMATCH = "mismatch"
-    # For callers that had no host name to check (e.g. a scan by address).
-    NOT_CHECKED = "not_checked"
-
-
-class KeyType(str, Enum):
-    """Public key algorithm of a certificate."""
-
-    RSA = "rsa"
-    EC = "ec"
-    ED25519 = "ed25519"
-    ED448 = "ed448"
-    DSA = "dsa"
-    OTHER = "other"
 
 
 class TrustStoreError(ValueError):

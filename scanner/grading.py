@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from types import MappingProxyType
 from typing import Final
 
 from scanner.certs import KeyType
-from scanner.policy.mta_sts import StsMode
+from scanner.status import StsMode
 from scanner.tls.ciphers import WeakClass
 from scanner.tls.enumeration import POSTURE_VERSIONS, VersionVerdict
 from scanner.tls.groups import GroupClass, group_class, group_code
@@ -74,7 +74,7 @@ _MODERN: Final = frozenset({TLS12, TLS13})  # RFC 9325 §3.1.1: TLS 1.2 MUST be 
 _TLS10_OR_LATER: Final = frozenset({TLS10, TLS11, TLS12, TLS13})
 
 
-class Grade(str, Enum):
+class Grade(StrEnum):
     """Letter grades, best first. Compare with ``rank`` (the string order is not the grade order)."""
 
     A_PLUS = "A+"

@@ -518,7 +518,7 @@ class ProbeService:
             sni=row.sni,
             no_sni_sha256=row.cert_no_sni_sha256,
             sni_selects=row.sni_selects_certificate,
-            inconsistent=tuple(row.inconsistent_facts),
+            inconsistent=tuple(f.value for f in row.inconsistent_facts),
             cert_source=CertSource.PROBE if self._config.probe.sni_checks and verdict is not None else None,
         )
 
@@ -580,7 +580,7 @@ def build_probe_row(
         tls_cipher_bits=tls.cipher_bits if tls else None,
         cert_chain=list(tls.chain) if tls else [],
         cert_chain_complete=tls.chain_complete if tls else None,
-        cert_trust=verdict.trust.value if verdict else None,
+        cert_trust=verdict.trust if verdict else None,
         cert_trust_detail=verdict.trust_detail if verdict else None,
         cert_expired=verdict.expired if verdict else None,
         cert_not_yet_valid=verdict.not_yet_valid if verdict else None,
@@ -593,11 +593,11 @@ def build_probe_row(
         cert_serial=leaf.serial if leaf else None,
         cert_not_before=leaf.not_before if leaf else None,
         cert_not_after=leaf.not_after if leaf else None,
-        cert_key_type=leaf.key_type.value if leaf else None,
+        cert_key_type=leaf.key_type if leaf else None,
         cert_key_bits=leaf.key_bits if leaf else None,
         cert_signature_algorithm=leaf.signature_algorithm if leaf else None,
         cert_sha256=leaf.sha256 if leaf else None,
-        enum_mode=enum.mode.value if enum else None,
+        enum_mode=enum.mode if enum else None,
         enum_sessions=enum.sessions if enum else None,
         enum_complete=enum.complete if enum else None,
         hello_quirks=list(enum.quirks) if enum else None,
@@ -608,7 +608,7 @@ def build_probe_row(
         ver_tls1_3=_version(enum, TlsVersion.TLS13),
         versions_accepted=[VERSION_NAMES[v] for v, verdict_ in enum.versions.items()
                            if verdict_ is VersionVerdict.ACCEPTED] if enum else None,
-        weak_classes=sorted(c.value for c in enum.weak_classes) if enum else None,
+        weak_classes=sorted(enum.weak_classes) if enum else None,
         weak_complete=enum.weak_complete if enum else None,
         nist_r1=enum.nist_r1 if enum else None,
         nist_r2=enum.nist_r2 if enum else None,
@@ -632,7 +632,7 @@ def build_probe_row(
         attempts=attempts,
         cert_no_sni_sha256=check.no_sni_sha256 if check else None,
         sni_selects_certificate=check.selects if check else None,
-        inconsistent_facts=sorted(f.value for f in check.facts) if check else [],
+        inconsistent_facts=sorted(check.facts) if check else [],
         consistency_sessions=check.rechecks if check else 0,
         started_at=started_at,
     )
@@ -779,9 +779,9 @@ def build_session_row(scan_id: str, attempt: int, port: int, outcome: SessionOut
         status=result.status, failure_class=result.failure_class, failure_detail=result.detail,
         starttls_advertised=result.starttls_advertised, tls_version=result.tls.version if result.tls else None,
         cert_chain=list(result.tls.chain) if result.tls else [], cert_sha256=leaf.sha256 if leaf else None,
-        cert_trust=verdict.trust.value if verdict else None,
+        cert_trust=verdict.trust if verdict else None,
         same_as_probe=(leaf.sha256 == probe_sha256) if leaf and probe_sha256 else None,
-        contradicts=sorted(f.value for f in new), started_at=outcome.started_at, total_ms=result.total_ms,
+        contradicts=sorted(new), started_at=outcome.started_at, total_ms=result.total_ms,
     )
 
 

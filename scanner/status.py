@@ -7,25 +7,35 @@ renaming one is a schema change (bump ``SCHEMA_VERSION`` in ``scanner.output.row
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "AttemptOutcome",
     "CertSource",
+    "DaneDelivery",
+    "DaneVerdict",
     "DnsOutcome",
+    "DnssecStatus",
     "DomainStatus",
     "FailureClass",
+    "Family",
     "HostStatus",
+    "KeyType",
     "MxSource",
+    "NameMatch",
     "Phase",
     "ProbeStatus",
     "SessionFact",
     "SessionKind",
     "StarttlsVerdict",
+    "StsError",
+    "StsMode",
+    "TlsRptStatus",
+    "TrustStatus",
 ]
 
 
-class DomainStatus(str, Enum):
+class DomainStatus(StrEnum):
     """What happened to one input line, as a domain."""
 
     OK = "ok"  # MX (or implicit MX) resolved to at least one address; probes ran (see probe rows)
@@ -48,7 +58,7 @@ class DomainStatus(str, Enum):
     INTERNAL_ERROR = "internal_error"  # a bug in the scanner; detail holds the traceback summary
 
 
-class MxSource(str, Enum):
+class MxSource(StrEnum):
     """Where the mail hosts of a domain came from (RFC 5321 §5.1, RFC 7505)."""
 
     MX = "mx"
@@ -57,7 +67,7 @@ class MxSource(str, Enum):
     NONE = "none"  # DNS did not say (failure, invalid input, exclusion)
 
 
-class DnsOutcome(str, Enum):
+class DnsOutcome(StrEnum):
     """Outcome of a single DNS query, translated once from the resolver library's error codes."""
 
     ANSWER = "answer"
@@ -69,7 +79,7 @@ class DnsOutcome(str, Enum):
     ERROR = "error"
 
 
-class HostStatus(str, Enum):
+class HostStatus(StrEnum):
     """Resolution status of one MX host name."""
 
     OK = "ok"  # at least one address
@@ -83,7 +93,7 @@ class HostStatus(str, Enum):
     EXCLUDED = "excluded"  # host name matched the opt-out list
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Phase of the SMTP/TLS dialogue in which a probe ended (or failed)."""
 
     ADDRESS = "address"  # the address was refused before any packet (reserved, excluded)
@@ -97,7 +107,7 @@ class Phase(str, Enum):
     DONE = "done"
 
 
-class FailureClass(str, Enum):
+class FailureClass(StrEnum):
     """Why a probe (or one of its phases) failed. One classifier maps exceptions to these."""
 
     REFUSED = "refused"  # TCP RST to our SYN
@@ -121,7 +131,7 @@ class FailureClass(str, Enum):
     INTERNAL = "internal"  # a bug in the scanner
 
 
-class ProbeStatus(str, Enum):
+class ProbeStatus(StrEnum):
     """Conclusion of one probe of one (address, port)."""
 
     STARTTLS_OK = "starttls_ok"  # STARTTLS advertised, accepted, TLS handshake completed
@@ -163,7 +173,7 @@ _DEFINITIVE = frozenset(
 )
 
 
-class StarttlsVerdict(str, Enum):
+class StarttlsVerdict(StrEnum):
     """Domain-level answer to "does every MX address accept STARTTLS with a working handshake?"."""
 
     ALL = "all"  # every address answered, and every one completed STARTTLS + handshake
@@ -174,7 +184,7 @@ class StarttlsVerdict(str, Enum):
     NOT_APPLICABLE = "not_applicable"  # nothing to test (no MX address, null MX, DNS failure, invalid)
 
 
-class AttemptOutcome(str, Enum):
+class AttemptOutcome(StrEnum):
     """How one attempt of a scan ended (``run.outcome``). Only ``completed`` marks the scan complete."""
 
     RUNNING = "running"  # in run.json while the attempt runs; never written to the run table
@@ -185,7 +195,7 @@ class AttemptOutcome(str, Enum):
     KILLED = "killed"  # ended without a word (SIGKILL, power loss): counted from its committed rows
 
 
-class CertSource(str, Enum):
+class CertSource(StrEnum):
     """Which certificate an (MX host, address) link was judged on (RFC 7672 §8.1, RFC 8461 §4: a
     validating sender sends SNI = the MX host name and validates what the server presents for it)."""
 
@@ -196,7 +206,7 @@ class CertSource(str, Enum):
     SESSION_FAILED = "session_failed"  # the SNI session for this name failed (see the sessions table)
 
 
-class SessionKind(str, Enum):
+class SessionKind(StrEnum):
     """Why a handshake-only STARTTLS session beyond the full probe was opened."""
 
     NO_SNI = "no_sni"  # the certificate a sender that sends no SNI receives
@@ -204,9 +214,145 @@ class SessionKind(str, Enum):
     RECHECK = "recheck"  # a question re-asked because two sessions of the address disagreed
 
 
-class SessionFact(str, Enum):
+class SessionFact(StrEnum):
     """Facts that two sessions of one address can contradict (load balancers mixing configurations)."""
 
     CERTIFICATE = "certificate"  # another leaf certificate for the same SNI (or the same absence of SNI)
     STARTTLS = "starttls"  # STARTTLS advertised in one session, missing in another
     VERSION = "version"  # a protocol version accepted in one session, refused in another
+
+
+# --- Address families -----------------------------------------------------------------------------
+
+
+class Family(StrEnum):
+    """An address family (``domains.families_covered``, the run's reachability)."""
+
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+# --- Certificates (scanner.certs) -----------------------------------------------------------------
+
+
+class TrustStatus(StrEnum):
+    """Outcome of chain verification, independent of the host name."""
+
+    TRUSTED = "trusted"
+    SELF_SIGNED = "self_signed"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    # The chain verifies to a trusted root at some instant inside the
+    # certificates' validity, but not at the scan time (expired or not yet
+    # valid; ChainVerdict.trust_detail says which certificate).
+    EXPIRED = "expired"
+    INVALID_CHAIN = "invalid_chain"
+    NO_CERTIFICATE = "no_certificate"
+    PARSE_ERROR = "parse_error"
+
+
+class NameMatch(StrEnum):
+    """How (or whether) the leaf certificate names the MX host."""
+
+    SAN = "san"
+    # Only used when the leaf has no SAN dNSName at all (RFC 6125 s. 6.4.4).
+    COMMON_NAME = "common_name"
+    MISMATCH = "mismatch"
+    # For callers that had no host name to check (e.g. a scan by address).
+    NOT_CHECKED = "not_checked"
+    # Only in mx.cert_name_match: the handshake-only session with this MX name as SNI failed, so no
+    # certificate for the name is known (never read as "mismatch", scanner.sni).
+    SESSION_FAILED = "session_failed"
+
+
+class KeyType(StrEnum):
+    """Public key algorithm of a certificate."""
+
+    RSA = "rsa"
+    EC = "ec"
+    ED25519 = "ed25519"
+    ED448 = "ed448"
+    DSA = "dsa"
+    OTHER = "other"
+
+
+# --- MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) (scanner.policy) -----------------------------------
+
+
+class StsMode(StrEnum):
+    """Policy mode (RFC 8461 §5)."""
+
+    ENFORCE = "enforce"
+    TESTING = "testing"
+    NONE = "none"
+
+
+class StsError(StrEnum):
+    """Why a domain has no usable MTA-STS policy (or why part of the check failed)."""
+
+    DNS_ERROR = "dns_error"  # the _mta-sts TXT query failed (SERVFAIL, timeout, refused, ...)
+    TXT_MISSING = "txt_missing"  # no TXT record beginning with v=STSv1
+    TXT_INVALID = "txt_invalid"  # exactly one v=STSv1 record, but it breaks the §3.1 syntax
+    TXT_MULTIPLE = "txt_multiple"  # more than one v=STSv1 record: no policy (§3.1)
+    POLICY_HOST_DNS = "policy_host_dns"  # mta-sts.<domain> has no address, or its lookup failed
+    ADDRESS_REFUSED = "address_refused"  # every address of the policy host is excluded or reserved
+    FETCH_CONNECT = "fetch_connect"  # TCP connection refused, reset or unreachable
+    FETCH_TIMEOUT = "fetch_timeout"  # the fetch did not complete within the deadline
+    TLS_UNTRUSTED = "tls_untrusted"  # certificate does not chain to a trusted root (incl. self-signed)
+    TLS_NAME_MISMATCH = "tls_name_mismatch"  # certificate not valid for mta-sts.<domain>
+    TLS_EXPIRED = "tls_expired"  # certificate expired or not yet valid
+    TLS_ERROR = "tls_error"  # any other TLS failure (handshake alert, protocol version, ...)
+    HTTP_REDIRECT = "http_redirect"  # a 3xx answer: redirects must not be followed (§3.3)
+    HTTP_STATUS = "http_status"  # any other status than 200 (§3.3)
+    HTTP_ERROR = "http_error"  # not a valid HTTP response, or the connection broke mid-response
+    MEDIA_TYPE = "media_type"  # Content-Type missing or not text/plain (§3.2)
+    TOO_LARGE = "too_large"  # body longer than the cap (64 KiB by default, §3.3)
+    POLICY_SYNTAX = "policy_syntax"  # body fetched but not a valid policy (§3.2)
+
+
+class TlsRptStatus(StrEnum):
+    """The domain's TLS-RPT record (RFC 8460 §3)."""
+
+    VALID = "valid"
+    MISSING = "missing"  # no record beginning with v=TLSRPTv1 (or the name does not exist)
+    INVALID = "invalid"  # exactly one such record, breaking the §3 syntax or with a bad rua URI
+    MULTIPLE = "multiple"  # more than one v=TLSRPTv1 record: no TLS-RPT policy (§3)
+    DNS_ERROR = "dns_error"  # the TXT query failed (SERVFAIL, timeout, refused, ...)
+
+
+# --- DANE (RFC 7672) (scanner.policy.dane) --------------------------------------------------------
+
+
+class DaneVerdict(StrEnum):
+    """Does the presented chain authenticate against the TLSA RRset?"""
+
+    MATCH = "match"  # a DANE-EE record matches the leaf, or a DANE-TA record a chain the leaf verifies to
+    NO_MATCH = "no_match"  # usable records, none matches any presented certificate
+    TA_CHAIN_INVALID = "ta_chain_invalid"  # a DANE-TA record matches, but the leaf does not validly chain to it
+    NAME_MISMATCH = "name_mismatch"  # DANE-TA chain valid, leaf not issued for the MX (RFC 7672 §3.2.3)
+    NO_USABLE_RECORDS = "no_usable_records"  # only unusable records (e.g. PKIX-TA/EE): as if none (§2.2)
+    NO_RECORDS = "no_records"
+    NO_CERTIFICATE = "no_certificate"  # usable records but no chain to check (no TLS session)
+    LOOKUP_FAILED = "lookup_failed"  # the TLSA query failed (SERVFAIL, timeout, ...): nothing known
+    BOGUS = "bogus"  # the TLSA RRset failed DNSSEC validation: DANE senders skip the MX (RFC 7672 §2.2)
+    # _25._tcp.<host> exceeds 255 octets (RFC 1035 §3.1) although the host name itself is valid: no
+    # TLSA record can exist there, so DANE cannot apply to this MX; nothing is queried.
+    NAME_TOO_LONG = "name_too_long"
+
+
+class DnssecStatus(StrEnum):
+    """What the resolver said about the authenticity of an answer (the AD bit, RFC 4035 §3.2.3)."""
+
+    AUTHENTICATED = "authenticated"  # AD=1 from a recursive, DNSSEC-aware resolver
+    NOT_AUTHENTICATED = "not_authenticated"  # AD=0 from such a resolver: insecure, or it does not validate
+    UNKNOWN = "unknown"  # no usable answer, or the server cannot tell (authoritative-only, DO not echoed)
+    BOGUS = "bogus"  # SERVFAIL from the validator, but the data comes with CD=1: validation failed (RFC 4035 §5.5)
+
+
+class DaneDelivery(StrEnum):
+    """Would a DANE sender (RFC 7672: Postfix/Exim with DANE, large mailbox providers) deliver?"""
+
+    YES = "yes"  # every MX address passes (authenticated by TLSA, or a non-DANE MX reached normally)
+    PARTIAL = "partial"  # some MX addresses refuse: mail goes to the others, delayed when a refused one is preferred
+    NO = "no"  # every MX address refuses (or the MX RRset is bogus): DANE senders defer, then bounce
+    NOT_DANE = "not_dane"  # no MX publishes an authenticated TLSA RRset: DANE does not apply
+    UNKNOWN = "unknown"  # TLSA not checked, lookup failed, DNSSEC status unknown, or an MX untested

@@ -22,14 +22,22 @@ from scanner.policy.facts import DomainPolicyFacts
 from scanner.policy.judge import NOT_CHECKED, LinkEvidence, PolicyJudgement, judge_policies
 from scanner.probing import ProbeSummary, probe_id
 from scanner.providers import ProviderMapper
-from scanner.status import CertSource, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
+from scanner.status import (
+    CertSource,
+    DomainStatus,
+    Family,
+    MxSource,
+    ProbeStatus,
+    SessionFact,
+    StarttlsVerdict,
+)
 from scanner.tls.enumeration import KeyExchangeResult
 from scanner.tls.groups import group_name
 
 # (MX host, address) → the address as a sender sending SNI = that host sees it (ProbeService.link).
 LinkViews = Mapping[tuple[str, str], ProbeSummary]
 # Links whose own certificate is unknown: no name verdict, never "mismatch" (scanner.sni).
-_UNJUDGED = {CertSource.NOT_CHECKED: "not_checked", CertSource.SESSION_FAILED: "session_failed"}
+_UNJUDGED = {CertSource.NOT_CHECKED: NameMatch.NOT_CHECKED, CertSource.SESSION_FAILED: NameMatch.SESSION_FAILED}
 
 __all__ = ["Coverage", "LinkJudge", "LinkJudgement", "LinkViews", "Tally", "build_domain_rows", "coverage",
            "covered", "input_problem_row", "link_evidence", "starttls_verdict"]
@@ -83,7 +91,7 @@ def starttls_verdict(statuses: list[ProbeStatus]) -> Tally:
     return Tally(verdict, len(answered), ok, untested)
 
 
-def _unjudged(summary: ProbeSummary) -> str | None:
+def _unjudged(summary: ProbeSummary) -> NameMatch | None:
     return _UNJUDGED.get(summary.cert_source) if summary.cert_source is not None else None
 
 
@@ -99,7 +107,7 @@ class Coverage:
     tally: Tally
     ipv4: StarttlsVerdict
     ipv6: StarttlsVerdict
-    families: tuple[str, ...]
+    families: tuple[Family, ...]
     not_covered: int
 
 
@@ -115,16 +123,16 @@ def coverage(summaries: Mapping[str, ProbeSummary]) -> Coverage:
     A dual-stack domain scanned from an IPv4-only host is "all" over IPv4 with IPv6 "not_covered",
     never "incomplete" because of addresses it could not route to.
     """
-    by_family: dict[str, list[ProbeStatus]] = {"ipv4": [], "ipv6": []}
+    by_family: dict[Family, list[ProbeStatus]] = {Family.IPV4: [], Family.IPV6: []}
     for address, summary in summaries.items():
-        by_family["ipv6" if ":" in address else "ipv4"].append(summary.status)
+        by_family[Family.IPV6 if ":" in address else Family.IPV4].append(summary.status)
     tested = [s.status for s in summaries.values() if covered(s)]
     tally = starttls_verdict(tested)
     if summaries and not tested:
         tally = Tally(StarttlsVerdict.NOT_COVERED, 0, 0, 0)
     families = tuple(f for f, statuses in by_family.items()
                      if any(s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses))
-    return Coverage(tally, _family_verdict(by_family["ipv4"]), _family_verdict(by_family["ipv6"]), families,
+    return Coverage(tally, _family_verdict(by_family[Family.IPV4]), _family_verdict(by_family[Family.IPV6]), families,
                     len(summaries) - len(tested))
 
 
@@ -264,11 +272,11 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
         rows.append(MxRow(
             **common, address=address, ip_version=6 if ":" in address else 4, port=port,
             probe_id=probe_id(address, port), probe_status=summary.status,
-            cert_name_match=link.name_match.value if link.name_match else _unjudged(summary),
+            cert_name_match=link.name_match or _unjudged(summary),
             cert_source=summary.cert_source if summary.status is ProbeStatus.STARTTLS_OK else None,
             cert_sha256=summary.leaf.sha256 if summary.leaf else None, cert_valid=link.cert_valid,
             dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
-            grade=graded.grade.value if graded.grade else None,
+            grade=graded.grade,
             grade_ordinal=graded.grade.rank if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
     return rows, facts
@@ -325,7 +333,7 @@ def build_domain_rows(
         starttls_all=tally.all_ok, starttls_any=tally.any_ok,
         certs_valid_all=_all_valid(cert_checks, unjudged),
         **judged.columns(),
-        grade=graded.grade.value if graded and graded.grade else None,
+        grade=graded.grade if graded else None,
         grade_ordinal=graded.grade.rank if graded and graded.grade else None,
         grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
         grading_version=GRADING_VERSION if graded else None,

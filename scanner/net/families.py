@@ -17,8 +17,9 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final
+
+from scanner.status import Family
 
 __all__ = ["FAMILY_SETTINGS", "Family", "Reachability", "detect_families", "family_of", "has_route"]
 
@@ -26,11 +27,6 @@ FAMILY_SETTINGS: Final = ("auto", "on", "off")
 # Route-lookup targets: global unicast addresses (public resolvers' anycast addresses). Never sent to.
 _ROUTE_TARGETS: Final = {socket.AF_INET: "8.8.8.8", socket.AF_INET6: "2001:4860:4860::8888"}
 _DISCARD_PORT: Final = 9  # RFC 863; irrelevant, as no datagram is sent
-
-
-class Family(str, Enum):
-    IPV4 = "ipv4"
-    IPV6 = "ipv6"
 
 
 def family_of(address: str) -> Family:

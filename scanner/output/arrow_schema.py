@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from scanner.output.rows import SCHEMA_VERSION, TABLES
 
-__all__ = ["ColumnBuilder", "arrow_schema", "enum_values", "render_json", "render_markdown"]
+__all__ = ["ColumnBuilder", "arrow_schema", "closed_sets", "enum_values", "render_json", "render_markdown"]
 
 _SCALARS: dict[type, pa.DataType] = {
     str: pa.string(),
@@ -71,24 +71,61 @@ class ColumnBuilder:
 
     def __init__(self, row_class: type) -> None:
         self.schema = arrow_schema(row_class)
-        self._columns = [(f.name, isinstance(inner, type) and issubclass(inner, enum.Enum))
-                         for f, inner, _ in _fields(row_class)]
+        self._columns = [(f.name, _closed_set(inner)) for f, inner, _ in _fields(row_class)]
 
     def table(self, rows: list[Any]) -> pa.Table:
         data: dict[str, list[Any]] = {}
-        for name, is_enum in self._columns:
+        for name, closed in self._columns:
             values = [getattr(row, name) for row in rows]
-            if is_enum:
-                values = [None if v is None else v.value for v in values]
+            if closed is not None:
+                values = _member_values(name, *closed, values)
             data[name] = values
         return pa.Table.from_pydict(data, schema=self.schema)
 
 
-def enum_values(annotation: Any) -> list[str] | None:
-    inner, _ = _unwrap_optional(annotation)
+def _closed_set(annotation: Any) -> tuple[type[enum.Enum], bool] | None:
+    """The enum of a closed-set column, and whether the column is a list of its members."""
+    is_list = typing.get_origin(annotation) is list
+    inner = typing.get_args(annotation)[0] if is_list else annotation
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
-        return [str(member.value) for member in inner]
+        return inner, is_list
     return None
+
+
+def _member_values(column: str, cls: type[enum.Enum], is_list: bool, values: list[Any]) -> list[Any]:
+    """The values to write for a closed-set column, after checking that each is a member of its enum.
+
+    The class is checked, not only the value: a plain string (or another enum's member) in a closed-set
+    column is a producer bug that would let the column drift from its value set unseen.
+    """
+    members = [m for v in values if v for m in v] if is_list else values
+    strays = set(map(type, members)) - {cls, type(None)}
+    if strays:
+        stray = next(m for m in members if type(m) in strays)
+        raise TypeError(f"column {column}: {stray!r} is not a {cls.__name__} member")
+    if issubclass(cls, str):
+        return values  # a str-valued member is its value to Arrow: no per-value conversion
+    if is_list:
+        return [None if v is None else [m.value for m in v] for v in values]
+    return [None if v is None else v.value for v in values]
+
+
+def closed_sets(row_class: type) -> dict[str, type[enum.Enum]]:
+    """Column name → the enum its values (or its list's items) come from, for every closed-set column."""
+    out = {}
+    for f, inner, _ in _fields(row_class):
+        if (closed := _closed_set(inner)) is not None:
+            out[f.name] = closed[0]
+    return out
+
+
+def enum_values(annotation: Any) -> list[str] | None:
+    """The allowed values of a closed-set column (an enum, or a list of one), in the enum's order."""
+    inner, _ = _unwrap_optional(annotation)
+    closed = _closed_set(inner)
+    if closed is None:
+        return None
+    return [str(member.value) for member in closed[0]]
 
 
 def render_json() -> str:

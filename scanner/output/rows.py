@@ -24,19 +24,33 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from scanner.grading import Grade
 from scanner.status import (
     AttemptOutcome,
     CertSource,
+    DaneDelivery,
+    DaneVerdict,
+    DnssecStatus,
     DomainStatus,
     FailureClass,
+    Family,
     HostStatus,
+    KeyType,
     MxSource,
+    NameMatch,
     Phase,
     ProbeStatus,
+    SessionFact,
     SessionKind,
     StarttlsVerdict,
+    StsError,
+    StsMode,
+    TlsRptStatus,
+    TrustStatus,
 )
+from scanner.tls.ciphers import WeakClass
 from scanner.tls.enumeration import VersionVerdict
+from scanner.tls.versions import EnumMode, VersionName
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "DomainRow", "MxRow", "ProbeRow", "RunRow", "SessionRow"]
 
@@ -79,8 +93,8 @@ class DomainRow:
                               "unreachable, skipped).")
     not_covered_count: int = col("Addresses of a family this vantage cannot reach (run.ipv4_reachable / "
                                  "ipv6_reachable): not probed, and outside every verdict of this row.")
-    families_covered: list[str] = col("Families the verdicts of this row cover ('ipv4', 'ipv6'): those with an "
-                                      "address that this vantage could probe.")
+    families_covered: list[Family] = col("Families the verdicts of this row cover: those with an address that this "
+                                         "vantage could probe.")
     starttls: StarttlsVerdict = col("Do the domain's MX addresses of the covered families (families_covered) "
                                     "accept STARTTLS with a working handshake: all / some / none / incomplete / "
                                     "not_covered (no address of a reachable family) / not_applicable.")
@@ -97,9 +111,9 @@ class DomainRow:
     mta_sts_txt: bool | None = col("A v=STSv1 TXT record exists at _mta-sts.<domain> (RFC 8461 §3.1); "
                                    "null: not checked.")
     mta_sts_active: bool | None = col("Valid TXT and a valid fetched policy: a sender would apply it.")
-    mta_sts_mode: str | None = col("Mode of the active policy: 'enforce', 'testing' or 'none'; null unless "
+    mta_sts_mode: StsMode | None = col("Mode of the active policy (RFC 8461 §5); null unless "
                                    "mta_sts_active (e.g. two v=STSv1 TXT records, RFC 8461 §3.1: no policy applies).")
-    mta_sts_fetched_mode: str | None = col("Mode written in the fetched policy file, whether or not a sender would "
+    mta_sts_fetched_mode: StsMode | None = col("Mode written in the fetched policy file, whether or not a sender would "
                                            "apply it (compare mta_sts_mode); null when no policy was fetched.")
     mta_sts_id: str | None = col("The TXT record's id.")
     mta_sts_max_age: int | None = col("Policy max_age, seconds.")
@@ -107,16 +121,16 @@ class DomainRow:
     mta_sts_unmatched_mx: list[str] | None = col("MX hosts that no policy pattern matches (RFC 8461 §4.1).")
     mta_sts_mx_fail: list[str] | None = col("MX hosts that an enforcing sender would refuse (no STARTTLS, or a "
                                             "certificate that is untrusted, expired or for another name).")
-    mta_sts_errors: list[str] | None = col("MTA-STS error classes (txt_invalid, txt_multiple, http_redirect, "
-                                           "http_status, tls_untrusted, fetch_timeout, too_large, ...).")
+    mta_sts_errors: list[StsError] | None = col("MTA-STS error classes: why the domain has no usable policy, or "
+                                                "why part of the check failed.")
     mta_sts_error_detail: str | None = col("Details of the MTA-STS errors, '; '-joined.")
-    tlsrpt_status: str | None = col("TLS-RPT record (RFC 8460): valid, missing, invalid, multiple, dns_error.")
+    tlsrpt_status: TlsRptStatus | None = col("TLS-RPT record (RFC 8460 §3); null when policies were not checked.")
     tlsrpt_rua: list[str] | None = col("TLS-RPT report URIs (mailto: / https:).")
     dane_valid: bool | None = col("Every MX has usable TLSA records matching its chain, DNSSEC-authenticated; null "
                                   "when unknown (no explicit resolver, or the resolver does not say whether it "
                                   "validated).")
     dane_mx_with_tlsa: int | None = col("MX hosts publishing usable TLSA records.")
-    dane_delivery: str | None = col("Would a DANE sender (RFC 7672) deliver: 'yes' (every MX address passes), "
+    dane_delivery: DaneDelivery | None = col("Would a DANE sender (RFC 7672) deliver: 'yes' (every MX address passes), "
                                     "'partial' (some refuse, mail goes to the others), 'no' (every MX address "
                                     "refuses, or the MX RRset is DNSSEC-bogus), 'not_dane' (no MX publishes an "
                                     "authenticated TLSA RRset), 'unknown'; null when policies were not checked.")
@@ -124,8 +138,8 @@ class DomainRow:
                                            "tlsa_starttls_failed, tlsa_bogus, tlsa_unusable, tlsa_unsigned, "
                                            "mx_bogus, not_checked, tlsa_lookup_failed, dnssec_unknown, "
                                            "not_tested, no_certificate, no_mx_address.")
-    grade: str | None = col("Domain grade A+..F = its worst tested MX address, then domain rules (schemas/grading.md); "
-                            "null when no MX address could be tested.")
+    grade: Grade | None = col("Domain grade A+..F = its worst tested MX address, then domain rules "
+                              "(schemas/grading.md); null when no MX address could be tested.")
     grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+, 5 for A, ... 0 for F (null: no "
                                     "grade), so that ORDER BY grade_ordinal DESC puts A+ above A.")
     grade_rules: list[str] = col("Rule codes that lowered (or explain) the grade.")
@@ -159,24 +173,25 @@ class MxRow:
     port: int | None = col("TCP port probed.")
     probe_id: str | None = col("Key of the probe row for this address ('address|port'); null when not probed.")
     probe_status: ProbeStatus | None = col("Copy of probes.status for convenience.")
-    cert_name_match: str | None = col("How the leaf certificate presented for SNI = this MX host name matches it: "
-                                      "'san', 'common_name', 'mismatch'; 'not_checked' when the name was beyond the "
-                                      "address's cap of SNI sessions, 'session_failed' when its SNI session failed "
-                                      "(never 'mismatch' for an unasked name); null when no certificate was obtained.")
+    cert_name_match: NameMatch | None = col("How the leaf certificate presented for SNI = this MX host name matches "
+                                            "it: 'san', 'common_name', 'mismatch'; 'not_checked' when the name was "
+                                            "beyond the address's cap of SNI sessions, 'session_failed' when its SNI "
+                                            "session failed (never 'mismatch' for an unasked name); null when no "
+                                            "certificate was obtained.")
     cert_source: CertSource | None = col("Which certificate the verdict used: 'probe' (this name was the probe's SNI), "
                                          "'own_sni' (a handshake-only session with this name as SNI), "
                                          "'same_certificate' (not asked: the server presents one certificate "
                                          "whatever the SNI), 'not_checked', 'session_failed'; null without TLS.")
     cert_sha256: str | None = col("SHA-256 of the leaf certificate this link's verdict used (hex).")
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
-    dane_verdict: str | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
+    dane_verdict: DaneVerdict | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "
                                    "ta_chain_invalid, name_mismatch, no_usable_records, no_records, no_certificate, "
                                    "lookup_failed, bogus (DNSSEC validation failed), name_too_long (_25._tcp.<host> "
                                    "longer than 255 octets: no TLSA can exist); null when not checked.")
-    dane_dnssec: str | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
+    dane_dnssec: DnssecStatus | None = col("Whether the TLSA answer was DNSSEC-authenticated: authenticated, "
                                   "not_authenticated (unsigned zone), unknown, bogus (the validator's SERVFAIL "
                                   "is a validation failure: the data comes with checking disabled).")
-    grade: str | None = col("Grade of this MX address for this host name (null when untested).")
+    grade: Grade | None = col("Grade of this MX address for this host name (null when untested).")
     grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+ ... 0 for F (null: no grade).")
     grade_rules: list[str] = col("Rule codes that lowered the grade.")
 
@@ -214,8 +229,8 @@ class ProbeRow:
     tls_cipher_bits: int | None = col("Secret bits of the negotiated cipher.")
     cert_chain: list[bytes] = col("The certificate chain as presented (DER), leaf first.")
     cert_chain_complete: bool | None = col("False when only the leaf could be obtained (old Python).")
-    cert_trust: str | None = col("'trusted', 'self_signed', 'unknown_issuer', 'expired', 'invalid_chain', "
-                                 "'no_certificate' or 'parse_error' (independent of the host name).")
+    cert_trust: TrustStatus | None = col("Trust of the chain, independent of the host name ('expired': it verifies "
+                                         "at some instant of its validity, not at the scan time).")
     cert_trust_detail: str | None = col("Why the chain is not trusted (verifier message).")
     cert_expired: bool | None = col("Leaf not_after is before the scan time.")
     cert_not_yet_valid: bool | None = col("Leaf not_before is after the scan time.")
@@ -228,11 +243,11 @@ class ProbeRow:
     cert_serial: str | None = col("Leaf serial number, hex.")
     cert_not_before: datetime | None = col("Leaf validity start (UTC).")
     cert_not_after: datetime | None = col("Leaf validity end (UTC).")
-    cert_key_type: str | None = col("Leaf public key type: rsa, ec, ed25519, ed448, dsa, other.")
+    cert_key_type: KeyType | None = col("Leaf public key type.")
     cert_key_bits: int | None = col("Leaf public key size in bits.")
     cert_signature_algorithm: str | None = col("Leaf signature algorithm.")
     cert_sha256: str | None = col("SHA-256 fingerprint of the leaf DER, hex.")
-    enum_mode: str | None = col("Enumeration mode used for this address: 'posture' or 'full'; null when none ran "
+    enum_mode: EnumMode | None = col("Enumeration mode used for this address (never 'off'); null when none ran "
                                 "(enumeration runs after STARTTLS was accepted).")
     enum_sessions: int | None = col("STARTTLS sessions the enumeration opened (retries included).")
     enum_complete: bool | None = col("Every enumeration question was answered (no timeout or throttling).")
@@ -248,14 +263,13 @@ class ProbeRow:
     ver_tls1_1: VersionVerdict | None = col("TLS 1.1 support and how it was decided.")
     ver_tls1_2: VersionVerdict | None = col("TLS 1.2 support and how it was decided.")
     ver_tls1_3: VersionVerdict | None = col("TLS 1.3 support and how it was decided.")
-    versions_accepted: list[str] | None = col("Protocol versions accepted, highest first.")
-    weak_classes: list[str] | None = col("Weak cipher-suite classes the server accepted (null, anon, export, rc4, des, "
-                                         "3des, rc2, idea, md5, low_bits).")
+    versions_accepted: list[VersionName] | None = col("Protocol versions accepted, highest first.")
+    weak_classes: list[WeakClass] | None = col("Weak cipher-suite classes the server accepted.")
     weak_complete: bool | None = col("The weak-suite search covered every class (false: stopped early).")
     nist_r1: bool | None = col("At least one NIST SP 800-52r1 suite is accepted.")
     nist_r2: bool | None = col("At least one NIST SP 800-52r2 suite is accepted.")
     preferred_suite: str | None = col("Suite the server picks from a modern-first offer at its highest version (IANA).")
-    preferred_version: str | None = col("Highest accepted protocol version.")
+    preferred_version: VersionName | None = col("Highest accepted protocol version.")
     server_order: bool | None = col("The server imposes its own suite order (null: could not be decided).")
     suites_ssl3: list[str] | None = col("Full mode: every SSLv3 suite accepted (IANA names); null in posture mode.")
     suites_tls1_0: list[str] | None = col("Full mode: every TLS 1.0 suite accepted.")
@@ -306,9 +320,9 @@ class ProbeRow:
                                                "each confirmed by asking again); false: the same certificate with "
                                                "and without SNI; null: not determined (no TLS, checks off, "
                                                "inconsistent answers).")
-    inconsistent_facts: list[str] = col("Facts that two sessions of this address answered differently "
-                                        "(certificate, starttls, version): backends that disagree behind one address. "
-                                        "Verdicts and grades use the worst answer seen.")
+    inconsistent_facts: list[SessionFact] = col("Facts that two sessions of this address answered differently: "
+                                                "backends that disagree behind one address. Verdicts and grades "
+                                                "use the worst answer seen.")
     consistency_sessions: int = col("Sessions that asked a question again: the two that confirm SNI selection "
                                     "when the no-SNI certificate differs, and re-asks of contradicted questions "
                                     "(certificate and STARTTLS re-asks are sessions rows of kind 'recheck'; "
@@ -335,9 +349,10 @@ class SessionRow:
     tls_version: str | None = col("Negotiated protocol version.")
     cert_chain: list[bytes] = col("Chain as presented (DER, leaf first); empty when the handshake failed.")
     cert_sha256: str | None = col("SHA-256 of the leaf (hex).")
-    cert_trust: str | None = col("Trust of the chain (same values as probes.cert_trust).")
+    cert_trust: TrustStatus | None = col("Trust of the chain (as probes.cert_trust).")
     same_as_probe: bool | None = col("The leaf is the probe's leaf (null: no certificate in one of them).")
-    contradicts: list[str] = col("Facts this session answered differently from an earlier session of the address.")
+    contradicts: list[SessionFact] = col("Facts this session answered differently from an earlier session of the "
+                                         "address.")
     started_at: datetime = col("When the session started (UTC).")
     total_ms: float = col("Session duration, milliseconds.")
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from scanner.certs import NameMatch, TrustStatus, TrustStore, check_chain, match_hostname
 from scanner.policy.names import normalize_host
-from scanner.status import DnsOutcome
+from scanner.status import DaneDelivery, DaneVerdict, DnsOutcome, DnssecStatus
 
 __all__ = [
     "REFUSING_FINDINGS",
@@ -75,32 +75,6 @@ class TlsaProblem(str, Enum):
     UNKNOWN_MATCHING_TYPE = "unknown_matching_type"
     DIGEST_LENGTH = "digest_length"  # SHA2-256 data not 32 octets, SHA2-512 not 64: can never match
     EMPTY_DATA = "empty_data"
-
-
-class DaneVerdict(str, Enum):
-    """Does the presented chain authenticate against the TLSA RRset?"""
-
-    MATCH = "match"  # a DANE-EE record matches the leaf, or a DANE-TA record a chain the leaf verifies to
-    NO_MATCH = "no_match"  # usable records, none matches any presented certificate
-    TA_CHAIN_INVALID = "ta_chain_invalid"  # a DANE-TA record matches, but the leaf does not validly chain to it
-    NAME_MISMATCH = "name_mismatch"  # DANE-TA chain valid, leaf not issued for the MX (RFC 7672 §3.2.3)
-    NO_USABLE_RECORDS = "no_usable_records"  # only unusable records (e.g. PKIX-TA/EE): as if none (§2.2)
-    NO_RECORDS = "no_records"
-    NO_CERTIFICATE = "no_certificate"  # usable records but no chain to check (no TLS session)
-    LOOKUP_FAILED = "lookup_failed"  # the TLSA query failed (SERVFAIL, timeout, ...): nothing known
-    BOGUS = "bogus"  # the TLSA RRset failed DNSSEC validation: DANE senders skip the MX (RFC 7672 §2.2)
-    # _25._tcp.<host> exceeds 255 octets (RFC 1035 §3.1) although the host name itself is valid: no
-    # TLSA record can exist there, so DANE cannot apply to this MX; nothing is queried.
-    NAME_TOO_LONG = "name_too_long"
-
-
-class DnssecStatus(str, Enum):
-    """What the resolver said about the authenticity of an answer (the AD bit, RFC 4035 §3.2.3)."""
-
-    AUTHENTICATED = "authenticated"  # AD=1 from a recursive, DNSSEC-aware resolver
-    NOT_AUTHENTICATED = "not_authenticated"  # AD=0 from such a resolver: insecure, or it does not validate
-    UNKNOWN = "unknown"  # no usable answer, or the server cannot tell (authoritative-only, DO not echoed)
-    BOGUS = "bogus"  # SERVFAIL from the validator, but the data comes with CD=1: validation failed (RFC 4035 §5.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,16 +420,6 @@ def dane_valid(results: Sequence[DaneResult | None]) -> bool | None:
 # --------------------------------------------------------------------------
 # Would a DANE sender deliver? (pure)
 # --------------------------------------------------------------------------
-
-
-class DaneDelivery(str, Enum):
-    """Would a DANE sender (RFC 7672: Postfix/Exim with DANE, large mailbox providers) deliver?"""
-
-    YES = "yes"  # every MX address passes (authenticated by TLSA, or a non-DANE MX reached normally)
-    PARTIAL = "partial"  # some MX addresses refuse: mail goes to the others, delayed when a refused one is preferred
-    NO = "no"  # every MX address refuses (or the MX RRset is bogus): DANE senders defer, then bounce
-    NOT_DANE = "not_dane"  # no MX publishes an authenticated TLSA RRset: DANE does not apply
-    UNKNOWN = "unknown"  # TLSA not checked, lookup failed, DNSSEC status unknown, or an MX untested
 
 
 class DaneFinding(str, Enum):

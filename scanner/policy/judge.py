@@ -36,8 +36,6 @@ from scanner.policy.facts import DomainPolicyFacts
 from scanner.policy.mta_sts import (
     FetchResult,
     PolicyDocument,
-    StsError,
-    StsMode,
     StsPolicy,
     read_document,
     read_sts_txt,
@@ -45,6 +43,7 @@ from scanner.policy.mta_sts import (
 from scanner.policy.names import normalize_host
 from scanner.policy.tlsrpt import TlsRptResult, read_tlsrpt
 from scanner.policy.txt import TxtAnswer
+from scanner.status import DaneVerdict, DnssecStatus, StsError, StsMode
 
 __all__ = [
     "NOT_CHECKED",
@@ -253,14 +252,14 @@ class PolicyJudgement:
     dane_mx_with_tlsa: int = 0  # MX hosts whose TLSA lookup found records
     grading: PolicyFacts = field(default_factory=lambda: PolicyFacts(None, None, None, None, None))
 
-    def link_dane(self, mx_host: str, address: str) -> tuple[str | None, str | None]:
+    def link_dane(self, mx_host: str, address: str) -> tuple[DaneVerdict | None, DnssecStatus | None]:
         """A link's ``dane_verdict`` and ``dane_dnssec`` columns (None: TLSA not looked up)."""
         result = self.dane.get((mx_host, address))
-        return (result.verdict.value, result.dnssec.value) if result else (None, None)
+        return (result.verdict, result.dnssec) if result else (None, None)
 
     def columns(self) -> dict[str, Any]:
         """The domain row's policy columns (all null when the policies were not checked)."""
-        sender = {"dane_delivery": self.dane_sender.delivery.value if self.dane_sender else None,
+        sender = {"dane_delivery": self.dane_sender.delivery if self.dane_sender else None,
                   "dane_delivery_reasons": list(self.dane_sender.reasons) if self.dane_sender else []}
         sts, rpt = self.mta_sts, self.tlsrpt
         if sts is None or rpt is None:
@@ -269,14 +268,14 @@ class PolicyJudgement:
             "mta_sts_txt": sts.txt_present, "mta_sts_active": sts.active,
             # RFC 8461 §3.1-§3.3: a sender applies the policy only when the TXT record is valid and single
             # and the policy fetched; otherwise there is no mode, whatever the fetched file says.
-            "mta_sts_mode": sts.mode.value if sts.active and sts.mode else None,
-            "mta_sts_fetched_mode": sts.mode.value if sts.mode else None, "mta_sts_id": sts.txt_id,
+            "mta_sts_mode": sts.mode if sts.active and sts.mode else None,
+            "mta_sts_fetched_mode": sts.mode, "mta_sts_id": sts.txt_id,
             "mta_sts_max_age": sts.max_age, "mta_sts_mx_patterns": list(sts.mx_patterns),
             "mta_sts_unmatched_mx": list(sts.unmatched_mx),
             "mta_sts_mx_fail": [v.mx_host for v in sts.mx_verdicts if v.matched_pattern and v.tls_ok is False],
-            "mta_sts_errors": [e.value for e in sts.error_classes],
+            "mta_sts_errors": list(sts.error_classes),
             "mta_sts_error_detail": "; ".join(detail for _, detail in sts.errors),
-            "tlsrpt_status": rpt.status.value, "tlsrpt_rua": [u.uri for u in rpt.rua],
+            "tlsrpt_status": rpt.status, "tlsrpt_rua": [u.uri for u in rpt.rua],
             "dane_valid": self.dane_valid, "dane_mx_with_tlsa": self.dane_mx_with_tlsa,
             **sender,
         }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final
 
 from scanner.policy.names import LABEL_RE, normalize_host
@@ -24,7 +23,7 @@ from scanner.policy.txt import (
     select_records,
     split_fields,
 )
-from scanner.status import DnsOutcome
+from scanner.status import DnsOutcome, StsError, StsMode
 
 __all__ = [
     "MAX_AGE_LIMIT",
@@ -57,37 +56,6 @@ _ID_RE: Final = re.compile(r"[A-Za-z0-9]{1,32}")
 # RFC 8461 §3.2: sts-policy-ext-value = sts-policy-vchar *(*(SP / TAB) sts-policy-vchar), where the
 # vchars are visible ASCII or any UTF-8 character beyond it.
 _POLICY_VALUE_RE: Final = re.compile(r"[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*")
-
-
-class StsError(str, Enum):
-    """Why a domain has no usable MTA-STS policy (or why part of the check failed)."""
-
-    DNS_ERROR = "dns_error"  # the _mta-sts TXT query failed (SERVFAIL, timeout, refused, ...)
-    TXT_MISSING = "txt_missing"  # no TXT record beginning with v=STSv1
-    TXT_INVALID = "txt_invalid"  # exactly one v=STSv1 record, but it breaks the §3.1 syntax
-    TXT_MULTIPLE = "txt_multiple"  # more than one v=STSv1 record: no policy (§3.1)
-    POLICY_HOST_DNS = "policy_host_dns"  # mta-sts.<domain> has no address, or its lookup failed
-    ADDRESS_REFUSED = "address_refused"  # every address of the policy host is excluded or reserved
-    FETCH_CONNECT = "fetch_connect"  # TCP connection refused, reset or unreachable
-    FETCH_TIMEOUT = "fetch_timeout"  # the fetch did not complete within the deadline
-    TLS_UNTRUSTED = "tls_untrusted"  # certificate does not chain to a trusted root (incl. self-signed)
-    TLS_NAME_MISMATCH = "tls_name_mismatch"  # certificate not valid for mta-sts.<domain>
-    TLS_EXPIRED = "tls_expired"  # certificate expired or not yet valid
-    TLS_ERROR = "tls_error"  # any other TLS failure (handshake alert, protocol version, ...)
-    HTTP_REDIRECT = "http_redirect"  # a 3xx answer: redirects must not be followed (§3.3)
-    HTTP_STATUS = "http_status"  # any other status than 200 (§3.3)
-    HTTP_ERROR = "http_error"  # not a valid HTTP response, or the connection broke mid-response
-    MEDIA_TYPE = "media_type"  # Content-Type missing or not text/plain (§3.2)
-    TOO_LARGE = "too_large"  # body longer than the cap (64 KiB by default, §3.3)
-    POLICY_SYNTAX = "policy_syntax"  # body fetched but not a valid policy (§3.2)
-
-
-class StsMode(str, Enum):
-    """Policy mode (RFC 8461 §5)."""
-
-    ENFORCE = "enforce"
-    TESTING = "testing"
-    NONE = "none"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,12 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from scanner.policy.names import LABEL_RE, normalize_host
 from scanner.policy.txt import WSP, TxtAnswer, TxtRecord, extension, select_records, split_fields
-from scanner.status import DnsOutcome
+from scanner.status import DnsOutcome, TlsRptStatus
 
 __all__ = ["RuaUri", "TlsRptResult", "TlsRptStatus", "parse_tlsrpt", "read_tlsrpt"]
 
@@ -27,14 +26,6 @@ _URI_CHARS_RE: Final = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+")
 _PCT_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # RFC 5322 dot-atom local part (the common case; quoted local parts are percent-encoded in a URI).
 _LOCAL_RE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-
-
-class TlsRptStatus(str, Enum):
-    VALID = "valid"
-    MISSING = "missing"  # no record beginning with v=TLSRPTv1 (or the name does not exist)
-    INVALID = "invalid"  # exactly one such record, breaking the §3 syntax or with a bad rua URI
-    MULTIPLE = "multiple"  # more than one v=TLSRPTv1 record: no TLS-RPT policy (§3)
-    DNS_ERROR = "dns_error"  # the TXT query failed (SERVFAIL, timeout, refused, ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ Conventions shared by the queries (also stated in the report's "Definitions"):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,9 +27,29 @@ import duckdb
 import pyarrow as pa
 
 from scanner.exit_codes import ExitCode
+from scanner.grading import RUBRIC, Grade
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.parquet import part_problem
 from scanner.output.rows import TABLES
+from scanner.status import (
+    CertSource,
+    DaneDelivery,
+    DaneVerdict,
+    DnssecStatus,
+    DomainStatus,
+    HostStatus,
+    MxSource,
+    NameMatch,
+    Phase,
+    ProbeStatus,
+    StarttlsVerdict,
+    StsMode,
+    TlsRptStatus,
+    TrustStatus,
+)
+from scanner.tls.ciphers import WeakClass
+from scanner.tls.enumeration import VersionVerdict
+from scanner.tls.versions import VersionName
 
 __all__ = [
     "DEFINITIVE_PROBE_STATUSES",
@@ -38,6 +59,8 @@ __all__ = [
     "fetch_scalar",
     "fetch_wide",
     "grade_column",
+    "lit",
+    "lits",
     "open_dataset",
     "register_table",
     "sql_string",
@@ -56,17 +79,54 @@ class ReportError(Exception):
         self.exit_code = exit_code
 
 
-# Probe statuses that answer "does this address do STARTTLS?" (scanner.status.ProbeStatus.is_definitive).
-DEFINITIVE_PROBE_STATUSES: Final = ("starttls_ok", "no_starttls", "starttls_rejected", "tls_handshake_failed")
-_DEFINITIVE_SQL: Final = ", ".join(f"'{s}'" for s in DEFINITIVE_PROBE_STATUSES)
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
-# Rank of a protocol version string as written by the scanner (scanner.tls.enumeration names).
+
+# Every closed-set value in this SQL comes from its enum, never a literal: a renamed or removed value
+# fails at import instead of silently counting nothing.
+def lit(member: Enum) -> str:
+    """One closed-set value as an SQL string literal."""
+    return sql_string(str(member.value))
+
+
+def lits(*members: Enum) -> str:
+    """Closed-set values as a parenthesised SQL list, for ``IN``."""
+    return "(" + ", ".join(lit(m) for m in members) + ")"
+
+
+# Probe statuses that answer "does this address do STARTTLS?" (scanner.status.ProbeStatus.is_definitive).
+DEFINITIVE_PROBE_STATUSES: Final = tuple(s.value for s in ProbeStatus if s.is_definitive)
+_DEFINITIVE_SQL: Final = ", ".join(lit(s) for s in ProbeStatus if s.is_definitive)
+
+# Rank of a protocol version string as written by the scanner (VersionName: SSLv3 = 1 ... TLSv1.3 = 5).
 VERSION_RANK_SQL: Final = (
-    "CASE {0} WHEN 'TLSv1.3' THEN 5 WHEN 'TLSv1.2' THEN 4 WHEN 'TLSv1.1' THEN 3 "
-    "WHEN 'TLSv1.0' THEN 2 WHEN 'SSLv3' THEN 1 ELSE 0 END"
+    "CASE {0} "
+    + " ".join(f"WHEN {lit(v)} THEN {rank}" for rank, v in reversed(list(enumerate(VersionName, start=1))))
+    + " ELSE 0 END"
 )
 _HIGHEST_VERSION: Final = "coalesce(preferred_version, tls_version)"
-_VERSION_ANSWERED: Final = "IN ('accepted', 'rejected_alert', 'rejected_close', 'rejected_downgrade')"
+# A version verdict that answers the question (accepted or refused), not untested or garbled.
+_VERSION_ANSWERED: Final = "IN " + lits(*(v for v in VersionVerdict if v.supported is not None))
+_LEGACY_VERSIONS: Final = "[" + ", ".join(lit(v) for v in (VersionName.SSL3, VersionName.TLS10,
+                                                             VersionName.TLS11)) + "]"
+
+# Fragments shared by several queries.
+_OK: Final = lit(DomainStatus.OK)  # a mail domain (see the module docstring)
+_DUPLICATE: Final = lit(DomainStatus.DUPLICATE)
+_NOT_LOOKED_UP: Final = lits(DomainStatus.INVALID_INPUT, DomainStatus.DUPLICATE, DomainStatus.EXCLUDED)
+_SKIPPED: Final = lits(ProbeStatus.SKIPPED_RESERVED_ADDRESS, ProbeStatus.SKIPPED_EXCLUDED)
+_DECIDED: Final = lits(StarttlsVerdict.ALL, StarttlsVerdict.SOME, StarttlsVerdict.NONE)
+_NOT_COVERED: Final = lit(StarttlsVerdict.NOT_COVERED)
+_SNI_UNCHECKED: Final = lits(CertSource.NOT_CHECKED, CertSource.SESSION_FAILED)
+_DANE_APPLIES: Final = lits(DaneDelivery.YES, DaneDelivery.PARTIAL, DaneDelivery.NO)
+_NO_TLSA: Final = lits(DaneVerdict.NO_RECORDS, DaneVerdict.LOOKUP_FAILED, DaneVerdict.NAME_TOO_LONG)
+_COMPARED: Final = lits(DaneVerdict.MATCH, DaneVerdict.NO_MATCH, DaneVerdict.TA_CHAIN_INVALID,
+                        DaneVerdict.NAME_MISMATCH)
+_FAILING_STARTTLS: Final = lits(StarttlsVerdict.NONE, StarttlsVerdict.SOME, StarttlsVerdict.INCOMPLETE)
+_FAILING_GRADES: Final = lits(Grade.E, Grade.F)
+_DNSSEC_UNKNOWN: Final = lit(DnssecStatus.UNKNOWN)
+_TLSA_UNSIGNED: Final = sql_string(RUBRIC["dane_tlsa_unsigned"].code)  # a rubric code: fails here if renamed
 
 # --- scan ------------------------------------------------------------------------------------------
 
@@ -97,25 +157,25 @@ TABLE_ROWS: Final = "SELECT (SELECT count(*) FROM domains) AS domains, (SELECT c
 
 # --- funnel ----------------------------------------------------------------------------------------
 
-DOMAIN_STATUS: Final = """
+DOMAIN_STATUS: Final = f"""
 SELECT count(*) AS lines_d,
-       count(*) FILTER (WHERE status = 'ok') AS ok_n,
-       count(*) FILTER (WHERE status = 'ok' AND mx_source = 'mx') AS ok_mx_n,
-       count(*) FILTER (WHERE status = 'ok' AND mx_source = 'implicit') AS ok_implicit_n,
-       count(*) FILTER (WHERE status = 'invalid_input') AS invalid_input_n,
-       count(*) FILTER (WHERE status = 'duplicate') AS duplicate_n,
-       count(*) FILTER (WHERE status = 'excluded') AS excluded_n,
-       count(*) FILTER (WHERE status = 'null_mx') AS null_mx_n,
+       count(*) FILTER (WHERE status = {_OK}) AS ok_n,
+       count(*) FILTER (WHERE status = {_OK} AND mx_source = {lit(MxSource.MX)}) AS ok_mx_n,
+       count(*) FILTER (WHERE status = {_OK} AND mx_source = {lit(MxSource.IMPLICIT)}) AS ok_implicit_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.INVALID_INPUT)}) AS invalid_input_n,
+       count(*) FILTER (WHERE status = {_DUPLICATE}) AS duplicate_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.EXCLUDED)}) AS excluded_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.NULL_MX)}) AS null_mx_n,
        count(*) FILTER (WHERE null_mx_mixed) AS null_mx_mixed_n,
-       count(*) FILTER (WHERE status = 'dns_nxdomain') AS dns_nxdomain_n,
-       count(*) FILTER (WHERE status = 'dns_no_mail_host') AS dns_no_mail_host_n,
-       count(*) FILTER (WHERE status = 'dns_servfail') AS dns_servfail_n,
-       count(*) FILTER (WHERE status = 'dns_timeout') AS dns_timeout_n,
-       count(*) FILTER (WHERE status = 'dns_refused') AS dns_refused_n,
-       count(*) FILTER (WHERE status = 'dns_error') AS dns_error_n,
-       count(*) FILTER (WHERE status = 'mx_no_address') AS mx_no_address_n,
-       count(*) FILTER (WHERE status = 'internal_error') AS internal_error_n,
-       count(*) FILTER (WHERE status NOT IN ('invalid_input', 'duplicate', 'excluded')) AS looked_up_d
+       count(*) FILTER (WHERE status = {lit(DomainStatus.DNS_NXDOMAIN)}) AS dns_nxdomain_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.DNS_NO_MAIL_HOST)}) AS dns_no_mail_host_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.DNS_SERVFAIL)}) AS dns_servfail_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.DNS_TIMEOUT)}) AS dns_timeout_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.DNS_REFUSED)}) AS dns_refused_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.DNS_ERROR)}) AS dns_error_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.MX_NO_ADDRESS)}) AS mx_no_address_n,
+       count(*) FILTER (WHERE status = {lit(DomainStatus.INTERNAL_ERROR)}) AS internal_error_n,
+       count(*) FILTER (WHERE status NOT IN {_NOT_LOOKED_UP}) AS looked_up_d
 FROM domains
 """
 
@@ -130,11 +190,11 @@ FROM mx WHERE address IS NOT NULL
 """
 
 PROBE_FUNNEL: Final = f"""
-WITH p AS (SELECT * FROM probes WHERE status NOT IN ('skipped_reserved_address', 'skipped_excluded'))
+WITH p AS (SELECT * FROM probes WHERE status NOT IN {_SKIPPED})
 SELECT (SELECT count(*) FROM probes) AS probes_d,
-       (SELECT count(*) FROM probes WHERE status IN ('skipped_reserved_address', 'skipped_excluded')) AS skipped_n,
+       (SELECT count(*) FROM probes WHERE status IN {_SKIPPED}) AS skipped_n,
        count(*) AS attempted_d,
-       count(*) FILTER (WHERE coalesce(failure_phase, '') NOT IN ('address', 'connect')) AS connected_n,
+       count(*) FILTER (WHERE coalesce(failure_phase, '') NOT IN {lits(Phase.ADDRESS, Phase.CONNECT)}) AS connected_n,
        count(*) FILTER (WHERE banner_code = 220) AS banner_220_n,
        count(*) FILTER (WHERE starttls_advertised IS NOT NULL) AS ehlo_n,
        count(*) FILTER (WHERE starttls_advertised) AS advertised_n,
@@ -147,28 +207,28 @@ FROM p
 
 # --- STARTTLS --------------------------------------------------------------------------------------
 
-STARTTLS_DOMAINS: Final = """
+STARTTLS_DOMAINS: Final = f"""
 SELECT count(*) AS mail_d,
-       count(*) FILTER (WHERE starttls = 'all') AS all_n,
-       count(*) FILTER (WHERE starttls = 'some') AS some_n,
-       count(*) FILTER (WHERE starttls = 'none') AS none_n,
-       count(*) FILTER (WHERE starttls = 'incomplete') AS incomplete_n,
-       count(*) FILTER (WHERE starttls = 'not_covered') AS not_covered_n,
-       count(*) FILTER (WHERE not_covered_count > 0 AND starttls <> 'not_covered') AS partly_covered_n,
+       count(*) FILTER (WHERE starttls = {lit(StarttlsVerdict.ALL)}) AS all_n,
+       count(*) FILTER (WHERE starttls = {lit(StarttlsVerdict.SOME)}) AS some_n,
+       count(*) FILTER (WHERE starttls = {lit(StarttlsVerdict.NONE)}) AS none_n,
+       count(*) FILTER (WHERE starttls = {lit(StarttlsVerdict.INCOMPLETE)}) AS incomplete_n,
+       count(*) FILTER (WHERE starttls = {_NOT_COVERED}) AS not_covered_n,
+       count(*) FILTER (WHERE not_covered_count > 0 AND starttls <> {_NOT_COVERED}) AS partly_covered_n,
        count(*) FILTER (WHERE starttls_any) AS any_n,
-       count(*) FILTER (WHERE starttls IN ('all', 'some', 'none')) AS decided_d
-FROM domains WHERE status = 'ok'
+       count(*) FILTER (WHERE starttls IN {_DECIDED}) AS decided_d
+FROM domains WHERE status = {_OK}
 """
 
 # --- versions and suites ---------------------------------------------------------------------------
 
 VERSIONS_ADDRESS: Final = f"""
 SELECT count(*) AS tls_d,
-       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.3') AS tls13_n,
-       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.2') AS tls12_n,
-       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.1') AS tls11_n,
-       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'TLSv1.0') AS tls10_n,
-       count(*) FILTER (WHERE {_HIGHEST_VERSION} = 'SSLv3') AS ssl3_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = {lit(VersionName.TLS13)}) AS tls13_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = {lit(VersionName.TLS12)}) AS tls12_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = {lit(VersionName.TLS11)}) AS tls11_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = {lit(VersionName.TLS10)}) AS tls10_n,
+       count(*) FILTER (WHERE {_HIGHEST_VERSION} = {lit(VersionName.SSL3)}) AS ssl3_n,
        count(*) FILTER (WHERE {VERSION_RANK_SQL.format(_HIGHEST_VERSION)} = 0) AS unknown_n
 FROM probes WHERE tls_ok
 """
@@ -184,7 +244,7 @@ FROM (SELECT DISTINCT domain, probe_id FROM mx WHERE probe_id IS NOT NULL) l JOI
 GROUP BY l.domain
 """
 
-VERSIONS_DOMAIN: Final = """
+VERSIONS_DOMAIN: Final = f"""
 SELECT count(*) AS tls_d,
        count(*) FILTER (WHERE r = 5) AS tls13_n,
        count(*) FILTER (WHERE r = 4) AS tls12_n,
@@ -192,25 +252,28 @@ SELECT count(*) AS tls_d,
        count(*) FILTER (WHERE r = 2) AS tls10_n,
        count(*) FILTER (WHERE r = 1) AS ssl3_n,
        count(*) FILTER (WHERE r = 0) AS unknown_n
-FROM domain_version v JOIN domains d USING (domain) WHERE d.status = 'ok'
+FROM domain_version v JOIN domains d USING (domain) WHERE d.status = {_OK}
 """
 
 VERSION_SUPPORT: Final = "SELECT " + ",\n       ".join(
-    f"count(*) FILTER (WHERE ver_{v} = 'accepted') AS {v}_n, "
+    f"count(*) FILTER (WHERE ver_{v} = {lit(VersionVerdict.ACCEPTED)}) AS {v}_n, "
     f"count(*) FILTER (WHERE ver_{v} {_VERSION_ANSWERED}) AS {v}_d"
     for v in ("ssl3", "tls1_0", "tls1_1", "tls1_2", "tls1_3")
-) + """,
-       count(*) FILTER (WHERE list_has_any(versions_accepted, ['SSLv3', 'TLSv1.0', 'TLSv1.1'])) AS legacy_n,
+) + f""",
+       count(*) FILTER (WHERE list_has_any(versions_accepted, {_LEGACY_VERSIONS})) AS legacy_n,
        count(*) FILTER (WHERE versions_accepted IS NOT NULL AND enum_complete) AS legacy_d
 FROM probes WHERE enum_mode IS NOT NULL
 """
 
-WEAK_CLASSES: Final = ("null", "anon", "export", "rc4", "des", "3des", "rc2", "idea", "md5", "low_bits")
+WEAK_CLASSES: Final = tuple(c.value for c in WeakClass)
 # Tiers of schemas/grading.md §4 "Hit details" (insecure / obsolete / 64-bit block).
 WEAK_TIERS: Final[Mapping[str, tuple[str, ...]]] = {
-    "insecure": ("null", "anon", "export", "des", "rc2", "low_bits"),
-    "obsolete": ("rc4", "md5"),
-    "block64": ("3des", "idea"),
+    tier: tuple(c.value for c in classes) for tier, classes in (
+        ("insecure", (WeakClass.NULL, WeakClass.ANON, WeakClass.EXPORT, WeakClass.DES, WeakClass.RC2,
+                      WeakClass.LOW_BITS)),
+        ("obsolete", (WeakClass.RC4, WeakClass.MD5)),
+        ("block64", (WeakClass.TRIPLE_DES, WeakClass.IDEA)),
+    )
 }
 
 SUITES: Final = (
@@ -278,25 +341,25 @@ GROUPS_TOTAL: Final = "SELECT count(*) FROM probes WHERE enum_mode IS NOT NULL A
 
 # --- certificates ----------------------------------------------------------------------------------
 
-CERTS_ADDRESS: Final = """
+CERTS_ADDRESS: Final = f"""
 WITH sni_match AS (
     SELECT probe_id, mx_host, any_value(cert_name_match) AS name_match
     FROM mx WHERE probe_id IS NOT NULL GROUP BY ALL
 )
 SELECT count(*) AS tls_d,
-       count(*) FILTER (WHERE cert_trust = 'trusted') AS trusted_n,
-       count(*) FILTER (WHERE cert_trust = 'self_signed') AS trust_self_signed_n,
-       count(*) FILTER (WHERE cert_trust = 'unknown_issuer') AS unknown_issuer_n,
-       count(*) FILTER (WHERE cert_trust = 'expired') AS trust_expired_n,
-       count(*) FILTER (WHERE cert_trust = 'invalid_chain') AS invalid_chain_n,
-       count(*) FILTER (WHERE cert_trust = 'no_certificate') AS no_certificate_n,
-       count(*) FILTER (WHERE cert_trust = 'parse_error') AS parse_error_n,
+       count(*) FILTER (WHERE cert_trust = {lit(TrustStatus.TRUSTED)}) AS trusted_n,
+       count(*) FILTER (WHERE cert_trust = {lit(TrustStatus.SELF_SIGNED)}) AS trust_self_signed_n,
+       count(*) FILTER (WHERE cert_trust = {lit(TrustStatus.UNKNOWN_ISSUER)}) AS unknown_issuer_n,
+       count(*) FILTER (WHERE cert_trust = {lit(TrustStatus.EXPIRED)}) AS trust_expired_n,
+       count(*) FILTER (WHERE cert_trust = {lit(TrustStatus.INVALID_CHAIN)}) AS invalid_chain_n,
+       count(*) FILTER (WHERE cert_trust = {lit(TrustStatus.NO_CERTIFICATE)}) AS no_certificate_n,
+       count(*) FILTER (WHERE cert_trust = {lit(TrustStatus.PARSE_ERROR)}) AS parse_error_n,
        count(*) FILTER (WHERE cert_self_signed) AS self_signed_n, count(cert_self_signed) AS self_signed_d,
        count(*) FILTER (WHERE cert_expired) AS expired_n, count(cert_expired) AS expired_d,
        count(*) FILTER (WHERE cert_not_yet_valid) AS not_yet_valid_n,
        count(*) FILTER (WHERE cert_days_to_expiry BETWEEN 0 AND 30) AS expiring_30d_n,
        count(cert_days_to_expiry) AS days_d,
-       count(*) FILTER (WHERE s.name_match = 'mismatch') AS mismatch_n, count(s.name_match) AS name_d,
+       count(*) FILTER (WHERE s.name_match = {lit(NameMatch.MISMATCH)}) AS mismatch_n, count(s.name_match) AS name_d,
        count(*) FILTER (WHERE p.sni_selects_certificate) AS sni_selects_n,
        count(p.sni_selects_certificate) AS sni_selects_d,
        count(*) FILTER (WHERE len(p.inconsistent_facts) > 0) AS inconsistent_n
@@ -304,23 +367,23 @@ FROM probes p LEFT JOIN sni_match s ON s.probe_id = p.probe_id AND s.mx_host = p
 WHERE p.tls_ok
 """
 
-CERTS_LINK: Final = """
+CERTS_LINK: Final = f"""
 SELECT count(*) AS links_d,
-       count(*) FILTER (WHERE p.cert_trust = 'trusted') AS trusted_n,
+       count(*) FILTER (WHERE p.cert_trust = {lit(TrustStatus.TRUSTED)}) AS trusted_n,
        count(*) FILTER (WHERE p.cert_self_signed) AS self_signed_n,
        count(*) FILTER (WHERE p.cert_expired) AS expired_n,
-       count(*) FILTER (WHERE m.cert_name_match = 'mismatch') AS mismatch_n,
+       count(*) FILTER (WHERE m.cert_name_match = {lit(NameMatch.MISMATCH)}) AS mismatch_n,
        count(m.cert_name_match) AS name_d,
        count(*) FILTER (WHERE m.cert_valid) AS valid_n, count(m.cert_valid) AS valid_d,
-       count(*) FILTER (WHERE m.cert_source = 'own_sni') AS own_sni_n,
-       count(*) FILTER (WHERE m.cert_source IN ('not_checked', 'session_failed')) AS sni_unchecked_n
+       count(*) FILTER (WHERE m.cert_source = {lit(CertSource.OWN_SNI)}) AS own_sni_n,
+       count(*) FILTER (WHERE m.cert_source IN {_SNI_UNCHECKED}) AS sni_unchecked_n
 FROM mx m JOIN probes p USING (probe_id)
 WHERE p.tls_ok
 """
 
-CERTS_DOMAIN: Final = """
+CERTS_DOMAIN: Final = f"""
 SELECT count(*) FILTER (WHERE certs_valid_all) AS valid_all_n, count(certs_valid_all) AS valid_all_d
-FROM domains WHERE status = 'ok'
+FROM domains WHERE status = {_OK}
 """
 
 CERT_KEYS: Final = """
@@ -340,88 +403,88 @@ CERT_SIGNATURES_TOTAL: Final = "SELECT count(*) FROM probes WHERE tls_ok AND cer
 # --- policies --------------------------------------------------------------------------------------
 
 # Only domains whose policies were checked (mta_sts_txt is null when the scan ran with --no-policy).
-MTA_STS: Final = """
+MTA_STS: Final = f"""
 SELECT count(*) AS checked_d,
        count(*) FILTER (WHERE mta_sts_txt) AS txt_n,
        count(*) FILTER (WHERE mta_sts_active) AS active_n,
-       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'enforce') AS enforce_n,
-       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'testing') AS testing_n,
-       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'none') AS mode_none_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = {lit(StsMode.ENFORCE)}) AS enforce_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = {lit(StsMode.TESTING)}) AS testing_n,
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = {lit(StsMode.NONE)}) AS mode_none_n,
        count(*) FILTER (WHERE mta_sts_active AND len(mta_sts_unmatched_mx) > 0) AS unmatched_n,
        count(*) FILTER (WHERE mta_sts_active AND len(mta_sts_mx_fail) > 0) AS mx_fail_n,
        count(*) FILTER (WHERE mta_sts_txt AND NOT coalesce(mta_sts_active, false)) AS txt_no_policy_n,
        count(*) FILTER (WHERE mta_sts_txt AND (NOT coalesce(mta_sts_active, false)
                          OR len(mta_sts_unmatched_mx) > 0 OR len(mta_sts_mx_fail) > 0)) AS misconfigured_n,
-       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = 'enforce'
+       count(*) FILTER (WHERE mta_sts_active AND mta_sts_mode = {lit(StsMode.ENFORCE)}
                          AND (len(mta_sts_unmatched_mx) > 0 OR len(mta_sts_mx_fail) > 0)) AS delivery_risk_n,
        count(*) FILTER (WHERE mta_sts_active AND mta_sts_max_age < 86400) AS max_age_lt_day_n,
        count(*) FILTER (WHERE mta_sts_active AND mta_sts_max_age >= 604800) AS max_age_ge_week_n,
        count(*) FILTER (WHERE mta_sts_active AND mta_sts_max_age IS NOT NULL) AS max_age_d
-FROM domains WHERE status = 'ok' AND mta_sts_txt IS NOT NULL
+FROM domains WHERE status = {_OK} AND mta_sts_txt IS NOT NULL
 """
 
-MTA_STS_ERRORS: Final = """
+MTA_STS_ERRORS: Final = f"""
 SELECT error AS key, count(DISTINCT domain) AS n
-FROM (SELECT domain, unnest(mta_sts_errors) AS error FROM domains WHERE status = 'ok' AND mta_sts_txt)
+FROM (SELECT domain, unnest(mta_sts_errors) AS error FROM domains WHERE status = {_OK} AND mta_sts_txt)
 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
 """
-MTA_STS_ERRORS_TOTAL: Final = "SELECT count(*) FROM domains WHERE status = 'ok' AND mta_sts_txt"
+MTA_STS_ERRORS_TOTAL: Final = f"SELECT count(*) FROM domains WHERE status = {_OK} AND mta_sts_txt"
 
-TLSRPT: Final = """
+TLSRPT: Final = f"""
 SELECT count(*) AS checked_d,
-       count(*) FILTER (WHERE tlsrpt_status = 'valid') AS valid_n,
-       count(*) FILTER (WHERE tlsrpt_status = 'missing') AS missing_n,
-       count(*) FILTER (WHERE tlsrpt_status = 'invalid') AS invalid_n,
-       count(*) FILTER (WHERE tlsrpt_status = 'multiple') AS multiple_n,
-       count(*) FILTER (WHERE tlsrpt_status = 'dns_error') AS dns_error_n
-FROM domains WHERE status = 'ok' AND tlsrpt_status IS NOT NULL
+       count(*) FILTER (WHERE tlsrpt_status = {lit(TlsRptStatus.VALID)}) AS valid_n,
+       count(*) FILTER (WHERE tlsrpt_status = {lit(TlsRptStatus.MISSING)}) AS missing_n,
+       count(*) FILTER (WHERE tlsrpt_status = {lit(TlsRptStatus.INVALID)}) AS invalid_n,
+       count(*) FILTER (WHERE tlsrpt_status = {lit(TlsRptStatus.MULTIPLE)}) AS multiple_n,
+       count(*) FILTER (WHERE tlsrpt_status = {lit(TlsRptStatus.DNS_ERROR)}) AS dns_error_n
+FROM domains WHERE status = {_OK} AND tlsrpt_status IS NOT NULL
 """
 
 # Would a DANE sender deliver (dane_delivery): over every domain that has the verdict, including those
 # whose MX RRset is DNSSEC-bogus (status dns_bogus), which no validating sender can reach.
-DANE_DOMAINS: Final = """
-SELECT count(*) FILTER (WHERE status = 'ok') AS checked_d,
-       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0) AS tlsa_n,
-       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND dane_valid) AS valid_n,
-       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND NOT dane_valid) AS invalid_n,
-       count(*) FILTER (WHERE status = 'ok' AND dane_mx_with_tlsa > 0 AND dane_valid IS NULL) AS unknown_n,
+DANE_DOMAINS: Final = f"""
+SELECT count(*) FILTER (WHERE status = {_OK}) AS checked_d,
+       count(*) FILTER (WHERE status = {_OK} AND dane_mx_with_tlsa > 0) AS tlsa_n,
+       count(*) FILTER (WHERE status = {_OK} AND dane_mx_with_tlsa > 0 AND dane_valid) AS valid_n,
+       count(*) FILTER (WHERE status = {_OK} AND dane_mx_with_tlsa > 0 AND NOT dane_valid) AS invalid_n,
+       count(*) FILTER (WHERE status = {_OK} AND dane_mx_with_tlsa > 0 AND dane_valid IS NULL) AS unknown_n,
        count(*) FILTER (WHERE dane_delivery IS NOT NULL) AS delivery_d,
-       count(*) FILTER (WHERE dane_delivery IN ('yes', 'partial', 'no')) AS dane_applies_n,
-       count(*) FILTER (WHERE dane_delivery = 'yes') AS delivery_yes_n,
-       count(*) FILTER (WHERE dane_delivery = 'partial') AS delivery_partial_n,
-       count(*) FILTER (WHERE dane_delivery = 'no') AS delivery_no_n,
-       count(*) FILTER (WHERE dane_delivery = 'unknown') AS delivery_unknown_n,
-       count(*) FILTER (WHERE list_contains(grade_rules, 'dane_tlsa_unsigned')) AS tlsa_unsigned_n
+       count(*) FILTER (WHERE dane_delivery IN {_DANE_APPLIES}) AS dane_applies_n,
+       count(*) FILTER (WHERE dane_delivery = {lit(DaneDelivery.YES)}) AS delivery_yes_n,
+       count(*) FILTER (WHERE dane_delivery = {lit(DaneDelivery.PARTIAL)}) AS delivery_partial_n,
+       count(*) FILTER (WHERE dane_delivery = {lit(DaneDelivery.NO)}) AS delivery_no_n,
+       count(*) FILTER (WHERE dane_delivery = {lit(DaneDelivery.UNKNOWN)}) AS delivery_unknown_n,
+       count(*) FILTER (WHERE list_contains(grade_rules, {_TLSA_UNSIGNED})) AS tlsa_unsigned_n
 FROM domains
-WHERE (status = 'ok' AND dane_mx_with_tlsa IS NOT NULL) OR status = 'dns_bogus'
+WHERE (status = {_OK} AND dane_mx_with_tlsa IS NOT NULL) OR status = {lit(DomainStatus.DNS_BOGUS)}
 """
 
 # Per distinct (MX host, address): a provider's MX shared by many domains counts once.
-DANE_HOSTS: Final = """
+DANE_HOSTS: Final = f"""
 WITH h AS (SELECT DISTINCT mx_host, address, dane_verdict, dane_dnssec FROM mx WHERE dane_verdict IS NOT NULL)
 SELECT count(*) AS checked_d,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')) AS tlsa_n,
-       count(*) FILTER (WHERE dane_verdict = 'lookup_failed') AS lookup_failed_n,
-       count(*) FILTER (WHERE dane_verdict = 'match') AS match_n,
-       count(*) FILTER (WHERE dane_verdict = 'no_match') AS no_match_n,
-       count(*) FILTER (WHERE dane_verdict = 'ta_chain_invalid') AS ta_chain_invalid_n,
-       count(*) FILTER (WHERE dane_verdict = 'name_mismatch') AS name_mismatch_n,
-       count(*) FILTER (WHERE dane_verdict = 'no_usable_records') AS no_usable_n,
-       count(*) FILTER (WHERE dane_verdict = 'no_certificate') AS no_certificate_n,
-       count(*) FILTER (WHERE dane_verdict IN ('match', 'no_match', 'ta_chain_invalid', 'name_mismatch'))
+       count(*) FILTER (WHERE dane_verdict NOT IN {_NO_TLSA}) AS tlsa_n,
+       count(*) FILTER (WHERE dane_verdict = {lit(DaneVerdict.LOOKUP_FAILED)}) AS lookup_failed_n,
+       count(*) FILTER (WHERE dane_verdict = {lit(DaneVerdict.MATCH)}) AS match_n,
+       count(*) FILTER (WHERE dane_verdict = {lit(DaneVerdict.NO_MATCH)}) AS no_match_n,
+       count(*) FILTER (WHERE dane_verdict = {lit(DaneVerdict.TA_CHAIN_INVALID)}) AS ta_chain_invalid_n,
+       count(*) FILTER (WHERE dane_verdict = {lit(DaneVerdict.NAME_MISMATCH)}) AS name_mismatch_n,
+       count(*) FILTER (WHERE dane_verdict = {lit(DaneVerdict.NO_USABLE_RECORDS)}) AS no_usable_n,
+       count(*) FILTER (WHERE dane_verdict = {lit(DaneVerdict.NO_CERTIFICATE)}) AS no_certificate_n,
+       count(*) FILTER (WHERE dane_verdict IN {_COMPARED})
            AS compared_d,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')
-                         AND dane_dnssec = 'authenticated') AS dnssec_auth_n,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')
-                         AND dane_dnssec = 'not_authenticated') AS dnssec_not_auth_n,
-       count(*) FILTER (WHERE dane_verdict NOT IN ('no_records', 'lookup_failed', 'name_too_long')
-                         AND coalesce(dane_dnssec, 'unknown') = 'unknown') AS dnssec_unknown_n
+       count(*) FILTER (WHERE dane_verdict NOT IN {_NO_TLSA}
+                         AND dane_dnssec = {lit(DnssecStatus.AUTHENTICATED)}) AS dnssec_auth_n,
+       count(*) FILTER (WHERE dane_verdict NOT IN {_NO_TLSA}
+                         AND dane_dnssec = {lit(DnssecStatus.NOT_AUTHENTICATED)}) AS dnssec_not_auth_n,
+       count(*) FILTER (WHERE dane_verdict NOT IN {_NO_TLSA}
+                         AND coalesce(dane_dnssec, {_DNSSEC_UNKNOWN}) = {_DNSSEC_UNKNOWN}) AS dnssec_unknown_n
 FROM h
 """
 
 # --- grades ----------------------------------------------------------------------------------------
 
-GRADE_LETTERS: Final = ("A+", "A", "B", "C", "D", "E", "F")
+GRADE_LETTERS: Final = tuple(g.value for g in Grade)
 
 
 def grade_column(grade: str) -> str:
@@ -429,13 +492,13 @@ def grade_column(grade: str) -> str:
 
 
 _GRADE_COUNTS: Final = "".join(
-    f"       count(*) FILTER (WHERE grade = '{g}') AS {grade_column(g)}_n,\n" for g in GRADE_LETTERS
+    f"       count(*) FILTER (WHERE grade = {sql_string(g)}) AS {grade_column(g)}_n,\n" for g in GRADE_LETTERS
 )
 
 GRADES_DOMAIN: Final = f"""
 SELECT count(*) AS mail_d, count(grade) AS graded_d,
 {_GRADE_COUNTS}       count(*) FILTER (WHERE grade IS NULL) AS ungraded_n
-FROM domains WHERE status = 'ok'
+FROM domains WHERE status = {_OK}
 """
 
 GRADES_LINK: Final = f"""
@@ -444,31 +507,31 @@ SELECT count(*) AS links_d, count(grade) AS graded_d,
 FROM mx WHERE address IS NOT NULL AND probe_id IS NOT NULL
 """
 
-GRADE_RULES: Final = """
+GRADE_RULES: Final = f"""
 SELECT rule AS key, count(DISTINCT domain) AS n
-FROM (SELECT domain, unnest(grade_rules) AS rule FROM domains WHERE status = 'ok' AND grade IS NOT NULL)
+FROM (SELECT domain, unnest(grade_rules) AS rule FROM domains WHERE status = {_OK} AND grade IS NOT NULL)
 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
 """
-GRADE_RULES_TOTAL: Final = "SELECT count(*) FROM domains WHERE status = 'ok' AND grade IS NOT NULL"
+GRADE_RULES_TOTAL: Final = f"SELECT count(*) FROM domains WHERE status = {_OK} AND grade IS NOT NULL"
 
-FORCED_TLS: Final = """
+FORCED_TLS: Final = f"""
 SELECT count(*) AS mail_d,
        count(*) FILTER (WHERE forced_tls_safe) AS safe_n,
        count(*) FILTER (WHERE NOT forced_tls_safe) AS unsafe_n,
        count(*) FILTER (WHERE forced_tls_safe IS NULL) AS undecided_n,
        count(forced_tls_safe) AS decided_d
-FROM domains WHERE status = 'ok'
+FROM domains WHERE status = {_OK}
 """
 
 # Reasons read "code: host [address] - explanation" (schemas/grading.md §3): group by the code.
-FORCED_TLS_REASONS: Final = """
+FORCED_TLS_REASONS: Final = f"""
 SELECT split_part(reason, ':', 1) AS key, count(DISTINCT domain) AS n
 FROM (SELECT domain, unnest(forced_tls_reasons) AS reason
-      FROM domains WHERE status = 'ok' AND forced_tls_safe IS DISTINCT FROM true)
+      FROM domains WHERE status = {_OK} AND forced_tls_safe IS DISTINCT FROM true)
 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
 """
 FORCED_TLS_REASONS_TOTAL: Final = (
-    "SELECT count(*) FROM domains WHERE status = 'ok' AND forced_tls_safe IS DISTINCT FROM true"
+    f"SELECT count(*) FROM domains WHERE status = {_OK} AND forced_tls_safe IS DISTINCT FROM true"
 )
 
 # --- providers -------------------------------------------------------------------------------------
@@ -483,11 +546,11 @@ WITH dom AS (
     FROM domains d
     JOIN provider_map pm ON pm.mx_host = d.mx_hosts[1]
     LEFT JOIN domain_version v ON v.domain = d.domain
-    WHERE d.status = 'ok'
+    WHERE d.status = {_OK}
 ),
 agg AS (
     SELECT provider, count(*) AS domains_n,
-           count(*) FILTER (WHERE starttls = 'all') AS starttls_all_n,
+           count(*) FILTER (WHERE starttls = {lit(StarttlsVerdict.ALL)}) AS starttls_all_n,
            count(r) AS tls_d, count(*) FILTER (WHERE r = 5) AS tls13_n,
            count(*) FILTER (WHERE forced_tls_safe) AS forced_n,
 {_GRADE_COUNTS}           count(grade) AS graded_d
@@ -507,14 +570,14 @@ WHERE m.address IS NOT NULL AND pm.provider IN (SELECT provider FROM provider_pi
 GROUP BY 1
 """
 
-PROVIDER_CONCENTRATION: Final = """
+PROVIDER_CONCENTRATION: Final = f"""
 WITH counts AS (
     SELECT pm.provider, count(*) AS n
     FROM domains d JOIN provider_map pm ON pm.mx_host = d.mx_hosts[1]
-    WHERE d.status = 'ok' GROUP BY 1
+    WHERE d.status = {_OK} GROUP BY 1
 ),
 ranked AS (SELECT n, row_number() OVER (ORDER BY n DESC, provider) AS rank FROM counts)
-SELECT (SELECT count(*) FROM domains WHERE status = 'ok') AS mail_d,
+SELECT (SELECT count(*) FROM domains WHERE status = {_OK}) AS mail_d,
        count(*) AS providers_n,
        coalesce(sum(n) FILTER (WHERE rank <= 1), 0) AS top1_n,
        coalesce(sum(n) FILTER (WHERE rank <= 5), 0) AS top5_n,
@@ -526,16 +589,16 @@ FROM ranked
 
 # --- failures --------------------------------------------------------------------------------------
 
-PROBE_FAILURES: Final = """
+PROBE_FAILURES: Final = f"""
 SELECT status || coalesce(' / ' || failure_class, '') AS key, count(*) AS n
-FROM probes WHERE status <> 'starttls_ok' AND status <> 'no_starttls'
+FROM probes WHERE status <> {lit(ProbeStatus.STARTTLS_OK)} AND status <> {lit(ProbeStatus.NO_STARTTLS)}
 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
 """
 PROBE_FAILURES_TOTAL: Final = "SELECT count(*) FROM probes"
 
-HOST_FAILURES: Final = """
+HOST_FAILURES: Final = f"""
 SELECT host_status AS key, count(DISTINCT mx_host) AS n
-FROM mx WHERE host_status <> 'ok'
+FROM mx WHERE host_status <> {lit(HostStatus.OK)}
 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $limit
 """
 HOST_FAILURES_TOTAL: Final = "SELECT count(DISTINCT mx_host) FROM mx"
@@ -544,9 +607,9 @@ HOST_FAILURES_TOTAL: Final = "SELECT count(DISTINCT mx_host) FROM mx"
 
 # Domains present in either scan (one row per distinct domain; duplicates and invalid lines have no
 # verdict of their own) whose grade or STARTTLS verdict differs, or that are in only one scan.
-CHANGED_DOMAINS_FROM: Final = """
-FROM (SELECT domain, grade, starttls FROM domains WHERE domain IS NOT NULL AND status <> 'duplicate') n
-FULL OUTER JOIN (SELECT domain, grade, starttls FROM old_domains WHERE domain IS NOT NULL AND status <> 'duplicate') o
+CHANGED_DOMAINS_FROM: Final = f"""
+FROM (SELECT domain, grade, starttls FROM domains WHERE domain IS NOT NULL AND status <> {_DUPLICATE}) n
+FULL OUTER JOIN (SELECT domain, grade, starttls FROM old_domains WHERE domain IS NOT NULL AND status <> {_DUPLICATE}) o
      USING (domain)
 WHERE n.grade IS DISTINCT FROM o.grade OR n.starttls IS DISTINCT FROM o.starttls
    OR n.domain IS NULL OR o.domain IS NULL
@@ -566,10 +629,6 @@ SELECT count(*) AS total,
 """
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def open_dataset(con: duckdb.DuckDBPyConnection, out_dir: Path, prefix: str = "") -> None:
@@ -645,13 +704,13 @@ def fetch_scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 # --- per-domain drill-down -------------------------------------------------------------------------
 
 # One row per distinct domain with its MX posture; ``failing`` marks what a reader looks for first.
-CREATE_DRILL: Final = """
+CREATE_DRILL: Final = f"""
 CREATE OR REPLACE TEMP VIEW drill AS
 SELECT d.domain, d.grade, d.grade_rules, CAST(d.starttls AS VARCHAR) AS starttls, coalesce(m.mx, '') AS mx,
-       coalesce(d.starttls IN ('none', 'some', 'incomplete') OR d.grade IN ('E', 'F'), false) AS failing,
+       coalesce(d.starttls IN {_FAILING_STARTTLS} OR d.grade IN {_FAILING_GRADES}, false) AS failing,
        d.domain IN (SELECT domain FROM drill_changed) AS changed,
        hash(d.domain) AS h
-FROM (SELECT * FROM domains WHERE domain IS NOT NULL AND status <> 'duplicate') d
+FROM (SELECT * FROM domains WHERE domain IS NOT NULL AND status <> {_DUPLICATE}) d
 LEFT JOIN (
     SELECT domain, string_agg(mx_host || ' ' || coalesce(grade, '—') || ' '
                               || coalesce(CAST(probe_status AS VARCHAR), CAST(host_status AS VARCHAR)), '; '

@@ -19,11 +19,13 @@ from typing import Final
 import duckdb
 
 from scanner.dataset import DatasetError
+from scanner.grading import Grade
 from scanner.report.model import Delta
-from scanner.report.queries import ReportError
+from scanner.report.queries import ReportError, lit, lits
 from scanner.report.settings import check_comparable
 from scanner.report.stats import Share
 from scanner.series import Series, load_series
+from scanner.status import DomainStatus, StarttlsVerdict, StsMode, TlsRptStatus
 
 __all__ = [
     "GRADE_STATES",
@@ -39,37 +41,42 @@ __all__ = [
 ]
 
 REGRESSIONS_LIMIT: Final = 5000  # regressed domains listed per report (the total is always given)
-STARTTLS_STATES: Final = ("all", "some", "none", "incomplete", "not_applicable")
-GRADE_STATES: Final = ("A+", "A", "B", "C", "D", "E", "F", "ungraded")
+# Every verdict is a state, not_covered (a vantage without the family, schema 7) included.
+STARTTLS_STATES: Final = tuple(v.value for v in StarttlsVerdict)
+GRADE_STATES: Final = (*(g.value for g in Grade), "ungraded")
 # Better verdicts rank higher; 'incomplete' (not measured) and 'not_applicable' are no regression.
-_STARTTLS_RANK: Final = "CASE {0} WHEN 'all' THEN 3 WHEN 'some' THEN 2 WHEN 'none' THEN 1 END"
-_GRADE_RANK: Final = ("CASE {0} WHEN 'A+' THEN 7 WHEN 'A' THEN 6 WHEN 'B' THEN 5 WHEN 'C' THEN 4 WHEN 'D' THEN 3 "
-                      "WHEN 'E' THEN 2 WHEN 'F' THEN 1 END")
+_RANKED_STARTTLS: Final = (StarttlsVerdict.ALL, StarttlsVerdict.SOME, StarttlsVerdict.NONE)
+_STARTTLS_RANK: Final = ("CASE {0} " + " ".join(f"WHEN {lit(v)} THEN {len(_RANKED_STARTTLS) - i}"
+                                                for i, v in enumerate(_RANKED_STARTTLS)) + " END")
+_GRADE_RANK: Final = ("CASE {0} " + " ".join(f"WHEN {lit(g)} THEN {len(Grade) - i}" for i, g in enumerate(Grade))
+                      + " END")
 
-_MAIL: Final = "status = 'ok'"
-_POLICIES_CHECKED: Final = "status = 'ok' AND mta_sts_txt IS NOT NULL"
+_MAIL: Final = f"status = {lit(DomainStatus.OK)}"
+_POLICIES_CHECKED: Final = f"{_MAIL} AND mta_sts_txt IS NOT NULL"
 # (key, label, numerator condition, denominator condition) over one domains row
 SERIES_FIGURES: Final[tuple[tuple[str, str, str, str], ...]] = (
-    ("starttls_all", "Mail domains with STARTTLS on every MX", "starttls = 'all'", _MAIL),
-    ("starttls_some", "… on some MX addresses only", "starttls = 'some'", _MAIL),
-    ("starttls_none", "… on no MX address", "starttls = 'none'", _MAIL),
-    ("starttls_incomplete", "… could not be tested", "starttls = 'incomplete'", _MAIL),
+    ("starttls_all", "Mail domains with STARTTLS on every MX", f"starttls = {lit(StarttlsVerdict.ALL)}", _MAIL),
+    ("starttls_some", "… on some MX addresses only", f"starttls = {lit(StarttlsVerdict.SOME)}", _MAIL),
+    ("starttls_none", "… on no MX address", f"starttls = {lit(StarttlsVerdict.NONE)}", _MAIL),
+    ("starttls_incomplete", "… could not be tested", f"starttls = {lit(StarttlsVerdict.INCOMPLETE)}", _MAIL),
     ("certs_valid_all", "Domains whose every TLS MX has a valid certificate (of domains with TLS)",
-     "certs_valid_all", "status = 'ok' AND certs_valid_all IS NOT NULL"),
-    ("grade_a_or_better", "Graded domains with A or A+", "grade IN ('A+', 'A')", "grade IS NOT NULL"),
-    ("grade_f", "Graded domains with F (no STARTTLS)", "grade = 'F'", "grade IS NOT NULL"),
+     "certs_valid_all", f"{_MAIL} AND certs_valid_all IS NOT NULL"),
+    ("grade_a_or_better", "Graded domains with A or A+", f"grade IN {lits(Grade.A_PLUS, Grade.A)}",
+     "grade IS NOT NULL"),
+    ("grade_f", "Graded domains with F (no STARTTLS)", f"grade = {lit(Grade.F)}", "grade IS NOT NULL"),
     ("mta_sts_active", "Domains with an active MTA-STS policy (of domains checked)", "mta_sts_active",
      _POLICIES_CHECKED),
-    ("mta_sts_enforce", "… in enforce mode", "mta_sts_active AND mta_sts_mode = 'enforce'", _POLICIES_CHECKED),
-    ("tlsrpt_valid", "Domains with a valid TLS-RPT record (of domains checked)", "tlsrpt_status = 'valid'",
+    ("mta_sts_enforce", "… in enforce mode", f"mta_sts_active AND mta_sts_mode = {lit(StsMode.ENFORCE)}",
      _POLICIES_CHECKED),
+    ("tlsrpt_valid", "Domains with a valid TLS-RPT record (of domains checked)",
+     f"tlsrpt_status = {lit(TlsRptStatus.VALID)}", _POLICIES_CHECKED),
     ("dane_tlsa", "Domains with TLSA records on an MX (of domains checked)", "dane_mx_with_tlsa > 0",
      _POLICIES_CHECKED),
     ("forced_tls_safe", "Mail domains to which TLS can safely be forced", "forced_tls_safe", _MAIL),
 )
 
 # One row per distinct domain of a scan (duplicates and invalid lines have no verdict of their own).
-_DISTINCT: Final = "domain IS NOT NULL AND status <> 'duplicate'"
+_DISTINCT: Final = f"domain IS NOT NULL AND status <> {lit(DomainStatus.DUPLICATE)}"
 
 
 @dataclass(frozen=True, slots=True)

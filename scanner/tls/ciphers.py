@@ -16,7 +16,7 @@ import csv
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from importlib import resources
 from types import MappingProxyType
 
@@ -43,7 +43,7 @@ class RegistryDataError(Exception):
     """The bundled CSV is malformed (a packaging or editing bug, not input)."""
 
 
-class WeakClass(str, Enum):
+class WeakClass(StrEnum):
     """Why a suite is weak; a suite may carry several classes."""
 
     NULL = "null"  # no encryption at all

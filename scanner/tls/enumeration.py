@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Final
 
 from scanner.tls.ciphers import Authentication, CipherSuite, KeyExchange, WeakClass, suites_for
@@ -91,7 +91,7 @@ class AnswerKind(str, Enum):
     PROTOCOL_ERROR = "protocol_error"  # garbage, or a suite/version we did not offer
 
 
-class VersionVerdict(str, Enum):
+class VersionVerdict(StrEnum):
     """How support for one protocol version was decided."""
 
     ACCEPTED = "accepted"

@@ -3,10 +3,12 @@ enumeration, grading and the output alike, importing nothing of the project."""
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
 from typing import Final
 
-__all__ = ["VERSION_NAMES", "EnumMode", "TlsVersion"]
+__all__ = ["VERSION_NAMES", "EnumMode", "TlsVersion", "VersionName"]
 
 
 class TlsVersion(IntEnum):
@@ -20,17 +22,29 @@ class TlsVersion(IntEnum):
     TLS13 = 0x0304
 
 
-# The names the output uses for versions (OpenSSL's spelling, as ``ssl.SSLObject.version()`` gives it).
-VERSION_NAMES: Final = {
-    TlsVersion.SSL3: "SSLv3",
-    TlsVersion.TLS10: "TLSv1.0",
-    TlsVersion.TLS11: "TLSv1.1",
-    TlsVersion.TLS12: "TLSv1.2",
-    TlsVersion.TLS13: "TLSv1.3",
-}
+class VersionName(StrEnum):
+    """Our names of the protocol versions (probes.versions_accepted, preferred_version; the rubric).
+
+    Not OpenSSL's: it calls TLS 1.0 "TLSv1" (probes.tls_version is what the library said).
+    """
+
+    SSL3 = "SSLv3"
+    TLS10 = "TLSv1.0"
+    TLS11 = "TLSv1.1"
+    TLS12 = "TLSv1.2"
+    TLS13 = "TLSv1.3"
 
 
-class EnumMode(str, Enum):
+VERSION_NAMES: Final[Mapping[TlsVersion, VersionName]] = MappingProxyType({
+    TlsVersion.SSL3: VersionName.SSL3,
+    TlsVersion.TLS10: VersionName.TLS10,
+    TlsVersion.TLS11: VersionName.TLS11,
+    TlsVersion.TLS12: VersionName.TLS12,
+    TlsVersion.TLS13: VersionName.TLS13,
+})
+
+
+class EnumMode(StrEnum):
     """How much of a server's TLS configuration the crafted-hello enumeration asks about."""
 
     OFF = "off"

@@ -20,8 +20,8 @@ import pytest
 from scanner.cli import CommandError, main
 from scanner.exit_codes import ExitCode
 from scanner.grading import GRADING_VERSION, Grade
-from scanner.output.arrow_schema import arrow_schema
-from scanner.output.rows import DomainRow, MxRow, ProbeRow
+from scanner.output.arrow_schema import arrow_schema, closed_sets
+from scanner.output.rows import TABLES, DomainRow, MxRow, ProbeRow
 from scanner.status import DomainStatus
 from worlds.ports import pick_loopback_block
 from worlds.procs import LoopThread
@@ -160,6 +160,26 @@ def test_files_carry_the_declared_schema(dataset: Path, world: World) -> None:
         assert schema.equals(arrow_schema(row_class), check_metadata=False), table
     run = _rows(dataset, "run")
     assert len(run) == 1 and run[0]["completed"] and run[0]["domains"] == len(world.expected)
+
+
+def test_closed_set_columns_hold_only_their_enum_values(dataset: Path) -> None:
+    """Every value a real scan writes to a closed-set column (or to a list column's items) is one of its enum's."""
+    seen: dict[str, set[str]] = {}
+    for table, row_class in TABLES.items():
+        rows = _rows(dataset, table)
+        for column, cls in closed_sets(row_class).items():
+            values: set[str] = set()
+            for row in rows:
+                value = row[column]
+                values.update(value if isinstance(value, list) else [] if value is None else [value])
+            assert values <= {m.value for m in cls}, f"{table}.{column}: {values - {m.value for m in cls}}"
+            seen[f"{table}.{column}"] = values
+    # Not vacuous: the world exercises the policy, DANE, certificate and enumeration columns.
+    for column in ("domains.mta_sts_mode", "domains.mta_sts_errors", "domains.tlsrpt_status", "domains.grade",
+                   "domains.families_covered", "mx.cert_name_match", "mx.dane_verdict", "mx.dane_dnssec",
+                   "probes.cert_trust", "probes.cert_key_type", "probes.enum_mode", "probes.weak_classes",
+                   "probes.versions_accepted", "probes.preferred_version", "sessions.cert_trust"):
+        assert seen[column], f"{column}: no value in the standard world's scan"
 
 
 def test_headline_query(dataset: Path, world: World) -> None:

@@ -67,7 +67,14 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
                 world.set_epoch(epoch)
             outs.append(folder / f"s{epoch}")
             _scan(world, ranked if epoch == 2 else world.domains_file, outs[-1])
+        # Beside the folder (the folder's tests read exactly three scans): epoch 2 again, from a vantage
+        # without IPv4, where the IPv4-only domains are "not_covered".
+        _scan(world, world.domains_file, _ipv4_off(outs), "--ipv4", "off")
         yield outs
+
+
+def _ipv4_off(scans: list[Path]) -> Path:
+    return scans[0].parent.parent / "ipv4-off"
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +188,19 @@ def test_series_cli_writes_three_renderings(scans: list[Path], tmp_path: Path) -
     assert "multiline.world.test" in html
     # --baseline takes one scan; a series compares its own.
     assert main(["report", str(scans[1]), str(scans[2]), "--baseline", str(scans[0])]) == 2
+
+
+def test_not_covered_domains_have_their_own_transition_state(scans: list[Path]) -> None:
+    """Every StarttlsVerdict is a transition state: a domain going to not_covered is counted, not a crash."""
+    report = build_series([scans[2], _ipv4_off(scans)], allow_different_settings=True)
+    (starttls,) = (t for t in report.transitions if t.kind == "starttls")
+    assert starttls.states == STARTTLS_STATES and "not_covered" in STARTTLS_STATES
+    pairs = _distinct(scans[2])[["domain", "starttls"]].merge(
+        _distinct(_ipv4_off(scans))[["domain", "starttls"]], on="domain", suffixes=("_old", "_new"))
+    expected = pairs.groupby(["starttls_old", "starttls_new"]).size().to_dict()
+    got = {(old, new): n for i, old in enumerate(starttls.states) for j, new in enumerate(starttls.states)
+           if (n := starttls.counts[i][j])}
+    assert got == expected and any(new == "not_covered" for _, new in got)
 
 
 def test_series_with_different_settings_refused_unless_allowed(scans: list[Path], tmp_path: Path) -> None:

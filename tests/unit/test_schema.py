@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.dataset import DatasetError, load
-from scanner.output.arrow_schema import arrow_schema, render_json, render_markdown
+from scanner.output.arrow_schema import ColumnBuilder, arrow_schema, closed_sets, render_json, render_markdown
 from scanner.output.parquet import (
     DamagedOutputError,
     DatasetWriter,
@@ -20,8 +21,8 @@ from scanner.output.parquet import (
     recover,
     verify_committed,
 )
-from scanner.output.rows import RunRow
-from scanner.status import AttemptOutcome
+from scanner.output.rows import TABLES, RunRow, SessionRow
+from scanner.status import AttemptOutcome, ProbeStatus, SessionFact, SessionKind, TrustStatus
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -30,6 +31,65 @@ def test_committed_schema_docs_match_code() -> None:
     hint = "schemas/ drifted from scanner/output/rows.py: run `python -m scanner.output.arrow_schema`"
     assert (SCHEMAS / "schema.json").read_text(encoding="utf-8") == render_json(), hint
     assert (SCHEMAS / "tables.md").read_text(encoding="utf-8") == render_markdown(), hint
+
+
+# Columns named by issue 13 ("typed to the writer") and their neighbours: each must stay a closed set.
+_NAMED_CLOSED_SETS = {
+    "domains": {"status", "mx_source", "families_covered", "starttls", "mta_sts_mode", "mta_sts_fetched_mode",
+                "mta_sts_errors", "tlsrpt_status", "dane_delivery", "grade"},
+    "mx": {"host_status", "probe_status", "cert_name_match", "cert_source", "dane_verdict", "dane_dnssec", "grade"},
+    "probes": {"status", "failure_phase", "failure_class", "cert_trust", "cert_key_type", "enum_mode",
+               "versions_accepted", "weak_classes", "preferred_version", "inconsistent_facts", "ver_tls1_3"},
+    "sessions": {"kind", "status", "cert_trust", "contradicts"},
+    "run": {"outcome"},
+}
+
+
+def test_closed_set_columns_are_typed_with_their_enum() -> None:
+    for table, columns in _NAMED_CLOSED_SETS.items():
+        assert columns <= set(closed_sets(TABLES[table])), table
+
+
+def test_schema_json_lists_each_closed_set_exactly() -> None:
+    """schema.json carries every value of every closed-set column (list columns: of their items), no more."""
+    doc = json.loads((SCHEMAS / "schema.json").read_text(encoding="utf-8"))
+    for table, row_class in TABLES.items():
+        enums = closed_sets(row_class)
+        listed = {c["name"]: c.get("values") for c in doc["tables"][table]["columns"]}
+        assert {name for name, values in listed.items() if values is not None} == set(enums), table
+        for name, cls in enums.items():
+            assert listed[name] == [m.value for m in cls], f"{table}.{name}"
+
+
+def test_closed_set_members_read_as_their_value() -> None:
+    # Producers pass members: text built from one (an f-string, check's output) must show the value,
+    # never "Class.MEMBER" as a (str, Enum) member would.
+    for row_class in TABLES.values():
+        for cls in closed_sets(row_class).values():
+            for member in cls:
+                assert f"{member}" == str(member) == member.value, member
+
+
+def _session_row(**changes: object) -> SessionRow:
+    fields: dict[str, object] = dict(
+        scan_id="s", attempt=1, probe_id="192.0.2.1|25", address="192.0.2.1", port=25, kind=SessionKind.SNI,
+        sni="mx.example", status=ProbeStatus.STARTTLS_OK, failure_class=None, failure_detail="",
+        starttls_advertised=True, tls_version="TLSv1.3", cert_chain=[], cert_sha256=None,
+        cert_trust=TrustStatus.TRUSTED, same_as_probe=False, contradicts=[SessionFact.CERTIFICATE],
+        started_at=datetime(2026, 1, 1, tzinfo=UTC), total_ms=1.0)
+    fields.update(changes)
+    return SessionRow(**fields)  # type: ignore[arg-type]
+
+
+def test_writer_writes_values_and_refuses_what_is_not_a_member() -> None:
+    builder = ColumnBuilder(SessionRow)
+    table = builder.table([_session_row()]).to_pylist()
+    assert (table[0]["kind"], table[0]["cert_trust"], table[0]["contradicts"]) == ("sni", "trusted", ["certificate"])
+    # A plain string (or another enum's member) would let a column drift from its value set unseen.
+    for bad in ({"contradicts": ["certificate"]}, {"cert_trust": "trusted"},
+                {"contradicts": [SessionKind.SNI]}):
+        with pytest.raises(TypeError, match="is not a"):
+            builder.table([_session_row(**bad)])
 
 
 def _run_row(i: int) -> RunRow:
