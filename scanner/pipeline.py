@@ -47,8 +47,9 @@ from scanner.output.rows import DomainRow, ProbeRow, SessionRow
 from scanner.policy.domain import DomainPolicies, PolicyChecker
 from scanner.preflight import resolver_label
 from scanner.probe_cache import SummaryCache
-from scanner.probing import ProbeService, ProbeSummary
+from scanner.probing import ProbeService
 from scanner.provenance import collect as collect_provenance
+from scanner.records import ProbeSummary
 from scanner.resume import LineSet, ResumeState, mark_complete
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains

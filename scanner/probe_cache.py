@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scanner.probing import ProbeSummary
+    from scanner.records import ProbeSummary
 
 __all__ = ["SummaryCache"]
 

@@ -28,8 +28,8 @@ from scanner.policy.dane import (
     mx_bogus_verdict,
 )
 from scanner.policy.domain import DomainPolicies
-from scanner.probing import ProbeSummary, probe_id
 from scanner.providers import ProviderMapper
+from scanner.records import ProbeSummary, probe_id
 from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
 from scanner.tls.enumeration import KeyExchangeResult
 from scanner.tls.groups import group_name

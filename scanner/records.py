@@ -1,0 +1,70 @@
+"""What a domain's verdicts need from a probe: the ``ProbeSummary`` record and its keys.
+
+A leaf module (certificate and TLS result types, status enums; no engine, no I/O): the scheduler
+(scanner.probing) builds summaries, the summary cache (scanner.probe_cache) stores them, the verdicts
+(scanner.verdicts) read them and resume (scanner.output.probe_rows) rebuilds them from committed rows,
+without any of these importing the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus
+from scanner.status import CertSource, ProbeStatus
+from scanner.tls.enumeration import EnumerationResult
+
+__all__ = ["ProbeSummary", "link_key", "probe_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSummary:
+    """What a domain's verdicts need from a probe (the full row has already gone to the writer).
+
+    Kept for every distinct address of the scan, so it holds only what grading and DANE read.
+    """
+
+    probe_id: str
+    status: ProbeStatus
+    leaf: CertificateInfo | None
+    chain: tuple[bytes, ...]  # DER as presented, for DANE matching
+    cert_trust: TrustStatus | None
+    cert_expired: bool | None
+    cert_self_signed: bool | None
+    plaintext_after_starttls: bool
+    enumeration: EnumerationResult | None
+    sni: str | None = None  # server name the certificate fields were obtained with
+    no_sni_sha256: str | None = None  # leaf presented without SNI (scanner.sni)
+    sni_selects: bool | None = None
+    inconsistent: tuple[str, ...] = ()  # SessionFact values two sessions disagreed on (worst answer kept)
+    # For a link's view of the address (ProbeService.link): which certificate the fields hold.
+    cert_source: CertSource | None = None
+
+    @property
+    def chain_trusted_and_current(self) -> bool:
+        """Trusted and within its validity period (the certificate part of RFC 8461 §5 compliance)."""
+        return self.cert_trust is TrustStatus.TRUSTED and not self.cert_expired
+
+
+def probe_id(address: str, port: int) -> str:
+    return f"{address}|{port}"
+
+
+def link_key(probe_key: str, host: str) -> str:
+    """Key of a further MX name's SNI session result in the summary cache."""
+    return f"{probe_key}|sni={host}"
+
+
+def _seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], verdict: ChainVerdict | None,
+               source: CertSource, contradicted: Iterable[str]) -> ProbeSummary:
+    inconsistent = tuple(sorted({*base.inconsistent, *contradicted}))
+    if verdict is None or not chain:
+        return dataclasses.replace(base, leaf=None, chain=(), cert_trust=None, cert_expired=None,
+                                   cert_self_signed=None, sni=sni, inconsistent=inconsistent, cert_source=source)
+    return dataclasses.replace(
+        base, leaf=verdict.leaf, chain=chain, cert_trust=verdict.trust,
+        cert_expired=verdict.expired or verdict.not_yet_valid, cert_self_signed=verdict.self_signed,
+        sni=sni, inconsistent=inconsistent, cert_source=source,
+    )
