@@ -2,8 +2,8 @@
 
 Domains ask for an address with ``ProbeService.request``; the first request creates the probe and
 queues it, later ones (other domains hosted at the same provider) share its future. Workers take
-queued probes, wait for a global connection slot and the address's own slot (concurrency and
-minimum interval), run the SMTP/TLS dialogue, judge the certificate chain, hand the full row to the
+queued probes, wait for a slot of the scan's politeness limiter (scanner.net.limits: the address's
+own, its prefix's and a global one), run the SMTP/TLS dialogue, judge the certificate chain, hand the full row to the
 writer and resolve the future with a compact ``ProbeSummary`` (the only thing domains need).
 """
 
@@ -15,8 +15,7 @@ import hashlib
 import ipaddress
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -27,7 +26,7 @@ from scanner.consistency import Answer
 from scanner.errors import describe_bug
 from scanner.net.addresses import AddressPolicy
 from scanner.net.families import Reachability
-from scanner.net.limits import KeyedLimiter
+from scanner.net.limits import PolitenessLimiter
 from scanner.output.probe_rows import build_probe_row, build_session_row
 from scanner.output.rows import ProbeRow, SessionRow
 from scanner.probe_cache import SummaryCache
@@ -51,15 +50,9 @@ from scanner.tls.enumeration import (
 )
 from scanner.tls.probe import drive_plan, probe_hello
 
-__all__ = ["ProbeService", "enumeration_mode", "prefix_of", "session_summary"]
+__all__ = ["ProbeService", "enumeration_mode", "session_summary"]
 
 _log = logging.getLogger(__name__)
-
-
-def prefix_of(address: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) an address belongs to: the unit of the per-network politeness cap."""
-    ip = ipaddress.ip_address(address)
-    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False))
 
 
 def enumeration_mode(configured: str, full_sample: float, address: str) -> str:
@@ -99,6 +92,8 @@ class ProbeService:
         attempt: int,
         done: SummaryCache,
         families: Reachability | None = None,
+        *,
+        limits: PolitenessLimiter,
     ) -> None:
         self._config = config
         self._families = families if families is not None else Reachability(True, True, "not checked")
@@ -112,11 +107,7 @@ class ProbeService:
         self._pending: dict[str, _Pending] = {}  # queued or running
         self._done = done  # finished summaries, bounded memory (scanner.probe_cache)
         self._requested = 0
-        self._connections = asyncio.Semaphore(config.probe.max_connections)
-        self._per_address = KeyedLimiter(config.probe.per_ip_concurrency, config.probe.per_ip_interval)
-        # Many MX addresses of one provider often share a /24 (a /48 in IPv6): a cap per prefix keeps the
-        # scan polite to the network as a whole, not only to each address.
-        self._per_prefix = KeyedLimiter(config.probe.per_prefix_concurrency, 0.0)
+        self._limits = limits  # the scan's politeness limits, shared with its policy fetches
         self._sni_states: dict[str, SniState] = {}  # per address with further names (small entries)
         self._links: dict[str, asyncio.Future[ProbeSummary]] = {}  # SNI sessions running, by link key
         self._views = 0  # entries of self._done that are further names' views, not probes
@@ -124,7 +115,6 @@ class ProbeService:
         self.address_sessions = 0  # no-SNI sessions and re-asks
         self.retries = 0
         self.in_flight = 0
-        self.connections_open = 0  # connections holding a global slot now (probes, hello sessions, policy fetches)
         self.completed = 0
 
     @property
@@ -233,19 +223,6 @@ class ProbeService:
         del self._pending[key]
         pending.future.set_result(summary)
 
-    @asynccontextmanager
-    async def connection_slot(self, address: str) -> AsyncIterator[None]:
-        """The politeness limits for one connection to ``address`` (probes, hello sessions, policy fetches).
-
-        The address's own slot comes first: waiting out its interval must not hold a global slot.
-        """
-        async with self._per_address.slot(address), self._per_prefix.slot(prefix_of(address)), self._connections:
-            self.connections_open += 1
-            try:
-                yield
-            finally:
-                self.connections_open -= 1
-
     async def worker(self) -> None:
         while (pending := await self._queue.get()) is not None:
             try:
@@ -279,7 +256,7 @@ class ProbeService:
         loop = asyncio.get_running_loop()
         deadline = 0.0  # event-loop time; the probe's deadline counts from its last attempt's start
         for attempt in range(len(delays) + 1):
-            async with self.connection_slot(pending.address):
+            async with self._limits.slot(pending.address):
                 started_at = datetime.now(UTC)
                 deadline = loop.time() + self._config.probe.probe_deadline
                 self.in_flight += 1
@@ -335,7 +312,7 @@ class ProbeService:
 
     async def _session(self, address: str, port: int, kind: SessionKind, sni: str | None) -> SessionOutcome:
         """One handshake-only STARTTLS session, under the same limits as every connection."""
-        async with self.connection_slot(address):
+        async with self._limits.slot(address):
             started_at = datetime.now(UTC)
             self.in_flight += 1
             try:
@@ -415,7 +392,7 @@ class ProbeService:
                     unopened[0] += 1
                 return late
             try:
-                async with asyncio.timeout_at(deadline), self.connection_slot(pending.address):
+                async with asyncio.timeout_at(deadline), self._limits.slot(pending.address):
                     self.in_flight += 1
                     try:
                         answer = await probe_hello(pending.address, pending.port, sni, self._config.probe, request)
