@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Final
 
 from scanner.certs import KeyType
-from scanner.policy.mta_sts import StsMode
+from scanner.status import StsMode
 from scanner.tls.ciphers import WeakClass
 from scanner.tls.codec import TlsVersion
 from scanner.tls.enumeration import POSTURE_VERSIONS, VERSION_NAMES, VersionVerdict

@@ -31,9 +31,10 @@ from typing import IO
 
 import idna
 
+from scanner.records import InputLine
+
 __all__ = [
     "InputError",
-    "InputLine",
     "InputTally",
     "InputTotal",
     "LineSplitter",
@@ -66,17 +67,6 @@ _DIGEST_CHUNK = 1 << 20
 
 class InputError(ValueError):
     """The input file cannot be read at all (missing, unreadable)."""
-
-
-@dataclass(frozen=True, slots=True)
-class InputLine:
-    """One meaningful input line. Exactly one of ``domain`` / ``error`` is set."""
-
-    line_no: int  # 1-based line number in the input
-    raw: str  # the line as read (trimmed, capped at RAW_KEEP characters)
-    domain: str | None  # normalized A-label form, lower case, no trailing dot
-    error: str | None  # why the line is not a valid domain
-    rank: int | None = None  # the list's rank of a Tranco-style "rank,domain" line (None for a bare domain)
 
 
 @dataclass(slots=True)

@@ -33,12 +33,13 @@ from typing import Any
 
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig, result_settings
-from scanner.dns.lookup import DomainDns, DomainResolver, ServerTarget
+from scanner.dns.lookup import DomainResolver, ServerTarget
+from scanner.dns.records import DomainDns
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
 from scanner.exit_codes import ExitCode
 from scanner.health import Breakdown, HealthWatch
-from scanner.input import InputError, InputLine, InputTally, read_domains_async, stream_lines
+from scanner.input import InputError, InputTally, read_domains_async, stream_lines
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.net.families import detect_families
@@ -50,7 +51,7 @@ from scanner.preflight import resolver_label
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService
 from scanner.provenance import collect as collect_provenance
-from scanner.records import ProbeSummary
+from scanner.records import InputLine, ProbeSummary
 from scanner.resume import LineSet, ResumeState, mark_complete
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains

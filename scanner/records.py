@@ -1,4 +1,5 @@
-"""What a domain's verdicts need from a probe: the ``ProbeSummary`` record and its keys.
+"""Records the stages hand each other: what a domain's verdicts need from a probe (``ProbeSummary`` and
+its keys) and one line of the input (``InputLine``).
 
 A leaf module (certificate and TLS result types, status enums; no engine, no I/O): the scheduler
 (scanner.probing) builds summaries, the summary cache (scanner.probe_cache) stores them, the verdicts
@@ -16,7 +17,18 @@ from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus
 from scanner.status import CertSource, ProbeStatus
 from scanner.tls.enumeration import EnumerationResult
 
-__all__ = ["ProbeSummary", "link_key", "probe_id"]
+__all__ = ["InputLine", "ProbeSummary", "link_key", "probe_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputLine:
+    """One meaningful input line (scanner.input). Exactly one of ``domain`` / ``error`` is set."""
+
+    line_no: int  # 1-based line number in the input
+    raw: str  # the line as read (trimmed, capped at scanner.input.RAW_KEEP characters)
+    domain: str | None  # normalized A-label form, lower case, no trailing dot
+    error: str | None  # why the line is not a valid domain
+    rank: int | None = None  # the list's rank of a Tranco-style "rank,domain" line (None for a bare domain)
 
 
 @dataclass(frozen=True, slots=True)

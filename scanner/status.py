@@ -22,6 +22,7 @@ __all__ = [
     "SessionFact",
     "SessionKind",
     "StarttlsVerdict",
+    "StsMode",
 ]
 
 
@@ -210,3 +211,12 @@ class SessionFact(str, Enum):
     CERTIFICATE = "certificate"  # another leaf certificate for the same SNI (or the same absence of SNI)
     STARTTLS = "starttls"  # STARTTLS advertised in one session, missing in another
     VERSION = "version"  # a protocol version accepted in one session, refused in another
+
+
+class StsMode(str, Enum):
+    """MTA-STS policy mode (RFC 8461 §5). Here, not in scanner.policy, so grading reads it without
+    importing the policy fetches."""
+
+    ENFORCE = "enforce"
+    TESTING = "testing"
+    NONE = "none"

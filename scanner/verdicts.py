@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from scanner.certs import NameMatch, TrustStatus, match_hostname
-from scanner.dns.lookup import DomainDns, MailHost
+from scanner.dns.records import DomainDns, MailHost
 from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, PolicyFacts, grade_domain, grade_mx, version_facts
-from scanner.input import InputLine
 from scanner.output.rows import DomainRow, MxRow
 from scanner.policy.dane import (
     DaneLink,
@@ -29,7 +28,7 @@ from scanner.policy.dane import (
 )
 from scanner.policy.domain import DomainPolicies
 from scanner.providers import ProviderMapper
-from scanner.records import ProbeSummary, probe_id
+from scanner.records import InputLine, ProbeSummary, probe_id
 from scanner.status import CertSource, DnsOutcome, DomainStatus, MxSource, ProbeStatus, SessionFact, StarttlsVerdict
 from scanner.tls.enumeration import KeyExchangeResult
 from scanner.tls.groups import group_name

@@ -34,7 +34,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from scanner.dns.resolver import DnsResolver, QueryResult
 from scanner.net.addresses import AddressPolicy
-from scanner.status import DnsOutcome
+from scanner.status import DnsOutcome, StsMode
 from scanner.version import __version__
 
 # A connection slot for one address (the scan's politeness limiter): ``async with slot(address): ...``.
@@ -114,14 +114,6 @@ class StsError(str, Enum):
     MEDIA_TYPE = "media_type"  # Content-Type missing or not text/plain (§3.2)
     TOO_LARGE = "too_large"  # body longer than the cap (64 KiB by default, §3.3)
     POLICY_SYNTAX = "policy_syntax"  # body fetched but not a valid policy (§3.2)
-
-
-class StsMode(str, Enum):
-    """Policy mode (RFC 8461 §5)."""
-
-    ENFORCE = "enforce"
-    TESTING = "testing"
-    NONE = "none"
 
 
 @dataclass(frozen=True, slots=True)
