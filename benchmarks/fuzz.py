@@ -227,6 +227,7 @@ def smtp_target() -> Target:
 
 
 def policy_target() -> Target:
+    from scanner.names import normalize_host
     from scanner.policy import mta_sts, tlsrpt
 
     def records(data: bytes) -> list[mta_sts.TxtRecord]:
@@ -266,7 +267,7 @@ def policy_target() -> Target:
             assert rpt.rua and all(uri.valid for uri in rpt.rua), rpt
         pattern, _, host = text.partition("\x00")
         assert isinstance(mta_sts.mx_matches(pattern, host), bool)
-        normal = mta_sts.normalize_host(host)
+        normal = normalize_host(host)
         assert normal is None or (normal.isascii() and normal == normal.lower())
 
     return target

@@ -31,6 +31,7 @@ from typing import IO
 
 import idna
 
+from scanner.names import a_label_form
 from scanner.records import InputLine
 
 __all__ = [
@@ -92,13 +93,10 @@ def normalize_domain(text: str) -> str:
         raise ValueError("not a bare domain (URL or address?)")
     if any(ord(c) < 0x21 or c == "\x7f" for c in name):
         raise ValueError("contains spaces or control characters")
-    if name.isascii():
-        ascii_name = name.lower()
-    else:
-        try:
-            ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii").lower()
-        except idna.IDNAError as exc:
-            raise ValueError(f"invalid IDN: {exc}") from exc
+    try:
+        ascii_name = a_label_form(name)
+    except idna.IDNAError as exc:
+        raise ValueError(f"invalid IDN: {exc}") from exc
     _check_ldh(ascii_name)
     return ascii_name
 

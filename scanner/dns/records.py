@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from scanner.names import host_key
 from scanner.status import DomainStatus, HostStatus, MxSource
 
 __all__ = ["DomainDns", "HostResolution", "MailHost", "MxPlan", "MxRecord", "is_ip_literal", "plan_mx"]
@@ -29,10 +30,6 @@ class MxPlan:
     null_mx_mixed: bool = False
 
 
-def normalize_exchange(name: str) -> str:
-    return name.strip().rstrip(".").lower()
-
-
 def is_ip_literal(name: str) -> bool:
     """An MX exchange that is an address: RFC 5321 §5.1 requires a host name; we do not probe it."""
     candidate = name.strip("[]")
@@ -53,7 +50,7 @@ def plan_mx(records: Iterable[MxRecord]) -> MxPlan:
     best: dict[str, int] = {}
     saw_null = False
     for record in records:
-        exchange = normalize_exchange(record.exchange)
+        exchange = host_key(record.exchange)
         if not exchange:
             saw_null = True
             continue

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from scanner.certs import NameMatch, TrustStatus, TrustStore, check_chain, match_hostname
 from scanner.config import ConfigError, DnsConfig, parse_host_port
 from scanner.dns.dnssec import Budget, ede_text, validation_failure
-from scanner.policy.mta_sts import normalize_host
+from scanner.names import host_key, normalize_host
 from scanner.status import DnsOutcome
 
 __all__ = [
@@ -257,7 +257,7 @@ def parse_tlsa_text(text: str) -> TlsaRecord | TlsaSyntaxError:
 
 def tlsa_name(mx_host: str, port: int = 25) -> str:
     """The TLSA owner name for an MX host: ``_25._tcp.<host>`` (RFC 6698 §3, RFC 7672 §3)."""
-    host = normalize_host(mx_host) or mx_host.rstrip(".").lower()
+    host = host_key(mx_host)
     return f"_{port}._tcp.{host}"
 
 

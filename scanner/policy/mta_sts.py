@@ -29,10 +29,10 @@ from typing import Final
 
 import aiohttp
 import certifi
-import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from scanner.dns.resolver import DnsResolver, QueryResult
+from scanner.names import normalize_host
 from scanner.net.addresses import AddressPolicy
 from scanner.status import DnsOutcome, StsMode
 from scanner.version import __version__
@@ -58,7 +58,6 @@ __all__ = [
     "fetch_policy",
     "loose_record_text",
     "mx_matches",
-    "normalize_host",
     "parse_policy",
     "parse_sts_txt",
     "policy_ssl_context",
@@ -459,18 +458,6 @@ def parse_policy(body: str | bytes) -> StsPolicy | StsFailure:
 # --------------------------------------------------------------------------
 # MX matching and evaluation
 # --------------------------------------------------------------------------
-
-
-def normalize_host(name: str) -> str | None:
-    """Lower-case A-label form without the trailing dot, or None if it cannot be one."""
-    host = name.strip().removesuffix(".")
-    if not host.isascii():
-        try:
-            host = idna.encode(host, uts46=True).decode("ascii")
-        except idna.IDNAError:
-            return None
-    host = host.lower()
-    return host if host and all(host.split(".")) else None
 
 
 def mx_matches(pattern: str, mx_host: str) -> bool:

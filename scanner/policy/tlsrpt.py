@@ -14,10 +14,10 @@ from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from scanner.dns.resolver import DnsResolver
+from scanner.names import normalize_host
 from scanner.policy.mta_sts import (
     TxtRecord,
     loose_record_text,
-    normalize_host,
     split_fields,
     starts_record,
     txt_record_text,
