@@ -30,7 +30,7 @@ from scanner.net.limits import PolitenessLimiter
 from scanner.output.probe_rows import build_probe_row, build_session_row
 from scanner.output.rows import ProbeRow, SessionRow
 from scanner.probe_cache import SummaryCache
-from scanner.records import ProbeSummary, _seen_with, link_key, probe_id
+from scanner.records import ProbeSummary, link_key, probe_id, seen_with
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp, skipped_result
 from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, decide_name, name_source, note_name
 from scanner.status import CertSource, FailureClass, ProbeStatus, SessionFact, SessionKind
@@ -106,14 +106,10 @@ class ProbeService:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=config.probe.workers * 4)
         self._pending: dict[str, _Pending] = {}  # queued or running
         self._done = done  # finished summaries, bounded memory (scanner.probe_cache)
-        self._requested = 0
         self._limits = limits  # the scan's politeness limits, shared with its policy fetches
         self._sni_states: dict[str, SniState] = {}  # per address with further names (small entries)
         self._links: dict[str, asyncio.Future[ProbeSummary]] = {}  # SNI sessions running, by link key
         self._views = 0  # entries of self._done that are further names' views, not probes
-        self.sni_sessions = 0  # handshake-only sessions for further names
-        self.address_sessions = 0  # no-SNI sessions and re-asks
-        self.retries = 0
         self.in_flight = 0
         self.completed = 0
 
@@ -191,7 +187,6 @@ class ProbeService:
         if not decision.ask:
             return dataclasses.replace(summary, cert_source=decision.source)
         outcome = await self._session(address, probe.port, SessionKind.SNI, host)
-        self.sni_sessions += 1
         note_name(state, outcome, probe.sni_same_run)
         sha = summary.leaf.sha256 if summary.leaf else None
         new = _link_contradictions(summary, outcome)
@@ -214,7 +209,6 @@ class ProbeService:
             return future
         pending = _Pending(address, port, [mx_host], future)
         self._pending[key] = pending
-        self._requested += 1
         await self._queue.put(pending)
         return future
 
@@ -273,7 +267,6 @@ class ProbeService:
             # 421, a greeting that never came, a drop before STARTTLS: the MTA asks us to slow down.
             # Wait (holding no connection slot) and try again, within a bounded budget; if it never gets
             # through, the row says so ("throttled"/"timeout"), never "no STARTTLS".
-            self.retries += 1
             await asyncio.sleep(delays[attempt])
         verdict = check_chain(result.tls.chain, self._trust, started_at) if result.tls else None
         session_rows: list[SessionRow] = []
@@ -303,7 +296,6 @@ class ProbeService:
             return await self._session(pending.address, pending.port, kind, name)
 
         async def record(outcome: SessionOutcome, new: frozenset[SessionFact]) -> None:
-            self.address_sessions += 1
             rows.append(build_session_row(self._scan_id, self._attempt, pending.port, outcome,
                                           check.probe.cert_sha256, new))
 
@@ -471,7 +463,7 @@ def _bug_result(exc: Exception) -> SmtpProbeResult:
 def session_summary(base: ProbeSummary, outcome: SessionOutcome, new: frozenset[SessionFact]) -> ProbeSummary:
     """The address seen through one SNI session: its certificate, the probe's other facts."""
     chain = outcome.result.tls.chain if outcome.result.tls else ()
-    return _seen_with(base, outcome.sni, chain, outcome.verdict, name_source(outcome), (f.value for f in new))
+    return seen_with(base, outcome.sni, chain, outcome.verdict, name_source(outcome), (f.value for f in new))
 
 
 def _sleep_until(deadline: float) -> Callable[[float], Awaitable[None]]:

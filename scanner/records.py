@@ -17,7 +17,7 @@ from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus
 from scanner.status import CertSource, ProbeStatus
 from scanner.tls.enumeration import EnumerationResult
 
-__all__ = ["InputLine", "ProbeSummary", "link_key", "probe_id"]
+__all__ = ["InputLine", "ProbeSummary", "link_key", "probe_id", "seen_with"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +69,10 @@ def link_key(probe_key: str, host: str) -> str:
     return f"{probe_key}|sni={host}"
 
 
-def _seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], verdict: ChainVerdict | None,
+def seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], verdict: ChainVerdict | None,
                source: CertSource, contradicted: Iterable[str]) -> ProbeSummary:
+    """``base`` as seen through a session with SNI = ``sni``: that session's certificate (none if it
+    failed) in place of the probe's, the facts it ``contradicted`` added to the inconsistent ones."""
     inconsistent = tuple(sorted({*base.inconsistent, *contradicted}))
     if verdict is None or not chain:
         return dataclasses.replace(base, leaf=None, chain=(), cert_trust=None, cert_expired=None,

@@ -70,9 +70,6 @@ class KeyedLimiter:
         self._states: dict[Hashable, _KeyState] = {}
         self._calls = 0
 
-    def __len__(self) -> int:
-        return len(self._states)
-
     @asynccontextmanager
     async def slot(self, key: Hashable) -> AsyncIterator[None]:
         self._calls += 1

@@ -15,7 +15,7 @@ from typing import Any
 
 from scanner.certs import ChainVerdict, TrustStatus, TrustStore, check_chain
 from scanner.output.rows import ProbeRow, SessionRow
-from scanner.records import ProbeSummary, _seen_with, probe_id
+from scanner.records import ProbeSummary, probe_id, seen_with
 from scanner.smtp.session import SmtpProbeResult
 from scanner.sni import AddressCheck, SessionOutcome
 from scanner.status import CertSource, Phase, ProbeStatus, SessionFact
@@ -232,7 +232,7 @@ def session_summary_from_row(row: Mapping[str, Any], base: ProbeSummary, trust: 
     chain = tuple(row["cert_chain"] or ())
     verdict = check_chain(chain, trust, row["started_at"]) if chain else None
     ok = ProbeStatus(row["status"]) is ProbeStatus.STARTTLS_OK
-    return _seen_with(base, row["sni"], chain, verdict, CertSource.OWN_SNI if ok else CertSource.SESSION_FAILED,
+    return seen_with(base, row["sni"], chain, verdict, CertSource.OWN_SNI if ok else CertSource.SESSION_FAILED,
                       row["contradicts"] or ())
 
 
