@@ -3,8 +3,9 @@
 Domains ask for an address with ``ProbeService.request``; the first request creates the probe and
 queues it, later ones (other domains hosted at the same provider) share its future. Workers take
 queued probes, wait for a slot of the scan's politeness limiter (scanner.net.limits: the address's
-own, its prefix's and a global one), run the SMTP/TLS dialogue, judge the certificate chain, hand the full row to the
-writer and resolve the future with a compact ``ProbeSummary`` (the only thing domains need).
+own, its prefix's and a global one), run the SMTP/TLS dialogue, judge the certificate chain, hand the
+full row (built by scanner.output.probe_rows) to the writer and resolve the future with a compact
+``ProbeSummary`` (scanner.records: the only thing domains need).
 """
 
 from __future__ import annotations
