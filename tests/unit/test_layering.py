@@ -7,9 +7,9 @@ none of the network or event-loop libraries, and only modules of its own layer. 
 also one inside a function or under ``TYPE_CHECKING`` (a lazy import is still a dependency), and
 there is no import cycle among the modules.
 
-To classify a new module, add its name (or a pattern) to one layer. A known violation that another
-piece of work removes is listed in ``PENDING`` with who removes it; the test for that module is an
-expected failure, strict, so it fails as soon as the violation is gone and the entry must go too.
+To classify a new module, add its name (or a pattern) to one layer; a name listed exactly wins over a
+pattern. A known violation that another piece of work removes is listed in ``PENDING`` with who removes
+it: it is a strict expected failure, so the run fails as soon as it is gone and the entry must go too.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ PURE_LAYER = "judgement"
 # the DNS client (dnspython's, and ours: scanner.dns.resolver/transport/lookup/dnssec are in "io").
 IO_LIBRARIES = frozenset({"asyncio", "aiohttp", "socket", "ssl", "selectors", "dns", "uvloop"})
 
-# (module, imported module) → the piece of work that removes the violation. Each makes the test of that
-# module a strict expected failure.
+# (module, imported module) → the piece of work that removes the violation. Each is left out of
+# test_dependencies_point_down and is a strict expected failure of test_pending_violation_is_gone.
 PENDING: Mapping[tuple[str, str], str] = {
     # The policy stage split (issue 13 item 1): DomainPolicies and the DANE decision leave the modules
     # that do the fetches; the package __init__ stops importing the fetch modules.
@@ -147,22 +147,17 @@ def _parents(name: str) -> list[str]:
 def _problems(name: str) -> list[tuple[str, str]]:
     """(imported, why) for each way ``name`` breaks the layering."""
     problems = []
-    rank = _RANK[_layer(name)]
+    layer = _layer(name)
     for imported in sorted(GRAPH[name]):
-        if _RANK[_layer(imported)] < rank:
+        if _RANK[_layer(imported)] < _RANK[layer]:
             problems.append((imported, f"imports {imported} ({_layer(imported)}), a layer above"))
-    if _layer(name) == PURE_LAYER:
-        for imported in sorted(set(GRAPH[name]) | set(_parents(name))):
-            if _layer(imported) != PURE_LAYER and _RANK[_layer(imported)] >= rank:
-                problems.append((imported, f"a judgement module depends on {imported} ({_layer(imported)})"))
+    if layer == PURE_LAYER:
+        for parent in _parents(name):
+            if _layer(parent) != PURE_LAYER:
+                problems.append((parent, f"Python runs package {parent} ({_layer(parent)}) first"))
         libraries = {n.split(".")[0] for n in _imported_names(MODULES[name])} & IO_LIBRARIES
         problems.extend((library, f"imports {library}") for library in sorted(libraries))
     return problems
-
-
-def _marks(name: str) -> list[pytest.MarkDecorator]:
-    pending = sorted({why for (module, _), why in PENDING.items() if module == name})
-    return [pytest.mark.xfail(strict=True, reason="; ".join(pending))] if pending else []
 
 
 def test_every_module_is_in_exactly_one_layer() -> None:
@@ -170,16 +165,21 @@ def test_every_module_is_in_exactly_one_layer() -> None:
         _layer(name)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n), id=n) for n in sorted(MODULES)])
+@pytest.mark.parametrize("name", sorted(MODULES))
 def test_dependencies_point_down(name: str) -> None:
-    problems = _problems(name)
-    assert not problems, f"{name}: " + "; ".join(why for _, why in problems)
+    problems = [why for imported, why in _problems(name) if (name, imported) not in PENDING]
+    assert not problems, f"{name}: " + "; ".join(problems)
 
 
-def test_pending_violations_are_real() -> None:
-    """Each PENDING entry names an import that exists today (or the entry is stale and must go)."""
-    for module, imported in PENDING:
-        assert imported in {i for i, _ in _problems(module)}, f"PENDING entry ({module}, {imported}) is stale"
+@pytest.mark.parametrize(
+    ("name", "imported"),
+    [pytest.param(*key, marks=pytest.mark.xfail(strict=True, reason=why), id=f"{key[0]}->{key[1]}")
+     for key, why in PENDING.items()],
+)
+def test_pending_violation_is_gone(name: str, imported: str) -> None:
+    """Fails while the violation is there (expected); passes once it is gone, and then, being a strict
+    expected failure, fails the run: delete the PENDING entry."""
+    assert imported not in {i for i, _ in _problems(name)}
 
 
 def _cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
