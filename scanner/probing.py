@@ -28,12 +28,12 @@ from scanner.errors import describe_bug
 from scanner.net.addresses import AddressPolicy
 from scanner.net.families import Reachability
 from scanner.net.limits import PolitenessLimiter
-from scanner.output.probe_rows import build_probe_row, build_session_row
+from scanner.output.probe_rows import build_probe_row, build_session_row, probe_summary, session_summary
 from scanner.output.rows import ProbeRow, SessionRow
 from scanner.probe_cache import SummaryCache
-from scanner.records import ProbeSummary, link_key, probe_id, seen_with
+from scanner.records import ProbeSummary, link_key, probe_id
 from scanner.smtp.session import SmtpProbeResult, make_probe_context, probe_smtp, skipped_result
-from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, decide_name, name_source, note_name
+from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, decide_name, note_name
 from scanner.status import CertSource, FailureClass, ProbeStatus, SessionFact, SessionKind
 from scanner.tls.ciphers import suite_by_name
 from scanner.tls.codec import TlsVersion
@@ -51,7 +51,7 @@ from scanner.tls.enumeration import (
 )
 from scanner.tls.probe import drive_plan, probe_hello
 
-__all__ = ["ProbeService", "enumeration_mode", "session_summary"]
+__all__ = ["ProbeService", "enumeration_mode"]
 
 _log = logging.getLogger(__name__)
 
@@ -427,27 +427,7 @@ class ProbeService:
                               result, verdict, started_at, enumeration, attempts, check)
         await self._emit_rows([row, *session_rows])
         self.completed += 1
-        chain = result.tls.chain if result.tls else ()
-        if check is not None and check.facts:  # judged on the worst certificate received for the SNI
-            worst = check.worst_probe_verdict()
-            if worst is not None and worst.leaf is not None:
-                verdict, chain = worst, check.chains.get(worst.leaf.sha256, chain)
-        return ProbeSummary(
-            probe_id=row.probe_id,
-            status=result.status,
-            leaf=verdict.leaf if verdict else None,
-            chain=chain,
-            cert_trust=verdict.trust if verdict else None,
-            cert_expired=(verdict.expired or verdict.not_yet_valid) if verdict else None,
-            cert_self_signed=verdict.self_signed if verdict else None,
-            plaintext_after_starttls=result.plaintext_after_starttls,
-            enumeration=enumeration,
-            sni=row.sni,
-            no_sni_sha256=row.cert_no_sni_sha256,
-            sni_selects=row.sni_selects_certificate,
-            inconsistent=tuple(row.inconsistent_facts),
-            cert_source=CertSource.PROBE if self._config.probe.sni_checks and verdict is not None else None,
-        )
+        return probe_summary(row, result, verdict, enumeration, check, self._config.probe.sni_checks)
 
 
 # Python's ssl names versions the OpenSSL way ("TLSv1" is TLS 1.0).
@@ -459,12 +439,6 @@ OBSERVED_VERSIONS: Mapping[str, TlsVersion] = MappingProxyType({
 
 def _bug_result(exc: Exception) -> SmtpProbeResult:
     return skipped_result(FailureClass.INTERNAL, describe_bug(exc))
-
-
-def session_summary(base: ProbeSummary, outcome: SessionOutcome, new: frozenset[SessionFact]) -> ProbeSummary:
-    """The address seen through one SNI session: its certificate, the probe's other facts."""
-    chain = outcome.result.tls.chain if outcome.result.tls else ()
-    return seen_with(base, outcome.sni, chain, outcome.verdict, name_source(outcome), (f.value for f in new))
 
 
 def _sleep_until(deadline: float) -> Callable[[float], Awaitable[None]]:

@@ -9,15 +9,13 @@ without any of these importing the others.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scanner.certs import CertificateInfo, ChainVerdict, TrustStatus
+from scanner.certs import CertificateInfo, TrustStatus
 from scanner.status import CertSource, ProbeStatus
 from scanner.tls.enumeration import EnumerationResult
 
-__all__ = ["InputLine", "ProbeSummary", "link_key", "probe_id", "seen_with"]
+__all__ = ["InputLine", "ProbeSummary", "link_key", "probe_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +65,3 @@ def probe_id(address: str, port: int) -> str:
 def link_key(probe_key: str, host: str) -> str:
     """Key of a further MX name's SNI session result in the summary cache."""
     return f"{probe_key}|sni={host}"
-
-
-def seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], verdict: ChainVerdict | None,
-               source: CertSource, contradicted: Iterable[str]) -> ProbeSummary:
-    """``base`` as seen through a session with SNI = ``sni``: that session's certificate (none if it
-    failed) in place of the probe's, the facts it ``contradicted`` added to the inconsistent ones."""
-    inconsistent = tuple(sorted({*base.inconsistent, *contradicted}))
-    if verdict is None or not chain:
-        return dataclasses.replace(base, leaf=None, chain=(), cert_trust=None, cert_expired=None,
-                                   cert_self_signed=None, sni=sni, inconsistent=inconsistent, cert_source=source)
-    return dataclasses.replace(
-        base, leaf=verdict.leaf, chain=chain, cert_trust=verdict.trust,
-        cert_expired=verdict.expired or verdict.not_yet_valid, cert_self_signed=verdict.self_signed,
-        sni=sni, inconsistent=inconsistent, cert_source=source,
-    )

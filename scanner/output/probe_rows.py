@@ -1,23 +1,26 @@
-"""Probe and session rows from probe results, and the inverse: summaries from committed rows (resume).
+"""Probe and session rows and summaries from probe results, and the inverse: summaries from committed
+rows (resume).
 
 ``build_probe_row``/``build_session_row`` turn what the scheduler (scanner.probing) observed into the
-rows of the ``probes`` and ``sessions`` tables; ``probe_summary_from_row``/``session_summary_from_row``
-read them back so a resumed scan reuses a probe instead of repeating it. Both directions live here so
-a round-trip test keeps them in step.
+rows of the ``probes`` and ``sessions`` tables, ``probe_summary``/``session_summary`` into what the
+domains' verdicts keep; ``probe_summary_from_row``/``session_summary_from_row`` read the rows back so a
+resumed scan reuses a probe instead of repeating it. Both directions live here so a round-trip test
+keeps them in step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from scanner.certs import ChainVerdict, TrustStatus, TrustStore, check_chain
 from scanner.output.rows import ProbeRow, SessionRow
-from scanner.records import ProbeSummary, probe_id, seen_with
+from scanner.records import ProbeSummary, probe_id
 from scanner.smtp.session import SmtpProbeResult
-from scanner.sni import AddressCheck, SessionOutcome
+from scanner.sni import AddressCheck, SessionOutcome, name_source
 from scanner.status import CertSource, Phase, ProbeStatus, SessionFact
 from scanner.tls.ciphers import WeakClass, suite_by_name
 from scanner.tls.ciphers import suite as lookup_suite
@@ -29,7 +32,9 @@ __all__ = [
     "VERSION_COLUMNS",
     "build_probe_row",
     "build_session_row",
+    "probe_summary",
     "probe_summary_from_row",
+    "session_summary",
     "session_summary_from_row",
     "suite_code",
     "suite_name",
@@ -207,6 +212,32 @@ def _enumeration_from_row(row: Mapping[str, Any]) -> EnumerationResult | None:
     )
 
 
+def probe_summary(row: ProbeRow, result: SmtpProbeResult, verdict: ChainVerdict | None,
+                  enumeration: EnumerationResult | None, check: AddressCheck | None, sni_checks: bool) -> ProbeSummary:
+    """What the domains' verdicts keep of a probe (its full ``row`` goes to the writer)."""
+    chain = result.tls.chain if result.tls else ()
+    if check is not None and check.facts:  # judged on the worst certificate received for the SNI
+        worst = check.worst_probe_verdict()
+        if worst is not None and worst.leaf is not None:
+            verdict, chain = worst, check.chains.get(worst.leaf.sha256, chain)
+    return ProbeSummary(
+        probe_id=row.probe_id,
+        status=result.status,
+        leaf=verdict.leaf if verdict else None,
+        chain=chain,
+        cert_trust=verdict.trust if verdict else None,
+        cert_expired=(verdict.expired or verdict.not_yet_valid) if verdict else None,
+        cert_self_signed=verdict.self_signed if verdict else None,
+        plaintext_after_starttls=result.plaintext_after_starttls,
+        enumeration=enumeration,
+        sni=row.sni,
+        no_sni_sha256=row.cert_no_sni_sha256,
+        sni_selects=row.sni_selects_certificate,
+        inconsistent=tuple(row.inconsistent_facts),
+        cert_source=CertSource.PROBE if sni_checks and verdict is not None else None,
+    )
+
+
 def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore, sni_checks: bool = True) -> ProbeSummary:
     """Rebuild the summary of a committed probe row (to resume a scan without probing again).
 
@@ -227,12 +258,18 @@ def probe_summary_from_row(row: Mapping[str, Any], trust: TrustStore, sni_checks
     )
 
 
+def session_summary(base: ProbeSummary, outcome: SessionOutcome, new: frozenset[SessionFact]) -> ProbeSummary:
+    """The address seen through one SNI session: its certificate, the probe's other facts."""
+    chain = outcome.result.tls.chain if outcome.result.tls else ()
+    return _seen_with(base, outcome.sni, chain, outcome.verdict, name_source(outcome), (f.value for f in new))
+
+
 def session_summary_from_row(row: Mapping[str, Any], base: ProbeSummary, trust: TrustStore) -> ProbeSummary:
     """Rebuild a further name's view of an address from its committed ``sessions`` row (resume)."""
     chain = tuple(row["cert_chain"] or ())
     verdict = check_chain(chain, trust, row["started_at"]) if chain else None
     ok = ProbeStatus(row["status"]) is ProbeStatus.STARTTLS_OK
-    return seen_with(base, row["sni"], chain, verdict, CertSource.OWN_SNI if ok else CertSource.SESSION_FAILED,
+    return _seen_with(base, row["sni"], chain, verdict, CertSource.OWN_SNI if ok else CertSource.SESSION_FAILED,
                       row["contradicts"] or ())
 
 
@@ -271,3 +308,18 @@ def _suites(enum: EnumerationResult | None, version: TlsVersion) -> list[str] | 
 def _sum_present(*values: float | None) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) if present else None
+
+
+def _seen_with(base: ProbeSummary, sni: str | None, chain: tuple[bytes, ...], verdict: ChainVerdict | None,
+               source: CertSource, contradicted: Iterable[str]) -> ProbeSummary:
+    """``base`` as seen through a session with SNI = ``sni``: that session's certificate (none if it
+    failed) in place of the probe's, the facts it ``contradicted`` added to the inconsistent ones."""
+    inconsistent = tuple(sorted({*base.inconsistent, *contradicted}))
+    if verdict is None or not chain:
+        return dataclasses.replace(base, leaf=None, chain=(), cert_trust=None, cert_expired=None,
+                                   cert_self_signed=None, sni=sni, inconsistent=inconsistent, cert_source=source)
+    return dataclasses.replace(
+        base, leaf=verdict.leaf, chain=chain, cert_trust=verdict.trust,
+        cert_expired=verdict.expired or verdict.not_yet_valid, cert_self_signed=verdict.self_signed,
+        sni=sni, inconsistent=inconsistent, cert_source=source,
+    )
