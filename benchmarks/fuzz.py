@@ -234,7 +234,8 @@ def smtp_target() -> Target:
 
 
 def policy_target() -> Target:
-    from scanner.policy import judge, mta_sts, names, tlsrpt
+    from scanner.names import normalize_host
+    from scanner.policy import judge, mta_sts, tlsrpt
     from scanner.policy.txt import TxtRecord
 
     def records(data: bytes) -> list[TxtRecord]:
@@ -274,7 +275,7 @@ def policy_target() -> Target:
             assert rpt.rua and all(uri.valid for uri in rpt.rua), rpt
         pattern, _, host = text.partition("\x00")
         assert isinstance(judge.mx_matches(pattern, host), bool)
-        normal = names.normalize_host(host)
+        normal = normalize_host(host)
         assert normal is None or (normal.isascii() and normal == normal.lower())
 
     return target

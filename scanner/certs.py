@@ -32,7 +32,6 @@ from types import MappingProxyType
 from typing import Final
 
 import certifi
-import idna
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +46,7 @@ from cryptography.x509.verification import (
     Store,
 )
 
+from scanner.names import normalize_host
 from scanner.status import KeyType, NameMatch, TrustStatus
 
 __all__ = [
@@ -640,21 +640,6 @@ def check_chain(chain_der: Sequence[bytes], store: TrustStore, now: datetime) ->
 # --------------------------------------------------------------------------
 
 
-def _normalise_reference(hostname: str) -> str | None:
-    """Reference identifier in lower-case A-label form, or None if invalid.
-
-    MX targets come from DNS and may end with the root dot and use any case
-    (RFC 4343); U-labels are converted to A-labels (RFC 6125 s. 6.4.2).
-    """
-    name = hostname.strip().removesuffix(".")
-    if not name.isascii():
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError:
-            return None
-    return name.lower()
-
-
 def _labels(name: str) -> list[str] | None:
     labels = name.split(".")
     return None if any(not label for label in labels) else labels
@@ -688,7 +673,9 @@ def hostname_matches_pattern(pattern: str, hostname: str) -> bool:
     * whitespace is not trimmed from the pattern: a DNS-ID with spaces is
       malformed and matches nothing.
     """
-    reference = _normalise_reference(hostname)
+    # MX targets come from DNS and may end with the root dot and use any case (RFC 4343); U-labels
+    # are compared as A-labels (RFC 6125 s. 6.4.2).
+    reference = normalize_host(hostname)
     if not pattern.isascii() or reference is None or "*" in reference:
         return False
     presented = _labels(pattern.removesuffix(".").lower())

@@ -31,9 +31,11 @@ from typing import IO
 
 import idna
 
+from scanner.names import a_label_form
+from scanner.records import InputLine
+
 __all__ = [
     "InputError",
-    "InputLine",
     "InputTally",
     "InputTotal",
     "LineSplitter",
@@ -68,17 +70,6 @@ class InputError(ValueError):
     """The input file cannot be read at all (missing, unreadable)."""
 
 
-@dataclass(frozen=True, slots=True)
-class InputLine:
-    """One meaningful input line. Exactly one of ``domain`` / ``error`` is set."""
-
-    line_no: int  # 1-based line number in the input
-    raw: str  # the line as read (trimmed, capped at RAW_KEEP characters)
-    domain: str | None  # normalized A-label form, lower case, no trailing dot
-    error: str | None  # why the line is not a valid domain
-    rank: int | None = None  # the list's rank of a Tranco-style "rank,domain" line (None for a bare domain)
-
-
 @dataclass(slots=True)
 class InputTally:
     """Physical lines read and the blank or comment lines among them (which get no row)."""
@@ -102,13 +93,10 @@ def normalize_domain(text: str) -> str:
         raise ValueError("not a bare domain (URL or address?)")
     if any(ord(c) < 0x21 or c == "\x7f" for c in name):
         raise ValueError("contains spaces or control characters")
-    if name.isascii():
-        ascii_name = name.lower()
-    else:
-        try:
-            ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii").lower()
-        except idna.IDNAError as exc:
-            raise ValueError(f"invalid IDN: {exc}") from exc
+    try:
+        ascii_name = a_label_form(name)
+    except idna.IDNAError as exc:
+        raise ValueError(f"invalid IDN: {exc}") from exc
     _check_ldh(ascii_name)
     return ascii_name
 

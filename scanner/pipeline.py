@@ -34,23 +34,26 @@ from typing import Any
 
 from scanner.certs import TrustStore
 from scanner.config import ScanConfig, result_settings
-from scanner.dns.lookup import DomainDns, DomainResolver, ServerTarget
+from scanner.dns.lookup import DomainResolver, ServerTarget
+from scanner.dns.records import DomainDns
 from scanner.dns.resolver import DnsResolver
 from scanner.errors import describe_bug
 from scanner.exit_codes import ExitCode
 from scanner.health import Breakdown, HealthWatch
-from scanner.input import InputError, InputLine, InputTally, read_domains_async, stream_lines
+from scanner.input import InputError, InputTally, read_domains_async, stream_lines
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.net.families import detect_families
+from scanner.net.limits import PolitenessLimiter
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import DomainRow, ProbeRow, SessionRow
 from scanner.policy.domain import PolicyChecker
 from scanner.policy.facts import DomainPolicyFacts
 from scanner.preflight import resolver_label
 from scanner.probe_cache import SummaryCache
-from scanner.probing import ProbeService, ProbeSummary
+from scanner.probing import ProbeService
 from scanner.provenance import collect as collect_provenance
+from scanner.records import InputLine, ProbeSummary
 from scanner.resume import LineSet, ResumeState, mark_complete
 from scanner.scan_record import Attempt, AttemptCounts, ScanRecord
 from scanner.seen import SeenDomains
@@ -413,12 +416,16 @@ class Scan:
         domains = DomainResolver(self._resolver, self._exclude, max_hosts=self.config.dns.max_mx_hosts,
                                  max_addresses=self.config.dns.max_mx_addresses)
         policy = AddressPolicy(self.config.safety.allow_private, self._exclude)
+        probe = self.config.probe
+        # One politeness limiter per scan, for every connection to a server: probes and policy fetches.
+        self._limits = PolitenessLimiter(probe.max_connections, probe.per_ip_concurrency, probe.per_ip_interval,
+                                         probe.per_prefix_concurrency)
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_rows, self.scan_id,
-                                           self.attempt, done, self.families)
+                                           self.attempt, done, self.families, limits=self._limits)
         if self.resume:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:
-            self._policies = PolicyChecker(self.config, self._resolver, policy, self._probe_service.connection_slot)
+            self._policies = PolicyChecker(self.config, self._resolver, policy, self._limits.slot)
         probe_workers = [self._supervise(asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}"))
                          for i in range(self.config.probe.workers)]
         dns_workers = [self._supervise(asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}"))
@@ -453,7 +460,7 @@ class Scan:
 
     def _gauges(self, resolver: DnsResolver, probes: ProbeService) -> list[Gauge]:
         """Each stage's occupancy, in pipeline order (see ``scanner.monitor``)."""
-        config, stats = self.config, self.stats
+        config, stats, limits = self.config, self.stats, self._limits
         return [
             Gauge("input_queue", self._domain_queue.qsize, self._domain_queue.maxsize),
             Gauge("dns_workers_busy", lambda: stats.dns_busy, config.dns.workers),
@@ -461,7 +468,7 @@ class Scan:
             Gauge("domains_awaiting_probes", lambda: stats.domains_in_flight, config.max_domains_in_flight),
             Gauge("probe_queue", lambda: probes.queued, probes.queue_capacity),
             Gauge("probe_workers_busy", lambda: probes.in_flight, config.probe.workers),
-            Gauge("connections_open", lambda: probes.connections_open, config.probe.max_connections),
+            Gauge("connections_open", lambda: limits.open, limits.max_connections),
             Gauge("row_queue", self._row_queue.qsize, self._row_queue.maxsize),
         ]
 

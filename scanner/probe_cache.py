@@ -15,10 +15,8 @@ import pickle
 import sqlite3
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from scanner.probing import ProbeSummary
+from scanner.records import ProbeSummary
 
 __all__ = ["SummaryCache"]
 

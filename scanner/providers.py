@@ -16,6 +16,8 @@ from typing import Final
 
 from publicsuffixlist import PublicSuffixList
 
+from scanner.names import host_key
+
 __all__ = ["IP_LITERAL", "ProviderMapper", "psl_version"]
 
 # Label for MX "hosts" that are address literals (RFC 5321 §5.1 forbids them; the scanner keeps them).
@@ -46,7 +48,7 @@ class ProviderMapper:
         self._psl = PublicSuffixList(accept_unknown=True, only_icann=True)
 
     def provider(self, host: str) -> str:
-        name = host.strip().rstrip(".").lower()
+        name = host_key(host)
         try:
             ipaddress.ip_address(name)
         except ValueError:

@@ -26,7 +26,8 @@ from scanner.certs import TrustStore
 from scanner.config import ScanConfig, result_settings, settings_differences
 from scanner.input import input_digest, is_stream_source
 from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, recover, verify_committed
-from scanner.probing import ProbeSummary, link_key, probe_summary_from_row, session_summary_from_row
+from scanner.output.probe_rows import probe_summary_from_row, session_summary_from_row
+from scanner.records import ProbeSummary, link_key
 from scanner.scan_record import AttemptCounts, ScanRecord, committed_counts, committed_run_attempts
 from scanner.status import SessionKind
 

@@ -30,7 +30,7 @@ from datetime import datetime
 
 from scanner.certs import ChainVerdict, NameMatch, match_hostname
 from scanner.consistency import Answer, contradictions, worst_verdict
-from scanner.smtp.session import SmtpProbeResult
+from scanner.records import SmtpProbeResult
 from scanner.status import CertSource, ProbeStatus, SessionFact, SessionKind
 
 __all__ = ["AddressCheck", "SessionOutcome", "SniDecision", "SniState", "check_address", "decide_name"]

@@ -14,14 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from scanner.certs import NameMatch, TrustStatus, match_hostname
-from scanner.dns.lookup import DomainDns, MailHost
+from scanner.dns.records import DomainDns, MailHost
 from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, grade_domain, grade_mx, version_facts
-from scanner.input import InputLine
 from scanner.output.rows import DomainRow, MxRow
 from scanner.policy.facts import DomainPolicyFacts
 from scanner.policy.judge import NOT_CHECKED, LinkEvidence, PolicyJudgement, judge_policies
-from scanner.probing import ProbeSummary, probe_id
 from scanner.providers import ProviderMapper
+from scanner.records import InputLine, ProbeSummary, probe_id
 from scanner.status import (
     CertSource,
     DomainStatus,

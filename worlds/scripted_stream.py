@@ -15,7 +15,8 @@ import ssl
 from collections.abc import Iterable
 from enum import Enum
 
-from scanner.net.stream import ByteStream, StreamError, StreamOpener, TlsInfo
+from scanner.net.stream import ByteStream, StreamError, StreamOpener
+from scanner.records import TlsInfo
 from scanner.status import FailureClass
 
 __all__ = ["STALL", "ScriptedStream", "Stall", "scripted_opener"]

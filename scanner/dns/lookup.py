@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scanner.dns.dnssec import validation_failure
-from scanner.dns.records import MxRecord, is_ip_literal, plan_mx
+from scanner.dns.records import DomainDns, HostResolution, MailHost, MxRecord, is_ip_literal, plan_mx
 from scanner.dns.resolver import DnsResolver, QueryResult
 from scanner.net.addresses import ExcludeList
 from scanner.shared_lookups import SharedLookups
 from scanner.status import DnsOutcome, DomainStatus, HostStatus, MxSource
 
-__all__ = ["DomainDns", "DomainResolver", "HostResolution", "MailHost", "ServerTarget", "cap_hosts"]
+__all__ = ["DomainResolver", "ServerTarget", "cap_hosts"]
 
 _DOMAIN_STATUS = {
     DnsOutcome.NXDOMAIN: DomainStatus.DNS_NXDOMAIN,
@@ -45,34 +45,6 @@ _HOST_FAILURE_RANK = [
     HostStatus.ERROR,
     HostStatus.NO_ADDRESS,
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class HostResolution:
-    name: str
-    status: HostStatus
-    addresses: tuple[str, ...] = ()  # IPv4 first, then IPv6, each in answer order
-    cnames: tuple[str, ...] = ()  # RFC 2181 §10.3: an MX target should not be a CNAME; recorded
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MailHost:
-    name: str
-    preference: int
-    resolution: HostResolution
-
-
-@dataclass(frozen=True, slots=True)
-class DomainDns:
-    domain: str
-    status: DomainStatus
-    mx_source: MxSource
-    hosts: tuple[MailHost, ...] = ()
-    detail: str = ""
-    null_mx_mixed: bool = False
-    elapsed_ms: float = 0.0
-    capped: bool = False  # MX hosts or addresses beyond the configured caps were left out
 
 
 @dataclass(frozen=True, slots=True)

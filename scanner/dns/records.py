@@ -1,4 +1,5 @@
-"""Pure MX logic: ordering, null MX (RFC 7505), implicit MX (RFC 5321 §5.1), IP-literal exchanges."""
+"""Pure MX logic: ordering, null MX (RFC 7505), implicit MX (RFC 5321 §5.1), IP-literal exchanges; and the
+records of a domain's resolution (``DomainDns``), which the verdicts read without importing the resolver."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scanner.status import MxSource
+from scanner.names import host_key
+from scanner.status import DomainStatus, HostStatus, MxSource
 
-__all__ = ["MxPlan", "MxRecord", "is_ip_literal", "plan_mx"]
+__all__ = ["DomainDns", "HostResolution", "MailHost", "MxPlan", "MxRecord", "is_ip_literal", "plan_mx"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +28,6 @@ class MxPlan:
     # RFC 7505 §3: a null MX must be the only MX record. When it is mixed with real ones we ignore it
     # (senders do) and flag the misconfiguration.
     null_mx_mixed: bool = False
-
-
-def normalize_exchange(name: str) -> str:
-    return name.strip().rstrip(".").lower()
 
 
 def is_ip_literal(name: str) -> bool:
@@ -52,7 +50,7 @@ def plan_mx(records: Iterable[MxRecord]) -> MxPlan:
     best: dict[str, int] = {}
     saw_null = False
     for record in records:
-        exchange = normalize_exchange(record.exchange)
+        exchange = host_key(record.exchange)
         if not exchange:
             saw_null = True
             continue
@@ -64,3 +62,31 @@ def plan_mx(records: Iterable[MxRecord]) -> MxPlan:
     if not hosts:
         return MxPlan(MxSource.IMPLICIT, ())
     return MxPlan(MxSource.MX, hosts, null_mx_mixed=saw_null)
+
+
+@dataclass(frozen=True, slots=True)
+class HostResolution:
+    name: str
+    status: HostStatus
+    addresses: tuple[str, ...] = ()  # IPv4 first, then IPv6, each in answer order
+    cnames: tuple[str, ...] = ()  # RFC 2181 §10.3: an MX target should not be a CNAME; recorded
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MailHost:
+    name: str
+    preference: int
+    resolution: HostResolution
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDns:
+    domain: str
+    status: DomainStatus
+    mx_source: MxSource
+    hosts: tuple[MailHost, ...] = ()
+    detail: str = ""
+    null_mx_mixed: bool = False
+    elapsed_ms: float = 0.0
+    capped: bool = False  # MX hosts or addresses beyond the configured caps were left out

@@ -17,9 +17,10 @@ from typing import Literal
 import dns.rcode
 
 from scanner.config import DnsConfig, parse_host_port
-from scanner.dns.records import MxRecord, normalize_exchange
+from scanner.dns.records import MxRecord
 from scanner.dns.transport import DnsTimeout, Server, StubTransport, system_nameservers
 from scanner.dns.wire import RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, TYPES, Reply, WireError
+from scanner.names import host_key
 from scanner.net.limits import TokenBucket
 from scanner.status import DnsOutcome
 
@@ -62,12 +63,12 @@ def _collect(reply: Reply, rtype: QueryType) -> _Collected:
     wanted = TYPES[rtype]
     for record in reply.answers:
         if record.rtype == TYPES["CNAME"]:
-            out.cnames.append(normalize_exchange(record.data))
+            out.cnames.append(host_key(record.data))
         elif record.rtype != wanted:
             continue
         elif rtype == "MX":
             preference, _, exchange = record.data.partition(" ")
-            out.mx.append(MxRecord(int(preference), normalize_exchange(exchange)))
+            out.mx.append(MxRecord(int(preference), host_key(exchange)))
         elif rtype in ("A", "AAAA"):
             out.addresses.append(record.data)
         elif rtype == "TXT":

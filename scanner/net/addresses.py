@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scanner.names import host_key
 from scanner.status import FailureClass
 
 __all__ = ["AddressPolicy", "ExcludeList", "ExcludeListError", "IpAddress", "embedded_ipv4"]
@@ -73,7 +74,7 @@ class ExcludeList:
 
     def excludes_name(self, name: str) -> bool:
         """True for a listed domain and every name below it (``example.com`` covers ``mx.example.com``)."""
-        labels = name.lower().rstrip(".").split(".")
+        labels = host_key(name).split(".")
         return any(".".join(labels[i:]) in self.suffixes for i in range(len(labels)))
 
     def first_excluded(self, names: Iterable[str]) -> str | None:

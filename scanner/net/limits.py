@@ -1,4 +1,5 @@
-"""Rate and concurrency limits: a token bucket, and per-key (per-address) slots with a minimum interval.
+"""Rate and concurrency limits: a token bucket, per-key slots with a minimum interval, and the scan's
+politeness limiter built from them (global cap, per address, per network prefix).
 
 No state is module-level: each scan owns its limiters. Per-key state is dropped as soon as a key is
 idle, so memory follows the number of addresses *in flight*, not the number ever probed.
@@ -7,12 +8,13 @@ idle, so memory follows the number of addresses *in flight*, not the number ever
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["KeyedLimiter", "TokenBucket"]
+__all__ = ["KeyedLimiter", "PolitenessLimiter", "TokenBucket", "prefix_of"]
 
 # How often (in slot requests) idle per-key state is swept; amortised O(1) per request.
 _SWEEP_EVERY = 1024
@@ -68,9 +70,6 @@ class KeyedLimiter:
         self._states: dict[Hashable, _KeyState] = {}
         self._calls = 0
 
-    def __len__(self) -> int:
-        return len(self._states)
-
     @asynccontextmanager
     async def slot(self, key: Hashable) -> AsyncIterator[None]:
         self._calls += 1
@@ -97,3 +96,40 @@ class KeyedLimiter:
         idle = [k for k, s in self._states.items() if s.users == 0 and s.next_start <= now]
         for key in idle:
             del self._states[key]
+
+
+def prefix_of(address: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) an address belongs to: the unit of the per-network politeness cap."""
+    ip = ipaddress.ip_address(address)
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False))
+
+
+class PolitenessLimiter:
+    """The one set of politeness limits of a scan, taken by every connection it opens to a server:
+    SMTP probes, their extra handshake sessions and the MTA-STS policy fetches alike.
+
+    ``slot(address)`` holds, in this order, the address's own slot (``per_address`` at once, starts at
+    least ``interval`` seconds apart), its network prefix's slot (``per_prefix`` at once into one /24 or
+    /48, see ``prefix_of``: many MX addresses of one provider share a prefix) and one of
+    ``max_connections`` global slots. The address's slot comes first: waiting out its interval must not
+    hold a global slot. Self-contained (no configuration, no scan state), so whoever owns a set of
+    addresses, or of prefixes, can own the limiter for them.
+    """
+
+    def __init__(self, max_connections: int, per_address: int, interval: float, per_prefix: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._connections = asyncio.Semaphore(max_connections)
+        self._per_address = KeyedLimiter(per_address, interval, clock)
+        self._per_prefix = KeyedLimiter(per_prefix, 0.0, clock)
+        self.max_connections = max_connections
+        self.open = 0  # connections holding a global slot now
+
+    @asynccontextmanager
+    async def slot(self, address: str) -> AsyncIterator[None]:
+        """One connection to ``address`` under every limit (``async with limiter.slot(address): ...``)."""
+        async with self._per_address.slot(address), self._per_prefix.slot(prefix_of(address)), self._connections:
+            self.open += 1
+            try:
+                yield
+            finally:
+                self.open -= 1

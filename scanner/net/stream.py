@@ -17,10 +17,10 @@ import asyncio
 import errno
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from scanner.errors import describe_bug
+from scanner.records import TlsInfo
 from scanner.status import FailureClass
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "ByteStream",
     "StreamError",
     "StreamOpener",
-    "TlsInfo",
     "classify",
     "open_tcp_stream",
 ]
@@ -70,17 +69,6 @@ class StreamError(Exception):
         super().__init__(f"{failure_class.value}: {detail}")
         self.failure_class = failure_class
         self.detail = detail
-
-
-@dataclass(frozen=True, slots=True)
-class TlsInfo:
-    """What a completed handshake negotiated and what the server presented."""
-
-    version: str  # "TLSv1.3", ...
-    cipher: str  # OpenSSL name of the negotiated suite
-    cipher_bits: int | None
-    chain: tuple[bytes, ...]  # DER, as presented, leaf first
-    chain_complete: bool  # False when only the leaf could be obtained from this Python
 
 
 class ByteStream(Protocol):

@@ -24,7 +24,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from scanner.certs import NameMatch, TrustStatus, TrustStore, check_chain, match_hostname
-from scanner.policy.names import normalize_host
+from scanner.names import host_key, normalize_host
 from scanner.status import DaneDelivery, DaneVerdict, DnsOutcome, DnssecStatus
 
 __all__ = [
@@ -217,7 +217,7 @@ def parse_tlsa_text(text: str) -> TlsaRecord | TlsaSyntaxError:
 
 def tlsa_name(mx_host: str, port: int = 25) -> str:
     """The TLSA owner name for an MX host: ``_25._tcp.<host>`` (RFC 6698 §3, RFC 7672 §3)."""
-    host = normalize_host(mx_host) or mx_host.rstrip(".").lower()
+    host = host_key(mx_host)
     return f"_{port}._tcp.{host}"
 
 

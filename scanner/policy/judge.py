@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from scanner.grading import PolicyFacts
+from scanner.names import normalize_host
 from scanner.policy.dane import (
     DaneResult,
     DaneSenderVerdict,
@@ -40,7 +41,6 @@ from scanner.policy.mta_sts import (
     read_document,
     read_sts_txt,
 )
-from scanner.policy.names import normalize_host
 from scanner.policy.tlsrpt import TlsRptResult, read_tlsrpt
 from scanner.policy.txt import TxtAnswer
 from scanner.status import DaneVerdict, DnssecStatus, StsError, StsMode

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from scanner.policy.names import LABEL_RE, normalize_host
+from scanner.names import LABEL_RE, normalize_host
 from scanner.policy.txt import (
     EXT_NAME_RE,
     WSP,

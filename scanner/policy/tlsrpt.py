@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from scanner.policy.names import LABEL_RE, normalize_host
+from scanner.names import LABEL_RE, normalize_host
 from scanner.policy.txt import WSP, TxtAnswer, TxtRecord, extension, select_records, split_fields
 from scanner.status import DnsOutcome, TlsRptStatus
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from scanner.policy.names import normalize_host
+from scanner.names import normalize_host
 from scanner.status import DnsOutcome
 
 __all__ = [

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from scanner.config import ProbeConfig
 from scanner.errors import ProbeFailure, describe_bug
-from scanner.net.stream import READ_CHUNK, ByteStream, StreamError, StreamOpener, TlsInfo, open_tcp_stream
+from scanner.net.stream import READ_CHUNK, ByteStream, StreamError, StreamOpener, open_tcp_stream
+from scanner.records import SmtpProbeResult, TlsInfo
 from scanner.smtp.dialogue import START_TLS, TAKE_BUFFERED, Action, Done, EarlyAlert, Failed, Send, SmtpDialogue
 from scanner.status import FailureClass, Phase, ProbeStatus
 
@@ -49,27 +50,6 @@ def make_probe_context() -> ssl.SSLContext:
     # ssl.OP_LEGACY_SERVER_CONNECT only exists from Python 3.12; 0x4 is its value (SSL_OP_...).
     context.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
     return context
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpProbeResult:
-    status: ProbeStatus
-    phase: Phase  # phase in which the probe ended (DONE when it went to the end)
-    failure_class: FailureClass | None
-    detail: str
-    banner: str | None
-    banner_code: int | None
-    ehlo_code: int | None
-    ehlo_greeting: str | None
-    ehlo_extensions: tuple[str, ...]
-    used_helo: bool
-    starttls_advertised: bool | None  # None when EHLO never answered
-    starttls_code: int | None
-    starttls_text: str | None
-    plaintext_after_starttls: bool  # RFC 3207 §4.2: server sent bytes after its 220 (injection risk)
-    tls: TlsInfo | None
-    timings_ms: dict[Phase, float]
-    total_ms: float
 
 
 @dataclass(slots=True)

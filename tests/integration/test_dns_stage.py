@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from scanner.config import DnsConfig
-from scanner.dns.lookup import DomainDns, DomainResolver
+from scanner.dns.lookup import DomainResolver
+from scanner.dns.records import DomainDns
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import ExcludeList
 from scanner.policy.domain import check_tlsrpt, lookup_sts_txt

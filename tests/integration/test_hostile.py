@@ -39,6 +39,7 @@ from scanner.certs import TrustStore
 from scanner.cli import main
 from scanner.config import OutputConfig, ProbeConfig, SafetyConfig, ScanConfig
 from scanner.net.addresses import AddressPolicy
+from scanner.net.limits import PolitenessLimiter
 from scanner.output.rows import ProbeRow, SessionRow
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeService
@@ -389,7 +390,10 @@ async def test_probe_deadline_bounds_the_enumeration(hostile: HostileServerProce
         rows.extend(r for r in batch if isinstance(r, ProbeRow))
 
     with SummaryCache(tmp_path / "probes.sqlite", 100) as done:
-        service = ProbeService(config, AddressPolicy(allow_private=True), TrustStore.from_certifi(), emit, "s", 1, done)
+        limits = PolitenessLimiter(probe.max_connections, probe.per_ip_concurrency, probe.per_ip_interval,
+                                   probe.per_prefix_concurrency)
+        service = ProbeService(config, AddressPolicy(allow_private=True), TrustStore.from_certifi(), emit, "s", 1, done,
+                               limits=limits)
         worker = asyncio.create_task(service.worker())
         future = await service.request(hostile.addresses[Hostile.GREETING_UNDER], HOSTNAME)
         summary = await future

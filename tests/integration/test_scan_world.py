@@ -20,10 +20,11 @@ import pytest
 from scanner.cli import CommandError, main
 from scanner.exit_codes import ExitCode
 from scanner.grading import GRADING_VERSION, Grade
+from scanner.net.limits import PolitenessLimiter
 from scanner.output.arrow_schema import arrow_schema, closed_sets
 from scanner.output.rows import TABLES, DomainRow, MxRow, ProbeRow
 from scanner.status import DomainStatus
-from worlds.ports import pick_loopback_block
+from worlds.ports import loopback_host, pick_loopback_block
 from worlds.procs import LoopThread
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
 
@@ -536,3 +537,23 @@ def test_spilled_probe_summaries_give_the_same_dataset(world: World, dataset: Pa
     assert verdicts(tmp_path / "out") == verdicts(dataset)
     ids = [r["probe_id"] for r in _rows(tmp_path / "out", "probes")]
     assert len(ids) == len(set(ids)) == len(_rows(dataset, "probes"))
+
+
+def test_probes_and_policy_fetches_share_the_scans_one_limiter(world: World, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connection of the scan, the MTA-STS policy fetches included, takes a slot of one limiter."""
+    taken: dict[int, set[str]] = {}  # limiter instance -> addresses it gave a slot to
+    real_slot = PolitenessLimiter.slot
+
+    def slot(self: PolitenessLimiter, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+        taken.setdefault(id(self), set()).add(address)
+        return real_slot(self, address)
+
+    monkeypatch.setattr(PolitenessLimiter, "slot", slot)
+    out = tmp_path / "out"
+    assert _scan(world, out, "--allow-private") == 0
+    probed = {r["address"] for r in _rows(out, "probes") if not r["status"].startswith("skipped_")}  # connected
+    assert len(taken) == 1  # one limiter for the whole scan
+    (addresses,) = taken.values()
+    assert probed <= addresses
+    assert loopback_host(world.block, 40) in addresses - probed  # the policy host (nginx, worlds.scenario)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from scanner.net.addresses import AddressPolicy, ExcludeList, ExcludeListError, embedded_ipv4
-from scanner.net.limits import KeyedLimiter, TokenBucket
+from scanner.net.limits import KeyedLimiter, PolitenessLimiter, TokenBucket, prefix_of
 from scanner.status import FailureClass
 
 RESERVED = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0",
@@ -77,6 +77,51 @@ async def test_keyed_limiter_concurrency_and_interval() -> None:
     t0 = time.monotonic()
     await asyncio.gather(*(use(f"k{i}") for i in range(20)))
     assert time.monotonic() - t0 < 0.2
+
+
+async def _entered(limiter: PolitenessLimiter, address: str, release: asyncio.Event) -> asyncio.Event:
+    """Start a task that takes ``address``'s slot and holds it until ``release``; return its "entered" flag."""
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with limiter.slot(address):
+            entered.set()
+            await release.wait()
+
+    asyncio.get_running_loop().create_task(hold())
+    for _ in range(10):  # let it run as far as it can
+        await asyncio.sleep(0)
+    return entered
+
+
+async def test_politeness_limiter_global_cap_spans_addresses_and_prefixes() -> None:
+    limiter = PolitenessLimiter(max_connections=1, per_address=4, interval=0.0, per_prefix=4)
+    release = asyncio.Event()
+    first = await _entered(limiter, "192.0.2.1", release)
+    second = await _entered(limiter, "2001:db8::1", release)  # another address, family and prefix
+    assert first.is_set() and not second.is_set() and limiter.open == 1
+    release.set()
+    await asyncio.wait_for(second.wait(), 1)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert limiter.open == 0
+
+
+async def test_politeness_limiter_caps_each_prefix_not_the_next() -> None:
+    limiter = PolitenessLimiter(max_connections=10, per_address=1, interval=0.0, per_prefix=2)
+    release = asyncio.Event()
+    same = [await _entered(limiter, f"198.51.100.{i}", release) for i in (1, 2, 3)]
+    other = await _entered(limiter, "198.51.101.1", release)  # the next /24
+    again = await _entered(limiter, "198.51.101.1", release)  # same address: its own cap of 1
+    assert [e.is_set() for e in same] == [True, True, False]
+    assert other.is_set() and not again.is_set() and limiter.open == 3
+    release.set()
+    await asyncio.wait_for(asyncio.gather(same[2].wait(), again.wait()), 1)
+
+
+def test_prefix_of_is_the_slash_24_or_slash_48() -> None:
+    assert prefix_of("192.0.2.77") == "192.0.2.0/24"
+    assert prefix_of("2001:db8:1:2::5") == "2001:db8:1::/48"
 
 
 async def test_token_bucket_rate() -> None:

@@ -30,7 +30,7 @@ from scanner.grading import (
     version_facts,
     worst_grade,
 )
-from scanner.policy.mta_sts import StsMode
+from scanner.status import StsMode
 from scanner.tls.ciphers import WeakClass
 from scanner.tls.enumeration import VersionVerdict
 from scanner.tls.versions import VERSION_NAMES, TlsVersion

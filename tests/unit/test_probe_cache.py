@@ -9,7 +9,7 @@ import pytest
 
 from scanner.certs import CertificateInfo, KeyType, TrustStatus
 from scanner.probe_cache import SummaryCache
-from scanner.probing import ProbeSummary
+from scanner.records import ProbeSummary
 from scanner.status import ProbeStatus
 
 

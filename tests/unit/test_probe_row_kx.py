@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import trustme
 
 from scanner.certs import TrustStore
-from scanner.probing import build_probe_row, probe_summary_from_row
+from scanner.output.probe_rows import build_probe_row, probe_summary_from_row
 from scanner.smtp.session import skipped_result
 from scanner.status import FailureClass
 from scanner.tls.enumeration import EnumerationResult, KeyExchangeResult, VersionVerdict

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 
 from scanner.certs import CertificateInfo, ChainVerdict, KeyType, TrustStatus, TrustStore, check_chain
 from scanner.consistency import Answer, contradictions, worst_verdict
-from scanner.net.stream import TlsInfo
-from scanner.probing import ProbeSummary, build_session_row, session_summary, session_summary_from_row
+from scanner.output.probe_rows import build_session_row, session_summary, session_summary_from_row
+from scanner.records import ProbeSummary, TlsInfo
 from scanner.smtp.session import skipped_result
 from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, decide_name, note_name
 from scanner.status import CertSource, FailureClass, ProbeStatus, SessionFact, SessionKind

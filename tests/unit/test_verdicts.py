@@ -10,7 +10,7 @@ import pytest
 from scanner.certs import CertificateInfo, KeyType, NameMatch, TrustStatus
 from scanner.grading import grade_mx
 from scanner.net.families import detect_families
-from scanner.probing import ProbeSummary
+from scanner.records import ProbeSummary
 from scanner.status import ProbeStatus as P
 from scanner.status import StarttlsVerdict as V
 from scanner.verdicts import LinkJudge, coverage, starttls_verdict
