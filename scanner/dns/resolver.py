@@ -94,9 +94,6 @@ class DnsResolver:
         self.queries_sent = 0
         self.in_flight = 0
         self._budget = _QueryBudget(self)
-        # Safety net above the transport's own timeout*tries (plus a TCP retry), so that nothing can
-        # ever hang a domain.
-        self._deadline = config.timeout * (config.tries + 1) + 2.0
 
     @property
     def config(self) -> DnsConfig:
@@ -180,9 +177,9 @@ class DnsResolver:
         """Whatever the resolver replied, or why nothing came (timeout, a name we cannot ask, a socket error)."""
         async with self._budget:
             try:
-                # asyncio.timeout, not wait_for: wait_for wraps the awaitable in a task of its own.
-                async with asyncio.timeout(self._deadline):
-                    reply = await self._transport.exchange(name, TYPES[rtype])
+                # No timer of its own here: every path of the transport ends within its timeouts (each UDP
+                # try on the transport's deadline queue, socket set-up and TCP under ``timeout`` each).
+                reply = await self._transport.exchange(name, TYPES[rtype])
             except (DnsTimeout, TimeoutError):
                 timeout, tries = self._config.timeout, self._config.tries
                 return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: no answer within {timeout:g}s x {tries} tries")

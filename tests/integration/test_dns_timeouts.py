@@ -95,3 +95,25 @@ async def test_a_garbage_datagram_does_not_fail_a_tlsa_lookup(server: FaultyDnsS
     """TLSA lookups (dnspython, for the AD bit) also drop junk and keep waiting for the answer."""
     lookup = await lookup_tlsa("mx.junk.test", DnsConfig(servers=(server.resolver,), timeout=3, tries=1))
     assert lookup.outcome is DnsOutcome.NXDOMAIN, lookup.detail
+
+
+async def test_unanswered_queries_are_sent_tries_times_round_the_servers(tmp_path: Path) -> None:
+    """Every try waits the full timeout and then goes to the next server (opening its sockets on the
+    way); after the last try the query is a timeout. Many queries at once share one deadline queue."""
+    names = [f"q{i}.test" for i in range(40)]
+    first_address, second_address = f"{pick_loopback_block()}.1", f"{pick_loopback_block()}.1"
+    silent = dict.fromkeys(names, "timeout")
+    with FaultyDnsServer(silent, first_address, free_port(first_address)) as first, \
+            FaultyDnsServer(silent, second_address, free_port(second_address)) as second:
+        resolver = DnsResolver(DnsConfig(servers=(first.resolver, second.resolver), timeout=0.3, tries=3))
+        try:
+            results = await asyncio.gather(*(resolver.query(name, "A") for name in names))
+        finally:
+            await resolver.close()
+        assert {r.outcome for r in results} == {DnsOutcome.TIMEOUT}
+        assert all(r.elapsed_ms >= 900 for r in results)  # three full waits of 0.3 s each
+        # Queries start on the servers in turn; each try moves to the next server.
+        per_server = [Counter(q.name for q in server.queries) for server in (first, second)]
+        assert [sum(c.values()) for c in per_server] == [60, 60]
+        for i, name in enumerate(names):
+            assert (per_server[0][f"{name}."], per_server[1][f"{name}."]) == ((2, 1) if i % 2 == 0 else (1, 2))
