@@ -337,9 +337,16 @@ class StubTransport:
                 writer.close()
 
     async def close(self) -> None:
+        """Close the sockets. A query still in flight cannot be answered any more: it ends now, as a
+        timeout, instead of waiting on a timer that is gone."""
         self._deadlines.close()
         for task in list(self._retries):
             task.cancel()
+        for entry in self._sockets.values():
+            for udp in entry.sockets:
+                for flight in udp.pending.values():  # every query in flight is registered on a socket
+                    if not flight.future.done():
+                        flight.future.set_exception(DnsTimeout("the resolver was closed before an answer came"))
         for entry in self._sockets.values():
             for udp in entry.sockets:
                 if udp.transport is not None:

@@ -117,3 +117,20 @@ async def test_unanswered_queries_are_sent_tries_times_round_the_servers(tmp_pat
         assert [sum(c.values()) for c in per_server] == [60, 60]
         for i, name in enumerate(names):
             assert (per_server[0][f"{name}."], per_server[1][f"{name}."]) == ((2, 1) if i % 2 == 0 else (1, 2))
+
+
+async def test_closing_the_resolver_ends_the_queries_in_flight(tmp_path: Path) -> None:
+    """Closing while a query waits (a silent server, a long timeout) ends it as a timeout at once: its
+    sockets are gone, so no answer can come and no try may be sent any more."""
+    address = f"{pick_loopback_block()}.1"
+    with FaultyDnsServer({"silent.test": "timeout"}, address, free_port(address)) as silent:
+        resolver = DnsResolver(DnsConfig(servers=(silent.resolver,), timeout=60, tries=2))
+        waiting = asyncio.ensure_future(resolver.query("silent.test", "A"))
+        for _ in range(3000):  # until the server has the query
+            if silent.queries:
+                break
+            await asyncio.sleep(0.01)
+        await resolver.close()
+        result = await asyncio.wait_for(waiting, 30)  # a liveness bound, far below the 120 s of the tries
+    assert result.outcome is DnsOutcome.TIMEOUT
+    assert len(silent.queries) == 1
