@@ -42,12 +42,26 @@ def psl_version() -> str:
 class ProviderMapper:
     """Maps host names to providers; build one per report (parsing the list takes ~50 ms)."""
 
-    def __init__(self) -> None:
+    def __init__(self, memo: int = 50_000) -> None:
         # accept_unknown: a name under a TLD missing from the list (e.g. a private or test TLD) still
         # gets "label.tld" as its registered domain, as browsers treat unknown TLDs.
         self._psl = PublicSuffixList(accept_unknown=True, only_icann=True)
+        # A scan asks for the same provider hosts once per domain behind them: remember the answers
+        # (bounded, oldest dropped first, so a long tail of self-hosted names cannot grow it).
+        self._memo: dict[str, str] = {}
+        self._memo_size = max(1, memo)
 
     def provider(self, host: str) -> str:
+        known = self._memo.get(host)
+        if known is not None:
+            return known
+        answer = self._provider(host)
+        if len(self._memo) >= self._memo_size:
+            del self._memo[next(iter(self._memo))]  # dicts keep insertion order: this is the oldest
+        self._memo[host] = answer
+        return answer
+
+    def _provider(self, host: str) -> str:
         name = host_key(host)
         try:
             ipaddress.ip_address(name)

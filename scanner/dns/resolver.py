@@ -32,6 +32,7 @@ QueryType = Literal["MX", "A", "AAAA", "TXT", "CNAME", "NS"]
 # server answered with a CNAME but not the target's records (an authoritative server for another zone).
 MAX_CNAME_HOPS = 8
 
+_TYPE_CNAME = TYPES["CNAME"]
 _RCODE_OUTCOMES = {
     RCODE_NXDOMAIN: DnsOutcome.NXDOMAIN,
     RCODE_SERVFAIL: DnsOutcome.SERVFAIL,
@@ -61,8 +62,10 @@ class _Collected:
 def _collect(reply: Reply, rtype: QueryType) -> _Collected:
     out = _Collected([], [], [], [])
     wanted = TYPES[rtype]
+    # Names from the codec are already in normal form (lower case, no trailing dot, no blank: anything
+    # outside printable ASCII is escaped as \DDD), so they are taken as they are.
     for record in reply.answers:
-        if record.rtype == TYPES["CNAME"]:
+        if record.rtype == _TYPE_CNAME:
             out.cnames.append(host_key(record.data))
         elif record.rtype != wanted:
             continue
@@ -95,9 +98,6 @@ class DnsResolver:
         self.queries_sent = 0
         self.in_flight = 0
         self._budget = _QueryBudget(self)
-        # Safety net above the transport's own timeout*tries (plus a TCP retry), so that nothing can
-        # ever hang a domain.
-        self._deadline = config.timeout * (config.tries + 1) + 2.0
 
     @property
     def config(self) -> DnsConfig:
@@ -161,29 +161,32 @@ class DnsResolver:
         return QueryResult(DnsOutcome.ERROR, f"CNAME chain longer than {MAX_CNAME_HOPS}", cnames=tuple(cnames))
 
     async def _query_once(self, name: str, rtype: QueryType) -> Reply | QueryResult:
-        result = await self._exchange(name, rtype)
+        """The reply when its rcode is NOERROR, else the failure (network, or the rcode named); the
+        health watch is told either way."""
+        result = await self._reply(name, rtype)
+        if not isinstance(result, QueryResult):
+            if result.rcode == RCODE_NOERROR:
+                if self._observe is not None:
+                    self._observe(DnsOutcome.ANSWER, "")
+                return result
+            outcome = _RCODE_OUTCOMES.get(result.rcode, DnsOutcome.ERROR)
+            result = QueryResult(outcome, f"{rtype} {name}: rcode {_rcode_text(result.rcode)} ({result.rcode})")
         if self._observe is not None:
-            if isinstance(result, QueryResult):
-                self._observe(result.outcome, result.detail)
-            else:
-                self._observe(DnsOutcome.ANSWER, "")
+            self._observe(result.outcome, result.detail)
         return result
-
-    async def _exchange(self, name: str, rtype: QueryType) -> Reply | QueryResult:
-        """The reply when its rcode is NOERROR, else the failure (network, or the rcode named)."""
-        reply = await self._reply(name, rtype)
-        if isinstance(reply, QueryResult) or reply.rcode == RCODE_NOERROR:
-            return reply
-        outcome = _RCODE_OUTCOMES.get(reply.rcode, DnsOutcome.ERROR)
-        return QueryResult(outcome, f"{rtype} {name}: rcode {_rcode_text(reply.rcode)} ({reply.rcode})")
 
     async def _reply(self, name: str, rtype: QueryType) -> Reply | QueryResult:
         """Whatever the resolver replied, or why nothing came (timeout, a name we cannot ask, a socket error)."""
-        async with self._budget:
+        # The budget (``_QueryBudget``) taken inline: this runs for every query.
+        await self._bucket.acquire()
+        await self._query_slots.acquire()
+        self.queries_sent += 1
+        self.in_flight += 1
+        try:
             try:
-                # asyncio.timeout, not wait_for: wait_for wraps the awaitable in a task of its own.
-                async with asyncio.timeout(self._deadline):
-                    reply = await self._transport.exchange(name, TYPES[rtype])
+                # No timer of its own here: every path of the transport ends within its timeouts (each UDP
+                # try on the transport's deadline queue, socket set-up and TCP under ``timeout`` each).
+                reply = await self._transport.exchange(name, TYPES[rtype])
             except (DnsTimeout, TimeoutError):
                 timeout, tries = self._config.timeout, self._config.tries
                 return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: no answer within {timeout:g}s x {tries} tries")
@@ -191,6 +194,9 @@ class DnsResolver:
                 return QueryResult(DnsOutcome.ERROR, f"{rtype} {name}: {exc}")
             except OSError as exc:
                 return QueryResult(DnsOutcome.ERROR, f"{rtype} {name}: {exc.strerror or exc}")
+        finally:
+            self.in_flight -= 1
+            self._query_slots.release()
         return reply
 
 

@@ -16,11 +16,15 @@ a query in flight and repeat its question (RFC 5452 §4.1-4.3).
 
 from __future__ import annotations
 
+import array
 import asyncio
+import collections
 import contextlib
 import itertools
+import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +39,8 @@ __all__ = ["DnsTimeout", "Server", "StubTransport", "system_nameservers"]
 UDP_RECEIVE_BUFFER = 4 << 20
 # UDP sockets per server: queries are spread over them, each with its own random source port.
 SOCKETS_PER_SERVER = 4
+# How early a loop timer may fire against its deadline (event loops round delays to milliseconds).
+_CLOCK_SLACK = 0.001
 # RFC 1035 §4.2.2: a TCP message is preceded by its two-byte length.
 _TCP_LENGTH = 2
 
@@ -63,11 +69,20 @@ def system_nameservers(path: Path = Path("/etc/resolv.conf")) -> list[Server]:
     return servers or [Server("127.0.0.1")]
 
 
-@dataclass(slots=True)
-class _Pending:
-    qname: str
-    qtype: int
-    future: asyncio.Future[Reply]
+class _Flight:
+    """One query in flight: its question, its future and which transmission is the current one."""
+
+    __slots__ = ("attempt", "first", "future", "qname", "qtype", "query", "registered", "server")
+
+    def __init__(self, qname: str, qtype: int, query: bytes, future: asyncio.Future[Reply], first: int) -> None:
+        self.qname = qname
+        self.qtype = qtype
+        self.query = query  # the encoded query; each transmission only sets its own ID
+        self.future = future
+        self.attempt = 0
+        self.first = first  # index of the server of the first try
+        self.server: Server | None = None  # the server of the current try (TCP goes there on truncation)
+        self.registered: list[tuple[_UdpSocket, int]] = []
 
 
 @dataclass(slots=True)
@@ -75,13 +90,29 @@ class _Stats:
     dropped: int = 0  # datagrams that answered no query in flight, or were malformed
 
 
+class _QueryIds:
+    """Random 16-bit query IDs (RFC 5452 §4.3: unpredictable), drawn from the OS in batches of 512:
+    one ``os.urandom`` call per batch instead of one per query."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self) -> None:
+        self._batch = array.array("H")
+
+    def next(self) -> int:
+        if not self._batch:
+            self._batch.frombytes(os.urandom(1024))
+        return self._batch.pop()
+
+
 class _UdpSocket(asyncio.DatagramProtocol):
     """One connected UDP socket to one server: the kernel drops datagrams from any other source."""
 
-    def __init__(self, stats: _Stats) -> None:
-        self.pending: dict[int, _Pending] = {}
+    def __init__(self, stats: _Stats, ids: _QueryIds) -> None:
+        self.pending: dict[int, _Flight] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self._stats = stats
+        self._ids = ids
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -91,16 +122,16 @@ class _UdpSocket(asyncio.DatagramProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
 
-    def register(self, pending: _Pending) -> int:
-        while (qid := secrets.randbits(16)) in self.pending:
+    def register(self, flight: _Flight) -> int:
+        while (qid := self._ids.next()) in self.pending:
             continue
-        self.pending[qid] = pending
+        self.pending[qid] = flight
         return qid
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         qid = reply_id(data)
-        pending = self.pending.get(qid) if qid is not None else None
-        if pending is None or pending.future.done():
+        flight = self.pending.get(qid) if qid is not None else None
+        if flight is None or flight.future.done():
             self._stats.dropped += 1
             return
         try:
@@ -108,23 +139,68 @@ class _UdpSocket(asyncio.DatagramProtocol):
         except WireError:
             self._stats.dropped += 1  # junk with a live ID: drop it, the real answer may still come
             return
-        if reply.qname != pending.qname or reply.qtype != pending.qtype:
+        if reply.qname != flight.qname or reply.qtype != flight.qtype:
             self._stats.dropped += 1
             return
-        pending.future.set_result(reply)
+        flight.future.set_result(reply)
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error (port unreachable: nothing listens at the server's address) fails the queries
         # waiting on this socket now instead of after their timeouts; the next try may use another server.
-        for pending in self.pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(exc)
+        for flight in self.pending.values():
+            if not flight.future.done():
+                flight.future.set_exception(exc)
 
 
 @dataclass(slots=True)
 class _ServerSockets:
     sockets: list[_UdpSocket] = field(default_factory=list)
     turn: itertools.cycle[int] = field(default_factory=lambda: itertools.cycle(range(SOCKETS_PER_SERVER)))
+
+
+class _Deadlines:
+    """When each transmission's ``timeout`` runs out, for every query in flight, on one timer.
+
+    Every try waits the same ``timeout``, so deadlines come in the order the transmissions were sent:
+    a FIFO queue whose head is the next to expire, and one loop timer armed for that head, replace a
+    timer (and an ``asyncio.wait``) per query. An entry whose query was answered, or moved on to its
+    next try, is skipped when it comes up.
+    """
+
+    def __init__(self, timeout: float, expired: Callable[[_Flight], None]) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop's, from the first start
+        self._timeout = timeout
+        self._expired = expired
+        self._queue: collections.deque[tuple[float, _Flight, int]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, flight: _Flight) -> None:
+        """The current transmission of ``flight`` was just sent: its wait starts now."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        deadline = self._loop.time() + self._timeout
+        self._queue.append((deadline, flight, flight.attempt))
+        if self._timer is None:  # armed for the head: a retry sent while ``_fire`` runs is not the next due
+            self._timer = self._loop.call_at(self._queue[0][0], self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        queue = self._queue
+        assert self._loop is not None
+        # The loop's clock has a resolution; a timer may run a hair before its deadline.
+        now = self._loop.time() + _CLOCK_SLACK
+        while queue and queue[0][0] <= now:
+            _, flight, attempt = queue.popleft()
+            if attempt == flight.attempt and not flight.future.done():
+                self._expired(flight)
+        if queue and self._timer is None:
+            self._timer = self._loop.call_at(queue[0][0], self._fire)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
 
 
 class StubTransport:
@@ -138,17 +214,25 @@ class StubTransport:
         self._sockets: dict[Server, _ServerSockets] = {s: _ServerSockets() for s in servers}
         self._opening: dict[tuple[Server, int], asyncio.Future[_UdpSocket]] = {}
         self._stats = _Stats()
+        self._ids = _QueryIds()
         self._server_turn = itertools.cycle(range(len(servers)))
+        self._deadlines = _Deadlines(timeout, self._next_try)
+        # Retries whose socket had to be opened first (another server's, not used before).
+        self._retries: set[asyncio.Task[None]] = set()
 
     @property
     def dropped_datagrams(self) -> int:
         return self._stats.dropped
 
-    async def _socket(self, server: Server) -> _UdpSocket:
+    def _open_socket(self, server: Server) -> _UdpSocket | None:
+        """The next of ``server``'s sockets in turn if it is open, else None (``_socket`` opens it)."""
         entry = self._sockets[server]
         index = next(entry.turn)
-        if index < len(entry.sockets):
-            return entry.sockets[index]
+        return entry.sockets[index] if index < len(entry.sockets) else None
+
+    async def _socket(self, server: Server) -> _UdpSocket:
+        entry = self._sockets[server]
+        index = len(entry.sockets)
         key = (server, index)
         if key in self._opening:  # being opened by a concurrent query
             return await asyncio.shield(self._opening[key])
@@ -157,7 +241,7 @@ class StubTransport:
         self._opening[key] = opening
         try:
             family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-            _, protocol = await loop.create_datagram_endpoint(lambda: _UdpSocket(self._stats),
+            _, protocol = await loop.create_datagram_endpoint(lambda: _UdpSocket(self._stats, self._ids),
                                                               remote_addr=(server.host, server.port), family=family)
         except OSError as exc:
             opening.set_exception(exc)
@@ -169,40 +253,70 @@ class StubTransport:
         del self._opening[key]
         return protocol
 
+    def _send(self, flight: _Flight, udp: _UdpSocket) -> None:
+        """Transmit ``flight``'s current try on ``udp`` under a fresh ID and start its wait."""
+        qid = udp.register(flight)
+        flight.registered.append((udp, qid))
+        assert udp.transport is not None
+        # Each try only changes the 16-bit ID in the first two octets (RFC 1035 §4.1.1).
+        udp.transport.sendto(qid.to_bytes(2, "big") + flight.query[2:])
+        self._deadlines.start(flight)
+
+    def _server_of(self, flight: _Flight) -> Server:
+        return self._servers[(flight.first + flight.attempt) % len(self._servers)]
+
+    def _next_try(self, flight: _Flight) -> None:
+        """The current try's wait ran out: send the next one, or fail the query after the last."""
+        if flight.attempt + 1 >= self._tries:
+            flight.future.set_exception(
+                DnsTimeout(f"no answer within {self._timeout:g}s on any of {self._tries} tries"))
+            return
+        flight.attempt += 1
+        server = flight.server = self._server_of(flight)
+        udp = self._open_socket(server)
+        if udp is not None:
+            self._send(flight, udp)
+            return
+        task = asyncio.get_running_loop().create_task(self._send_when_open(flight, server))
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _send_when_open(self, flight: _Flight, server: Server) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                udp = await self._socket(server)
+        except (OSError, TimeoutError) as exc:
+            if not flight.future.done():
+                flight.future.set_exception(exc)
+            return
+        if not flight.future.done():
+            self._send(flight, udp)
+
     async def exchange(self, name: str, qtype: int) -> Reply:
         """The reply to ``name``/``qtype``; raises ``DnsTimeout``, ``OSError`` or ``WireError``."""
-        qname = name.rstrip(".").lower()
         wire_name = name.rstrip(".")
-        # Built once (a name that cannot be encoded fails here, before any packet); each try only
-        # changes the 16-bit ID in the first two octets (RFC 1035 §4.1.1).
-        query = bytearray(build_query(0, wire_name, qtype))
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        pending = _Pending(qname, qtype, future)
-        registered: list[tuple[_UdpSocket, int]] = []
-        first = next(self._server_turn)
+        # Built once (a name that cannot be encoded fails here, before any packet).
+        query = build_query(0, wire_name, qtype)
+        flight = _Flight(wire_name.lower(), qtype, query, asyncio.get_running_loop().create_future(),
+                         next(self._server_turn))
         try:
-            for attempt in range(self._tries):
-                server = self._servers[(first + attempt) % len(self._servers)]
-                udp = await self._socket(server)
-                qid = udp.register(pending)
-                registered.append((udp, qid))
-                assert udp.transport is not None
-                query[0:2] = qid.to_bytes(2, "big")
-                udp.transport.sendto(bytes(query))
-                # Every try waits the full configured timeout; an answer to an earlier transmission
-                # still counts (all of this query's IDs stay registered until it ends).
-                done, _ = await asyncio.wait((future,), timeout=self._timeout)
-                if done:
-                    reply = future.result()
-                    if reply.truncated:
-                        return await self._tcp(server, wire_name, qname, qtype)
-                    return reply
-            raise DnsTimeout(f"no answer within {self._timeout:g}s on any of {self._tries} tries")
+            server = flight.server = self._server_of(flight)
+            udp = self._open_socket(server)
+            if udp is None:  # the first queries to a server open its sockets
+                async with asyncio.timeout(self._timeout):
+                    udp = await self._socket(server)
+            self._send(flight, udp)
+            # Every try waits the full configured timeout (``_Deadlines``, then ``_next_try``); an answer
+            # to an earlier transmission still counts (all of this query's IDs stay registered until it ends).
+            reply = await flight.future
+            if reply.truncated:
+                return await self._tcp(flight.server, wire_name, flight.qname, qtype)
+            return reply
         finally:
-            for udp, qid in registered:
-                udp.pending.pop(qid, None)
-            if not future.done():
-                future.cancel()
+            for sock, qid in flight.registered:
+                sock.pending.pop(qid, None)
+            if not flight.future.done():
+                flight.future.cancel()
 
     async def _tcp(self, server: Server, wire_name: str, qname: str, qtype: int) -> Reply:
         async with asyncio.timeout(self._timeout):
@@ -223,6 +337,16 @@ class StubTransport:
                 writer.close()
 
     async def close(self) -> None:
+        """Close the sockets. A query still in flight cannot be answered any more: it ends now, as a
+        timeout, instead of waiting on a timer that is gone."""
+        self._deadlines.close()
+        for task in list(self._retries):
+            task.cancel()
+        for entry in self._sockets.values():
+            for udp in entry.sockets:
+                for flight in udp.pending.values():  # every query in flight is registered on a socket
+                    if not flight.future.done():
+                        flight.future.set_exception(DnsTimeout("the resolver was closed before an answer came"))
         for entry in self._sockets.values():
             for udp in entry.sockets:
                 if udp.transport is not None:

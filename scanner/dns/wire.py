@@ -9,6 +9,7 @@ transport can drop a bad datagram and keep waiting for the real answer (RFC 5452
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -49,27 +50,42 @@ class Reply:
     answers: tuple[Record, ...]
 
 
+# One length octet per possible label length (RFC 1035 §3.1: 1-63), built once.
+_LABEL_LENGTH: Final = tuple(bytes((n,)) for n in range(64))
+# Bytes a label may hold and still print as itself (RFC 1035 §5.1): printable ASCII but the dot and the
+# backslash, which are escaped as \DDD like everything else.
+_PLAIN: Final = bytes(b for b in range(0x21, 0x7F) if b not in (0x2E, 0x5C))
+# What follows the name in every query: QTYPE, QCLASS IN and the EDNS0 OPT record (RFC 6891 §6.1.2).
+_OPT: Final = b"\0" + struct.pack("!HHIH", _TYPE_OPT, EDNS_PAYLOAD, 0, 0)
+_QUESTION_TAIL: Final = {rtype: struct.pack("!HH", rtype, _CLASS_IN) + _OPT for rtype in TYPES.values()}
+
+
 def _encode_name(name: str) -> bytes:
-    out = bytearray()
-    for label in name.rstrip(".").split(".") if name.rstrip(".") else ():  # "." is the root: no label
-        try:
-            raw = label.encode("ascii")
-        except UnicodeEncodeError:
-            raise WireError(f"non-ASCII label in {name[:60]!r} (IDNs are queried as A-labels)") from None
-        if not 0 < len(raw) <= 63:
+    stripped = name.rstrip(".")
+    if not stripped:  # "." is the root: no label
+        return b"\0"
+    try:
+        raw = stripped.encode("ascii")
+    except UnicodeEncodeError:
+        raise WireError(f"non-ASCII label in {name[:60]!r} (IDNs are queried as A-labels)") from None
+    parts: list[bytes] = []
+    for label in raw.split(b"."):
+        if not 0 < len(label) <= 63:
             raise WireError(f"bad label length in {name!r}")
-        out += bytes((len(raw),)) + raw
-    out += b"\0"
+        parts += (_LABEL_LENGTH[len(label)], label)
+    parts.append(b"\0")
+    out = b"".join(parts)
     if len(out) > 255:
         raise WireError(f"name longer than 255 octets: {name[:60]!r}...")
-    return bytes(out)
+    return out
 
 
 def build_query(qid: int, name: str, rtype: int) -> bytes:
     """A recursive query (RD=1) with an EDNS0 OPT record advertising ``EDNS_PAYLOAD`` (RFC 6891)."""
-    header = _HEADER.pack(qid, 0x0100, 1, 0, 0, 1)
-    opt = b"\0" + struct.pack("!HHIH", _TYPE_OPT, EDNS_PAYLOAD, 0, 0)
-    return header + _encode_name(name) + struct.pack("!HH", rtype, _CLASS_IN) + opt
+    tail = _QUESTION_TAIL.get(rtype)
+    if tail is None:
+        tail = struct.pack("!HH", rtype, _CLASS_IN) + _OPT
+    return _HEADER.pack(qid, 0x0100, 1, 0, 0, 1) + _encode_name(name) + tail
 
 
 def reply_id(data: bytes) -> int | None:
@@ -79,23 +95,41 @@ def reply_id(data: bytes) -> int | None:
 
 def _label_text(raw: bytes) -> str:
     # RFC 1035 §5.1 presentation form: bytes outside printable ASCII, and the dot, as \DDD.
-    if (raw.isascii() and raw.isalnum()) or all(0x21 <= b < 0x7F and b not in (0x2E, 0x5C) for b in raw):
+    if not raw.translate(None, _PLAIN):
         return raw.decode("ascii").lower()
     return "".join(chr(b).lower() if 0x21 <= b < 0x7F and b not in (0x2E, 0x5C) else f"\\{b:03d}" for b in raw)
 
 
-def _read_name(data: bytes, offset: int) -> tuple[str, int]:
+def _names_text(labels: list[bytes]) -> str:
+    """The presentation form of a label sequence; one pass over the joined bytes when all labels are plain."""
+    joined = b".".join(labels)
+    # Deleting the plain bytes leaves exactly the separating dots unless some label needs escaping (or
+    # holds a dot itself): then each label is converted on its own.
+    if len(joined.translate(None, _PLAIN)) == len(labels) - 1:
+        return joined.decode("ascii").lower()
+    return ".".join(_label_text(label) for label in labels)
+
+
+# Names already read from this message, by the offset they start at: (text, octets on the wire). Only
+# names read without a pointer are kept, so that a pointer to one counts exactly as reading it again
+# would (one pointer, the same length) and the checks below see the same numbers.
+_Memo = dict[int, tuple[str, int]]
+
+
+def _read_name(data: bytes, offset: int, memo: _Memo | None = None) -> tuple[str, int]:
     """The name at ``offset`` (following compression pointers, RFC 1035 §4.1.4) and the offset after it."""
-    labels: list[str] = []
+    labels: list[bytes] = []
+    start = offset
     end: int | None = None
     pointers = 0
     length_total = 1
+    size = len(data)
     while True:
-        if offset >= len(data):
+        if offset >= size:
             raise WireError("name runs past the end of the message")
         length = data[offset]
         if length & 0xC0 == 0xC0:
-            if offset + 1 >= len(data):
+            if offset + 1 >= size:
                 raise WireError("truncated compression pointer")
             pointers += 1
             if pointers > _MAX_POINTERS:
@@ -103,37 +137,56 @@ def _read_name(data: bytes, offset: int) -> tuple[str, int]:
             if end is None:
                 end = offset + 2
             offset = ((length & 0x3F) << 8) | data[offset + 1]
+            known = memo.get(offset) if memo is not None and pointers == 1 else None
+            if known is not None:  # the rest of the name was read before (typically the question's)
+                suffix, suffix_length = known
+                if length_total + suffix_length - 1 > 255:
+                    raise WireError("name too long or truncated")
+                if not labels:
+                    return suffix, end
+                prefix = _names_text(labels)
+                return (f"{prefix}.{suffix}" if suffix else prefix), end
             continue
         if length & 0xC0:
             raise WireError(f"unknown label type {length:#x}")
         if length == 0:
-            return ".".join(labels), (end if end is not None else offset + 1)
+            text = _names_text(labels) if labels else ""
+            if memo is not None and end is None:
+                memo[start] = (text, length_total)
+            return text, (end if end is not None else offset + 1)
         length_total += length + 1
-        if length_total > 255 or offset + 1 + length > len(data):
+        if length_total > 255 or offset + 1 + length > size:
             raise WireError("name too long or truncated")
-        labels.append(_label_text(data[offset + 1:offset + 1 + length]))
+        labels.append(data[offset + 1:offset + 1 + length])
         offset += 1 + length
 
 
-def _rdata(data: bytes, rtype: int, start: int, length: int) -> str | None:
+def _ipv6_text(packed: bytes) -> str:
+    # inet_ntop writes RFC 5952 text as ipaddress does, except that it shows an IPv4-mapped or -compatible
+    # address with a dotted tail (::ffff:192.0.2.1), which Python 3.11's ipaddress writes in hex.
+    text = socket.inet_ntop(socket.AF_INET6, packed)
+    return text if "." not in text else str(ipaddress.IPv6Address(packed))
+
+
+def _rdata(data: bytes, rtype: int, start: int, length: int, memo: _Memo) -> str | None:
     end = start + length
     if rtype == _TYPE_A:
         if length != 4:
             raise WireError("A record of the wrong length")
-        return str(ipaddress.IPv4Address(data[start:end]))
+        return socket.inet_ntop(socket.AF_INET, data[start:end])
     if rtype == _TYPE_AAAA:
         if length != 16:
             raise WireError("AAAA record of the wrong length")
-        return str(ipaddress.IPv6Address(data[start:end]))
+        return _ipv6_text(data[start:end])
     if rtype == _TYPE_CNAME:
-        name, after = _read_name(data, start)
+        name, after = _read_name(data, start, memo)
         if after > end:
             raise WireError("CNAME runs past its RDATA")
         return name
     if rtype == _TYPE_MX:
         if length < 3:
             raise WireError("MX record too short")
-        name, after = _read_name(data, start + 2)
+        name, after = _read_name(data, start + 2, memo)
         if after > end:
             raise WireError("MX runs past its RDATA")
         return f"{int.from_bytes(data[start:start + 2], 'big')} {name}"
@@ -160,7 +213,8 @@ def parse_reply(data: bytes) -> Reply:
         raise WireError("not a reply (QR=0)")
     if qdcount != 1:
         raise WireError(f"{qdcount} questions")
-    qname, offset = _read_name(data, _HEADER.size)
+    memo: _Memo = {}
+    qname, offset = _read_name(data, _HEADER.size, memo)
     if offset + 4 > len(data):
         raise WireError("truncated question")
     qtype = int.from_bytes(data[offset:offset + 2], "big")
@@ -170,7 +224,7 @@ def parse_reply(data: bytes) -> Reply:
     for _ in range(ancount):
         if truncated and offset >= len(data):
             break  # a truncated reply may stop anywhere: the caller retries over TCP anyway
-        owner, offset = _read_name(data, offset)
+        owner, offset = _read_name(data, offset, memo)
         if offset + _RR_FIXED.size > len(data):
             raise WireError("truncated resource record")
         rtype, rclass, _, length = _RR_FIXED.unpack_from(data, offset)
@@ -178,22 +232,22 @@ def parse_reply(data: bytes) -> Reply:
         if offset + length > len(data):
             raise WireError("RDATA runs past the end of the message")
         if rclass == _CLASS_IN:
-            value = _rdata(data, rtype, offset, length)
+            value = _rdata(data, rtype, offset, length, memo)
             if value is not None:
                 answers.append(Record(owner, rtype, value))
         offset += length
     rcode = flags & 0x000F
-    extended = _extended_rcode(data, offset, nscount, arcount)
+    extended = _extended_rcode(data, offset, nscount, arcount, memo)
     return Reply(qid, rcode | (extended << 4), truncated, qname, qtype, tuple(answers))
 
 
-def _extended_rcode(data: bytes, offset: int, nscount: int, arcount: int) -> int:
+def _extended_rcode(data: bytes, offset: int, nscount: int, arcount: int, memo: _Memo) -> int:
     """The upper 8 bits of the RCODE, from the OPT record's TTL field (RFC 6891 §6.1.3): BADVERS (16)
     exists only there. 0 when there is no OPT record, or the sections after the answers are cut short
     (they decide no answer: a damaged tail must not turn a good reply into an error)."""
     try:
         for index in range(nscount + arcount):
-            _, offset = _read_name(data, offset)
+            _, offset = _read_name(data, offset, memo)
             if offset + _RR_FIXED.size > len(data):
                 return 0
             rtype, _, ttl, length = _RR_FIXED.unpack_from(data, offset)

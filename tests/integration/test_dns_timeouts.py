@@ -95,3 +95,42 @@ async def test_a_garbage_datagram_does_not_fail_a_tlsa_lookup(server: FaultyDnsS
     """TLSA lookups (dnspython, for the AD bit) also drop junk and keep waiting for the answer."""
     lookup = await lookup_tlsa("mx.junk.test", DnsConfig(servers=(server.resolver,), timeout=3, tries=1))
     assert lookup.outcome is DnsOutcome.NXDOMAIN, lookup.detail
+
+
+async def test_unanswered_queries_are_sent_tries_times_round_the_servers(tmp_path: Path) -> None:
+    """Every try waits the full timeout and then goes to the next server (opening its sockets on the
+    way); after the last try the query is a timeout. Many queries at once share one deadline queue."""
+    names = [f"q{i}.test" for i in range(40)]
+    first_address, second_address = f"{pick_loopback_block()}.1", f"{pick_loopback_block()}.1"
+    silent = dict.fromkeys(names, "timeout")
+    with FaultyDnsServer(silent, first_address, free_port(first_address)) as first, \
+            FaultyDnsServer(silent, second_address, free_port(second_address)) as second:
+        resolver = DnsResolver(DnsConfig(servers=(first.resolver, second.resolver), timeout=0.3, tries=3))
+        try:
+            results = await asyncio.gather(*(resolver.query(name, "A") for name in names))
+        finally:
+            await resolver.close()
+        assert {r.outcome for r in results} == {DnsOutcome.TIMEOUT}
+        assert all(r.elapsed_ms >= 900 for r in results)  # three full waits of 0.3 s each
+        # Queries start on the servers in turn; each try moves to the next server.
+        per_server = [Counter(q.name for q in server.queries) for server in (first, second)]
+        assert [sum(c.values()) for c in per_server] == [60, 60]
+        for i, name in enumerate(names):
+            assert (per_server[0][f"{name}."], per_server[1][f"{name}."]) == ((2, 1) if i % 2 == 0 else (1, 2))
+
+
+async def test_closing_the_resolver_ends_the_queries_in_flight(tmp_path: Path) -> None:
+    """Closing while a query waits (a silent server, a long timeout) ends it as a timeout at once: its
+    sockets are gone, so no answer can come and no try may be sent any more."""
+    address = f"{pick_loopback_block()}.1"
+    with FaultyDnsServer({"silent.test": "timeout"}, address, free_port(address)) as silent:
+        resolver = DnsResolver(DnsConfig(servers=(silent.resolver,), timeout=60, tries=2))
+        waiting = asyncio.ensure_future(resolver.query("silent.test", "A"))
+        for _ in range(3000):  # until the server has the query
+            if silent.queries:
+                break
+            await asyncio.sleep(0.01)
+        await resolver.close()
+        result = await asyncio.wait_for(waiting, 30)  # a liveness bound, far below the 120 s of the tries
+    assert result.outcome is DnsOutcome.TIMEOUT
+    assert len(silent.queries) == 1

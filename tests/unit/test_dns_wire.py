@@ -72,3 +72,30 @@ def test_the_extended_rcode_of_the_opt_record_counts() -> None:
     plain.set_rcode(dns.rcode.NXDOMAIN)
     assert parse_reply(plain.to_wire()).rcode == 3
     assert parse_reply(dns.message.make_response(query).to_wire()[:-3]).rcode == 0
+
+
+def test_addresses_are_written_as_ipaddress_writes_them() -> None:
+    """The codec formats addresses with inet_ntop; mapped and compatible IPv6 keep ipaddress' hex form."""
+    import ipaddress
+
+    addresses = ["2001:db8::1", "::", "1:0:0:1:0:0:0:1", "::ffff:192.0.2.1", "::192.0.2.1", "fe80::1:2"]
+    data = reply_to("mx.example", "AAAA", *(("mx.example.", "AAAA", a) for a in addresses))
+    assert [r.data for r in parse_reply(data).answers] == [str(ipaddress.IPv6Address(a)) for a in addresses]
+    data = reply_to("mx.example", "A", ("mx.example.", "A", "192.0.2.10"), ("mx.example.", "A", "0.0.0.0"))
+    assert [r.data for r in parse_reply(data).answers] == ["192.0.2.10", "0.0.0.0"]
+
+
+def test_names_through_pointers_to_names_read_before_keep_their_escapes() -> None:
+    r"""Names reached through a compression pointer to one read before (the question's) read as in full:
+    lower case, and a dot or a byte outside printable ASCII inside a label as \DDD (RFC 1035 §5.1)."""
+    import dns.name
+    import dns.rdtypes.ANY.CNAME
+
+    owner = dns.name.Name([b"Odd.Label", b"X\x01", b"example", b""])
+    reply = dns.message.make_response(dns.message.make_query(owner, "CNAME"))
+    target = dns.name.Name([b"MX", b"odd.label", b"x\x01", b"example", b""])
+    reply.answer.append(dns.rrset.from_rdata(owner, 60, dns.rdtypes.ANY.CNAME.CNAME(1, 5, target)))
+    parsed = parse_reply(reply.to_wire())
+    assert parsed.qname == "odd\\046label.x\\001.example"
+    assert [(r.owner, r.data) for r in parsed.answers] == [("odd\\046label.x\\001.example",
+                                                            "mx.odd\\046label.x\\001.example")]

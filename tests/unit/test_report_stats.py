@@ -136,6 +136,17 @@ def test_provider_is_the_registered_domain(host: str, provider: str) -> None:
     assert ProviderMapper().provider(host) == provider
 
 
+def test_provider_answers_are_remembered_within_a_bound() -> None:
+    """A scan asks once per domain behind a host: the same answers, from a memo that stays bounded."""
+    mapper = ProviderMapper(memo=2)
+    hosts = ["mx1.example.co.uk", "MX.Example.COM.", "192.0.2.1", "mx1.example.co.uk", "aspmx.l.google.com"]
+    assert [mapper.provider(h) for h in hosts] == ["example.co.uk", "example.com", IP_LITERAL, "example.co.uk",
+                                                   "google.com"]
+    assert [mapper.provider(h) for h in reversed(hosts)] == ["google.com", "example.co.uk", IP_LITERAL,
+                                                             "example.com", "example.co.uk"]
+    assert len(mapper._memo) == 2
+
+
 # --- charts ----------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,3 +174,35 @@ def test_every_table_has_identity_columns() -> None:
     assert set(IDENTITY_COLUMNS) == set(TABLES)
     for table, columns in IDENTITY_COLUMNS.items():
         assert set(columns) <= set(TABLES[table].__dataclass_fields__), table
+
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    name: str
+    count: int | None
+    colour: _Colour | None
+    tags: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class _One:
+    name: str
+
+
+def test_column_builder_turns_rows_into_columns_in_field_order() -> None:
+    """Enums become their values, None stays null, and an empty batch is an empty table of the schema."""
+    builder = ColumnBuilder(_Row)
+    rows = [_Row("a", 1, _Colour.RED, ["x"]), _Row("b", None, None, []), _Row("c", 3, _Colour.BLUE, ["y", "z"])]
+    assert builder.table(rows).to_pylist() == [
+        {"name": "a", "count": 1, "colour": "red", "tags": ["x"]},
+        {"name": "b", "count": None, "colour": None, "tags": []},
+        {"name": "c", "count": 3, "colour": "blue", "tags": ["y", "z"]}]
+    empty = builder.table([])
+    assert empty.num_rows == 0 and empty.schema == builder.schema
+    assert ColumnBuilder(_One).table([_One("a"), _One("b")]).to_pylist() == [{"name": "a"}, {"name": "b"}]
