@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.checker import CheckResult
-from scanner.cli import CommandError, _run_loop, build_parser, check_result, scan_setup
+from scanner.cli import CommandError, build_parser, check_result, drive, scan_setup
 from scanner.exit_codes import ExitCode
 from scanner.output.lock import OutputLock
 from scanner.pipeline import Scan, ScanStats
@@ -63,7 +63,7 @@ def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -
                                ExitCode.OK)
         config, exclude, trust, resume = setup
         job = Scan(config, domains, trust, exclude, resume=resume, vantage=args.vantage)
-        stats = _run_loop(job.run(), not args.no_uvloop)
+        stats = drive(job, not args.no_uvloop)
     finally:
         lock.release()
     return ScanResult(out, job.scan_id, job.completed, stats)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,6 +45,7 @@ from scanner.dns.lookup import ServerTarget
 from scanner.exit_codes import ExitCode
 from scanner.grading import Grade
 from scanner.input import InputError, InputTotal, check_input, input_total, is_stream_source
+from scanner.interrupts import StopSignals
 from scanner.logs import command_logging, log_level
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.output.lock import OutputLock, OutputLocked
@@ -397,6 +398,19 @@ class _StatusLines:
                   _counters_text(stats))
 
 
+def drive(scan: Scan, use_uvloop: bool, on_tick: Callable[[ScanStats], None] | None = None) -> ScanStats:
+    """Run ``scan`` on its own event loop, this command owning Ctrl-C and SIGTERM from before the scan
+    starts until everything is written (``scanner.interrupts``): the first stops, the second abandons."""
+    signals = StopSignals(scan, lambda: _stop_notice(scan))
+    with signals:
+        return _run_loop(signals.run(scan.run(on_tick)), use_uvloop)
+
+
+def _stop_notice(scan: Scan) -> str:
+    return (f"stopping: {scan.stats.domains_in_flight} domains in flight get up to {scan.config.stop_grace:g} s "
+            "to finish; press Ctrl-C again to abandon them (committed rows are kept either way)")
+
+
 def _run_loop(coro: Coroutine[Any, Any, ScanStats], use_uvloop: bool) -> ScanStats:
     if use_uvloop:
         try:
@@ -496,11 +510,11 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
     view = _progress_view(args, console)
     try:
         if view is None:
-            stats = _run_loop(scan.run(), not args.no_uvloop)
+            stats = drive(scan, not args.no_uvloop)
         else:
             with view:
-                stats = _run_loop(scan.run(view.update), not args.no_uvloop)
-    except KeyboardInterrupt:  # Ctrl-C outside the scan's own handlers (start-up, shutdown)
+                stats = drive(scan, not args.no_uvloop, view.update)
+    except KeyboardInterrupt:  # Ctrl-C before the scan's signal owner took over (start-up)
         console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
                       soft_wrap=True)
         return ExitCode.INTERRUPTED
@@ -612,8 +626,8 @@ def check_result(args: argparse.Namespace, console: Console | None = None) -> Ch
         server = ServerTarget(target.name, target.address) if target.server else None
         scan = Scan(config, source, trust, exclude, server=server)
         with console.status(f"checking {target.name} ...") if console else contextlib.nullcontext():
-            _run_loop(scan.run(), not args.no_uvloop)
-        # The scan's own SIGINT handler turns Ctrl-C into a stop, and a breakdown drops the domain's rows:
+            drive(scan, not args.no_uvloop)
+        # The command's signal owner turns Ctrl-C into a stop, and a breakdown drops the domain's rows:
         # either way there is no result to show.
         if scan.breakdown is not None:
             raise CommandError(scan.stop_message, ExitCode.UNAVAILABLE)

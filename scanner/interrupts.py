@@ -1,0 +1,100 @@
+"""Ctrl-C and SIGTERM for a whole command: one owner, from before the scan starts until its last write.
+
+The first signal asks the scan to stop (``Scan.request_stop``: intake stops, in-flight domains get
+``stop_grace`` seconds); the second abandons them (``Scan.abandon``); later ones only repeat that the
+scan is finishing its writes. The handlers are process-level (``signal.signal``) and stay installed
+until the event loop has closed, so no Ctrl-C can land in a gap between the scan's handlers and the
+default one (which raised ``KeyboardInterrupt`` inside the loop's shutdown: a traceback).
+
+A handler runs in the main thread between two bytecodes, possibly inside the event loop's own code;
+it therefore only hands the work to the loop (``call_soon_threadsafe``), never touches the scan itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable, Coroutine
+from types import FrameType, TracebackType
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["StopSignals", "Stoppable"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stoppable(Protocol):
+    """What the signal owner needs of a scan (``scanner.pipeline.Scan``, or a cluster driver)."""
+
+    def request_stop(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class StopSignals:
+    """Context manager owning SIGINT and SIGTERM; ``run`` drives the scan's coroutine under it.
+
+    Outside the main thread (a notebook calling ``scanner.check`` in a thread) Python allows no signal
+    handler: the manager then does nothing and the caller's own interruption handling applies.
+    """
+
+    def __init__(self, job: Stoppable, notice: Callable[[], str]) -> None:
+        self._job = job
+        self._notice = notice  # what the first signal logs (how long in-flight work may still take)
+        self.received = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[int, Handler] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+        self._loop = None
+
+    async def run(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``work`` on the running loop; signals that came before the loop ran are applied first."""
+        self._loop = asyncio.get_running_loop()
+        for count in range(1, self.received + 1):
+            self._escalate(count)
+        try:
+            return await work
+        finally:
+            self._loop = None  # the loop is about to close: later signals have nothing left to stop
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.received += 1
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # before the loop runs: ``run`` applies it; after: everything is written already
+        try:
+            loop.call_soon_threadsafe(self._escalate, self.received)
+        except RuntimeError:  # closed between the check and the call: nothing left to stop
+            return
+
+    def _escalate(self, count: int) -> None:
+        action: Callable[[], None] | None = None
+        if count == 1:
+            _log.warning("%s", self._notice())
+            action = self._job.request_stop
+        elif count == 2:
+            _log.warning("stopping now: in-flight domains are abandoned (the same command redoes them)")
+            action = self._job.abandon
+        else:
+            _log.warning("stopping: writing what is finished; it is kept")
+        if action is not None:
+            action()
+
