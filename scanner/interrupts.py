@@ -39,31 +39,45 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class StopSignals:
-    """Context manager owning SIGINT and SIGTERM; ``run`` drives the scan's coroutine under it.
+    """Context manager owning SIGINT and SIGTERM for a command; ``run`` drives a scan's coroutine under it.
 
+    Entered when the command starts; the scan is attached once it exists (``attach``). A first signal
+    before that is kept and applied when the scan starts (it stops at once, its attempt recorded as
+    interrupted); a second one then raises ``KeyboardInterrupt`` where the command is (nothing has been
+    written yet: set-up, the resolver check). Re-entrant: an inner ``with`` of the same owner does nothing.
     Outside the main thread (a notebook calling ``scanner.check`` in a thread) Python allows no signal
     handler: the manager then does nothing and the caller's own interruption handling applies.
     """
 
-    def __init__(self, job: Stoppable, notice: Callable[[], str]) -> None:
-        self._job = job
-        self._notice = notice  # what the first signal logs (how long in-flight work may still take)
+    def __init__(self) -> None:
         self.received = 0
+        self._job: Stoppable | None = None
+        self._notice: Callable[[], str] = lambda: "stopping"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: dict[int, Handler] = {}
+        self._depth = 0
 
     def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for signum in _SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
         self._loop = None
+
+    def attach(self, job: Stoppable, notice: Callable[[], str]) -> None:
+        """The scan the signals now stop; ``notice`` is what the first one logs (how long it may take)."""
+        self._job = job
+        self._notice = notice
 
     async def run(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Await ``work`` on the running loop; signals that came before the loop ran are applied first."""
@@ -78,23 +92,24 @@ class StopSignals:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.received += 1
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None:
+            if self._job is None and self.received > 1:
+                raise KeyboardInterrupt  # twice before any scan exists: stop where the command is
             return  # before the loop runs: ``run`` applies it; after: everything is written already
         try:
             loop.call_soon_threadsafe(self._escalate, self.received)
-        except RuntimeError:  # closed between the check and the call: nothing left to stop
+        except RuntimeError:  # the loop closed meanwhile: nothing left to stop
             return
 
     def _escalate(self, count: int) -> None:
-        action: Callable[[], None] | None = None
+        job = self._job
+        if job is None:
+            return
         if count == 1:
             _log.warning("%s", self._notice())
-            action = self._job.request_stop
+            job.request_stop()
         elif count == 2:
             _log.warning("stopping now: in-flight domains are abandoned (the same command redoes them)")
-            action = self._job.abandon
+            job.abandon()
         else:
             _log.warning("stopping: writing what is finished; it is kept")
-        if action is not None:
-            action()
-

@@ -273,7 +273,7 @@ class Scan:
     def _dataset_writer(self) -> DatasetWriter:
         out = self.config.output
         first_segment = self.resume.next_segment if self.resume else 0
-        return DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size, first_segment)
+        return DatasetWriter(out.out_dir, out.rows_per_file, out.row_group, first_segment)
 
     def _begin_attempt(self, writer: RowSink) -> Attempt:
         """Record this attempt (provenance, settings, ``running``) before any row; settle earlier attempts.

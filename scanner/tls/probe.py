@@ -14,7 +14,7 @@ import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 
-from scanner.config import ProbeConfig
+from scanner.config import ENUM_RETRY_DELAYS, ProbeConfig
 from scanner.errors import classify
 from scanner.smtp.session import RawStarttls
 from scanner.status import FailureClass, ProbeStatus
@@ -49,8 +49,9 @@ __all__ = ["SessionRunner", "drive_plan", "probe_hello"]
 
 READ_CHUNK = 4096
 # Back-off after a throttled or untestable session (421, disconnect before STARTTLS, timeout):
-# wait, then try the same hello again, at most this many times.
-RETRY_DELAYS = (2.0, 8.0)
+# wait, then try the same hello again, at most this many times. A scan passes its own
+# (``--enum-retry``); this is that option's default.
+RETRY_DELAYS = ENUM_RETRY_DELAYS
 # Records that answer nothing (application data, CCS, HelloRequest, warning alerts) tolerated before
 # the ServerHello: a handful is odd but harmless; an endless stream is a tarpit, not a TLS server.
 MAX_IGNORED_EVENTS = 32

@@ -43,7 +43,8 @@ def test_first_signal_stops_the_second_abandons_later_ones_only_log(caplog: pyte
         await asyncio.sleep(0.05)
         return "done"
 
-    with StopSignals(job, lambda: "stopping: notice") as signals:
+    with StopSignals() as signals:
+        signals.attach(job, lambda: "stopping: notice")
         assert asyncio.run(signals.run(work())) == "done"
     assert job.calls == ["stop", "abandon"]
     assert signals.received == 3
@@ -60,7 +61,8 @@ def test_a_signal_while_the_loop_shuts_down_is_no_keyboard_interrupt() -> None:
     async def teardown_gap() -> None:
         await asyncio.sleep(0)
 
-    with StopSignals(job, lambda: "stopping") as signals:
+    with StopSignals() as signals:
+        signals.attach(job, lambda: "stopping")
         asyncio.run(signals.run(work()))
         _interrupt()  # after the loop: with the default handler, this raised KeyboardInterrupt
         asyncio.run(teardown_gap())
@@ -73,13 +75,30 @@ def test_signals_before_the_loop_runs_apply_when_it_starts() -> None:
     async def work() -> list[str]:
         return list(job.calls)
 
-    with StopSignals(job, lambda: "stopping") as signals:
-        _interrupt()
+    with StopSignals() as signals:
+        _interrupt()  # during set-up, before the scan exists: kept
+        signals.attach(job, lambda: "stopping")
         assert asyncio.run(signals.run(work())) == ["stop"]
+
+
+def test_a_second_signal_before_the_scan_exists_interrupts_the_set_up(capsys: pytest.CaptureFixture[str]) -> None:
+    async def setup() -> None:  # like the resolver check before a scan
+        _interrupt()
+        await asyncio.sleep(0.05)
+        _interrupt()
+        await asyncio.sleep(5)
+
+    with StopSignals() as signals, pytest.raises(KeyboardInterrupt):
+        asyncio.run(setup())
+    assert signals.received == 2
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_previous_handlers_are_restored() -> None:
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with StopSignals(_Job(), lambda: "stopping"):
+    with StopSignals() as signals:
+        assert signal.getsignal(signal.SIGINT) != before[0]
+        with signals:  # re-entrant: the inner exit keeps the owner installed
+            pass
         assert signal.getsignal(signal.SIGINT) != before[0]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
