@@ -369,7 +369,7 @@ def _engine_setup(args: argparse.Namespace,
         raise CommandError(f"--ca-file: {exc}", ExitCode.CONFIG) from exc
 
 
-def run_scan(args: argparse.Namespace, console: Console) -> int:
+def run_scan(args: argparse.Namespace, console: Console, signals: StopSignals) -> int:
     """Scan, or resume the interrupted scan in the output directory (same command, same settings).
 
     The output directory is locked for the scan's whole life (``scanner.output.lock``): a second scan
@@ -377,8 +377,7 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
     """
     lock = OutputLock(args.out)
     try:
-        with StopSignals() as signals:  # from before the set-up until the summary is out
-            return _run_scan_locked(args, console, lock, signals)
+        return _run_scan_locked(args, console, lock, signals)
     except KeyboardInterrupt:  # a second Ctrl-C before the scan existed (set-up, the resolver check)
         console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
                       soft_wrap=True)
@@ -396,6 +395,10 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
     if setup is None:
         _log.info("%s already holds a complete scan; use --overwrite to scan again", args.out)
         return ExitCode.OK
+    if signals.received:  # Ctrl-C during the set-up: no scan started, nothing written
+        console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
+                      soft_wrap=True)
+        return ExitCode.INTERRUPTED
     config, exclude, trust, resume = setup
     if resume.attempt > 1 or resume.done_lines.count:
         _log.info("resuming: attempt %d; %s input lines and %s probes already written are kept (removed %d "
@@ -526,6 +529,8 @@ def check_result(args: argparse.Namespace, console: Console | None = None,
             prepare_output_dir(out, overwrite=False)
         except OutputDirError as exc:
             raise CommandError(str(exc), ExitCode.CANT_CREATE) from exc
+        if signals is not None and signals.received:  # Ctrl-C during the set-up
+            raise CommandError("interrupted", ExitCode.INTERRUPTED)
         server = ServerTarget(target.name, target.address) if target.server else None
         rows = MemorySink()
         scan = Scan(config, source, trust, exclude, server=server, sink=rows)
@@ -540,11 +545,10 @@ def check_result(args: argparse.Namespace, console: Console | None = None,
         return check_rows(rows)
 
 
-def run_check(args: argparse.Namespace, console: Console) -> int:
+def run_check(args: argparse.Namespace, console: Console, signals: StopSignals) -> int:
     """``check``: the result shown to a person (or as JSON), and its exit code for scripts."""
     try:
-        with StopSignals() as signals:
-            result = check_result(args, console, signals)
+        result = check_result(args, console, signals)
     except (CommandError, ScanFailed) as exc:
         _log.error("%s", exc)
         return exc.exit_code
@@ -639,13 +643,13 @@ def run_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_command(args: argparse.Namespace, console: Console) -> int:
-    if args.command == "scan":
-        return run_scan(args, console)
     if args.command == "report":
         return run_report(args, console)
     if args.command == "export":
         return run_export(args, console)
-    return run_check(args, console)
+    # The commands that scan own Ctrl-C and SIGTERM from their start to their last line (scanner.interrupts).
+    with StopSignals() as signals:
+        return run_scan(args, console, signals) if args.command == "scan" else run_check(args, console, signals)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
