@@ -1,13 +1,15 @@
-"""Ctrl-C and SIGTERM for a whole command: one owner, from before the scan starts until its last write.
+"""Ctrl-C and SIGTERM for a whole command: one owner, from the command's start to its last line.
 
 The first signal asks the scan to stop (``Scan.request_stop``: intake stops, in-flight domains get
-``stop_grace`` seconds); the second abandons them (``Scan.abandon``); later ones only repeat that the
-scan is finishing its writes. The handlers are process-level (``signal.signal``) and stay installed
-until the event loop has closed, so no Ctrl-C can land in a gap between the scan's handlers and the
-default one (which raised ``KeyboardInterrupt`` inside the loop's shutdown: a traceback).
+``stop_grace`` seconds); the second abandons them (``Scan.abandon``); later ones only say that the scan
+is finishing its writes. The handlers are process-level (``signal.signal``), installed before the set-up
+and restored after the summary, so no Ctrl-C can land in a gap where the default handler raises
+``KeyboardInterrupt`` inside the resolver check or the event loop's shutdown (a traceback; the scan
+used to install loop handlers only around its own run).
 
 A handler runs in the main thread between two bytecodes, possibly inside the event loop's own code;
 it therefore only hands the work to the loop (``call_soon_threadsafe``), never touches the scan itself.
+A cluster driver (or any other scan mode) plugs in by offering ``request_stop`` and ``abandon``.
 """
 
 from __future__ import annotations

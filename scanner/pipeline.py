@@ -359,7 +359,7 @@ class Scan:
     def abandon(self) -> None:
         """Stop at once (a second Ctrl-C): in-flight domains are dropped, what is queued is still written.
 
-        Callable before ``run`` starts too. The front end that owns the signals calls it (``scanner.stop``);
+        Callable before ``run`` starts too. The front end that owns the signals calls it (``scanner.interrupts``);
         the scan itself installs no signal handler.
         """
         if self.abandoned:
