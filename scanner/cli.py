@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -48,7 +48,7 @@ from scanner.dns.lookup import ServerTarget
 from scanner.exit_codes import ExitCode
 from scanner.grading import Grade
 from scanner.input import InputError, InputTotal, check_input, input_total, is_stream_source
-from scanner.interrupts import StopSignals
+from scanner.interrupts import StopSignals, ignore_late_signals
 from scanner.logs import command_logging, log_level
 from scanner.net.addresses import ExcludeList, ExcludeListError
 from scanner.options import add_options, build, setting_flags
@@ -64,7 +64,7 @@ from scanner.version import __version__
 if TYPE_CHECKING:
     from scanner.report import ReportFiles
 
-__all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main"]
+__all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main", "run"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -663,5 +663,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.CANT_CREATE
 
 
+def run() -> NoReturn:
+    """The process entry (``smtp-tls-survey``, ``python -m scanner``): ``main``, then exit with its code.
+
+    The command has said how it ended; a Ctrl-C that lands while the process ends (after the command's
+    signal owner restored the handlers) would only turn that exit code into a death by SIGINT.
+    """
+    code = main()
+    ignore_late_signals()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from types import FrameType, TracebackType
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["StopSignals", "Stoppable"]
+__all__ = ["StopSignals", "Stoppable", "ignore_late_signals"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -115,3 +115,10 @@ class StopSignals:
             job.abandon()
         else:
             _log.warning("stopping: writing what is finished; it is kept")
+
+
+def ignore_late_signals() -> None:
+    """For a process whose command has ended: Ctrl-C and SIGTERM no longer change anything."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in _SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)

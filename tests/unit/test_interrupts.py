@@ -102,3 +102,17 @@ def test_previous_handlers_are_restored() -> None:
             pass
         assert signal.getsignal(signal.SIGINT) != before[0]
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_process_whose_command_ended_ignores_late_signals() -> None:
+    """``smtp-tls-survey`` after its last line: a late Ctrl-C must not turn exit 130 into a death by SIGINT."""
+    from scanner.interrupts import ignore_late_signals
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        ignore_late_signals()
+        _interrupt()  # nothing happens
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
