@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.checker import CheckResult
-from scanner.cli import CommandError, _run_loop, build_parser, check_result, scan_setup
+from scanner.cli import CommandError, build_parser, check_result, drive, scan_setup
 from scanner.exit_codes import ExitCode
 from scanner.output.lock import OutputLock
 from scanner.pipeline import Scan, ScanStats
@@ -33,12 +33,14 @@ class ScanResult:
 
 
 def _namespace(argv: list[str], options: dict[str, Any]) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    for name, value in options.items():
-        if not hasattr(args, name) or name in ("command", "domain", "domains", "out"):
-            raise CommandError(f"unknown option {name!r}", ExitCode.USAGE)
-        setattr(args, name, [value] if name == "resolver" and isinstance(value, str) else value)
-    return args
+    """The command's parsed arguments with ``options`` in place of their defaults (a new namespace)."""
+    parsed = vars(build_parser().parse_args(argv))
+    unknown = [name for name in options if name not in parsed or name in ("command", "domain", "domains", "out")]
+    if unknown:
+        raise CommandError(f"unknown option {unknown[0]!r}", ExitCode.USAGE)
+    given = {name: [value] if name == "resolver" and isinstance(value, str) else value
+             for name, value in options.items()}
+    return argparse.Namespace(**(parsed | given))
 
 
 def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -> ScanResult:
@@ -63,7 +65,7 @@ def scan(domains: str | Path | Iterable[str], out: str | Path, **options: Any) -
                                ExitCode.OK)
         config, exclude, trust, resume = setup
         job = Scan(config, domains, trust, exclude, resume=resume, vantage=args.vantage)
-        stats = _run_loop(job.run(), not args.no_uvloop)
+        stats = drive(job, not args.no_uvloop)
     finally:
         lock.release()
     return ScanResult(out, job.scan_id, job.completed, stats)

@@ -3,7 +3,8 @@
 (Named ``checker`` so that ``scanner.check`` stays the API function, never shadowed by a submodule.)
 
 The domain is scanned exactly like a line of a survey (``scanner.pipeline.Scan``, posture enumeration,
-policies, grading) into a temporary dataset; this module only reads those rows back and lays them out:
+policies, grading), its rows collected in memory (``scanner.output.sink.MemorySink``) in the dataset's
+types; this module only takes those rows and lays them out:
 each MX in priority order with its addresses, STARTTLS, versions, cipher and certificate verdicts,
 grade and recommendations, then the domain's grade, policies and forced-TLS verdict.
 """
@@ -17,15 +18,15 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import pyarrow as pa
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from scanner.config import ConfigError, parse_host_port
-from scanner.dataset import load
 from scanner.exit_codes import ExitCode
 from scanner.grading import RECOMMENDATIONS, Grade
 from scanner.input import normalize_domain
@@ -33,8 +34,8 @@ from scanner.logs import CONTROLS
 from scanner.logs import inert as clean  # network text for the terminal (rendering also disables markup)
 from scanner.status import DomainStatus, ProbeStatus, StarttlsVerdict
 
-__all__ = ["CheckResult", "CheckTarget", "check_exit_code", "check_rows", "clean", "parse_target", "render_check",
-           "to_json"]
+__all__ = ["CheckResult", "CheckTarget", "Tables", "check_exit_code", "check_rows", "clean", "parse_target",
+           "render_check", "to_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,14 +143,19 @@ def check_exit_code(result: CheckResult, fail_under: Grade | None = None) -> Exi
     return ExitCode.OK
 
 
-def check_rows(out_dir: Path) -> CheckResult:
-    """The rows of a one-domain scan."""
-    dataset = load(out_dir)
-    domains = dataset.domains.to_pylist()
+class Tables(Protocol):
+    """Where the rows of a one-domain scan are: the in-memory sink of ``check``, or a dataset (``load``)."""
+
+    def table(self, name: str) -> pa.Table: ...
+
+
+def check_rows(tables: Tables) -> CheckResult:
+    """The rows of a one-domain scan, as a reader of the dataset sees them."""
+    domains = tables.table("domains").to_pylist()
     if len(domains) != 1:
         raise ValueError(f"expected one domain row, found {len(domains)}")
-    mx = sorted(dataset.mx.to_pylist(), key=lambda r: (r["mx_rank"], r["address"] or ""))
-    probes = {r["probe_id"]: r for r in dataset.probes.to_pylist()}
+    mx = sorted(tables.table("mx").to_pylist(), key=lambda r: (r["mx_rank"], r["address"] or ""))
+    probes = {r["probe_id"]: r for r in tables.table("probes").to_pylist()}
     return CheckResult(domains[0], mx, probes)
 
 

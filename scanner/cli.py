@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -23,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from scanner.certs import TrustStore, TrustStoreError
 from scanner.checker import (
     CheckResult,
+    CheckTarget,
     check_exit_code,
     check_rows,
     parse_target,
@@ -45,11 +48,14 @@ from scanner.dns.lookup import ServerTarget
 from scanner.exit_codes import ExitCode
 from scanner.grading import Grade
 from scanner.input import InputError, InputTotal, check_input, input_total, is_stream_source
+from scanner.interrupts import StopSignals, ignore_late_signals
 from scanner.logs import command_logging, log_level
 from scanner.net.addresses import ExcludeList, ExcludeListError
+from scanner.options import add_options, build, setting_flags
 from scanner.output.lock import OutputLock, OutputLocked
 from scanner.output.parquet import STATE_DIR, DamagedOutputError, OutputDirError, prepare_output_dir
 from scanner.output.rows import TABLES
+from scanner.output.sink import MemorySink
 from scanner.pipeline import Scan, ScanFailed, ScanStats, load_trust_store
 from scanner.preflight import PreflightError, check_output_writable, check_resolvers, check_routes
 from scanner.resume import ResumeState, load_resume_state, scan_is_complete
@@ -58,38 +64,22 @@ from scanner.version import __version__
 if TYPE_CHECKING:
     from scanner.report import ReportFiles
 
-__all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main"]
+__all__ = ["FLAGS", "CommandError", "build_parser", "check_result", "main", "run"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 # Config field (``ConfigError.setting``) → the option that sets it: errors name what the user typed.
-FLAGS: dict[str, str] = {
-    "dns.servers": "--resolver", "dns.timeout": "--dns-timeout", "dns.tries": "--dns-tries", "dns.qps": "--dns-qps",
-    "dns.concurrency": "--dns-concurrency", "dns.workers": "--dns-workers",
-    "probe.port": "--port", "probe.ehlo_name": "--ehlo-name", "probe.connect_timeout": "--connect-timeout",
-    "probe.banner_timeout": "--banner-timeout", "probe.command_timeout": "--command-timeout",
-    "probe.tls_timeout": "--tls-timeout", "probe.probe_deadline": "--probe-deadline",
-    "probe.max_connections": "--concurrency", "probe.workers": "--concurrency",
-    "probe.per_ip_concurrency": "--per-ip-concurrency", "probe.per_ip_interval": "--per-ip-interval",
-    "probe.per_prefix_concurrency": "--per-prefix-concurrency", "probe.throttle_retry_delays": "--throttle-retry",
-    "probe.enumeration": "--enumerate", "probe.full_sample": "--full-sample",
-    "probe.summaries_in_memory": "--summaries-in-memory", "output.rows_per_file": "--rows-per-file",
-    "output.row_group_size": "--rows-per-file", "output.flush_interval": "--commit-interval",
-    "max_domains_in_flight": "--max-in-flight",
-    "dns.max_mx_hosts": "--max-mx-hosts", "dns.max_mx_addresses": "--max-mx-addresses",
-    "probe.sni_checks": "--no-sni-checks", "probe.sni_sessions_per_address": "--sni-cap",
-    "probe.sni_same_run": "--sni-same-run", "probe.recheck_limit": "--recheck-limit",
-    "probe.ipv4": "--ipv4", "probe.ipv6": "--ipv6",
-    "health.dns_window": "--dns-failure-window", "health.dns_threshold": "--dns-failure-threshold",
-    "health.probe_window": "--probe-failure-window", "health.probe_threshold": "--probe-failure-threshold",
-}
+FLAGS: Mapping[str, str] = MappingProxyType(setting_flags())
 
 # ``check`` is one person waiting for one domain, not a survey: a short pause between the 7-12
 # sessions to one address (at most 50 connection starts a second, one at a time) instead of the
 # survey's 1 s, which made a three-MX check take 7.5 s. README "Usage" documents it.
 CHECK_PER_IP_INTERVAL = 0.02
-SURVEY_PER_IP_INTERVAL = 1.0
+# What ``check`` fixes instead of offering an option: one domain is one small segment, and a handful of
+# domains in flight (a server target's own name, or the domain) is plenty.
+CHECK_ROWS_PER_FILE = 1000
+CHECK_MAX_IN_FLIGHT = 16
 # Without a terminal (a log file, CI), a plain status line this often (seconds), zmap-style.
 STATUS_EVERY = 5.0
 
@@ -123,30 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("domains", help="file of domains (text, Tranco CSV, .gz of either) or '-' for stdin")
     scan.add_argument("-o", "--out", required=True, type=Path, help="output directory for the dataset")
     scan.add_argument("--overwrite", action="store_true", help="replace a previous scan in the output directory")
-    _add_engine_options(scan, SURVEY_PER_IP_INTERVAL)
+    _add_engine_options(scan, scan=True)
     misc = scan.add_argument_group("run")
-    misc.add_argument("--max-in-flight", type=int, default=5000, help="domains waiting for probes at once")
-    misc.add_argument("--rows-per-file", type=int, default=200_000,
-                      help="rows buffered before a segment (one part file per table) is committed")
-    misc.add_argument("--commit-interval", type=float, default=30.0,
-                      help="seconds between commits: at most this much work is redone after a crash")
-    misc.add_argument("--summaries-in-memory", type=int, default=25_000,
-                      help="finished probe summaries kept in memory; older ones are spilled to disk")
+    add_options(misc, ScanConfig, only={"max_domains_in_flight"})
+    add_options(misc, OutputConfig)
+    add_options(misc, ProbeConfig, only=_RUN_PROBE_OPTIONS)
     misc.add_argument("--no-progress", action="store_true",
                       help="no live progress bar (on a terminal) and no status lines (otherwise)")
     misc.add_argument("--vantage", metavar="LABEL",
                       help="where this scan runs from (e.g. 'hetzner-fsn1'), recorded in the run record")
     health = scan.add_argument_group(
         "our side is broken", "stop (exit 69, resumable) when nearly every DNS query or probe fails on our side")
-    defaults = HealthConfig()
-    health.add_argument("--dns-failure-window", type=int, default=defaults.dns_window, metavar="QUERIES",
-                        help="DNS queries in the sliding window")
-    health.add_argument("--dns-failure-threshold", type=float, default=defaults.dns_threshold, metavar="SHARE",
-                        help="share of timeouts, SERVFAIL, REFUSED and errors in the window that stops the scan")
-    health.add_argument("--probe-failure-window", type=int, default=defaults.probe_window, metavar="PROBES",
-                        help="probes in the sliding window")
-    health.add_argument("--probe-failure-threshold", type=float, default=defaults.probe_threshold, metavar="SHARE",
-                        help="share of no_route and network_error probes in the window that stops the scan")
+    add_options(health, HealthConfig)
     report = sub.add_parser("report", help="population report (HTML, Markdown, JSON) of a scan's dataset, or a "
                                            "series report of several scans")
     report.add_argument("out", type=Path, nargs="+",
@@ -177,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--fail-under", type=Grade, choices=list(Grade), metavar="GRADE",
                        help=f"exit {int(ExitCode.CHECK_GRADE_BELOW)} when the domain's grade is worse than GRADE "
                             f"({', '.join(g.value for g in Grade)}) (default: no grade fails)")
-    _add_engine_options(check, CHECK_PER_IP_INTERVAL)
+    _add_engine_options(check, scan=False)
     return parser
 
 
@@ -190,75 +168,22 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
                       help="json: one JSON object per line (time, level, logger, message), for pipelines")
 
 
-def _add_engine_options(parser: argparse.ArgumentParser, per_ip_interval: float) -> None:
-    """Options shared by ``scan`` and ``check``: both run the same engine."""
-    _add_dns_options(parser.add_argument_group("DNS"))
-    _add_probe_options(parser.add_argument_group("probing"), per_ip_interval)
+# Probe options of a survey's bookkeeping (the "run" group of ``scan``), which ``check`` does not offer.
+_RUN_PROBE_OPTIONS = frozenset({"summaries_in_memory"})
+
+
+def _add_engine_options(parser: argparse.ArgumentParser, scan: bool) -> None:
+    """Options shared by ``scan`` and ``check``: both run the same engine (scanner.options adds them from
+    the config fields). ``check`` keeps its own per-address interval (``CHECK_PER_IP_INTERVAL``)."""
+    add_options(parser.add_argument_group("DNS"), DnsConfig)
+    add_options(parser.add_argument_group("probing"), ProbeConfig, skip=_RUN_PROBE_OPTIONS,
+                defaults=None if scan else {"per_ip_interval": CHECK_PER_IP_INTERVAL})
     safety = parser.add_argument_group("safety and trust")
-    safety.add_argument("--ca-file", type=Path, help="PEM trust store replacing certifi's bundle (default: certifi)")
-    safety.add_argument("--allow-private", action="store_true",
-                        help="probe loopback/private/reserved addresses (labs and tests only)")
-    safety.add_argument("--exclude", type=Path,
-                        help="opt-out file: CIDRs and domain suffixes, one per line (default: none)")
-    parser.add_argument("--no-policy", action="store_true", help="skip MTA-STS, TLS-RPT and DANE checks")
+    add_options(safety, ScanConfig, only={"ca_file"})
+    add_options(safety, SafetyConfig)
+    add_options(parser, ScanConfig, only={"policy_checks"})
     parser.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop")
     _add_log_options(parser)
-
-
-def _add_dns_options(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--resolver", action="append", default=[], metavar="IP[:PORT]",
-                       help="DNS resolver to query (repeatable) (default: the system's)")
-    group.add_argument("--dns-qps", type=float, default=2000.0, help="DNS queries per second, global")
-    group.add_argument("--dns-timeout", type=float, default=3.0, help="seconds per DNS try")
-    group.add_argument("--dns-tries", type=int, default=2, help="tries per DNS query")
-    group.add_argument("--dns-concurrency", type=int, default=500, help="DNS queries in flight")
-    group.add_argument("--dns-workers", type=int, default=256, help="domains resolved at once")
-    group.add_argument("--max-mx-hosts", type=int, default=10,
-                       help="MX hosts resolved per domain, in preference order (the row says when more exist)")
-    group.add_argument("--max-mx-addresses", type=int, default=20,
-                       help="addresses probed per domain, across its MX hosts in order (the row says when capped)")
-
-
-def _add_probe_options(group: argparse._ArgumentGroup, per_ip_interval: float) -> None:
-    group.add_argument("--port", type=int, default=25, help="SMTP port to probe")
-    group.add_argument("--ehlo-name",
-                       help="fully qualified name sent in EHLO (default: this machine's FQDN; required when "
-                            "that is localhost or a single label and the targets are public)")
-    group.add_argument("--concurrency", type=int, default=200, help="probe connections in flight, global")
-    group.add_argument("--per-ip-concurrency", type=int, default=1, help="connections at once per address")
-    group.add_argument("--per-ip-interval", type=float, default=per_ip_interval,
-                       help="minimum seconds between connections to one address")
-    group.add_argument("--per-prefix-concurrency", type=int, default=8,
-                       help="connections at once into one /24 (IPv4) or /48 (IPv6)")
-    group.add_argument("--throttle-retry", type=float, nargs="*", default=[10.0, 60.0], metavar="SECONDS",
-                       help="back-off delays before retrying a throttled address (none: no retry)")
-    group.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for TCP connect")
-    group.add_argument("--banner-timeout", type=float, default=30.0,
-                       help="seconds to wait for the 220 greeting (greylisting MTAs pause 10-30 s)")
-    group.add_argument("--command-timeout", type=float, default=15.0,
-                       help="seconds to wait for the reply to EHLO, STARTTLS, QUIT")
-    group.add_argument("--tls-timeout", type=float, default=15.0, help="seconds for the TLS handshake")
-    group.add_argument("--probe-deadline", type=float, default=90.0,
-                       help="seconds from the start of an address's STARTTLS probe to the end of its enumeration "
-                            "and re-asks; the no-SNI handshake and further names' SNI handshakes are bounded by "
-                            "their own timeouts instead")
-    group.add_argument("--enumerate", choices=("off", "posture", "full"), default="posture",
-                       help="protocol/cipher enumeration per address: posture (7-12 sessions), full, or off")
-    group.add_argument("--full-sample", type=float, default=0.0, metavar="FRACTION",
-                       help="with posture mode, enumerate this share of addresses in full mode (e.g. 0.01)")
-    group.add_argument("--no-sni-checks", action="store_true",
-                       help="judge every MX name of an address on the probe's certificate (no SNI sessions)")
-    group.add_argument("--sni-cap", type=int, default=50, metavar="N",
-                       help="extra handshake-only SNI sessions per address (further names: not_checked)")
-    group.add_argument("--sni-same-run", type=int, default=3, metavar="N",
-                       help="after N further names in a row got the certificate presented without SNI, take the "
-                            "server to ignore SNI and open no more SNI sessions to it")
-    group.add_argument("--recheck-limit", type=int, default=2, metavar="N",
-                       help="re-asks of a question two sessions of one address answered differently")
-    for family in ("ipv4", "ipv6"):
-        group.add_argument(f"--{family}", choices=("auto", "on", "off"), default="auto",
-                           help=f"probe {family} addresses: auto (if this host has a route; a lookup, no packet), "
-                                "on or off")
 
 
 def flag_error(exc: ConfigError) -> str:
@@ -287,42 +212,8 @@ def check_ehlo_responsibility(args: argparse.Namespace, config: ScanConfig) -> N
 
 
 def config_from_args(args: argparse.Namespace) -> ScanConfig:
-    probe_kwargs: dict[str, Any] = {
-        "port": args.port, "connect_timeout": args.connect_timeout, "banner_timeout": args.banner_timeout,
-        "command_timeout": args.command_timeout, "tls_timeout": args.tls_timeout,
-        "probe_deadline": args.probe_deadline, "max_connections": args.concurrency,
-        "per_ip_concurrency": args.per_ip_concurrency, "per_ip_interval": args.per_ip_interval,
-        "workers": args.concurrency, "enumeration": args.enumerate, "full_sample": args.full_sample,
-        "per_prefix_concurrency": args.per_prefix_concurrency, "throttle_retry_delays": tuple(args.throttle_retry),
-        "summaries_in_memory": getattr(args, "summaries_in_memory", 25_000),
-        "sni_checks": not args.no_sni_checks, "sni_sessions_per_address": args.sni_cap,
-        "sni_same_run": args.sni_same_run,
-        "recheck_limit": args.recheck_limit,
-        "ipv4": args.ipv4, "ipv6": args.ipv6,
-    }
-    if args.ehlo_name is not None:
-        probe_kwargs["ehlo_name"] = args.ehlo_name
-    defaults = HealthConfig()  # ``check`` has no such options: one domain never fills a window
-    health = HealthConfig(
-        dns_window=getattr(args, "dns_failure_window", defaults.dns_window),
-        dns_threshold=getattr(args, "dns_failure_threshold", defaults.dns_threshold),
-        probe_window=getattr(args, "probe_failure_window", defaults.probe_window),
-        probe_threshold=getattr(args, "probe_failure_threshold", defaults.probe_threshold),
-    )
-    return ScanConfig(
-        health=health,
-        output=OutputConfig(args.out, rows_per_file=args.rows_per_file,
-                            row_group_size=min(20_000, args.rows_per_file),
-                            flush_interval=getattr(args, "commit_interval", 30.0)),
-        dns=DnsConfig(servers=tuple(args.resolver), timeout=args.dns_timeout, tries=args.dns_tries,
-                      qps=args.dns_qps, concurrency=args.dns_concurrency, workers=args.dns_workers,
-                      max_mx_hosts=args.max_mx_hosts, max_mx_addresses=args.max_mx_addresses),
-        probe=ProbeConfig(**probe_kwargs),
-        safety=SafetyConfig(allow_private=args.allow_private, exclude_file=args.exclude),
-        ca_file=args.ca_file,
-        max_domains_in_flight=args.max_in_flight,
-        policy_checks=not args.no_policy,
-    )
+    """``scan``'s configuration: every field from its option (scanner.options), or its default."""
+    return build(ScanConfig, args, output=build(OutputConfig, args, out_dir=args.out))
 
 
 def _rate_text(stats: ScanStats, total: InputTotal | None) -> str:
@@ -397,6 +288,21 @@ class _StatusLines:
                   _counters_text(stats))
 
 
+def drive(scan: Scan, use_uvloop: bool, on_tick: Callable[[ScanStats], None] | None = None,
+          signals: StopSignals | None = None) -> ScanStats:
+    """Run ``scan`` on its own event loop under the command's owner of Ctrl-C and SIGTERM
+    (``scanner.interrupts``; one of its own when the caller has none): the first stops, the second abandons."""
+    owner = signals or StopSignals()
+    owner.attach(scan, lambda: _stop_notice(scan))
+    with owner:
+        return _run_loop(owner.run(scan.run(on_tick)), use_uvloop)
+
+
+def _stop_notice(scan: Scan) -> str:
+    return (f"stopping: {scan.stats.domains_in_flight} domains in flight get up to {scan.config.stop_grace:g} s "
+            "to finish; press Ctrl-C again to abandon them (committed rows are kept either way)")
+
+
 def _run_loop(coro: Coroutine[Any, Any, ScanStats], use_uvloop: bool) -> ScanStats:
     if use_uvloop:
         try:
@@ -443,15 +349,17 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
 
-def _engine_setup(args: argparse.Namespace) -> tuple[ScanConfig, ExcludeList, TrustStore]:
+def _engine_setup(args: argparse.Namespace,
+                  make_config: Callable[[], ScanConfig]) -> tuple[ScanConfig, ExcludeList, TrustStore]:
     """Config, opt-out list and trust store of ``scan``/``check``; ``CommandError`` names the option at fault."""
     for flag, path in (("--exclude", args.exclude), ("--ca-file", args.ca_file)):
         if path is not None and not Path(path).is_file():
             raise CommandError(f"{flag}: no such file: {path}", ExitCode.NO_INPUT)
     try:
-        config = config_from_args(args)
+        config = make_config()
         check_ehlo_responsibility(args, config)
-        exclude = ExcludeList.from_file(args.exclude) if args.exclude else ExcludeList()
+        exclude_file = config.safety.exclude_file
+        exclude = ExcludeList.from_file(exclude_file) if exclude_file else ExcludeList()
         return config, exclude, load_trust_store(config)
     except ConfigError as exc:
         raise CommandError(flag_error(exc), ExitCode.USAGE) from exc
@@ -461,7 +369,7 @@ def _engine_setup(args: argparse.Namespace) -> tuple[ScanConfig, ExcludeList, Tr
         raise CommandError(f"--ca-file: {exc}", ExitCode.CONFIG) from exc
 
 
-def run_scan(args: argparse.Namespace, console: Console) -> int:
+def run_scan(args: argparse.Namespace, console: Console, signals: StopSignals) -> int:
     """Scan, or resume the interrupted scan in the output directory (same command, same settings).
 
     The output directory is locked for the scan's whole life (``scanner.output.lock``): a second scan
@@ -469,12 +377,16 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
     """
     lock = OutputLock(args.out)
     try:
-        return _run_scan_locked(args, console, lock)
+        return _run_scan_locked(args, console, lock, signals)
+    except KeyboardInterrupt:  # a second Ctrl-C before the scan existed (set-up, the resolver check)
+        console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
+                      soft_wrap=True)
+        return ExitCode.INTERRUPTED
     finally:
         lock.release()
 
 
-def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLock) -> int:
+def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLock, signals: StopSignals) -> int:
     try:
         setup = scan_setup(args, lock)
     except CommandError as exc:
@@ -483,6 +395,10 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
     if setup is None:
         _log.info("%s already holds a complete scan; use --overwrite to scan again", args.out)
         return ExitCode.OK
+    if signals.received:  # Ctrl-C during the set-up: no scan started, nothing written
+        console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
+                      soft_wrap=True)
+        return ExitCode.INTERRUPTED
     config, exclude, trust, resume = setup
     if resume.attempt > 1 or resume.done_lines.count:
         _log.info("resuming: attempt %d; %s input lines and %s probes already written are kept (removed %d "
@@ -496,14 +412,10 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
     view = _progress_view(args, console)
     try:
         if view is None:
-            stats = _run_loop(scan.run(), not args.no_uvloop)
+            stats = drive(scan, not args.no_uvloop, signals=signals)
         else:
             with view:
-                stats = _run_loop(scan.run(view.update), not args.no_uvloop)
-    except KeyboardInterrupt:  # Ctrl-C outside the scan's own handlers (start-up, shutdown)
-        console.print(f"interrupted: everything committed is kept; {_resume_hint(str(args.domains))}",
-                      soft_wrap=True)
-        return ExitCode.INTERRUPTED
+                stats = drive(scan, not args.no_uvloop, view.update, signals)
     except ScanFailed as exc:
         _log.error("%s", exc)
         _log.error("the scan stopped; everything committed so far is kept: fix the cause and run the same "
@@ -540,7 +452,7 @@ def scan_setup(args: argparse.Namespace,
         check_input(args.domains)
     except InputError as exc:
         raise CommandError(str(exc), ExitCode.NO_INPUT) from exc
-    config, exclude, trust = _engine_setup(args)
+    config, exclude, trust = _engine_setup(args, lambda: config_from_args(args))
     out = config.output.out_dir
     try:
         lock.acquire()
@@ -588,8 +500,21 @@ def _progress_view(args: argparse.Namespace, console: Console) -> _ProgressView 
     return _ProgressView(console, total) if console.is_terminal else _StatusLines(total, STATUS_EVERY)
 
 
-def check_result(args: argparse.Namespace, console: Console | None = None) -> CheckResult:
-    """One domain (or one server) through the scan engine into a temporary dataset, read back.
+def check_config(args: argparse.Namespace, target: CheckTarget, out: Path) -> ScanConfig:
+    """``check``'s configuration: the engine options as given, with what one domain (or server) fixes."""
+    fixed: dict[str, Any] = {"output": OutputConfig(out, rows_per_file=CHECK_ROWS_PER_FILE),
+                             "max_domains_in_flight": CHECK_MAX_IN_FLIGHT}
+    if target.server:
+        fixed["policy_checks"] = False  # MTA-STS, TLS-RPT and DANE belong to a domain, not to one server
+    config = build(ScanConfig, args, **fixed)
+    if target.port is not None:  # HOST:PORT names the port, whatever --port says
+        config = dataclasses.replace(config, probe=dataclasses.replace(config.probe, port=target.port))
+    return config
+
+
+def check_result(args: argparse.Namespace, console: Console | None = None,
+                 signals: StopSignals | None = None) -> CheckResult:
+    """One domain (or one server) through the scan engine; its rows are collected in memory.
 
     Raises ``CommandError`` for a bad target or option (nothing is sent then).
     """
@@ -597,39 +522,37 @@ def check_result(args: argparse.Namespace, console: Console | None = None) -> Ch
         target = parse_target(args.domain, args.sni)
     except ValueError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from exc
-    if target.port is not None:
-        args.port = target.port
-    workdir, source, out = temporary_input(target.name)
+    workdir, source, out = temporary_input(target.name)  # the input line, and the scan's work files
     with workdir:
-        args.out, args.rows_per_file, args.max_in_flight = out, 1000, 16
-        if target.server:
-            args.no_policy = True  # MTA-STS, TLS-RPT and DANE belong to a domain, not to one server
-        config, exclude, trust = _engine_setup(args)
+        config, exclude, trust = _engine_setup(args, lambda: check_config(args, target, out))
         try:
             prepare_output_dir(out, overwrite=False)
         except OutputDirError as exc:
             raise CommandError(str(exc), ExitCode.CANT_CREATE) from exc
+        if signals is not None and signals.received:  # Ctrl-C during the set-up
+            raise CommandError("interrupted", ExitCode.INTERRUPTED)
         server = ServerTarget(target.name, target.address) if target.server else None
-        scan = Scan(config, source, trust, exclude, server=server)
+        rows = MemorySink()
+        scan = Scan(config, source, trust, exclude, server=server, sink=rows)
         with console.status(f"checking {target.name} ...") if console else contextlib.nullcontext():
-            _run_loop(scan.run(), not args.no_uvloop)
-        # The scan's own SIGINT handler turns Ctrl-C into a stop, and a breakdown drops the domain's rows:
+            drive(scan, not args.no_uvloop, signals=signals)
+        # The command's signal owner turns Ctrl-C into a stop, and a breakdown drops the domain's rows:
         # either way there is no result to show.
         if scan.breakdown is not None:
             raise CommandError(scan.stop_message, ExitCode.UNAVAILABLE)
         if not scan.completed:
             raise CommandError(scan.stop_message or "interrupted", ExitCode.INTERRUPTED)
-        return check_rows(out)
+        return check_rows(rows)
 
 
-def run_check(args: argparse.Namespace, console: Console) -> int:
+def run_check(args: argparse.Namespace, console: Console, signals: StopSignals) -> int:
     """``check``: the result shown to a person (or as JSON), and its exit code for scripts."""
     try:
-        result = check_result(args, console)
+        result = check_result(args, console, signals)
     except (CommandError, ScanFailed) as exc:
         _log.error("%s", exc)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C before the scan existed
         return ExitCode.INTERRUPTED
     if args.json:
         print(to_json(result))
@@ -720,13 +643,13 @@ def run_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_command(args: argparse.Namespace, console: Console) -> int:
-    if args.command == "scan":
-        return run_scan(args, console)
     if args.command == "report":
         return run_report(args, console)
     if args.command == "export":
         return run_export(args, console)
-    return run_check(args, console)
+    # The commands that scan own Ctrl-C and SIGTERM from their start to their last line (scanner.interrupts).
+    with StopSignals() as signals:
+        return run_scan(args, console, signals) if args.command == "scan" else run_check(args, console, signals)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -740,5 +663,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.CANT_CREATE
 
 
+def run() -> NoReturn:
+    """The process entry (``smtp-tls-survey``, ``python -m scanner``): ``main``, then exit with its code.
+
+    The command has said how it ended; a Ctrl-C that lands while the process ends (after the command's
+    signal owner restored the handlers) would only turn that exit code into a death by SIGINT.
+    """
+    code = main()
+    ignore_late_signals()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -12,19 +12,25 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "ENUMERATION_MODES",
+    "ENUM_RETRY_DELAYS",
+    "FAMILY_MODES",
     "RESULT_NEUTRAL",
     "ConfigError",
     "DnsConfig",
     "HealthConfig",
+    "Option",
     "OutputConfig",
     "ProbeConfig",
     "SafetyConfig",
     "ScanConfig",
     "check_ehlo_name",
     "is_fqdn",
+    "option",
     "parse_host_port",
     "result_settings",
     "settings_differences",
@@ -35,6 +41,38 @@ __all__ = [
 # knobs. They may differ between the attempts of one scan (resume) and between scans that are compared
 # (report --baseline, series). Every other field is "result-relevant": one source of truth for both.
 RESULT_NEUTRAL: Mapping[str, Any] = {"result_neutral": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How a person sets a field: its command-line flag and help line (``scanner.options`` adds it).
+
+    The type, default and action come from the field itself. ``follows`` names another field of the
+    same section whose option also sets this one (``--concurrency`` sets ``max_connections`` and
+    ``workers``); such a field has no flag of its own.
+    """
+
+    flag: str
+    help: str = ""
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    follows: str | None = None
+
+
+def option(flag: str = "", help: str = "", *, metavar: str | None = None,
+           choices: tuple[str, ...] | None = None, follows: str | None = None,
+           neutral: bool = False) -> Mapping[str, Any]:
+    """Field metadata: the field's ``Option``, and ``RESULT_NEUTRAL`` when ``neutral``."""
+    meta: dict[str, Any] = {"option": Option(flag, help, metavar, choices, follows)}
+    if neutral:
+        meta.update(RESULT_NEUTRAL)
+    return MappingProxyType(meta)
+
+
+ENUMERATION_MODES = ("off", "posture", "full")
+# Back-off before re-asking an enumeration question whose session was untestable (scanner.tls.probe).
+ENUM_RETRY_DELAYS: tuple[float, ...] = (2.0, 8.0)
+FAMILY_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -132,19 +170,24 @@ class DnsConfig:
     ``servers`` are "ip[:port]" strings; empty means the system resolver configuration (resolv.conf).
     """
 
-    servers: tuple[str, ...] = ()
-    timeout: float = 3.0  # per try, seconds
-    tries: int = 2  # each query is sent this many times in all, each try waiting ``timeout``
-    qps: float = field(default=2000.0, metadata=RESULT_NEUTRAL)  # global queries-per-second limit (token bucket)
-    concurrency: int = field(default=500, metadata=RESULT_NEUTRAL)  # queries in flight at once
-    workers: int = field(default=256, metadata=RESULT_NEUTRAL)  # domains being resolved at once
+    servers: tuple[str, ...] = field(default=(), metadata=option(
+        "--resolver", "DNS resolver to query (repeatable) (default: the system's)", metavar="IP[:PORT]"))
+    # each query is sent ``tries`` times in all, each try waiting ``timeout``
+    timeout: float = field(default=3.0, metadata=option("--dns-timeout", "seconds per DNS try"))
+    tries: int = field(default=2, metadata=option("--dns-tries", "tries per DNS query"))
+    # a token bucket
+    qps: float = field(default=2000.0, metadata=option("--dns-qps", "DNS queries per second, global", neutral=True))
+    concurrency: int = field(default=500, metadata=option("--dns-concurrency", "DNS queries in flight", neutral=True))
+    workers: int = field(default=256, metadata=option("--dns-workers", "domains resolved at once", neutral=True))
     # Bounds on what one domain can make us do: MX hosts resolved (in preference order) and addresses
     # probed (across those hosts, in order). A domain publishing 100 MX hosts of 100 addresses each
     # would otherwise cost 10,000 probes. Senders stop far earlier (Postfix tries at most 5 addresses,
     # smtp_mx_address_limit; Exim 5, hosts_max_try); these defaults still cover every host a large
     # provider publishes (5 MX hosts with A and AAAA is 10 addresses). The row says when a cap applied.
-    max_mx_hosts: int = 10
-    max_mx_addresses: int = 20
+    max_mx_hosts: int = field(default=10, metadata=option(
+        "--max-mx-hosts", "MX hosts resolved per domain, in preference order (the row says when more exist)"))
+    max_mx_addresses: int = field(default=20, metadata=option(
+        "--max-mx-addresses", "addresses probed per domain, across its MX hosts in order (the row says when capped)"))
 
     def __post_init__(self) -> None:
         _positive("dns.timeout", self.timeout)
@@ -171,48 +214,85 @@ def default_ehlo_name() -> str:
 class ProbeConfig:
     """SMTP/TLS probe settings and politeness limits."""
 
-    port: int = 25
-    ehlo_name: str = field(default_factory=default_ehlo_name)
-    connect_timeout: float = 10.0
+    port: int = field(default=25, metadata=option("--port", "SMTP port to probe"))
+    ehlo_name: str = field(default_factory=default_ehlo_name, metadata=option(
+        "--ehlo-name", "fully qualified name sent in EHLO (default: this machine's FQDN; required when that is "
+                       "localhost or a single label and the targets are public)"))
+    connect_timeout: float = field(default=10.0, metadata=option("--connect-timeout",
+                                                                 "seconds to wait for TCP connect"))
     # RFC 5321 §4.5.3.2 lets a server take 5 minutes for the greeting; greylisting MTAs (postscreen,
     # greet_pause) delay 10–30 s, so the default waits longer than that before calling it a tarpit.
-    banner_timeout: float = 30.0
-    command_timeout: float = 15.0  # EHLO, STARTTLS, QUIT replies
-    tls_timeout: float = 15.0
-    probe_deadline: float = 90.0  # hard cap on one probe, all phases and its enumeration sessions included
-    max_connections: int = field(default=200, metadata=RESULT_NEUTRAL)  # probes in flight at once, globally
-    per_ip_concurrency: int = 1
-    per_ip_interval: float = 1.0  # minimum seconds between two connection starts to one address
-    per_prefix_concurrency: int = 8  # connections at once into one /24 (IPv4) or /48 (IPv6)
+    banner_timeout: float = field(default=30.0, metadata=option(
+        "--banner-timeout", "seconds to wait for the 220 greeting (greylisting MTAs pause 10-30 s)"))
+    command_timeout: float = field(default=15.0, metadata=option(
+        "--command-timeout", "seconds to wait for the reply to EHLO, STARTTLS, QUIT"))
+    tls_timeout: float = field(default=15.0, metadata=option("--tls-timeout", "seconds for the TLS handshake"))
+    # hard cap on one probe, all phases and its enumeration sessions included
+    probe_deadline: float = field(default=90.0, metadata=option(
+        "--probe-deadline", "seconds from the start of an address's STARTTLS probe to the end of its enumeration "
+                            "and re-asks; the no-SNI handshake and further names' SNI handshakes are bounded by "
+                            "their own timeouts instead"))
+    max_connections: int = field(default=200, metadata=option(
+        "--concurrency", "probe connections in flight, global", neutral=True))
+    per_ip_concurrency: int = field(default=1, metadata=option("--per-ip-concurrency",
+                                                               "connections at once per address"))
+    per_ip_interval: float = field(default=1.0, metadata=option(
+        "--per-ip-interval", "minimum seconds between connections to one address"))
+    per_prefix_concurrency: int = field(default=8, metadata=option(
+        "--per-prefix-concurrency", "connections at once into one /24 (IPv4) or /48 (IPv6)"))
     # Back-off before retrying an address that throttled us (421, greeting timeout, early drop);
     # one retry per delay, then the row records the throttling.
-    throttle_retry_delays: tuple[float, ...] = (10.0, 60.0)
-    workers: int = field(default=200, metadata=RESULT_NEUTRAL)  # probe worker tasks (>= max_connections is pointless)
+    throttle_retry_delays: tuple[float, ...] = field(default=(10.0, 60.0), metadata=option(
+        "--throttle-retry", "back-off delays before retrying a throttled address (none: no retry)",
+        metavar="SECONDS"))
+    # Back-off before re-asking an enumeration question whose session was untestable (reset, dropped,
+    # timed out: often a rate limit), one retry per delay (scanner.tls.probe.drive_plan). Result-relevant:
+    # fewer retries leave more questions untestable (enum_complete false).
+    enum_retry_delays: tuple[float, ...] = field(default=ENUM_RETRY_DELAYS, metadata=option(
+        "--enum-retry", "back-off delays before re-asking an enumeration question whose session failed "
+                        "(none: no retry)", metavar="SECONDS"))
+    # probe worker tasks: one per connection (more is pointless), so the same option sets both
+    workers: int = field(default=200, metadata=option(follows="max_connections", neutral=True))
     # Protocol/cipher enumeration after a successful STARTTLS: "off", "posture" (7-12 sessions per
     # address) or "full" (every accepted suite per version and the server's order).
-    enumeration: str = "posture"
+    enumeration: str = field(default="posture", metadata=option(
+        "--enumerate", "protocol/cipher enumeration per address: posture (7-12 sessions), full, or off",
+        choices=ENUMERATION_MODES))
     # With posture mode, this share of addresses (chosen by a hash of the address, so the choice is the
     # same in every attempt of a scan) gets full enumeration: a sample for suite-level statistics.
-    full_sample: float = 0.0
+    full_sample: float = field(default=0.0, metadata=option(
+        "--full-sample", "with posture mode, enumerate this share of addresses in full mode (e.g. 0.01)",
+        metavar="FRACTION"))
     # Finished probe summaries kept in memory (a few KiB each, the chain included); older ones are
     # spilled to disk (scanner.probe_cache), so memory does not grow with the number of addresses.
-    summaries_in_memory: int = field(default=25_000, metadata=RESULT_NEUTRAL)
+    summaries_in_memory: int = field(default=25_000, metadata=option(
+        "--summaries-in-memory", "finished probe summaries kept in memory; older ones are spilled to disk",
+        neutral=True))
     # Certificates chosen by SNI (scanner.sni): one no-SNI session per TLS address, and one handshake-only
     # session per further MX host name of the address, at most ``sni_sessions_per_address`` of them; after
     # ``sni_same_run`` names in a row got the very certificate presented without SNI, the server is taken
     # to ignore SNI and no more sessions are opened for it.
-    sni_checks: bool = True
-    sni_sessions_per_address: int = 50
-    sni_same_run: int = 3
+    sni_checks: bool = field(default=True, metadata=option(
+        "--no-sni-checks", "judge every MX name of an address on the probe's certificate (no SNI sessions)"))
+    sni_sessions_per_address: int = field(default=50, metadata=option(
+        "--sni-cap", "extra handshake-only SNI sessions per address (further names: not_checked)", metavar="N"))
+    sni_same_run: int = field(default=3, metadata=option(
+        "--sni-same-run", "after N further names in a row got the certificate presented without SNI, take the "
+                          "server to ignore SNI and open no more SNI sessions to it", metavar="N"))
     # Contradictions between sessions of one address (scanner.consistency): re-ask this many times.
-    recheck_limit: int = 2
+    recheck_limit: int = field(default=2, metadata=option(
+        "--recheck-limit", "re-asks of a question two sessions of one address answered differently", metavar="N"))
     # Address families to probe: "auto" (a route lookup at start, scanner.net.families), "on", "off".
-    ipv4: str = "auto"
-    ipv6: str = "auto"
+    ipv4: str = field(default="auto", metadata=option(
+        "--ipv4", "probe ipv4 addresses: auto (if this host has a route; a lookup, no packet), on or off",
+        choices=FAMILY_MODES))
+    ipv6: str = field(default="auto", metadata=option(
+        "--ipv6", "probe ipv6 addresses: auto (if this host has a route; a lookup, no packet), on or off",
+        choices=FAMILY_MODES))
 
     def __post_init__(self) -> None:
         for family in ("ipv4", "ipv6"):
-            if getattr(self, family) not in ("auto", "on", "off"):
+            if getattr(self, family) not in FAMILY_MODES:
                 raise _bad(f"probe.{family}", f"must be auto, on or off (got {getattr(self, family)!r})")
         if self.ipv4 == self.ipv6 == "off":
             raise _bad("probe.ipv6", "off together with --ipv4 off leaves nothing to probe")
@@ -220,8 +300,9 @@ class ProbeConfig:
             raise _bad("probe.port", f"must be between 1 and 65535 (got {self.port})")
         for name in ("connect_timeout", "banner_timeout", "command_timeout", "tls_timeout", "probe_deadline"):
             _positive(f"probe.{name}", getattr(self, name))
-        for delay in self.throttle_retry_delays:
-            _non_negative("probe.throttle_retry_delays", delay)
+        for name in ("throttle_retry_delays", "enum_retry_delays"):
+            for delay in getattr(self, name):
+                _non_negative(f"probe.{name}", delay)
         _non_negative("probe.per_ip_interval", self.per_ip_interval)
         _count("probe.max_connections", self.max_connections, MAX_CONNECTIONS)
         _count("probe.workers", self.workers, MAX_WORKERS)
@@ -230,7 +311,7 @@ class ProbeConfig:
         _count("probe.summaries_in_memory", self.summaries_in_memory, 10_000_000)
         if not 0.0 <= self.full_sample <= 1.0:  # also false for NaN
             raise _bad("probe.full_sample", f"must be between 0 and 1 (got {self.full_sample})")
-        if self.enumeration not in ("off", "posture", "full"):
+        if self.enumeration not in ENUMERATION_MODES:
             raise _bad("probe.enumeration", f"must be off, posture or full (got {self.enumeration!r})")
         if self.sni_sessions_per_address < 0:
             raise _bad("probe.sni_sessions_per_address", f"must be >= 0 (got {self.sni_sessions_per_address})")
@@ -244,8 +325,10 @@ class ProbeConfig:
 class SafetyConfig:
     """What the scanner refuses to touch."""
 
-    allow_private: bool = False  # probe loopback/private/reserved addresses (tests and labs only)
-    exclude_file: Path | None = None  # opt-out list: CIDRs and domain suffixes, one per line
+    allow_private: bool = field(default=False, metadata=option(
+        "--allow-private", "probe loopback/private/reserved addresses (labs and tests only)"))
+    exclude_file: Path | None = field(default=None, metadata=option(
+        "--exclude", "opt-out file: CIDRs and domain suffixes, one per line (default: none)"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +342,16 @@ class HealthConfig:
     (a few percent), so only a dead resolver or a dead uplink trips them. Speed/bookkeeping: neutral.
     """
 
-    dns_window: int = field(default=1000, metadata=RESULT_NEUTRAL)
-    dns_threshold: float = field(default=0.9, metadata=RESULT_NEUTRAL)
-    probe_window: int = field(default=500, metadata=RESULT_NEUTRAL)
-    probe_threshold: float = field(default=0.9, metadata=RESULT_NEUTRAL)
+    dns_window: int = field(default=1000, metadata=option(
+        "--dns-failure-window", "DNS queries in the sliding window", metavar="QUERIES", neutral=True))
+    dns_threshold: float = field(default=0.9, metadata=option(
+        "--dns-failure-threshold", "share of timeouts, SERVFAIL, REFUSED and errors in the window that stops the "
+                                   "scan", metavar="SHARE", neutral=True))
+    probe_window: int = field(default=500, metadata=option(
+        "--probe-failure-window", "probes in the sliding window", metavar="PROBES", neutral=True))
+    probe_threshold: float = field(default=0.9, metadata=option(
+        "--probe-failure-threshold", "share of no_route and network_error probes in the window that stops the "
+                                     "scan", metavar="SHARE", neutral=True))
 
     def __post_init__(self) -> None:
         _count("health.dns_window", self.dns_window, MAX_DOMAINS_IN_FLIGHT)
@@ -278,16 +367,23 @@ class HealthConfig:
 class OutputConfig:
     out_dir: Path = field(metadata=RESULT_NEUTRAL)
     # rows (all tables) buffered before a segment is committed
-    rows_per_file: int = field(default=200_000, metadata=RESULT_NEUTRAL)
+    rows_per_file: int = field(default=200_000, metadata=option(
+        "--rows-per-file", "rows buffered before a segment (one part file per table) is committed", neutral=True))
+    # rows per Parquet row group, at most (never more than a segment holds: see ``row_group``)
     row_group_size: int = field(default=20_000, metadata=RESULT_NEUTRAL)
     # seconds: buffered rows are written at least this often
-    flush_interval: float = field(default=30.0, metadata=RESULT_NEUTRAL)
+    flush_interval: float = field(default=30.0, metadata=option(
+        "--commit-interval", "seconds between commits: at most this much work is redone after a crash", neutral=True))
 
     def __post_init__(self) -> None:
         _count("output.rows_per_file", self.rows_per_file, 100_000_000)
-        if not 1 <= self.row_group_size <= self.rows_per_file:
-            raise _bad("output.row_group_size", f"must be between 1 and rows_per_file (got {self.row_group_size})")
+        _count("output.row_group_size", self.row_group_size, 100_000_000)
         _positive("output.flush_interval", self.flush_interval)
+
+    @property
+    def row_group(self) -> int:
+        """The row group size used: a smaller segment than ``row_group_size`` is one row group."""
+        return min(self.row_group_size, self.rows_per_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,10 +393,14 @@ class ScanConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
-    ca_file: Path | None = None  # trust store replacing certifi's bundle
+    ca_file: Path | None = field(default=None, metadata=option(
+        "--ca-file", "PEM trust store replacing certifi's bundle (default: certifi)"))
     # domains resolved and waiting for their probes
-    max_domains_in_flight: int = field(default=5000, metadata=RESULT_NEUTRAL)
-    policy_checks: bool = True  # MTA-STS, TLS-RPT and TLSA per domain (after its probes)
+    max_domains_in_flight: int = field(default=5000, metadata=option(
+        "--max-in-flight", "domains waiting for probes at once", neutral=True))
+    # MTA-STS, TLS-RPT and TLSA per domain (after its probes)
+    policy_checks: bool = field(default=True, metadata=option(
+        "--no-policy", "skip MTA-STS, TLS-RPT and DANE checks"))
     # seconds in-flight domains may still finish after a stop request (Ctrl-C)
     stop_grace: float = field(default=20.0, metadata=RESULT_NEUTRAL)
 

@@ -23,7 +23,6 @@ import dataclasses
 import gc
 import logging
 import secrets
-import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +46,7 @@ from scanner.net.families import detect_families
 from scanner.net.limits import PolitenessLimiter
 from scanner.output.parquet import DatasetWriter
 from scanner.output.rows import DomainRow, ProbeRow, SessionRow
+from scanner.output.sink import RowSink
 from scanner.policy.domain import PolicyChecker
 from scanner.policy.facts import DomainPolicyFacts
 from scanner.preflight import resolver_label
@@ -209,8 +209,10 @@ class Scan:
         resume: ResumeState | None = None,
         vantage: str | None = None,
         server: ServerTarget | None = None,
+        sink: RowSink | None = None,
     ) -> None:
         self.config = config
+        self._sink = sink  # where rows go; None: the Parquet dataset in config.output.out_dir
         self.server = server  # one server given directly (check HOST:PORT): no MX lookup
         self.resume = resume
         self.source = source
@@ -258,37 +260,27 @@ class Scan:
             return await self._run(on_tick)
 
     async def _run(self, on_tick: Callable[[ScanStats], None] | None) -> ScanStats:
-        out = self.config.output
-        first_segment = self.resume.next_segment if self.resume else 0
-        writer = DatasetWriter(out.out_dir, out.rows_per_file, out.row_group_size, first_segment)
-        attempt = self._begin_attempt(writer)
-        writer_task = self._supervise(asyncio.create_task(self._write_rows(writer), name="writer"))
+        sink = self._sink or self._dataset_writer()
+        attempt = self._begin_attempt(sink)
+        writer_task = self._supervise(asyncio.create_task(self._write_rows(sink), name="writer"))
         ticker = self._supervise(asyncio.create_task(self._tick(on_tick), name="progress")) if on_tick else None
-        self._install_signal_handlers()
         self._stages = stages = asyncio.create_task(self._run_stages(), name="stages")
+        if self.abandoned:  # abandoned before it started
+            stages.cancel()
         try:
-            # asyncio.wait, not await: a supervised task's failure cancels ``stages`` (see _supervise),
-            # which must not look like a cancellation of this task.
+            # asyncio.wait, not await: a supervised task's failure or ``abandon`` cancels ``stages``, which
+            # must not look like a cancellation of this task.
             await asyncio.wait({stages})
             if not stages.cancelled() and (exc := stages.exception()) is not None:
                 self._note_fatal("stages", exc)
             self.completed = not self.stopping and self._fatal is None and self.input_error is None
-        except asyncio.CancelledError:
-            if not self.abandoned:
-                raise
-            # Our own second-Ctrl-C cancellation: finish like the first one (committed rows kept, the
-            # caller reports an interruption) instead of a CancelledError traceback.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
         finally:
-            self._remove_signal_handlers()
             if ticker:
                 ticker.cancel()
-            if not stages.done():  # this task was cancelled (a second Ctrl-C): abandon the stages
+            if not stages.done():  # this task was cancelled: abandon the stages
                 stages.cancel()
                 await asyncio.gather(stages, return_exceptions=True)
-            await self._shutdown(writer, writer_task, attempt)
+            await self._shutdown(sink, writer_task, attempt)
             if on_tick:
                 on_tick(self.stats)
         self._raise_fatal()
@@ -296,7 +288,12 @@ class Scan:
             raise self.input_error
         return self.stats
 
-    def _begin_attempt(self, writer: DatasetWriter) -> Attempt:
+    def _dataset_writer(self) -> DatasetWriter:
+        out = self.config.output
+        first_segment = self.resume.next_segment if self.resume else 0
+        return DatasetWriter(out.out_dir, out.rows_per_file, out.row_group, first_segment)
+
+    def _begin_attempt(self, writer: RowSink) -> Attempt:
         """Record this attempt (provenance, settings, ``running``) before any row; settle earlier attempts.
 
         An earlier attempt still ``running`` was killed: it is marked so and counted from its committed
@@ -377,34 +374,18 @@ class Scan:
         self.stopping = True
         self._stop_event.set()
 
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        main = asyncio.current_task()
-        self._signals_installed = False
+    def abandon(self) -> None:
+        """Stop at once (a second Ctrl-C): in-flight domains are dropped, what is queued is still written.
 
-        def on_signal() -> None:
-            if self.stopping and main is not None and not self.abandoned:
-                self.abandoned = True
-                _log.warning("stopping now: in-flight domains are abandoned (the same command redoes them)")
-                main.cancel()  # a second Ctrl-C: abandon in-flight work at once
-            else:
-                _log.warning("stopping: %d domains in flight get up to %g s to finish; press Ctrl-C again to "
-                             "abandon them (committed rows are kept either way)", self.stats.domains_in_flight,
-                             self.config.stop_grace)
-            self.request_stop()
-
-        try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, on_signal)
-            self._signals_installed = True
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests), or no signals here
+        Callable before ``run`` starts too. The front end that owns the signals calls it (``scanner.interrupts``);
+        the scan itself installs no signal handler.
+        """
+        if self.abandoned:
             return
-
-    def _remove_signal_handlers(self) -> None:
-        if getattr(self, "_signals_installed", False):
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+        self.abandoned = True
+        self.request_stop()
+        if self._stages is not None and not self._stages.done():
+            self._stages.cancel()
 
     async def _run_stages(self) -> None:
         work = self.config.output.out_dir / ".work"
@@ -679,7 +660,7 @@ class Scan:
             return  # our side is broken: rows finished now would record that as the Internet's state
         await self._row_queue.put(rows)
 
-    async def _write_rows(self, writer: DatasetWriter) -> None:
+    async def _write_rows(self, writer: RowSink) -> None:
         interval = self.config.output.flush_interval
         last_flush = time.monotonic()
         queue = self._row_queue
@@ -720,7 +701,7 @@ class Scan:
         if self._resolver is not None:
             self.stats.dns_queries = self._resolver.queries_sent
 
-    async def _shutdown(self, writer: DatasetWriter, writer_task: asyncio.Task[None], attempt: Attempt) -> None:
+    async def _shutdown(self, writer: RowSink, writer_task: asyncio.Task[None], attempt: Attempt) -> None:
         """Drain the writer, add the run row, finalize every file — also after a cancellation.
 
         The record is saved before the final commit and again after it: whichever moment a kill lands,

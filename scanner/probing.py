@@ -362,7 +362,7 @@ class ProbeService:
         unopened = [0]
         plan = full_plan() if mode == "full" else posture_plan()
         found = await drive_plan(plan, self._hello_session(pending, sni, deadline, check, unopened),
-                                 _sleep_until(deadline))
+                                 _sleep_until(deadline), self._config.probe.enum_retry_delays)
         return dataclasses.replace(found, sessions=found.sessions - unopened[0])
 
     def _hello_session(self, pending: _Pending, sni: str, deadline: float, check: AddressCheck | None = None,
@@ -407,7 +407,7 @@ class ProbeService:
         plan = reconcile_plan(enumeration, OBSERVED_VERSIONS.get(result.tls.version), known.code if known else None)
         unopened = [0]
         reconciled = await drive_plan(plan, self._hello_session(pending, sni, deadline, None, unopened),
-                                      _sleep_until(deadline))
+                                      _sleep_until(deadline), self._config.probe.enum_retry_delays)
         return dataclasses.replace(reconciled,
                                    sessions=enumeration.sessions + reconciled.sessions - unopened[0])
 

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-from scanner.config import ProbeConfig
+from scanner.config import ENUM_RETRY_DELAYS, ProbeConfig
 from scanner.errors import describe_bug
 from scanner.net.stream import READ_CHUNK, ByteStream, StreamError, StreamOpener, open_tcp_stream
 from scanner.sansio import NeedData
@@ -48,8 +48,9 @@ from scanner.tls.versions import TlsVersion
 __all__ = ["SessionRunner", "drive_plan", "probe_hello"]
 
 # Back-off after a throttled or untestable session (421, disconnect before STARTTLS, timeout):
-# wait, then try the same hello again, at most this many times.
-RETRY_DELAYS = (2.0, 8.0)
+# wait, then try the same hello again, at most this many times. A scan passes its own
+# (``--enum-retry``); this is that option's default.
+RETRY_DELAYS = ENUM_RETRY_DELAYS
 # Records that answer nothing (application data, CCS, HelloRequest, warning alerts) tolerated before
 # the ServerHello: a handful is odd but harmless; an endless stream is a tarpit, not a TLS server.
 MAX_IGNORED_EVENTS = 32

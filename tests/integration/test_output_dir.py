@@ -175,3 +175,23 @@ def test_a_second_ctrl_c_is_an_interruption_not_a_traceback(dns: FaultyDnsServer
                            check=False)
     assert again.returncode == ExitCode.OK, again.stderr[-3000:]
     assert sorted(domain_lines(out)) == list(range(1, 13))
+
+
+def test_ctrl_c_during_the_resolver_check_ends_the_command_before_a_scan(tmp_path: Path) -> None:
+    """The signal owner covers the set-up too: before, a Ctrl-C there was a KeyboardInterrupt traceback."""
+    address = loopback_host(pick_loopback_block(), 53)
+    source = tmp_path / "one.txt"
+    source.write_text("s0.slow.test\n", encoding="utf-8")
+    out = tmp_path / "out"
+    # The resolver check asks for the root's NS: held back 4 s, so the Ctrl-C lands while it waits.
+    with FaultyDnsServer(SLOW, address, free_port(address), delays={".": 4.0}) as dns:
+        scan = subprocess.Popen(scan_command(dns, source, out, "--dns-timeout", "8"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not dns.queries and time.monotonic() < deadline:  # the resolver check is waiting
+            time.sleep(0.05)
+        scan.send_signal(signal.SIGINT)
+        _, stderr = scan.communicate(timeout=60)
+    assert scan.returncode == ExitCode.INTERRUPTED, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted" in stderr, stderr[-3000:]
+    assert not (out / "run.json").exists()  # no scan started

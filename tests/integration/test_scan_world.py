@@ -320,6 +320,18 @@ def test_check_good_domain(world: World, capsys: pytest.CaptureFixture[str]) -> 
     assert "mx-good.world.test" in out and "TLSv1.3" in out and "MTA-STS: enforce" in out
 
 
+def test_check_keeps_its_rows_in_memory(world: World, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No temporary Parquet dataset written and read back: the rows come from the scan's in-memory sink."""
+    def no_dataset(*args: object, **kwargs: object) -> None:
+        raise AssertionError("check wrote a Parquet dataset")
+
+    monkeypatch.setattr("scanner.pipeline.DatasetWriter", no_dataset)
+    monkeypatch.setattr("scanner.dataset.load", no_dataset)
+    data = json.loads(_check(world, capsys, "good.world.test", "--json"))
+    assert data["domain"]["grade"] == "A+" and data["probes"]
+
+
 def test_check_shows_key_exchange_and_hygiene(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(_check(world, capsys, "good.world.test", "--json"))
     probe = data["probes"][0]

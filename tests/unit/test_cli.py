@@ -20,13 +20,15 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from scanner.checker import CheckResult, check_exit_code, render_check
-from scanner.cli import FLAGS, _rate_text, build_parser, main
-from scanner.config import DnsConfig, HealthConfig, OutputConfig, ProbeConfig, ScanConfig, is_fqdn
+from scanner.api import _namespace
+from scanner.checker import CheckResult, CheckTarget, check_exit_code, render_check
+from scanner.cli import FLAGS, CommandError, _rate_text, build_parser, check_config, config_from_args, main
+from scanner.config import OutputConfig, ProbeConfig, ScanConfig, is_fqdn, result_settings
 from scanner.exit_codes import ExitCode
 from scanner.grading import RECOMMENDATIONS, Grade
 from scanner.input import InputTotal, input_total
 from scanner.logs import JsonFormatter, TextFormatter
+from scanner.options import SECTIONS
 from scanner.output.parquet import prepare_output_dir
 from scanner.pipeline import ScanStats
 from scanner.resume import mark_complete
@@ -123,13 +125,67 @@ def test_bad_option_values_name_the_flag(domains: Path, tmp_path: Path, capsys: 
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
+# Fields a person does not set with an option of their own: the output directory is ``-o`` (a command
+# argument), the row group follows --rows-per-file, the probe workers follow --concurrency (FLAGS names it),
+# and the grace period after a Ctrl-C is fixed.
+NOT_OPTIONS = {"output.out_dir", "output.row_group_size", "stop_grace"}
+
+
+def _settings() -> set[str]:
+    top = {f.name for f in fields(ScanConfig) if f.name not in SECTIONS}
+    return top | {f"{prefix}.{f.name}" for prefix, cls in SECTIONS.items() for f in fields(cls)}
+
+
 def test_every_config_field_maps_to_a_flag() -> None:
-    """A ConfigError's ``setting`` is always one the CLI can name (FLAGS), for every validated field."""
-    settable = {f"{prefix}.{f.name}" for prefix, cls in (("dns", DnsConfig), ("probe", ProbeConfig),
-                                                          ("output", OutputConfig), ("health", HealthConfig))
-                for f in fields(cls)}
-    settable |= {f.name for f in fields(ScanConfig) if f.name == "max_domains_in_flight"}
-    assert settable - {"output.out_dir"} <= set(FLAGS)
+    """A ConfigError's ``setting`` is always one the CLI can name (FLAGS), for every field with an option."""
+    assert set(FLAGS) == _settings() - NOT_OPTIONS
+    assert FLAGS["probe.workers"] == FLAGS["probe.max_connections"] == "--concurrency"
+
+
+def test_option_defaults_are_the_config_defaults() -> None:
+    """One source of truth: with no option given, the command's config is the dataclasses' defaults."""
+    scan = _subparsers()["scan"].parse_args(["d", "-o", "o"])
+    assert config_from_args(scan) == ScanConfig(OutputConfig(Path("o")))
+    check = _subparsers()["check"].parse_args(["example.org"])
+    assert check_config(check, CheckTarget("example.org"), Path("o")) == ScanConfig(
+        OutputConfig(Path("o"), rows_per_file=1000), probe=ProbeConfig(per_ip_interval=0.02),
+        max_domains_in_flight=16)
+    server = check_config(check, CheckTarget("mx.example.org", server=True, port=2525), Path("o"))
+    assert server.probe.port == 2525 and not server.policy_checks
+
+
+def test_options_reach_their_fields() -> None:
+    args = _subparsers()["scan"].parse_args([
+        "d", "-o", "o", "--resolver", "127.0.0.1", "--resolver", "127.0.0.2:5353", "--no-sni-checks",
+        "--no-policy", "--throttle-retry", "--enum-retry", "1", "3", "--concurrency", "7", "--dns-failure-window",
+        "50", "--exclude", "x.txt", "--summaries-in-memory", "9", "--commit-interval", "2"])
+    config = config_from_args(args)
+    assert config.dns.servers == ("127.0.0.1", "127.0.0.2:5353")
+    assert not config.probe.sni_checks and not config.policy_checks
+    assert config.probe.throttle_retry_delays == () and config.probe.enum_retry_delays == (1.0, 3.0)
+    assert config.probe.max_connections == config.probe.workers == 7
+    assert config.health.dns_window == 50 and config.safety.exclude_file == Path("x.txt")
+    assert config.probe.summaries_in_memory == 9 and config.output.flush_interval == 2.0
+    assert "enum_retry_delays" in ProbeConfig.__dataclass_fields__
+    assert "probe.enum_retry_delays" in result_settings(config)  # it can change what a scan finds
+
+
+def test_the_api_does_not_mutate_the_parsed_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = build_parser().parse_args(["check", "example.org"])
+    monkeypatch.setattr("scanner.api.build_parser", lambda: _Fixed(parsed))
+    args = _namespace(["check", "example.org"], {"per_ip_interval": 0, "resolver": "127.0.0.1"})
+    assert args.per_ip_interval == 0 and args.resolver == ["127.0.0.1"]
+    assert parsed.per_ip_interval == 0.02 and parsed.resolver == []
+    with pytest.raises(CommandError, match="unknown option 'nonsense'"):
+        _namespace(["check", "example.org"], {"nonsense": 1})
+
+
+class _Fixed:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+
+    def parse_args(self, argv: list[str]) -> argparse.Namespace:
+        return self._args
 
 
 def test_ehlo_localhost_refused_for_public_targets(domains: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -284,3 +340,34 @@ def test_check_exit_code_order() -> None:
                          ("dns_servfail", ExitCode.UNAVAILABLE), ("invalid_input", ExitCode.USAGE)):
         result.domain["status"] = status
         assert check_exit_code(result) == code
+
+
+def _readme_option_rows() -> list[tuple[list[str], list[str]]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("| option | default | meaning |")
+    rows = []
+    for line in text[start:text.index("\n\n", start)].splitlines()[2:]:
+        option, default = line.split(" | ")[:2]
+        rows.append((re.findall(r"--[a-z0-9-]+", option), [d.strip() for d in default.split(",")]))
+    return rows
+
+
+def test_readme_option_table_lists_every_scan_option_with_its_default() -> None:
+    """The README's option table stays true: every option of ``scan``, and each numeric default as parsed."""
+    scan = _subparsers()["scan"]
+    actions = {o: a for a in scan._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    rows = _readme_option_rows()
+    assert {flag for flags, _ in rows for flag in flags} == set(actions)
+    compared = 0
+    for flags, defaults in rows:
+        if len(flags) != len(defaults):
+            continue
+        for flag, text in zip(flags, defaults, strict=True):
+            words = text.removesuffix(" s").split()
+            if not all(re.fullmatch(r"[0-9.]+", w) for w in words):
+                continue
+            default = actions[flag].default
+            expected = [float(w) for w in words] if isinstance(default, list) else float(words[0])
+            assert default == expected, f"README says {flag} defaults to {text}, the option to {default}"
+            compared += 1
+    assert compared >= 20
