@@ -9,7 +9,6 @@ transport can drop a bad datagram and keep waiting for the real answer (RFC 5452
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -161,23 +160,17 @@ def _read_name(data: bytes, offset: int, memo: _Memo | None = None) -> tuple[str
         offset += 1 + length
 
 
-def _ipv6_text(packed: bytes) -> str:
-    # inet_ntop writes RFC 5952 text as ipaddress does, except that it shows an IPv4-mapped or -compatible
-    # address with a dotted tail (::ffff:192.0.2.1), which Python 3.11's ipaddress writes in hex.
-    text = socket.inet_ntop(socket.AF_INET6, packed)
-    return text if "." not in text else str(ipaddress.IPv6Address(packed))
-
-
 def _rdata(data: bytes, rtype: int, start: int, length: int, memo: _Memo) -> str | None:
     end = start + length
     if rtype == _TYPE_A:
         if length != 4:
             raise WireError("A record of the wrong length")
-        return socket.inet_ntop(socket.AF_INET, data[start:end])
+        a, b, c, d = data[start:end]
+        return f"{a}.{b}.{c}.{d}"  # as ipaddress writes it, without building the object
     if rtype == _TYPE_AAAA:
         if length != 16:
             raise WireError("AAAA record of the wrong length")
-        return _ipv6_text(data[start:end])
+        return str(ipaddress.IPv6Address(data[start:end]))  # RFC 5952 text
     if rtype == _TYPE_CNAME:
         name, after = _read_name(data, start, memo)
         if after > end:

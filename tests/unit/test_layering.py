@@ -29,7 +29,8 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
     # What a user runs: commands, the public API, the report over a finished dataset.
     "application": (
         "scanner", "scanner.__main__", "scanner.api", "scanner.cli", "scanner.checker", "scanner.export",
-        "scanner.series", "scanner.derived", "scanner.report", "scanner.report.*",
+        "scanner.series", "scanner.derived", "scanner.report", "scanner.report.*", "scanner.options",
+        "scanner.interrupts",
     ),
     # The scan: stages, scheduling, resume, progress.
     "engine": (
@@ -42,7 +43,8 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
         "scanner.smtp.session", "scanner.tls.probe", "scanner.policy.domain", "scanner.policy.sts_fetch",
         "scanner.policy.tlsa_lookup", "scanner.net.families", "scanner.net.limits", "scanner.net.stream",
         "scanner.input", "scanner.errors", "scanner.logs", "scanner.dataset",
-        "scanner.output.parquet", "scanner.output.lock", "scanner.output.arrow_schema", "scanner.shared_lookups",
+        "scanner.output.parquet", "scanner.output.sink", "scanner.output.lock", "scanner.output.arrow_schema",
+        "scanner.shared_lookups",
         "scanner.config",  # the default EHLO name is the host's name (socket.getfqdn)
     ),
     # Judgement and protocol: pure functions and types over bytes, text and records. No I/O.
