@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
+from scanner.dataset import Dataset
 from scanner.exit_codes import ExitCode
 from scanner.report import Basis, FigureTable, Report, Share, build_report, write_domains_sidecar, write_report
 from scanner.report.render import DRILL_COLUMNS
 from scanner.report.stats import newcombe_difference, wilson_interval
 from scanner.tls.groups import DEPRECATED_EC_GROUPS, group_name
 from tests.integration.browser import ARTIFACTS, CHROMIUM, WIDTHS, inspect_page
-from worlds.ports import pick_loopback_block
-from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
+from tests.integration.scanning import STANDARD_OPTIONS, scan
+from worlds.scenario import SLOW_BANNER_DELAY, World
 
 pytestmark = pytest.mark.slow
 
@@ -38,26 +38,14 @@ VERSION_RANK = {"TLSv1.3": 5, "TLSv1.2": 4, "TLSv1.1": 3, "TLSv1.0": 2, "SSLv3":
 # --- fixtures --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with standard_world(tmp_path_factory.mktemp("world"), pick_loopback_block()) as w:
-        yield w
+@pytest.fixture(scope="session")
+def world(standard: World) -> World:
+    return standard  # the session's standard world (tests/integration/conftest.py)
 
 
-def _scan(world: World, domains: Path, out: Path, *extra: str) -> None:
-    code = main([
-        "scan", str(domains), "-o", str(out), "--resolver", world.resolver, "--ca-file", str(world.ca_file),
-        "--ehlo-name", "scanner.test", "--banner-timeout", str(SLOW_BANNER_DELAY / 3), "--per-ip-interval", "0",
-        "--no-progress", "--dns-timeout", "1", "--throttle-retry", "0.1", "--allow-private", *extra,
-    ])
-    assert code == 0
-
-
-@pytest.fixture(scope="module")
-def dataset(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("scan")
-    _scan(world, world.domains_file, out)
-    return out
+@pytest.fixture(scope="session")
+def dataset(standard_dataset: Dataset) -> Path:
+    return standard_dataset.path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +61,8 @@ def second_scan(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = [d for d in world.expected if d != "refused.world.test"] + ["added.world.test"]
     domains = work / "domains.txt"
     domains.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _scan(world, domains, work / "out", "--no-policy", "--banner-timeout", str(SLOW_BANNER_DELAY / 2))
+    scan(world, work / "out", *STANDARD_OPTIONS, "--no-policy", "--banner-timeout", str(SLOW_BANNER_DELAY / 2),
+         domains=domains)
     return work / "out"
 
 
@@ -408,10 +397,10 @@ def test_overwrite_removes_the_previous_scans_report(world: World, tmp_path: Pat
     domains = tmp_path / "one.txt"
     domains.write_text("good.world.test\n", encoding="utf-8")
     out = tmp_path / "out"
-    _scan(world, domains, out)
+    scan(world, out, *STANDARD_OPTIONS, domains=domains)
     assert main(["report", str(out)]) == 0 and main(["export", str(out), "--table", "run"]) == 0
     assert (out / "report" / "report.html").is_file() and (out / "export" / "run.jsonl").is_file()
-    _scan(world, domains, out, "--overwrite")
+    scan(world, out, *STANDARD_OPTIONS, "--overwrite", domains=domains)
     assert not (out / "report").exists() and not (out / "export").exists()  # nothing describes the old scan
 
 
@@ -419,7 +408,7 @@ def test_empty_scan_reports_na(world: World, tmp_path: Path) -> None:
     """A scan whose input holds nothing valid: every share is 0/0 → n/a, and the files are written."""
     domains = tmp_path / "in.txt"
     domains.write_text("not a domain\n", encoding="utf-8")
-    _scan(world, domains, tmp_path / "out")
+    scan(world, tmp_path / "out", *STANDARD_OPTIONS, domains=domains)
     rep = build_report(tmp_path / "out")
     assert rep.starttls.get("all") == Share.estimate(0, 0) and rep.starttls.get("all").value is None
     assert rep.domain_status.get("invalid_input") == Share.count(1, 1) and rep.providers == ()

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +17,27 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import CommandError, main
+from scanner.dataset import Dataset
 from scanner.exit_codes import ExitCode
 from scanner.grading import GRADING_VERSION, Grade
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.rows import DomainRow, MxRow, ProbeRow
 from scanner.status import DomainStatus
-from worlds.ports import pick_loopback_block
+from tests.integration.scanning import STANDARD_OPTIONS, scan
 from worlds.procs import LoopThread
-from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
+from worlds.scenario import World
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with standard_world(tmp_path_factory.mktemp("world"), pick_loopback_block()) as w:
-        yield w
+@pytest.fixture(scope="session")
+def world(standard: World) -> World:
+    return standard  # the session's standard world (tests/integration/conftest.py)
 
 
-def _scan(world: World, out: Path, *extra: str) -> int:
-    return main([
-        "scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver,
-        "--ca-file", str(world.ca_file), "--ehlo-name", "scanner.test", "--banner-timeout",
-        str(SLOW_BANNER_DELAY / 3), "--per-ip-interval", "0", "--no-progress", "--dns-timeout", "1",
-        "--throttle-retry", "0.1", *extra,
-    ])
-
-
-@pytest.fixture(scope="module")
-def dataset(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("scan")
-    assert _scan(world, out, "--allow-private") == 0
-    return out
+@pytest.fixture(scope="session")
+def dataset(standard_dataset: Dataset) -> Path:
+    return standard_dataset.path
 
 
 def _rows(out: Path, table: str) -> list[dict[str, Any]]:
@@ -176,7 +164,7 @@ def test_headline_query(dataset: Path, world: World) -> None:
 def test_reserved_addresses_refused_without_the_flag(world: World, tmp_path: Path) -> None:
     assert world.farm is not None
     before = sum(s.accepted for s in world.farm.stats().values())
-    assert _scan(world, tmp_path / "out") == 0
+    scan(world, tmp_path / "out", *STANDARD_OPTIONS, allow_private=False)
     probes = _rows(tmp_path / "out", "probes")
     assert probes and {r["status"] for r in probes} == {"skipped_reserved_address"}
     assert {r["failure_phase"] for r in probes} == {"address"}
@@ -186,15 +174,15 @@ def test_reserved_addresses_refused_without_the_flag(world: World, tmp_path: Pat
 
 def test_rerunning_a_complete_scan_changes_nothing(world: World, dataset: Path) -> None:
     before = sorted(p.name for p in (dataset / "domains").iterdir())
-    assert _scan(world, dataset, "--allow-private") == 0
+    scan(world, dataset, *STANDARD_OPTIONS)
     assert sorted(p.name for p in (dataset / "domains").iterdir()) == before
 
 
 def test_other_settings_never_mix_into_an_interrupted_scan(world: World, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert _scan(world, out, "--allow-private") == 0
+    scan(world, out, *STANDARD_OPTIONS)
     (out / ".state" / "complete").unlink()  # as if interrupted
-    assert _scan(world, out, "--allow-private", "--port", "2525") == ExitCode.CONFIG  # refused: other settings
+    scan(world, out, *STANDARD_OPTIONS, "--port", "2525", expect=ExitCode.CONFIG)  # refused: other settings
 
 
 def test_ipv6_addresses_are_probed(dataset: Path) -> None:
@@ -211,10 +199,7 @@ def test_invalid_duplicate_and_excluded_lines_are_rows(world: World, tmp_path: P
     exclude = tmp_path / "optout.txt"
     exclude.write_text("# opt-outs\nnotls.world.test\n", encoding="utf-8")
     out = tmp_path / "out"
-    code = main(["scan", str(domains), "-o", str(out), "--resolver", world.resolver, "--ca-file",
-                 str(world.ca_file), "--allow-private", "--no-progress", "--per-ip-interval", "0",
-                 "--throttle-retry", "--exclude", str(exclude)])
-    assert code == 0
+    scan(world, out, "--throttle-retry", "--exclude", str(exclude), domains=domains)
     rows = sorted(_rows(out, "domains"), key=lambda r: r["input_line"])
     got = [(r["input_line"], r["domain"], r["status"], r["duplicate_of_line"]) for r in rows]
     assert got == [
@@ -498,7 +483,7 @@ def test_report_command_writes_three_files(dataset: Path, tmp_path: Path) -> Non
 
 
 def test_full_mode_for_a_sample_of_addresses(world: World, tmp_path: Path) -> None:
-    assert _scan(world, tmp_path / "out", "--allow-private", "--no-policy", "--full-sample", "1.0") == 0
+    scan(world, tmp_path / "out", *STANDARD_OPTIONS, "--no-policy", "--full-sample", "1.0")
     modes = {r["enum_mode"] for r in _rows(tmp_path / "out", "probes") if r["enum_mode"]}
     assert modes == {"full"}
     postfix = next(r for r in _rows(tmp_path / "out", "probes") if "mx-postfix.world.test" in r["mx_hosts"])
@@ -507,7 +492,7 @@ def test_full_mode_for_a_sample_of_addresses(world: World, tmp_path: Path) -> No
 
 def test_spilled_probe_summaries_give_the_same_dataset(world: World, dataset: Path, tmp_path: Path) -> None:
     """One summary in memory: every other one goes to disk and back, and nothing may change."""
-    assert _scan(world, tmp_path / "out", "--allow-private", "--summaries-in-memory", "1") == 0
+    scan(world, tmp_path / "out", *STANDARD_OPTIONS, "--summaries-in-memory", "1")
     columns = ("domain", "status", "starttls", "grade", "certs_valid_all", "dane_valid")
 
     def verdicts(out: Path) -> list[tuple[Any, ...]]:
