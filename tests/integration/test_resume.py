@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import scanner
-from benchmarks.world import BenchWorld, add_sni_hosting, build
 from scanner.exit_codes import ExitCode
+from worlds.bench import BenchWorld, add_sni_hosting, build
 from worlds.dns import NsdServer
 from worlds.ports import free_port
 from worlds.smtp import SmtpFarmProcess

@@ -27,9 +27,9 @@ import pytest
 from tests.integration.scanning import scan
 from worlds.ca import TestCA, self_signed
 from worlds.dns import NsdServer, Record, write_zone_file
+from worlds.latency import LatencyFront, TcpRoute
 from worlds.ports import loopback_host, pick_loopback_block
 from worlds.postfix import PostfixInstance, install_postfix, postfix_available
-from worlds.relay import DelayRelay, RelaySpec
 
 pytestmark = pytest.mark.slow
 ZONE = "sni.test"
@@ -80,11 +80,9 @@ def world() -> Iterator[World]:
         for server in servers:
             server.start()
             stack.callback(server.stop)
-        relay = DelayRelay([RelaySpec((lb_front, 25), (lb_a, 25), 0.0, alternates=((lb_b, 25),)),
-                            RelaySpec((lb2_front, 25), (lb_a, 25), 0.0, alternates=((lb2_plain, 25),)),
-                            RelaySpec((lb3_front, 25), (lb_a, 25), 0.0, alternates=((lb_a, 25), (lb3_tls12, 25)))])
-        relay.start()
-        stack.callback(relay.stop)
+        stack.enter_context(LatencyFront([TcpRoute((lb_front, 25), (lb_a, 25), ((lb_b, 25),)),
+                                          TcpRoute((lb2_front, 25), (lb_a, 25), ((lb2_plain, 25),)),
+                                          TcpRoute((lb3_front, 25), (lb_a, 25), ((lb_a, 25), (lb3_tls12, 25)))]))
         records = [Record(f"{name}.{ZONE}.", "A", shared) for name in ("mx1", "mx2", "mx3")]
         records += [Record(f"lb-mx.{ZONE}.", "A", lb_front), Record(f"lb2-mx.{ZONE}.", "A", lb2_front),
                     Record(f"lb3-mx.{ZONE}.", "A", lb3_front)]
