@@ -218,9 +218,9 @@ def _batched_rows(paths: Sequence[str], columns: Sequence[str]) -> Iterator[dict
     """The rows of ``paths``, ``_BATCH_ROWS`` at a time, with only ``columns``."""
     for path in paths:
         try:
-            batches = pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=list(columns))
-            for batch in batches:
-                yield from batch.to_pylist()
+            with pq.ParquetFile(path) as part:
+                for batch in part.iter_batches(batch_size=_BATCH_ROWS, columns=list(columns)):
+                    yield from batch.to_pylist()
         except (OSError, ValueError, KeyError) as exc:
             raise _damaged(path, exc) from exc
 
