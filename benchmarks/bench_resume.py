@@ -9,10 +9,11 @@ process, loads the resume state (``scanner.resume.load_resume_state``) and seeds
 resumed scan does. Prints the child's peak RSS after imports and after the load, and the time taken.
 No network.
 
-To compare with another version of the scanner, run the child against its checkout:
-``PYTHONPATH=/path/to/other/checkout python -m benchmarks.bench_resume --child DIR`` on a dataset kept
-with ``--keep DIR`` (the child works with either form of ``ResumeState.probes``: a dict of every
-summary, or the stream of ``CommittedProbes``).
+To compare with another version of the scanner, keep a dataset with ``--keep DIR`` and run the child
+against the other checkout's ``scanner`` from a directory outside both (the current directory comes
+first on ``sys.path``): ``PYTHONPATH=OTHER:THIS python -m benchmarks.bench_resume --child DIR``. The child
+works with either form of ``ResumeState.probes``: a dict of every summary (before issue 13) or the
+stream of ``CommittedProbes``.
 """
 
 from __future__ import annotations

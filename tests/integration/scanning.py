@@ -1,12 +1,16 @@
-"""The one way an integration test scans a world: the real CLI (in process), the world's resolver, loopback.
+"""How an integration test scans a world: the real CLI, the world's resolver, loopback only.
 
-``scan`` runs ``smtp-tls-survey scan`` with ``--resolver`` at the world's DNS, its trust store and
-``--allow-private`` (the worlds live on 127.0.0.0/8), asserts the exit code and returns the dataset.
-``STANDARD_OPTIONS`` are the settings the standard world (worlds/scenario.py) is scanned with.
+``scan`` runs ``smtp-tls-survey scan`` in process with ``--resolver`` at the world's DNS, its trust
+store and ``--allow-private`` (the worlds live on 127.0.0.0/8), asserts the exit code and returns the
+dataset. ``STANDARD_OPTIONS`` are the settings the standard world (worlds/scenario.py) is scanned with.
+``scan_command`` / ``run_scan`` run it in a child process instead, for tests that read its stderr,
+signal it or kill it.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -15,7 +19,7 @@ from scanner.dataset import Dataset
 from scanner.exit_codes import ExitCode
 from worlds.scenario import SLOW_BANNER_DELAY
 
-__all__ = ["STANDARD_OPTIONS", "ScanTarget", "scan"]
+__all__ = ["STANDARD_OPTIONS", "ScanTarget", "run_scan", "scan", "scan_command"]
 
 # A banner timeout shorter than the slow server's delay (it must time out), short DNS timeouts for the
 # broken zone, and quick throttle retries.
@@ -44,3 +48,17 @@ def scan(world: ScanTarget, out: Path, *options: str, domains: Path | None = Non
     code = main([*command, *(["--allow-private"] if allow_private else []), *options])
     assert code == expect, f"scan exited {code}, expected {expect}"
     return Dataset(out)
+
+
+def scan_command(source: str | Path, out: Path, resolver: str, *options: str) -> list[str]:
+    """``scan SOURCE -o OUT`` at ``resolver`` (a loopback DNS server) in a child process, no progress bar,
+    a test EHLO name (pass ``--allow-private`` to probe the world; a later ``--ehlo-name`` wins)."""
+    return [sys.executable, "-m", "scanner", "scan", str(source), "-o", str(out), "--resolver", resolver,
+            "--no-progress", "--ehlo-name", "scan.test", *options]
+
+
+def run_scan(
+    source: Path, out: Path, resolver: str, *options: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(scan_command(source, out, resolver, *options), capture_output=True, text=True,
+                          timeout=timeout, check=False)

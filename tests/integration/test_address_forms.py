@@ -17,9 +17,9 @@ from scanner.config import DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy
 from scanner.policy.mta_sts import StsError, fetch_policy
+from tests.integration.scanning import run_scan
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
-from worlds.scancli import run_scan
 from worlds.sniff import SynCounter
 
 EMBEDDED = {

@@ -17,7 +17,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ import pytest
 
 import scanner
 from scanner.exit_codes import ExitCode
+from tests.integration.scanning import scan_command
 from worlds.bench import BenchWorld, add_sni_hosting, build
 from worlds.dns import NsdServer
 from worlds.ports import free_port
@@ -72,11 +72,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 def command(env: Env, out: Path, resolver: str | None = None, source: Path | None = None) -> list[str]:
     # A slow DNS rate stretches the scan over several seconds so that kills land mid-scan; frequent
     # small commits make many segments (and many chances to be killed between them).
-    return [sys.executable, "-m", "scanner", "scan", str(source or env.world.domains_file), "-o", str(out),
-            "--resolver", resolver or f"{env.world.dns_address}:53", "--ca-file", str(env.world.ca_file),
-            "--allow-private",
-            "--ehlo-name", "resume.test", "--per-ip-interval", "0", "--no-progress", "--enumerate", "off",
-            "--no-policy", "--throttle-retry", "--dns-qps", "500", "--commit-interval", "0.3", "--rows-per-file", "400"]
+    return scan_command(source or env.world.domains_file, out, resolver or f"{env.world.dns_address}:53",
+                        "--ca-file", str(env.world.ca_file), "--allow-private", "--ehlo-name", "resume.test",
+                        "--per-ip-interval", "0", "--enumerate", "off", "--no-policy", "--throttle-retry", "--dns-qps",
+                        "500", "--commit-interval", "0.3", "--rows-per-file", "400")
 
 
 def committed_segments(out: Path) -> int:
