@@ -7,10 +7,10 @@ own; every test scans through ``tests.integration.scanning.scan``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from scanner.dataset import Dataset
 from tests.integration.scanning import STANDARD_OPTIONS, scan
 from worlds.ports import pick_loopback_block
 from worlds.scenario import World, standard_world
@@ -24,6 +24,7 @@ def standard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 @pytest.fixture(scope="session")
-def standard_dataset(standard: World, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    """One scan of the standard world with ``STANDARD_OPTIONS``, shared by every test that reads it."""
-    return scan(standard, tmp_path_factory.mktemp("scan"), *STANDARD_OPTIONS)
+def standard_scan(standard: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output directory of one scan of the standard world with ``STANDARD_OPTIONS``, shared by every
+    test that reads it (read-only: scan elsewhere to change anything)."""
+    return scan(standard, tmp_path_factory.mktemp("scan"), *STANDARD_OPTIONS).path
