@@ -17,8 +17,10 @@ import trustme
 
 from scanner.certs import TrustStore
 from scanner.config import OutputConfig, ScanConfig
+from scanner.exit_codes import ExitCode
 from scanner.output.parquet import DamagedOutputError, DatasetWriter
 from scanner.output.rows import ProbeRow, SessionRow
+from scanner.pipeline import ScanFailed
 from scanner.probe_cache import SummaryCache
 from scanner.probing import build_probe_row, link_key, probe_summary_from_row, session_summary_from_row
 from scanner.resume import SESSION_COLUMNS, SUMMARY_COLUMNS, CommittedProbes, load_resume_state
@@ -148,3 +150,10 @@ def test_a_damaged_probe_file_is_named_when_streamed(tmp_path: Path) -> None:
     part.write_bytes(bytes(data))
     with pytest.raises(DamagedOutputError, match=r"committed file .*part-00000\.parquet is unreadable"):
         list(committed.summaries(lambda key: None))
+
+
+def test_a_damaged_file_found_while_the_scan_streams_it_is_a_data_error_not_a_bug() -> None:
+    """The scan reads committed probes at its start (not in load_resume_state): the exit code stays 65."""
+    failed = ScanFailed("stages", DamagedOutputError("committed file probes/part-00000.parquet is unreadable"))
+    assert failed.exit_code == ExitCode.DATA_ERROR
+    assert str(failed) == "committed file probes/part-00000.parquet is unreadable"
