@@ -9,7 +9,7 @@ on the weak-class hellos, so a DHE pick there counts as a weak-class session), t
 the connections testssl.sh ``-f -R`` and sslyze ``--elliptic_curves --reneg --compression --fallback``
 need for the same facts. Earlier counts (before issue 12, and its first cut) are in benchmarks/README.md.
 
-Each server sits behind a delaying relay (worlds/relay.py) that adds the requested round-trip time
+Each server sits behind a latency front (worlds/latency.py) that adds the requested round-trip time
 and counts connections, so every tool's session count is measured the same way, on the server side.
 Peers run through worlds/peers.py (inside a loopback-only network namespace). All tools are run in
 this one process tree, one after the other, against the same servers.
@@ -41,9 +41,9 @@ from scanner.tls.enumeration import (
 )
 from scanner.tls.probe import drive_plan, probe_hello
 from worlds.ca import TestCA
+from worlds.latency import LatencyFront, TcpRoute
 from worlds.ports import loopback_host, pick_loopback_block
 from worlds.postfix import PostfixInstance
-from worlds.relay import DelayRelay, RelaySpec
 from worlds.smtp import SmtpFarm, SmtpServerSpec
 
 
@@ -98,15 +98,15 @@ def ours(plan_factory: Callable[[], Plan], address: str) -> EnumerationResult:
     return asyncio.run(run())
 
 
-def measure(relay: DelayRelay, server: Server, tool: str, run: Callable[[], tuple[str, ...]]) -> Measure:
-    before = relay.connections[(server.relay, 25)]
+def measure(relay: LatencyFront, server: Server, tool: str, run: Callable[[], tuple[str, ...]]) -> Measure:
+    before = relay.accepted[(server.relay, 25)]
     started = time.perf_counter()
     versions = run()
     wall = time.perf_counter() - started
-    return Measure(tool, server.name, relay.connections[(server.relay, 25)] - before, wall, versions)
+    return Measure(tool, server.name, relay.accepted[(server.relay, 25)] - before, wall, versions)
 
 
-def run_tools(relay: DelayRelay, server: Server, with_testssl: bool) -> list[Measure]:
+def run_tools(relay: LatencyFront, server: Server, with_testssl: bool) -> list[Measure]:
     from worlds.peers import run_sslyze, run_testssl
 
     def our(plan: Callable[[], Plan]) -> Callable[[], tuple[str, ...]]:
@@ -234,8 +234,8 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-enum-") as tmp, servers(Path(tmp), block) as targets:
         for rtt in args.rtt_ms:
-            specs = [RelaySpec((s.relay, 25), (s.address, 25), rtt / 2000) for s in targets]
-            with DelayRelay(specs) as relay:
+            routes = [TcpRoute((s.relay, 25), (s.address, 25)) for s in targets]
+            with LatencyFront(routes, one_way_delay=rtt / 2000) as relay:
                 rows = [m for s in targets for m in run_tools(relay, s, not args.no_testssl)]
             report(rtt, rows)
     return 0

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_scan [--domains 100000] [--addresses 1000] [--peer-sample 100]
 
-Builds the world (benchmarks/world.py), starts nsd and the mail-server farm (in its own process, so the
+Builds the world (worlds/bench.py), starts nsd and the mail-server farm (in its own process, so the
 scanner's figures are its own), runs ``python -m scanner scan`` as a child process and prints domains/s,
 probes/s, DNS queries/s, CPU seconds per 1,000 domains and peak RSS of the scanner. With
 ``--peer-sample N`` it also runs checkdmarc (a peer tool that checks MX + STARTTLS) over the first N
@@ -35,7 +35,7 @@ from typing import Any
 import duckdb
 
 from benchmarks.junk import add_junk, physical_lines
-from benchmarks.world import BenchWorld, add_sni_hosting, add_wildcard_domains, build
+from worlds.bench import BenchWorld, add_sni_hosting, add_wildcard_domains, build
 from worlds.dns import NsdServer
 from worlds.latency import LatencyFrontProcess, TcpRoute, UdpRoute
 from worlds.procs import tree_cpu_seconds

@@ -40,7 +40,6 @@ __all__ = [
     "InputTotal",
     "LineSplitter",
     "check_input",
-    "count_lines",
     "input_digest",
     "input_total",
     "is_stream_source",
@@ -412,13 +411,6 @@ async def read_domains_async(
         yield items
 
 
-def count_lines(source: str | Path) -> int | None:
-    """Number of non-blank, non-comment lines of a plain file, for the progress bar; None for stream and
-    gzip input (see ``input_total`` for a gzip total)."""
-    total = input_total(source, gzip_count_limit=-1)
-    return total.lines if total is not None else None
-
-
 @dataclass(frozen=True, slots=True)
 class InputTotal:
     """How many lines the input has, for progress and ETA: ``counted`` exactly, or ``estimated``."""
@@ -441,7 +433,6 @@ def input_total(source: str | Path, gzip_count_limit: int = GZIP_COUNT_LIMIT) ->
     """Lines of the input that become rows; None for a stream (stdin, FIFO) or an unreadable file.
 
     Reads fixed-size chunks, never a whole line: a file that is one 600 MB line costs 64 KiB here.
-    A negative ``gzip_count_limit`` gives up on gzip input instead of counting or estimating it.
     """
     if is_stream_source(source):
         return None  # it can be read only once, and that read is the scan's
@@ -451,8 +442,6 @@ def input_total(source: str | Path, gzip_count_limit: int = GZIP_COUNT_LIMIT) ->
             if fh.read(2) != _GZIP_MAGIC:
                 fh.seek(0)
                 return InputTotal(_count_meaningful(_chunks(fh)), "counted")
-            if gzip_count_limit < 0:
-                return None
             size = path.stat().st_size
             fh.seek(0)
             with gzip.open(fh, "rb") as unzipped:

@@ -44,7 +44,7 @@ from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.net.families import detect_families
 from scanner.net.limits import PolitenessLimiter
-from scanner.output.parquet import DatasetWriter
+from scanner.output.parquet import DamagedOutputError, DatasetWriter
 from scanner.output.rows import DomainRow, ProbeRow, SessionRow
 from scanner.output.sink import RowSink
 from scanner.policy.domain import PolicyChecker
@@ -133,14 +133,17 @@ class ScanFailed(Exception):
 
     Everything committed before the failure is kept and the same command resumes the scan.
     ``exit_code`` is ``CANT_CREATE`` when the output could not be written (disk full, I/O error,
-    permissions; any failure of the writer), ``FAILED`` for a bug elsewhere.
+    permissions; any failure of the writer), ``DATA_ERROR`` when a committed file read back is damaged,
+    ``FAILED`` for a bug elsewhere.
     """
 
     def __init__(self, task: str, cause: BaseException) -> None:
         # The writer's failures and the work files' (SQLite in OUT/.work) are the output's.
         self.output = task == "writer" or isinstance(cause, OSError | sqlite3.OperationalError)
         self.exit_code = ExitCode.CANT_CREATE if self.output else ExitCode.FAILED
-        if self.output:
+        if isinstance(cause, DamagedOutputError):  # a committed probe file read back at start (scanner.resume)
+            self.exit_code, message = ExitCode.DATA_ERROR, str(cause)
+        elif self.output:
             message = f"the output cannot be written: {type(cause).__name__}: {cause}"
         else:
             message = f"the scan's {task} task failed (a bug): {describe_bug(cause)}"
@@ -404,7 +407,7 @@ class Scan:
         self._probe_service = ProbeService(self.config, policy, self._trust, self._emit_probe_rows, self.scan_id,
                                            self.attempt, done, self.families, limits=self._limits)
         if self.resume:
-            self._probe_service.seed(self.resume.probes)
+            self._probe_service.seed(self.resume.probes.summaries(done.get))
         if self.config.policy_checks:
             self._policies = PolicyChecker(self.config, self._resolver, policy, self._limits.slot)
         probe_workers = [self._supervise(asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}"))

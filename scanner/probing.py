@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -126,10 +126,11 @@ class ProbeService:
         """Distinct probes of the scan: running, queued, finished, and reused from an earlier attempt."""
         return len(self._done) - self._views + len(self._pending)
 
-    def seed(self, summaries: Mapping[str, ProbeSummary]) -> None:
+    def seed(self, summaries: Iterable[tuple[str, ProbeSummary]]) -> None:
         """Results of probes (and of SNI sessions, keyed by ``link_key``) committed by an earlier attempt
-        of this scan: reused, never repeated."""
-        for key, summary in summaries.items():
+        of this scan: reused, never repeated. A stream (``scanner.resume.CommittedProbes``), put one by one
+        into the bounded cache."""
+        for key, summary in summaries:
             self._done.put(key, summary)
             if summary.cert_source is CertSource.OWN_SNI or summary.cert_source is CertSource.SESSION_FAILED:
                 self._views += 1

@@ -15,6 +15,7 @@ one scan id and numbers the attempts.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,28 @@ from scanner.records import ProbeSummary, link_key
 from scanner.scan_record import AttemptCounts, ScanRecord, committed_counts, committed_run_attempts
 from scanner.status import SessionKind
 
-__all__ = ["LineSet", "ResumeState", "fingerprint", "load_resume_state", "mark_complete", "scan_is_complete"]
+__all__ = ["SESSION_COLUMNS", "SUMMARY_COLUMNS", "CommittedProbes", "LineSet", "ResumeState", "fingerprint",
+           "load_resume_state", "mark_complete", "scan_is_complete"]
 
 _FINGERPRINT = "scan.json"
 _COMPLETE = "complete"
+_BATCH_ROWS = 2048  # rows decoded at a time: a batch of summaries, never a whole part file or table
+
+# The probe-row columns ``probe_summary_from_row`` reads, and the session-row columns
+# ``session_summary_from_row`` reads (tests/unit/test_resume_stream.py holds both lists to the functions):
+# the SMTP texts, names and other certificate columns of a row are not read back.
+SUMMARY_COLUMNS = (
+    "probe_id", "status", "started_at", "sni", "cert_chain", "cert_trust", "cert_expired", "cert_not_yet_valid",
+    "cert_self_signed", "plaintext_after_starttls", "cert_no_sni_sha256", "sni_selects_certificate",
+    "inconsistent_facts", "enum_mode", "enum_sessions", "enum_complete", "hello_quirks",
+    "ver_ssl3", "ver_tls1_0", "ver_tls1_1", "ver_tls1_2", "ver_tls1_3",
+    "suites_ssl3", "suites_tls1_0", "suites_tls1_1", "suites_tls1_2", "suites_tls1_3",
+    "weak_classes", "weak_complete", "nist_r1", "nist_r2", "preferred_suite", "preferred_version", "server_order",
+    "server_order_suites", "kx_groups", "kx_groups_complete", "kx_preferred_group", "dh_bits", "dh_group",
+    "dhe_accepted", "secure_renegotiation", "tls_compression", "extended_master_secret", "encrypt_then_mac",
+    "heartbeat", "ocsp_stapling", "fallback_scsv",
+)
+SESSION_COLUMNS = ("probe_id", "kind", "sni", "status", "started_at", "cert_chain", "contradicts")
 
 
 class LineSet:
@@ -59,11 +78,44 @@ class LineSet:
         return byte < len(self._bits) and bool(self._bits[byte] >> bit & 1)
 
 
+@dataclass(frozen=True, slots=True)
+class CommittedProbes:
+    """The probes (and further MX names' SNI sessions) that earlier attempts committed, read on demand.
+
+    Not a dict of every summary: ``summaries`` decodes the committed rows a batch at a time, with only the
+    columns a summary needs, so the caller can put them straight into its bounded cache
+    (``scanner.probe_cache.SummaryCache``) and memory does not grow with the number of addresses.
+    """
+
+    probe_files: tuple[str, ...] = ()
+    session_files: tuple[str, ...] = ()
+    trust: TrustStore | None = None
+    sni_checks: bool = True
+    count: int = 0  # committed probe rows
+
+    def __len__(self) -> int:
+        return self.count
+
+    def summaries(self, committed: Callable[[str], ProbeSummary | None]) -> Iterator[tuple[str, ProbeSummary]]:
+        """(cache key, summary) of every committed probe, then of every further name's SNI session.
+
+        A session's summary is its address's probe seen through that name: ``committed`` looks the probe
+        up where the caller put it (every probe comes before any session).
+        """
+        if self.trust is None:
+            return
+        for row in _batched_rows(self.probe_files, SUMMARY_COLUMNS):
+            yield row["probe_id"], probe_summary_from_row(row, self.trust, self.sni_checks)
+        for row in _batched_rows(self.session_files, SESSION_COLUMNS):
+            if row["kind"] == SessionKind.SNI.value and (base := committed(row["probe_id"])) is not None:
+                yield link_key(row["probe_id"], row["sni"]), session_summary_from_row(row, base, self.trust)
+
+
 @dataclass(slots=True)
 class ResumeState:
     attempt: int  # 1 for a fresh scan
     done_lines: LineSet
-    probes: dict[str, ProbeSummary]
+    probes: CommittedProbes
     next_segment: int
     removed_files: int
     record: ScanRecord | None = None  # the scan's record: its id and earlier attempts (None: a new scan)
@@ -132,7 +184,7 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
                              "(a stream is read only once): pass the input as a regular file, or --overwrite")
     _check_fingerprint(out_dir, fingerprint(config, source))
     done = LineSet()
-    probes: dict[str, ProbeSummary] = {}
+    probes = CommittedProbes()
     record = ScanRecord.load(out_dir)
     attempt = record.next_attempt if record else 1
     if recovery.committed and record is None:
@@ -146,22 +198,34 @@ def load_resume_state(out_dir: Path, config: ScanConfig, source: str | Path, tru
         for path in _committed_files(out_dir, "domains"):
             for line_no in _read(path, ["input_line"]).column("input_line").to_pylist():
                 done.add(line_no)
-        for path in _committed_files(out_dir, "probes"):
-            for row in _read(path).to_pylist():
-                probes[row["probe_id"]] = probe_summary_from_row(row, trust, config.probe.sni_checks)
-        # Further MX names' SNI sessions: reused like probes (keyed after their address's probe).
-        for path in _committed_files(out_dir, "sessions"):
-            for row in _read(path).to_pylist():
-                base = probes.get(row["probe_id"])
-                if row["kind"] == SessionKind.SNI.value and base is not None:
-                    probes[link_key(row["probe_id"], row["sni"])] = session_summary_from_row(row, base, trust)
+    committed = committed_counts(out_dir)
+    if recovery.committed:
+        # Probes are only listed here; the scan streams them into its summary cache (CommittedProbes).
+        probes = CommittedProbes(tuple(_committed_files(out_dir, "probes")),
+                                 tuple(_committed_files(out_dir, "sessions")), trust, config.probe.sni_checks,
+                                 sum(c.probes for c in committed.values()))
     return ResumeState(attempt, done, probes, recovery.next_segment, recovery.removed_files, record,
-                       committed_counts(out_dir), frozenset(committed_run_attempts(out_dir)))
+                       committed, frozenset(committed_run_attempts(out_dir)))
 
 
 def _read(path: str, columns: list[str] | None = None) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns)
     except (OSError, ValueError, KeyError) as exc:  # ArrowInvalid is a ValueError; a missing column a KeyError
-        raise DamagedOutputError(f"committed file {path} is unreadable ({exc}): the dataset is damaged; restore "
-                                 "it, or start over with --overwrite") from exc
+        raise _damaged(path, exc) from exc
+
+
+def _batched_rows(paths: Sequence[str], columns: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """The rows of ``paths``, ``_BATCH_ROWS`` at a time, with only ``columns``."""
+    for path in paths:
+        try:
+            with pq.ParquetFile(path) as part:
+                for batch in part.iter_batches(batch_size=_BATCH_ROWS, columns=list(columns)):
+                    yield from batch.to_pylist()
+        except (OSError, ValueError, KeyError) as exc:
+            raise _damaged(path, exc) from exc
+
+
+def _damaged(path: str, exc: BaseException) -> DamagedOutputError:
+    return DamagedOutputError(f"committed file {path} is unreadable ({exc}): the dataset is damaged; restore it, "
+                              "or start over with --overwrite")

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check scanner tests worlds benchmarks
-echo "== mypy --strict scanner/"
-.venv/bin/mypy scanner
+echo "== mypy --strict scanner/ worlds/"
+.venv/bin/mypy scanner worlds
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

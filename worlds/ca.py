@@ -206,19 +206,13 @@ class TestCA:
         self._ca_file = workdir / "ca.pem"
         self._ca_file.write_bytes(_cert_pem(self._root_cert))
         (workdir / "ca.key").write_bytes(_key_pem(self._root_key))
-        self._intermediate_file = workdir / "intermediate.pem"
-        self._intermediate_file.write_bytes(_cert_pem(self._int_cert))
+        (workdir / "intermediate.pem").write_bytes(_cert_pem(self._int_cert))
         (workdir / "intermediate.key").write_bytes(_key_pem(self._int_key))
 
     @property
     def ca_file(self) -> Path:
         """PEM file of the root certificate (the trust anchor for clients)."""
         return self._ca_file
-
-    @property
-    def intermediate_file(self) -> Path:
-        """PEM file of the intermediate certificate alone."""
-        return self._intermediate_file
 
     @property
     def root_der(self) -> bytes:

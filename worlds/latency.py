@@ -5,7 +5,10 @@ The kernel here has no netem, so ``tc qdisc ... delay 25ms`` is not available.
 and UDP datagram to a target address, and holds each chunk of bytes, each
 EOF, each close and each datagram for ``one_way_delay`` seconds before passing
 it on.  A request/response exchange therefore costs ``2 * one_way_delay`` more
-than it would without the front.
+than it would without the front.  A TCP route with alternates is also a
+round-robin front (session n to target n mod k: a load balancer whose backends
+disagree), and the per-route session counts tell how many connections a tool
+(ours or a peer) opened against a server, whatever its own logs say.
 
 What is *not* emulated: the TCP handshake.  The kernel completes the client's
 ``connect()`` at once (the front accepts locally) and the front connects to
@@ -60,7 +63,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 
-from worlds.procs import ReadyChild, serve_until_terminated
+from worlds.procs import LoopThread, ReadyChild, serve_until_terminated
 from worlds.smtp import _ensure_fd_limit, _new_loop, listener_key
 
 __all__ = [
@@ -138,7 +141,18 @@ class _Route:
 
 @dataclass(frozen=True)
 class TcpRoute(_Route):
-    """Accept TCP on ``listen`` and relay each session to ``target`` (both loopback ``(host, port)``)."""
+    """Accept TCP on ``listen`` and relay each session to ``target`` (both loopback ``(host, port)``).
+
+    With ``alternates`` the route is a round-robin front: session n goes to ``(target, *alternates)[n mod
+    k]``, so one address answers from servers configured differently (a load balancer whose backends
+    disagree).
+    """
+
+    alternates: tuple[Address, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "alternates", tuple(_check_address(a, "alternate") for a in self.alternates))
 
 
 @dataclass(frozen=True)
@@ -487,7 +501,8 @@ class LatencyFront:
     """Relay TCP sessions and UDP datagrams on loopback, each way ``one_way_delay`` seconds late.
 
     Runs in the current event loop: ``await front.start()`` / ``await front.stop()``
-    or ``async with front:``.  Counters are plain attributes, read them any time:
+    or ``async with front:``; or on its own thread for synchronous callers: ``with front:``
+    (``start_in_thread`` / ``stop_in_thread``).  Counters are plain attributes, read them any time:
     ``accepted[listen]`` (TCP sessions per route), ``connect_failures[listen]``,
     ``current_connections`` / ``peak_connections`` (all routes), ``udp_to_target[listen]``,
     ``udp_to_client[listen]``, ``udp_dropped``; :meth:`stats` collects them all.
@@ -518,7 +533,8 @@ class LatencyFront:
         self.udp_idle_timeout = udp_idle_timeout
         self.udp_sweep_interval = udp_sweep_interval
 
-        self._tcp_targets: dict[Address, Address] = {r.listen: r.target for r in self.tcp_routes}
+        self._tcp_targets: dict[Address, tuple[Address, ...]] = {
+            r.listen: (r.target, *r.alternates) for r in self.tcp_routes}
         self.accepted: dict[Address, int] = {r.listen: 0 for r in self.tcp_routes}
         self.connect_failures: dict[Address, int] = {r.listen: 0 for r in self.tcp_routes}
         self.current_connections = 0
@@ -542,6 +558,7 @@ class LatencyFront:
         self._udp_lru: OrderedDict[_UdpUpstream, None] = OrderedDict()
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._in_thread = LoopThread("latency-front")
 
     # --- lifecycle
 
@@ -610,6 +627,22 @@ class LatencyFront:
         await asyncio.sleep(0)
         self._loop = None
 
+    def start_in_thread(self, timeout: float = 30.0) -> None:
+        """Run the front in its own event loop on a daemon thread (for synchronous callers); returns once bound."""
+        self._in_thread.start(asyncio.new_event_loop(), self.start, timeout)
+
+    def stop_in_thread(self, timeout: float = 30.0) -> None:
+        """Stop a front started with :meth:`start_in_thread` and join its thread."""
+        self._in_thread.stop(self.stop, timeout)
+
+    def __enter__(self) -> Self:
+        self.start_in_thread()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop_in_thread()
+
     async def __aenter__(self) -> LatencyFront:
         await self.start()
         return self
@@ -623,18 +656,20 @@ class LatencyFront:
 
     def _client_accepted(self, client: _TcpEnd) -> None:
         assert client.route_key is not None and self._loop is not None
+        turn = self.accepted[client.route_key]  # the session's number: its target (round robin)
         self.accepted[client.route_key] += 1
         self.current_connections += 1
         self.peak_connections = max(self.peak_connections, self.current_connections)
-        task = self._loop.create_task(self._connect(client))
+        task = self._loop.create_task(self._connect(client, turn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, client: _TcpEnd) -> None:
-        """Open the target side of ``client``'s session, then let the client's bytes flow."""
+    async def _connect(self, client: _TcpEnd, turn: int) -> None:
+        """Open the target side of ``client``'s session (number ``turn``), then let the client's bytes flow."""
         assert client.route_key is not None and self._loop is not None
         loop = self._loop
-        target = self._tcp_targets[client.route_key]
+        targets = self._tcp_targets[client.route_key]
+        target = targets[turn % len(targets)]
         upstream = client.peer = _TcpEnd(self, None, peer=client)
         sock: socket.socket | None = None
         try:
@@ -825,7 +860,8 @@ def write_spec_file(
     """``{"one_way_delay": d, "tcp": [{"listen": [h, p], "target": [h, p]}, ...], "udp": [...]}``."""
     payload = {
         "one_way_delay": one_way_delay,
-        "tcp": [{"listen": list(r.listen), "target": list(r.target)} for r in tcp_routes],
+        "tcp": [{"listen": list(r.listen), "target": list(r.target), "alternates": [list(a) for a in r.alternates]}
+                for r in tcp_routes],
         "udp": [{"listen": list(r.listen), "target": list(r.target)} for r in udp_routes],
     }
     path.write_text(json.dumps(payload), encoding="utf-8")
@@ -834,7 +870,8 @@ def write_spec_file(
 def read_spec_file(path: Path) -> tuple[list[TcpRoute], list[UdpRoute], float]:
     """Inverse of :func:`write_spec_file`; every route is validated again."""
     payload: Mapping[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    tcp = [TcpRoute(_pair(r["listen"]), _pair(r["target"])) for r in payload.get("tcp", [])]
+    tcp = [TcpRoute(_pair(r["listen"]), _pair(r["target"]), tuple(_pair(a) for a in r.get("alternates", [])))
+           for r in payload.get("tcp", [])]
     udp = [UdpRoute(_pair(r["listen"]), _pair(r["target"])) for r in payload.get("udp", [])]
     return tcp, udp, float(payload["one_way_delay"])
 

@@ -196,7 +196,10 @@ class _AbsoluteZone(Zone):
 def _zone(block: str, certs: dict[str, CertFiles | None], epoch: int = 0) -> Zone:
     zone = _AbsoluteZone(ZONE, [])
     _add_policies(zone, block, certs, epoch)
-    host = lambda index: loopback_host(block, index)  # noqa: E731 - a local shorthand
+
+    def host(index: int) -> str:
+        return loopback_host(block, index)
+
     for label, (index, _, _) in _SERVERS.items():
         moved = epoch >= 1 and label == "mx-multiline"
         zone.a(_fqdn(label), host(_SERVERS["mx-notls"][0] if moved else index))

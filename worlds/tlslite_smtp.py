@@ -56,7 +56,6 @@ __all__ = [
     "HandshakeRecord",
     "TlsliteSmtpServer",
     "TlsliteStats",
-    "tlslite_version",
 ]
 
 # RFC 5321 §4.5.3.1.4/§4.5.3.1.5: command lines are at most 512 octets, reply
@@ -81,13 +80,6 @@ _VERSION_NAMES = {
 
 # tlslite-ng's own default HandshakeSettings.versions (TLS 1.3 down to TLS 1.0).
 TLSLITE_DEFAULT_VERSIONS: tuple[tuple[int, int], ...] = ((3, 4), (3, 3), (3, 2), (3, 1))
-
-
-def tlslite_version() -> str:
-    """The installed tlslite-ng version (for reports)."""
-    import tlslite  # type: ignore[import-untyped]
-
-    return str(tlslite.__version__)
 
 
 @dataclass(frozen=True)

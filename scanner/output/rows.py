@@ -73,7 +73,7 @@ class DomainRow:
     input_line: int = col("1-based line number in the input file where the domain (first) appeared.")
     input_raw: str = col("The input line as read (trimmed, at most 300 characters).")
     input_rank: int | None = col("Rank given by a Tranco-style 'rank,domain' input line; null for a bare domain.")
-    status: DomainStatus = col("What happened to this domain: see schemas/README.md for the values.")
+    status: DomainStatus = col("What happened to this domain (values explained in scanner/status.py: DomainStatus).")
     status_detail: str = col("Human-readable detail of the status (empty when ok).")
     duplicate_of_line: int | None = col("For status 'duplicate': the line where the domain first appeared.")
     mx_source: MxSource = col("'mx' (MX records), 'implicit' (A/AAAA of the domain, RFC 5321 §5.1), "
@@ -208,7 +208,7 @@ class ProbeRow:
     port: int = col("TCP port.")
     mx_hosts: list[str] = col("MX host names that resolved to this address when the probe started (first = SNI).")
     sni: str | None = col("Server name sent in the TLS ClientHello.")
-    status: ProbeStatus = col("Conclusion of the probe; see schemas/README.md.")
+    status: ProbeStatus = col("Conclusion of the probe (values explained in scanner/status.py: ProbeStatus).")
     failure_phase: Phase | None = col("Phase in which the probe failed (null on success or a clean no-STARTTLS).")
     failure_class: FailureClass | None = col("Class of the failure (timeout, refused, smtp_421, tls_alert, ...).")
     failure_detail: str = col("Human-readable failure detail (OpenSSL reason, reply text, ...).")

@@ -12,7 +12,7 @@ from typing import Final
 
 from scanner.report.model import Citation, PublishedValue
 
-__all__ = ["CITATIONS", "DANE", "INJECTION", "STARTTLS"]
+__all__ = ["DANE", "INJECTION", "STARTTLS"]
 
 DURUMERIC_2015: Final = Citation(
     authors="Z. Durumeric, D. Adrian, A. Mirian, J. Kasten, E. Bursztein, N. Lidzborski, K. Thomas, V. Eranti, "
@@ -31,8 +31,6 @@ PODDEBNIAK_2021: Final = Citation(
     title="Why TLS is better without STARTTLS: A Security Analysis of STARTTLS in the Email Context",
     venue="30th USENIX Security Symposium", year=2021, short="Poddebniak et al., USENIX Security 2021",
 )
-CITATIONS: Final = (DURUMERIC_2015, LEE_2020, PODDEBNIAK_2021)
-
 STARTTLS: Final = (
     PublishedValue(DURUMERIC_2015, "abstract", "long tail of over 700,000 SMTP servers (MX of the Alexa Top Million)",
                    0.35, "35% successfully configure encryption"),

@@ -23,7 +23,6 @@ __all__ = [
     "format_percent",
     "format_points",
     "format_points_interval",
-    "format_share",
     "newcombe_difference",
     "wilson_interval",
 ]
@@ -135,11 +134,6 @@ def format_percent(value: float | None) -> str:
 def format_count(value: int) -> str:
     """Thousands separated by a thin space-free comma: ``1234567`` → ``1,234,567``."""
     return f"{value:,}"
-
-
-def format_share(share: Share) -> str:
-    """``35.0% (7 / 20)``; ``n/a (0 / 0)`` when the denominator is 0."""
-    return f"{format_percent(share.value)} ({format_count(share.numerator)} / {format_count(share.denominator)})"
 
 
 def format_ci(share: Share) -> str:

@@ -18,9 +18,9 @@ from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy
 from scanner.policy.mta_sts import StsError
 from scanner.policy.sts_fetch import StsFetch, fetch_policy
+from tests.integration.scanning import run_scan
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
-from worlds.scancli import run_scan
 from worlds.sniff import SynCounter
 
 EMBEDDED = {

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.exit_codes import ExitCode
+from tests.integration.scanning import run_scan
 from worlds.dns import FaultyDnsServer
 from worlds.ports import free_port, pick_loopback_block
-from worlds.scancli import run_scan
 
 LINES = 3000
 

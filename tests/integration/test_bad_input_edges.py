@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.exit_codes import ExitCode
+from tests.integration import scanning
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, loopback_host, pick_loopback_block
 
@@ -55,10 +56,9 @@ def dns() -> Iterator[FaultyDnsServer]:
 
 
 def scan_command(dns: FaultyDnsServer, source: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "scanner", "scan", source, "-o", str(out), "--resolver", dns.resolver,
-            "--allow-private", "--no-policy", "--no-progress", "--enumerate", "off", "--throttle-retry",
-            "--per-ip-interval", "0", "--connect-timeout", "1", "--port", str(free_port("127.0.0.1")),
-            "--ehlo-name", "streams.test", *extra]
+    return scanning.scan_command(source, out, dns.resolver, "--allow-private", "--no-policy", "--enumerate", "off",
+                                 "--throttle-retry", "--per-ip-interval", "0", "--connect-timeout", "1", "--port",
+                                 str(free_port("127.0.0.1")), "--ehlo-name", "streams.test", *extra)
 
 
 def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from scanner.cli import main
 from scanner.report import build_report
+from tests.integration.scanning import scan
 from worlds.ca import TestCA
 from worlds.dns import NsdServer, Zone
 from worlds.dnssec import UnboundServer, sign_zone
@@ -113,11 +114,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanWorld]:
 @pytest.fixture(scope="module")
 def dataset(world: ScanWorld, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("scan")
-    code = main(["scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver, "--ca-file",
-                 str(world.ca_file), "--ehlo-name", "scanner.test", "--per-ip-interval", "0", "--no-progress",
-                 "--dns-timeout", "2", "--allow-private"])
-    assert code == 0
-    return out
+    return scan(world, out, "--ehlo-name", "scanner.test", "--dns-timeout", "2").path
 
 
 def _rows(out: Path, table: str) -> list[dict[str, Any]]:

@@ -20,9 +20,9 @@ from scanner.config import DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.policy.tlsa_lookup import lookup_tlsa
 from scanner.status import DnsOutcome
+from tests.integration.scanning import run_scan
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
-from worlds.scancli import run_scan
 
 FAST = {f"f{i}.test": [Record("@", "A", "192.0.2.1"), Record("@", "MX", "10 f.mail.test.")] for i in range(300)}
 DELAYS = {"s12.test": 1.2, "s18.test": 1.8, "s24.test": 2.4, "s35.test": 3.5}

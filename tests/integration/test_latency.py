@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import pytest
 
-from worlds.latency import LatencyFront, LatencyFrontProcess, TcpRoute, UdpRoute
+from worlds.latency import LatencyFront, LatencyFrontProcess, TcpRoute, UdpRoute, read_spec_file, write_spec_file
 from worlds.ports import free_port
 from worlds.procs import alive
 from worlds.smtp import listener_key
@@ -438,3 +438,41 @@ def test_process_wrapper_reports_a_failed_bind(tmp_path: Path) -> None:
         proc = LatencyFrontProcess([TcpRoute(listen, free_address())], [], DELAY, tmp_path)
         with pytest.raises(RuntimeError, match="cannot bind"):
             proc.start()
+
+
+def test_round_robin_front_in_a_thread_alternates_targets_and_counts_sessions(tmp_path: Path) -> None:
+    """A TCP route with alternates (the load balancer of worlds' SNI tests, once worlds/relay.py): session n
+    reaches target n mod k; ``with front`` runs it on its own thread; ``accepted`` counts the sessions."""
+    greeters = [free_address() for _ in range(3)]
+
+    def greeter(name: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def greet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(name)
+            await writer.drain()
+            writer.close()
+        return greet
+
+    async def main() -> list[bytes]:
+        servers = [await asyncio.start_server(greeter(b"%d" % i), *address)
+                   for i, address in enumerate(greeters)]
+        listen = free_address()
+        route = TcpRoute(listen, greeters[0], (greeters[1], greeters[2]))
+        spec = tmp_path / "spec.json"
+        write_spec_file(spec, [route], [], 0.0)
+        assert read_spec_file(spec)[0] == [route]  # alternates survive the child's spec file
+        front = LatencyFront([route])
+        await asyncio.to_thread(front.start_in_thread)
+        try:
+            heard = []
+            for _ in range(5):
+                reader, writer = await asyncio.open_connection(*listen)
+                heard.append(await reader.read())
+                writer.close()
+            assert front.accepted[listen] == 5
+        finally:
+            await asyncio.to_thread(front.stop_in_thread)
+            for server in servers:
+                server.close()
+        return heard
+
+    assert asyncio.run(main()) == [b"0", b"1", b"2", b"0", b"1"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from tests.integration.scanning import run_scan
 from worlds.dns import FaultyDnsServer, Record
 from worlds.ports import free_port, pick_loopback_block
-from worlds.scancli import run_scan
 
 LABELS = ["a" * 60, "b" * 60, "c" * 60, "d" * 56]
 HOST = ".".join([*LABELS, "long.test"])

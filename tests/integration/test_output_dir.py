@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.exit_codes import ExitCode
-from worlds import scancli
+from tests.integration import scanning
 from worlds.dns import Behaviour, FaultyDnsServer
 from worlds.ports import free_port, loopback_host, pick_loopback_block
 
@@ -50,8 +50,8 @@ def long_domains(path: Path, count: int, seed: int = 11) -> list[str]:
 
 
 def scan_command(dns: FaultyDnsServer, source: Path, out: Path, *extra: str) -> list[str]:
-    return scancli.scan_command(source, out, dns.resolver, "--allow-private", "--no-policy",
-                                "--commit-interval", "0.2", "--rows-per-file", "300", *extra)
+    return scanning.scan_command(source, out, dns.resolver, "--allow-private", "--no-policy",
+                                 "--commit-interval", "0.2", "--rows-per-file", "300", *extra)
 
 
 def domain_lines(out: Path) -> list[int]:

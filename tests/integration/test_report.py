@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ from scanner.report.render import DRILL_COLUMNS
 from scanner.report.stats import newcombe_difference, wilson_interval
 from scanner.tls.groups import DEPRECATED_EC_GROUPS, group_name
 from tests.integration.browser import ARTIFACTS, CHROMIUM, WIDTHS, inspect_page
-from worlds.ports import pick_loopback_block
-from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
+from tests.integration.scanning import STANDARD_OPTIONS, scan
+from worlds.scenario import SLOW_BANNER_DELAY, World
 
 pytestmark = pytest.mark.slow
 
@@ -39,47 +38,26 @@ VERSION_RANK = {"TLSv1.3": 5, "TLSv1.2": 4, "TLSv1.1": 3, "TLSv1.0": 2, "SSLv3":
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with standard_world(tmp_path_factory.mktemp("world"), pick_loopback_block()) as w:
-        yield w
-
-
-def _scan(world: World, domains: Path, out: Path, *extra: str) -> None:
-    code = main([
-        "scan", str(domains), "-o", str(out), "--resolver", world.resolver, "--ca-file", str(world.ca_file),
-        "--ehlo-name", "scanner.test", "--banner-timeout", str(SLOW_BANNER_DELAY / 3), "--per-ip-interval", "0",
-        "--no-progress", "--dns-timeout", "1", "--throttle-retry", "0.1", "--allow-private", *extra,
-    ])
-    assert code == 0
+def report(standard_scan: Path) -> Report:
+    return build_report(standard_scan)
 
 
 @pytest.fixture(scope="module")
-def dataset(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("scan")
-    _scan(world, world.domains_file, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def report(dataset: Path) -> Report:
-    return build_report(dataset)
-
-
-@pytest.fixture(scope="module")
-def second_scan(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def second_scan(standard: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The world again, without one domain, with one new (non-existent) domain, without policy checks and with
     a longer banner timeout (still shorter than the slow server's delay): settings that differ."""
     work = tmp_path_factory.mktemp("second")
-    lines = [d for d in world.expected if d != "refused.world.test"] + ["added.world.test"]
+    lines = [d for d in standard.expected if d != "refused.world.test"] + ["added.world.test"]
     domains = work / "domains.txt"
     domains.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _scan(world, domains, work / "out", "--no-policy", "--banner-timeout", str(SLOW_BANNER_DELAY / 2))
+    scan(standard, work / "out", *STANDARD_OPTIONS, "--no-policy", "--banner-timeout", str(SLOW_BANNER_DELAY / 2),
+         domains=domains)
     return work / "out"
 
 
 @pytest.fixture(scope="module")
-def compared(dataset: Path, second_scan: Path) -> Report:
-    return build_report(second_scan, baseline=dataset, allow_different_settings=True)
+def compared(standard_scan: Path, second_scan: Path) -> Report:
+    return build_report(second_scan, baseline=standard_scan, allow_different_settings=True)
 
 
 # --- independent counts (pandas on the Parquet files) ----------------------------------------------
@@ -96,8 +74,8 @@ class Frames:
 
 
 @pytest.fixture(scope="module")
-def frames(dataset: Path) -> Frames:
-    return Frames(dataset)
+def frames(standard_scan: Path) -> Frames:
+    return Frames(standard_scan)
 
 
 def _n(mask: Any) -> int:
@@ -140,10 +118,10 @@ def assert_table(table: FigureTable, expected: dict[str, tuple[int, int]]) -> No
 # --- figures against pandas ------------------------------------------------------------------------
 
 
-def test_domain_status_and_funnel(report: Report, frames: Frames, world: World) -> None:
+def test_domain_status_and_funnel(report: Report, frames: Frames, standard: World) -> None:
     d = frames.domains
     lines = len(d)
-    assert lines == len(world.expected)
+    assert lines == len(standard.expected)
     statuses = d.status.value_counts().to_dict()
     expected = {s: (int(statuses.get(s, 0)), lines) for s in (
         "ok", "invalid_input", "duplicate", "excluded", "null_mx", "dns_nxdomain", "dns_no_mail_host",
@@ -152,7 +130,7 @@ def test_domain_status_and_funnel(report: Report, frames: Frames, world: World) 
     expected["ok_mx"] = (_n((d.status == "ok") & (d.mx_source == "mx")), lines)
     assert_table(report.domain_status, expected)
     # The world's design: 20 mail domains, one of them through implicit MX, one null MX, one SERVFAIL.
-    assert expected["ok"][0] == sum(1 for e in world.expected.values() if e.domain_status == "ok")
+    assert expected["ok"][0] == sum(1 for e in standard.expected.values() if e.domain_status == "ok")
     assert (expected["ok_implicit"][0], expected["null_mx"][0], expected["dns_servfail"][0]) == (1, 1, 1)
 
     addresses = frames.mx[frames.mx.address.notna()].drop_duplicates("address")
@@ -175,7 +153,7 @@ def test_domain_status_and_funnel(report: Report, frames: Frames, world: World) 
     })
 
 
-def test_starttls_verdicts(report: Report, frames: Frames, world: World) -> None:
+def test_starttls_verdicts(report: Report, frames: Frames, standard: World) -> None:
     mail = frames.mail
     counts = mail.starttls.value_counts().to_dict()
     decided = sum(int(counts.get(k, 0)) for k in ("all", "some", "none"))
@@ -184,7 +162,7 @@ def test_starttls_verdicts(report: Report, frames: Frames, world: World) -> None
         "any": (_n(mail.starttls_any.fillna(False).astype(bool)), len(mail)),
     })
     assert_table(report.starttls_decided, {k: (int(counts.get(k, 0)), decided) for k in ("all", "some", "none")})
-    designed = [e.starttls for e in world.expected.values() if e.domain_status == "ok"]
+    designed = [e.starttls for e in standard.expected.values() if e.domain_status == "ok"]
     assert report.starttls.get("all").numerator == designed.count("all")
     assert report.starttls.get("incomplete").numerator == designed.count("incomplete")
 
@@ -404,22 +382,22 @@ def test_written_files(report: Report, tmp_path: Path) -> None:
     assert "### STARTTLS per mail domain" in markdown and "95% CI" in markdown
 
 
-def test_overwrite_removes_the_previous_scans_report(world: World, tmp_path: Path) -> None:
+def test_overwrite_removes_the_previous_scans_report(standard: World, tmp_path: Path) -> None:
     domains = tmp_path / "one.txt"
     domains.write_text("good.world.test\n", encoding="utf-8")
     out = tmp_path / "out"
-    _scan(world, domains, out)
+    scan(standard, out, *STANDARD_OPTIONS, domains=domains)
     assert main(["report", str(out)]) == 0 and main(["export", str(out), "--table", "run"]) == 0
     assert (out / "report" / "report.html").is_file() and (out / "export" / "run.jsonl").is_file()
-    _scan(world, domains, out, "--overwrite")
+    scan(standard, out, *STANDARD_OPTIONS, "--overwrite", domains=domains)
     assert not (out / "report").exists() and not (out / "export").exists()  # nothing describes the old scan
 
 
-def test_empty_scan_reports_na(world: World, tmp_path: Path) -> None:
+def test_empty_scan_reports_na(standard: World, tmp_path: Path) -> None:
     """A scan whose input holds nothing valid: every share is 0/0 → n/a, and the files are written."""
     domains = tmp_path / "in.txt"
     domains.write_text("not a domain\n", encoding="utf-8")
-    _scan(world, domains, tmp_path / "out")
+    scan(standard, tmp_path / "out", *STANDARD_OPTIONS, domains=domains)
     rep = build_report(tmp_path / "out")
     assert rep.starttls.get("all") == Share.estimate(0, 0) and rep.starttls.get("all").value is None
     assert rep.domain_status.get("invalid_input") == Share.count(1, 1) and rep.providers == ()
@@ -430,10 +408,10 @@ def test_empty_scan_reports_na(world: World, tmp_path: Path) -> None:
 # --- baseline --------------------------------------------------------------------------------------
 
 
-def test_baseline_changed_domains(compared: Report, dataset: Path, second_scan: Path) -> None:
+def test_baseline_changed_domains(compared: Report, standard_scan: Path, second_scan: Path) -> None:
     base = compared.baseline
     assert base is not None
-    old, new = Frames(dataset).domains, Frames(second_scan).domains
+    old, new = Frames(standard_scan).domains, Frames(second_scan).domains
     cols = ["domain", "grade", "starttls"]
     merged = old[old.domain.notna()][cols].merge(new[new.domain.notna()][cols], on="domain", how="outer",
                                                  suffixes=("_old", "_new"), indicator="side")
@@ -459,15 +437,15 @@ def test_baseline_changed_domains(compared: Report, dataset: Path, second_scan: 
 
 
 def test_baseline_with_different_settings_refused_unless_allowed(
-    dataset: Path, second_scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    standard_scan: Path, second_scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     dest = tmp_path / "rep"
-    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest)]) == ExitCode.CONFIG
+    assert main(["report", str(second_scan), "--baseline", str(standard_scan), "--dest", str(dest)]) == ExitCode.CONFIG
     err = " ".join(capsys.readouterr().err.split())
     assert f"probe.banner_timeout: {SLOW_BANNER_DELAY / 3!r} -> {SLOW_BANNER_DELAY / 2!r}" in err
     assert "policy_checks: True -> False" in err and "--allow-different-settings" in err
     assert not dest.exists()
-    assert main(["report", str(second_scan), "--baseline", str(dataset), "--dest", str(dest),
+    assert main(["report", str(second_scan), "--baseline", str(standard_scan), "--dest", str(dest),
                  "--allow-different-settings"]) == 0
     html, markdown = (dest / "report.html").read_text(), (dest / "report.md").read_text()
     assert 'id="settings-warning"' in html and "probe.banner_timeout" in html.split("</header>")[0]
@@ -477,7 +455,7 @@ def test_baseline_with_different_settings_refused_unless_allowed(
         f"probe.banner_timeout: {SLOW_BANNER_DELAY / 3!r} -> {SLOW_BANNER_DELAY / 2!r}",
         "policy_checks: True -> False"])
     # The same scan as its own baseline: nothing differs, no warning, no change excludes zero.
-    assert main(["report", str(dataset), "--baseline", str(dataset), "--dest", str(tmp_path / "self")]) == 0
+    assert main(["report", str(standard_scan), "--baseline", str(standard_scan), "--dest", str(tmp_path / "self")]) == 0
     same = json.loads((tmp_path / "self" / "report.json").read_text())["baseline"]
     assert same["settings_differences"] == [] and not any(d["significant"] for d in same["deltas"])
 
@@ -514,7 +492,7 @@ def _failing(f: Frames) -> list[str]:
     return sorted(d[mask].domain)
 
 
-def test_drill_down_inline_and_sidecar(dataset: Path, report: Report, frames: Frames, tmp_path: Path) -> None:
+def test_drill_down_inline_and_sidecar(standard_scan: Path, report: Report, frames: Frames, tmp_path: Path) -> None:
     everything = set(frames.domains[frames.domains.domain.notna()].domain)
     drill = report.drill
     assert drill.total == len(everything) and drill.sidecar == "" and len(drill.inline) == drill.total
@@ -526,10 +504,10 @@ def test_drill_down_inline_and_sidecar(dataset: Path, report: Report, frames: Fr
     # the domain earns A+ with its enforced MTA-STS policy; the link itself grades A
     assert (good.grade, good.starttls, good.mx) == ("A+", "all", "mx-good.world.test A starttls_ok")
     # A small page: five domains inline, the others in the sidecar, every domain exactly once.
-    small = build_report(dataset, drill_inline=5)
+    small = build_report(standard_scan, drill_inline=5)
     assert [line.domain for line in small.drill.inline] == failing[:5]
     files = write_report(small, tmp_path)
-    sidecar = write_domains_sidecar(dataset, small.drill, tmp_path)
+    sidecar = write_domains_sidecar(standard_scan, small.drill, tmp_path)
     assert sidecar == tmp_path / "report-domains.jsonl" and small.drill.sidecar_rows == len(everything) - 5
     rest = [json.loads(line) for line in sidecar.read_text().splitlines()]
     assert len(rest) == small.drill.sidecar_rows and set(rest[0]) == set(DRILL_COLUMNS)
@@ -554,11 +532,12 @@ _DRILL = """(() => {
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package (/usr/bin/chromium)")
 @pytest.mark.parametrize("width", WIDTHS)
-async def test_html_in_headless_chromium(dataset: Path, compared: Report, tmp_path: Path, width: int) -> None:
-    small = build_report(dataset, drill_inline=5)  # the page's drill-down loads the other domains from the sidecar
+async def test_html_in_headless_chromium(standard_scan: Path, compared: Report, tmp_path: Path, width: int) -> None:
+    # The page's drill-down loads the other domains from the sidecar.
+    small = build_report(standard_scan, drill_inline=5)
     drill_dir = tmp_path / "drill"
     drill_page = write_report(small, drill_dir).html
-    sidecar = write_domains_sidecar(dataset, small.drill, drill_dir)
+    sidecar = write_domains_sidecar(standard_scan, small.drill, drill_dir)
     assert sidecar is not None
     drill = await asyncio.wait_for(inspect_page(
         drill_page.as_uri(), ARTIFACTS / f"report-drill-{width}.png", width, _DRILL,

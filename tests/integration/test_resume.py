@@ -17,7 +17,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,8 +33,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import scanner
-from benchmarks.world import BenchWorld, add_sni_hosting, build
 from scanner.exit_codes import ExitCode
+from tests.integration.scanning import scan_command
+from worlds.bench import BenchWorld, add_sni_hosting, build
 from worlds.dns import NsdServer
 from worlds.ports import free_port
 from worlds.smtp import SmtpFarmProcess
@@ -72,11 +72,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 def command(env: Env, out: Path, resolver: str | None = None, source: Path | None = None) -> list[str]:
     # A slow DNS rate stretches the scan over several seconds so that kills land mid-scan; frequent
     # small commits make many segments (and many chances to be killed between them).
-    return [sys.executable, "-m", "scanner", "scan", str(source or env.world.domains_file), "-o", str(out),
-            "--resolver", resolver or f"{env.world.dns_address}:53", "--ca-file", str(env.world.ca_file),
-            "--allow-private",
-            "--ehlo-name", "resume.test", "--per-ip-interval", "0", "--no-progress", "--enumerate", "off",
-            "--no-policy", "--throttle-retry", "--dns-qps", "500", "--commit-interval", "0.3", "--rows-per-file", "400"]
+    return scan_command(source or env.world.domains_file, out, resolver or f"{env.world.dns_address}:53",
+                        "--ca-file", str(env.world.ca_file), "--allow-private", "--ehlo-name", "resume.test",
+                        "--per-ip-interval", "0", "--enumerate", "off", "--no-policy", "--throttle-retry", "--dns-qps",
+                        "500", "--commit-interval", "0.3", "--rows-per-file", "400")
 
 
 def committed_segments(out: Path) -> int:
@@ -365,3 +364,27 @@ def test_resume_refusal_names_each_setting_and_ignores_neutral_ones(env: Env, tm
     resumed = subprocess.run(neutral, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [r["outcome"] for r in assert_one_scan(out)] == ["killed", "completed"]
+
+
+def test_resume_reuses_more_committed_probes_than_fit_in_memory(env: Env, tmp_path: Path) -> None:
+    """Committed probes stream into the bounded summary cache (scanner.resume.CommittedProbes): with a
+    bound of one summary in memory, every probe committed before the stop is reused, none probed again."""
+    out = tmp_path / "bounded"
+    cmd = [*command(env, out), "--summaries-in-memory", "1"]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_commit(out, process)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    assert process.returncode == 130
+    committed = {r["probe_id"] for r in table(out, "probes")}
+    assert len(committed) > 1  # more than the one summary the cache keeps in memory
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{len(committed):,} probes already written are kept" in " ".join(resumed.stderr.split())
+    probes = Counter(r["probe_id"] for r in table(out, "probes"))
+    assert max(probes.values()) == 1  # none probed again
+    second = {r["probe_id"] for r in table(out, "mx") if r["attempt"] == 2 and r["probe_id"]}
+    assert second & committed  # the second attempt linked committed probes: reused, not re-probed
+    sessions = Counter((r["probe_id"], r["kind"], r["sni"]) for r in table(out, "sessions") if r["kind"] != "recheck")
+    assert max(sessions.values()) == 1
+    assert [r["outcome"] for r in assert_one_scan(out)] == ["interrupted", "completed"]

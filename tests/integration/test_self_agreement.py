@@ -18,10 +18,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
-from scanner.cli import main
+from tests.integration.scanning import scan
 from worlds.ca import TestCA
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
@@ -64,10 +63,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanWorld]:
 @pytest.fixture(scope="module")
 def probes(world: ScanWorld, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     out = tmp_path_factory.mktemp("scan")
-    assert main(["scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver, "--ca-file",
-                 str(world.ca_file), "--ehlo-name", "scanner.test", "--per-ip-interval", "0", "--no-progress",
-                 "--allow-private", "--no-policy", "--no-uvloop"]) == 0
-    rows: list[dict[str, Any]] = pq.read_table(out / "probes").to_pylist()
+    dataset = scan(world, out, "--ehlo-name", "scanner.test", "--no-policy", "--no-uvloop")
+    rows: list[dict[str, Any]] = dataset.probes.to_pylist()
     return {row["mx_hosts"][0].split(".")[0]: row for row in rows}
 
 

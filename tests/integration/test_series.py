@@ -35,8 +35,9 @@ from scanner.report.series import GRADE_STATES, SERIES_FIGURES, STARTTLS_STATES
 from scanner.report.settings import SettingsMismatchError
 from scanner.report.stats import newcombe_difference, wilson_interval
 from tests.integration.browser import ARTIFACTS, CHROMIUM, WIDTHS, inspect_page
+from tests.integration.scanning import STANDARD_OPTIONS, scan
 from worlds.ports import pick_loopback_block
-from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
+from worlds.scenario import standard_world
 
 pytestmark = pytest.mark.slow
 
@@ -44,19 +45,11 @@ GRADE_RANK = {"A+": 7, "A": 6, "B": 5, "C": 4, "D": 3, "E": 2, "F": 1}
 STARTTLS_RANK = {"all": 3, "some": 2, "none": 1}
 
 
-def _scan(world: World, domains: Path, out: Path, *extra: str) -> None:
-    code = main([
-        "scan", str(domains), "-o", str(out), "--resolver", world.resolver, "--ca-file",
-        str(world.ca_file), "--ehlo-name", "scanner.test", "--banner-timeout", str(SLOW_BANNER_DELAY / 3),
-        "--per-ip-interval", "0", "--no-progress", "--dns-timeout", "1", "--throttle-retry", "0.1",
-        "--allow-private", *extra,
-    ])
-    assert code == 0
-
-
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
-    """scans/s0, s1, s2: the world at epochs 0, 1 and 2; the last scan reads the list as a Tranco-style CSV."""
+    """scans/s0, s1, s2: the world at epochs 0, 1 and 2; the last scan reads the list as a Tranco-style CSV.
+
+    Its own standard world, not the session's: changing the epoch rewrites DNS and the policy hosts."""
     folder = tmp_path_factory.mktemp("scans")
     with standard_world(tmp_path_factory.mktemp("world"), pick_loopback_block()) as world:
         ranked = folder.parent / "ranked.csv"
@@ -66,10 +59,10 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
             if epoch:
                 world.set_epoch(epoch)
             outs.append(folder / f"s{epoch}")
-            _scan(world, ranked if epoch == 2 else world.domains_file, outs[-1])
+            scan(world, outs[-1], *STANDARD_OPTIONS, domains=ranked if epoch == 2 else world.domains_file)
         # Beside the folder (the folder's tests read exactly three scans): epoch 2 again, from a vantage
         # without IPv4, where the IPv4-only domains are "not_covered".
-        _scan(world, world.domains_file, _ipv4_off(outs), "--ipv4", "off")
+        scan(world, _ipv4_off(outs), *STANDARD_OPTIONS, "--ipv4", "off")
         yield outs
 
 

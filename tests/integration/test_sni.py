@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -26,11 +25,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from tests.integration.scanning import run_scan
 from worlds.ca import TestCA, self_signed
 from worlds.dns import NsdServer, Record, write_zone_file
+from worlds.latency import LatencyFront, TcpRoute
 from worlds.ports import loopback_host, pick_loopback_block
 from worlds.postfix import PostfixInstance, install_postfix, postfix_available
-from worlds.relay import DelayRelay, RelaySpec
 
 pytestmark = pytest.mark.slow
 ZONE = "sni.test"
@@ -42,6 +42,10 @@ class World:
     dns: str
     ca_file: Path
     sha: dict[str, str]  # certificate label → leaf SHA-256
+
+    @property
+    def resolver(self) -> str:
+        return f"{self.dns}:53"
 
 
 def _sha(der: bytes) -> str:
@@ -77,11 +81,9 @@ def world() -> Iterator[World]:
         for server in servers:
             server.start()
             stack.callback(server.stop)
-        relay = DelayRelay([RelaySpec((lb_front, 25), (lb_a, 25), 0.0, alternates=((lb_b, 25),)),
-                            RelaySpec((lb2_front, 25), (lb_a, 25), 0.0, alternates=((lb2_plain, 25),)),
-                            RelaySpec((lb3_front, 25), (lb_a, 25), 0.0, alternates=((lb_a, 25), (lb3_tls12, 25)))])
-        relay.start()
-        stack.callback(relay.stop)
+        stack.enter_context(LatencyFront([TcpRoute((lb_front, 25), (lb_a, 25), ((lb_b, 25),)),
+                                          TcpRoute((lb2_front, 25), (lb_a, 25), ((lb2_plain, 25),)),
+                                          TcpRoute((lb3_front, 25), (lb_a, 25), ((lb_a, 25), (lb3_tls12, 25)))]))
         records = [Record(f"{name}.{ZONE}.", "A", shared) for name in ("mx1", "mx2", "mx3")]
         records += [Record(f"lb-mx.{ZONE}.", "A", lb_front), Record(f"lb2-mx.{ZONE}.", "A", lb2_front),
                     Record(f"lb3-mx.{ZONE}.", "A", lb3_front)]
@@ -101,20 +103,19 @@ def world() -> Iterator[World]:
         yield World(domains, dns, ca.ca_file, sha)
 
 
-def scan(world: World, out: Path, *extra: str, domains: Path | None = None,
-         enumerate_: str = "off") -> dict[str, list[dict[str, Any]]]:
-    command = [sys.executable, "-m", "scanner", "scan", str(domains or world.domains_file), "-o", str(out),
-               "--resolver", f"{world.dns}:53", "--ca-file", str(world.ca_file), "--allow-private",
-               "--ehlo-name", "sni-test.test", "--per-ip-interval", "0", "--no-progress", "--enumerate", enumerate_,
-               "--no-policy", "--throttle-retry", *extra]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+def scan_tables(world: World, out: Path, *extra: str, domains: Path | None = None,
+                enumerate_: str = "off") -> dict[str, list[dict[str, Any]]]:
+    # A child process, as a user runs it: the first domain's probe must be requested first (see above).
+    done = run_scan(domains or world.domains_file, out, world.resolver, "--ca-file", str(world.ca_file),
+                    "--allow-private", "--ehlo-name", "sni-test.test", "--per-ip-interval", "0", "--enumerate",
+                    enumerate_, "--no-policy", "--throttle-retry", *extra, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return {t: pq.read_table(out / t).to_pylist() for t in ("domains", "mx", "probes", "sessions")}
 
 
 @pytest.fixture(scope="module")
 def default_scan(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    return scan(world, tmp_path_factory.mktemp("sni-scan") / "out")
+    return scan_tables(world, tmp_path_factory.mktemp("sni-scan") / "out")
 
 
 def by_domain(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -149,7 +150,7 @@ def test_each_name_is_judged_on_the_certificate_for_its_own_sni(
 
 
 def test_cap_on_sni_sessions_leaves_names_not_checked_never_mismatch(world: World, tmp_path: Path) -> None:
-    tables = scan(world, tmp_path / "out", "--sni-cap", "1")
+    tables = scan_tables(world, tmp_path / "out", "--sni-cap", "1")
     mx, domains = by_domain(tables["mx"]), by_domain(tables["domains"])
     checked, unchecked = sorted((mx["d1"], mx["d3"]), key=lambda r: r["cert_source"] == "not_checked")
     assert checked["cert_source"] == "own_sni" and checked["cert_valid"] is True
@@ -161,7 +162,7 @@ def test_cap_on_sni_sessions_leaves_names_not_checked_never_mismatch(world: Worl
 
 def test_without_sni_checks_other_names_read_as_mismatch(world: World, tmp_path: Path) -> None:
     """The measurement defect the checks remove (and the benchmark's baseline)."""
-    tables = scan(world, tmp_path / "out", "--no-sni-checks")
+    tables = scan_tables(world, tmp_path / "out", "--no-sni-checks")
     mx = by_domain(tables["mx"])
     assert mx["d1"]["cert_name_match"] == "mismatch" and mx["d2"]["cert_name_match"] == "san"
     assert not tables["sessions"]
@@ -196,7 +197,7 @@ def test_a_version_accepted_then_refused_is_inconsistent_and_counts_as_negotiate
                                                                                    tmp_path: Path) -> None:
     # Connections 1, 2, 4, 5, ... reach the TLS 1.3 backend, 3, 6, ... the TLS 1.2 one: the probe negotiates
     # TLS 1.3, the enumeration's TLS 1.3 hello (third connection) is refused, the re-ask is accepted.
-    tables = scan(world, tmp_path / "out", domains=world.domains_file.with_name("versions.txt"),
+    tables = scan_tables(world, tmp_path / "out", domains=world.domains_file.with_name("versions.txt"),
                   enumerate_="posture")
     mx = by_domain(tables["mx"])["lb3"]
     probe = next(p for p in tables["probes"] if p["probe_id"] == mx["probe_id"])

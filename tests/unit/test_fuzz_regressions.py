@@ -1,4 +1,4 @@
-"""Inputs found while fuzzing the parsers (benchmarks/fuzz.py), kept as regressions with their fixes.
+"""Inputs found while fuzzing the parsers (worlds/fuzz.py), kept as regressions with their fixes.
 
 The fuzz targets themselves are checked too: on their seed corpus in several chunkings (so the
 properties the long runs rely on are known to hold on valid input, and a target that rots is
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.fuzz import SEEDS, TARGETS, chunked
 from scanner.smtp.reply import Reply, ReplyReader, parse_ehlo
+from worlds.fuzz import SEEDS, TARGETS, chunked
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

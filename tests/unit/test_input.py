@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 from scanner.input import (
     InputError,
     InputTally,
+    InputTotal,
     LineSplitter,
     _count_meaningful,
     _decode_line,
     _decode_stream,
     check_input,
-    count_lines,
     input_digest,
+    input_total,
     is_stream_source,
     normalize_domain,
     open_lines,
@@ -92,7 +93,7 @@ def test_text_file_with_comments_bom_crlf_and_junk(tmp_path: Path) -> None:
         (1, "example.com"), (4, None), (5, None), (6, "example.org"),
     ]
     assert all(ln.error for ln in lines if ln.domain is None)
-    assert count_lines(tmp_path / "d.txt") == 4
+    assert input_total(tmp_path / "d.txt") == InputTotal(4, "counted")
 
 
 def test_tranco_csv_and_gzip(tmp_path: Path) -> None:
@@ -102,7 +103,7 @@ def test_tranco_csv_and_gzip(tmp_path: Path) -> None:
     lines = list(read_domains(open_lines(path)))
     assert [ln.domain for ln in lines] == ["google.com", "example.net", None]
     assert [ln.rank for ln in lines] == [1, 2, 3]  # the list's rank is kept, also for an invalid name
-    assert count_lines(path) is None  # unknown for gzip: the bar shows no total
+    assert input_total(path) == InputTotal(3, "counted")  # a small gzip input is counted in a first pass
 
 
 def test_bare_domains_have_no_rank(tmp_path: Path) -> None:
@@ -136,7 +137,7 @@ def test_tally_accounts_for_every_physical_line(tmp_path: Path) -> None:
     assert [line.line_no for line in lines] == [1, 5, 6, 7]
 
 
-def test_count_lines_streams_a_line_without_newline(tmp_path: Path) -> None:
+def test_the_line_count_streams_a_line_without_newline(tmp_path: Path) -> None:
     # Issue 11: a 600 MB line without a newline cost 1.26 GB in the line counter (it read whole lines).
     path = tmp_path / "one-line.txt"
     with path.open("wb") as fh:
@@ -145,7 +146,7 @@ def test_count_lines_streams_a_line_without_newline(tmp_path: Path) -> None:
             fh.write(b"x" * (1 << 20))
     tracemalloc.start()
     try:
-        assert count_lines(path) == 2
+        assert input_total(path) == InputTotal(2, "counted")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -183,7 +184,7 @@ def test_stream_sources(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     assert is_stream_source("-") and is_stream_source(fifo) and is_stream_source("/dev/null")
     assert not is_stream_source(_write(tmp_path / "d.txt", b"a.example\n"))
-    assert count_lines(fifo) is None  # never opened: its one read belongs to the scan
+    assert input_total(fifo) is None  # never opened: its one read belongs to the scan
     with pytest.raises(InputError, match="not a file"):
         check_input(tmp_path)
     with pytest.raises(InputError, match="no such input file"):

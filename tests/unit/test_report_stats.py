@@ -25,7 +25,6 @@ from scanner.report.stats import (
     format_ci,
     format_percent,
     format_points,
-    format_share,
     newcombe_difference,
     wilson_interval,
 )
@@ -78,7 +77,6 @@ def test_wilson_narrows_with_more_trials() -> None:
 def test_share_zero_over_zero_is_na_not_a_crash() -> None:
     share = Share.estimate(0, 0)
     assert share.value is None and share.ci is None
-    assert format_share(share) == "n/a (0 / 0)"
     assert format_ci(share) == "n/a"
     assert format_percent(share.value) == "n/a"
 
@@ -86,10 +84,8 @@ def test_share_zero_over_zero_is_na_not_a_crash() -> None:
 def test_share_kinds() -> None:
     estimate, count = Share.estimate(7, 20), Share.count(7, 20)
     assert estimate.ci == wilson_interval(7, 20) and count.ci is None
-    assert format_share(estimate) == "35.0% (7 / 20)"
     assert format_ci(estimate) == "18.1–56.7%"  # p=0.35, centre 0.3742, half-width 0.1930
     assert format_ci(count) == "—"
-    assert format_share(Share.count(1234567, 2000000)) == "61.7% (1,234,567 / 2,000,000)"
 
 
 @pytest.mark.parametrize(("numerator", "denominator"), [(3, 2), (-1, 2), (0, -1)])

@@ -1,6 +1,6 @@
 """Fuzz the parsers that read what servers and DNS send us (a benchmark-style run, not part of CI).
 
-    python -m benchmarks.fuzz [--target codec|smtp|policy|input|dns|all] [--inputs 1000000]
+    python -m worlds.fuzz [--target codec|smtp|policy|input|dns|all] [--inputs 1000000]
                               [--engine atheris|hypothesis]
 
 Targets (each input is raw bytes; every property is checked on every input):
@@ -493,7 +493,7 @@ def _run_atheris(target_name: str, inputs: int, seed: int, out: Path) -> Outcome
     workdir = out / target_name
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "libfuzzer.log"
-    cmd = [sys.executable, "-m", "benchmarks.fuzz", "--child", target_name, "--inputs", str(inputs),
+    cmd = [sys.executable, "-m", "worlds.fuzz", "--child", target_name, "--inputs", str(inputs),
            "--seed", str(seed), "--out", str(out)]
     started = time.perf_counter()
     with log.open("wb") as fh:
@@ -576,7 +576,7 @@ def replay(target_name: str, paths: Iterable[Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fuzz", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m worlds.fuzz", description=__doc__.split("\n")[0])
     parser.add_argument("--target", choices=[*TARGETS, "all"], default="all")
     parser.add_argument("--inputs", type=int, default=1_000_000, help="inputs per target")
     parser.add_argument("--engine", choices=("atheris", "hypothesis"), default=None,
