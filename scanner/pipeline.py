@@ -403,7 +403,7 @@ class Scan:
         if self.resume:
             self._probe_service.seed(self.resume.probes)
         if self.config.policy_checks:
-            self._policies = PolicyChecker(self.config, self._resolver, policy, self._probe_service.connection_slot)
+            self._policies = PolicyChecker(self.config, self._resolver, policy, self._connection_slot)
         probe_workers = [self._supervise(asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}"))
                          for i in range(self.config.probe.workers)]
         dns_workers = [self._supervise(asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}"))
@@ -435,6 +435,11 @@ class Scan:
                 task.cancel()
             await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, monitor, stop,
                                  return_exceptions=True)
+
+    def _connection_slot(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The politeness slot of one policy fetch from ``address`` (a cluster worker asks the address's owner)."""
+        assert self._probe_service is not None
+        return self._probe_service.connection_slot(address)
 
     def _gauges(self, resolver: DnsResolver, probes: ProbeService) -> list[Gauge]:
         """Each stage's occupancy, in pipeline order (see ``scanner.monitor``)."""
