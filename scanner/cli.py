@@ -552,7 +552,12 @@ def _make_scan(args: argparse.Namespace, config: ScanConfig, trust: TrustStore, 
         require_ray()
     except ClusterUnavailable as exc:
         raise CommandError(str(exc), ExitCode.CONFIG) from exc
-    return ClusterScan(config, args.domains, trust, exclude, resume, args.vantage, args.workers, args.cluster)
+    scan = ClusterScan(config, args.domains, trust, exclude, resume, args.vantage, args.workers, args.cluster)
+    try:
+        scan.connect()
+    except ClusterUnavailable as exc:
+        raise CommandError(str(exc), ExitCode.UNAVAILABLE) from exc
+    return scan
 
 
 def scan_setup(args: argparse.Namespace,

@@ -30,10 +30,13 @@ from scanner.pipeline import Scan, ScanStats
 from scanner.resume import ResumeState
 from scanner.scan_record import committed_counts
 
-__all__ = ["BATCH_LINES", "ClusterScan", "ClusterUnavailable", "require_ray"]
+__all__ = ["BATCH_LINES", "LOCAL_NODE_IP", "ClusterScan", "ClusterUnavailable", "require_ray"]
 
 _log = logging.getLogger(__name__)
 
+# A one-machine cluster listens on loopback only. Not 127.0.0.1 itself: Ray swaps that one for the
+# machine's "remotely reachable" address (ray._private.services.resolve_ip_for_localhost).
+LOCAL_NODE_IP = "127.0.0.2"
 BATCH_LINES = 512  # input lines per call to a worker
 _QUEUED_BATCHES = 4  # batches waiting per worker in the driver (the worker queues a few more)
 _POLL_SECONDS = 0.25
@@ -60,7 +63,7 @@ def _connect(workers: int, address: str | None) -> int:
 
     try:
         if address is None:
-            ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address=LOCAL_NODE_IP,
                      configure_logging=False, log_to_driver=True)
         else:
             ray.init(address=address, configure_logging=False, log_to_driver=True)
@@ -83,6 +86,7 @@ class _Worker:
     earlier: list[ScanStats] = dataclasses.field(default_factory=list)  # last counters of dead lives
     remote: tuple[int, int] = (0, 0)
     pid: int = 0
+    node: str = ""
 
 
 class ClusterScan(Scan):
@@ -98,23 +102,28 @@ class ClusterScan(Scan):
         self._workers: list[_Worker] = []
         self._batch_ids = 0
         self.restarts = 0
+        self._count = 0  # workers, once connected
 
     @property
     def remote_requests(self) -> tuple[int, int]:
         """(actor calls, (address, host) pairs) between workers for probes, over all workers."""
         return (sum(w.remote[0] for w in self._workers), sum(w.remote[1] for w in self._workers))
 
+    def connect(self) -> None:
+        """Start Ray here or join the cluster (before the attempt is recorded); ``ClusterUnavailable``."""
+        self._count = _connect(self.requested_workers, self.address)
+
     async def _run_stages(self) -> None:
-        count = _connect(self.requested_workers, self.address)
         import ray
 
+        if not self._count:
+            self.connect()
         try:
-            await self._run_workers(ray.remote(ScanWorker), count)
+            await self._run_workers(ray.remote(ScanWorker), self._count)
         finally:
             for worker in self._workers:
                 ray.kill(worker.handle)
-            if self.address is None:
-                ray.shutdown()
+            ray.shutdown()  # stops a cluster of our own; leaves one we joined running
 
     async def _run_workers(self, actor: Any, count: int) -> None:
         options = {"max_restarts": -1, "max_task_retries": 0, "max_concurrency": 10_000, "num_cpus": 1,
@@ -125,9 +134,9 @@ class ClusterScan(Scan):
                                                      str(self.source), self.scan_id, self.attempt, exclude)
             self._workers.append(_Worker(handle, asyncio.Queue(maxsize=_QUEUED_BATCHES)))
         handles = [w.handle for w in self._workers]
-        pids = await asyncio.gather(*(w.handle.start.remote(handles) for w in self._workers))
-        for worker, pid in zip(self._workers, pids, strict=True):
-            worker.pid = pid
+        started = await asyncio.gather(*(w.handle.start.remote(handles) for w in self._workers))
+        for worker, (pid, node) in zip(self._workers, started, strict=True):
+            worker.pid, worker.node = pid, node
         self._write_pids()
         pollers = [asyncio.create_task(self._poll(w)) for w in self._workers]
         feeders = [asyncio.create_task(self._feed(w)) for w in self._workers]
@@ -152,7 +161,7 @@ class ClusterScan(Scan):
         directory = self.config.output.out_dir / ".work" / "workers"
         directory.mkdir(parents=True, exist_ok=True)
         for index, worker in enumerate(self._workers):
-            (directory / f"w{index:03d}.pid").write_text(f"{worker.pid}\n", encoding="ascii")
+            (directory / f"w{index:03d}.pid").write_text(f"{worker.pid} {worker.node}\n", encoding="ascii")
 
     async def _read_and_route(self) -> None:
         done = self.resume.done_lines if self.resume else None
@@ -229,7 +238,7 @@ class ClusterScan(Scan):
         deadline = loop.time() + _REVIVE_SECONDS
         while True:
             try:
-                worker.pid = await worker.handle.start.remote([w.handle for w in self._workers])
+                worker.pid, worker.node = await worker.handle.start.remote([w.handle for w in self._workers])
                 self._write_pids()
                 for batch, lines in sorted(worker.unacked.items()):
                     await worker.handle.admit.remote(batch, lines)

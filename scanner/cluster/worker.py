@@ -301,6 +301,7 @@ class ScanWorker:
         self._batches: dict[int, int] = {}  # batch id -> lines not yet committed
         self._line_batch: dict[int, int] = {}
         self._acked: list[int] = []
+        self._admitted: set[int] = set()
         self._leases: dict[int, asyncio.Event] = {}
         self._lease_ids = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -310,8 +311,9 @@ class ScanWorker:
             self._started = asyncio.Event()
         return self._started
 
-    async def start(self, peers: list[Any]) -> int:
-        """Recover this worker's files, read what is committed, start the pipeline. Returns the pid."""
+    async def start(self, peers: list[Any]) -> tuple[int, str]:
+        """Recover this worker's files, read what is committed, start the pipeline. Returns the process id
+        and the node's address."""
         if self._scan is None:
             self._peers = peers
             gc.set_threshold(*_SCAN_GC_THRESHOLDS)
@@ -319,7 +321,9 @@ class ScanWorker:
             self._scan.on_lines_committed = self._lines_committed
             self._run = asyncio.create_task(self._scan.run_share())
             self._ready().set()
-        return os.getpid()
+        from ray.util import get_node_ip_address  # only ever called inside a Ray worker
+
+        return os.getpid(), str(get_node_ip_address())
 
     def _build(self) -> WorkerScan:
         config, out = self._config, self._config.output.out_dir
@@ -341,6 +345,9 @@ class ScanWorker:
         scan = self._scan
         assert scan is not None
         assert scan.resume is not None
+        if batch in self._admitted:  # resent after a call failed on a worker that did not die after all
+            return
+        self._admitted.add(batch)
         pending = [line.line_no for line in lines if line.line_no not in scan.resume.done_lines]
         for line_no in pending:
             self._line_batch[line_no] = batch
