@@ -28,6 +28,7 @@ import pytest
 
 from scanner.cli import main
 from tests.integration.test_politeness import PREFIX_LIMIT, CountingServer, server  # noqa: F401 (a fixture)
+from scanner.cluster.shard import owner_of_address
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
 from worlds.scancli import scan_command
@@ -233,7 +234,12 @@ _SLOW_PER_BLOCK = 10
 
 @pytest.fixture(scope="module")
 def slow_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, int]]:
-    blocks = [pick_loopback_block(), pick_loopback_block()]
+    blocks = [pick_loopback_block()]
+    while True:  # one /24 per worker: each worker owns ten of the addresses and asks the other for ten
+        blocks.append(pick_loopback_block())
+        if owner_of_address(f"{blocks[0]}.10", 2) != owner_of_address(f"{blocks[1]}.10", 2):
+            break
+        blocks.pop()
     addresses = [loopback_host(b, 10 + i) for b in blocks for i in range(_SLOW_PER_BLOCK)]
     counting = CountingServer(blocks[0])
     loop = asyncio.new_event_loop()
@@ -286,9 +292,9 @@ def _slow_command(domains: Path, resolver: str, out: Path) -> list[str]:
                         "--workers", "2")
 
 
-def _committed_domains(out: Path, worker: str) -> bool:
+def _committed(out: Path, worker: str, table: str = "domains") -> bool:
     journal = out / ".state" / f"segments-{worker}"
-    return journal.exists() and b"domains=" in journal.read_bytes()
+    return journal.exists() and f"{table}=".encode() in journal.read_bytes()
 
 
 def _descendants(pid: int) -> list[int]:
@@ -313,7 +319,8 @@ def test_kill_9_of_a_worker_mid_scan_loses_and_repeats_nothing(slow_world: tuple
     driver = subprocess.Popen(_slow_command(domains, resolver, out), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: _committed_domains(out, "w000") or driver.poll() is not None, 240, "a commit of w000")
+        # w000 has committed probes (it owns addresses that w001's domains wait for) and has more to do.
+        _wait_for(lambda: _committed(out, "w000", "probes") or driver.poll() is not None, 240, "w000's probes")
         assert driver.poll() is None, driver.communicate()[0].decode()[-3000:]
         victim = int((out / ".work" / "workers" / "w000.pid").read_text().split()[0])
         os.kill(victim, signal.SIGKILL)
@@ -326,6 +333,8 @@ def test_kill_9_of_a_worker_mid_scan_loses_and_repeats_nothing(slow_world: tuple
     assert driver.returncode == 0, output[-3000:]
     assert "worker 0 died" in output
     _exactly_once(out, count)
+    journal = (out / ".state" / "segments-w000").read_text()
+    assert journal.count("probes=") >= 2  # the restarted owner probed after the kill
 
 
 def test_kill_9_of_the_driver_then_resume(slow_world: tuple[Path, str, int], tmp_path: Path) -> None:
@@ -336,7 +345,7 @@ def test_kill_9_of_the_driver_then_resume(slow_world: tuple[Path, str, int], tmp
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list[int] = []
     try:
-        _wait_for(lambda: any(_committed_domains(out, w) for w in ("w000", "w001")) or driver.poll() is not None,
+        _wait_for(lambda: any(_committed(out, w) for w in ("w000", "w001")) or driver.poll() is not None,
                   240, "a worker's commit")
         assert driver.poll() is None
         children = _descendants(driver.pid)
