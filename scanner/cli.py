@@ -30,6 +30,7 @@ from scanner.checker import (
     temporary_input,
     to_json,
 )
+from scanner.cluster import ClusterUnavailable, require_ray
 from scanner.config import (
     ConfigError,
     DnsConfig,
@@ -483,6 +484,7 @@ def run_scan(args: argparse.Namespace, console: Console) -> int:
 
 def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLock) -> int:
     try:
+        _check_cluster_options(args)
         setup = scan_setup(args, lock)
     except CommandError as exc:
         _log.error("%s", exc)
@@ -539,19 +541,25 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
     return ExitCode.OK
 
 
-def _make_scan(args: argparse.Namespace, config: ScanConfig, trust: TrustStore, exclude: ExcludeList,
-               resume: ResumeState) -> Scan:
-    """The scan in this process, or (--workers/--cluster) its driver for workers on Ray (scanner.cluster)."""
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    """--workers/--cluster make sense and Ray is installed: checked before anything else is done."""
     if not args.workers and not args.cluster:
-        return Scan(config, args.domains, trust, exclude, resume=resume, vantage=args.vantage)
-    from scanner.cluster.driver import ClusterScan, ClusterUnavailable, require_ray  # Ray is optional
-
+        return
     if args.workers < 0 or (args.workers == 0 and not args.cluster):
         raise CommandError("--workers: give a number of workers >= 1", ExitCode.USAGE)
     try:
         require_ray()
     except ClusterUnavailable as exc:
         raise CommandError(str(exc), ExitCode.CONFIG) from exc
+
+
+def _make_scan(args: argparse.Namespace, config: ScanConfig, trust: TrustStore, exclude: ExcludeList,
+               resume: ResumeState) -> Scan:
+    """The scan in this process, or (--workers/--cluster) its driver for workers on Ray (scanner.cluster)."""
+    if not args.workers and not args.cluster:
+        return Scan(config, args.domains, trust, exclude, resume=resume, vantage=args.vantage)
+    from scanner.cluster.driver import ClusterScan  # noqa: PLC0415 (imports Ray, an optional extra)
+
     scan = ClusterScan(config, args.domains, trust, exclude, resume, args.vantage, args.workers, args.cluster)
     try:
         scan.connect()

@@ -19,9 +19,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray.exceptions import RayActorError
+
 from scanner.certs import TrustStore
+from scanner.cluster import ClusterUnavailable
+from scanner.cluster.journal import next_segment_in
 from scanner.cluster.shard import SEGMENT_STRIDE, worker_config, worker_of_line
-from scanner.cluster.worker import ScanWorker, next_segment_in
+from scanner.cluster.worker import ScanWorker
 from scanner.config import ScanConfig
 from scanner.input import InputError, InputLine, read_domains_async, stream_lines
 from scanner.net.addresses import ExcludeList
@@ -30,7 +35,7 @@ from scanner.pipeline import Scan, ScanStats
 from scanner.resume import ResumeState
 from scanner.scan_record import committed_counts
 
-__all__ = ["BATCH_LINES", "LOCAL_NODE_IP", "ClusterScan", "ClusterUnavailable", "require_ray"]
+__all__ = ["BATCH_LINES", "LOCAL_NODE_IP", "ClusterScan"]
 
 _log = logging.getLogger(__name__)
 
@@ -45,22 +50,9 @@ _REVIVE_SECONDS = 300.0  # how long a restarting worker may take before the scan
 _DRIVER_FIELDS = frozenset({"started", "lines", "resumed", "verdicts"})
 
 
-class ClusterUnavailable(Exception):
-    """Ray is not installed, or the cluster cannot be reached."""
-
-
-def require_ray() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError as exc:
-        raise ClusterUnavailable("--workers/--cluster need Ray: pip install 'smtp-tls-survey[ray]'") from exc
-
-
 def _connect(workers: int, address: str | None) -> int:
     """Start Ray on this machine (``address`` None) or join a running cluster; the number of workers."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report to anyone
-    import ray
-
     try:
         if address is None:
             ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address=LOCAL_NODE_IP,
@@ -71,7 +63,7 @@ def _connect(workers: int, address: str | None) -> int:
         raise ClusterUnavailable(f"cannot start or join the Ray cluster ({address or 'local'}): {exc}") from exc
     if workers > 0:
         return workers
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
 
 
 @dataclasses.dataclass(slots=True)
@@ -102,7 +94,7 @@ class ClusterScan(Scan):
         self._workers: list[_Worker] = []
         self._batch_ids = 0
         self.restarts = 0
-        self._count = 0  # workers, once connected
+        self._worker_count = 0  # workers, once connected
 
     @property
     def remote_requests(self) -> tuple[int, int]:
@@ -111,15 +103,13 @@ class ClusterScan(Scan):
 
     def connect(self) -> None:
         """Start Ray here or join the cluster (before the attempt is recorded); ``ClusterUnavailable``."""
-        self._count = _connect(self.requested_workers, self.address)
+        self._worker_count = _connect(self.requested_workers, self.address)
 
     async def _run_stages(self) -> None:
-        import ray
-
-        if not self._count:
+        if not self._worker_count:
             self.connect()
         try:
-            await self._run_workers(ray.remote(ScanWorker), self._count)
+            await self._run_workers(ray.remote(ScanWorker), self._worker_count)
         finally:
             for worker in self._workers:
                 ray.kill(worker.handle)
@@ -200,12 +190,10 @@ class ClusterScan(Scan):
             worker.handle.stop.remote()
         async with worker.lock:
             worker.input_finished = True
-        await self._call_unlocked(worker, lambda: worker.handle.finish_input.remote())
+        await self._call_unlocked(worker, worker.handle.finish_input.remote)
 
     async def _call(self, worker: _Worker, call: Any) -> Any:
         """A call to a worker, with ``worker.lock`` held: after a restart the batches go again, in order."""
-        from ray.exceptions import RayActorError
-
         try:
             return await call()
         except RayActorError:
@@ -213,8 +201,6 @@ class ClusterScan(Scan):
             return None
 
     async def _call_unlocked(self, worker: _Worker, call: Any) -> Any:
-        from ray.exceptions import RayActorError
-
         while True:
             generation = worker.generation
             try:
@@ -226,8 +212,6 @@ class ClusterScan(Scan):
 
     async def _revive(self, worker: _Worker) -> None:
         """The worker's actor died: wait for Ray to restart it, start it, resubmit its batches (lock held)."""
-        from ray.exceptions import RayActorError
-
         index = self._workers.index(worker)
         _log.warning("worker %d died: restarting it and resubmitting %d batches", index, len(worker.unacked))
         self.restarts += 1
@@ -257,8 +241,6 @@ class ClusterScan(Scan):
             await self._poll_once(worker)
 
     async def _poll_once(self, worker: _Worker) -> None:
-        from ray.exceptions import RayActorError
-
         generation = worker.generation
         try:
             stats, acked, problem, remote = await worker.handle.progress.remote()
@@ -274,7 +256,7 @@ class ClusterScan(Scan):
             self._note_fatal(f"worker {self._workers.index(worker)}", RuntimeError(problem))
 
     async def _close(self, worker: _Worker) -> None:
-        worker.stats = await self._call_unlocked(worker, lambda: worker.handle.close.remote())
+        worker.stats = await self._call_unlocked(worker, worker.handle.close.remote)
 
     def _sync_stats(self) -> None:
         """The display's counters: the driver's own, plus every worker's (and its earlier lives')."""

@@ -20,11 +20,14 @@ import gc
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ray.exceptions import RayActorError
+from ray.util import get_node_ip_address
+
 from scanner.certs import TrustStore
+from scanner.cluster.journal import Barrier, TrackedWriter, next_segment_in
 from scanner.cluster.remote import Answer, RemoteProbes, Triple
 from scanner.cluster.shard import owner_of_address, segment_range
 from scanner.cluster.state import load_worker_state
@@ -32,17 +35,16 @@ from scanner.config import ScanConfig
 from scanner.dns.lookup import DomainDns
 from scanner.input import InputLine
 from scanner.net.addresses import ExcludeList
-from scanner.output.parquet import DatasetWriter, read_journal, recover
-from scanner.output.rows import DomainRow
+from scanner.output.parquet import read_journal, recover
 from scanner.pipeline import _SCAN_GC_THRESHOLDS, Scan, ScanStats, load_trust_store
 from scanner.probe_cache import SummaryCache
 from scanner.probing import ProbeSummary
-from scanner.resume import LineSet, ResumeState
+from scanner.resume import ResumeState
 from scanner.scan_record import ScanRecord
 from scanner.seen import SeenDomains
 from scanner.verdicts import LinkViews
 
-__all__ = ["COMMIT_DELAY", "ScanWorker", "TrackedWriter", "WorkerScan", "next_segment_in"]
+__all__ = ["COMMIT_DELAY", "ScanWorker", "WorkerScan"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,56 +53,6 @@ _log = logging.getLogger(__name__)
 COMMIT_DELAY = 0.1
 # The longest an MTA-STS fetch may hold a slot leased from another worker (a requester that died).
 LEASE_SECONDS = 120.0
-
-
-def next_segment_in(committed: Iterable[int], segments: range) -> int:
-    return max((s for s in committed if s in segments), default=segments.start - 1) + 1
-
-
-class _Barrier(list[Any]):
-    """An empty batch put on the row queue: resolved once every row queued before it is committed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
-class TrackedWriter(DatasetWriter):
-    """A ``DatasetWriter`` that says what each commit made durable: input lines and barriers."""
-
-    def __init__(self, out_dir: Path, segment_rows: int, row_group_size: int, first_segment: int, journal: str,
-                 on_commit: Callable[[list[int]], None]) -> None:
-        super().__init__(out_dir, segment_rows, row_group_size, first_segment, journal)
-        self._on_commit = on_commit
-        self._lines: list[int] = []  # input lines whose domain row is in the open segment
-        self._barriers: list[_Barrier] = []
-        self.asked = asyncio.Event()  # a barrier waits for a commit
-
-    def write(self, rows: Iterable[Any]) -> None:
-        if isinstance(rows, _Barrier):
-            self._barriers.append(rows)
-            if self.buffered:
-                self.asked.set()
-            else:
-                self._resolve()
-            return
-        rows = list(rows)
-        self._lines.extend(row.input_line for row in rows if isinstance(row, DomainRow))
-        super().write(rows)  # may commit by itself (a full segment)
-
-    def commit(self, *, empty_tables: bool = False) -> None:
-        super().commit(empty_tables=empty_tables)
-        self.asked.clear()
-        self._resolve()
-        lines, self._lines = self._lines, []
-        if lines:
-            self._on_commit(lines)
-
-    def _resolve(self) -> None:
-        barriers, self._barriers = self._barriers, []
-        for barrier in barriers:
-            if not barrier.future.done():
-                barrier.future.set_result(None)
 
 
 class _FirstSeen(SeenDomains):
@@ -130,6 +82,9 @@ class WorkerScan(Scan):
         self._writer_task: asyncio.Task[None] | None = None
         self.on_lines_committed: Callable[[list[int]], None] = lambda lines: None
 
+    def _lines_committed(self, lines: list[int]) -> None:
+        self.on_lines_committed(lines)
+
     def owns(self, address: str) -> bool:
         return owner_of_address(address, self.workers) == self.index
 
@@ -138,7 +93,7 @@ class WorkerScan(Scan):
         assert self.resume is not None
         self.writer = writer = TrackedWriter(out.out_dir, out.rows_per_file, out.row_group_size,
                                              self.resume.next_segment, f"segments-{self._tag}",
-                                             lambda lines: self.on_lines_committed(lines))
+                                             self._lines_committed)
         self._writer_task = writer_task = self._supervise(asyncio.create_task(self._write_rows(writer),
                                                                               name="writer"))
         committer = asyncio.create_task(self._commit_when_asked(writer))
@@ -182,11 +137,11 @@ class WorkerScan(Scan):
 
     async def committed(self) -> None:
         """Return once every row queued so far is committed (a barrier through the writer)."""
-        barrier = _Barrier()
-        await self._row_queue.put(barrier)
+        done = Barrier()
+        await self._row_queue.put(done)
         assert self._writer_task is not None
-        await asyncio.wait({barrier.future, self._writer_task}, return_when=asyncio.FIRST_COMPLETED)
-        if not barrier.future.done():
+        await asyncio.wait({done.future, self._writer_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.future.done():
             raise RuntimeError(f"worker {self.index}: the writer stopped before committing")
 
     async def _run_stages(self) -> None:
@@ -266,7 +221,8 @@ class WorkerScan(Scan):
 
     async def probes_ready(self) -> None:
         """Return once the probe service exists (its stages start on the worker's first loop turns)."""
-        while self._probe_service is None:
+        # The pipeline's own _run_stages_with creates it; a poll keeps that method untouched.
+        while self._probe_service is None:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     async def _serve_one(self, address: str, first_host: str, host: str) -> Answer:
@@ -321,9 +277,7 @@ class ScanWorker:
             self._scan.on_lines_committed = self._lines_committed
             self._run = asyncio.create_task(self._scan.run_share())
             self._ready().set()
-        from ray.util import get_node_ip_address  # only ever called inside a Ray worker
-
-        return os.getpid(), str(get_node_ip_address())
+        return os.getpid(), str(get_node_ip_address())  # type: ignore[no-untyped-call]
 
     def _build(self) -> WorkerScan:
         config, out = self._config, self._config.output.out_dir
@@ -455,8 +409,6 @@ _RETRY_SECONDS = 300.0
 
 
 async def _retrying(call: Callable[[], Any]) -> Any:
-    from ray.exceptions import RayActorError  # only ever called inside a Ray worker
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _RETRY_SECONDS
     delay = 0.1

@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from scanner.cli import main
-from tests.integration.test_politeness import PREFIX_LIMIT, CountingServer, server  # noqa: F401 (a fixture)
 from scanner.cluster.shard import owner_of_address
+from tests.integration.test_politeness import PREFIX_LIMIT, CountingServer, server  # noqa: F401 (a fixture)
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
 from worlds.scancli import scan_command
