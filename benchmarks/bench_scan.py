@@ -17,6 +17,7 @@ anywhere else. ``--no-netns`` runs in the current namespace (then the peer compa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -50,6 +51,7 @@ class ChildRun:
     cpu_s: float
     max_rss_mb: float
     returncode: int
+    tree_rss_mb: float = 0.0  # peak resident memory of the whole process tree (sampled)
 
 
 def run_child(command: list[str], log: Path, env: dict[str, str] | None = None) -> ChildRun:
@@ -60,12 +62,36 @@ def run_child(command: list[str], log: Path, env: dict[str, str] | None = None) 
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    tree_cpu = tree_rss = 0.0
     with log.open("wb") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False, env=env).returncode
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # A scan on Ray (--workers) runs in processes that are not this one's children (Ray's own and its
+        # workers, under the driver): their CPU and memory are sampled from /proc while they live.
+        while child.poll() is None:
+            tree_cpu = max(tree_cpu, tree_cpu_seconds(child.pid))
+            tree_rss = max(tree_rss, tree_rss_mb(child.pid))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(0.5)
+        code = child.returncode
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return ChildRun(wall, cpu, after.ru_maxrss / 1024, code)
+    return ChildRun(wall, max(cpu, tree_cpu), after.ru_maxrss / 1024, code, tree_rss)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its living descendants, in MB (/proc/PID/statm, field 2)."""
+    total, stack, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/statm", encoding="ascii") as fh:
+                total += int(fh.read().split()[1]) * page
+            with open(f"/proc/{current}/task/{current}/children", encoding="ascii") as fh:
+                stack.extend(int(p) for p in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / 2**20
 
 
 def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list[str]:
@@ -76,7 +102,8 @@ def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list
         "--concurrency", str(args.concurrency), "--dns-qps", str(args.dns_qps),
         "--dns-concurrency", str(args.dns_concurrency), "--dns-workers", str(args.dns_workers),
         "--banner-timeout", "5", "--command-timeout", "5", "--tls-timeout", "5", "--throttle-retry", "1",
-        "--per-prefix-concurrency", str(args.per_prefix), *shlex.split(args.scan_args),
+        "--per-prefix-concurrency", str(args.per_prefix),
+        *(["--workers", str(args.workers)] if args.workers else []), *shlex.split(args.scan_args),
     ]
 
 
@@ -127,6 +154,8 @@ def main() -> int:
     parser.add_argument("--sni-share", type=float, default=0.0,
                         help="share of the addresses that are shared hosts choosing certificates by SNI")
     parser.add_argument("--sni-names", type=int, default=50, help="MX names (domains) per shared-hosting address")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="scan on Ray with N worker processes (scanner.cluster); 0: one process, no Ray")
     parser.add_argument("--scan-args", default="", help="extra scanner options, e.g. '--enumerate off --no-policy'")
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="emulate this round-trip time to every mail server and to DNS (latency fronts)")
@@ -287,9 +316,25 @@ def report(world: BenchWorld, out: Path, run: ChildRun) -> None:
     print(f"  CPU: {run.cpu_s:.1f}s = {1000 * run.cpu_s / domains:.2f} CPU-s per 1,000 domains; "
           f"peak RSS {run.max_rss_mb:,.0f} MB")
     print(f"  verdicts: {info['verdicts']}")
+    if "cluster" in record:
+        report_cluster(record["cluster"], run, domains)
     print_timing(record.get("timing", {}))
     check_accounting(world, out)
     report_sessions(out)
+
+
+def report_cluster(cluster: dict[str, Any], run: ChildRun, domains: int) -> None:
+    """A scan on Ray workers: each worker's process, the whole tree, and the requests between workers."""
+    workers = cluster["workers"]
+    for i, w in enumerate(workers):
+        print(f"  worker {i} on {w['node']}: CPU {w['cpu_s']:.1f}s, peak RSS {w['max_rss_mb']:,.0f} MB, "
+              f"{w['remote_calls']:,} calls to other owners for {w['remote_pairs']:,} (address, name) pairs")
+    calls = sum(w["remote_calls"] for w in workers)
+    pairs = sum(w["remote_pairs"] for w in workers)
+    print(f"  between workers: {calls / domains:.4f} calls and {pairs / domains:.4f} pairs per domain; "
+          f"restarts {cluster['restarts']}")
+    print(f"  whole process tree (driver, Ray, workers): peak RSS {run.tree_rss_mb:,.0f} MB; workers' RSS "
+          f"{sum(w['max_rss_mb'] for w in workers):,.0f} MB")
 
 
 def report_sessions(out: Path) -> None:

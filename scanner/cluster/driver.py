@@ -79,6 +79,7 @@ class _Worker:
     remote: tuple[int, int] = (0, 0)
     pid: int = 0
     node: str = ""
+    usage: dict[str, float] = dataclasses.field(default_factory=dict)  # the worker's process, at its close
 
 
 class ClusterScan(Scan):
@@ -256,7 +257,14 @@ class ClusterScan(Scan):
             self._note_fatal(f"worker {self._workers.index(worker)}", RuntimeError(problem))
 
     async def _close(self, worker: _Worker) -> None:
-        worker.stats = await self._call_unlocked(worker, worker.handle.close.remote)
+        worker.stats, worker.usage = await self._call_unlocked(worker, worker.handle.close.remote)
+
+    def _run_extra(self) -> dict[str, Any]:
+        """run.json: also each worker's process (node, CPU, peak RSS, requests to other owners) and restarts."""
+        extra = super()._run_extra()
+        extra["cluster"] = {"address": self.address or "local", "restarts": self.restarts,
+                            "workers": [{"node": w.node, **w.usage} for w in self._workers]}
+        return extra
 
     def _sync_stats(self) -> None:
         """The display's counters: the driver's own, plus every worker's (and its earlier lives')."""

@@ -20,6 +20,7 @@ import gc
 import itertools
 import logging
 import os
+import resource
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -345,15 +346,19 @@ class ScanWorker:
         if scan.problem() is None:
             await scan.committed()
 
-    async def close(self) -> ScanStats:
-        """No worker asks for probes any more: stop the probe workers, close the writer."""
+    async def close(self) -> tuple[ScanStats, dict[str, float]]:
+        """No worker asks for probes any more: stop the probe workers, close the writer. Returns the
+        counters and this process's resources (CPU seconds, peak RSS in MB, requests to other owners)."""
         await self._ready().wait()
         scan = self._scan
         assert scan is not None
         assert self._run is not None
         scan.closing.set()
         await self._run
-        return scan.stats
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return scan.stats, {"cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+                            "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                            "remote_calls": scan.remote.calls, "remote_pairs": scan.remote.pairs}
 
     # Other workers' side.
 
