@@ -182,13 +182,13 @@ class ClusterScan(Scan):
 
     async def _feed(self, worker: _Worker) -> None:
         while (lines := await worker.queue.get()) is not None:
+            if self.stopping:  # Ctrl-C or a worker's failure: what is not sent yet is left to the resume
+                continue
             batch = self._batch_ids
             self._batch_ids += 1
             async with worker.lock:
                 worker.unacked[batch] = lines
                 await self._call(worker, lambda b=batch, ls=lines: worker.handle.admit.remote(b, ls))
-        if self.stopping:
-            worker.handle.stop.remote()
         async with worker.lock:
             worker.input_finished = True
         await self._call_unlocked(worker, worker.handle.finish_input.remote)
@@ -237,8 +237,12 @@ class ClusterScan(Scan):
         worker.generation += 1
 
     async def _poll(self, worker: _Worker) -> None:
+        stop_sent = False
         while True:
             await asyncio.sleep(_POLL_SECONDS)
+            if self.stopping and not stop_sent:  # in-flight domains get the grace period, in every worker
+                worker.handle.stop.remote()
+                stop_sent = True
             await self._poll_once(worker)
 
     async def _poll_once(self, worker: _Worker) -> None:

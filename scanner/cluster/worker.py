@@ -86,6 +86,15 @@ class WorkerScan(Scan):
     def _lines_committed(self, lines: list[int]) -> None:
         self.on_lines_committed(lines)
 
+    async def take(self, lines: list[InputLine] | None) -> None:
+        """Queue a batch (None: the end) for the reader, unless the scan is stopping (then it is dropped:
+        its lines are not committed, and the resumed scan does them)."""
+        put = asyncio.ensure_future(self.intake.put(lines))
+        stop = asyncio.ensure_future(self._stop_event.wait())
+        await asyncio.wait({put, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (put, stop):
+            task.cancel()
+
     def owns(self, address: str) -> bool:
         return owner_of_address(address, self.workers) == self.index
 
@@ -310,7 +319,7 @@ class ScanWorker:
             self._batches[batch] = len(pending)
         else:
             self._acked.append(batch)
-        await scan.intake.put(lines)
+        await scan.take(lines)
 
     def _lines_committed(self, lines: list[int]) -> None:
         for line_no in lines:
@@ -341,7 +350,7 @@ class ScanWorker:
         await self._ready().wait()
         scan = self._scan
         assert scan is not None
-        await scan.intake.put(None)
+        await scan.take(None)
         await scan.input_done.wait()
         if scan.problem() is None:
             await scan.committed()

@@ -10,6 +10,10 @@ state they were left in. A committed file that is missing, of another size or un
 file: resuming would silently re-scan its lines and duplicate the rows of the segment's other tables.
 Because a domain's row is only emitted after the probe rows it refers to, a committed segment never
 refers to an uncommitted probe.
+
+A scan on several workers (scanner.cluster) has one journal per writer (``segments-w03``) and one range
+of segment numbers per writer, so no two processes append to one file or name the same part; readers
+take the union of the journals, and ``recover`` can be limited to one writer's range.
 """
 
 from __future__ import annotations
