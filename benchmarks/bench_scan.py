@@ -39,7 +39,9 @@ from benchmarks.junk import add_junk, physical_lines
 from benchmarks.world import BenchWorld, add_sni_hosting, add_wildcard_domains, build
 from worlds.dns import NsdServer
 from worlds.latency import LatencyFrontProcess, TcpRoute, UdpRoute
+from worlds.ports import pick_loopback_block
 from worlds.procs import tree_cpu_seconds
+from worlds.raycluster import ray_cluster
 from worlds.smtp import ListenerStats, SmtpFarmProcess
 
 FARM_CHUNK = 12_000
@@ -156,6 +158,9 @@ def main() -> int:
     parser.add_argument("--sni-names", type=int, default=50, help="MX names (domains) per shared-hosting address")
     parser.add_argument("--workers", type=int, default=0,
                         help="scan on Ray with N worker processes (scanner.cluster); 0: one process, no Ray")
+    parser.add_argument("--ray-nodes", type=int, default=0,
+                        help="start a Ray cluster of N node processes on this machine (one CPU each, "
+                             "worlds/raycluster.py) and scan on it with --cluster")
     parser.add_argument("--scan-args", default="", help="extra scanner options, e.g. '--enumerate off --no-policy'")
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="emulate this round-trip time to every mail server and to DNS (latency fronts)")
@@ -285,8 +290,17 @@ def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespac
             # CPU lands in the child figures, so a profiled run's numbers are indicative only.
             command = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "50", "--format", "raw",
                        "--nonblocking", "-o", str(args.profile), "--", *command]
-        world_cpu_before = world_cpu(running.pids())
-        run = run_child(command, workdir / "scan.log")
+        with contextlib.ExitStack() as stack:
+            env, ray_pids = None, []
+            if args.ray_nodes:
+                cluster = stack.enter_context(ray_cluster(workdir / "ray", pick_loopback_block(), args.ray_nodes))
+                command += ["--cluster", cluster.address]
+                env, ray_pids = {**os.environ, **cluster.env}, list(cluster.pids)
+            world_cpu_before = world_cpu(running.pids())
+            ray_cpu_before = world_cpu(ray_pids)
+            run = run_child(command, workdir / "scan.log", env)
+            # The nodes' processes (raylets, workers) are not the driver's: their CPU is added here.
+            run = dataclasses.replace(run, cpu_s=run.cpu_s + world_cpu(ray_pids) - ray_cpu_before)
         wall.append(run.wall_s)
         world_cpu_used = world_cpu(running.pids()) - world_cpu_before
         print(f"world (nsd + farm + fronts) CPU during the scan: {world_cpu_used:.1f}s; scanner + world = "

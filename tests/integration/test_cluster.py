@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from scanner.cluster.shard import owner_of_address
 from tests.integration.test_politeness import PREFIX_LIMIT, CountingServer, server  # noqa: F401 (a fixture)
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
+from worlds.raycluster import RAY_ENV, RayCluster, ray_cluster
 from worlds.scancli import scan_command
 from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
 
@@ -45,7 +45,6 @@ except ImportError:
 
 # Columns that differ between two scans of the same world by construction (when, which attempt, how long).
 _VOLATILE = {"scan_id", "attempt"}
-_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
 # An address that is the MX of several names is probed under the name that asked first, and the other
@@ -140,49 +139,10 @@ def test_workers_scan_equals_single_process_scan(world: World, single: Path, sin
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     """A Ray head and a second node process on this machine (one CPU each), on two loopback addresses."""
-    block = pick_loopback_block()
-    head_ip, node_ip = loopback_host(block, 1), loopback_host(block, 2)
-    port = _free_port(head_ip)
-    env = {**os.environ, **_RAY_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    temp = tmp_path_factory.mktemp("ray")
-    logs = temp / "logs"
-    logs.mkdir()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for name, args in (("head", ["--head", "--port", str(port), "--node-ip-address", head_ip,
-                                     "--include-dashboard", "false", "--temp-dir", str(temp)]),
-                           ("node", ["--address", f"{head_ip}:{port}", "--node-ip-address", node_ip])):
-            log = logs / f"{name}.log"
-            with log.open("wb") as fh:
-                procs.append(subprocess.Popen([ray_bin, "start", "--block", "--num-cpus", "1", *args], env=env,
-                                              stdout=fh, stderr=subprocess.STDOUT))
-            _wait_for(lambda log=log: b"Ray runtime started" in log.read_bytes(), 120, f"ray {name}: {log}")
-        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", *_RAY_ENV)}
-        os.environ.update({k: env[k] for k in saved})
-        try:
-            yield f"{head_ip}:{port}"
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-    finally:
-        for proc in reversed(procs):  # ray start --block stops the processes it started on SIGTERM
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(60)
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    with ray_cluster(tmp_path_factory.mktemp("ray"), pick_loopback_block()) as cluster:
+        yield cluster
 
 
 def _wait_for(condition: Any, timeout: float, what: str) -> None:
@@ -193,23 +153,20 @@ def _wait_for(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def test_two_node_cluster_scan_equals_single_process_scan(world: World, single: Path, two_nodes: str,
+def test_two_node_cluster_scan_equals_single_process_scan(world: World, single: Path, two_nodes: RayCluster,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "cluster"
     # A process of its own: Ray keeps one connection (and auth token) per process.
-    command = [sys.executable, "-m", "scanner", *_scan_args(world, out), "--cluster", two_nodes, "--workers", "2"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    command = [sys.executable, "-m", "scanner", *_scan_args(world, out), "--cluster", two_nodes.address,
+               "--workers", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, **two_nodes.env})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _same_dataset(single, out)
     _exactly_once(out, len(_table(single, "domains")))
     # One CPU per node and per worker: the two workers ran on the two nodes.
     nodes = {(out / ".work" / "workers" / f"{w}.pid").read_text().split()[1] for w in ("w000", "w001")}
-    assert nodes == set(two_nodes_ips(two_nodes))
-
-
-def two_nodes_ips(address: str) -> tuple[str, str]:
-    head = address.rsplit(":", 1)[0]
-    return head, head.rsplit(".", 1)[0] + ".2"
+    assert nodes == set(two_nodes.node_ips)
 
 
 def test_politeness_holds_across_workers(server: tuple[CountingServer, NsdServer, Path]) -> None:  # noqa: F811
@@ -315,7 +272,7 @@ def test_kill_9_of_a_worker_mid_scan_loses_and_repeats_nothing(slow_world: tuple
                                                                 tmp_path: Path) -> None:
     domains, resolver, count = slow_world
     out = tmp_path / "out"
-    env = {**os.environ, **_RAY_ENV}
+    env = {**os.environ, **RAY_ENV}
     driver = subprocess.Popen(_slow_command(domains, resolver, out), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
     try:
@@ -341,7 +298,7 @@ def test_kill_9_of_the_driver_then_resume(slow_world: tuple[Path, str, int], tmp
     domains, resolver, count = slow_world
     out = tmp_path / "out"
     command = _slow_command(domains, resolver, out)
-    env = {**os.environ, **_RAY_ENV}
+    env = {**os.environ, **RAY_ENV}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list[int] = []
     try:
