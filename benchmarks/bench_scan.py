@@ -56,7 +56,8 @@ class ChildRun:
     tree_rss_mb: float = 0.0  # peak resident memory of the whole process tree (sampled)
 
 
-def run_child(command: list[str], log: Path, env: dict[str, str] | None = None) -> ChildRun:
+def run_child(command: list[str], log: Path, env: dict[str, str] | None = None,
+              also: tuple[int, ...] = ()) -> ChildRun:
     """Run a child to completion; CPU and peak RSS come from getrusage(RUSAGE_CHILDREN) deltas.
 
     ru_maxrss of RUSAGE_CHILDREN is the largest of the children reaped so far; nsd and the farm are
@@ -65,13 +66,14 @@ def run_child(command: list[str], log: Path, env: dict[str, str] | None = None) 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     tree_cpu = tree_rss = 0.0
+    also_before = sum(tree_cpu_seconds(pid) for pid in also)  # a cluster's node processes (--ray-nodes)
     with log.open("wb") as out:
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         # A scan on Ray (--workers) runs in processes that are not this one's children (Ray's own and its
         # workers, under the driver): their CPU and memory are sampled from /proc while they live.
         while child.poll() is None:
-            tree_cpu = max(tree_cpu, tree_cpu_seconds(child.pid))
-            tree_rss = max(tree_rss, tree_rss_mb(child.pid))
+            tree_cpu = max(tree_cpu, sum(tree_cpu_seconds(pid) for pid in (child.pid, *also)) - also_before)
+            tree_rss = max(tree_rss, sum(tree_rss_mb(pid) for pid in (child.pid, *also)))
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(0.5)
         code = child.returncode
@@ -297,10 +299,8 @@ def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespac
                 command += ["--cluster", cluster.address]
                 env, ray_pids = {**os.environ, **cluster.env}, list(cluster.pids)
             world_cpu_before = world_cpu(running.pids())
-            ray_cpu_before = world_cpu(ray_pids)
-            run = run_child(command, workdir / "scan.log", env)
-            # The nodes' processes (raylets, workers) are not the driver's: their CPU is added here.
-            run = dataclasses.replace(run, cpu_s=run.cpu_s + world_cpu(ray_pids) - ray_cpu_before)
+            # The nodes' processes (raylets, workers) are not the driver's: sampled with it.
+            run = run_child(command, workdir / "scan.log", env, tuple(ray_pids))
         wall.append(run.wall_s)
         world_cpu_used = world_cpu(running.pids()) - world_cpu_before
         print(f"world (nsd + farm + fronts) CPU during the scan: {world_cpu_used:.1f}s; scanner + world = "
