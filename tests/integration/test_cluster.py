@@ -27,6 +27,7 @@ import pytest
 
 from scanner.cli import main
 from scanner.cluster.shard import owner_of_address
+from scanner.exit_codes import ExitCode
 from tests.integration.test_politeness import PREFIX_LIMIT, CountingServer, server  # noqa: F401 (a fixture)
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
@@ -316,3 +317,32 @@ def test_kill_9_of_the_driver_then_resume(slow_world: tuple[Path, str, int], tmp
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     _exactly_once(out, count)
     assert sorted(r["attempt"] for r in _table(out, "run")) == [1, 2]
+
+
+def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(slow_world: tuple[Path, str, int],
+                                                                tmp_path: Path) -> None:
+    """SIGINT to the driver: the workers stop taking lines, in-flight ones get the grace period, the
+    attempt is recorded interrupted; the same command then finishes the scan, every line once."""
+    domains, resolver, count = slow_world
+    out = tmp_path / "out"
+    command = _slow_command(domains, resolver, out)
+    env = {**os.environ, **RAY_ENV}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: _committed(out, "w000") or _committed(out, "w001") or driver.poll() is not None, 240,
+                  "a worker's commit")
+        assert driver.poll() is None
+        driver.send_signal(signal.SIGINT)
+        output = driver.communicate(timeout=180)[0].decode()
+    finally:
+        children = _descendants(driver.pid)
+        if driver.poll() is None:
+            driver.kill()
+        _kill_all(children)
+    assert driver.returncode == ExitCode.INTERRUPTED, output[-3000:]
+    assert not (out / ".state" / "complete").exists()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    _exactly_once(out, count)
+    outcomes = {r["attempt"]: r["outcome"] for r in _table(out, "run")}
+    assert outcomes == {1: "interrupted", 2: "completed"}
