@@ -68,13 +68,17 @@ def split_count(total: int, workers: int, worker: int) -> int:
 
 
 def worker_config(config: ScanConfig, workers: int, worker: int) -> ScanConfig:
-    """The config one worker runs with: the global connection cap and DNS rate split so that the sums
-    over all workers equal the configured values (per-address and per-prefix limits need no split:
-    each address has one owner)."""
+    """The config one worker runs with: the global connection cap, the DNS rate and the DNS queries and
+    domains in flight split so that the sums over all workers equal the configured values (per-address
+    and per-prefix limits need no split: each address has one owner)."""
     probe = dataclasses.replace(
         config.probe,
         max_connections=split_count(config.probe.max_connections, workers, worker),
         workers=max(1, split_count(config.probe.workers, workers, worker)),
     )
-    dns = dataclasses.replace(config.dns, qps=config.dns.qps / workers)
+    # Queries in flight too: the resolver carries the sum (two workers with the full concurrency each
+    # doubled the load on the benchmark's nsd, and DNS timeouts followed).
+    dns = dataclasses.replace(config.dns, qps=config.dns.qps / workers,
+                              concurrency=max(1, split_count(config.dns.concurrency, workers, worker)),
+                              workers=max(1, split_count(config.dns.workers, workers, worker)))
     return dataclasses.replace(config, probe=probe, dns=dns)

@@ -36,6 +36,7 @@ def test_shares_of_caps_sum_to_the_configured_value() -> None:
         shares = [worker_config(config, workers, w) for w in range(workers)]
         assert sum(c.probe.max_connections for c in shares) == config.probe.max_connections
         assert sum(c.dns.qps for c in shares) == pytest.approx(config.dns.qps)
+        assert sum(c.dns.concurrency for c in shares) == config.dns.concurrency
         assert sum(split_count(10, workers, w) for w in range(workers)) == 10
 
 
