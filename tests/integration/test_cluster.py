@@ -48,18 +48,17 @@ except ImportError:
 _VOLATILE = {"scan_id", "attempt"}
 
 
-# An address that is the MX of several names is probed under the name that asked first, and the other
-# names get their own SNI session or not (scanner.sni): which name comes first follows the order the
-# requests arrive, in one process (DNS timing) as on a cluster (which worker asks first). These facts are
-# compared without that order: the verdicts, grades and certificate fields of every link are compared whole.
-_ARRIVAL_ORDER = {"probes": {"sni"}, "mx": {"cert_source"}, "sessions": set(), "domains": set()}
+# An address that is the MX of several names is probed under the name that asked first, its row lists
+# the names that asked while it ran, and the other names get their own SNI session or not (scanner.sni):
+# all of that follows the order the requests arrive, in one process (DNS timing) as on a cluster (which
+# worker asks first). Those columns are left out; the verdicts, grades and certificate fields of every
+# probe and every link are compared whole.
+_ARRIVAL_ORDER = {"probes": {"sni", "mx_hosts"}, "mx": {"cert_source"}, "sessions": set(), "domains": set()}
 
 
 def _stable(row: dict[str, Any], table: str) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in _VOLATILE | _ARRIVAL_ORDER[table]
            and not k.endswith(("_at", "_ms", "_s"))}
-    if isinstance(out.get("mx_hosts"), list):
-        out["mx_hosts"] = sorted(out["mx_hosts"])
     return out
 
 
