@@ -262,6 +262,14 @@ def _descendants(pid: int) -> list[int]:
     return []
 
 
+def _stop_tree(driver: subprocess.Popen[bytes]) -> None:
+    """The driver, if still running, and whatever of Ray it started (this test's processes only)."""
+    children = _descendants(driver.pid)
+    if driver.poll() is None:
+        driver.kill()
+    _kill_all(children)
+
+
 def _kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -283,10 +291,7 @@ def test_kill_9_of_a_worker_mid_scan_loses_and_repeats_nothing(slow_world: tuple
         os.kill(victim, signal.SIGKILL)
         output = driver.communicate(timeout=300)[0].decode()
     finally:
-        children = _descendants(driver.pid)
-        if driver.poll() is None:
-            driver.kill()
-        _kill_all(children)
+        _stop_tree(driver)
     assert driver.returncode == 0, output[-3000:]
     assert "worker 0 died" in output
     _exactly_once(out, count)
@@ -334,10 +339,7 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(slow_world: tupl
         driver.send_signal(signal.SIGINT)
         output = driver.communicate(timeout=180)[0].decode()
     finally:
-        children = _descendants(driver.pid)
-        if driver.poll() is None:
-            driver.kill()
-        _kill_all(children)
+        _stop_tree(driver)
     assert driver.returncode == ExitCode.INTERRUPTED, output[-3000:]
     assert not (out / ".state" / "complete").exists()
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
