@@ -17,6 +17,7 @@ anywhere else. ``--no-netns`` runs in the current namespace (then the peer compa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,7 +39,9 @@ from benchmarks.junk import add_junk, physical_lines
 from worlds.bench import BenchWorld, add_sni_hosting, add_wildcard_domains, build
 from worlds.dns import NsdServer
 from worlds.latency import LatencyFrontProcess, TcpRoute, UdpRoute
+from worlds.ports import pick_loopback_block
 from worlds.procs import tree_cpu_seconds
+from worlds.raycluster import ray_cluster
 from worlds.smtp import ListenerStats, SmtpFarmProcess
 
 FARM_CHUNK = 12_000
@@ -50,9 +53,11 @@ class ChildRun:
     cpu_s: float
     max_rss_mb: float
     returncode: int
+    tree_rss_mb: float = 0.0  # peak resident memory of the whole process tree (sampled)
 
 
-def run_child(command: list[str], log: Path, env: dict[str, str] | None = None) -> ChildRun:
+def run_child(command: list[str], log: Path, env: dict[str, str] | None = None,
+              also: tuple[int, ...] = ()) -> ChildRun:
     """Run a child to completion; CPU and peak RSS come from getrusage(RUSAGE_CHILDREN) deltas.
 
     ru_maxrss of RUSAGE_CHILDREN is the largest of the children reaped so far; nsd and the farm are
@@ -60,12 +65,37 @@ def run_child(command: list[str], log: Path, env: dict[str, str] | None = None) 
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    tree_cpu = tree_rss = 0.0
+    also_before = sum(tree_cpu_seconds(pid) for pid in also)  # a cluster's node processes (--ray-nodes)
     with log.open("wb") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False, env=env).returncode
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # A scan on Ray (--workers) runs in processes that are not this one's children (Ray's own and its
+        # workers, under the driver): their CPU and memory are sampled from /proc while they live.
+        while child.poll() is None:
+            tree_cpu = max(tree_cpu, sum(tree_cpu_seconds(pid) for pid in (child.pid, *also)) - also_before)
+            tree_rss = max(tree_rss, sum(tree_rss_mb(pid) for pid in (child.pid, *also)))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(0.5)
+        code = child.returncode
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return ChildRun(wall, cpu, after.ru_maxrss / 1024, code)
+    return ChildRun(wall, max(cpu, tree_cpu), after.ru_maxrss / 1024, code, tree_rss)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its living descendants, in MB (/proc/PID/statm, field 2)."""
+    total, stack, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/statm", encoding="ascii") as fh:
+                total += int(fh.read().split()[1]) * page
+            with open(f"/proc/{current}/task/{current}/children", encoding="ascii") as fh:
+                stack.extend(int(p) for p in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / 2**20
 
 
 def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list[str]:
@@ -76,7 +106,8 @@ def scan_command(world: BenchWorld, out: Path, args: argparse.Namespace) -> list
         "--concurrency", str(args.concurrency), "--dns-qps", str(args.dns_qps),
         "--dns-concurrency", str(args.dns_concurrency), "--dns-workers", str(args.dns_workers),
         "--banner-timeout", "5", "--command-timeout", "5", "--tls-timeout", "5", "--throttle-retry", "1",
-        "--per-prefix-concurrency", str(args.per_prefix), *shlex.split(args.scan_args),
+        "--per-prefix-concurrency", str(args.per_prefix),
+        *(["--workers", str(args.workers)] if args.workers else []), *shlex.split(args.scan_args),
     ]
 
 
@@ -127,6 +158,11 @@ def main() -> int:
     parser.add_argument("--sni-share", type=float, default=0.0,
                         help="share of the addresses that are shared hosts choosing certificates by SNI")
     parser.add_argument("--sni-names", type=int, default=50, help="MX names (domains) per shared-hosting address")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="scan on Ray with N worker processes (scanner.cluster); 0: one process, no Ray")
+    parser.add_argument("--ray-nodes", type=int, default=0,
+                        help="start a Ray cluster of N node processes on this machine (one CPU each, "
+                             "worlds/raycluster.py) and scan on it with --cluster")
     parser.add_argument("--scan-args", default="", help="extra scanner options, e.g. '--enumerate off --no-policy'")
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="emulate this round-trip time to every mail server and to DNS (latency fronts)")
@@ -256,8 +292,15 @@ def run_world_and_scan(world: BenchWorld, workdir: Path, args: argparse.Namespac
             # CPU lands in the child figures, so a profiled run's numbers are indicative only.
             command = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "50", "--format", "raw",
                        "--nonblocking", "-o", str(args.profile), "--", *command]
-        world_cpu_before = world_cpu(running.pids())
-        run = run_child(command, workdir / "scan.log")
+        with contextlib.ExitStack() as stack:
+            env, ray_pids = None, []
+            if args.ray_nodes:
+                cluster = stack.enter_context(ray_cluster(workdir / "ray", pick_loopback_block(), args.ray_nodes))
+                command += ["--cluster", cluster.address]
+                env, ray_pids = {**os.environ, **cluster.env}, list(cluster.pids)
+            world_cpu_before = world_cpu(running.pids())
+            # The nodes' processes (raylets, workers) are not the driver's: sampled with it.
+            run = run_child(command, workdir / "scan.log", env, tuple(ray_pids))
         wall.append(run.wall_s)
         world_cpu_used = world_cpu(running.pids()) - world_cpu_before
         print(f"world (nsd + farm + fronts) CPU during the scan: {world_cpu_used:.1f}s; scanner + world = "
@@ -287,9 +330,25 @@ def report(world: BenchWorld, out: Path, run: ChildRun) -> None:
     print(f"  CPU: {run.cpu_s:.1f}s = {1000 * run.cpu_s / domains:.2f} CPU-s per 1,000 domains; "
           f"peak RSS {run.max_rss_mb:,.0f} MB")
     print(f"  verdicts: {info['verdicts']}")
+    if "cluster" in record:
+        report_cluster(record["cluster"], run, domains)
     print_timing(record.get("timing", {}))
     check_accounting(world, out)
     report_sessions(out)
+
+
+def report_cluster(cluster: dict[str, Any], run: ChildRun, domains: int) -> None:
+    """A scan on Ray workers: each worker's process, the whole tree, and the requests between workers."""
+    workers = cluster["workers"]
+    for i, w in enumerate(workers):
+        print(f"  worker {i} on {w['node']}: CPU {w['cpu_s']:.1f}s, peak RSS {w['max_rss_mb']:,.0f} MB, "
+              f"{w['remote_calls']:,} calls to other owners for {w['remote_pairs']:,} (address, name) pairs")
+    calls = sum(w["remote_calls"] for w in workers)
+    pairs = sum(w["remote_pairs"] for w in workers)
+    print(f"  between workers: {calls / domains:.4f} calls and {pairs / domains:.4f} pairs per domain; "
+          f"restarts {cluster['restarts']}")
+    print(f"  whole process tree (driver, Ray, workers): peak RSS {run.tree_rss_mb:,.0f} MB; workers' RSS "
+          f"{sum(w['max_rss_mb'] for w in workers):,.0f} MB")
 
 
 def report_sessions(out: Path) -> None:

@@ -33,6 +33,7 @@ from scanner.checker import (
     temporary_input,
     to_json,
 )
+from scanner.cluster import ClusterUnavailable, require_ray
 from scanner.config import (
     ConfigError,
     DnsConfig,
@@ -122,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="no live progress bar (on a terminal) and no status lines (otherwise)")
     misc.add_argument("--vantage", metavar="LABEL",
                       help="where this scan runs from (e.g. 'hetzner-fsn1'), recorded in the run record")
+    cluster = scan.add_argument_group("scaling out", "run the scan on several processes or machines (needs Ray: "
+                                      "pip install 'smtp-tls-survey[ray]'; see README, Scaling out)")
+    cluster.add_argument("--workers", type=int, default=0, metavar="N",
+                         help="worker processes (with --cluster: default one per CPU of the cluster; without: "
+                              "start Ray on this machine with N workers)")
+    cluster.add_argument("--cluster", metavar="ADDRESS",
+                         help="join a running Ray cluster (ray start --head), e.g. 10.0.0.1:6379")
     health = scan.add_argument_group(
         "our side is broken", "stop (exit 69, resumable) when nearly every DNS query or probe fails on our side")
     add_options(health, HealthConfig)
@@ -388,6 +396,7 @@ def run_scan(args: argparse.Namespace, console: Console, signals: StopSignals) -
 
 def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLock, signals: StopSignals) -> int:
     try:
+        _check_cluster_options(args)
         setup = scan_setup(args, lock)
     except CommandError as exc:
         _log.error("%s", exc)
@@ -408,7 +417,11 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
         _log.warning("reading domains from %s: if this scan is interrupted it cannot be resumed (a stream is read "
                      "once; pass the input as a file to be able to resume)",
                      "stdin" if str(args.domains) == "-" else f"a stream ({args.domains})")
-    scan = Scan(config, args.domains, trust, exclude, resume=resume, vantage=args.vantage)
+    try:
+        scan = _make_scan(args, config, trust, exclude, resume)
+    except CommandError as exc:
+        _log.error("%s", exc)
+        return exc.exit_code
     view = _progress_view(args, console)
     try:
         if view is None:
@@ -438,6 +451,33 @@ def _run_scan_locked(args: argparse.Namespace, console: Console, lock: OutputLoc
         _log.warning("%s; %s", scan.stop_message, _resume_hint(str(args.domains)))
         return ExitCode.INTERRUPTED
     return ExitCode.OK
+
+
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    """--workers/--cluster make sense and Ray is installed: checked before anything else is done."""
+    if not args.workers and not args.cluster:
+        return
+    if args.workers < 0 or (args.workers == 0 and not args.cluster):
+        raise CommandError("--workers: give a number of workers >= 1", ExitCode.USAGE)
+    try:
+        require_ray()
+    except ClusterUnavailable as exc:
+        raise CommandError(str(exc), ExitCode.CONFIG) from exc
+
+
+def _make_scan(args: argparse.Namespace, config: ScanConfig, trust: TrustStore, exclude: ExcludeList,
+               resume: ResumeState) -> Scan:
+    """The scan in this process, or (--workers/--cluster) its driver for workers on Ray (scanner.cluster)."""
+    if not args.workers and not args.cluster:
+        return Scan(config, args.domains, trust, exclude, resume=resume, vantage=args.vantage)
+    from scanner.cluster.driver import ClusterScan  # noqa: PLC0415 (imports Ray, an optional extra)
+
+    scan = ClusterScan(config, args.domains, trust, exclude, resume, args.vantage, args.workers, args.cluster)
+    try:
+        scan.connect()
+    except ClusterUnavailable as exc:
+        raise CommandError(str(exc), ExitCode.UNAVAILABLE) from exc
+    return scan
 
 
 def scan_setup(args: argparse.Namespace,

@@ -409,7 +409,7 @@ class Scan:
         if self.resume:
             self._probe_service.seed(self.resume.probes.summaries(done.get))
         if self.config.policy_checks:
-            self._policies = PolicyChecker(self.config, self._resolver, policy, self._limits.slot)
+            self._policies = PolicyChecker(self.config, self._resolver, policy, self._connection_slot)
         probe_workers = [self._supervise(asyncio.create_task(self._probe_service.worker(), name=f"probe-{i}"))
                          for i in range(self.config.probe.workers)]
         dns_workers = [self._supervise(asyncio.create_task(self._dns_worker(domains), name=f"dns-{i}"))
@@ -441,6 +441,10 @@ class Scan:
                 task.cancel()
             await asyncio.gather(*dns_workers, *probe_workers, *self._finishers, monitor, stop,
                                  return_exceptions=True)
+
+    def _connection_slot(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The politeness slot of one policy fetch from ``address`` (a cluster worker asks the address's owner)."""
+        return self._limits.slot(address)
 
     def _gauges(self, resolver: DnsResolver, probes: ProbeService) -> list[Gauge]:
         """Each stage's occupancy, in pipeline order (see ``scanner.monitor``)."""

@@ -92,6 +92,8 @@ class CommittedProbes:
     trust: TrustStore | None = None
     sni_checks: bool = True
     count: int = 0  # committed probe rows
+    # Which probe ids to read back (a cluster worker takes those of the addresses it owns): None, all.
+    keep: Callable[[str], bool] | None = None
 
     def __len__(self) -> int:
         return self.count
@@ -104,8 +106,10 @@ class CommittedProbes:
         """
         if self.trust is None:
             return
+        keep = self.keep
         for row in _batched_rows(self.probe_files, SUMMARY_COLUMNS):
-            yield row["probe_id"], probe_summary_from_row(row, self.trust, self.sni_checks)
+            if keep is None or keep(row["probe_id"]):
+                yield row["probe_id"], probe_summary_from_row(row, self.trust, self.sni_checks)
         for row in _batched_rows(self.session_files, SESSION_COLUMNS):
             if row["kind"] == SessionKind.SNI.value and (base := committed(row["probe_id"])) is not None:
                 yield link_key(row["probe_id"], row["sni"]), session_summary_from_row(row, base, self.trust)

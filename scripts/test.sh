@@ -8,4 +8,5 @@ echo "== ruff"
 echo "== mypy --strict scanner/ worlds/"
 .venv/bin/mypy scanner worlds
 echo "== pytest"
+export SMTP_TLS_SURVEY_REQUIRE_RAY=1  # tests/integration/test_cluster.py: Ray is installed here, a missing one fails
 exec .venv/bin/python -m pytest "$@"

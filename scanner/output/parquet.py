@@ -10,6 +10,10 @@ state they were left in. A committed file that is missing, of another size or un
 file: resuming would silently re-scan its lines and duplicate the rows of the segment's other tables.
 Because a domain's row is only emitted after the probe rows it refers to, a committed segment never
 refers to an uncommitted probe.
+
+A scan on several workers (scanner.cluster) has one journal per writer (``segments-w03``) and one range
+of segment numbers per writer, so no two processes append to one file or name the same part; readers
+take the union of the journals, and ``recover`` can be limited to one writer's range.
 """
 
 from __future__ import annotations
@@ -67,8 +71,14 @@ class Recovery:
         return max(self.committed, default=-1) + 1
 
 
-def _journal(out_dir: Path) -> Path:
-    return out_dir / STATE_DIR / JOURNAL
+def _journal(out_dir: Path, name: str = JOURNAL) -> Path:
+    return out_dir / STATE_DIR / name
+
+
+def _journals(out_dir: Path) -> list[Path]:
+    """The journal and, for a scan run on several workers (scanner.cluster), each worker's own
+    (``segments-w03``): every writer appends to its own file, so no two processes share one."""
+    return [_journal(out_dir), *sorted((out_dir / STATE_DIR).glob(f"{JOURNAL}-*"))]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -82,11 +92,13 @@ def _fsync_dir(path: Path) -> None:
 def read_manifest(out_dir: Path) -> dict[int, dict[str, int]]:
     """Committed segment → {table: file size}. A segment journaled by an older version (its number
     alone) has an empty manifest: its files are checked for readability only."""
-    try:
-        text = _journal(out_dir).read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        return {}
-    return parse_journal(text)
+    manifest: dict[int, dict[str, int]] = {}
+    for journal in _journals(out_dir):
+        try:
+            manifest.update(parse_journal(journal.read_text(encoding="ascii", errors="replace")))
+        except FileNotFoundError:
+            continue
+    return manifest
 
 
 def parse_journal(text: str) -> dict[int, dict[str, int]]:
@@ -155,8 +167,11 @@ def verify_committed(out_dir: Path) -> None:
                                          "start over with --overwrite")
 
 
-def recover(out_dir: Path) -> Recovery:
-    """Delete every file that belongs to no committed segment; return what is committed."""
+def recover(out_dir: Path, segments: range | None = None) -> Recovery:
+    """Delete every file that belongs to no committed segment; return what is committed.
+
+    ``segments``: only files numbered in that range (one worker's, while the others keep writing).
+    """
     committed = read_journal(out_dir)
     removed = 0
     for table in TABLES:
@@ -165,6 +180,8 @@ def recover(out_dir: Path) -> Recovery:
             continue
         for item in directory.iterdir():
             match = _PART.match(item.name)
+            if segments is not None and (match is None or int(match.group(1)) not in segments):
+                continue
             if match is None or item.name.startswith(_TMP_PREFIX) or int(match.group(1)) not in committed:
                 item.unlink()
                 removed += 1
@@ -190,8 +207,10 @@ class DatasetWriter:
     about one row group per table); ``commit`` closes, fsyncs and renames them, then journals the segment.
     """
 
-    def __init__(self, out_dir: Path, segment_rows: int, row_group_size: int, first_segment: int = 0) -> None:
+    def __init__(self, out_dir: Path, segment_rows: int, row_group_size: int, first_segment: int = 0,
+                 journal: str = JOURNAL) -> None:
         self._out_dir = out_dir
+        self._journal = _journal(out_dir, journal)
         self._segment_rows = segment_rows
         self._row_group_size = row_group_size
         self._segment = first_segment
@@ -267,7 +286,7 @@ class DatasetWriter:
         for final in finals:
             _fsync_dir(final.parent)
         files = "".join(f" {final.parent.name}={final.stat().st_size}" for final in finals)
-        with _journal(self._out_dir).open("a", encoding="ascii") as journal:
+        with self._journal.open("a", encoding="ascii") as journal:
             journal.write(f"{self._segment}{files}\n")
             journal.flush()
             os.fsync(journal.fileno())

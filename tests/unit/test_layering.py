@@ -36,6 +36,7 @@ LAYERS: Mapping[str, tuple[str, ...]] = {
     "engine": (
         "scanner.pipeline", "scanner.probing", "scanner.resume", "scanner.probe_cache", "scanner.seen",
         "scanner.monitor", "scanner.health", "scanner.provenance", "scanner.scan_record", "scanner.preflight",
+        "scanner.cluster", "scanner.cluster.*",
     ),
     # Adapters that do I/O for the engine: network dialogues and lookups, input and output files.
     "io": (
