@@ -24,11 +24,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from worlds.scancli import scan_command
 
 from scanner.cli import main
 from scanner.cluster.shard import owner_of_address
 from scanner.exit_codes import ExitCode
+from tests.integration.scanning import scan_command
 from tests.integration.test_politeness import PREFIX_LIMIT, CountingServer, server  # noqa: F401 (a fixture)
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
@@ -78,7 +78,9 @@ def _table(out: Path, table: str) -> list[dict[str, Any]]:
 
 def _same_dataset(expected: Path, found: Path) -> None:
     for table in ("domains", "mx", "probes", "sessions"):
-        assert _rows_of(expected, table) == _rows_of(found, table), f"{table} differs"
+        want, got = _rows_of(expected, table), _rows_of(found, table)
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        assert want == got, f"{table} differs: only single-process {missing[:2]}; only cluster {extra[:2]}"
 
 
 def _exactly_once(out: Path, input_lines: int) -> None:
