@@ -595,14 +595,17 @@ class _Session:
         if spec.behaviour is Behaviour.STARTTLS_454:
             await self.reply(454, "4.7.0 TLS not available due to temporary reason")
             return True
-        await self.reply(220, "2.0.0 Ready to start TLS")
         dropped = self.lines.discard_buffered()
         if dropped:
             LOG.debug("dropped %d bytes pipelined after STARTTLS", dropped)
         if spec.behaviour is Behaviour.TLS_FAIL_AFTER_220:
-            self.writer.write(TLS_GARBAGE)
+            # The 220 and the garbage in one write, so every session finds the garbage right behind the
+            # reply whatever the scheduling (two writes reached the client in one or two reads, and the
+            # hello's answer then read as a close or as a protocol error from one scan to the next).
+            self.writer.write(b"220 2.0.0 Ready to start TLS\r\n" + TLS_GARBAGE)
             await self.writer.drain()
             return False
+        await self.reply(220, "2.0.0 Ready to start TLS")
         self.stats.starttls_accepted += 1
         if spec.behaviour is Behaviour.RESET_EVERY_OTHER_TLS and self.stats.starttls_accepted % 2 == 0:
             await self.reader.read(1)  # the ClientHello has started to arrive

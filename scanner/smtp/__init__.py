@@ -1,1 +1,2 @@
-"""SMTP: pure reply framing and EHLO parsing (reply.py) and the asyncio probe dialogue (session.py)."""
+"""SMTP: pure reply framing and EHLO parsing (reply.py), the sans-IO dialogue (dialogue.py) and its
+asyncio driver (session.py)."""
