@@ -664,8 +664,21 @@ def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
     if use_uvloop:
         import uvloop
 
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    loop.set_exception_handler(_quiet_failed_handshakes)
+    return loop
+
+
+def _quiet_failed_handshakes(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """uvloop's ``start_tls`` leaves a second future holding a failed handshake's error (a client that
+    resets mid-handshake, as scanners do on purpose); ``_starttls`` already handled that error, so the
+    loop's "exception was never retrieved" about it is noise. Anything else is reported as usual."""
+    if context.get("message") == "Future exception was never retrieved" and isinstance(
+            context.get("exception"), OSError):
+        return
+    loop.default_exception_handler(context)
 
 
 class SmtpFarm:
