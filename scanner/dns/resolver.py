@@ -20,7 +20,6 @@ from scanner.config import DnsConfig, parse_host_port
 from scanner.dns.records import MxRecord
 from scanner.dns.transport import DnsTimeout, Server, StubTransport, system_nameservers
 from scanner.dns.wire import RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, TYPES, Reply, WireError
-from scanner.names import host_key
 from scanner.net.limits import TokenBucket
 from scanner.status import DnsOutcome
 
@@ -66,12 +65,12 @@ def _collect(reply: Reply, rtype: QueryType) -> _Collected:
     # outside printable ASCII is escaped as \DDD), so they are taken as they are.
     for record in reply.answers:
         if record.rtype == _TYPE_CNAME:
-            out.cnames.append(host_key(record.data))
+            out.cnames.append(record.data)
         elif record.rtype != wanted:
             continue
         elif rtype == "MX":
             preference, _, exchange = record.data.partition(" ")
-            out.mx.append(MxRecord(int(preference), host_key(exchange)))
+            out.mx.append(MxRecord(int(preference), exchange))
         elif rtype in ("A", "AAAA"):
             out.addresses.append(record.data)
         elif rtype == "TXT":
