@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,12 +27,12 @@ import pytest
 from scanner.cli import main
 from scanner.cluster.shard import owner_of_address
 from scanner.exit_codes import ExitCode
-from tests.integration.scanning import scan_command
+from tests.integration.scanning import STANDARD_OPTIONS, scan, scan_command
 from tests.integration.test_politeness import PREFIX_LIMIT, CountingServer, server  # noqa: F401 (a fixture)
 from worlds.dns import NsdServer, Zone
 from worlds.ports import loopback_host, pick_loopback_block
 from worlds.raycluster import RAY_ENV, RayCluster, ray_cluster
-from worlds.scenario import SLOW_BANNER_DELAY, World, standard_world
+from worlds.scenario import World, standard_world
 
 pytestmark = pytest.mark.slow
 
@@ -101,21 +100,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield w
 
 
-def _scan_args(world: World, out: Path) -> list[str]:
-    return ["scan", str(world.domains_file), "-o", str(out), "--resolver", world.resolver,
-            "--ca-file", str(world.ca_file), "--ehlo-name", "scanner.test", "--banner-timeout",
-            str(SLOW_BANNER_DELAY / 3), "--per-ip-interval", "0", "--no-progress", "--dns-timeout", "1",
-            "--throttle-retry", "0.1", "--allow-private"]
-
-
-def _scan(world: World, out: Path, *extra: str) -> int:
-    return main([*_scan_args(world, out), *extra])
-
-
 @pytest.fixture(scope="module")
 def single(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("single")
-    assert _scan(world, out) == 0
+    scan(world, out, *STANDARD_OPTIONS)
     return out
 
 
@@ -130,7 +118,7 @@ def single_peaks(world: World, single: Path) -> dict[str, int]:
 def test_workers_scan_equals_single_process_scan(world: World, single: Path, single_peaks: dict[str, int],
                                                  tmp_path: Path) -> None:
     out = tmp_path / "w2"
-    assert _scan(world, out, "--workers", "2") == 0
+    scan(world, out, *STANDARD_OPTIONS, "--workers", "2")
     _same_dataset(single, out)
     _exactly_once(out, len(_table(single, "domains")))
     journals = sorted(p.name for p in (out / ".state").glob("segments*"))
@@ -162,8 +150,9 @@ def test_two_node_cluster_scan_equals_single_process_scan(world: World, single: 
                                                           tmp_path: Path) -> None:
     out = tmp_path / "cluster"
     # A process of its own: Ray keeps one connection (and auth token) per process.
-    command = [sys.executable, "-m", "scanner", *_scan_args(world, out), "--cluster", two_nodes.address,
-               "--workers", "2"]
+    command = [*scan_command(world.domains_file, out, world.resolver, "--ca-file", str(world.ca_file),
+                             "--per-ip-interval", "0", "--allow-private", *STANDARD_OPTIONS),
+               "--cluster", two_nodes.address, "--workers", "2"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, **two_nodes.env})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
