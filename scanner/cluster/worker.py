@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
 import os
@@ -36,7 +35,7 @@ from scanner.config import ScanConfig
 from scanner.dns.records import DomainDns
 from scanner.net.addresses import ExcludeList
 from scanner.output.parquet import read_journal, recover
-from scanner.pipeline import _SCAN_GC_THRESHOLDS, Scan, ScanStats, load_trust_store
+from scanner.pipeline import Scan, ScanStats, load_trust_store, scan_collector
 from scanner.probe_cache import SummaryCache
 from scanner.records import InputLine, ProbeSummary
 from scanner.resume import ResumeState
@@ -53,6 +52,8 @@ _log = logging.getLogger(__name__)
 COMMIT_DELAY = 0.1
 # The longest an MTA-STS fetch may hold a slot leased from another worker (a requester that died).
 LEASE_SECONDS = 120.0
+# Addresses whose owner is remembered (a hash of the prefix per link per domain was 2% of a worker's CPU).
+_OWNED_MEMO = 1 << 16
 
 
 class _FirstSeen(SeenDomains):
@@ -81,6 +82,7 @@ class WorkerScan(Scan):
         self.writer: TrackedWriter | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self.on_lines_committed: Callable[[list[int]], None] = lambda lines: None
+        self._owned: dict[str, bool] = {}  # address -> owned here (asked per link of every domain)
 
     def _lines_committed(self, lines: list[int]) -> None:
         self.on_lines_committed(lines)
@@ -95,7 +97,12 @@ class WorkerScan(Scan):
             task.cancel()
 
     def owns(self, address: str) -> bool:
-        return owner_of_address(address, self.workers) == self.index
+        owned = self._owned.get(address)
+        if owned is None:
+            if len(self._owned) >= _OWNED_MEMO:  # bounded: a zone's MX addresses are millions
+                self._owned.clear()
+            owned = self._owned[address] = owner_of_address(address, self.workers) == self.index
+        return owned
 
     async def run_share(self) -> None:
         out = self.config.output
@@ -270,6 +277,7 @@ class ScanWorker:
         self._leases: dict[int, asyncio.Event] = {}
         self._lease_ids = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._collector = contextlib.ExitStack()
 
     def _ready(self) -> asyncio.Event:
         if self._started is None:
@@ -281,8 +289,8 @@ class ScanWorker:
         and the node's address."""
         if self._scan is None:
             self._peers = peers
-            gc.set_threshold(*_SCAN_GC_THRESHOLDS)
             self._scan = self._build()
+            self._collector.enter_context(scan_collector())  # for the actor's life (its process's)
             self._scan.on_lines_committed = self._lines_committed
             self._run = asyncio.create_task(self._scan.run_share())
             self._ready().set()
@@ -363,6 +371,7 @@ class ScanWorker:
         assert self._run is not None
         scan.closing.set()
         await self._run
+        self._collector.close()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return scan.stats, {"cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
                             "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
