@@ -2,8 +2,9 @@
 
 Rows reach the writer through one FIFO queue, so an empty marker batch (a *barrier*) put on the queue
 after some rows is written after them: once the segment holding the barrier is committed, so are they.
-An owner answers a probe request only after such a barrier (scanner.cluster.worker), and a batch of
-input lines counts as done for the driver only when each line's domain row is committed.
+An owner marks each answer to another worker with such a barrier, and the other worker writes the rows
+that rest on that answer only once the barrier is committed (scanner.cluster.worker); a batch of input
+lines counts as done for the driver only when each line's domain row is committed.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ def next_segment_in(committed: Iterable[int], segments: range) -> int:
 
 
 class Barrier(list[Any]):
-    """An empty batch put on the row queue: resolved once every row queued before it is committed."""
+    """An empty batch put on the row queue: resolved once every row queued before it is committed.
 
-    def __init__(self) -> None:
+    An urgent barrier asks for a commit soon (someone waits on it); another one waits for the next commit
+    that the writer makes anyway (a full segment, the commit interval)."""
+
+    def __init__(self, *, urgent: bool = True) -> None:
         super().__init__()
+        self.urgent = urgent
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
@@ -45,10 +50,10 @@ class TrackedWriter(DatasetWriter):
     def write(self, rows: Iterable[Any]) -> None:
         if isinstance(rows, Barrier):
             self._barriers.append(rows)
-            if self.buffered:
-                self.asked.set()
-            else:
+            if not self.buffered:
                 self._resolve()
+            elif rows.urgent:
+                self.asked.set()
             return
         rows = list(rows)
         self._lines.extend(row.input_line for row in rows if isinstance(row, DomainRow))

@@ -3,10 +3,13 @@
 A domain's DNS names (MX host, address) pairs; for an address owned by another worker the pair goes
 into that owner's next batch, sent after ``GATHER_SECONDS`` or at ``MAX_BATCH`` pairs (an actor call
 costs about half a millisecond: one per pair would cost more than the domain). The owner answers each
-pair with the address's probe summary and the host's view of it (its SNI session, scanner.sni), only
-once the rows behind them are committed in its journal, so a domain row committed here never refers
-to a probe that a crash of the owner could still lose. Answers are cached (bounded, scanner.probe_cache):
-a provider's address asked by thousands of domains costs one request per worker.
+pair with the address's probe summary and the host's view of it (its SNI session, scanner.sni) as soon
+as they exist, and stamps the call's answers with its life and a sequence number (``Stamp``): the rows
+behind them are queued in its journal but perhaps not committed yet. The asking worker writes a domain's
+rows only once each owner it used says its commits have reached the stamp (scanner.cluster.worker), so
+a domain row committed here never refers to a probe that a crash of the owner could still lose, and no
+owner commits more often because others ask. Answers are cached (bounded, scanner.probe_cache): a
+provider's address asked by thousands of domains costs one request per worker.
 
 The connection slots of other owners (an MTA-STS fetch to an address owned elsewhere) are leased from
 the owner for the fetch's duration, so every connection to an address counts against one limit.
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from scanner.probe_cache import SummaryCache
 from scanner.records import ProbeSummary, link_key, probe_id
 
-__all__ = ["GATHER_SECONDS", "MAX_BATCH", "Ask", "RemoteProbes", "Triple"]
+__all__ = ["GATHER_SECONDS", "MAX_BATCH", "Answers", "Ask", "RemoteProbes", "Stamp", "Triple"]
 
 _log = logging.getLogger(__name__)
 
@@ -33,7 +36,10 @@ MAX_BATCH = 512
 # (address, host the domain asked the probe for, host whose view is wanted)
 Triple = tuple[str, str, str]
 Answer = tuple[ProbeSummary, ProbeSummary]  # (the address's probe summary, the host's view of it)
-Ask = Callable[[int, list[Triple]], Awaitable[list[Answer]]]
+# (the owner's life, its barrier number): the answers are committed once the owner's commits reach it
+Stamp = tuple[str, int]
+Answers = tuple[list[Answer], Stamp]
+Ask = Callable[[int, list[Triple]], Awaitable[Answers]]
 Lease = Callable[[int, str], Awaitable[int]]
 Release = Callable[[int, int], None]
 
@@ -60,6 +66,9 @@ class RemoteProbes:
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0  # actor calls made
         self.pairs = 0  # (address, host) pairs asked
+        self.stamps: dict[int, Stamp] = {}  # owner -> the stamp of its latest answer
+        self.confirmed: dict[int, Stamp] = {}  # owner -> the latest stamp it confirmed committed
+        self.on_owner_restart: Callable[[int], None] = lambda owner: None
 
     def attach(self, cache: SummaryCache) -> None:
         self._cache = cache
@@ -130,11 +139,22 @@ class RemoteProbes:
         self.calls += 1
         self.pairs += len(triples)
         try:
-            answers = await self._ask(owner, triples)
+            answers, stamp = await self._ask(owner, triples)
         except Exception as exc:  # the owner failed for good: the domains waiting record it (internal_error)
             self._fail(triples, exc)
             return
+        self._take_stamp(owner, stamp)  # before the answers wake anyone: a domain's rows wait for the stamp
         self._answer(triples, answers)
+
+    def _take_stamp(self, owner: int, stamp: Stamp) -> None:
+        previous = self.stamps.get(owner)
+        if previous is not None and previous[0] != stamp[0] and self.confirmed.get(owner) != previous:
+            # The owner died and restarted, and not all it answered in its earlier life is known to be
+            # committed: such answers may be in the cache and in rows not written yet, so this worker
+            # starts afresh (scanner.cluster.worker).
+            self.on_owner_restart(owner)
+        if previous is None or previous[0] != stamp[0] or stamp[1] > previous[1]:
+            self.stamps[owner] = stamp
 
     def _answer(self, triples: Sequence[Triple], answers: Sequence[Answer]) -> None:
         assert self._cache is not None

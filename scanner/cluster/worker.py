@@ -8,8 +8,15 @@ probe workers keep serving other workers after its own input is done, until the 
 
 ``ScanWorker`` is the Ray actor around it (the driver wraps it with ``ray.remote``; this module does not
 import Ray). Exactly-once across processes rests on two rules: a batch of lines is acknowledged to the
-driver only when all its rows are committed, and an owner answers a probe request only once the probe's
-rows are committed (``TrackedWriter``'s barriers).
+driver only when all its rows are committed, and a domain's rows that rest on another worker's answers
+are written only once that owner has committed the rows behind them. An owner answers at once and
+stamps its answers with a barrier in its own journal (``TrackedWriter``); the asking worker parks such
+rows and asks the owner to confirm the stamp (``wait_committed``), which the owner does at its next
+commit, made anyway (segment full, commit interval) or sooner when rows pile up or the scan is ending.
+So no owner commits more often because others ask (answering only after a commit made a cluster scan
+write several small segments a second). When an owner died before committing what it answered, the
+asking worker cannot know which of its rows rest on lost probes: it ends its own process, Ray restarts
+it, and the driver gives it its unacknowledged lines again (the path of a kill -9).
 """
 
 from __future__ import annotations
@@ -20,21 +27,24 @@ import itertools
 import logging
 import os
 import resource
-from collections.abc import Callable, Sequence
-from typing import Any
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 from ray.exceptions import RayActorError
 from ray.util import get_node_ip_address
 
 from scanner.certs import TrustStore
 from scanner.cluster.journal import Barrier, TrackedWriter, next_segment_in
-from scanner.cluster.remote import Answer, RemoteProbes, Triple
+from scanner.cluster.remote import Answer, Answers, RemoteProbes, Stamp, Triple
 from scanner.cluster.shard import owner_of_address, segment_range
 from scanner.cluster.state import load_worker_state
 from scanner.config import ScanConfig
 from scanner.dns.records import DomainDns
 from scanner.net.addresses import ExcludeList
 from scanner.output.parquet import read_journal, recover
+from scanner.output.rows import DomainRow
 from scanner.pipeline import Scan, ScanStats, load_trust_store, scan_collector
 from scanner.probe_cache import SummaryCache
 from scanner.records import InputLine, ProbeSummary
@@ -53,7 +63,13 @@ COMMIT_DELAY = 0.1
 # The longest an MTA-STS fetch may hold a slot leased from another worker (a requester that died).
 LEASE_SECONDS = 120.0
 # Addresses whose owner is remembered (a hash of the prefix per link per domain was 2% of a worker's CPU).
-_OWNED_MEMO = 1 << 16
+_OWNER_MEMO = 1 << 16
+# Domains whose rows may wait for other owners' next commits before those are asked to commit sooner
+# (the parked rows are held in memory).
+PARK_URGENT = 5_000
+# Exit status of a worker that ends itself because an owner lost answers it had given (Ray restarts it).
+_LOST_OWNER_EXIT = 70
+Confirm = Callable[[int, Stamp, bool], Awaitable[bool]]
 
 
 class _FirstSeen(SeenDomains):
@@ -69,7 +85,7 @@ class WorkerScan(Scan):
 
     def __init__(self, config: ScanConfig, source: str, trust: TrustStore, exclude: ExcludeList,
                  resume: ResumeState, index: int, workers: int, remote: RemoteProbes,
-                 first_lines: Sequence[tuple[str, int]]) -> None:
+                 first_lines: Sequence[tuple[str, int]], confirm: Confirm) -> None:
         super().__init__(config, source, trust, exclude, resume=resume)
         self.index = index
         self.workers = workers
@@ -82,7 +98,22 @@ class WorkerScan(Scan):
         self.writer: TrackedWriter | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self.on_lines_committed: Callable[[list[int]], None] = lambda lines: None
-        self._owned: dict[str, bool] = {}  # address -> owned here (asked per link of every domain)
+        self._owners: dict[str, int] = {}  # address -> its owner (asked per link of every domain)
+        # The owner's side of answers: this life's token, the barriers numbered, the highest committed.
+        self.life = uuid.uuid4().hex
+        self._answered = 0
+        self._answers_committed = 0
+        self._commit_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # The asking side: rows resting on other owners' answers, until those owners confirm their commit.
+        self._confirm = confirm
+        self._domain_owners: dict[str, set[int]] = {}  # domain -> owners its links' answers came from
+        self._parked: deque[tuple[dict[int, Stamp], list[Any]]] = deque()
+        self._parked_more = asyncio.Event()
+        self._parked_none = asyncio.Event()
+        self._parked_none.set()
+        self._finishing = False
+        self._hurry = asyncio.Event()  # ask the owners to commit now, not at their next commit
+        remote.on_owner_restart = self._owner_restarted
 
     def _lines_committed(self, lines: list[int]) -> None:
         self.on_lines_committed(lines)
@@ -96,13 +127,16 @@ class WorkerScan(Scan):
         for task in (put, stop):
             task.cancel()
 
+    def owner(self, address: str) -> int:
+        owner = self._owners.get(address)
+        if owner is None:
+            if len(self._owners) >= _OWNER_MEMO:  # bounded: a zone's MX addresses are millions
+                self._owners.clear()
+            owner = self._owners[address] = owner_of_address(address, self.workers)
+        return owner
+
     def owns(self, address: str) -> bool:
-        owned = self._owned.get(address)
-        if owned is None:
-            if len(self._owned) >= _OWNED_MEMO:  # bounded: a zone's MX addresses are millions
-                self._owned.clear()
-            owned = self._owned[address] = owner_of_address(address, self.workers) == self.index
-        return owned
+        return self.owner(address) == self.index
 
     async def run_share(self) -> None:
         out = self.config.output
@@ -113,6 +147,7 @@ class WorkerScan(Scan):
         self._writer_task = writer_task = self._supervise(asyncio.create_task(self._write_rows(writer),
                                                                               name="writer"))
         committer = asyncio.create_task(self._commit_when_asked(writer))
+        releaser = self._supervise(asyncio.create_task(self._release_parked(), name="parked rows"))
         self._stages = stages = asyncio.create_task(self._run_stages(), name="stages")
         try:
             await asyncio.wait({stages})
@@ -124,6 +159,7 @@ class WorkerScan(Scan):
                 stages.cancel()
                 await asyncio.gather(stages, return_exceptions=True)
             committer.cancel()
+            releaser.cancel()
             await self.remote.close()
             await self._close_writer(writer, writer_task)
         self._raise_fatal()
@@ -202,14 +238,95 @@ class WorkerScan(Scan):
     async def _link_views(self, dns: DomainDns, summaries: dict[str, ProbeSummary]) -> LinkViews:
         assert self._probe_service is not None
         views: dict[tuple[str, str], ProbeSummary] = {}
+        owners: set[int] = set()
         for host in dns.hosts:
             for address in host.resolution.addresses:
-                if self.owns(address):
+                owner = self.owner(address)
+                if owner == self.index:
                     views[(host.name, address)] = await self._probe_service.link(address, host.name,
                                                                                   summaries[address])
                 else:
                     views[(host.name, address)] = await self.remote.view(address, host.name)
+                    owners.add(owner)
+        if owners:
+            self._domain_owners[dns.domain] = owners
         return views
+
+    async def _emit_domain(self, rows: list[Any]) -> None:
+        """A domain's rows; parked while they rest on answers their owners may not have committed yet."""
+        head = rows[0] if rows else None
+        owners = None
+        if isinstance(head, DomainRow) and head.domain is not None:
+            owners = self._domain_owners.pop(head.domain, None)
+        if not owners:
+            await super()._emit_domain(rows)
+            return
+        self._parked.append(({owner: self.remote.stamps[owner] for owner in owners}, rows))
+        self._parked_none.clear()
+        self._parked_more.set()
+        if len(self._parked) >= PARK_URGENT:
+            self._hurry.set()
+
+    async def _release_parked(self) -> None:
+        """Write parked rows once the owners they rest on confirm their commits (one task, in rounds)."""
+        while True:
+            await self._parked_more.wait()
+            self._parked_more.clear()
+            while self._parked:
+                count = len(self._parked)
+                needed: dict[int, Stamp] = {}
+                for deps, _rows in itertools.islice(self._parked, count):
+                    for owner, stamp in deps.items():
+                        if owner not in needed or stamp[1] > needed[owner][1]:
+                            needed[owner] = stamp
+                await self._confirmed(needed)
+                if self.stopping:  # what is parked is not written: the resumed scan does those lines again
+                    self._parked.clear()
+                    break
+                for _ in range(count):
+                    await super()._emit_domain(self._parked.popleft()[1])
+                if not self._finishing and len(self._parked) < PARK_URGENT:
+                    self._hurry.clear()
+            self._parked_none.set()
+
+    async def _confirmed(self, needed: dict[int, Stamp]) -> None:
+        """Return once every owner in ``needed`` has committed up to its stamp. Asked to confirm at its next
+        commit, or at once when hurried (many rows parked, or this worker's input is done): a hurry
+        during a patient round asks again."""
+        while True:
+            urgent = self._hurry.is_set()
+            asks = asyncio.ensure_future(asyncio.gather(
+                *(self._confirm(owner, stamp, urgent) for owner, stamp in needed.items()), return_exceptions=True))
+            if not urgent:
+                hurried = asyncio.ensure_future(self._hurry.wait())
+                racing: set[asyncio.Future[Any]] = {asks, hurried}
+                await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+                hurried.cancel()
+                if not asks.done():
+                    asks.cancel()
+                    await asyncio.gather(asks, return_exceptions=True)
+                    continue
+            results = await asks
+            if self.stopping:
+                return
+            for (owner, stamp), ok in zip(needed.items(), results, strict=True):
+                if ok is not True:
+                    self._lost_owner(owner, ok)
+                known = self.remote.confirmed.get(owner)
+                if known is None or known[0] != stamp[0] or known[1] < stamp[1]:
+                    self.remote.confirmed[owner] = stamp
+            return
+
+    def _owner_restarted(self, owner: int) -> None:
+        if not self.stopping:
+            self._lost_owner(owner, "it restarted")
+
+    def _lost_owner(self, owner: int, why: object) -> NoReturn:
+        """An owner lost (or may have lost) answers this worker's uncommitted rows rest on: start afresh."""
+        _log.error("worker %d: owner %d cannot confirm the probes it answered (%s): restarting this worker, "
+                   "whose uncommitted lines the driver sends again", self.index, owner, why)
+        logging.shutdown()
+        os._exit(_LOST_OWNER_EXIT)
 
     def _connection_slot(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
         return super()._connection_slot(address) if self.owns(address) else self.remote.slot(address)
@@ -222,18 +339,56 @@ class WorkerScan(Scan):
         await asyncio.gather(*dns_workers)
         while self._finishers:
             await asyncio.gather(*list(self._finishers))
+        self._finishing = True  # the owners are asked to commit now, not at their next interval
+        self._hurry.set()
+        self._parked_more.set()
+        await self._parked_none.wait()
         await self._release_held(everything=True)
         self.input_done.set()
         await self.closing.wait()
         await self._probe_service.stop_workers(len(probe_workers))
         await asyncio.gather(*probe_workers)
 
-    async def serve(self, triples: Sequence[Triple]) -> list[Answer]:
-        """Summaries and views of owned addresses for another worker, once their rows are committed."""
+    async def serve(self, triples: Sequence[Triple]) -> Answers:
+        """Summaries and views of owned addresses for another worker, stamped with a barrier behind their
+        rows (committed with this worker's next commit: ``wait_committed``)."""
         await self.probes_ready()
         answers = await asyncio.gather(*(self._serve_one(*triple) for triple in triples))
-        await self.committed()
-        return list(answers)
+        # The rows behind the answers are queued (a probe's rows go to the writer before its summary
+        # exists): a barrier queued now is committed after them.
+        self._answered += 1
+        number = self._answered
+        barrier = Barrier(urgent=False)
+        barrier.future.add_done_callback(lambda _done: self._answer_committed(number))
+        await self._row_queue.put(barrier)
+        return list(answers), (self.life, number)
+
+    def _answer_committed(self, number: int) -> None:
+        self._answers_committed = max(self._answers_committed, number)
+        waiting = []
+        for needed, future in self._commit_waiters:
+            if needed <= self._answers_committed:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((needed, future))
+        self._commit_waiters = waiting
+
+    async def wait_committed(self, life: str, number: int, urgent: bool) -> bool:
+        """True once the answers stamped ``(life, number)`` are committed here; False when they were given
+        by an earlier life of this worker (lost unless committed before it died) or the writer stopped."""
+        if life != self.life:
+            return False
+        if self._answers_committed >= number:
+            return True
+        if urgent:
+            await self.committed()
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commit_waiters.append((number, future))
+        assert self._writer_task is not None
+        await asyncio.wait({future, self._writer_task}, return_when=asyncio.FIRST_COMPLETED)
+        return future.done()
 
     async def probes_ready(self) -> None:
         """Return once the probe service exists (its stages start on the worker's first loop turns)."""
@@ -307,7 +462,7 @@ class ScanWorker:
         remote = RemoteProbes(self._ask, self._lease_from, self._release_at,
                               lambda address: owner_of_address(address, self._workers), config.probe.port)
         return WorkerScan(config, self._source, trust, self._exclude, resume, self._index, self._workers,
-                          remote, state.first_lines)
+                          remote, state.first_lines, self._confirm)
 
     # The driver's side.
 
@@ -379,10 +534,15 @@ class ScanWorker:
 
     # Other workers' side.
 
-    async def serve(self, triples: list[Triple]) -> list[Answer]:
+    async def serve(self, triples: list[Triple]) -> Answers:
         await self._ready().wait()
         assert self._scan is not None
         return await self._scan.serve(triples)
+
+    async def wait_committed(self, life: str, number: int, urgent: bool) -> bool:
+        await self._ready().wait()
+        assert self._scan is not None
+        return await self._scan.wait_committed(life, number, urgent)
 
     async def lease(self, address: str) -> int:
         """Hold one connection slot of ``address`` (owned here) for another worker until ``release``."""
@@ -415,8 +575,12 @@ class ScanWorker:
 
     # Calls to peers (handles of the other workers' actors).
 
-    async def _ask(self, owner: int, triples: list[Triple]) -> list[Answer]:
+    async def _ask(self, owner: int, triples: list[Triple]) -> Answers:
         return await _retrying(lambda: self._peers[owner].serve.remote(triples))  # type: ignore[no-any-return]
+
+    async def _confirm(self, owner: int, stamp: Stamp, urgent: bool) -> bool:
+        return await _retrying(  # type: ignore[no-any-return]
+            lambda: self._peers[owner].wait_committed.remote(stamp[0], stamp[1], urgent))
 
     async def _lease_from(self, owner: int, address: str) -> int:
         return await _retrying(lambda: self._peers[owner].lease.remote(address))  # type: ignore[no-any-return]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -268,6 +269,27 @@ def _kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_answers_between_workers_do_not_multiply_commits(slow_world: tuple[Path, str, int],
+                                                       tmp_path: Path) -> None:
+    """Each worker asks the other for ten addresses, over several calls; with a commit interval longer than
+    the scan, each journal holds the few commits of the scan's end, not one per answer (an owner that
+    committed before every answer wrote a segment per call), and still every line and probe once."""
+    domains, resolver, count = slow_world
+    out = tmp_path / "out"
+    # DNS at 30 queries/s spreads the domains (and so the first asks for each address) over ~15 s.
+    command = [*_slow_command(domains, resolver, out), "--commit-interval", "600", "--dns-qps", "30"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, **RAY_ENV})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _exactly_once(out, count)
+    run = json.loads((out / "run.json").read_text())
+    calls = [w["remote_calls"] for w in run["cluster"]["workers"]]
+    assert min(calls) >= 3, calls  # answers crossed both ways, in several calls
+    for worker in ("w000", "w001"):
+        segments = (out / ".state" / f"segments-{worker}").read_text().splitlines()
+        assert len(segments) <= 3, (worker, calls, segments)
 
 
 def test_kill_9_of_a_worker_mid_scan_loses_and_repeats_nothing(slow_world: tuple[Path, str, int],
