@@ -57,8 +57,8 @@ __all__ = ["COMMIT_DELAY", "ScanWorker", "WorkerScan"]
 
 _log = logging.getLogger(__name__)
 
-# How long an owner gathers further probe rows before the commit that answers waiting requests: each
-# commit is a segment (a file per table and an fsync), so not one per request.
+# How long a worker gathers further rows before a commit someone waits for (its input is done, or other
+# workers hurry their parked rows): each commit is a segment (a file per table and an fsync).
 COMMIT_DELAY = 0.1
 # The longest an MTA-STS fetch may hold a slot leased from another worker (a requester that died).
 LEASE_SECONDS = 120.0
