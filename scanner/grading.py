@@ -783,9 +783,18 @@ def _mx_recommendations(graded: Sequence[tuple[MxFacts, MxGrade]]) -> list[Recom
     return [Recommendation(code, f"{rec.text} (affects: {', '.join(hosts[code])})") for code, rec in recs.items()]
 
 
-def grade_domain(mx: Sequence[MxFacts], policy: PolicyFacts, *, lenient_tls10: bool = False) -> DomainGrade:
-    """Grade a domain by its worst tested MX address, then domain rules (caps, A+)."""
-    graded = [(m, *_grade_tested(m)) for m in mx if m.tested]
+def grade_domain(mx: Sequence[MxFacts], policy: PolicyFacts, *, lenient_tls10: bool = False,
+                 mx_grades: Sequence[MxGrade] | None = None) -> DomainGrade:
+    """Grade a domain by its worst tested MX address, then domain rules (caps, A+).
+
+    ``mx_grades`` are ``grade_mx`` of each of ``mx``, in order, when the caller already has them (the
+    scan grades each link once and reuses it for every domain behind it); else they are graded here.
+    """
+    if mx_grades is None:
+        mx_grades = [grade_mx(m) for m in mx]
+    elif len(mx_grades) != len(mx):
+        raise ValueError(f"{len(mx_grades)} MX grades for {len(mx)} MX addresses")
+    graded = [(m, g.grade, g) for m, g in zip(mx, mx_grades, strict=True) if g.grade is not None]
     hits = [
         RuleHit(h.code, h.severity, h.cap, h.points, f"{m.label}: {h.text}") for m, _, g in graded for h in g.hits
     ]

@@ -43,7 +43,7 @@ from scanner.input import InputError, InputTally, read_domains_async, stream_lin
 from scanner.monitor import Gauge, StageMonitor
 from scanner.net.addresses import AddressPolicy, ExcludeList
 from scanner.net.families import detect_families
-from scanner.net.limits import PolitenessLimiter
+from scanner.net.limits import PolitenessLimiter, Slots
 from scanner.output.parquet import DamagedOutputError, DatasetWriter
 from scanner.output.rows import DomainRow, ProbeRow, SessionRow
 from scanner.output.sink import RowSink
@@ -241,7 +241,7 @@ class Scan:
         self._exclude = exclude or ExcludeList()
         self._row_queue: asyncio.Queue[Sequence[Any] | None] = asyncio.Queue(maxsize=1024)
         self._domain_queue: asyncio.Queue[InputLine | None] = asyncio.Queue(maxsize=config.dns.workers * 2)
-        self._in_flight = asyncio.Semaphore(config.max_domains_in_flight)
+        self._in_flight = Slots(config.max_domains_in_flight)
         self._finishers: set[asyncio.Task[None]] = set()
         self._probe_service: ProbeService | None = None
         self._policies: PolicyChecker | None = None

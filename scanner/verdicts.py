@@ -248,7 +248,8 @@ def _kx_facts(kx: KeyExchangeResult | None) -> dict[str, Any]:
 
 def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: MailHost,
                summaries: Mapping[str, ProbeSummary], port: int, policies: PolicyJudgement,
-               judge: LinkJudge, views: LinkViews | None) -> tuple[list[MxRow], list[MxFacts]]:
+               judge: LinkJudge, views: LinkViews | None) -> tuple[list[MxRow], list[LinkJudgement]]:
+    """The rows of one MX host's links, and the judgements of those its grade speaks for (covered)."""
     res = host.resolution
     common: dict[str, Any] = {
         "scan_id": scan_id, "attempt": attempt, "domain": dns.domain, "mx_host": host.name,
@@ -260,14 +261,14 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
                       cert_name_match=None, cert_source=None, cert_sha256=None,
                       cert_valid=None, dane_verdict=None, dane_dnssec=None, grade=None,
                       grade_ordinal=None, grade_rules=[])], []
-    rows, facts = [], []
+    rows, judged = [], []
     for address in res.addresses:
         summary = _view(views, host.name, address, summaries)
         link = judge.judge(host.name, address, summary)
         graded = link.grade
         dane_verdict, dane_dnssec = policies.link_dane(host.name, address)
         if covered(summary):  # grades and forced TLS speak for the covered families only
-            facts.append(link.facts)
+            judged.append(link)
         rows.append(MxRow(
             **common, address=address, ip_version=6 if ":" in address else 4, port=port,
             probe_id=probe_id(address, port), probe_status=summary.status,
@@ -278,7 +279,7 @@ def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: Mail
             grade=graded.grade,
             grade_ordinal=graded.grade.rank if graded.grade else None, grade_rules=[h.code for h in graded.hits],
         ))
-    return rows, facts
+    return rows, judged
 
 
 def _all_valid(checks: list[bool], unjudged: bool) -> bool | None:
@@ -309,17 +310,18 @@ def build_domain_rows(
     judged = judge_policies(dns.domain, [h.name for h in dns.hosts], link_evidence(dns, summaries, judge, views),
                             policies, mx_bogus=dns.detail if dns.status is DomainStatus.DNS_BOGUS else None)
     mx_rows: list[MxRow] = []
-    facts: list[MxFacts] = []
+    links: list[LinkJudgement] = []
     for rank, host in enumerate(dns.hosts):
-        rows, host_facts = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, judged, judge, views)
+        rows, host_links = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, judged, judge, views)
         mx_rows += rows
-        facts += host_facts
+        links += host_links
     cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
     # A name not checked with its own SNI leaves "every certificate valid" open (unless one already fails).
     unjudged = any(r.cert_source in _UNJUDGED for r in mx_rows)
     cover = coverage(summaries)
     tally = cover.tally
-    graded = grade_domain(facts, judged.grading) if facts else None
+    graded = grade_domain([link.facts for link in links], judged.grading,
+                          mx_grades=[link.grade for link in links]) if links else None
     row = DomainRow(
         scan_id=scan_id, attempt=attempt, domain=dns.domain, input_line=line.line_no, input_raw=line.raw,
         input_rank=line.rank, status=dns.status, status_detail=dns.detail, duplicate_of_line=None,

@@ -8,7 +8,6 @@ The wire format is ``scanner.dns.wire``, the sockets, timeouts and retries ``sca
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from scanner.config import DnsConfig, parse_host_port
 from scanner.dns.records import MxRecord
 from scanner.dns.transport import DnsTimeout, Server, StubTransport, system_nameservers
 from scanner.dns.wire import RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, TYPES, Reply, WireError
-from scanner.net.limits import TokenBucket
+from scanner.net.limits import Slots, TokenBucket
 from scanner.status import DnsOutcome
 
 __all__ = ["DnsResolver", "QueryResult", "QueryType"]
@@ -93,7 +92,7 @@ class DnsResolver:
         self._observe = observe
         self._transport = StubTransport(_servers(config), config.timeout, config.tries)
         self._bucket = TokenBucket(config.qps)
-        self._query_slots = asyncio.Semaphore(config.concurrency)
+        self._query_slots = Slots(config.concurrency)
         self.queries_sent = 0
         self.in_flight = 0
         self._budget = _QueryBudget(self)

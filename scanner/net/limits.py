@@ -8,16 +8,71 @@ idle, so memory follows the number of addresses *in flight*, not the number ever
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["KeyedLimiter", "PolitenessLimiter", "TokenBucket", "prefix_of"]
+__all__ = ["KeyedLimiter", "PolitenessLimiter", "Slots", "TokenBucket", "prefix_of"]
 
 # How often (in slot requests) idle per-key state is swept; amortised O(1) per request.
 _SWEEP_EVERY = 1024
+
+
+class Slots:
+    """``value`` slots taken in FIFO order; a release hands its slot straight to the longest waiter.
+
+    Does what ``asyncio.Semaphore`` does for the scan's hot limits (DNS queries in flight, domains in
+    flight) in O(1) per acquire and release. The standard one (Python 3.11) wakes a waiter by scanning
+    its queue past the waiters already woken but not yet run; with a thousand queries waiting for a
+    slot, that scan was about 3% of a scan's CPU. Here a woken waiter owns its slot from the moment it
+    is handed over, so nothing is scanned twice.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"need at least one slot, not {value}")
+        self._free = value
+        # Invariant: a waiter that is not done only waits while no slot is free.
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    async def acquire(self) -> None:
+        if self._free:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            # Cancelled after a release handed us the slot (its result set, our task not yet run):
+            # pass the slot on. A waiter cancelled before that stays queued, done, and is skipped.
+            if waiter.done() and not waiter.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to it: ``_free`` does not change
+                return
+        self._free += 1
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 class TokenBucket:
@@ -118,7 +173,7 @@ class PolitenessLimiter:
 
     def __init__(self, max_connections: int, per_address: int, interval: float, per_prefix: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._connections = asyncio.Semaphore(max_connections)
+        self._connections = Slots(max_connections)
         self._per_address = KeyedLimiter(per_address, interval, clock)
         self._per_prefix = KeyedLimiter(per_prefix, 0.0, clock)
         self.max_connections = max_connections

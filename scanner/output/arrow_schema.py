@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import operator
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -72,11 +74,18 @@ class ColumnBuilder:
     def __init__(self, row_class: type) -> None:
         self.schema = arrow_schema(row_class)
         self._columns = [(f.name, _closed_set(inner)) for f, inner, _ in _fields(row_class)]
+        names = [name for name, _ in self._columns]
+        # One C call reads a row's every field into a tuple, and zip(*) turns the tuples into columns:
+        # a getattr per field per row in Python cost ~4% of a scan's CPU. (One field: no tuple.)
+        getter = operator.attrgetter(*names)
+        self._row_values: Callable[[Any], tuple[Any, ...]] = \
+            getter if len(names) > 1 else (lambda row: (getter(row),))
 
     def table(self, rows: list[Any]) -> pa.Table:
         data: dict[str, list[Any]] = {}
-        for name, closed in self._columns:
-            values = [getattr(row, name) for row in rows]
+        columns = zip(*map(self._row_values, rows), strict=True) if rows else iter([()] * len(self._columns))
+        for (name, closed), column in zip(self._columns, columns, strict=True):
+            values = list(column)
             if closed is not None:
                 values = _member_values(name, *closed, values)
             data[name] = values

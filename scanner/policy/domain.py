@@ -66,13 +66,25 @@ class PolicyChecker:
         self._tlsa: SharedLookups[TlsaLookup] = SharedLookups(50_000)
 
     async def fetch(self, domain: str, mx_hosts: Sequence[str]) -> DomainPolicyFacts:
-        """The domain's policy facts. The lookups are independent round trips, so they all overlap."""
-        sts = asyncio.ensure_future(fetch_mta_sts(domain, self._sts))
+        """The domain's policy facts. The lookups are independent round trips, so they all overlap.
+
+        The MTA-STS fetch runs in this task and the others beside it; a TLSA answer already cached
+        (most MX hosts are a provider's, looked up long ago) is taken as it is, without a task.
+        """
         rpt = asyncio.ensure_future(lookup_txt(txt_owner("_smtp._tls", domain), self._resolver))
-        tlsa = {host: asyncio.ensure_future(self.tlsa(host)) for host in dict.fromkeys(mx_hosts)}
-        tasks: list[asyncio.Future[Any]] = [sts, rpt, *tlsa.values()]
+        tlsa: dict[str, TlsaLookup | None] = {}
+        pending: dict[str, asyncio.Future[TlsaLookup | None]] = {}
+        for host in dict.fromkeys(mx_hosts):
+            known = self._tlsa.known(host) if self._config.dns.servers else None
+            if known is not None:
+                tlsa[host] = known
+            else:
+                pending[host] = asyncio.ensure_future(self.tlsa(host))
+        tasks: list[asyncio.Future[Any]] = [rpt, *pending.values()]
         try:
-            await asyncio.gather(*tasks)
+            sts_txt, document = await fetch_mta_sts(domain, self._sts)
+            for task in tasks:  # usually done by now: awaiting each costs less than a gather
+                await task
         except BaseException:
             # A bug in one fetch (or our cancellation): the others stop too, and the bug itself is raised
             # as it is (it becomes the domain's internal_error row).
@@ -80,9 +92,9 @@ class PolicyChecker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        sts_txt, document = sts.result()
+        tlsa.update((host, task.result()) for host, task in pending.items())
         return DomainPolicyFacts(domain, sts_txt, document, rpt.result(),
-                                 {host: task.result() for host, task in tlsa.items()})
+                                 {host: tlsa[host] for host in dict.fromkeys(mx_hosts)})
 
     async def tlsa(self, mx_host: str) -> TlsaLookup | None:
         """TLSA RRset of ``_25._tcp.<mx_host>``, cached; None when no resolver was configured.

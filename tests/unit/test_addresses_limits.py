@@ -10,7 +10,7 @@ import time
 import pytest
 
 from scanner.net.addresses import AddressPolicy, ExcludeList, ExcludeListError, embedded_ipv4
-from scanner.net.limits import KeyedLimiter, PolitenessLimiter, TokenBucket, prefix_of
+from scanner.net.limits import KeyedLimiter, PolitenessLimiter, Slots, TokenBucket, prefix_of
 from scanner.status import FailureClass
 
 RESERVED = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0",
@@ -117,6 +117,54 @@ async def test_politeness_limiter_caps_each_prefix_not_the_next() -> None:
     assert other.is_set() and not again.is_set() and limiter.open == 3
     release.set()
     await asyncio.wait_for(asyncio.gather(same[2].wait(), again.wait()), 1)
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_slots_cap_and_hand_over_in_arrival_order() -> None:
+    slots = Slots(2)
+    order: list[int] = []
+    release = [asyncio.Event() for _ in range(5)]
+
+    async def user(i: int) -> None:
+        async with slots:
+            order.append(i)
+            await release[i].wait()
+
+    tasks = [asyncio.create_task(user(i)) for i in range(5)]
+    await _settle()
+    assert order == [0, 1] and slots.free == 0
+    for i in (1, 0, 2, 3, 4):  # released out of order: the waiters still enter in arrival order
+        release[i].set()
+        await _settle()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4] and slots.free == 2
+
+
+async def test_slots_waiter_cancelled_before_or_after_the_hand_over_loses_no_slot() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    early = asyncio.create_task(slots.acquire())
+    late = asyncio.create_task(slots.acquire())
+    last = asyncio.create_task(slots.acquire())
+    await _settle()
+    early.cancel()  # while waiting: it is skipped
+    await _settle()
+    slots.release()  # handed to ``late`` ...
+    late.cancel()  # ... which is cancelled before it runs: the slot passes on to ``last``
+    await asyncio.gather(early, late, return_exceptions=True)
+    await asyncio.wait_for(last, 1)
+    assert early.cancelled() and late.cancelled() and slots.free == 0
+    slots.release()
+    assert slots.free == 1
+
+
+def test_slots_need_one() -> None:
+    with pytest.raises(ValueError, match="at least one slot"):
+        Slots(0)
 
 
 def test_prefix_of_is_the_slash_24_or_slash_48() -> None:
