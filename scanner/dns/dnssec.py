@@ -14,11 +14,10 @@ lookup; every query spends the scan's DNS budget when one is given.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 
 import dns.asyncquery
-import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -33,14 +32,9 @@ Budget = Callable[[], AbstractAsyncContextManager[None]]
 _EDNS_PAYLOAD = 1232  # DNS Flag Day 2020 buffer size
 
 
-def ede_text(reply: dns.message.Message) -> str:
-    """Extended DNS Errors of a reply as ``EDE <code> (<text>)``, '; '-joined (RFC 8914 §2)."""
-    parts = []
-    for option in reply.options:
-        if isinstance(option, dns.edns.EDEOption):
-            text = f" ({option.text})" if option.text else ""
-            parts.append(f"EDE {int(option.code)}{text}")
-    return "; ".join(parts)
+def ede_text(errors: Iterable[tuple[int, str]]) -> str:
+    """Extended DNS Errors (INFO-CODE, EXTRA-TEXT) as ``EDE <code> (<text>)``, '; '-joined (RFC 8914 §2)."""
+    return "; ".join(f"EDE {code}" + (f" ({text})" if text else "") for code, text in errors)
 
 
 async def validation_failure(name: str, rdtype: str, dns_config: DnsConfig, *, budget: Budget | None = None,

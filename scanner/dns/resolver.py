@@ -22,9 +22,9 @@ from scanner.dns.wire import RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE
 from scanner.net.limits import Slots, TokenBucket
 from scanner.status import DnsOutcome
 
-__all__ = ["DnsResolver", "QueryResult", "QueryType"]
+__all__ = ["DnsResolver", "QueryResult", "QueryType", "rcode_text"]
 
-QueryType = Literal["MX", "A", "AAAA", "TXT", "CNAME", "NS"]
+QueryType = Literal["MX", "A", "AAAA", "TXT", "CNAME", "NS", "TLSA"]
 
 # RFC 1034 §3.6.2 allows CNAME chains; resolvers cap them around 8–16 hops. Ours only matters when the
 # server answered with a CNAME but not the target's records (an authoritative server for another zone).
@@ -128,6 +128,15 @@ class DnsResolver:
         reply = await self._reply(".", "NS")  # any rcode (NOTIMP, FORMERR, REFUSED, ...) is an answer
         return reply if isinstance(reply, QueryResult) else QueryResult(DnsOutcome.ANSWER)
 
+    async def message(self, name: str, rtype: QueryType, *, dnssec: bool = False) -> tuple[Reply, Server] | QueryResult:
+        """The whole reply, whatever its rcode, and the server asked; or why none came (a failure).
+
+        For callers that read more than records: the TLSA lookup asks with ``dnssec`` (DO and AD set)
+        and reads the AD, RA and DO bits and the Extended DNS Errors (``scanner.policy.tlsa_lookup``).
+        Under the scan's DNS limits like every query; the health watch is not told (its failures are
+        the MX and address lookups')."""
+        return await self._reply(name, rtype, dnssec=dnssec)
+
     async def query(self, name: str, rtype: QueryType) -> QueryResult:
         """Query ``name``/``rtype``, following CNAMEs the server left unresolved.
 
@@ -161,19 +170,22 @@ class DnsResolver:
     async def _query_once(self, name: str, rtype: QueryType) -> Reply | QueryResult:
         """The reply when its rcode is NOERROR, else the failure (network, or the rcode named); the
         health watch is told either way."""
-        result = await self._reply(name, rtype)
-        if not isinstance(result, QueryResult):
-            if result.rcode == RCODE_NOERROR:
+        answer = await self._reply(name, rtype)
+        if isinstance(answer, QueryResult):
+            result = answer
+        else:
+            reply = answer[0]
+            if reply.rcode == RCODE_NOERROR:
                 if self._observe is not None:
                     self._observe(DnsOutcome.ANSWER, "")
-                return result
-            outcome = _RCODE_OUTCOMES.get(result.rcode, DnsOutcome.ERROR)
-            result = QueryResult(outcome, f"{rtype} {name}: rcode {_rcode_text(result.rcode)} ({result.rcode})")
+                return reply
+            outcome = _RCODE_OUTCOMES.get(reply.rcode, DnsOutcome.ERROR)
+            result = QueryResult(outcome, f"{rtype} {name}: rcode {rcode_text(reply.rcode)} ({reply.rcode})")
         if self._observe is not None:
             self._observe(result.outcome, result.detail)
         return result
 
-    async def _reply(self, name: str, rtype: QueryType) -> Reply | QueryResult:
+    async def _reply(self, name: str, rtype: QueryType, *, dnssec: bool = False) -> tuple[Reply, Server] | QueryResult:
         """Whatever the resolver replied, or why nothing came (timeout, a name we cannot ask, a socket error)."""
         # The budget (``_QueryBudget``) taken inline: this runs for every query.
         await self._bucket.acquire()
@@ -184,7 +196,7 @@ class DnsResolver:
             try:
                 # No timer of its own here: every path of the transport ends within its timeouts (each UDP
                 # try on the transport's deadline queue, socket set-up and TCP under ``timeout`` each).
-                reply = await self._transport.exchange(name, TYPES[rtype])
+                reply = await self._transport.exchange(name, TYPES[rtype], dnssec=dnssec)
             except (DnsTimeout, TimeoutError):
                 timeout, tries = self._config.timeout, self._config.tries
                 return QueryResult(DnsOutcome.TIMEOUT, f"{rtype} {name}: no answer within {timeout:g}s x {tries} tries")
@@ -198,7 +210,7 @@ class DnsResolver:
         return reply
 
 
-def _rcode_text(rcode: int) -> str:
+def rcode_text(rcode: int) -> str:
     """RFC 6895 §2.3 names (YXDOMAIN, NOTAUTH, BADVERS, ...); a number nobody registered stays a number."""
     try:
         return dns.rcode.to_text(dns.rcode.Rcode.make(rcode))

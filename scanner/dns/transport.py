@@ -72,9 +72,10 @@ def system_nameservers(path: Path = Path("/etc/resolv.conf")) -> list[Server]:
 class _Flight:
     """One query in flight: its question, its future and which transmission is the current one."""
 
-    __slots__ = ("attempt", "first", "future", "qname", "qtype", "query", "registered", "server")
+    __slots__ = ("attempt", "dnssec", "first", "future", "qname", "qtype", "query", "registered", "server")
 
-    def __init__(self, qname: str, qtype: int, query: bytes, future: asyncio.Future[Reply], first: int) -> None:
+    def __init__(self, qname: str, qtype: int, query: bytes, future: asyncio.Future[Reply], first: int,
+                 dnssec: bool) -> None:
         self.qname = qname
         self.qtype = qtype
         self.query = query  # the encoded query; each transmission only sets its own ID
@@ -83,6 +84,7 @@ class _Flight:
         self.first = first  # index of the server of the first try
         self.server: Server | None = None  # the server of the current try (TCP goes there on truncation)
         self.registered: list[tuple[_UdpSocket, int]] = []
+        self.dnssec = dnssec  # DO and AD set (TCP asks the same way on truncation)
 
 
 @dataclass(slots=True)
@@ -292,13 +294,15 @@ class StubTransport:
         if not flight.future.done():
             self._send(flight, udp)
 
-    async def exchange(self, name: str, qtype: int) -> Reply:
-        """The reply to ``name``/``qtype``; raises ``DnsTimeout``, ``OSError`` or ``WireError``."""
+    async def exchange(self, name: str, qtype: int, *, dnssec: bool = False) -> tuple[Reply, Server]:
+        """The reply to ``name``/``qtype`` and the server asked last (with one server, or an answer to
+        the latest try, the one that answered); raises ``DnsTimeout``, ``OSError`` or ``WireError``.
+        ``dnssec`` asks with DO and AD set (``scanner.dns.wire.build_query``)."""
         wire_name = name.rstrip(".")
         # Built once (a name that cannot be encoded fails here, before any packet).
-        query = build_query(0, wire_name, qtype)
+        query = build_query(0, wire_name, qtype, dnssec=dnssec)
         flight = _Flight(wire_name.lower(), qtype, query, asyncio.get_running_loop().create_future(),
-                         next(self._server_turn))
+                         next(self._server_turn), dnssec)
         try:
             server = flight.server = self._server_of(flight)
             udp = self._open_socket(server)
@@ -309,21 +313,24 @@ class StubTransport:
             # Every try waits the full configured timeout (``_Deadlines``, then ``_next_try``); an answer
             # to an earlier transmission still counts (all of this query's IDs stay registered until it ends).
             reply = await flight.future
+            asked = flight.server
+            assert asked is not None
             if reply.truncated:
-                return await self._tcp(flight.server, wire_name, flight.qname, qtype)
-            return reply
+                return await self._tcp(asked, flight, wire_name), asked
+            return reply, asked
         finally:
             for sock, qid in flight.registered:
                 sock.pending.pop(qid, None)
             if not flight.future.done():
                 flight.future.cancel()
 
-    async def _tcp(self, server: Server, wire_name: str, qname: str, qtype: int) -> Reply:
+    async def _tcp(self, server: Server, flight: _Flight, wire_name: str) -> Reply:
+        qname, qtype = flight.qname, flight.qtype
         async with asyncio.timeout(self._timeout):
             reader, writer = await asyncio.open_connection(server.host, server.port)
             try:
                 qid = secrets.randbits(16)
-                query = build_query(qid, wire_name, qtype)
+                query = build_query(qid, wire_name, qtype, dnssec=flight.dnssec)
                 writer.write(len(query).to_bytes(_TCP_LENGTH, "big") + query)
                 await writer.drain()
                 while True:

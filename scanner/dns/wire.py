@@ -1,9 +1,10 @@
 """DNS messages on the wire (RFC 1035 §4): build a query, parse a reply. A codec: no I/O.
 
 Only what a stub resolver needs is parsed: the header, the question (to match a reply to its
-query) and the answer section's CNAME, MX, A, AAAA and TXT records; other sections and types are
-skipped by their lengths. Every malformation raises ``WireError``, never another exception, so the
-transport can drop a bad datagram and keep waiting for the real answer (RFC 5452 §9.1).
+query), the answer section's CNAME, MX, A, AAAA, TXT and TLSA records and the OPT record (extended
+RCODE, DO bit, Extended DNS Errors); other sections and types are skipped by their lengths. Every
+malformation raises ``WireError``, never another exception, so the transport can drop a bad datagram
+and keep waiting for the real answer (RFC 5452 §9.1).
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["RCODE_NOERROR", "RCODE_NXDOMAIN", "RCODE_REFUSED", "RCODE_SERVFAIL", "TYPES", "Record", "Reply",
-           "WireError", "build_query", "parse_reply", "reply_id"]
+__all__ = ["RCODE_NOERROR", "RCODE_NXDOMAIN", "RCODE_REFUSED", "RCODE_SERVFAIL", "TYPES", "NameTooLong", "Record",
+           "Reply", "WireError", "build_query", "parse_reply", "reply_id"]
 
-# RFC 1035 §3.2.2, RFC 3596 §2.1 (AAAA).
-TYPES: Final = {"A": 1, "NS": 2, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28}
-_TYPE_A, _TYPE_CNAME, _TYPE_MX, _TYPE_TXT, _TYPE_AAAA, _TYPE_OPT = 1, 5, 15, 16, 28, 41
+# RFC 1035 §3.2.2, RFC 3596 §2.1 (AAAA), RFC 6698 §7.1 (TLSA).
+TYPES: Final = {"A": 1, "NS": 2, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28, "TLSA": 52}
+_TYPE_A, _TYPE_CNAME, _TYPE_MX, _TYPE_TXT, _TYPE_AAAA, _TYPE_OPT, _TYPE_TLSA = 1, 5, 15, 16, 28, 41, 52
+# Header flags (RFC 1035 §4.1.1; AD and CD: RFC 4035 §3.2) and the EDNS DO bit (RFC 3225 §3).
+_FLAG_RD, _FLAG_RA, _FLAG_AD = 0x0100, 0x0080, 0x0020
+_EDNS_DO = 0x8000
+# RFC 8914 §2: the Extended DNS Error option.
+_OPTION_EDE = 15
 _CLASS_IN = 1
 RCODE_NOERROR, RCODE_SERVFAIL, RCODE_NXDOMAIN, RCODE_REFUSED = 0, 2, 3, 5
 # RFC 6891 §6.2.5 and the DNS Flag Day 2020 advice: 1232 bytes avoids IP fragmentation.
@@ -30,6 +36,10 @@ _MAX_POINTERS = 64  # a name of at most 127 labels needs far fewer; more means a
 
 class WireError(ValueError):
     """The bytes are not a well-formed DNS reply."""
+
+
+class NameTooLong(WireError):
+    """A name of more than 255 octets on the wire (RFC 1035 §2.3.4): it cannot exist, so is never asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,12 @@ class Reply:
     qname: str  # lower case, no trailing dot
     qtype: int
     answers: tuple[Record, ...]
+    # What a DNSSEC-aware caller reads (TLSA for DANE): the AD and RA header bits, whether the reply's
+    # OPT record has DO set (RFC 3225 §3: a resolver that understood DO echoes it), its EDEs.
+    authenticated: bool = False
+    recursion_available: bool = False
+    dnssec_ok: bool = False
+    extended_errors: tuple[tuple[int, str], ...] = ()  # (INFO-CODE, EXTRA-TEXT), RFC 8914 §2
 
 
 # One length octet per possible label length (RFC 1035 §3.1: 1-63), built once.
@@ -57,6 +73,7 @@ _PLAIN: Final = bytes(b for b in range(0x21, 0x7F) if b not in (0x2E, 0x5C))
 # What follows the name in every query: QTYPE, QCLASS IN and the EDNS0 OPT record (RFC 6891 §6.1.2).
 _OPT: Final = b"\0" + struct.pack("!HHIH", _TYPE_OPT, EDNS_PAYLOAD, 0, 0)
 _QUESTION_TAIL: Final = {rtype: struct.pack("!HH", rtype, _CLASS_IN) + _OPT for rtype in TYPES.values()}
+_OPT_DO: Final = b"\0" + struct.pack("!HHIH", _TYPE_OPT, EDNS_PAYLOAD, _EDNS_DO, 0)
 
 
 def _encode_name(name: str) -> bytes:
@@ -75,16 +92,23 @@ def _encode_name(name: str) -> bytes:
     parts.append(b"\0")
     out = b"".join(parts)
     if len(out) > 255:
-        raise WireError(f"name longer than 255 octets: {name[:60]!r}...")
+        raise NameTooLong(f"name longer than 255 octets: {name[:60]!r}...")
     return out
 
 
-def build_query(qid: int, name: str, rtype: int) -> bytes:
-    """A recursive query (RD=1) with an EDNS0 OPT record advertising ``EDNS_PAYLOAD`` (RFC 6891)."""
+def build_query(qid: int, name: str, rtype: int, *, dnssec: bool = False) -> bytes:
+    """A recursive query (RD=1) with an EDNS0 OPT record advertising ``EDNS_PAYLOAD`` (RFC 6891).
+
+    ``dnssec`` sets the DO bit (RFC 3225) and AD in the query, which asks a validating resolver for the
+    AD bit in its reply without needing the signatures themselves (RFC 6840 §5.7).
+    """
+    if dnssec:
+        return (_HEADER.pack(qid, _FLAG_RD | _FLAG_AD, 1, 0, 0, 1) + _encode_name(name)
+                + struct.pack("!HH", rtype, _CLASS_IN) + _OPT_DO)
     tail = _QUESTION_TAIL.get(rtype)
     if tail is None:
         tail = struct.pack("!HH", rtype, _CLASS_IN) + _OPT
-    return _HEADER.pack(qid, 0x0100, 1, 0, 0, 1) + _encode_name(name) + tail
+    return _HEADER.pack(qid, _FLAG_RD, 1, 0, 0, 1) + _encode_name(name) + tail
 
 
 def reply_id(data: bytes) -> int | None:
@@ -194,6 +218,12 @@ def _rdata(data: bytes, rtype: int, start: int, length: int, memo: _Memo) -> str
             parts.append(data[pos + 1:pos + 1 + size])
             pos += 1 + size
         return b"".join(parts).decode("utf-8", "replace")
+    if rtype == _TYPE_TLSA:
+        # RFC 6698 §2.1: usage, selector and matching type octets, then the association data; as in
+        # the presentation form (§2.2), the data in hex.
+        if length < 3:
+            raise WireError("TLSA record too short")
+        return f"{data[start]} {data[start + 1]} {data[start + 2]} {data[start + 3:end].hex()}"
     return None
 
 
@@ -229,24 +259,48 @@ def parse_reply(data: bytes) -> Reply:
             if value is not None:
                 answers.append(Record(owner, rtype, value))
         offset += length
-    rcode = flags & 0x000F
-    extended = _extended_rcode(data, offset, nscount, arcount, memo)
-    return Reply(qid, rcode | (extended << 4), truncated, qname, qtype, tuple(answers))
+    extended, dnssec_ok, errors = _opt(data, offset, nscount, arcount, memo)
+    return Reply(qid, (flags & 0x000F) | (extended << 4), truncated, qname, qtype, tuple(answers),
+                 authenticated=bool(flags & _FLAG_AD), recursion_available=bool(flags & _FLAG_RA),
+                 dnssec_ok=dnssec_ok, extended_errors=errors)
 
 
-def _extended_rcode(data: bytes, offset: int, nscount: int, arcount: int, memo: _Memo) -> int:
-    """The upper 8 bits of the RCODE, from the OPT record's TTL field (RFC 6891 §6.1.3): BADVERS (16)
-    exists only there. 0 when there is no OPT record, or the sections after the answers are cut short
-    (they decide no answer: a damaged tail must not turn a good reply into an error)."""
+_NO_OPT: Final[tuple[int, bool, tuple[tuple[int, str], ...]]] = (0, False, ())
+
+
+def _opt(data: bytes, offset: int, nscount: int, arcount: int,
+         memo: _Memo) -> tuple[int, bool, tuple[tuple[int, str], ...]]:
+    """From the OPT record (RFC 6891 §6.1.3): the upper 8 bits of the RCODE (BADVERS, 16, exists only
+    there), the DO bit and the Extended DNS Errors. Nothing when there is no OPT record, or the sections
+    after the answers are cut short (they decide no answer: a damaged tail must not turn a good reply
+    into an error)."""
     try:
         for index in range(nscount + arcount):
             _, offset = _read_name(data, offset, memo)
             if offset + _RR_FIXED.size > len(data):
-                return 0
+                return _NO_OPT
             rtype, _, ttl, length = _RR_FIXED.unpack_from(data, offset)
-            offset += _RR_FIXED.size + length
+            offset += _RR_FIXED.size
             if rtype == _TYPE_OPT and index >= nscount:
-                return int(ttl >> 24) & 0xFF
+                errors = _extended_errors(data[offset:offset + length]) if length else ()
+                return int(ttl >> 24) & 0xFF, bool(ttl & _EDNS_DO), errors
+            offset += length
     except WireError:
-        return 0
-    return 0
+        return _NO_OPT
+    return _NO_OPT
+
+
+def _extended_errors(options: bytes) -> tuple[tuple[int, str], ...]:
+    """The EDE options among an OPT record's options (RFC 6891 §6.1.2: code, length, data), RFC 8914 §2;
+    an option cut short ends the list."""
+    found = []
+    pos = 0
+    while pos + 4 <= len(options):
+        code, size = struct.unpack_from("!HH", options, pos)
+        value = options[pos + 4:pos + 4 + size]
+        if len(value) < size:
+            break
+        if code == _OPTION_EDE and size >= 2:
+            found.append((int.from_bytes(value[:2], "big"), value[2:].decode("utf-8", "replace").rstrip("\0")))
+        pos += 4 + size
+    return tuple(found)

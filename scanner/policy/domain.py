@@ -105,7 +105,7 @@ class PolicyChecker:
         if not self._config.dns.servers:
             return None
         return await self._tlsa.get(
-            mx_host, lambda: lookup_tlsa(mx_host, self._config.dns, budget=self._resolver.budget))
+            mx_host, lambda: lookup_tlsa(mx_host, self._resolver))
 
 
 async def lookup_sts_txt(domain: str, resolver: DnsResolver) -> StsTxtResult:

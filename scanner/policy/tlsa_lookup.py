@@ -3,127 +3,119 @@
 :func:`lookup_tlsa` returns a :class:`~scanner.policy.dane.TlsaLookup` fact and judges nothing;
 :func:`check_dane` is the lookup followed by the one pure decision, :func:`~scanner.policy.dane.judge_dane`.
 
-Why dnspython for the lookup: aiodns 4's ``query_dns`` has no TLSA type, and pycares 5's
-``DNSResult`` exposes only the answer/authority/additional sections, not the header flags, so the AD
-bit cannot be read through the scanner's c-ares resolver. dnspython's ``asyncquery`` talks to the
-configured resolver address directly (never to resolv.conf) and returns the whole message.
+The query goes through the scan's own resolver (``scanner.dns``): its wire codec sets DO and AD in
+the query and reads the AD and RA bits, the echoed DO bit and the Extended DNS Errors of the reply, and
+its transport gives TLSA the same timeouts, retries, answer checks (RFC 5452) and DNS limits as every
+other query. Only telling a bogus answer from another SERVFAIL asks again, with CD set
+(``scanner.dns.dnssec``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Final
 
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
-
-from scanner.config import ConfigError, DnsConfig, parse_host_port
-from scanner.dns.dnssec import Budget, ede_text, validation_failure
+from scanner.config import ConfigError, DnsConfig
+from scanner.dns.dnssec import ede_text, validation_failure
+from scanner.dns.resolver import DnsResolver, QueryResult, rcode_text
+from scanner.dns.transport import Server
+from scanner.dns.wire import (
+    RCODE_NOERROR,
+    RCODE_NXDOMAIN,
+    RCODE_REFUSED,
+    RCODE_SERVFAIL,
+    TYPES,
+    NameTooLong,
+    Reply,
+    WireError,
+    build_query,
+)
 from scanner.policy.dane import DaneResult, DnssecStatus, TlsaLookup, TlsaRecord, dnssec_status, judge_dane, tlsa_name
 from scanner.status import DnsOutcome
 
 __all__ = ["check_dane", "lookup_tlsa"]
 
-# A TLSA answer of a few records fits comfortably; 1232 is the DNS Flag Day 2020 EDNS buffer size.
-_EDNS_PAYLOAD: Final = 1232
-
-_RCODE_OUTCOMES: Final = {
-    dns.rcode.NXDOMAIN: DnsOutcome.NXDOMAIN,
-    dns.rcode.SERVFAIL: DnsOutcome.SERVFAIL,
-    dns.rcode.REFUSED: DnsOutcome.REFUSED,
+_TYPE_TLSA = TYPES["TLSA"]
+_RCODE_OUTCOMES = {
+    RCODE_NXDOMAIN: DnsOutcome.NXDOMAIN,
+    RCODE_SERVFAIL: DnsOutcome.SERVFAIL,
+    RCODE_REFUSED: DnsOutcome.REFUSED,
 }
 
 
-def _from_message(name: str, server: str, reply: dns.message.Message, started: float) -> TlsaLookup:
-    rcode = reply.rcode()
+def _server_text(server: Server) -> str:
+    return f"[{server.host}]:{server.port}" if ":" in server.host else f"{server.host}:{server.port}"
+
+
+def _records(reply: Reply) -> tuple[TlsaRecord, ...]:
+    # CNAME-expanded answers carry the TLSA RRset under the target's name; take TLSA records only. The
+    # codec gives each as "usage selector matching-type hex-data" (RFC 6698 §2.2).
+    out = []
+    for record in reply.answers:
+        if record.rtype == _TYPE_TLSA:
+            usage, selector, mtype, data = record.data.split(" ")
+            out.append(TlsaRecord(int(usage), int(selector), int(mtype), bytes.fromhex(data)))
+    return tuple(out)
+
+
+def _from_reply(name: str, server: Server, reply: Reply, started: float) -> TlsaLookup:
     elapsed = (time.perf_counter() - started) * 1000
-    answered = rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
-    status = dnssec_status(
-        answered=answered,
-        ad=bool(reply.flags & dns.flags.AD),
-        ra=bool(reply.flags & dns.flags.RA),
-        do_echoed=reply.edns >= 0 and bool(reply.ednsflags & dns.flags.DO),
-    )
-    if rcode != dns.rcode.NOERROR:
-        outcome = _RCODE_OUTCOMES.get(rcode, DnsOutcome.ERROR)
-        ede = ede_text(reply)
-        detail = f"TLSA {name}: {dns.rcode.to_text(rcode)}" + (f" ({ede})" if ede else "")
-        return TlsaLookup(name, outcome, (), status, detail, server, elapsed)
-    # CNAME-expanded answers carry the TLSA RRset under the target's name; take TLSA RRsets only.
-    records = tuple(
-        TlsaRecord(int(rd.usage), int(rd.selector), int(rd.mtype), bytes(rd.cert))
-        for rrset in reply.answer
-        if rrset.rdtype == dns.rdatatype.TLSA
-        for rd in rrset
-    )
+    status = dnssec_status(answered=reply.rcode in (RCODE_NOERROR, RCODE_NXDOMAIN), ad=reply.authenticated,
+                           ra=reply.recursion_available, do_echoed=reply.dnssec_ok)
+    if reply.rcode != RCODE_NOERROR:
+        outcome = _RCODE_OUTCOMES.get(reply.rcode, DnsOutcome.ERROR)
+        ede = ede_text(reply.extended_errors)
+        detail = f"TLSA {name}: {rcode_text(reply.rcode)}" + (f" ({ede})" if ede else "")
+        return TlsaLookup(name, outcome, (), status, detail, _server_text(server), elapsed)
+    records = _records(reply)
     outcome = DnsOutcome.ANSWER if records else DnsOutcome.NODATA
-    return TlsaLookup(name, outcome, records, status, "", server, elapsed)
+    return TlsaLookup(name, outcome, records, status, "", _server_text(server), elapsed)
 
 
-async def lookup_tlsa(
-    mx_host: str, dns_config: DnsConfig, *, port: int = 25,
-    budget: Budget | None = None,
-) -> TlsaLookup:
-    """Query the TLSA RRset of an MX host at the configured resolvers, with EDNS DO and AD set.
+async def lookup_tlsa(mx_host: str, dns: DnsResolver | DnsConfig, *, port: int = 25) -> TlsaLookup:
+    """Query the TLSA RRset of an MX host with EDNS DO and AD set, through ``dns``.
 
-    Each server in ``dns_config.servers`` is tried in turn, ``dns_config.tries`` rounds, each query
-    waiting ``dns_config.timeout`` seconds (UDP, retried over TCP when truncated). There is no
-    fallback to the system resolver: an empty server list is a configuration error. ``budget``, when
-    given, is entered around every query sent (the scan's DNS rate and in-flight limits).
+    A ``DnsResolver`` is the scan's: the query takes its rate and in-flight limits, timeouts and tries.
+    A ``DnsConfig`` gets a resolver of its own for this one lookup. There is no fallback to the system
+    resolver: a configuration without servers is an error.
     """
-    if not dns_config.servers:
+    if isinstance(dns, DnsResolver):
+        return await _lookup(mx_host, dns, port)
+    if not dns.servers:
+        raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
+    resolver = DnsResolver(dns)
+    try:
+        return await _lookup(mx_host, resolver, port)
+    finally:
+        await resolver.close()
+
+
+async def _lookup(mx_host: str, resolver: DnsResolver, port: int) -> TlsaLookup:
+    if not resolver.config.servers:
         raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
     name = tlsa_name(mx_host, port)
     try:
-        query = dns.message.make_query(name + ".", dns.rdatatype.TLSA, want_dnssec=True, payload=_EDNS_PAYLOAD)
-    except dns.exception.DNSException as exc:  # NameTooLong for a valid host of 247+ characters
+        build_query(0, name, _TYPE_TLSA)  # a name that cannot be asked is a fact about the host, not a failure
+    except WireError as exc:  # NameTooLong for a valid host of 247+ characters
         return TlsaLookup(name[:300], DnsOutcome.ERROR, detail=f"TLSA name cannot be queried: {exc}",
-                          name_too_long=isinstance(exc, dns.name.NameTooLong))
-    # RFC 6840 §5.7: setting AD in a query asks for the AD bit in the answer without needing DO's RRSIGs.
-    query.flags |= dns.flags.AD
+                          name_too_long=isinstance(exc, NameTooLong))
     started = time.perf_counter()
-    problems: list[str] = []
-    timeouts = 0
-    for _ in range(dns_config.tries):
-        for server in dns_config.servers:
-            host, server_port = parse_host_port(server, 53)
-            try:
-                async with budget() if budget is not None else contextlib.nullcontext():
-                    # A malformed or unsolicited datagram is dropped and the query keeps waiting (RFC
-                    # 5452 §9.1), as in scanner.dns.transport; it used to fail the lookup.
-                    reply, _tcp = await dns.asyncquery.udp_with_fallback(
-                        query, host, timeout=dns_config.timeout, port=server_port, ignore_unexpected=True,
-                        ignore_errors=True,
-                    )
-            except dns.exception.Timeout:
-                timeouts += 1
-                problems.append(f"{server}: timeout")
-                continue
-            except (OSError, dns.exception.DNSException) as exc:
-                problems.append(f"{server}: {type(exc).__name__}: {exc}")
-                continue
-            found = _from_message(name, server, reply, started)
-            if found.outcome is DnsOutcome.SERVFAIL:
-                return await _bogus_or(found, reply, dns_config, budget)
-            return found
-    outcome = DnsOutcome.TIMEOUT if timeouts == len(problems) else DnsOutcome.ERROR
-    detail = f"TLSA {name}: " + "; ".join(dict.fromkeys(problems))
-    return TlsaLookup(name, outcome, (), DnssecStatus.UNKNOWN, detail, None, (time.perf_counter() - started) * 1000)
+    answer = await resolver.message(name, "TLSA", dnssec=True)
+    if isinstance(answer, QueryResult):  # no reply: timeout or a network error
+        return TlsaLookup(name, answer.outcome, (), DnssecStatus.UNKNOWN, answer.detail, None,
+                          (time.perf_counter() - started) * 1000)
+    reply, server = answer
+    found = _from_reply(name, server, reply, started)
+    if found.outcome is DnsOutcome.SERVFAIL:
+        return await _bogus_or(found, reply, resolver)
+    return found
 
 
-async def _bogus_or(
-    lookup: TlsaLookup, reply: dns.message.Message, dns_config: DnsConfig, budget: Budget | None
-) -> TlsaLookup:
+async def _bogus_or(lookup: TlsaLookup, reply: Reply, resolver: DnsResolver) -> TlsaLookup:
     """A SERVFAIL TLSA answer: bogus (DNSSEC validation failed) or an ordinary failure (RFC 4035 §3.2.2)."""
-    bogus = await validation_failure(lookup.name, "TLSA", dns_config, budget=budget, ede=ede_text(reply))
+    bogus = await validation_failure(lookup.name, "TLSA", resolver.config, budget=resolver.budget,
+                                     ede=ede_text(reply.extended_errors))
     if bogus is None:
         return lookup
     return TlsaLookup(lookup.name, lookup.outcome, (), DnssecStatus.BOGUS, bogus, lookup.server, lookup.elapsed_ms)
@@ -132,7 +124,7 @@ async def _bogus_or(
 async def check_dane(
     mx_host: str,
     chain_der: Sequence[bytes] | None,
-    dns_config: DnsConfig,
+    dns: DnsResolver | DnsConfig,
     *,
     reference_names: Sequence[str] | None = None,
     now: datetime | None = None,
@@ -142,5 +134,5 @@ async def check_dane(
     ``chain_der`` is the STARTTLS certificate chain (leaf first), or None/empty if no TLS session
     was made. ``reference_names`` defaults to the MX host name (RFC 7672 §3.2.3).
     """
-    lookup = await lookup_tlsa(mx_host, dns_config)
+    lookup = await lookup_tlsa(mx_host, dns)
     return judge_dane(mx_host, lookup, chain_der, reference_names=reference_names, now=now)

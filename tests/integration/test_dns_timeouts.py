@@ -92,7 +92,7 @@ def test_a_scan_with_a_slow_resolver_keeps_the_configured_timeout(server: Faulty
 
 
 async def test_a_garbage_datagram_does_not_fail_a_tlsa_lookup(server: FaultyDnsServer) -> None:
-    """TLSA lookups (dnspython, for the AD bit) also drop junk and keep waiting for the answer."""
+    """TLSA lookups (through the same transport, reading the AD bit) also drop junk and keep waiting."""
     lookup = await lookup_tlsa("mx.junk.test", DnsConfig(servers=(server.resolver,), timeout=3, tries=1))
     assert lookup.outcome is DnsOutcome.NXDOMAIN, lookup.detail
 

@@ -513,7 +513,7 @@ async def test_tlsa_records_as_published(world: PolicyWorld) -> None:
 
 async def test_tlsa_lookups_spend_the_scans_dns_budget(world: PolicyWorld, resolver: DnsResolver) -> None:
     before = resolver.queries_sent
-    lookup = await lookup_tlsa(d("mx2.enforce"), world.dns(), budget=resolver.budget)
+    lookup = await lookup_tlsa(d("mx2.enforce"), resolver)
     assert lookup.records and resolver.queries_sent == before + 1 and resolver.in_flight == 0
 
 

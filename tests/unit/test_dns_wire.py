@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dns.edns
+import dns.flags
 import dns.message
 import dns.rrset
 import pytest
@@ -99,3 +101,46 @@ def test_names_through_pointers_to_names_read_before_keep_their_escapes() -> Non
     assert parsed.qname == "odd\\046label.x\\001.example"
     assert [(r.owner, r.data) for r in parsed.answers] == [("odd\\046label.x\\001.example",
                                                             "mx.odd\\046label.x\\001.example")]
+
+
+def test_a_dnssec_query_sets_do_and_ad_and_a_plain_one_neither() -> None:
+    asked = dns.message.from_wire(build_query(9, "_25._tcp.mx.example", TYPES["TLSA"], dnssec=True))
+    assert asked.flags & dns.flags.AD and asked.ednsflags & dns.flags.DO and asked.question[0].rdtype == 52
+    plain = dns.message.from_wire(build_query(9, "mx.example", TYPES["MX"]))
+    assert not plain.flags & dns.flags.AD and not plain.ednsflags & dns.flags.DO and plain.payload == 1232
+
+
+def test_tlsa_records_header_bits_do_echo_and_extended_errors_are_read() -> None:
+    query = dns.message.from_wire(build_query(5, "_25._tcp.mx.example", TYPES["TLSA"], dnssec=True))
+    reply = dns.message.make_response(query)
+    reply.flags |= dns.flags.AD | dns.flags.RA
+    reply.answer.append(dns.rrset.from_text("_25._tcp.mx.example.", 60, "IN", "TLSA", "3 1 1 00ff" + "ab" * 30))
+    reply.use_edns(0, dns.flags.DO, 1232, options=[dns.edns.EDEOption(dns.edns.EDECode.DNSSEC_BOGUS, "sig expired"),
+                                                   dns.edns.EDEOption(dns.edns.EDECode.STALE_ANSWER)])
+    parsed = parse_reply(reply.to_wire())
+    assert [(r.rtype, r.data) for r in parsed.answers] == [(52, "3 1 1 00ff" + "ab" * 30)]
+    assert (parsed.authenticated, parsed.recursion_available, parsed.dnssec_ok) == (True, True, True)
+    assert parsed.extended_errors == ((6, "sig expired"), (3, ""))
+    # An authoritative-only answer without DO in its OPT record: nothing to read as validated.
+    reply.flags &= ~(dns.flags.AD | dns.flags.RA)
+    reply.use_edns(0, 0, 1232)
+    bare = parse_reply(reply.to_wire())
+    assert (bare.authenticated, bare.recursion_available, bare.dnssec_ok, bare.extended_errors) == (
+        False, False, False, ())
+
+
+def test_a_tlsa_record_too_short_and_a_cut_option_are_told_apart() -> None:
+    query = dns.message.from_wire(build_query(5, "_25._tcp.mx.example", TYPES["TLSA"], dnssec=True))
+    reply = dns.message.make_response(query)
+    reply.answer.append(dns.rrset.from_text("_25._tcp.mx.example.", 60, "IN", "TLSA", "3 1 0 00"))
+    wire = bytearray(reply.to_wire())
+    short = wire.index(bytes([0, 4, 3, 1, 0, 0])) + 2  # RDLENGTH 4, then the RDATA
+    wire[short - 1] = 2  # RDLENGTH 2: less than usage, selector and matching type
+    with pytest.raises(WireError, match="TLSA record too short"):
+        parse_reply(bytes(wire[:short + 2]) + bytes(wire[short + 4:]))
+    # An EDE option whose length runs past the OPT record ends the list; the reply stays good.
+    reply.use_edns(0, dns.flags.DO, 1232, options=[dns.edns.EDEOption(dns.edns.EDECode.OTHER, "x")])
+    data = bytearray(reply.to_wire())
+    data[-5:-3] = (200).to_bytes(2, "big")  # the option's length field
+    parsed = parse_reply(bytes(data))
+    assert parsed.extended_errors == () and parsed.dnssec_ok and len(parsed.answers) == 1
