@@ -91,9 +91,9 @@ def libraries() -> dict[str, Any]:
         "cryptography": cryptography.__version__,
         "cryptography_openssl": openssl_backend.openssl_version_text(),  # certificate parsing and checks
         "pyarrow": pyarrow.__version__,
-        # DNS: our own stub resolver (scanner.dns.transport and wire) asks every query but TLSA, which
-        # dnspython asks (it reads the AD bit); c-ares is no longer used by the scan (its adaptive
-        # timeouts ignored --dns-timeout).
+        # DNS: our own stub resolver (scanner.dns.transport and wire) asks every query, TLSA included;
+        # dnspython only asks again with CD=1 after a SERVFAIL, to tell a bogus answer (scanner.dns.dnssec).
+        # c-ares is no longer used by the scan (its adaptive timeouts ignored --dns-timeout).
         "dns_client": f"smtp-tls-survey {__version__} stub resolver",
         "dnspython": dns.version.version,
         "certifi": certifi.__version__,

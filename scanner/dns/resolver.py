@@ -113,9 +113,9 @@ class DnsResolver:
     def budget(self) -> _QueryBudget:
         """One query's share of the scan's DNS limits (rate and in-flight cap), counted as sent.
 
-        Every query of ours takes it; so do the queries another library sends (TLSA through dnspython,
-        which reads the AD bit), so that ``--dns-qps`` and ``--dns-concurrency`` bound everything the
-        scan asks of the resolver.
+        Every query through this resolver takes it; so do the queries another library sends (dnspython's
+        CD=1 query that tells a bogus answer from a SERVFAIL, ``scanner.dns.dnssec``), so that
+        ``--dns-qps`` and ``--dns-concurrency`` bound everything the scan asks of the resolver.
         """
         return self._budget
 
