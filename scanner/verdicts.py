@@ -76,18 +76,23 @@ def starttls_verdict(statuses: list[ProbeStatus]) -> Tally:
     """
     answered = [s for s in statuses if s.is_definitive]
     ok = sum(1 for s in answered if s.tls_ok)
-    untested = len(statuses) - len(answered)
-    if not statuses:
+    return _tally(len(statuses), len(answered), ok)
+
+
+def _tally(addresses: int, answered: int, ok: int) -> Tally:
+    """``starttls_verdict`` from the counts: addresses, those answered, those answered with TLS."""
+    untested = addresses - answered
+    if not addresses:
         verdict = StarttlsVerdict.NOT_APPLICABLE
-    elif untested == 0 and ok == len(answered):
+    elif untested == 0 and ok == answered:
         verdict = StarttlsVerdict.ALL
     elif untested == 0 and ok == 0:
         verdict = StarttlsVerdict.NONE
-    elif untested == 0 or 0 < ok < len(answered):
+    elif untested == 0 or 0 < ok < answered:
         verdict = StarttlsVerdict.SOME
     else:
         verdict = StarttlsVerdict.INCOMPLETE
-    return Tally(verdict, len(answered), ok, untested)
+    return Tally(verdict, answered, ok, untested)
 
 
 def _unjudged(summary: ProbeSummary) -> NameMatch | None:
@@ -110,29 +115,38 @@ class Coverage:
     not_covered: int
 
 
-def _family_verdict(statuses: list[ProbeStatus]) -> StarttlsVerdict:
-    if statuses and all(s is ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses):
-        return StarttlsVerdict.NOT_COVERED
-    return starttls_verdict([s for s in statuses if s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE]).verdict
-
-
 def coverage(summaries: Mapping[str, ProbeSummary]) -> Coverage:
     """STARTTLS over the addresses this vantage could probe, and per family (IPv4 first).
 
     A dual-stack domain scanned from an IPv4-only host is "all" over IPv4 with IPv6 "not_covered",
-    never "incomplete" because of addresses it could not route to.
+    never "incomplete" because of addresses it could not route to. One pass that counts, per family,
+    the covered addresses, those answered and those answered with TLS (``starttls_verdict``'s rule).
     """
-    by_family: dict[Family, list[ProbeStatus]] = {Family.IPV4: [], Family.IPV6: []}
+    # Per family: [addresses, covered, answered, ok].
+    v4, v6 = [0, 0, 0, 0], [0, 0, 0, 0]
     for address, summary in summaries.items():
-        by_family[Family.IPV6 if ":" in address else Family.IPV4].append(summary.status)
-    tested = [s.status for s in summaries.values() if covered(s)]
-    tally = starttls_verdict(tested)
+        counts = v6 if ":" in address else v4
+        counts[0] += 1
+        status = summary.status
+        if status is ProbeStatus.SKIPPED_FAMILY_UNREACHABLE:
+            continue
+        counts[1] += 1
+        if status.is_definitive:
+            counts[2] += 1
+            counts[3] += status is ProbeStatus.STARTTLS_OK
+    tested = v4[1] + v6[1]
+    tally = _tally(tested, v4[2] + v6[2], v4[3] + v6[3])
     if summaries and not tested:
         tally = Tally(StarttlsVerdict.NOT_COVERED, 0, 0, 0)
-    families = tuple(f for f, statuses in by_family.items()
-                     if any(s is not ProbeStatus.SKIPPED_FAMILY_UNREACHABLE for s in statuses))
-    return Coverage(tally, _family_verdict(by_family[Family.IPV4]), _family_verdict(by_family[Family.IPV6]), families,
-                    len(summaries) - len(tested))
+    families = tuple(f for f, counts in ((Family.IPV4, v4), (Family.IPV6, v6)) if counts[1])
+    return Coverage(tally, _family_verdict(v4), _family_verdict(v6), families, len(summaries) - tested)
+
+
+def _family_verdict(counts: list[int]) -> StarttlsVerdict:
+    addresses, covered_count, answered, ok = counts
+    if addresses and not covered_count:
+        return StarttlsVerdict.NOT_COVERED
+    return _tally(covered_count, answered, ok).verdict
 
 
 def _name_match(summary: ProbeSummary, host: str) -> NameMatch | None:

@@ -63,7 +63,10 @@ def col(doc: str) -> Any:
     return field(metadata={"doc": doc})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# The rows are not frozen: a frozen dataclass sets each field through object.__setattr__, and building
+# the rows of a domain (one DomainRow of 53 fields, ~4 MxRows of 24) cost 27 us that way against 7 us
+# (~2% of a scan's CPU). Rows are still built once and never changed: nothing assigns to a row's field.
+@dataclass(slots=True, kw_only=True)
 class DomainRow:
     """Per-domain verdicts."""
 
@@ -152,7 +155,7 @@ class DomainRow:
     finished_at: datetime = col("When the domain's row was completed (UTC).")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class MxRow:
     """Per (domain, MX host, address) links."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from datetime import UTC, datetime
 
@@ -108,6 +109,35 @@ def test_coverage_by_family(statuses: dict[str, P], overall: V, v4: V, v6: V, fa
     got = coverage(_summaries(statuses))
     assert (got.tally.verdict, got.ipv4, got.ipv6, got.families, got.not_covered) == (overall, v4, v6, families,
                                                                                        not_covered)
+
+
+def _coverage_by_lists(summaries: dict[str, ProbeSummary]) -> tuple[object, ...]:
+    """The coverage rule written plainly: ``starttls_verdict`` over the covered addresses, per family."""
+    def verdict(statuses: list[P]) -> V:
+        if statuses and all(s is NC for s in statuses):
+            return V.NOT_COVERED
+        return starttls_verdict([s for s in statuses if s is not NC]).verdict
+    v4 = [s.status for a, s in summaries.items() if ":" not in a]
+    v6 = [s.status for a, s in summaries.items() if ":" in a]
+    tested = [s.status for s in summaries.values() if s.status is not NC]
+    tally = starttls_verdict(tested) if tested or not summaries else None
+    families = tuple(name for name, statuses in (("ipv4", v4), ("ipv6", v6)) if any(s is not NC for s in statuses))
+    return (tally.verdict if tally else V.NOT_COVERED, tally.answered if tally else 0, tally.ok if tally else 0,
+            verdict(v4), verdict(v6), families, len(summaries) - len(tested))
+
+
+def test_coverage_counts_agree_with_the_verdict_rule_on_every_mix() -> None:
+    statuses = [OK, NO, HS, TO, TH, SK, NC]
+    addresses = ["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2"]
+    checked = 0
+    for size in range(len(addresses) + 1):
+        for mix in itertools.product(statuses, repeat=size):
+            summaries = _summaries(dict(zip(addresses[:size], mix, strict=True)))
+            got = coverage(summaries)
+            assert (got.tally.verdict, got.tally.answered, got.tally.ok, got.ipv4, got.ipv6, got.families,
+                    got.not_covered) == _coverage_by_lists(summaries), mix
+            checked += 1
+    assert checked == sum(len(statuses) ** n for n in range(len(addresses) + 1))
 
 
 @pytest.mark.parametrize(
