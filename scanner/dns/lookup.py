@@ -116,7 +116,7 @@ class DomainResolver:
         answer = await self._resolver.query(domain, "MX")
         result = await self._from_mx_answer(domain, answer)
         elapsed = (time.perf_counter() - started) * 1000
-        return dataclasses.replace(result, elapsed_ms=elapsed)
+        return result.timed(elapsed)
 
     async def server(self, target: ServerTarget) -> DomainDns:
         """A server given directly: its own mail host of preference 0, like an implicit MX (no MX query)."""

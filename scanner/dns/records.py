@@ -90,3 +90,9 @@ class DomainDns:
     null_mx_mixed: bool = False
     elapsed_ms: float = 0.0
     capped: bool = False  # MX hosts or addresses beyond the configured caps were left out
+
+    def timed(self, elapsed_ms: float) -> DomainDns:
+        """The same result with its lookup time (what ``dataclasses.replace`` does, at a fifth of the cost:
+        it runs for every domain). A test checks that it keeps every other field."""
+        return DomainDns(self.domain, self.status, self.mx_source, self.hosts, self.detail, self.null_mx_mixed,
+                         elapsed_ms, self.capped)
