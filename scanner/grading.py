@@ -723,17 +723,12 @@ def _tested_hits(facts: MxFacts) -> tuple[RuleHit, ...]:
     return tuple(_hit(rule, detail) for rule, check in _MX_RULES if (detail := check(facts)) is not None)
 
 
-def _grade_tested(facts: MxFacts) -> tuple[Grade, MxGrade]:
-    hits = _tested_hits(facts)
-    grade = _letter(hits)
-    return grade, MxGrade(grade, hits, _recommendations(hits))
-
-
 def grade_mx(facts: MxFacts) -> MxGrade:
     """Grade one MX address. Best possible: A (A+ needs domain policies). None when untested."""
     if not facts.tested:
         return MxGrade(None, (), ())
-    return _grade_tested(facts)[1]
+    hits = _tested_hits(facts)
+    return MxGrade(_letter(hits), hits, _recommendations(hits))
 
 
 def _policy_hits(policy: PolicyFacts) -> list[RuleHit]:
@@ -792,8 +787,6 @@ def grade_domain(mx: Sequence[MxFacts], policy: PolicyFacts, *, lenient_tls10: b
     """
     if mx_grades is None:
         mx_grades = [grade_mx(m) for m in mx]
-    elif len(mx_grades) != len(mx):
-        raise ValueError(f"{len(mx_grades)} MX grades for {len(mx)} MX addresses")
     graded = [(m, g.grade, g) for m, g in zip(mx, mx_grades, strict=True) if g.grade is not None]
     hits = [
         RuleHit(h.code, h.severity, h.cap, h.points, f"{m.label}: {h.text}") for m, _, g in graded for h in g.hits

@@ -7,8 +7,8 @@ refused to vouch for. An answer (NOERROR or NXDOMAIN) with CD=1 after a SERVFAIL
 the data exists and did not validate. Extended DNS Errors (RFC 8914) in the first reply, when the
 resolver sends them, are kept as the detail.
 
-dnspython talks to the configured resolver addresses only (never to resolv.conf), like the TLSA
-lookup; every query spends the scan's DNS budget when one is given.
+dnspython talks to the configured resolver addresses only (never to resolv.conf); every query spends
+the scan's DNS budget when one is given.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from scanner.dns.wire import RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE
 from scanner.net.limits import Slots, TokenBucket
 from scanner.status import DnsOutcome
 
-__all__ = ["DnsResolver", "QueryResult", "QueryType", "rcode_text"]
+__all__ = ["DnsResolver", "QueryResult", "QueryType", "rcode_outcome", "rcode_text"]
 
 QueryType = Literal["MX", "A", "AAAA", "TXT", "CNAME", "NS", "TLSA"]
 
@@ -179,7 +179,7 @@ class DnsResolver:
                 if self._observe is not None:
                     self._observe(DnsOutcome.ANSWER, "")
                 return reply
-            outcome = _RCODE_OUTCOMES.get(reply.rcode, DnsOutcome.ERROR)
+            outcome = rcode_outcome(reply.rcode)
             result = QueryResult(outcome, f"{rtype} {name}: rcode {rcode_text(reply.rcode)} ({reply.rcode})")
         if self._observe is not None:
             self._observe(result.outcome, result.detail)
@@ -208,6 +208,11 @@ class DnsResolver:
             self.in_flight -= 1
             self._query_slots.release()
         return reply
+
+
+def rcode_outcome(rcode: int) -> DnsOutcome:
+    """The failure an rcode other than NOERROR stands for (any rcode without its own is an ERROR)."""
+    return _RCODE_OUTCOMES.get(rcode, DnsOutcome.ERROR)
 
 
 def rcode_text(rcode: int) -> str:

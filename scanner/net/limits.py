@@ -25,10 +25,10 @@ class Slots:
     """``value`` slots taken in FIFO order; a release hands its slot straight to the longest waiter.
 
     Does what ``asyncio.Semaphore`` does for the scan's hot limits (DNS queries in flight, domains in
-    flight) in O(1) per acquire and release. The standard one (Python 3.11) wakes a waiter by scanning
-    its queue past the waiters already woken but not yet run; with a thousand queries waiting for a
-    slot, that scan was about 3% of a scan's CPU. Here a woken waiter owns its slot from the moment it
-    is handed over, so nothing is scanned twice.
+    flight, the global connection cap) in O(1) per acquire and release. The standard one (Python 3.11)
+    wakes a waiter by scanning its queue past the waiters already woken but not yet run; with a thousand
+    queries waiting for a slot, that scan was about 3% of a scan's CPU. Here a woken waiter owns its
+    slot from the moment it is handed over, so nothing is scanned twice.
     """
 
     __slots__ = ("_free", "_waiters")

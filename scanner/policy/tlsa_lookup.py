@@ -18,30 +18,15 @@ from datetime import datetime
 
 from scanner.config import ConfigError, DnsConfig
 from scanner.dns.dnssec import ede_text, validation_failure
-from scanner.dns.resolver import DnsResolver, QueryResult, rcode_text
+from scanner.dns.resolver import DnsResolver, QueryResult, rcode_outcome, rcode_text
 from scanner.dns.transport import Server
-from scanner.dns.wire import (
-    RCODE_NOERROR,
-    RCODE_NXDOMAIN,
-    RCODE_REFUSED,
-    RCODE_SERVFAIL,
-    TYPES,
-    NameTooLong,
-    Reply,
-    WireError,
-    build_query,
-)
+from scanner.dns.wire import RCODE_NOERROR, RCODE_NXDOMAIN, TYPES, NameTooLong, Reply, WireError, build_query
 from scanner.policy.dane import DaneResult, DnssecStatus, TlsaLookup, TlsaRecord, dnssec_status, judge_dane, tlsa_name
 from scanner.status import DnsOutcome
 
 __all__ = ["check_dane", "lookup_tlsa"]
 
 _TYPE_TLSA = TYPES["TLSA"]
-_RCODE_OUTCOMES = {
-    RCODE_NXDOMAIN: DnsOutcome.NXDOMAIN,
-    RCODE_SERVFAIL: DnsOutcome.SERVFAIL,
-    RCODE_REFUSED: DnsOutcome.REFUSED,
-}
 
 
 def _server_text(server: Server) -> str:
@@ -64,7 +49,7 @@ def _from_reply(name: str, server: Server, reply: Reply, started: float) -> Tlsa
     status = dnssec_status(answered=reply.rcode in (RCODE_NOERROR, RCODE_NXDOMAIN), ad=reply.authenticated,
                            ra=reply.recursion_available, do_echoed=reply.dnssec_ok)
     if reply.rcode != RCODE_NOERROR:
-        outcome = _RCODE_OUTCOMES.get(reply.rcode, DnsOutcome.ERROR)
+        outcome = rcode_outcome(reply.rcode)
         ede = ede_text(reply.extended_errors)
         detail = f"TLSA {name}: {rcode_text(reply.rcode)}" + (f" ({ede})" if ede else "")
         return TlsaLookup(name, outcome, (), status, detail, _server_text(server), elapsed)
@@ -80,10 +65,10 @@ async def lookup_tlsa(mx_host: str, dns: DnsResolver | DnsConfig, *, port: int =
     A ``DnsConfig`` gets a resolver of its own for this one lookup. There is no fallback to the system
     resolver: a configuration without servers is an error.
     """
+    if not (dns.config if isinstance(dns, DnsResolver) else dns).servers:
+        raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
     if isinstance(dns, DnsResolver):
         return await _lookup(mx_host, dns, port)
-    if not dns.servers:
-        raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
     resolver = DnsResolver(dns)
     try:
         return await _lookup(mx_host, resolver, port)
@@ -92,8 +77,6 @@ async def lookup_tlsa(mx_host: str, dns: DnsResolver | DnsConfig, *, port: int =
 
 
 async def _lookup(mx_host: str, resolver: DnsResolver, port: int) -> TlsaLookup:
-    if not resolver.config.servers:
-        raise ConfigError("TLSA lookups need explicit resolver addresses (the system resolver is never used)")
     name = tlsa_name(mx_host, port)
     try:
         build_query(0, name, _TYPE_TLSA)  # a name that cannot be asked is a fact about the host, not a failure
