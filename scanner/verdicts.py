@@ -15,10 +15,18 @@ from typing import Any
 
 from scanner.certs import NameMatch, TrustStatus, match_hostname
 from scanner.dns.records import DomainDns, MailHost
-from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, grade_domain, grade_mx, version_facts
+from scanner.grading import GRADING_VERSION, MxFacts, MxGrade, PolicyFacts, grade_domain, grade_mx, version_facts
 from scanner.output.rows import DomainRow, MxRow
+from scanner.policy.dane import TlsaLookup
 from scanner.policy.facts import DomainPolicyFacts
-from scanner.policy.judge import NOT_CHECKED, LinkEvidence, PolicyJudgement, judge_policies
+from scanner.policy.judge import (
+    NOT_CHECKED,
+    DaneJudgement,
+    LinkEvidence,
+    judge_dane_links,
+    judge_policies,
+    mx_tls_compliance,
+)
 from scanner.providers import ProviderMapper
 from scanner.records import InputLine, ProbeSummary, probe_id
 from scanner.status import (
@@ -38,7 +46,7 @@ LinkViews = Mapping[tuple[str, str], ProbeSummary]
 # Links whose own certificate is unknown: no name verdict, never "mismatch" (scanner.sni).
 _UNJUDGED = {CertSource.NOT_CHECKED: NameMatch.NOT_CHECKED, CertSource.SESSION_FAILED: NameMatch.SESSION_FAILED}
 
-__all__ = ["Coverage", "LinkJudge", "LinkJudgement", "LinkViews", "Tally", "build_domain_rows", "coverage",
+__all__ = ["Coverage", "LinkJudge", "LinkJudgement", "LinkViews", "MailSet", "Tally", "build_domain_rows", "coverage",
            "covered", "input_problem_row", "link_evidence", "starttls_verdict"]
 
 
@@ -166,17 +174,25 @@ class LinkJudgement:
 
 
 class LinkJudge:
-    """Judges each (MX host, probe) link once per scan and remembers the answer.
+    """The scan's verdict memo: each (MX host, probe) link judged once, and each set of mail hosts.
 
     Most domains sit at a few providers: a million domains make a few thousand distinct links, and
-    each would otherwise be name-matched and graded again for every domain behind it. The memo is
-    bounded (oldest entries dropped first), so a long tail of self-hosted links cannot grow it.
+    each would otherwise be name-matched and graded again for every domain behind it. The same holds one
+    level up: every domain behind the same mail hosts (same names and preferences, the same resolutions,
+    probes, link views and TLSA lookups) has the same MX rows but for the domain column, the same DANE
+    judgement, coverage and MX grades (``MailSet``); only the MTA-STS and TLS-RPT judgement, and the
+    domain grade where they change it, are the domain's own. Both memos are bounded (oldest entries
+    dropped first), so a long tail of self-hosted domains cannot grow them.
     """
 
-    def __init__(self, capacity: int = 20_000) -> None:  # ~1.7 KB a link: ~34 MB at most
+    def __init__(self, capacity: int = 20_000, mail_sets: int = 10_000) -> None:
+        # ~1.7 KB a link, ~3 KB a mail set of two links: ~64 MB at most
         self._capacity = capacity
         self._memo: dict[tuple[str, str], tuple[ProbeSummary, LinkJudgement]] = {}
+        self._set_capacity = mail_sets
+        self._sets: dict[tuple[object, ...], MailSet] = {}
         self._providers: ProviderMapper | None = None
+        self.mail_set_hits = 0  # domains that found their mail set judged already (benchmarks print it)
 
     @property
     def providers(self) -> ProviderMapper:
@@ -195,6 +211,105 @@ class LinkJudge:
             del self._memo[next(iter(self._memo))]  # dicts keep insertion order: this is the oldest
         self._memo[key] = (summary, judgement)
         return judgement
+
+    def mail_set(self, head: _RowHead, dns: DomainDns, summaries: Mapping[str, ProbeSummary],
+                 views: LinkViews | None, tlsa: Mapping[str, TlsaLookup | None] | None) -> MailSet:
+        """The judgement of the domain's mail hosts, from the memo when another domain had the same."""
+        anchors, key = _mail_set_key(head, dns, summaries, views, tlsa)
+        known = self._sets.get(key)
+        if known is not None:
+            self.mail_set_hits += 1
+            return known
+        judged = _judge_mail_set(head, anchors, dns, summaries, views, tlsa, self)
+        if len(self._sets) >= self._set_capacity:
+            del self._sets[next(iter(self._sets))]
+        self._sets[key] = judged
+        return judged
+
+
+# What every MX row of a scan repeats: scan_id, attempt and the port probed.
+_RowHead = tuple[str, int, int]
+
+
+def _mail_set_key(head: _RowHead, dns: DomainDns, summaries: Mapping[str, ProbeSummary],
+                  views: LinkViews | None,
+                  tlsa: Mapping[str, TlsaLookup | None] | None) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """The objects a mail set is judged from, and its memo key: their identities, with the host names and
+    preferences. Resolutions, probe summaries, link views and TLSA lookups are the scan's shared
+    objects (one per host, address, link and host), so equal inputs are the same objects; the memo
+    entry keeps them alive (``MailSet.anchors``), so no identity in a key is ever reused by another."""
+    anchors: list[object] = []
+    key: list[object] = [*head, tlsa is None]
+    for host in dns.hosts:
+        resolution = host.resolution
+        lookup = tlsa.get(host.name) if tlsa is not None else None
+        anchors += (resolution, lookup)
+        key += (host.name, host.preference, id(resolution), id(lookup))
+        for address in resolution.addresses:
+            summary = summaries[address]
+            view = views.get((host.name, address), summary) if views else summary
+            anchors += (summary, view)
+            key += (id(summary), id(view))
+    return tuple(anchors), tuple(key)
+
+
+@dataclass(frozen=True, slots=True)
+class MailSet:
+    """Everything about a domain's verdict that its mail hosts decide alone (``LinkJudge.mail_set``)."""
+
+    anchors: tuple[object, ...]  # the objects whose identities make the memo key
+    mx_hosts: list[str]
+    provider: str | None
+    evidence: list[LinkEvidence]  # what the policy judgement reads of each link
+    compliance: Mapping[str, bool]  # ``mx_tls_compliance`` of the evidence
+    dane: DaneJudgement | None  # None: the policies were not checked
+    rows: list[dict[str, Any]]  # each MX row's columns but the domain
+    links: list[LinkJudgement]  # the covered links' judgements (the grade speaks for those)
+    cover: Coverage
+    certs_valid_all: bool | None
+    grades: dict[PolicyFacts, dict[str, Any]]  # the domain grade's columns per policy facts, as they come
+
+    def grade_columns(self, policy: PolicyFacts) -> dict[str, Any]:
+        """The domain row's grade columns under ``policy`` (the domain's own MTA-STS, TLS-RPT and DANE)."""
+        known = self.grades.get(policy)
+        if known is None:
+            known = self.grades[policy] = _grade_columns(self.links, policy)
+        return known
+
+
+def _grade_columns(links: list[LinkJudgement], policy: PolicyFacts) -> dict[str, Any]:
+    graded = grade_domain([link.facts for link in links], policy,
+                          mx_grades=[link.grade for link in links]) if links else None
+    if graded is None:
+        return {"grade": None, "grade_ordinal": None, "grade_rules": [], "grading_version": None,
+                "forced_tls_safe": None, "forced_tls_reasons": [], "recommendations": []}
+    return {
+        "grade": graded.grade, "grade_ordinal": graded.grade.rank if graded.grade else None,
+        "grade_rules": sorted({h.code for h in graded.hits}), "grading_version": GRADING_VERSION,
+        "forced_tls_safe": graded.forced_tls_safe, "forced_tls_reasons": list(graded.forced_tls_reasons),
+        "recommendations": [r.code for r in graded.recommendations],
+    }
+
+
+def _judge_mail_set(head: _RowHead, anchors: tuple[object, ...], dns: DomainDns,
+                    summaries: Mapping[str, ProbeSummary], views: LinkViews | None,
+                    tlsa: Mapping[str, TlsaLookup | None] | None, judge: LinkJudge) -> MailSet:
+    evidence = link_evidence(dns, summaries, judge, views)
+    dane = judge_dane_links(evidence, tlsa) if tlsa is not None else None
+    rows: list[dict[str, Any]] = []
+    links: list[LinkJudgement] = []
+    for rank, host in enumerate(dns.hosts):
+        host_rows, host_links = _link_rows(head, rank, host, summaries, dane, judge, views)
+        rows += host_rows
+        links += host_links
+    cert_checks = [r["cert_valid"] for r in rows if r["cert_valid"] is not None]
+    # A name not checked with its own SNI leaves "every certificate valid" open (unless one already fails).
+    unjudged = any(r["cert_source"] in _UNJUDGED for r in rows)
+    return MailSet(
+        anchors=anchors, mx_hosts=[h.name for h in dns.hosts],
+        provider=judge.providers.first(h.name for h in dns.hosts),
+        evidence=evidence, compliance=mx_tls_compliance(evidence), dane=dane, rows=rows, links=links,
+        cover=coverage(summaries), certs_valid_all=_all_valid(cert_checks, unjudged), grades={})
 
 
 def _judge_link(host: str, address: str, summary: ProbeSummary) -> LinkJudgement:
@@ -260,39 +375,42 @@ def _kx_facts(kx: KeyExchangeResult | None) -> dict[str, Any]:
     }
 
 
-def _link_rows(scan_id: str, attempt: int, dns: DomainDns, rank: int, host: MailHost,
-               summaries: Mapping[str, ProbeSummary], port: int, policies: PolicyJudgement,
-               judge: LinkJudge, views: LinkViews | None) -> tuple[list[MxRow], list[LinkJudgement]]:
-    """The rows of one MX host's links, and the judgements of those its grade speaks for (covered)."""
+def _link_rows(head: _RowHead, rank: int, host: MailHost, summaries: Mapping[str, ProbeSummary],
+               dane: DaneJudgement | None, judge: LinkJudge,
+               views: LinkViews | None) -> tuple[list[dict[str, Any]], list[LinkJudgement]]:
+    """The columns (but the domain) of one MX host's link rows, and the judgements of those its grade
+    speaks for (covered)."""
+    scan_id, attempt, port = head
     res = host.resolution
     common: dict[str, Any] = {
-        "scan_id": scan_id, "attempt": attempt, "domain": dns.domain, "mx_host": host.name,
+        "scan_id": scan_id, "attempt": attempt, "mx_host": host.name,
         "provider": judge.providers.provider(host.name), "mx_preference": host.preference, "mx_rank": rank,
         "host_status": res.status, "host_detail": res.detail, "host_cnames": list(res.cnames),
     }
     if not res.addresses:
-        return [MxRow(**common, address=None, ip_version=None, port=None, probe_id=None, probe_status=None,
-                      cert_name_match=None, cert_source=None, cert_sha256=None,
-                      cert_valid=None, dane_verdict=None, dane_dnssec=None, grade=None,
-                      grade_ordinal=None, grade_rules=[])], []
+        return [{**common, "address": None, "ip_version": None, "port": None, "probe_id": None,
+                 "probe_status": None, "cert_name_match": None, "cert_source": None, "cert_sha256": None,
+                 "cert_valid": None, "dane_verdict": None, "dane_dnssec": None, "grade": None,
+                 "grade_ordinal": None, "grade_rules": []}], []
     rows, judged = [], []
     for address in res.addresses:
         summary = _view(views, host.name, address, summaries)
         link = judge.judge(host.name, address, summary)
         graded = link.grade
-        dane_verdict, dane_dnssec = policies.link_dane(host.name, address)
+        result = dane.links.get((host.name, address)) if dane is not None else None
         if covered(summary):  # grades and forced TLS speak for the covered families only
             judged.append(link)
-        rows.append(MxRow(
-            **common, address=address, ip_version=6 if ":" in address else 4, port=port,
-            probe_id=probe_id(address, port), probe_status=summary.status,
-            cert_name_match=link.name_match or _unjudged(summary),
-            cert_source=summary.cert_source if summary.status is ProbeStatus.STARTTLS_OK else None,
-            cert_sha256=summary.leaf.sha256 if summary.leaf else None, cert_valid=link.cert_valid,
-            dane_verdict=dane_verdict, dane_dnssec=dane_dnssec,
-            grade=graded.grade,
-            grade_ordinal=graded.grade.rank if graded.grade else None, grade_rules=[h.code for h in graded.hits],
-        ))
+        rows.append({
+            **common, "address": address, "ip_version": 6 if ":" in address else 4, "port": port,
+            "probe_id": probe_id(address, port), "probe_status": summary.status,
+            "cert_name_match": link.name_match or _unjudged(summary),
+            "cert_source": summary.cert_source if summary.status is ProbeStatus.STARTTLS_OK else None,
+            "cert_sha256": summary.leaf.sha256 if summary.leaf else None, "cert_valid": link.cert_valid,
+            "dane_verdict": result.verdict if result else None, "dane_dnssec": result.dnssec if result else None,
+            "grade": graded.grade,
+            "grade_ordinal": graded.grade.rank if graded.grade else None,
+            "grade_rules": [h.code for h in graded.hits],
+        })
     return rows, judged
 
 
@@ -321,40 +439,28 @@ def build_domain_rows(
     address (its own SNI's certificate); a link without one is judged on the address's probe.
     """
     judge = judge if judge is not None else LinkJudge()
-    judged = judge_policies(dns.domain, [h.name for h in dns.hosts], link_evidence(dns, summaries, judge, views),
-                            policies, mx_bogus=dns.detail if dns.status is DomainStatus.DNS_BOGUS else None)
-    mx_rows: list[MxRow] = []
-    links: list[LinkJudgement] = []
-    for rank, host in enumerate(dns.hosts):
-        rows, host_links = _link_rows(scan_id, attempt, dns, rank, host, summaries, port, judged, judge, views)
-        mx_rows += rows
-        links += host_links
-    cert_checks = [r.cert_valid for r in mx_rows if r.cert_valid is not None]
-    # A name not checked with its own SNI leaves "every certificate valid" open (unless one already fails).
-    unjudged = any(r.cert_source in _UNJUDGED for r in mx_rows)
-    cover = coverage(summaries)
-    tally = cover.tally
-    graded = grade_domain([link.facts for link in links], judged.grading,
-                          mx_grades=[link.grade for link in links]) if links else None
+    mail = judge.mail_set((scan_id, attempt, port), dns, summaries, views,
+                          policies.tlsa if policies is not None else None)
+    judged = judge_policies(dns.domain, mail.mx_hosts, mail.evidence, policies,
+                            mx_bogus=dns.detail if dns.status is DomainStatus.DNS_BOGUS else None,
+                            dane=mail.dane, compliance=mail.compliance)
+    domain = dns.domain
+    # The rows share the memo's column values: rows are written, never changed.
+    mx_rows = [MxRow(**columns, domain=domain) for columns in mail.rows]
+    tally = mail.cover.tally
     row = DomainRow(
-        scan_id=scan_id, attempt=attempt, domain=dns.domain, input_line=line.line_no, input_raw=line.raw,
+        scan_id=scan_id, attempt=attempt, domain=domain, input_line=line.line_no, input_raw=line.raw,
         input_rank=line.rank, status=dns.status, status_detail=dns.detail, duplicate_of_line=None,
-        mx_source=dns.mx_source, mx_count=len(dns.hosts), mx_hosts=[h.name for h in dns.hosts],
-        mx_provider=judge.providers.first(h.name for h in dns.hosts), null_mx_mixed=dns.null_mx_mixed,
+        mx_source=dns.mx_source, mx_count=len(dns.hosts), mx_hosts=mail.mx_hosts,
+        mx_provider=mail.provider, null_mx_mixed=dns.null_mx_mixed,
         mx_capped=dns.capped, address_count=len(summaries),
         probed_count=tally.answered, starttls_ok_count=tally.ok, untested_count=tally.untested,
-        not_covered_count=cover.not_covered, families_covered=list(cover.families),
-        starttls=tally.verdict, starttls_ipv4=cover.ipv4, starttls_ipv6=cover.ipv6,
+        not_covered_count=mail.cover.not_covered, families_covered=list(mail.cover.families),
+        starttls=tally.verdict, starttls_ipv4=mail.cover.ipv4, starttls_ipv6=mail.cover.ipv6,
         starttls_all=tally.all_ok, starttls_any=tally.any_ok,
-        certs_valid_all=_all_valid(cert_checks, unjudged),
+        certs_valid_all=mail.certs_valid_all,
         **judged.columns(),
-        grade=graded.grade if graded else None,
-        grade_ordinal=graded.grade.rank if graded and graded.grade else None,
-        grade_rules=sorted({h.code for h in graded.hits}) if graded else [],
-        grading_version=GRADING_VERSION if graded else None,
-        forced_tls_safe=graded.forced_tls_safe if graded else None,
-        forced_tls_reasons=list(graded.forced_tls_reasons) if graded else [],
-        recommendations=[r.code for r in graded.recommendations] if graded else [],
+        **mail.grade_columns(judged.grading),
         dns_ms=dns.elapsed_ms, finished_at=finished_at,
     )
     return row, mx_rows

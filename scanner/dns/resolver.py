@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import dns.rcode
 
@@ -215,12 +215,21 @@ def rcode_outcome(rcode: int) -> DnsOutcome:
     return _RCODE_OUTCOMES.get(rcode, DnsOutcome.ERROR)
 
 
-def rcode_text(rcode: int) -> str:
-    """RFC 6895 §2.3 names (YXDOMAIN, NOTAUTH, BADVERS, ...); a number nobody registered stays a number."""
+def _registered_rcode_text(rcode: int) -> str:
     try:
         return dns.rcode.to_text(dns.rcode.Rcode.make(rcode))
     except ValueError:
         return str(rcode)
+
+
+# The names of the registered rcodes up to BADCOOKIE (23, RFC 7873), read once: every NXDOMAIN answer
+# names its rcode in the failure's detail.
+_RCODE_TEXT: Final = tuple(_registered_rcode_text(rcode) for rcode in range(24))
+
+
+def rcode_text(rcode: int) -> str:
+    """RFC 6895 §2.3 names (YXDOMAIN, NOTAUTH, BADVERS, ...); a number nobody registered stays a number."""
+    return _RCODE_TEXT[rcode] if 0 <= rcode < len(_RCODE_TEXT) else _registered_rcode_text(rcode)
 
 
 class _QueryBudget:

@@ -184,6 +184,25 @@ def _read_name(data: bytes, offset: int, memo: _Memo | None = None) -> tuple[str
         offset += 1 + length
 
 
+def _skip_name(data: bytes, offset: int) -> int:
+    """The offset after the name at ``offset``, without reading it: the owners of the authority and
+    additional records (an NXDOMAIN's SOA, the OPT record's root) are never used, only stepped over.
+    A compression pointer ends a name on the wire (RFC 1035 §4.1.4), so it is not followed."""
+    size = len(data)
+    while offset < size:
+        length = data[offset]
+        if length & 0xC0 == 0xC0:
+            if offset + 1 >= size:
+                break
+            return offset + 2
+        if length & 0xC0:
+            raise WireError(f"unknown label type {length:#x}")
+        if length == 0:
+            return offset + 1
+        offset += 1 + length
+    raise WireError("name runs past the end of the message")
+
+
 def _rdata(data: bytes, rtype: int, start: int, length: int, memo: _Memo) -> str | None:
     end = start + length
     if rtype == _TYPE_A:
@@ -259,7 +278,7 @@ def parse_reply(data: bytes) -> Reply:
             if value is not None:
                 answers.append(Record(owner, rtype, value))
         offset += length
-    extended, dnssec_ok, errors = _opt(data, offset, nscount, arcount, memo)
+    extended, dnssec_ok, errors = _opt(data, offset, nscount, arcount)
     return Reply(qid, (flags & 0x000F) | (extended << 4), truncated, qname, qtype, tuple(answers),
                  authenticated=bool(flags & _FLAG_AD), recursion_available=bool(flags & _FLAG_RA),
                  dnssec_ok=dnssec_ok, extended_errors=errors)
@@ -268,15 +287,15 @@ def parse_reply(data: bytes) -> Reply:
 _NO_OPT: Final[tuple[int, bool, tuple[tuple[int, str], ...]]] = (0, False, ())
 
 
-def _opt(data: bytes, offset: int, nscount: int, arcount: int,
-         memo: _Memo) -> tuple[int, bool, tuple[tuple[int, str], ...]]:
+def _opt(data: bytes, offset: int, nscount: int,
+         arcount: int) -> tuple[int, bool, tuple[tuple[int, str], ...]]:
     """From the OPT record (RFC 6891 §6.1.3): the upper 8 bits of the RCODE (BADVERS, 16, exists only
     there), the DO bit and the Extended DNS Errors. Nothing when there is no OPT record, or the sections
     after the answers are cut short (they decide no answer: a damaged tail must not turn a good reply
     into an error)."""
     try:
         for index in range(nscount + arcount):
-            _, offset = _read_name(data, offset, memo)
+            offset = _skip_name(data, offset)
             if offset + _RR_FIXED.size > len(data):
                 return _NO_OPT
             rtype, _, ttl, length = _RR_FIXED.unpack_from(data, offset)

@@ -27,6 +27,7 @@ from scanner.names import normalize_host
 from scanner.policy.dane import (
     DaneResult,
     DaneSenderVerdict,
+    TlsaLookup,
     dane_link,
     dane_sender_verdict,
     dane_valid,
@@ -47,11 +48,13 @@ from scanner.status import DaneVerdict, DnssecStatus, StsError, StsMode
 
 __all__ = [
     "NOT_CHECKED",
+    "DaneJudgement",
     "LinkEvidence",
     "MtaStsResult",
     "MxVerdict",
     "PolicyJudgement",
     "evaluate",
+    "judge_dane_links",
     "judge_mta_sts",
     "judge_policies",
     "mx_matches",
@@ -303,6 +306,35 @@ def _grading(sts: MtaStsResult | None, rpt: TlsRptResult | None, valid: bool | N
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DaneJudgement:
+    """The DANE part of a domain's judgement: it reads the links and their hosts' TLSA lookups only, never
+    the domain, so every domain behind the same mail hosts shares it (``scanner.verdicts.LinkJudge``)."""
+
+    links: Mapping[tuple[str, str], DaneResult]  # (MX host, address) → result, for hosts looked up
+    valid: bool | None
+    sender: DaneSenderVerdict  # would a DANE sender deliver (RFC 7672)?
+
+
+def judge_dane_links(links: Sequence[LinkEvidence], tlsa: Mapping[str, TlsaLookup | None], *,
+                     now: datetime | None = None) -> DaneJudgement:
+    """Each link's TLSA judgement (``judge_dane``), ``dane_valid`` over the covered links and what a DANE
+    sender would do. ``now`` is for DANE-TA chain validity (default: the current time)."""
+    dane: dict[tuple[str, str], DaneResult] = {}
+    for link in links:
+        lookup = tlsa.get(link.mx_host)
+        if lookup is not None:
+            dane[(link.mx_host, link.address)] = judge_dane(link.mx_host, lookup, link.chain or None, now=now)
+    covered = [link for link in links if link.covered]
+    valid = dane_valid([dane.get((link.mx_host, link.address)) for link in covered])
+    sender = dane_sender_verdict([
+        dane_link(link.mx_host, link.address, dane.get((link.mx_host, link.address)), tested=link.tested,
+                  tls_ok=link.tls_ok)
+        for link in covered
+    ])
+    return DaneJudgement(dane, valid, sender)
+
+
 def judge_policies(
     domain: str,
     mx_hosts: Sequence[str],
@@ -311,6 +343,8 @@ def judge_policies(
     *,
     mx_bogus: str | None = None,
     now: datetime | None = None,
+    dane: DaneJudgement | None = None,
+    compliance: Mapping[str, bool] | None = None,
 ) -> PolicyJudgement:
     """Fold a domain's facts into its policy judgement.
 
@@ -319,23 +353,20 @@ def judge_policies(
     ``mx_bogus`` is the detail when the MX RRset itself failed DNSSEC validation: then no validating
     sender can route mail, whatever else is known (RFC 7672 §2.2.1). ``now`` is for DANE-TA chain
     validity (default: the current time).
+
+    ``dane`` (``judge_dane_links`` of ``links`` and ``facts.tlsa``) and ``compliance``
+    (``mx_tls_compliance`` of ``links``) are for a caller that already has them: they depend on the
+    links alone, and the scan keeps them per set of mail hosts.
     """
     if facts is None:
         sender = mx_bogus_verdict(domain, mx_bogus) if mx_bogus is not None else None
         return PolicyJudgement(None, None, dane_sender=sender, grading=_grading(None, None, None, sender))
-    sts = judge_mta_sts(domain, facts.sts_txt, facts.sts_document, mx_hosts, mx_tls_compliance(links))
+    if compliance is None:
+        compliance = mx_tls_compliance(links)
+    sts = judge_mta_sts(domain, facts.sts_txt, facts.sts_document, mx_hosts, compliance)
     rpt = read_tlsrpt(facts.tlsrpt_txt)
-    dane: dict[tuple[str, str], DaneResult] = {}
-    for link in links:
-        lookup = facts.tlsa.get(link.mx_host)
-        if lookup is not None:
-            dane[(link.mx_host, link.address)] = judge_dane(link.mx_host, lookup, link.chain or None, now=now)
-    covered = [link for link in links if link.covered]
-    valid = dane_valid([dane.get((link.mx_host, link.address)) for link in covered])
-    sender = mx_bogus_verdict(domain, mx_bogus) if mx_bogus is not None else dane_sender_verdict([
-        dane_link(link.mx_host, link.address, dane.get((link.mx_host, link.address)), tested=link.tested,
-                  tls_ok=link.tls_ok)
-        for link in covered
-    ])
+    if dane is None:
+        dane = judge_dane_links(links, facts.tlsa, now=now)
+    sender = mx_bogus_verdict(domain, mx_bogus) if mx_bogus is not None else dane.sender
     with_tlsa = sum(1 for lookup in facts.tlsa.values() if lookup is not None and lookup.records)
-    return PolicyJudgement(sts, rpt, dane, valid, sender, with_tlsa, _grading(sts, rpt, valid, sender))
+    return PolicyJudgement(sts, rpt, dane.links, dane.valid, sender, with_tlsa, _grading(sts, rpt, dane.valid, sender))

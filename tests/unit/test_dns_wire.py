@@ -144,3 +144,31 @@ def test_a_tlsa_record_too_short_and_a_cut_option_are_told_apart() -> None:
     data[-5:-3] = (200).to_bytes(2, "big")  # the option's length field
     parsed = parse_reply(bytes(data))
     assert parsed.extended_errors == () and parsed.dnssec_ok and len(parsed.answers) == 1
+
+
+def test_the_opt_record_is_found_behind_the_authority_section_of_an_nxdomain() -> None:
+    """An NXDOMAIN carries the zone's SOA before the OPT record (RFC 2308 §3): its names are stepped over,
+    compressed or not, and the OPT record's DO bit and EDEs are read; a malformed name there, or a tail
+    cut inside it, leaves the reply good with no OPT facts."""
+    import dns.rcode
+
+    query = dns.message.from_wire(build_query(9, "_mta-sts.d1.example", TYPES["TXT"], dnssec=True))
+    reply = dns.message.make_response(query)
+    reply.set_rcode(dns.rcode.NXDOMAIN)
+    reply.authority.append(dns.rrset.from_text("example.", 60, "IN", "SOA",
+                                               "ns.example. hostmaster.example. 1 7200 900 1209600 300"))
+    reply.use_edns(0, dns.flags.DO, 1232, options=[dns.edns.EDEOption(dns.edns.EDECode.OTHER, "why")])
+    wire = reply.to_wire()
+    parsed = parse_reply(wire)
+    assert (parsed.rcode, parsed.dnssec_ok, parsed.extended_errors) == (3, True, ((0, "why"),))
+    # The same SOA with its owner written out in full (labels, not a pointer; later pointers all point
+    # back into the question, before it).
+    owner = wire.index(b"\x00\x06\x00\x01") - 2
+    assert wire[owner] & 0xC0 == 0xC0
+    full = wire[:owner] + b"\x07example\x00" + wire[owner + 2:]
+    assert parse_reply(full).dnssec_ok
+    soa = wire.index(b"\x00\x06\x00\x01")  # the SOA's TYPE and CLASS follow its owner name (a pointer)
+    bad = bytearray(wire)
+    bad[soa - 2] = 0x40  # an extended label type (RFC 6891 §5: obsolete) where the owner's pointer was
+    assert (parse_reply(bytes(bad)).rcode, parse_reply(bytes(bad)).dnssec_ok) == (3, False)
+    assert (parse_reply(wire[:soa - 1]).rcode, parse_reply(wire[:soa - 1]).dnssec_ok) == (3, False)

@@ -39,7 +39,7 @@ from scanner.policy.tlsrpt import TlsRptStatus
 from scanner.policy.txt import TxtAnswer
 from scanner.probing import ProbeSummary
 from scanner.status import DnsOutcome, DomainStatus, HostStatus, MxSource, ProbeStatus
-from scanner.verdicts import build_domain_rows
+from scanner.verdicts import LinkJudge, build_domain_rows
 from worlds.ca import TestCA
 
 DOMAIN = "example.test"
@@ -330,6 +330,92 @@ def test_scan_rows_carry_the_one_dane_decision(pki: Pki, kind: str, dnssec: Dnss
     expected = dane_sender_verdict([dane_link(mx1, A1, results[0], tested=True, tls_ok=True),
                                     dane_link(MX2, A2, results[1], tested=True, tls_ok=False)])
     assert (row.dane_delivery, row.dane_delivery_reasons) == (expected.delivery.value, list(expected.reasons))
+
+
+# --------------------------------------------------------------------------
+# The scan's memo per set of mail hosts (LinkJudge.mail_set)
+# --------------------------------------------------------------------------
+
+OTHER = "other.test"
+
+
+def _plain(row: object) -> dict[str, object]:
+    values = {name: getattr(row, name) for name in row.__slots__}  # type: ignore[attr-defined]
+    values.pop("finished_at", None)
+    return values
+
+
+def _own_facts(domain: str, *, records: bool, tlsa: dict[str, TlsaLookup | None]) -> DomainPolicyFacts:
+    """``domain``'s facts: an enforcing MTA-STS policy and a TLS-RPT record, or no TXT record at all."""
+    if not records:
+        none = DnsOutcome.NXDOMAIN
+        return DomainPolicyFacts(domain, TxtAnswer(f"_mta-sts.{domain}", none, (), "NXDOMAIN"), None,
+                                 TxtAnswer(f"_smtp._tls.{domain}", none, (), "NXDOMAIN"), tlsa)
+    document = PolicyDocument(f"https://mta-sts.{domain}/.well-known/mta-sts.txt", 65536,
+                              PolicyResponse(200, "text/plain", None, ENFORCE), None, (A1,))
+    return DomainPolicyFacts(domain, TxtAnswer(f"_mta-sts.{domain}", DnsOutcome.ANSWER, ("v=STSv1; id=7",), ""),
+                             document, TxtAnswer(f"_smtp._tls.{domain}", DnsOutcome.ANSWER,
+                                                 (f"v=TLSRPTv1; rua=mailto:r@{domain}",), ""), tlsa)
+
+
+def test_domains_behind_the_same_mail_hosts_share_one_judgement_of_them(pki: Pki) -> None:
+    """Two domains behind the same hosts, probes and TLSA lookups: the second reuses the first's judgement
+    of the hosts (a memo hit) and gets exactly the rows a judgement of its own gives, its domain
+    column and its own MTA-STS/TLS-RPT columns and grade included."""
+    hosts = (MailHost(MX1, 10, HostResolution(MX1, HostStatus.OK, (A1,))),
+             MailHost(MX2, 20, HostResolution(MX2, HostStatus.OK, (A2,))))
+    summaries = {A1: _probe(A1, pki.chain1, pki.store, ProbeStatus.STARTTLS_OK),
+                 A2: _probe(A2, pki.chain1, pki.store, ProbeStatus.STARTTLS_OK)}
+    tlsa: dict[str, TlsaLookup | None] = {MX1: _lookup(MX1, _ee(pki.chain1[0])), MX2: None}
+    shared = LinkJudge()
+    for number, (domain, records) in enumerate([(DOMAIN, True), (OTHER, False), (DOMAIN, False)], start=1):
+        dns = DomainDns(domain, DomainStatus.OK, MxSource.MX, hosts)
+        facts = _own_facts(domain, records=records, tlsa=tlsa)
+        args = ("scan", 1, InputLine(number, domain, domain, None), dns, summaries, 25, datetime.now(UTC), facts)
+        row, mx_rows = build_domain_rows(*args, judge=shared)
+        alone, alone_mx = build_domain_rows(*args, judge=LinkJudge())
+        assert _plain(row) == _plain(alone) and [_plain(r) for r in mx_rows] == [_plain(r) for r in alone_mx]
+        assert {r.domain for r in mx_rows} == {domain}
+        assert row.mta_sts_mode == ("enforce" if records else None)
+        assert row.tlsrpt_status == (TlsRptStatus.VALID if records else TlsRptStatus.MISSING)
+        assert shared.mail_set_hits == number - 1
+
+
+def test_another_probe_or_tlsa_lookup_is_judged_anew(pki: Pki) -> None:
+    """The memo is keyed by the very objects judged: a new probe summary (even an equal one) or another
+    TLSA lookup of the same host is judged again, and its rows say what it found."""
+    resolution = HostResolution(MX1, HostStatus.OK, (A1,))
+    dns = DomainDns(DOMAIN, DomainStatus.OK, MxSource.MX, (MailHost(MX1, 10, resolution),))
+    line = InputLine(1, DOMAIN, DOMAIN, None)
+    ok = {A1: _probe(A1, pki.chain1, pki.store, ProbeStatus.STARTTLS_OK)}
+    matching: dict[str, TlsaLookup | None] = {MX1: _lookup(MX1, _ee(pki.chain1[0]))}
+    judge = LinkJudge()
+
+    def rows(summaries: dict[str, ProbeSummary], tlsa: dict[str, TlsaLookup | None]) -> tuple[object, object]:
+        row, mx_rows = build_domain_rows("scan", 1, line, dns, summaries, 25, datetime.now(UTC),
+                                         _own_facts(DOMAIN, records=False, tlsa=tlsa), judge=judge)
+        return row.starttls, (mx_rows[0].probe_status, mx_rows[0].dane_verdict)
+
+    assert rows(ok, matching) == ("all", ("starttls_ok", "match"))
+    assert rows({A1: _probe(A1, (), pki.store, ProbeStatus.NO_STARTTLS)}, matching) == \
+        ("none", ("no_starttls", "no_certificate"))
+    assert rows(ok, {MX1: _lookup(MX1, _ee(pki.chain2[0]))}) == ("all", ("starttls_ok", "no_match"))
+    assert rows(dict(ok), dict(matching)) == ("all", ("starttls_ok", "match"))  # the same objects: a hit
+    assert judge.mail_set_hits == 1
+    assert rows({A1: _probe(A1, pki.chain1, pki.store, ProbeStatus.STARTTLS_OK)}, matching)[1][1] == "match"
+    assert judge.mail_set_hits == 1  # an equal but new summary is judged again
+
+
+def test_the_mail_set_memo_is_bounded(pki: Pki) -> None:
+    judge = LinkJudge(mail_sets=2)
+    line = InputLine(1, DOMAIN, DOMAIN, None)
+    for i in range(5):
+        host = f"mx{i}.{DOMAIN}"
+        dns = DomainDns(DOMAIN, DomainStatus.OK, MxSource.MX,
+                        (MailHost(host, 10, HostResolution(host, HostStatus.OK, (A1,))),))
+        build_domain_rows("scan", 1, line, dns, {A1: _probe(A1, (), pki.store, ProbeStatus.NO_STARTTLS)}, 25,
+                          datetime.now(UTC), None, judge=judge)
+    assert len(judge._sets) == 2
 
 
 # --------------------------------------------------------------------------
