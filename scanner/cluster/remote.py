@@ -87,11 +87,21 @@ class RemoteProbes:
             done.set_result(summary)
             return done
         pending = self._summaries.get(pid)
-        if key in self._views and pending is not None:
-            return pending
-        if pending is None:
-            pending = self._summaries[pid] = loop.create_future()
-        self._views[key] = loop.create_future()
+        if key in self._views:
+            # This view is on its way (its answer brings the summary too). Its future must stay the one
+            # in ``_views``: a domain may be awaiting it already (``view``), and a new one in its place
+            # would leave that domain waiting forever.
+            if pending is not None:
+                return pending
+            if summary is not None:  # an answer for another name of the address brought it
+                done = loop.create_future()
+                done.set_result(summary)
+                return done
+            pending = self._summaries[pid] = loop.create_future()  # not kept (cache): ask again
+        else:
+            if pending is None:
+                pending = self._summaries[pid] = loop.create_future()
+            self._views[key] = loop.create_future()
         self._add(self._owner_of(address), (address, first_host, host))
         return pending
 
