@@ -148,7 +148,7 @@ class DnsResolver:
         cnames: list[str] = []
         current = name
         for _ in range(MAX_CNAME_HOPS):
-            result = await self._query_once(current, rtype)
+            result = self._noerror_reply(await self._reply(current, rtype), current, rtype)
             if isinstance(result, QueryResult):  # a failure
                 return _with(result, cnames, started)
             collected = _collect(result, rtype)
@@ -167,10 +167,10 @@ class DnsResolver:
             current = collected.cnames[-1]  # only CNAMEs came back: chase the last target ourselves
         return QueryResult(DnsOutcome.ERROR, f"CNAME chain longer than {MAX_CNAME_HOPS}", cnames=tuple(cnames))
 
-    async def _query_once(self, name: str, rtype: QueryType) -> Reply | QueryResult:
+    def _noerror_reply(self, answer: tuple[Reply, Server] | QueryResult, name: str,
+                       rtype: QueryType) -> Reply | QueryResult:
         """The reply when its rcode is NOERROR, else the failure (network, or the rcode named); the
         health watch is told either way."""
-        answer = await self._reply(name, rtype)
         if isinstance(answer, QueryResult):
             result = answer
         else:
@@ -187,9 +187,12 @@ class DnsResolver:
 
     async def _reply(self, name: str, rtype: QueryType, *, dnssec: bool = False) -> tuple[Reply, Server] | QueryResult:
         """Whatever the resolver replied, or why nothing came (timeout, a name we cannot ask, a socket error)."""
-        # The budget (``_QueryBudget``) taken inline: this runs for every query.
-        await self._bucket.acquire()
-        await self._query_slots.acquire()
+        # The budget (``_QueryBudget``) taken inline, without a coroutine when nothing has to wait: this
+        # runs for every query.
+        if not self._bucket.try_acquire():
+            await self._bucket.acquire()
+        if not self._query_slots.try_acquire():
+            await self._query_slots.acquire()
         self.queries_sent += 1
         self.in_flight += 1
         try:

@@ -44,9 +44,15 @@ class Slots:
     def free(self) -> int:
         return self._free
 
-    async def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now, without waiting (no coroutine: the hot paths try this first)."""
         if self._free:
             self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -86,9 +92,13 @@ class TokenBucket:
         self._last = clock()
         self._lock = asyncio.Lock()
 
+    def try_acquire(self) -> bool:
+        """Take a token if one is there and nobody queues for one (the usual case below the rate cap),
+        without waiting (no coroutine: the hot paths try this first)."""
+        return not self._lock.locked() and self._take()
+
     async def acquire(self) -> None:
-        # Fast path: a token is there and nobody queues for one (the usual case below the rate cap).
-        if not self._lock.locked() and self._take():
+        if self.try_acquire():
             return
         # The lock makes waiters queue FIFO instead of all waking and racing for the same token.
         async with self._lock:

@@ -162,6 +162,30 @@ async def test_slots_waiter_cancelled_before_or_after_the_hand_over_loses_no_slo
     assert slots.free == 1
 
 
+async def test_try_acquire_takes_only_a_free_slot_or_token_and_never_jumps_the_queue() -> None:
+    """The hot paths' way in without a coroutine: a free slot or a token now, else False (then they wait
+    in line with ``acquire``); a bucket with a waiter queued gives nothing to a newcomer."""
+    slots = Slots(1)
+    assert slots.try_acquire() and slots.free == 0
+    assert not slots.try_acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await _settle()
+    slots.release()  # handed to the waiter, not left free for a newcomer
+    assert not slots.try_acquire()
+    await asyncio.wait_for(waiter, 1)
+    slots.release()
+    assert slots.free == 1
+    now = [0.0]
+    bucket = TokenBucket(rate=20, burst=1, clock=lambda: now[0])
+    assert bucket.try_acquire() and not bucket.try_acquire()  # the one token, then none until 50 ms
+    queued = asyncio.create_task(bucket.acquire())
+    await _settle()
+    now[0] = 1.0  # a token is due now, but the queued acquirer holds the line
+    assert not bucket.try_acquire()
+    await asyncio.wait_for(queued, 1)
+    assert not bucket.try_acquire()  # it took that token
+
+
 def test_slots_need_one() -> None:
     with pytest.raises(ValueError, match="at least one slot"):
         Slots(0)
