@@ -392,6 +392,9 @@ def print_timing(timing: dict[str, Any]) -> None:
     print(f"  per domain (mean ms): DNS {means['dns']}, waiting for probes {means['probe_wait']}, "
           f"policies {means['policies']}, verdicts {means['verdicts']}; writer busy "
           f"{100 * timing['writer_share']:.1f}% of the time")
+    if "mail_sets_reused" in timing:
+        print(f"  verdict memo: {timing['mail_sets_reused']:,} domains reused the judgement of their mail hosts "
+              f"(scanner.verdicts.LinkJudge.mail_set)")
     monitor = timing.get("monitor")
     if not monitor:
         return

@@ -121,19 +121,6 @@ def _jsonable(value: Any) -> Any:
     return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
 
 
-async def _cancel(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` if it is still running and wait for it: no fetch outlives its domain. A failure it
-    ended with is taken (the domain already records a bug of its own) instead of logged as never retrieved."""
-    if task is None:
-        return
-    if task.done():
-        if not task.cancelled():
-            task.exception()
-        return
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 class ScanFailed(Exception):
     """One of the scan's own long-lived tasks failed (the writer, a worker): the scan stopped at once.
 
@@ -187,8 +174,8 @@ class ScanStats:
     # Seconds summed over domains, per phase of a domain's life (divide by domains_done for a mean),
     # and the writer's own time on the event loop.
     dns_seconds: float = 0.0
-    probe_wait_seconds: float = 0.0
-    policy_seconds: float = 0.0  # waiting for the policy facts once the probes are in (fetched beside them)
+    probe_wait_seconds: float = 0.0  # waiting for the probes (and link views) once the policy facts are in
+    policy_seconds: float = 0.0  # fetching the policy facts (while the domain's probes run)
     verdict_seconds: float = 0.0
     writer_seconds: float = 0.0
     domains_in_flight: int = 0
@@ -533,25 +520,18 @@ class Scan:
             stats.domains_in_flight += 1
             stats.dns_busy += 1
             started = time.monotonic()
-            policies: asyncio.Task[DomainPolicyFacts] | None = None
             try:
                 assert line.domain is not None
                 dns = await (domains.server(self.server) if self.server else domains.resolve(line.domain))
-                policies = self._start_policies(dns)  # the policy facts need no probe: fetched beside them
                 futures = await self._request_probes(dns)
             except Exception as exc:  # a bug: recorded as an internal_error row, the scan goes on
-                await _cancel(policies)
                 self._release_domain()
                 await self._finish_with_bug(line, exc)
                 continue
-            except BaseException:  # cancelled while requesting the probes: the fetch goes with the domain
-                await _cancel(policies)
-                raise
             finally:
                 stats.dns_busy -= 1
                 stats.dns_seconds += time.monotonic() - started
-            task = self._supervise(asyncio.create_task(self._finish_domain(line, dns, futures, policies),
-                                                       name="finisher"))
+            task = self._supervise(asyncio.create_task(self._finish_domain(line, dns, futures), name="finisher"))
             self._finishers.add(task)
             task.add_done_callback(self._finishers.discard)
 
@@ -566,32 +546,31 @@ class Scan:
 
     async def _finish_domain(
         self, line: InputLine, dns: DomainDns, futures: dict[str, asyncio.Future[ProbeSummary]],
-        policy_task: asyncio.Task[DomainPolicyFacts] | None,
     ) -> None:
+        """The domain's policy facts, fetched while its probes run (they need nothing from them; their
+        judgement does: scanner.policy.judge), then its probes and links, its verdict and its rows."""
         stats = self.stats
         try:
             t0 = time.monotonic()
+            policies = await self._fetch_policies(dns)
+            t1 = time.monotonic()
             if all(f.done() for f in futures.values()):  # shared probes finished long ago: no gather
                 summaries = {address: f.result() for address, f in futures.items()}
             else:
                 summaries = dict(zip(futures, await asyncio.gather(*futures.values()), strict=True))
             views = await self._link_views(dns, summaries)
-            t1 = time.monotonic()
-            # Started with the probes: what is left to wait for once they are done (often nothing).
-            policies = await policy_task if policy_task is not None else None
             t2 = time.monotonic()
             row, mx_rows = build_domain_rows(self.scan_id, self.attempt, line, dns, summaries, self.config.probe.port,
                                              datetime.now(UTC), policies, self._links, views)
             t3 = time.monotonic()
-            stats.probe_wait_seconds += t1 - t0
-            stats.policy_seconds += t2 - t1
+            stats.policy_seconds += t1 - t0
+            stats.probe_wait_seconds += t2 - t1
             stats.verdict_seconds += t3 - t2
             self._count(row)
             await self._emit_domain([row, *mx_rows])
         except Exception as exc:
             await self._finish_with_bug(line, exc)
         finally:
-            await _cancel(policy_task)  # a bug or a cancellation before the policies were awaited
             self._release_domain()
 
     def _release_domain(self) -> None:
@@ -607,12 +586,11 @@ class Scan:
                 views[(host.name, address)] = await self._probe_service.link(address, host.name, summaries[address])
         return views
 
-    def _start_policies(self, dns: DomainDns) -> asyncio.Task[DomainPolicyFacts] | None:
-        """Fetch the MTA-STS, TLS-RPT and TLSA facts of a domain that has mail hosts, as soon as its DNS
-        is done: they need nothing from the probes (their judgement does: scanner.policy.judge)."""
+    async def _fetch_policies(self, dns: DomainDns) -> DomainPolicyFacts | None:
+        """The MTA-STS, TLS-RPT and TLSA facts of a domain that has mail hosts (None: not checked)."""
         if self._policies is None or dns.status is not DomainStatus.OK:
             return None
-        return asyncio.create_task(self._policies.fetch(dns.domain, [h.name for h in dns.hosts]), name="policies")
+        return await self._policies.fetch(dns.domain, [h.name for h in dns.hosts])
 
     async def _finish_with_bug(self, line: InputLine, exc: Exception) -> None:
         self.stats.internal_errors += 1
@@ -791,6 +769,8 @@ class Scan:
                                "verdicts": round(1000 * s.verdict_seconds / done, 3)},
             "writer_share": round(s.writer_seconds / elapsed, 4),
             "cpu_s": round(time.process_time(), 2),
+            # Domains whose mail hosts were judged already for another domain (scanner.verdicts.LinkJudge).
+            "mail_sets_reused": self._links.mail_set_hits,
         }
         if self._monitor is not None:
             out["monitor"] = self._monitor.to_json()
