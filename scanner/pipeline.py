@@ -178,6 +178,8 @@ class ScanStats:
     policy_seconds: float = 0.0  # fetching the policy facts (while the domain's probes run)
     verdict_seconds: float = 0.0
     writer_seconds: float = 0.0
+    # Domains whose mail hosts were judged already for another domain (scanner.verdicts.LinkJudge).
+    mail_sets_reused: int = 0
     domains_in_flight: int = 0
     dns_busy: int = 0
 
@@ -691,6 +693,7 @@ class Scan:
             self.stats.probes_in_flight = self._probe_service.in_flight
         if self._resolver is not None:
             self.stats.dns_queries = self._resolver.queries_sent
+        self.stats.mail_sets_reused = self._links.mail_set_hits
 
     async def _shutdown(self, writer: RowSink, writer_task: asyncio.Task[None], attempt: Attempt) -> None:
         """Drain the writer, add the run row, finalize every file — also after a cancellation.
@@ -769,8 +772,7 @@ class Scan:
                                "verdicts": round(1000 * s.verdict_seconds / done, 3)},
             "writer_share": round(s.writer_seconds / elapsed, 4),
             "cpu_s": round(time.process_time(), 2),
-            # Domains whose mail hosts were judged already for another domain (scanner.verdicts.LinkJudge).
-            "mail_sets_reused": self._links.mail_set_hits,
+            "mail_sets_reused": s.mail_sets_reused,
         }
         if self._monitor is not None:
             out["monitor"] = self._monitor.to_json()

@@ -121,6 +121,10 @@ def test_workers_scan_equals_single_process_scan(world: World, single: Path, sin
     out = tmp_path / "w2"
     scan(world, out, *STANDARD_OPTIONS, "--workers", "2")
     _same_dataset(single, out)
+    # Domains behind the same mail hosts share one judgement of them (scanner.verdicts), in each worker:
+    # the counters reach run.json summed over the workers.
+    reused = [json.loads((o / "run.json").read_text())["timing"]["mail_sets_reused"] for o in (single, out)]
+    assert all(n > 0 for n in reused), reused
     _exactly_once(out, len(_table(single, "domains")))
     journals = sorted(p.name for p in (out / ".state").glob("segments*"))
     assert journals == ["segments", "segments-w000", "segments-w001"]
