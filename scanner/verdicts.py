@@ -186,13 +186,14 @@ class LinkJudge:
     """
 
     def __init__(self, capacity: int = 20_000, mail_sets: int = 10_000) -> None:
-        # ~1.7 KB a link, ~3 KB a mail set of two links: ~64 MB at most
+        # ~1.7 KB a link, ~3 KB a mail set of two links: ~64 MB at most. The probe summaries a set keeps
+        # alive (``MailSet.anchors``) are the probe cache's own, unless the cache has spilled them to disk.
         self._capacity = capacity
         self._memo: dict[tuple[str, str], tuple[ProbeSummary, LinkJudgement]] = {}
         self._set_capacity = mail_sets
         self._sets: dict[tuple[object, ...], MailSet] = {}
         self._providers: ProviderMapper | None = None
-        self.mail_set_hits = 0  # domains that found their mail set judged already (benchmarks print it)
+        self.mail_set_hits = 0  # domains that found their mail set judged already (ScanStats.mail_sets_reused)
 
     @property
     def providers(self) -> ProviderMapper:
