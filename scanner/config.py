@@ -269,13 +269,15 @@ class ProbeConfig:
         "--summaries-in-memory", "finished probe summaries kept in memory; older ones are spilled to disk",
         neutral=True))
     # Certificates chosen by SNI (scanner.sni): one no-SNI session per TLS address, and one handshake-only
-    # session per further MX host name of the address, at most ``sni_sessions_per_address`` of them; after
+    # session per further MX host name of the address, at most ``sni_sessions_per_address`` of them (a
+    # tenth kept for names asked again, scanner.sni.decide_name); after
     # ``sni_same_run`` names in a row got the very certificate presented without SNI, the server is taken
     # to ignore SNI and no more sessions are opened for it.
     sni_checks: bool = field(default=True, metadata=option(
         "--no-sni-checks", "judge every MX name of an address on the probe's certificate (no SNI sessions)"))
     sni_sessions_per_address: int = field(default=50, metadata=option(
-        "--sni-cap", "extra handshake-only SNI sessions per address (further names: not_checked)", metavar="N"))
+        "--sni-cap", "extra handshake-only SNI sessions per address, a tenth of them kept for names a second domain "
+                     "asks for (names without one: not_checked)", metavar="N"))
     sni_same_run: int = field(default=3, metadata=option(
         "--sni-same-run", "after N further names in a row got the certificate presented without SNI, take the "
                           "server to ignore SNI and open no more SNI sessions to it", metavar="N"))

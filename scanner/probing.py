@@ -165,8 +165,9 @@ class ProbeService:
             raise
         finally:
             del self._links[key]
-        self._done.put(key, result)
-        self._views += 1
+        if result.view_settled:  # an unsettled not_checked is decided again at the name's next ask
+            self._done.put(key, result)
+            self._views += 1
         future.set_result(result)
         return result
 
@@ -186,7 +187,7 @@ class ProbeService:
         verdict = _summary_verdict(summary)
         decision = decide_name(state, host, verdict, probe.sni_sessions_per_address)
         if not decision.ask:
-            return dataclasses.replace(summary, cert_source=decision.source)
+            return dataclasses.replace(summary, cert_source=decision.source, view_settled=decision.settled)
         outcome = await self._session(address, probe.port, SessionKind.SNI, host)
         note_name(state, outcome, probe.sni_same_run)
         sha = summary.leaf.sha256 if summary.leaf else None

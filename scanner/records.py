@@ -51,6 +51,9 @@ class ProbeSummary:
     inconsistent: tuple[str, ...] = ()  # SessionFact values two sessions disagreed on (worst answer kept)
     # For a link's view of the address (ProbeService.link): which certificate the fields hold.
     cert_source: CertSource | None = None
+    # False for a ``not_checked`` view that a later ask of the same name may turn into a session
+    # (scanner.sni.decide_name): the caller uses it once and caches nothing.
+    view_settled: bool = True
 
     @property
     def chain_trusted_and_current(self) -> bool:

@@ -14,7 +14,10 @@ certificate presented for its own name. The full probe (dialogue + enumeration) 
 - per further MX name, at most one session with that name as SNI, only when it can change the
   verdict: not when the server presented the same certificate without SNI and it is already valid
   for the name, nor once ``sni_same_run`` names in a row got that same certificate (a server that
-  ignores SNI), nor beyond ``sni_sessions_per_address`` (those links say ``not_checked``);
+  ignores SNI), nor beyond ``sni_sessions_per_address`` (those links say ``not_checked``). A tenth of
+  that cap is kept for names that a second domain asks for (``decide_name``), so that a shared host's
+  busy name is checked wherever it comes in the arrival order, and which domains go unchecked does not
+  swing with that order;
 - when two sessions contradict each other (``scanner.consistency``), the contradicted question is
   re-asked ``recheck_limit`` times and the address is recorded as inconsistent, with the facts.
 
@@ -27,13 +30,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from scanner.certs import ChainVerdict, NameMatch, match_hostname
 from scanner.consistency import Answer, contradictions, worst_verdict
 from scanner.records import SmtpProbeResult
 from scanner.status import CertSource, ProbeStatus, SessionFact, SessionKind
 
-__all__ = ["AddressCheck", "SessionOutcome", "SniDecision", "SniState", "check_address", "decide_name"]
+__all__ = ["ASKED_ONCE_LIMIT", "AddressCheck", "SessionOutcome", "SniDecision", "SniState", "check_address",
+           "decide_name", "first_come_share"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +138,43 @@ class SniState:
     extra: int = 0  # SNI sessions opened for further names
     same_run: int = 0  # names in a row that got the probe's (= the no-SNI) certificate
     ignores: bool = False  # sni_same_run names in a row got it: the server does not look at SNI
+    # Names asked once after the first-come share of the cap was used, oldest first (bounded): a second
+    # ask takes one of the kept sessions.
+    asked_once: dict[str, None] = field(default_factory=dict)
+
+
+# How many names asked once (beyond the first-come share) an address remembers for their second ask.
+# A busy name's second ask follows its first closely; a name asked once in a thousand is no busy name.
+ASKED_ONCE_LIMIT: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class SniDecision:
     source: CertSource
     ask: bool  # open a session with this name as SNI
+    # False: ``not_checked`` for now, and a later ask of the same name may get a session (not to be
+    # cached as the name's answer).
+    settled: bool = True
+
+
+def first_come_share(cap: int) -> int:
+    """Of ``cap`` SNI sessions per address, how many go to the names that ask first. The rest, a tenth
+    (at least one of two or more), is kept for names a second domain asks for: enough for a shared
+    host's few busy names, while names that nobody asks twice (a customer's own ``mail.`` name) lose
+    no more than a tenth of the cap."""
+    return cap - (max(cap // 10, 1) if cap >= 2 else 0)
 
 
 def decide_name(state: SniState, host: str, probe_verdict: ChainVerdict | None, cap: int) -> SniDecision:
-    """Does a further MX name on this address need its own SNI session (only if it can change the verdict)?"""
+    """Does a further MX name on this address need its own SNI session (only if it can change the verdict)?
+
+    Within the cap, the first ``first_come_share`` names that need one get a session at once. After
+    them, a name gets one only when it is asked again (by another domain), while sessions are left:
+    arrival order alone could spend the whole cap on the first names to come, one-off names, while a
+    name that thousands of domains share came later (a matter of timing, so two scans of one input
+    then differed in every one of those domains). Its first asker's link says ``not_checked``
+    (unsettled: not cached, ``SniDecision.settled``).
+    """
     if state.ignores:
         return SniDecision(CertSource.SAME_CERTIFICATE, False)
     leaf = probe_verdict.leaf if probe_verdict else None
@@ -152,7 +184,14 @@ def decide_name(state: SniState, host: str, probe_verdict: ChainVerdict | None, 
         # find the very same certificate.
         return SniDecision(CertSource.SAME_CERTIFICATE, False)
     if state.extra >= cap:
+        state.asked_once.clear()  # nothing is kept any more: every later answer is settled
         return SniDecision(CertSource.NOT_CHECKED, False)
+    if state.extra >= first_come_share(cap) and host not in state.asked_once:
+        state.asked_once[host] = None
+        if len(state.asked_once) > ASKED_ONCE_LIMIT:
+            del state.asked_once[next(iter(state.asked_once))]
+        return SniDecision(CertSource.NOT_CHECKED, False, settled=False)
+    state.asked_once.pop(host, None)
     state.extra += 1  # taken now: names decided while this session runs see the cap
     return SniDecision(CertSource.OWN_SNI, True)
 

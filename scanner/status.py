@@ -202,7 +202,9 @@ class CertSource(StrEnum):
     PROBE = "probe"  # this host name was the SNI of the address's full probe
     OWN_SNI = "own_sni"  # a handshake-only STARTTLS session sent this host name as SNI
     SAME_CERTIFICATE = "same_certificate"  # not asked: the server gave one certificate whatever the SNI
-    NOT_CHECKED = "not_checked"  # beyond the per-address cap of SNI sessions: no verdict on the name
+    # No verdict on the name: beyond the per-address cap of SNI sessions, or asked once after the cap's
+    # first-come share was used (scanner.sni.decide_name)
+    NOT_CHECKED = "not_checked"
     SESSION_FAILED = "session_failed"  # the SNI session for this name failed (see the sessions table)
 
 

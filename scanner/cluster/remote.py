@@ -82,7 +82,10 @@ class RemoteProbes:
         loop = asyncio.get_running_loop()
         summary = self._cache.get(pid)
         view = self._cache.get(key)
-        if summary is not None and view is not None:
+        # An unsettled view (a not_checked that the owner may turn into a session at the name's next
+        # ask, scanner.sni.decide_name) serves the one domain it was asked for; every later ask goes to
+        # the owner, which counts the asks.
+        if summary is not None and view is not None and view.view_settled:
             done = loop.create_future()
             done.set_result(summary)
             return done

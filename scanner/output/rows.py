@@ -177,14 +177,17 @@ class MxRow:
     probe_id: str | None = col("Key of the probe row for this address ('address|port'); null when not probed.")
     probe_status: ProbeStatus | None = col("Copy of probes.status for convenience.")
     cert_name_match: NameMatch | None = col("How the leaf certificate presented for SNI = this MX host name matches "
-                                            "it: 'san', 'common_name', 'mismatch'; 'not_checked' when the name was "
-                                            "beyond the address's cap of SNI sessions, 'session_failed' when its SNI "
-                                            "session failed (never 'mismatch' for an unasked name); null when no "
-                                            "certificate was obtained.")
+                                            "it: 'san', 'common_name', 'mismatch'; 'not_checked' when the name got "
+                                            "no SNI session of the address's cap (most of it goes to the first names "
+                                            "to ask, a tenth to names a second domain asks for: from that domain "
+                                            "on, the name is checked), 'session_failed' when its SNI session failed "
+                                            "(never 'mismatch' for an unasked name); null when no certificate was "
+                                            "obtained.")
     cert_source: CertSource | None = col("Which certificate the verdict used: 'probe' (this name was the probe's SNI), "
                                          "'own_sni' (a handshake-only session with this name as SNI), "
                                          "'same_certificate' (not asked: the server presents one certificate "
-                                         "whatever the SNI), 'not_checked', 'session_failed'; null without TLS.")
+                                         "whatever the SNI), 'not_checked' (see cert_name_match), "
+                                         "'session_failed'; null without TLS.")
     cert_sha256: str | None = col("SHA-256 of the leaf certificate this link's verdict used (hex).")
     cert_valid: bool | None = col("Certificate trusted, within validity and valid for this MX host name.")
     dane_verdict: DaneVerdict | None = col("TLSA of _25._tcp.<mx host> against this address's chain: match, no_match, "

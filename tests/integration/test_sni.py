@@ -87,8 +87,9 @@ def world() -> Iterator[World]:
         records = [Record(f"{name}.{ZONE}.", "A", shared) for name in ("mx1", "mx2", "mx3")]
         records += [Record(f"lb-mx.{ZONE}.", "A", lb_front), Record(f"lb2-mx.{ZONE}.", "A", lb2_front),
                     Record(f"lb3-mx.{ZONE}.", "A", lb3_front)]
+        busy = tuple((f"b{i}", "mx3") for i in (1, 2, 3))  # three domains behind one name (test_busy_...)
         for domain, host in (("d1", "mx1"), ("d2", "mx2"), ("d3", "mx3"), ("lb", "lb-mx"), ("lb2", "lb2-mx"),
-                             ("lb3", "lb3-mx")):
+                             ("lb3", "lb3-mx"), *busy):
             records.append(Record(f"{domain}.{ZONE}.", "MX", f"10 {host}.{ZONE}."))
         zone = write_zone_file(workdir / "zones" / f"{ZONE}.zone", ZONE, records)
         dns = loopback_host(block, 53)
@@ -160,6 +161,25 @@ def test_cap_on_sni_sessions_leaves_names_not_checked_never_mismatch(world: Worl
     assert unchecked["cert_name_match"] == "not_checked" and unchecked["cert_valid"] is None
     assert "cert_name_mismatch" not in unchecked["grade_rules"]
     assert domains[unchecked["domain"].split(".")[0]]["certs_valid_all"] is None  # unknown, not "all valid"
+
+
+def test_a_name_asked_again_takes_the_kept_part_of_the_cap(world: World, tmp_path: Path) -> None:
+    """--sni-cap 2: one session for the first further name to ask (mx1), the other kept for a name a
+    second domain asks for (mx3, behind b1, b2 and b3): b1's link reads not_checked, b2's and b3's are
+    judged on mx3's own certificate, and mx3 is asked once."""
+    domains = tmp_path / "busy.txt"
+    domains.write_text("".join(f"{d}.{ZONE}\n" for d in ("d2", "d1", "b1", "b2", "b3")), encoding="utf-8")
+    # One DNS worker: the domains ask in input order.
+    tables = scan_tables(world, tmp_path / "out", "--sni-cap", "2", "--dns-workers", "1", domains=domains)
+    mx, rows = by_domain(tables["mx"]), by_domain(tables["domains"])
+    assert [mx[d]["cert_source"] for d in ("d2", "d1", "b1", "b2", "b3")] == \
+        ["probe", "own_sni", "not_checked", "own_sni", "own_sni"]
+    assert mx["b1"]["cert_valid"] is None and rows["b1"]["certs_valid_all"] is None
+    for name in ("b2", "b3"):
+        assert mx[name]["cert_sha256"] == world.sha["mx3"] and mx[name]["cert_valid"] is True
+        assert rows[name]["certs_valid_all"] is True
+    sni = sorted(s["sni"] for s in tables["sessions"] if s["kind"] == "sni")
+    assert sni == [f"mx1.{ZONE}", f"mx3.{ZONE}"]  # within the cap, each name once
 
 
 def test_without_sni_checks_other_names_read_as_mismatch(world: World, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ answers arrive is the test's: the races between two batches for one address are 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from scanner.cluster.remote import RemoteProbes, Triple
@@ -87,4 +88,30 @@ async def test_requests_for_known_answers_make_no_call(tmp_path: Path) -> None:
         assert len(owner.calls[0][0]) == 1  # one pair for three domains
         known = remote.request(ADDRESS, "mx1.example", "mx1.example")
         assert known.done() and remote.calls == 1
+        await remote.close()
+
+
+async def test_an_unsettled_view_serves_its_domain_and_the_next_ask_goes_to_the_owner(tmp_path: Path) -> None:
+    """A not_checked view the owner may still turn into an SNI session (scanner.sni.decide_name) is not
+    served from this worker's cache: the owner counts every domain's ask, as in one process."""
+    answers = iter([False, True])
+
+    async def ask(owner: int, triples: list[Triple]) -> tuple[list[tuple[ProbeSummary, ProbeSummary]],
+                                                            tuple[str, int]]:
+        settled = next(answers)
+        return ([(_summary("mx1.example"), dataclasses.replace(_summary(host), view_settled=settled))
+                 for _, _, host in triples], ("life", 1))
+
+    remote = RemoteProbes(ask, _lease, lambda owner, lease: None, lambda address: 1, 25)
+    with SummaryCache(tmp_path / "remote.sqlite", 100) as cache:
+        remote.attach(cache)
+        await asyncio.wait_for(remote.request(ADDRESS, "mx1.example", "busy.example"), 1)
+        assert not (await asyncio.wait_for(remote.view(ADDRESS, "busy.example"), 1)).view_settled
+        again = remote.request(ADDRESS, "mx1.example", "busy.example")  # another domain: asked again
+        assert not again.done()
+        await asyncio.wait_for(again, 1)
+        assert (await asyncio.wait_for(remote.view(ADDRESS, "busy.example"), 1)).view_settled
+        assert remote.calls == 2
+        assert remote.request(ADDRESS, "mx1.example", "busy.example").done()  # settled: cached from now on
+        assert remote.calls == 2
         await remote.close()

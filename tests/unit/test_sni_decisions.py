@@ -17,7 +17,16 @@ from scanner.consistency import Answer, contradictions, worst_verdict
 from scanner.output.probe_rows import build_session_row, session_summary, session_summary_from_row
 from scanner.records import ProbeSummary, TlsInfo
 from scanner.smtp.session import skipped_result
-from scanner.sni import AddressCheck, SessionOutcome, SniState, check_address, decide_name, note_name
+from scanner.sni import (
+    ASKED_ONCE_LIMIT,
+    AddressCheck,
+    SessionOutcome,
+    SniState,
+    check_address,
+    decide_name,
+    first_come_share,
+    note_name,
+)
 from scanner.status import CertSource, FailureClass, ProbeStatus, SessionFact, SessionKind
 from worlds.ca import TestCA
 
@@ -132,6 +141,47 @@ def test_cap_is_taken_at_decision_time_and_never_gives_mismatch() -> None:
     assert decide_name(s, "a", verdict("mx1"), cap=1).ask
     later = decide_name(s, "b", verdict("mx1"), cap=1)
     assert (later.ask, later.source) == (False, CertSource.NOT_CHECKED)
+
+
+def test_most_of_the_cap_goes_first_come_the_rest_to_names_asked_again() -> None:
+    s = state(True)
+    # cap 4: sessions at once for the first three names to ask, one kept ...
+    assert [decide_name(s, name, verdict("mx1"), cap=4).ask for name in ("a", "b", "c")] == [True] * 3
+    assert first_come_share(4) == 3 and s.extra == 3
+    # ... then a one-off name waits for a second ask, unsettled: its answer must not be cached.
+    once = decide_name(s, "one-off", verdict("mx1"), cap=4)
+    assert (once.ask, once.source, once.settled) == (False, CertSource.NOT_CHECKED, False)
+    busy = decide_name(s, "busy", verdict("mx1"), cap=4)
+    assert not busy.ask and not busy.settled
+    # A second domain asks for the busy name: it takes a kept session, even after more one-off names.
+    assert not decide_name(s, "another", verdict("mx1"), cap=4).ask
+    again = decide_name(s, "busy", verdict("mx1"), cap=4)
+    assert (again.ask, again.source) == (True, CertSource.OWN_SNI)
+    assert "busy" not in s.asked_once and s.extra == 4
+    # The cap is used up: every later answer is settled, and nothing is kept for second asks.
+    final = decide_name(s, "one-off", verdict("mx1"), cap=4)
+    assert (final.ask, final.source, final.settled) == (False, CertSource.NOT_CHECKED, True)
+    assert not s.asked_once
+
+
+def test_a_cap_of_one_has_no_kept_share_and_a_cap_of_zero_asks_nothing() -> None:
+    assert [first_come_share(cap) for cap in (0, 1, 2, 5, 19, 20, 50)] == [0, 1, 1, 4, 18, 18, 45]
+    s = state(True)
+    assert decide_name(s, "a", verdict("mx1"), cap=1).ask
+    assert decide_name(s, "b", verdict("mx1"), cap=1).settled
+    nothing = decide_name(state(True), "a", verdict("mx1"), cap=0)
+    assert (nothing.ask, nothing.source, nothing.settled) == (False, CertSource.NOT_CHECKED, True)
+
+
+def test_names_asked_once_are_remembered_within_a_bound() -> None:
+    s = state(True)
+    assert decide_name(s, "first", verdict("mx1"), cap=2).ask
+    names = [f"n{i}" for i in range(ASKED_ONCE_LIMIT + 1)]
+    for name in names:
+        assert not decide_name(s, name, verdict("mx1"), cap=2).ask
+    assert len(s.asked_once) == ASKED_ONCE_LIMIT and names[0] not in s.asked_once  # the oldest went first
+    assert not decide_name(s, names[0], verdict("mx1"), cap=2).ask  # forgotten: a first ask again
+    assert decide_name(s, names[-1], verdict("mx1"), cap=2).ask
 
 
 def test_names_in_a_row_with_the_same_certificate_show_a_server_that_ignores_sni() -> None:
