@@ -323,7 +323,8 @@ def dns_target() -> Target:
             reply = wire.parse_reply(data)
         except wire.WireError:
             return
-        assert 0 <= reply.qid <= 0xFFFF and 0 <= reply.rcode <= 15
+        # The RCODE is 12 bits with an OPT record's upper 8 (RFC 6891 §6.1.3), 4 without.
+        assert 0 <= reply.qid <= 0xFFFF and 0 <= reply.rcode <= 0xFFF
         assert reply.qname == reply.qname.lower() and len(reply.qname) <= 4 * 255
         for record in reply.answers:
             if record.rtype in (wire.TYPES["A"], wire.TYPES["AAAA"]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from scanner.dns.wire import parse_reply
 from scanner.smtp.reply import Reply, ReplyReader, parse_ehlo
 from worlds.fuzz import SEEDS, TARGETS, chunked
 
@@ -46,3 +47,13 @@ def test_long_s_is_not_starttls() -> None:
     assert extensions == ("\u017fTARTTLS", "8BITMIME") and starttls is False
     extensions, starttls = _ehlo(b"250-mx.example\r\n250-StartTls\r\n250 8BITMIME\r\n")
     assert extensions == ("STARTTLS", "8BITMIME") and starttls is True
+
+
+def test_an_extended_rcode_is_twelve_bits() -> None:
+    # Found by the dns target: its property said an RCODE is at most 15, but an OPT record carries the
+    # upper 8 of 12 bits (RFC 6891 §6.1.3: BADVERS is 16), which the codec composes. Fix: the property.
+    reply = (b"\x124\x81\x00\x00\x01\x00\x01\x00\x00\x00\x01\x02mx\x07example\x03com\x00\x00\x01\x00\x01"
+             b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01,\x00\x04\xc0\x00\x02\x01"
+             b"\x00\x00) \x00\xb4T\x00\x00\x00\x00")  # OPT: extended RCODE 0xb4, version 0x54
+    assert parse_reply(reply).rcode == 0xB4 << 4
+    TARGETS["dns"]()(reply)
