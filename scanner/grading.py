@@ -49,6 +49,7 @@ __all__ = [
     "PolicyFacts",
     "Recommendation",
     "Rule",
+    "RuleCode",
     "RuleHit",
     "Scope",
     "Severity",
@@ -126,6 +127,52 @@ class Scope(str, Enum):
     DOMAIN = "domain"  # judged once per domain from PolicyFacts / the set of MX addresses
 
 
+class RuleCode(StrEnum):
+    """The rubric's rule codes (``mx.grade_rules``, ``domains.grade_rules``): a closed set, one rule each
+    (``RUBRIC``; what each means and why: schemas/grading.md)."""
+
+    NO_STARTTLS = "no_starttls"
+    INCONSISTENT_ANSWERS = "inconsistent_answers"
+    NO_TLS12_OR_TLS13 = "no_tls12_or_tls13"
+    SSLV3_ENABLED = "sslv3_enabled"
+    CERT_EXPIRED = "cert_expired"
+    CERT_SELF_SIGNED = "cert_self_signed"
+    CERT_UNTRUSTED = "cert_untrusted"
+    NO_NIST_R1_SUITE = "no_nist_r1_suite"
+    INSECURE_SUITES = "insecure_suites"
+    RC4_MD5_SUITES = "rc4_md5_suites"
+    PLAINTEXT_AFTER_STARTTLS = "plaintext_after_starttls"
+    SMALL_KEY = "small_key"
+    MD5_SIGNATURE = "md5_signature"
+    TLS_COMPRESSION = "tls_compression"
+    DH_GROUP_BELOW_2048 = "dh_group_below_2048"
+    DH_COMMON_1024_PRIME = "dh_common_1024_prime"
+    ONLY_DEPRECATED_CURVES = "only_deprecated_curves"
+    NO_SECURE_RENEGOTIATION = "no_secure_renegotiation"
+    TRIPLE_DES_IDEA_SUITES = "3des_idea_suites"
+    TLS10_OR_TLS11_ENABLED = "tls10_or_tls11_enabled"
+    NO_NIST_R2_SUITE = "no_nist_r2_suite"
+    CERT_NAME_MISMATCH = "cert_name_mismatch"
+    SHA1_SIGNATURE = "sha1_signature"
+    NO_EXTENDED_MASTER_SECRET = "no_extended_master_secret"
+    VERSIONS_UNKNOWN = "versions_unknown"
+    SUITES_UNKNOWN = "suites_unknown"
+    CERTIFICATE_UNKNOWN = "certificate_unknown"
+    MX_UNTESTED = "mx_untested"
+    NO_MX_TESTED = "no_mx_tested"
+    NO_MTA_STS = "no_mta_sts"
+    MTA_STS_TESTING = "mta_sts_testing"
+    MTA_STS_MODE_NONE = "mta_sts_mode_none"
+    MTA_STS_MX_NOT_COVERED = "mta_sts_mx_not_covered"
+    MTA_STS_MX_FAIL = "mta_sts_mx_fail"
+    NO_TLSRPT = "no_tlsrpt"
+    DANE_TLSA_NO_MATCH = "dane_tlsa_no_match"
+    DANE_STARTTLS_FAILED = "dane_starttls_failed"
+    DANE_TLSA_BOGUS = "dane_tlsa_bogus"
+    DANE_TLSA_UNUSABLE = "dane_tlsa_unusable"
+    DANE_TLSA_UNSIGNED = "dane_tlsa_unsigned"
+
+
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     code: str
@@ -136,7 +183,7 @@ class Recommendation:
 class Rule:
     """One row of the rubric."""
 
-    code: str
+    code: RuleCode
     scope: Scope
     severity: Severity
     cap: Grade | None  # best grade still possible when the rule fires
@@ -148,7 +195,7 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleHit:
-    code: str
+    code: RuleCode
     severity: Severity
     cap: Grade | None
     points: int
@@ -437,129 +484,129 @@ _REC_SHA2_CERT: Final = _rec(
 )
 
 _NO_STARTTLS: Final = Rule(
-    "no_starttls", Scope.MX, Severity.CRITICAL, Grade.F, 100,
+    RuleCode.NO_STARTTLS, Scope.MX, Severity.CRITICAL, Grade.F, 100,
     "No STARTTLS", "RFC 3207; mail to this address travels in cleartext",
     _rec("enable_starttls", "Enable STARTTLS (RFC 3207) with a working TLS 1.2/1.3 configuration."),
 )
 
 _INCONSISTENT: Final = Rule(
-    "inconsistent_answers", Scope.MX, Severity.INFO, None, 0,
+    RuleCode.INCONSISTENT_ANSWERS, Scope.MX, Severity.INFO, None, 0,
     "Sessions to this address answered differently (certificate, STARTTLS or a version)",
     "load-balanced backends that disagree; graded on the worst answer seen; blocks A+", None,
 )
 
 _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
-    (Rule("no_tls12_or_tls13", Scope.MX, Severity.HIGH, Grade.C, 25,
+    (Rule(RuleCode.NO_TLS12_OR_TLS13, Scope.MX, Severity.HIGH, Grade.C, 25,
           "Neither TLS 1.2 nor TLS 1.3 accepted", "RFC 9325 §3.1.1 (TLS 1.2 MUST); SP 800-52r2 §3.1",
           _rec("enable_tls12_tls13", "Enable TLS 1.2 and TLS 1.3 (upgrade the TLS library if needed).")),
      _check_no_modern),
-    (Rule("sslv3_enabled", Scope.MX, Severity.HIGH, Grade.C, 20,
+    (Rule(RuleCode.SSLV3_ENABLED, Scope.MX, Severity.HIGH, Grade.C, 20,
           "SSLv3 accepted", "RFC 7568 (MUST NOT); POODLE",
           _rec("disable_sslv3", "Disable SSLv3 (and SSLv2).")),
      _check_sslv3),
-    (Rule("cert_expired", Scope.MX, Severity.HIGH, Grade.C, 20,
+    (Rule(RuleCode.CERT_EXPIRED, Scope.MX, Severity.HIGH, Grade.C, 20,
           "Certificate expired", "RFC 5280 §4.1.2.5; RFC 8461 §4.2",
           _rec("renew_certificate", "Renew the certificate and automate renewal.")),
      _check_expired),
-    (Rule("cert_self_signed", Scope.MX, Severity.HIGH, Grade.C, 20,
+    (Rule(RuleCode.CERT_SELF_SIGNED, Scope.MX, Severity.HIGH, Grade.C, 20,
           "Self-signed certificate", "RFC 8461 §4.2 (PKIX validation); RFC 5280", _REC_TRUSTED_CERT),
      _check_self_signed),
-    (Rule("cert_untrusted", Scope.MX, Severity.HIGH, Grade.C, 20,
+    (Rule(RuleCode.CERT_UNTRUSTED, Scope.MX, Severity.HIGH, Grade.C, 20,
           "Certificate not trusted (unknown issuer or broken chain)", "RFC 8461 §4.2; RFC 5280 §6",
           _REC_TRUSTED_CERT),
      _check_untrusted),
-    (Rule("no_nist_r1_suite", Scope.MX, Severity.HIGH, Grade.C, 15,
+    (Rule(RuleCode.NO_NIST_R1_SUITE, Scope.MX, Severity.HIGH, Grade.C, 15,
           "No NIST-approved suite", "NIST SP 800-52r1/r2 §3.3.1",
           _rec("enable_nist_suites", "Enable ECDHE with AES-GCM suites (TLS 1.2) and TLS 1.3 AES-GCM suites.")),
      _check_nist_r1),
-    (Rule("insecure_suites", Scope.MX, Severity.MEDIUM, None, 25,
+    (Rule(RuleCode.INSECURE_SUITES, Scope.MX, Severity.MEDIUM, None, 25,
           "Insecure suites accepted (NULL, anonymous, export, DES, RC2, <112-bit)",
           "RFC 9325 §4.1 (MUST NOT); RFC 4346; RFC 5469",
           _rec("disable_insecure_suites", "Disable NULL, anonymous (aNULL), EXPORT, DES and RC2 suites.")),
      lambda f: _classes(f, _INSECURE)),
-    (Rule("rc4_md5_suites", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.RC4_MD5_SUITES, Scope.MX, Severity.MEDIUM, None, 15,
           "RC4 or MD5-HMAC suites accepted", "RFC 7465 (RC4 MUST NOT); RFC 9325 §4.1",
           _rec("disable_rc4_md5_suites", "Disable RC4 and MD5-based suites.")),
      lambda f: _classes(f, _RC4_MD5)),
-    (Rule("plaintext_after_starttls", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.PLAINTEXT_AFTER_STARTTLS, Scope.MX, Severity.MEDIUM, None, 15,
           "Plaintext after STARTTLS (injection risk)", "RFC 3207 §4.2 (discard pre-TLS state); CVE-2011-0411 class",
           _rec("fix_starttls_injection",
                "Upgrade the MTA (or remove the middlebox) so that nothing is sent or kept between the 220 to "
                "STARTTLS and the TLS handshake.")),
      _check_plaintext),
-    (Rule("small_key", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.SMALL_KEY, Scope.MX, Severity.MEDIUM, None, 15,
           "Certificate key too small (RSA/DSA <2048, EC <224 bits)", "RFC 9325 §4.5; SP 800-52r2 (112-bit security)",
           _rec("replace_small_key", "Issue a new certificate with an RSA 2048+ or ECDSA P-256+ key.")),
      _check_small_key),
-    (Rule("md5_signature", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.MD5_SIGNATURE, Scope.MX, Severity.MEDIUM, None, 15,
           "Certificate signed with MD5 (or MD2/MD4)", "RFC 6151; RFC 9155; CA/B Forum Baseline Requirements",
           _REC_SHA2_CERT),
      lambda f: _signature_has(f, "md5", "md2", "md4")),
-    (Rule("tls_compression", Scope.MX, Severity.MEDIUM, None, 20,
+    (Rule(RuleCode.TLS_COMPRESSION, Scope.MX, Severity.MEDIUM, None, 20,
           "TLS compression on (CRIME)", "RFC 9325 §3.3 (SHOULD disable); NIST SP 800-52r2 (null compression "
           "only); BSI TR-02102-2; NCSC-NL TLS guidelines v2.1 (TLS compression: insufficient)",
           _rec("disable_tls_compression", "Disable TLS-level compression (OpenSSL: SSL_OP_NO_COMPRESSION; "
                                           "upgrade the TLS library).")),
      _check_compression),
-    (Rule("dh_group_below_2048", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.DH_GROUP_BELOW_2048, Scope.MX, Severity.MEDIUM, None, 15,
           "Finite-field DH group below 2048 bits", "RFC 9325 §4.5; NIST SP 800-52r2 (112-bit security: DH >= "
           "2048); BSI TR-02102-2 (DH >= 3000 bits); NCSC-NL TLS guidelines v2.1 (ffdhe groups); Logjam (Adrian "
           "et al., CCS 2015)",
           _rec("use_2048_bit_dh", "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
                                   "smtpd_tls_dh1024_param_file or point it at ffdhe3072), or disable DHE suites.")),
      _check_dh_small),
-    (Rule("dh_common_1024_prime", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.DH_COMMON_1024_PRIME, Scope.MX, Severity.MEDIUM, None, 15,
           "A published DH prime of 1024 bits or less (shared by many servers)",
           "Logjam (Adrian et al., 'Imperfect Forward Secrecy', CCS 2015): one precomputation per prime; "
           "RFC 2409 §6.2, RFC 5114 §2.1 groups",
           _rec("use_2048_bit_dh", "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
                                   "smtpd_tls_dh1024_param_file or point it at ffdhe3072), or disable DHE suites.")),
      _check_dh_common),
-    (Rule("only_deprecated_curves", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.ONLY_DEPRECATED_CURVES, Scope.MX, Severity.MEDIUM, None, 15,
           "ECDHE only with deprecated curves", "RFC 8422 §5.1.1 (deprecated curves); RFC 9325 §4.2.1 (P-256 "
           "and X25519); NIST SP 800-52r2 (P-256/P-384); BSI TR-02102-2",
           _rec("enable_modern_curves", "Enable X25519 and secp256r1 (and secp384r1) for ECDHE.")),
      _check_only_deprecated_curves),
-    (Rule("no_secure_renegotiation", Scope.MX, Severity.MEDIUM, None, 15,
+    (Rule(RuleCode.NO_SECURE_RENEGOTIATION, Scope.MX, Severity.MEDIUM, None, 15,
           "No RFC 5746 secure renegotiation", "RFC 5746; RFC 9325 §3.5 (renegotiation_info MUST); NIST SP "
           "800-52r2 (renegotiation_info mandatory); BSI TR-02102-2; NCSC-NL TLS guidelines v2.1",
           _rec("enable_secure_renegotiation", "Upgrade the TLS library so that it supports RFC 5746 "
                                               "(renegotiation_info), or disable renegotiation.")),
      _check_renegotiation),
-    (Rule("3des_idea_suites", Scope.MX, Severity.LOW, None, 10,
+    (Rule(RuleCode.TRIPLE_DES_IDEA_SUITES, Scope.MX, Severity.LOW, None, 10,
           "64-bit block suites accepted (3DES, IDEA)", "RFC 9325 §4.1 (SHOULD NOT <128 bits); SWEET32",
           _rec("disable_3des_idea_suites", "Disable 3DES and IDEA suites.")),
      lambda f: _classes(f, _BLOCK64)),
-    (Rule("tls10_or_tls11_enabled", Scope.MX, Severity.LOW, None, 10,
+    (Rule(RuleCode.TLS10_OR_TLS11_ENABLED, Scope.MX, Severity.LOW, None, 10,
           "TLS 1.0 or 1.1 still accepted", "RFC 8996; RFC 9325 §3.1.1",
           _rec("disable_tls10_tls11", "Disable TLS 1.0 and TLS 1.1 once TLS 1.2 works.")),
      _check_legacy_tls),
-    (Rule("no_nist_r2_suite", Scope.MX, Severity.LOW, None, 10,
+    (Rule(RuleCode.NO_NIST_R2_SUITE, Scope.MX, Severity.LOW, None, 10,
           "No SP 800-52r2 suite (no forward-secret AES suite)", "SP 800-52r2 §3.3.1; RFC 9325 §4.2",
           _rec("enable_forward_secret_aes", "Enable ECDHE-RSA/ECDSA with AES-GCM suites.")),
      _check_nist_r2),
-    (Rule("cert_name_mismatch", Scope.MX, Severity.LOW, None, 10,
+    (Rule(RuleCode.CERT_NAME_MISMATCH, Scope.MX, Severity.LOW, None, 10,
           "Certificate does not match the MX host name", "RFC 9525; RFC 8461 §4.2; opportunistic senders rarely check",
           _rec("fix_certificate_name", "Use a certificate whose SAN lists the MX host name.")),
      _check_name),
-    (Rule("sha1_signature", Scope.MX, Severity.LOW, None, 10,
+    (Rule(RuleCode.SHA1_SIGNATURE, Scope.MX, Severity.LOW, None, 10,
           "Certificate signed with SHA-1", "RFC 9155; CA/B Forum Baseline Requirements (no SHA-1 since 2016)",
           _REC_SHA2_CERT),
      lambda f: _signature_has(f, "sha1")),
     (_INCONSISTENT, _check_inconsistent),
-    (Rule("no_extended_master_secret", Scope.MX, Severity.LOW, None, 10,
+    (Rule(RuleCode.NO_EXTENDED_MASTER_SECRET, Scope.MX, Severity.LOW, None, 10,
           "No extended master secret (TLS 1.2 and below)", "RFC 7627 (triple handshake); RFC 9325 §3 (MUST for "
           "TLS 1.2); NIST SP 800-52r2 (mandatory extension); BSI TR-02102-2 (recommended)",
           _rec("enable_extended_master_secret", "Upgrade the TLS library to one that supports RFC 7627 "
                                                 "(OpenSSL >= 1.1.0, GnuTLS >= 3.4).")),
      _check_ems),
-    (Rule("versions_unknown", Scope.MX, Severity.INFO, None, 0,
+    (Rule(RuleCode.VERSIONS_UNKNOWN, Scope.MX, Severity.INFO, None, 0,
           "Protocol versions unknown", "not graded; blocks A+", None),
      _check_versions_unknown),
-    (Rule("suites_unknown", Scope.MX, Severity.INFO, None, 0,
+    (Rule(RuleCode.SUITES_UNKNOWN, Scope.MX, Severity.INFO, None, 0,
           "Cipher-suite compliance unknown", "not graded; blocks A+", None),
      _check_suites_unknown),
-    (Rule("certificate_unknown", Scope.MX, Severity.INFO, None, 0,
+    (Rule(RuleCode.CERTIFICATE_UNKNOWN, Scope.MX, Severity.INFO, None, 0,
           "Certificate facts unknown", "not graded; blocks A+", None),
      _check_cert_unknown),
 )
@@ -569,15 +616,15 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
 # --------------------------------------------------------------------------
 
 _MX_UNTESTED: Final = Rule(
-    "mx_untested", Scope.DOMAIN, Severity.INFO, None, 0,
+    RuleCode.MX_UNTESTED, Scope.DOMAIN, Severity.INFO, None, 0,
     "Some MX addresses could not be tested", "graded on the tested addresses only", None,
 )
 _NO_MX_TESTED: Final = Rule(
-    "no_mx_tested", Scope.DOMAIN, Severity.INFO, None, 0,
+    RuleCode.NO_MX_TESTED, Scope.DOMAIN, Severity.INFO, None, 0,
     "No MX address could be tested", "no grade", None,
 )
 _NO_MTA_STS: Final = Rule(
-    "no_mta_sts", Scope.DOMAIN, Severity.INFO, None, 0,
+    RuleCode.NO_MTA_STS, Scope.DOMAIN, Severity.INFO, None, 0,
     "No valid MTA-STS policy", "RFC 8461; needed for A+ unless DANE validates",
     _rec("publish_mta_sts_enforce",
          "Publish an MTA-STS policy (RFC 8461) listing every MX, in testing mode first, then enforce."),
@@ -586,26 +633,26 @@ _REC_ENFORCE: Final = _rec(
     "switch_mta_sts_to_enforce", "Switch the MTA-STS policy to mode: enforce once TLS reports are clean."
 )
 _MTA_STS_TESTING: Final = Rule(
-    "mta_sts_testing", Scope.DOMAIN, Severity.INFO, None, 0,
+    RuleCode.MTA_STS_TESTING, Scope.DOMAIN, Severity.INFO, None, 0,
     "MTA-STS policy in testing mode", "RFC 8461 §5: testing only reports", _REC_ENFORCE,
 )
 _MTA_STS_NONE: Final = Rule(
-    "mta_sts_mode_none", Scope.DOMAIN, Severity.INFO, None, 0,
+    RuleCode.MTA_STS_MODE_NONE, Scope.DOMAIN, Severity.INFO, None, 0,
     "MTA-STS policy in mode none", "RFC 8461 §5: none retires the policy", _REC_ENFORCE,
 )
 _MTA_STS_UNCOVERED: Final = Rule(
-    "mta_sts_mx_not_covered", Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
+    RuleCode.MTA_STS_MX_NOT_COVERED, Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
     "Enforced MTA-STS policy does not match every MX", "RFC 8461 §4.1: enforcing senders refuse those MX",
     _rec("fix_mta_sts_mx_patterns", "Add every MX host name (or a matching *.suffix) to the policy's mx lines."),
 )
 _MTA_STS_FAILING: Final = Rule(
-    "mta_sts_mx_fail", Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
+    RuleCode.MTA_STS_MX_FAIL, Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
     "Enforced MTA-STS policy: some MX would fail validation", "RFC 8461 §4.2, §5: enforcing senders refuse those MX",
     _rec("fix_mx_for_mta_sts",
          "Give every MX STARTTLS and an unexpired, trusted certificate for its host name, or delivery fails."),
 )
 _NO_TLSRPT: Final = Rule(
-    "no_tlsrpt", Scope.DOMAIN, Severity.INFO, None, 0,
+    RuleCode.NO_TLSRPT, Scope.DOMAIN, Severity.INFO, None, 0,
     "No valid TLS-RPT record", "RFC 8460",
     _rec("publish_tlsrpt", "Publish a TLS-RPT record (_smtp._tls TXT, RFC 8460) to receive delivery failure reports."),
 )
@@ -621,29 +668,29 @@ _REC_TLSA: Final = _rec(
 )
 _DANE_RULES: Final[Mapping[str, Rule]] = MappingProxyType({
     "tlsa_no_match": Rule(
-        "dane_tlsa_no_match", Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
+        RuleCode.DANE_TLSA_NO_MATCH, Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
         "DNSSEC-authenticated TLSA records match no certificate the MX presents",
         "RFC 7672 §2.2, §3.1: DANE senders refuse the MX (mail deferred, then bounced)", _REC_TLSA),
     "tlsa_starttls_failed": Rule(
-        "dane_starttls_failed", Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
+        RuleCode.DANE_STARTTLS_FAILED, Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
         "TLSA published but STARTTLS fails on that MX",
         "RFC 7672 §2.2: with TLSA records STARTTLS is mandatory; DANE senders refuse the MX",
         _rec("fix_starttls_for_dane",
              "Make STARTTLS work on every MX that publishes TLSA records, or withdraw the records.")),
     "tlsa_bogus": Rule(
-        "dane_tlsa_bogus", Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
+        RuleCode.DANE_TLSA_BOGUS, Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
         "TLSA lookup fails DNSSEC validation (bogus)",
         "RFC 7672 §2.2; RFC 4035 §5.5: DANE senders do not deliver to that MX",
         _rec("fix_dnssec_signatures",
              "Repair the zone's DNSSEC signatures (re-sign, check DS and DNSKEY, keep RRSIGs unexpired).")),
     "tlsa_unusable": Rule(
-        "dane_tlsa_unusable", Scope.DOMAIN, Severity.HIGH, Grade.C, 0,
+        RuleCode.DANE_TLSA_UNUSABLE, Scope.DOMAIN, Severity.HIGH, Grade.C, 0,
         "DNSSEC-authenticated TLSA RRset without a usable record",
         "RFC 7672 §3.1.3, §2.2: senders must use TLS but cannot authenticate; the records protect nothing",
         _rec("use_dane_ee_or_ta_records",
              "Replace PKIX-TA/PKIX-EE or malformed TLSA records with DANE-EE (3 1 1) or DANE-TA (2 1 1) records.")),
     "tlsa_unsigned": Rule(
-        "dane_tlsa_unsigned", Scope.DOMAIN, Severity.INFO, None, 0,
+        RuleCode.DANE_TLSA_UNSIGNED, Scope.DOMAIN, Severity.INFO, None, 0,
         "TLSA records in an unsigned zone (ignored by senders, not DANE)",
         "RFC 7672 §2.2: only DNSSEC-secure TLSA RRsets apply",
         _rec("sign_zone_for_dane", "Sign the MX host's zone with DNSSEC (and publish the DS), or remove the TLSA "

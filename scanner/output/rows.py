@@ -24,7 +24,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from scanner.grading import Grade
+from scanner.grading import Grade, RuleCode
 from scanner.status import (
     AttemptOutcome,
     CertSource,
@@ -145,7 +145,7 @@ class DomainRow:
                               "(schemas/grading.md); null when no MX address could be tested.")
     grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+, 5 for A, ... 0 for F (null: no "
                                     "grade), so that ORDER BY grade_ordinal DESC puts A+ above A.")
-    grade_rules: list[str] = col("Rule codes that lowered (or explain) the grade.")
+    grade_rules: list[RuleCode] = col("Rule codes that lowered (or explain) the grade (schemas/grading.md).")
     grading_version: str | None = col("Version of the grading rubric used.")
     forced_tls_safe: bool | None = col("Can a sender force TLS to this domain: every MX does STARTTLS, TLS 1.2+ and a "
                                        "NIST r1 suite (null: could not be decided).")
@@ -199,7 +199,7 @@ class MxRow:
                                   "is a validation failure: the data comes with checking disabled).")
     grade: Grade | None = col("Grade of this MX address for this host name (null when untested).")
     grade_ordinal: int | None = col("The grade as a number that sorts: 6 for A+ ... 0 for F (null: no grade).")
-    grade_rules: list[str] = col("Rule codes that lowered the grade.")
+    grade_rules: list[RuleCode] = col("Rule codes that lowered the grade (schemas/grading.md).")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,6 +19,7 @@ from scanner.grading import (
     Grade,
     MxFacts,
     PolicyFacts,
+    RuleCode,
     Scope,
     Severity,
     forced_tls,
@@ -736,3 +737,22 @@ def test_key_exchange_rules_judge_only_observations(facts: MxFacts) -> None:
     assert not codes & {"dh_common_1024_prime", "only_deprecated_curves", "no_secure_renegotiation",
                         "tls_compression", "no_extended_master_secret"}
     assert ("dh_group_below_2048" in codes) == (facts.dh_bits == 1024)
+
+
+def test_rule_codes_are_a_closed_set_with_one_rule_each() -> None:
+    assert sorted(RUBRIC) == sorted(RuleCode)
+    assert all(type(code) is RuleCode and RUBRIC[code].code is code for code in RUBRIC)
+
+
+def test_the_writer_refuses_a_rule_code_that_is_a_plain_string() -> None:
+    from scanner.output.arrow_schema import ColumnBuilder
+    from scanner.output.rows import MxRow
+
+    builder = ColumnBuilder(MxRow)
+    row = MxRow(**{name: None for name in MxRow.__dataclass_fields__})  # type: ignore[arg-type]
+    row.grade_rules = [RuleCode.CERT_EXPIRED]
+    row.domain, row.mx_rank, row.scan_id, row.attempt = "example.com", 0, "scan", 1
+    assert builder.table([row]).column("grade_rules").to_pylist() == [["cert_expired"]]
+    row.grade_rules = ["cert_expired"]  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="grade_rules"):
+        builder.table([row])
