@@ -48,6 +48,7 @@ __all__ = [
     "MxGrade",
     "PolicyFacts",
     "Recommendation",
+    "RecommendationCode",
     "Rule",
     "RuleCode",
     "RuleHit",
@@ -173,9 +174,45 @@ class RuleCode(StrEnum):
     DANE_TLSA_UNSIGNED = "dane_tlsa_unsigned"
 
 
+class RecommendationCode(StrEnum):
+    """What the rubric recommends (``domains.recommendations``): a closed set; each code's text is in
+    ``RECOMMENDATIONS`` (schemas/grading.md §6)."""
+
+    USE_TRUSTED_CERTIFICATE = "use_trusted_certificate"
+    REISSUE_SHA2_CERTIFICATE = "reissue_sha2_certificate"
+    ENABLE_STARTTLS = "enable_starttls"
+    ENABLE_TLS12_TLS13 = "enable_tls12_tls13"
+    DISABLE_SSLV3 = "disable_sslv3"
+    RENEW_CERTIFICATE = "renew_certificate"
+    ENABLE_NIST_SUITES = "enable_nist_suites"
+    DISABLE_INSECURE_SUITES = "disable_insecure_suites"
+    DISABLE_RC4_MD5_SUITES = "disable_rc4_md5_suites"
+    FIX_STARTTLS_INJECTION = "fix_starttls_injection"
+    REPLACE_SMALL_KEY = "replace_small_key"
+    DISABLE_TLS_COMPRESSION = "disable_tls_compression"
+    USE_2048_BIT_DH = "use_2048_bit_dh"
+    ENABLE_MODERN_CURVES = "enable_modern_curves"
+    ENABLE_SECURE_RENEGOTIATION = "enable_secure_renegotiation"
+    DISABLE_3DES_IDEA_SUITES = "disable_3des_idea_suites"
+    DISABLE_TLS10_TLS11 = "disable_tls10_tls11"
+    ENABLE_FORWARD_SECRET_AES = "enable_forward_secret_aes"
+    FIX_CERTIFICATE_NAME = "fix_certificate_name"
+    ENABLE_EXTENDED_MASTER_SECRET = "enable_extended_master_secret"
+    PUBLISH_MTA_STS_ENFORCE = "publish_mta_sts_enforce"
+    SWITCH_MTA_STS_TO_ENFORCE = "switch_mta_sts_to_enforce"
+    FIX_MTA_STS_MX_PATTERNS = "fix_mta_sts_mx_patterns"
+    FIX_MX_FOR_MTA_STS = "fix_mx_for_mta_sts"
+    PUBLISH_TLSRPT = "publish_tlsrpt"
+    FIX_TLSA_RECORDS = "fix_tlsa_records"
+    FIX_STARTTLS_FOR_DANE = "fix_starttls_for_dane"
+    FIX_DNSSEC_SIGNATURES = "fix_dnssec_signatures"
+    USE_DANE_EE_OR_TA_RECORDS = "use_dane_ee_or_ta_records"
+    SIGN_ZONE_FOR_DANE = "sign_zone_for_dane"
+
+
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    code: str
+    code: RecommendationCode
     text: str
 
 
@@ -470,23 +507,23 @@ def _check_cert_unknown(f: MxFacts) -> str | None:
     return f"unknown: {', '.join(missing)}" if missing else None
 
 
-def _rec(code: str, text: str) -> Recommendation:
+def _rec(code: RecommendationCode, text: str) -> Recommendation:
     return Recommendation(code, text)
 
 
 _REC_TRUSTED_CERT: Final = _rec(
-    "use_trusted_certificate",
+    RecommendationCode.USE_TRUSTED_CERTIFICATE,
     "Install a certificate from a publicly trusted CA (e.g. ACME/Let's Encrypt) with the full chain; "
     "MTA-STS senders refuse self-signed or unknown-issuer certificates.",
 )
 _REC_SHA2_CERT: Final = _rec(
-    "reissue_sha2_certificate", "Reissue the certificate with a SHA-256 (or stronger) signature."
+    RecommendationCode.REISSUE_SHA2_CERTIFICATE, "Reissue the certificate with a SHA-256 (or stronger) signature."
 )
 
 _NO_STARTTLS: Final = Rule(
     RuleCode.NO_STARTTLS, Scope.MX, Severity.CRITICAL, Grade.F, 100,
     "No STARTTLS", "RFC 3207; mail to this address travels in cleartext",
-    _rec("enable_starttls", "Enable STARTTLS (RFC 3207) with a working TLS 1.2/1.3 configuration."),
+    _rec(RecommendationCode.ENABLE_STARTTLS, "Enable STARTTLS (RFC 3207) with a working TLS 1.2/1.3 configuration."),
 )
 
 _INCONSISTENT: Final = Rule(
@@ -498,15 +535,16 @@ _INCONSISTENT: Final = Rule(
 _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
     (Rule(RuleCode.NO_TLS12_OR_TLS13, Scope.MX, Severity.HIGH, Grade.C, 25,
           "Neither TLS 1.2 nor TLS 1.3 accepted", "RFC 9325 §3.1.1 (TLS 1.2 MUST); SP 800-52r2 §3.1",
-          _rec("enable_tls12_tls13", "Enable TLS 1.2 and TLS 1.3 (upgrade the TLS library if needed).")),
+          _rec(RecommendationCode.ENABLE_TLS12_TLS13,
+               "Enable TLS 1.2 and TLS 1.3 (upgrade the TLS library if needed).")),
      _check_no_modern),
     (Rule(RuleCode.SSLV3_ENABLED, Scope.MX, Severity.HIGH, Grade.C, 20,
           "SSLv3 accepted", "RFC 7568 (MUST NOT); POODLE",
-          _rec("disable_sslv3", "Disable SSLv3 (and SSLv2).")),
+          _rec(RecommendationCode.DISABLE_SSLV3, "Disable SSLv3 (and SSLv2).")),
      _check_sslv3),
     (Rule(RuleCode.CERT_EXPIRED, Scope.MX, Severity.HIGH, Grade.C, 20,
           "Certificate expired", "RFC 5280 §4.1.2.5; RFC 8461 §4.2",
-          _rec("renew_certificate", "Renew the certificate and automate renewal.")),
+          _rec(RecommendationCode.RENEW_CERTIFICATE, "Renew the certificate and automate renewal.")),
      _check_expired),
     (Rule(RuleCode.CERT_SELF_SIGNED, Scope.MX, Severity.HIGH, Grade.C, 20,
           "Self-signed certificate", "RFC 8461 §4.2 (PKIX validation); RFC 5280", _REC_TRUSTED_CERT),
@@ -517,26 +555,28 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
      _check_untrusted),
     (Rule(RuleCode.NO_NIST_R1_SUITE, Scope.MX, Severity.HIGH, Grade.C, 15,
           "No NIST-approved suite", "NIST SP 800-52r1/r2 §3.3.1",
-          _rec("enable_nist_suites", "Enable ECDHE with AES-GCM suites (TLS 1.2) and TLS 1.3 AES-GCM suites.")),
+          _rec(RecommendationCode.ENABLE_NIST_SUITES,
+               "Enable ECDHE with AES-GCM suites (TLS 1.2) and TLS 1.3 AES-GCM suites.")),
      _check_nist_r1),
     (Rule(RuleCode.INSECURE_SUITES, Scope.MX, Severity.MEDIUM, None, 25,
           "Insecure suites accepted (NULL, anonymous, export, DES, RC2, <112-bit)",
           "RFC 9325 §4.1 (MUST NOT); RFC 4346; RFC 5469",
-          _rec("disable_insecure_suites", "Disable NULL, anonymous (aNULL), EXPORT, DES and RC2 suites.")),
+          _rec(RecommendationCode.DISABLE_INSECURE_SUITES,
+               "Disable NULL, anonymous (aNULL), EXPORT, DES and RC2 suites.")),
      lambda f: _classes(f, _INSECURE)),
     (Rule(RuleCode.RC4_MD5_SUITES, Scope.MX, Severity.MEDIUM, None, 15,
           "RC4 or MD5-HMAC suites accepted", "RFC 7465 (RC4 MUST NOT); RFC 9325 §4.1",
-          _rec("disable_rc4_md5_suites", "Disable RC4 and MD5-based suites.")),
+          _rec(RecommendationCode.DISABLE_RC4_MD5_SUITES, "Disable RC4 and MD5-based suites.")),
      lambda f: _classes(f, _RC4_MD5)),
     (Rule(RuleCode.PLAINTEXT_AFTER_STARTTLS, Scope.MX, Severity.MEDIUM, None, 15,
           "Plaintext after STARTTLS (injection risk)", "RFC 3207 §4.2 (discard pre-TLS state); CVE-2011-0411 class",
-          _rec("fix_starttls_injection",
+          _rec(RecommendationCode.FIX_STARTTLS_INJECTION,
                "Upgrade the MTA (or remove the middlebox) so that nothing is sent or kept between the 220 to "
                "STARTTLS and the TLS handshake.")),
      _check_plaintext),
     (Rule(RuleCode.SMALL_KEY, Scope.MX, Severity.MEDIUM, None, 15,
           "Certificate key too small (RSA/DSA <2048, EC <224 bits)", "RFC 9325 §4.5; SP 800-52r2 (112-bit security)",
-          _rec("replace_small_key", "Issue a new certificate with an RSA 2048+ or ECDSA P-256+ key.")),
+          _rec(RecommendationCode.REPLACE_SMALL_KEY, "Issue a new certificate with an RSA 2048+ or ECDSA P-256+ key.")),
      _check_small_key),
     (Rule(RuleCode.MD5_SIGNATURE, Scope.MX, Severity.MEDIUM, None, 15,
           "Certificate signed with MD5 (or MD2/MD4)", "RFC 6151; RFC 9155; CA/B Forum Baseline Requirements",
@@ -545,49 +585,50 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
     (Rule(RuleCode.TLS_COMPRESSION, Scope.MX, Severity.MEDIUM, None, 20,
           "TLS compression on (CRIME)", "RFC 9325 §3.3 (SHOULD disable); NIST SP 800-52r2 (null compression "
           "only); BSI TR-02102-2; NCSC-NL TLS guidelines v2.1 (TLS compression: insufficient)",
-          _rec("disable_tls_compression", "Disable TLS-level compression (OpenSSL: SSL_OP_NO_COMPRESSION; "
-                                          "upgrade the TLS library).")),
+          _rec(RecommendationCode.DISABLE_TLS_COMPRESSION,
+               "Disable TLS-level compression (OpenSSL: SSL_OP_NO_COMPRESSION; "
+               "upgrade the TLS library).")),
      _check_compression),
     (Rule(RuleCode.DH_GROUP_BELOW_2048, Scope.MX, Severity.MEDIUM, None, 15,
           "Finite-field DH group below 2048 bits", "RFC 9325 §4.5; NIST SP 800-52r2 (112-bit security: DH >= "
           "2048); BSI TR-02102-2 (DH >= 3000 bits); NCSC-NL TLS guidelines v2.1 (ffdhe groups); Logjam (Adrian "
           "et al., CCS 2015)",
-          _rec("use_2048_bit_dh", "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
+          _rec(RecommendationCode.USE_2048_BIT_DH, "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
                                   "smtpd_tls_dh1024_param_file or point it at ffdhe3072), or disable DHE suites.")),
      _check_dh_small),
     (Rule(RuleCode.DH_COMMON_1024_PRIME, Scope.MX, Severity.MEDIUM, None, 15,
           "A published DH prime of 1024 bits or less (shared by many servers)",
           "Logjam (Adrian et al., 'Imperfect Forward Secrecy', CCS 2015): one precomputation per prime; "
           "RFC 2409 §6.2, RFC 5114 §2.1 groups",
-          _rec("use_2048_bit_dh", "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
+          _rec(RecommendationCode.USE_2048_BIT_DH, "Use an RFC 7919 group of 2048 bits or more for DHE (Postfix: drop "
                                   "smtpd_tls_dh1024_param_file or point it at ffdhe3072), or disable DHE suites.")),
      _check_dh_common),
     (Rule(RuleCode.ONLY_DEPRECATED_CURVES, Scope.MX, Severity.MEDIUM, None, 15,
           "ECDHE only with deprecated curves", "RFC 8422 §5.1.1 (deprecated curves); RFC 9325 §4.2.1 (P-256 "
           "and X25519); NIST SP 800-52r2 (P-256/P-384); BSI TR-02102-2",
-          _rec("enable_modern_curves", "Enable X25519 and secp256r1 (and secp384r1) for ECDHE.")),
+          _rec(RecommendationCode.ENABLE_MODERN_CURVES, "Enable X25519 and secp256r1 (and secp384r1) for ECDHE.")),
      _check_only_deprecated_curves),
     (Rule(RuleCode.NO_SECURE_RENEGOTIATION, Scope.MX, Severity.MEDIUM, None, 15,
           "No RFC 5746 secure renegotiation", "RFC 5746; RFC 9325 §3.5 (renegotiation_info MUST); NIST SP "
           "800-52r2 (renegotiation_info mandatory); BSI TR-02102-2; NCSC-NL TLS guidelines v2.1",
-          _rec("enable_secure_renegotiation", "Upgrade the TLS library so that it supports RFC 5746 "
+          _rec(RecommendationCode.ENABLE_SECURE_RENEGOTIATION, "Upgrade the TLS library so that it supports RFC 5746 "
                                               "(renegotiation_info), or disable renegotiation.")),
      _check_renegotiation),
     (Rule(RuleCode.TRIPLE_DES_IDEA_SUITES, Scope.MX, Severity.LOW, None, 10,
           "64-bit block suites accepted (3DES, IDEA)", "RFC 9325 §4.1 (SHOULD NOT <128 bits); SWEET32",
-          _rec("disable_3des_idea_suites", "Disable 3DES and IDEA suites.")),
+          _rec(RecommendationCode.DISABLE_3DES_IDEA_SUITES, "Disable 3DES and IDEA suites.")),
      lambda f: _classes(f, _BLOCK64)),
     (Rule(RuleCode.TLS10_OR_TLS11_ENABLED, Scope.MX, Severity.LOW, None, 10,
           "TLS 1.0 or 1.1 still accepted", "RFC 8996; RFC 9325 §3.1.1",
-          _rec("disable_tls10_tls11", "Disable TLS 1.0 and TLS 1.1 once TLS 1.2 works.")),
+          _rec(RecommendationCode.DISABLE_TLS10_TLS11, "Disable TLS 1.0 and TLS 1.1 once TLS 1.2 works.")),
      _check_legacy_tls),
     (Rule(RuleCode.NO_NIST_R2_SUITE, Scope.MX, Severity.LOW, None, 10,
           "No SP 800-52r2 suite (no forward-secret AES suite)", "SP 800-52r2 §3.3.1; RFC 9325 §4.2",
-          _rec("enable_forward_secret_aes", "Enable ECDHE-RSA/ECDSA with AES-GCM suites.")),
+          _rec(RecommendationCode.ENABLE_FORWARD_SECRET_AES, "Enable ECDHE-RSA/ECDSA with AES-GCM suites.")),
      _check_nist_r2),
     (Rule(RuleCode.CERT_NAME_MISMATCH, Scope.MX, Severity.LOW, None, 10,
           "Certificate does not match the MX host name", "RFC 9525; RFC 8461 §4.2; opportunistic senders rarely check",
-          _rec("fix_certificate_name", "Use a certificate whose SAN lists the MX host name.")),
+          _rec(RecommendationCode.FIX_CERTIFICATE_NAME, "Use a certificate whose SAN lists the MX host name.")),
      _check_name),
     (Rule(RuleCode.SHA1_SIGNATURE, Scope.MX, Severity.LOW, None, 10,
           "Certificate signed with SHA-1", "RFC 9155; CA/B Forum Baseline Requirements (no SHA-1 since 2016)",
@@ -597,8 +638,9 @@ _MX_RULES: Final[tuple[tuple[Rule, MxCheck], ...]] = (
     (Rule(RuleCode.NO_EXTENDED_MASTER_SECRET, Scope.MX, Severity.LOW, None, 10,
           "No extended master secret (TLS 1.2 and below)", "RFC 7627 (triple handshake); RFC 9325 §3 (MUST for "
           "TLS 1.2); NIST SP 800-52r2 (mandatory extension); BSI TR-02102-2 (recommended)",
-          _rec("enable_extended_master_secret", "Upgrade the TLS library to one that supports RFC 7627 "
-                                                "(OpenSSL >= 1.1.0, GnuTLS >= 3.4).")),
+          _rec(RecommendationCode.ENABLE_EXTENDED_MASTER_SECRET,
+               "Upgrade the TLS library to one that supports RFC 7627 "
+               "(OpenSSL >= 1.1.0, GnuTLS >= 3.4).")),
      _check_ems),
     (Rule(RuleCode.VERSIONS_UNKNOWN, Scope.MX, Severity.INFO, None, 0,
           "Protocol versions unknown", "not graded; blocks A+", None),
@@ -626,11 +668,12 @@ _NO_MX_TESTED: Final = Rule(
 _NO_MTA_STS: Final = Rule(
     RuleCode.NO_MTA_STS, Scope.DOMAIN, Severity.INFO, None, 0,
     "No valid MTA-STS policy", "RFC 8461; needed for A+ unless DANE validates",
-    _rec("publish_mta_sts_enforce",
+    _rec(RecommendationCode.PUBLISH_MTA_STS_ENFORCE,
          "Publish an MTA-STS policy (RFC 8461) listing every MX, in testing mode first, then enforce."),
 )
 _REC_ENFORCE: Final = _rec(
-    "switch_mta_sts_to_enforce", "Switch the MTA-STS policy to mode: enforce once TLS reports are clean."
+    RecommendationCode.SWITCH_MTA_STS_TO_ENFORCE,
+    "Switch the MTA-STS policy to mode: enforce once TLS reports are clean."
 )
 _MTA_STS_TESTING: Final = Rule(
     RuleCode.MTA_STS_TESTING, Scope.DOMAIN, Severity.INFO, None, 0,
@@ -643,18 +686,20 @@ _MTA_STS_NONE: Final = Rule(
 _MTA_STS_UNCOVERED: Final = Rule(
     RuleCode.MTA_STS_MX_NOT_COVERED, Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
     "Enforced MTA-STS policy does not match every MX", "RFC 8461 §4.1: enforcing senders refuse those MX",
-    _rec("fix_mta_sts_mx_patterns", "Add every MX host name (or a matching *.suffix) to the policy's mx lines."),
+    _rec(RecommendationCode.FIX_MTA_STS_MX_PATTERNS,
+         "Add every MX host name (or a matching *.suffix) to the policy's mx lines."),
 )
 _MTA_STS_FAILING: Final = Rule(
     RuleCode.MTA_STS_MX_FAIL, Scope.DOMAIN, Severity.MEDIUM, Grade.B, 0,
     "Enforced MTA-STS policy: some MX would fail validation", "RFC 8461 §4.2, §5: enforcing senders refuse those MX",
-    _rec("fix_mx_for_mta_sts",
+    _rec(RecommendationCode.FIX_MX_FOR_MTA_STS,
          "Give every MX STARTTLS and an unexpired, trusted certificate for its host name, or delivery fails."),
 )
 _NO_TLSRPT: Final = Rule(
     RuleCode.NO_TLSRPT, Scope.DOMAIN, Severity.INFO, None, 0,
     "No valid TLS-RPT record", "RFC 8460",
-    _rec("publish_tlsrpt", "Publish a TLS-RPT record (_smtp._tls TXT, RFC 8460) to receive delivery failure reports."),
+    _rec(RecommendationCode.PUBLISH_TLSRPT,
+         "Publish a TLS-RPT record (_smtp._tls TXT, RFC 8460) to receive delivery failure reports."),
 )
 
 # DANE (RFC 7672). A DANE sender refuses an MX whose authenticated TLSA RRset matches nothing, where
@@ -662,7 +707,7 @@ _NO_TLSRPT: Final = Rule(
 # deferred and then bounced by every DANE sender, a delivery failure the operator published. That is
 # worse than an expired certificate (which only MTA-STS and DANE-TA senders refuse), hence cap D.
 _REC_TLSA: Final = _rec(
-    "fix_tlsa_records",
+    RecommendationCode.FIX_TLSA_RECORDS,
     "Publish TLSA records that match the certificate each MX presents (e.g. 3 1 1 of the current key), roll "
     "them over before changing the key or certificate, or withdraw them: DANE senders refuse mail otherwise.",
 )
@@ -675,26 +720,27 @@ _DANE_RULES: Final[Mapping[str, Rule]] = MappingProxyType({
         RuleCode.DANE_STARTTLS_FAILED, Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
         "TLSA published but STARTTLS fails on that MX",
         "RFC 7672 §2.2: with TLSA records STARTTLS is mandatory; DANE senders refuse the MX",
-        _rec("fix_starttls_for_dane",
+        _rec(RecommendationCode.FIX_STARTTLS_FOR_DANE,
              "Make STARTTLS work on every MX that publishes TLSA records, or withdraw the records.")),
     "tlsa_bogus": Rule(
         RuleCode.DANE_TLSA_BOGUS, Scope.DOMAIN, Severity.HIGH, Grade.D, 0,
         "TLSA lookup fails DNSSEC validation (bogus)",
         "RFC 7672 §2.2; RFC 4035 §5.5: DANE senders do not deliver to that MX",
-        _rec("fix_dnssec_signatures",
+        _rec(RecommendationCode.FIX_DNSSEC_SIGNATURES,
              "Repair the zone's DNSSEC signatures (re-sign, check DS and DNSKEY, keep RRSIGs unexpired).")),
     "tlsa_unusable": Rule(
         RuleCode.DANE_TLSA_UNUSABLE, Scope.DOMAIN, Severity.HIGH, Grade.C, 0,
         "DNSSEC-authenticated TLSA RRset without a usable record",
         "RFC 7672 §3.1.3, §2.2: senders must use TLS but cannot authenticate; the records protect nothing",
-        _rec("use_dane_ee_or_ta_records",
+        _rec(RecommendationCode.USE_DANE_EE_OR_TA_RECORDS,
              "Replace PKIX-TA/PKIX-EE or malformed TLSA records with DANE-EE (3 1 1) or DANE-TA (2 1 1) records.")),
     "tlsa_unsigned": Rule(
         RuleCode.DANE_TLSA_UNSIGNED, Scope.DOMAIN, Severity.INFO, None, 0,
         "TLSA records in an unsigned zone (ignored by senders, not DANE)",
         "RFC 7672 §2.2: only DNSSEC-secure TLSA RRsets apply",
-        _rec("sign_zone_for_dane", "Sign the MX host's zone with DNSSEC (and publish the DS), or remove the TLSA "
-                                   "records, which senders ignore without it.")),
+        _rec(RecommendationCode.SIGN_ZONE_FOR_DANE,
+             "Sign the MX host's zone with DNSSEC (and publish the DS), or remove the TLSA "
+             "records, which senders ignore without it.")),
 })
 
 _DOMAIN_RULES: Final = (
@@ -814,8 +860,8 @@ def _a_plus(graded: Sequence[MxGrade], policy: PolicyFacts) -> bool:
 
 
 def _mx_recommendations(graded: Sequence[tuple[MxFacts, MxGrade]]) -> list[Recommendation]:
-    hosts: dict[str, list[str]] = {}
-    recs: dict[str, Recommendation] = {}
+    hosts: dict[RecommendationCode, list[str]] = {}
+    recs: dict[RecommendationCode, Recommendation] = {}
     for facts, g in graded:
         for rec in g.recommendations:
             recs.setdefault(rec.code, rec)

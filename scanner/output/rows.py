@@ -24,7 +24,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from scanner.grading import Grade, RuleCode
+from scanner.grading import Grade, RecommendationCode, RuleCode
 from scanner.status import (
     AttemptOutcome,
     CertSource,
@@ -150,7 +150,8 @@ class DomainRow:
     forced_tls_safe: bool | None = col("Can a sender force TLS to this domain: every MX does STARTTLS, TLS 1.2+ and a "
                                        "NIST r1 suite (null: could not be decided).")
     forced_tls_reasons: list[str] = col("Why forced TLS is not (or not known to be) safe.")
-    recommendations: list[str] = col("Recommendation codes for the domain's administrators (schemas/grading.md).")
+    recommendations: list[RecommendationCode] = col(
+        "Recommendation codes for the domain's administrators (schemas/grading.md).")
     dns_ms: float | None = col("Time spent resolving the domain (MX and MX host addresses), milliseconds.")
     finished_at: datetime = col("When the domain's row was completed (UTC).")
 

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 
 from scanner.grading import (
     GRADING_VERSION,
+    RECOMMENDATIONS,
     RUBRIC,
     TLS_VERSION_NAMES,
     DomainGrade,
     Grade,
     MxFacts,
     PolicyFacts,
+    RecommendationCode,
     RuleCode,
     Scope,
     Severity,
@@ -742,6 +744,12 @@ def test_key_exchange_rules_judge_only_observations(facts: MxFacts) -> None:
 def test_rule_codes_are_a_closed_set_with_one_rule_each() -> None:
     assert sorted(RUBRIC) == sorted(RuleCode)
     assert all(type(code) is RuleCode and RUBRIC[code].code is code for code in RUBRIC)
+
+
+def test_recommendation_codes_are_a_closed_set_each_given_by_some_rule() -> None:
+    given = {rule.recommendation.code for rule in RUBRIC.values() if rule.recommendation}
+    assert given == set(RecommendationCode) == set(RECOMMENDATIONS)
+    assert all(type(code) is RecommendationCode for code in given)
 
 
 def test_the_writer_refuses_a_rule_code_that_is_a_plain_string() -> None:
