@@ -159,18 +159,6 @@ class DaneResult:
     def dnssec(self) -> DnssecStatus:
         return self.lookup.dnssec
 
-    @property
-    def applies(self) -> bool | None:
-        """Would a DANE client enforce DANE for this MX (usable TLSA records, DNSSEC-authenticated)?
-
-        None when the resolver cannot tell whether the answer was authenticated (RFC 7672 §2.2:
-        DANE applies only to secure TLSA RRsets)."""
-        if self.match.usable == 0:
-            return False
-        if self.lookup.dnssec is DnssecStatus.UNKNOWN:
-            return None
-        return self.lookup.dnssec is DnssecStatus.AUTHENTICATED
-
 
 # --------------------------------------------------------------------------
 # Records

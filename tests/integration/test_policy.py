@@ -31,7 +31,7 @@ from scanner.certs import NameMatch
 from scanner.config import ConfigError, DnsConfig
 from scanner.dns.resolver import DnsResolver
 from scanner.net.addresses import AddressPolicy, ExcludeList
-from scanner.policy.dane import DaneVerdict, DnssecStatus
+from scanner.policy.dane import DaneDelivery, DaneResult, DaneVerdict, DnssecStatus, dane_link, dane_sender_verdict
 from scanner.policy.domain import check_mta_sts, check_tlsrpt, fetch_mta_sts, lookup_txt
 from scanner.policy.facts import DomainPolicyFacts
 from scanner.policy.judge import judge_policies
@@ -496,7 +496,13 @@ async def test_tlsa_against_nsd(
     assert (result.verdict, result.lookup.outcome) == (verdict, outcome), result.match.detail
     # nsd is authoritative-only (RA=0): its answers carry no validation result.
     assert result.dnssec is DnssecStatus.UNKNOWN
-    assert result.applies is (None if verdict in (DaneVerdict.MATCH, DaneVerdict.NO_MATCH) else False)
+    # So a DANE sender's fate there is unknown, unless the name has no TLSA records at all.
+    assert _sender(result) is (DaneDelivery.NOT_DANE if verdict is DaneVerdict.NO_RECORDS else DaneDelivery.UNKNOWN)
+
+
+def _sender(result: DaneResult) -> DaneDelivery:
+    """What a DANE sender does at one MX address with this TLSA result and a working STARTTLS."""
+    return dane_sender_verdict([dane_link("mx.test", "192.0.2.1", result, tested=True, tls_ok=True)]).delivery
 
 
 async def test_tlsa_records_as_published(world: PolicyWorld) -> None:
@@ -591,11 +597,11 @@ async def test_ad_bit_is_read_from_a_recursive_resolver(world: PolicyWorld) -> N
         }
     finally:
         transport.close()
-    assert {name: (r.verdict, r.dnssec, r.applies) for name, r in got.items()} == {
-        "secure.test": (DaneVerdict.MATCH, DnssecStatus.AUTHENTICATED, True),
-        "insecure.test": (DaneVerdict.MATCH, DnssecStatus.NOT_AUTHENTICATED, False),
-        "authoritative.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, None),
-        "olddns.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, None),
+    assert {name: (r.verdict, r.dnssec, _sender(r)) for name, r in got.items()} == {
+        "secure.test": (DaneVerdict.MATCH, DnssecStatus.AUTHENTICATED, DaneDelivery.YES),
+        "insecure.test": (DaneVerdict.MATCH, DnssecStatus.NOT_AUTHENTICATED, DaneDelivery.NOT_DANE),
+        "authoritative.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, DaneDelivery.UNKNOWN),
+        "olddns.test": (DaneVerdict.MATCH, DnssecStatus.UNKNOWN, DaneDelivery.UNKNOWN),
     }
 
 
