@@ -27,7 +27,7 @@ import duckdb
 import pyarrow as pa
 
 from scanner.exit_codes import ExitCode
-from scanner.grading import RUBRIC, Grade
+from scanner.grading import Grade, RuleCode
 from scanner.output.arrow_schema import arrow_schema
 from scanner.output.parquet import part_problem
 from scanner.output.rows import TABLES
@@ -126,7 +126,7 @@ _COMPARED: Final = lits(DaneVerdict.MATCH, DaneVerdict.NO_MATCH, DaneVerdict.TA_
 _FAILING_STARTTLS: Final = lits(StarttlsVerdict.NONE, StarttlsVerdict.SOME, StarttlsVerdict.INCOMPLETE)
 _FAILING_GRADES: Final = lits(Grade.E, Grade.F)
 _DNSSEC_UNKNOWN: Final = lit(DnssecStatus.UNKNOWN)
-_TLSA_UNSIGNED: Final = sql_string(RUBRIC["dane_tlsa_unsigned"].code)  # a rubric code: fails here if renamed
+_TLSA_UNSIGNED: Final = lit(RuleCode.DANE_TLSA_UNSIGNED)
 
 # --- scan ------------------------------------------------------------------------------------------
 
